@@ -1,0 +1,186 @@
+//! The view model handed to templates: the checked schema plus every name, type and
+//! attribute already worked out, so templates stay free of logic.
+
+use serde::Serialize;
+
+use crate::schema::model::{Action, Field, FieldType, Model, Schema};
+use crate::schema::names;
+
+/// The whole-service context (`Cargo.toml`, `main.rs`, `lithair.toml`, `mod.rs`).
+#[derive(Serialize)]
+pub struct ServiceView<'a> {
+    pub service: &'a crate::schema::model::Service,
+    pub models: Vec<ModelView<'a>>,
+    pub runtime_dependency: String,
+}
+
+/// One model (`model.rs`, `handler.rs`).
+#[derive(Serialize)]
+pub struct ModelView<'a> {
+    pub name: &'a str,
+    pub snake: &'a str,
+    pub path: &'a str,
+    pub doc: String,
+    pub fields: Vec<FieldView>,
+    pub enums: Vec<EnumView>,
+    pub actions: Vec<ActionView<'a>>,
+}
+
+/// One field of the record struct.
+#[derive(Serialize)]
+pub struct FieldView {
+    pub ident: String,
+    pub rust_type: String,
+    pub doc: String,
+    pub serde_attr: String,
+}
+
+/// An enum generated for an enum field.
+#[derive(Serialize)]
+pub struct EnumView {
+    pub field: String,
+    pub type_name: String,
+    pub variants: Vec<VariantView>,
+}
+
+/// One enum value.
+#[derive(Serialize)]
+pub struct VariantView {
+    pub value: String,
+    pub variant: String,
+}
+
+/// One action.
+#[derive(Serialize)]
+pub struct ActionView<'a> {
+    pub name: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub on_record: bool,
+    pub description: Option<&'a str>,
+}
+
+/// `/// ` lines for a doc comment (one line when there is no text).
+pub fn doc_lines(text: Option<&str>, fallback: &str) -> String {
+    let text = text.map(str::trim).filter(|t| !t.is_empty()).unwrap_or(fallback);
+    text.lines()
+        .map(|l| {
+            let l = l.trim_end();
+            if l.is_empty() {
+                "///".to_string()
+            } else {
+                format!("/// {l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The Rust name of the enum generated for `model.field`.
+pub fn enum_type_name(model: &str, field: &str) -> String {
+    format!("{model}{}", names::pascal(field))
+}
+
+fn rust_type(model: &str, field: &str, ty: &FieldType) -> String {
+    match ty {
+        FieldType::String | FieldType::Text => "String".into(),
+        FieldType::Bool => "bool".into(),
+        FieldType::Int => "i64".into(),
+        FieldType::Float => "f64".into(),
+        FieldType::Uuid | FieldType::Ref { .. } => "Uuid".into(),
+        FieldType::Date => "NaiveDate".into(),
+        FieldType::Datetime => "DateTime<Utc>".into(),
+        FieldType::Json => "Value".into(),
+        FieldType::Enum { .. } => enum_type_name(model, field),
+        FieldType::List { item } => format!("Vec<{}>", rust_type(model, field, item)),
+    }
+}
+
+fn enum_values(ty: &FieldType) -> Option<&Vec<String>> {
+    match ty {
+        FieldType::Enum { values } => Some(values),
+        FieldType::List { item } => enum_values(item),
+        _ => None,
+    }
+}
+
+fn field_view(model: &Model, f: &Field) -> FieldView {
+    let base = rust_type(&model.name, &f.name, &f.ty);
+    let mut what = f.description.clone().unwrap_or_else(|| format!("`{}` ({}).", f.name, f.ty.spelling()));
+    let mut notes = Vec::new();
+    if f.unique {
+        notes.push("unique".to_string());
+    }
+    if f.immutable {
+        notes.push("immutable".to_string());
+    }
+    if let Some(d) = &f.default {
+        notes.push(format!("default `{d}`"));
+    }
+    if !notes.is_empty() {
+        what.push_str(&format!("\n\n{}.", capitalize(&notes.join(", "))));
+    }
+    FieldView {
+        ident: names::rust_ident(&f.name),
+        rust_type: if f.optional { format!("Option<{base}>") } else { base },
+        doc: doc_lines(Some(&what), ""),
+        serde_attr: if f.optional {
+            "#[serde(default, skip_serializing_if = \"Option::is_none\")]".into()
+        } else {
+            String::new()
+        },
+    }
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
+    }
+}
+
+fn action_view<'a>(a: &'a Action) -> ActionView<'a> {
+    ActionView {
+        name: &a.name,
+        method: &a.method,
+        path: &a.path,
+        on_record: a.on_record(),
+        description: a.description.as_deref(),
+    }
+}
+
+/// The view of one model.
+pub fn model_view(m: &Model) -> ModelView<'_> {
+    ModelView {
+        name: &m.name,
+        snake: &m.snake,
+        path: &m.path,
+        doc: doc_lines(m.description.as_deref(), &format!("A `{}` record, served at `{}`.", m.name, m.path)),
+        fields: m.fields.iter().map(|f| field_view(m, f)).collect(),
+        enums: m
+            .fields
+            .iter()
+            .filter_map(|f| {
+                enum_values(&f.ty).map(|values| EnumView {
+                    field: f.name.clone(),
+                    type_name: enum_type_name(&m.name, &f.name),
+                    variants: values
+                        .iter()
+                        .map(|v| VariantView { value: v.clone(), variant: names::variant(v) })
+                        .collect(),
+                })
+            })
+            .collect(),
+        actions: m.actions.iter().map(action_view).collect(),
+    }
+}
+
+/// The view of the whole service.
+pub fn service_view<'a>(schema: &'a Schema, runtime_dependency: String) -> ServiceView<'a> {
+    ServiceView {
+        service: &schema.service,
+        models: schema.models.iter().map(model_view).collect(),
+        runtime_dependency,
+    }
+}

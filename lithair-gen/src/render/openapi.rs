@@ -1,0 +1,234 @@
+//! The OpenAPI 3.1 document of a service, built from the checked schema.
+
+use serde_json::{json, Map, Value};
+
+use crate::schema::model::{Field, FieldType, Model, Operation, Schema};
+
+fn type_schema(ty: &FieldType) -> Value {
+    match ty {
+        FieldType::String | FieldType::Text => json!({"type": "string"}),
+        FieldType::Bool => json!({"type": "boolean"}),
+        FieldType::Int => json!({"type": "integer", "format": "int64"}),
+        FieldType::Float => json!({"type": "number", "format": "double"}),
+        FieldType::Uuid => json!({"type": "string", "format": "uuid"}),
+        FieldType::Ref { model } => json!({"type": "string", "format": "uuid", "description": format!("id of a {model}")}),
+        FieldType::Date => json!({"type": "string", "format": "date"}),
+        FieldType::Datetime => json!({"type": "string", "format": "date-time"}),
+        FieldType::Json => json!({}),
+        FieldType::Enum { values } => json!({"type": "string", "enum": values}),
+        FieldType::List { item } => json!({"type": "array", "items": type_schema(item)}),
+    }
+}
+
+fn field_schema(f: &Field) -> Value {
+    let mut s = type_schema(&f.ty);
+    let Value::Object(obj) = &mut s else { return s };
+    if let Some(d) = &f.description {
+        obj.insert("description".into(), json!(d));
+    }
+    if let Some(d) = &f.default {
+        obj.insert("default".into(), d.clone());
+    }
+    let r = &f.rules;
+    let lengths = if matches!(f.ty, FieldType::List { .. }) { ("minItems", "maxItems") } else { ("minLength", "maxLength") };
+    if let Some(v) = r.min {
+        obj.insert("minimum".into(), json!(v));
+    }
+    if let Some(v) = r.max {
+        obj.insert("maximum".into(), json!(v));
+    }
+    if let Some(v) = r.min_length {
+        obj.insert(lengths.0.into(), json!(v));
+    }
+    if let Some(v) = r.max_length {
+        obj.insert(lengths.1.into(), json!(v));
+    }
+    if let Some(p) = &r.pattern {
+        obj.insert("pattern".into(), json!(p));
+    }
+    if f.optional {
+        let inner = Value::Object(std::mem::take(obj));
+        return json!({"oneOf": [inner, {"type": "null"}]});
+    }
+    s
+}
+
+fn record_schema(m: &Model) -> Value {
+    let mut props = Map::new();
+    props.insert("id".into(), json!({"type": "string", "format": "uuid", "readOnly": true}));
+    for f in &m.fields {
+        props.insert(f.name.clone(), field_schema(f));
+    }
+    props.insert("created_at".into(), json!({"type": "string", "format": "date-time", "readOnly": true}));
+    props.insert("updated_at".into(), json!({"type": "string", "format": "date-time", "readOnly": true}));
+    props.insert("version".into(), json!({"type": "integer", "readOnly": true}));
+    let mut required = vec!["id".to_string()];
+    required.extend(m.fields.iter().filter(|f| !f.optional).map(|f| f.name.clone()));
+    required.extend(["created_at", "updated_at", "version"].map(String::from));
+    let mut s = json!({"type": "object", "properties": props, "required": required});
+    if let Some(d) = &m.description {
+        s["description"] = json!(d);
+    }
+    s
+}
+
+fn input_schema(m: &Model) -> Value {
+    let props: Map<String, Value> = m.fields.iter().map(|f| (f.name.clone(), field_schema(f))).collect();
+    let required: Vec<&str> = m.fields.iter().filter(|f| f.required()).map(|f| f.name.as_str()).collect();
+    json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
+}
+
+fn problem_response(description: &str) -> Value {
+    json!({"description": description, "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}})
+}
+
+fn roles_note(roles: &[String]) -> String {
+    if roles.is_empty() {
+        "Denied to everyone (no role is granted this operation).".into()
+    } else if roles.iter().any(|r| r == "public") {
+        "Open to anonymous callers.".into()
+    } else {
+        format!("Requires one of the roles: {}.", roles.join(", "))
+    }
+}
+
+fn security(roles: &[String]) -> Value {
+    if roles.iter().any(|r| r == "public") {
+        json!([{}, {"bearer": []}])
+    } else {
+        json!([{"bearer": []}])
+    }
+}
+
+/// Builds the document; keys are emitted in a fixed order, so the output is deterministic.
+pub fn document(schema: &Schema) -> Value {
+    let mut paths = Map::new();
+    let mut components = Map::new();
+    components.insert(
+        "Problem".into(),
+        json!({
+            "type": "object",
+            "description": "An error (RFC 9457).",
+            "properties": {
+                "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "errors": {"type": "array", "items": {"type": "object", "properties": {
+                    "field": {"type": "string"}, "code": {"type": "string"}, "message": {"type": "string"}}}}
+            },
+            "required": ["type", "title", "status"]
+        }),
+    );
+    let id_param = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string", "format": "uuid"}});
+    for m in &schema.models {
+        let record = json!({"$ref": format!("#/components/schemas/{}", m.name)});
+        let input = json!({"$ref": format!("#/components/schemas/{}Input", m.name)});
+        components.insert(m.name.clone(), record_schema(m));
+        components.insert(format!("{}Input", m.name), input_schema(m));
+        let p = &m.permissions;
+        let mut collection = Map::new();
+        let mut item = Map::new();
+        let tag = json!([m.name]);
+        if m.has(Operation::List) {
+            let mut params = vec![
+                json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}),
+                json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
+                json!({"name": "sort", "in": "query", "description": "Comma-separated fields; `-` before a field sorts descending.", "schema": {"type": "string"}}),
+            ];
+            for f in m.fields.iter().filter(|f| !matches!(f.ty, FieldType::Json | FieldType::List { .. })) {
+                params.push(json!({"name": f.name, "in": "query", "description": "Equality filter.", "schema": type_schema(&f.ty)}));
+            }
+            collection.insert("get".into(), json!({
+                "tags": tag, "operationId": format!("list_{}", m.snake), "summary": format!("List {} records", m.name),
+                "description": roles_note(&p.read), "security": security(&p.read), "parameters": params,
+                "responses": {"200": {"description": "A page of records.", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"items": {"type": "array", "items": record}, "total": {"type": "integer"},
+                    "limit": {"type": "integer"}, "offset": {"type": "integer"}}, "required": ["items", "total"]}}}},
+                    "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role.")}
+            }));
+        }
+        if m.has(Operation::Create) {
+            collection.insert("post".into(), json!({
+                "tags": tag, "operationId": format!("create_{}", m.snake), "summary": format!("Create a {}", m.name),
+                "description": roles_note(&p.create), "security": security(&p.create),
+                "requestBody": {"required": true, "content": {"application/json": {"schema": input}}},
+                "responses": {"201": {"description": "Created.", "headers": {"Location": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": record}}},
+                    "400": problem_response("Malformed JSON."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                    "409": problem_response("Unique conflict."), "413": problem_response("Body too large."), "415": problem_response("Not JSON."),
+                    "422": problem_response("Validation failed; `errors` lists every field.")}
+            }));
+        }
+        if m.has(Operation::Get) {
+            item.insert("get".into(), json!({
+                "tags": tag, "operationId": format!("get_{}", m.snake), "summary": format!("Get a {}", m.name),
+                "description": roles_note(&p.read), "security": security(&p.read),
+                "responses": {"200": {"description": "The record.", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": record}}},
+                    "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record.")}
+            }));
+        }
+        let write_responses = json!({"200": {"description": "The updated record.", "content": {"application/json": {"schema": record}}},
+            "400": problem_response("Malformed JSON."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+            "404": problem_response("No such record."), "409": problem_response("Unique conflict."), "412": problem_response("If-Match does not match the current version."),
+            "415": problem_response("Not JSON."), "422": problem_response("Validation failed.")});
+        let if_match = json!({"name": "If-Match", "in": "header", "schema": {"type": "string"}});
+        if m.has(Operation::Update) {
+            item.insert("put".into(), json!({
+                "tags": tag, "operationId": format!("update_{}", m.snake), "summary": format!("Replace a {}", m.name),
+                "description": roles_note(&p.update), "security": security(&p.update), "parameters": [if_match],
+                "requestBody": {"required": true, "content": {"application/json": {"schema": input}}}, "responses": write_responses
+            }));
+        }
+        if m.has(Operation::Patch) {
+            item.insert("patch".into(), json!({
+                "tags": tag, "operationId": format!("patch_{}", m.snake), "summary": format!("Change a {} (JSON merge patch)", m.name),
+                "description": roles_note(&p.update), "security": security(&p.update), "parameters": [if_match],
+                "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}},
+                "responses": write_responses
+            }));
+        }
+        if m.has(Operation::Delete) {
+            item.insert("delete".into(), json!({
+                "tags": tag, "operationId": format!("delete_{}", m.snake), "summary": format!("Delete a {}", m.name),
+                "description": roles_note(&p.delete), "security": security(&p.delete), "parameters": [if_match],
+                "responses": {"204": {"description": "Deleted."}, "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                    "404": problem_response("No such record."), "412": problem_response("If-Match does not match the current version.")}
+            }));
+        }
+        if !collection.is_empty() {
+            paths.insert(m.path.clone(), Value::Object(collection));
+        }
+        if !item.is_empty() {
+            item.insert("parameters".into(), json!([id_param]));
+            paths.insert(format!("{}/{{id}}", m.path), Value::Object(item));
+        }
+        for a in &m.actions {
+            let path = format!("{}/{}", m.path, a.path);
+            let mut op = json!({
+                "tags": tag, "operationId": format!("{}_{}", m.snake, a.name),
+                "summary": a.description.clone().unwrap_or_else(|| format!("Action {}", a.name)),
+                "description": roles_note(&a.permission), "security": security(&a.permission),
+                "requestBody": {"required": false, "content": {"application/json": {"schema": {}}}},
+                "responses": {"200": {"description": "The action's answer.", "content": {"application/json": {"schema": {}}}},
+                    "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record.")}
+            });
+            if a.on_record() {
+                op["parameters"] = json!([id_param]);
+            }
+            let entry = paths.entry(path).or_insert_with(|| json!({}));
+            entry[a.method.to_ascii_lowercase()] = op;
+        }
+    }
+    let mut info = json!({"title": schema.service.name, "version": "0.1.0"});
+    if let Some(d) = &schema.service.description {
+        info["description"] = json!(d);
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": info,
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API token from lithair.toml `[[auth.tokens]]`."}}
+        }
+    })
+}

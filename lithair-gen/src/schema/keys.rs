@@ -1,0 +1,37 @@
+//! The keys each mapping of the language accepts. The checker reads these lists, and a
+//! test holds them equal to the JSON Schema's properties, so the editor completion and
+//! the checks never drift apart.
+
+/// Top level.
+pub const TOP: &[&str] = &["service", "roles", "models"];
+/// Top-level keys of the design that the runtime does not act on yet.
+pub const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
+    "projections",
+    "projections (read models fed by events) come in a later release; remove the key for now",
+)];
+/// `service:`.
+pub const SERVICE: &[&str] = &["name", "description"];
+/// A role written as a mapping.
+pub const ROLE: &[&str] = &["name", "inherits"];
+/// A model.
+pub const MODEL: &[&str] = &["path", "description", "operations", "permissions", "persistence", "fields", "actions"];
+/// Model keys of the design that the runtime does not act on yet.
+pub const MODEL_UNSUPPORTED: &[(&str, &str)] = &[
+    ("lifecycle", "the audit trail and version history (`audited`, `versioned`) come in a later release; remove the key for now"),
+    ("cache", "response caching comes in a later release; remove the key for now (reads are served from memory already)"),
+];
+/// `permissions:` of a model.
+pub const PERMISSIONS: &[&str] = &["read", "create", "update", "delete"];
+/// `persistence:` of a model.
+pub const PERSISTENCE: &[&str] = &["snapshot_every"];
+/// A field.
+pub const FIELD: &[&str] = &["type", "description", "optional", "default", "unique", "indexed", "immutable", "values", "validate"];
+/// Field keys of the design that the runtime does not act on yet.
+pub const FIELD_UNSUPPORTED: &[(&str, &str)] = &[(
+    "permissions",
+    "field-level permissions come in a later release; remove the key for now",
+)];
+/// `validate:` of a field.
+pub const VALIDATE: &[&str] = &["min", "max", "min_length", "max_length", "pattern"];
+/// An action.
+pub const ACTION: &[&str] = &["method", "path", "permission", "description"];

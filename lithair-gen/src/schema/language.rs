@@ -1,0 +1,202 @@
+//! The YAML language as JSON Schema types, for `lithair-gen schema` and editor completion.
+//!
+//! These types exist only to describe the language (their doc comments become the
+//! schema's descriptions); the checker in `parse.rs` reads the YAML itself so that it can
+//! report every problem with its position.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+
+/// A lithair model definition: one service, its roles and its models.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields, title = "lithair model definition")]
+pub struct ModelFile {
+    /// The service: its name names the generated crate and binary.
+    service: ServiceDoc,
+    /// Roles that permissions may name. `public` (anonymous callers) always exists.
+    roles: Option<Vec<RoleDoc>>,
+    /// Models by PascalCase name; each becomes a REST resource.
+    models: BTreeMap<String, ModelDoc>,
+}
+
+/// The service block.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct ServiceDoc {
+    /// Lowercase crate name, e.g. `shop`.
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9_-]*$"))]
+    name: String,
+    /// What the service is for.
+    description: Option<String>,
+}
+
+/// A role: a name, or a mapping with the roles it inherits from.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum RoleDoc {
+    /// A role name.
+    Name(String),
+    /// A role that inherits the permissions of others.
+    WithParents(RoleWithParents),
+}
+
+/// A role that inherits the permissions of other roles.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct RoleWithParents {
+    /// The role's name.
+    name: String,
+    /// Roles whose permissions this role also holds.
+    inherits: Option<Vec<String>>,
+}
+
+/// The operations a model can expose.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum OperationDoc {
+    List,
+    Get,
+    Create,
+    Update,
+    Patch,
+    Delete,
+}
+
+/// A model: a REST resource stored as events.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct ModelDoc {
+    /// URL path of the collection; default `/api/<plural snake_case>`.
+    path: Option<String>,
+    /// What the model is (used in docs and OpenAPI).
+    description: Option<String>,
+    /// Enabled operations; default all.
+    operations: Option<Vec<OperationDoc>>,
+    /// Roles allowed per operation group; an operation with no roles is denied to everyone.
+    permissions: Option<PermissionsDoc>,
+    /// Storage tuning.
+    persistence: Option<PersistenceDoc>,
+    /// Fields by snake_case name. `id`, `created_at`, `updated_at` and `version` are implicit.
+    fields: BTreeMap<String, FieldDoc>,
+    /// Custom endpoints whose bodies you write in `src/handlers/<model>.rs`.
+    actions: Option<BTreeMap<String, ActionDoc>>,
+}
+
+/// Roles per operation group.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct PermissionsDoc {
+    /// `list` and `get`.
+    read: Option<Vec<String>>,
+    /// `create`.
+    create: Option<Vec<String>>,
+    /// `update` (PUT) and `patch` (PATCH).
+    update: Option<Vec<String>>,
+    /// `delete`.
+    delete: Option<Vec<String>>,
+}
+
+/// Storage tuning of a model.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct PersistenceDoc {
+    /// Write a snapshot every N events of this model (default from lithair.toml, 1000).
+    #[schemars(range(min = 1))]
+    snapshot_every: Option<u64>,
+}
+
+/// A field: its type and rules. `name: string` is shorthand for `name: { type: string }`.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum FieldDoc {
+    /// Shorthand: only the type.
+    Type(TypeDoc),
+    /// The full form.
+    Full(FieldFull),
+}
+
+/// A field type: string, text, bool, int, float, uuid, date, datetime, json, enum,
+/// `list<T>` or `ref<Model>`.
+#[derive(JsonSchema)]
+struct TypeDoc(
+    #[schemars(regex(
+        pattern = r"^(string|text|bool|int|float|uuid|date|datetime|json|enum|list<(string|text|bool|int|float|uuid|date|datetime|json|enum|ref<[A-Z][A-Za-z0-9]*>)>|ref<[A-Z][A-Za-z0-9]*>)$"
+    ))]
+    String,
+);
+
+/// The full form of a field.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct FieldFull {
+    /// The type.
+    #[serde(rename = "type")]
+    ty: TypeDoc,
+    /// What the field holds.
+    description: Option<String>,
+    /// The field may be absent or null.
+    optional: Option<bool>,
+    /// The value a create gets when it leaves the field out; must match the type and rules.
+    default: Option<serde_json::Value>,
+    /// No two records share a value (409 on conflict).
+    unique: Option<bool>,
+    /// Kept in a secondary index for fast equality filters.
+    indexed: Option<bool>,
+    /// Set on create, refused on update (422).
+    immutable: Option<bool>,
+    /// The allowed values of an enum.
+    values: Option<Vec<String>>,
+    /// Value rules, checked on every write (422 lists every failing field).
+    validate: Option<ValidateDoc>,
+}
+
+/// Value rules.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct ValidateDoc {
+    /// Smallest number (int, float).
+    min: Option<f64>,
+    /// Largest number (int, float).
+    max: Option<f64>,
+    /// Fewest characters (string, text) or items (list).
+    min_length: Option<u64>,
+    /// Most characters (string, text) or items (list).
+    max_length: Option<u64>,
+    /// A regular expression the whole value must match (string, text).
+    pattern: Option<String>,
+}
+
+/// A custom endpoint.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct ActionDoc {
+    /// HTTP method.
+    method: MethodDoc,
+    /// Path below the model's path: `{id}/restock` (one record) or `import` (collection).
+    path: String,
+    /// Roles allowed to call it; none means nobody.
+    permission: Option<Vec<String>>,
+    /// What it does.
+    description: Option<String>,
+}
+
+/// An HTTP method.
+#[derive(JsonSchema)]
+enum MethodDoc {
+    GET,
+    POST,
+    PUT,
+    PATCH,
+    DELETE,
+}
+
+/// The JSON Schema of the language, pretty-printed with a trailing newline.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(ModelFile);
+    let mut text = serde_json::to_string_pretty(&schema).unwrap_or_default();
+    text.push('\n');
+    text
+}

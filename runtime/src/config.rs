@@ -1,0 +1,217 @@
+//! Runtime configuration: `lithair.toml`, then `LITHAIR_*` environment variables, then
+//! command-line flags, each overriding the one before. Unknown keys are errors.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::auth::TokenConfig;
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[auth]`.
+    pub auth: AuthConfig,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind.
+    pub host: IpAddr,
+    /// Port to bind (0: any free port, printed at start).
+    pub port: u16,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Seconds allowed for the request headers.
+    pub header_timeout_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            max_body_bytes: 1024 * 1024,
+            header_timeout_secs: 10,
+        }
+    }
+}
+
+/// When writes reach the disk.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Before the answer: flush and fdatasync per batch (group commit).
+    Always,
+    /// Every `flush_interval_ms`, in the background.
+    Periodic,
+    /// When the OS decides.
+    Never,
+}
+
+impl std::str::FromStr for SyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(SyncMode::Always),
+            "periodic" => Ok(SyncMode::Periodic),
+            "never" => Ok(SyncMode::Never),
+            other => Err(format!("sync must be always, periodic or never, not \"{other}\"")),
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Folder of the store.
+    pub data_dir: PathBuf,
+    /// Durability.
+    pub sync: SyncMode,
+    /// For `periodic`: the flush period.
+    pub flush_interval_ms: u64,
+    /// Default snapshot period, in events of a model.
+    pub snapshot_every: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from("data"), sync: SyncMode::Always, flush_interval_ms: 10, snapshot_every: 1000 }
+    }
+}
+
+/// `[auth]`.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `[[auth.tokens]]`.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file cannot be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    /// The file is not valid.
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    /// An environment variable is not valid.
+    #[error("environment variable {name}: {message}")]
+    Env { name: &'static str, message: String },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Overrides from flags (None: not given).
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// `--host`.
+    pub host: Option<IpAddr>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path` (a missing file is fine only when `required` is false), applies the
+    /// environment, then the flags.
+    pub fn load(path: &Path, required: bool, flags: &Overrides) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let mut config = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Config::default(),
+            Err(source) => return Err(ConfigError::Read { path: shown, source }),
+        };
+        config.apply_env(|k| std::env::var(k).ok())?;
+        if let Some(h) = flags.host {
+            config.server.host = h;
+        }
+        if let Some(p) = flags.port {
+            config.server.port = p;
+        }
+        if let Some(d) = &flags.data_dir {
+            config.storage.data_dir = d.clone();
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Applies `LITHAIR_*` variables read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("LITHAIR_HOST") {
+            self.server.host = v.parse().map_err(|e| ConfigError::Env { name: "LITHAIR_HOST", message: format!("{e}") })?;
+        }
+        if let Some(v) = get("LITHAIR_PORT") {
+            self.server.port = v.parse().map_err(|e| ConfigError::Env { name: "LITHAIR_PORT", message: format!("{e}") })?;
+        }
+        if let Some(v) = get("LITHAIR_DATA_DIR") {
+            self.storage.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = get("LITHAIR_SYNC") {
+            self.storage.sync = v.parse().map_err(|message| ConfigError::Env { name: "LITHAIR_SYNC", message })?;
+        }
+        Ok(())
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        if self.storage.snapshot_every == 0 {
+            return Err(ConfigError::Invalid("storage.snapshot_every must be at least 1".into()));
+        }
+        if self.storage.flush_interval_ms == 0 {
+            return Err(ConfigError::Invalid("storage.flush_interval_ms must be at least 1".into()));
+        }
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1".into()));
+        }
+        if self.server.header_timeout_secs == 0 {
+            return Err(ConfigError::Invalid("server.header_timeout_secs must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = toml::from_str::<Config>("[server]\nprot = 1\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field `prot`"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file_and_flags_override_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lithair.toml");
+        std::fs::write(&path, "[server]\nport = 1000\n[storage]\nsync = \"never\"\n").unwrap();
+        let mut c: Config = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        c.apply_env(|k| (k == "LITHAIR_PORT").then(|| "2000".to_string())).unwrap();
+        assert_eq!(c.server.port, 2000);
+        assert_eq!(c.storage.sync, SyncMode::Never);
+        let flags = Overrides { port: Some(3000), ..Default::default() };
+        let c = Config::load(&path, true, &flags).unwrap();
+        assert_eq!(c.server.port, 3000);
+    }
+
+    #[test]
+    fn tokens_append_as_tables() {
+        let text = "[server]\nport = 1\n\n[[auth.tokens]]\nname = \"ci\"\nsha256 = \"00\"\nroles = [\"editor\"]\n";
+        let c: Config = toml::from_str(text).unwrap();
+        assert_eq!(c.auth.tokens.len(), 1);
+        assert_eq!(c.auth.tokens[0].roles, vec!["editor".to_string()]);
+    }
+}

@@ -1,0 +1,218 @@
+//! The service's operations on records, between HTTP and the store: validation, user
+//! hooks, leader-stamped ids and timestamps, then a command proposed to the store.
+//!
+//! A handler never writes state itself: it builds a [`Command`] and `propose`s it; the
+//! store's writer decides what depends on state (unique values, versions, refs). That is
+//! the seam where consensus slides in: `propose` becomes a Raft proposal, the writer's
+//! decisions become the state machine's apply.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::error::{ApiError, FieldError};
+use crate::hooks::{HookContext, ModelHooks, NoHooks};
+use crate::spec::{CompiledSpec, ModelSpec};
+use crate::store::event::{Actor, Record};
+use crate::store::{version_of, Command, Refused, Store};
+use crate::validate::{self, Mode};
+
+/// How often a write computed from a stale read is retried before giving up with 409.
+const MAX_RETRIES: usize = 8;
+
+/// The service's core: spec, hooks and store.
+pub struct Engine {
+    /// The compiled schema.
+    pub spec: Arc<CompiledSpec>,
+    hooks: HashMap<String, Box<dyn ModelHooks>>,
+    /// The store.
+    pub store: Store,
+}
+
+impl Engine {
+    /// Assembles an engine.
+    pub fn new(spec: Arc<CompiledSpec>, hooks: HashMap<String, Box<dyn ModelHooks>>, store: Store) -> Self {
+        Engine { spec, hooks, store }
+    }
+
+    /// The hooks of `model`.
+    pub fn hooks(&self, model: &str) -> &dyn ModelHooks {
+        self.hooks.get(model).map(|h| h.as_ref()).unwrap_or(&NoHooks)
+    }
+
+    fn model(&self, name: &str) -> Result<&ModelSpec, ApiError> {
+        self.spec.model(name).ok_or_else(|| ApiError::not_found(format!("no model {name}")))
+    }
+
+    /// A record.
+    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Record>> {
+        self.store.get(model, id)
+    }
+
+    fn actor(ctx: &HookContext) -> Actor {
+        Actor { name: ctx.principal.name.clone(), roles: ctx.principal.roles.clone() }
+    }
+
+    fn refused(&self, model: &ModelSpec, r: Refused) -> ApiError {
+        match r {
+            Refused::NotFound => ApiError::not_found(format!("no {} with this id", model.name)),
+            Refused::VersionMismatch { current, .. } => {
+                ApiError::precondition_failed(format!("the record is at version {current}; fetch it again and retry with If-Match: \"{current}\""))
+            }
+            Refused::Unique { field, .. } => ApiError::conflict(&field, format!("another {} already has this `{field}`", model.name)),
+            Refused::MissingRef { field, model: target, id } => {
+                ApiError::unprocessable(&field, "ref", format!("`{field}` refers to {target} {id}, which does not exist"))
+            }
+            Refused::Storage(e) => ApiError::unavailable(format!("the store cannot take writes: {e}")),
+        }
+    }
+
+    /// Runs the schema check again on what a hook returned, plus the user's `validate`.
+    fn recheck(&self, ctx: &HookContext, model: &ModelSpec, record: &Record, old: Option<&Record>) -> Result<(), ApiError> {
+        let mut fields = record.clone();
+        for m in validate::METADATA {
+            fields.remove(*m);
+        }
+        validate::check_body(&self.spec, model, Value::Object(fields), Mode::Replace, old)?;
+        let errors: Vec<FieldError> = self.hooks(&model.name).validate(ctx, record)?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(errors))
+        }
+    }
+
+    /// Creates a record from a request body.
+    pub async fn create(&self, ctx: &HookContext, body: Value) -> Result<Arc<Record>, ApiError> {
+        let model = self.model(&ctx.model)?;
+        let fields = validate::check_body(&self.spec, model, body, Mode::Create, None)?;
+        let now = now();
+        let mut record = Map::new();
+        record.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
+        record.extend(fields);
+        record.insert("created_at".into(), Value::String(now.clone()));
+        record.insert("updated_at".into(), Value::String(now));
+        record.insert("version".into(), Value::from(1u64));
+        let hooks = self.hooks(&model.name);
+        let errors = hooks.validate(ctx, &record)?;
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(errors));
+        }
+        let before = record.clone();
+        hooks.before_create(ctx, &mut record)?;
+        if record != before {
+            keep_metadata(&mut record, &before);
+            self.recheck(ctx, model, &record, None)?;
+        }
+        let ev = self
+            .store
+            .propose(Command::Create { model: model.name.clone(), record: record.clone() }, Self::actor(ctx))
+            .await
+            .map_err(|r| self.refused(model, r))?;
+        let stored = self.get(&model.name, ev.aggregate_id).unwrap_or_else(|| Arc::new(record));
+        hooks.after_create(ctx, &stored);
+        Ok(stored)
+    }
+
+    /// Replaces (PUT) or patches (PATCH, when `patch` is true) a record.
+    pub async fn update(&self, ctx: &HookContext, id: Uuid, body: Value, patch: bool, if_match: Option<u64>) -> Result<Arc<Record>, ApiError> {
+        let model = self.model(&ctx.model)?;
+        let hooks = self.hooks(&model.name);
+        for _ in 0..MAX_RETRIES {
+            let old = self.get(&model.name, id).ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
+            let old_version = version_of(&old);
+            if let Some(v) = if_match.filter(|v| *v != old_version) {
+                return Err(ApiError::precondition_failed(format!(
+                    "If-Match names version {v}, but the record is at version {old_version}"
+                )));
+            }
+            let input = if patch {
+                if !body.is_object() {
+                    return Err(ApiError::unprocessable("", "type", "a merge patch must be a JSON object"));
+                }
+                let mut current = Value::Object((*old).clone());
+                validate::merge_patch(&mut current, &body);
+                if let Value::Object(m) = &mut current {
+                    for k in ["created_at", "updated_at", "version"] {
+                        m.remove(k);
+                    }
+                }
+                current
+            } else {
+                body.clone()
+            };
+            let fields = validate::check_body(&self.spec, model, input, Mode::Replace, Some(&old))?;
+            let mut record = Map::new();
+            record.insert("id".into(), Value::String(id.to_string()));
+            record.extend(fields);
+            record.insert("created_at".into(), old.get("created_at").cloned().unwrap_or(Value::Null));
+            record.insert("updated_at".into(), Value::String(now()));
+            record.insert("version".into(), Value::from(old_version + 1));
+            let errors = hooks.validate(ctx, &record)?;
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(errors));
+            }
+            let before = record.clone();
+            hooks.before_update(ctx, &old, &mut record)?;
+            if record != before {
+                keep_metadata(&mut record, &before);
+                self.recheck(ctx, model, &record, Some(&old))?;
+            }
+            let command = Command::Replace {
+                model: model.name.clone(),
+                id,
+                record: record.clone(),
+                expected_version: old_version,
+                from_client: if_match.is_some(),
+            };
+            match self.store.propose(command, Self::actor(ctx)).await {
+                Ok(_) => {
+                    let stored = self.get(&model.name, id).unwrap_or_else(|| Arc::new(record));
+                    hooks.after_update(ctx, &old, &stored);
+                    return Ok(stored);
+                }
+                // Someone wrote in between and the client did not pin a version: recompute.
+                Err(Refused::VersionMismatch { from_client: false, .. }) => continue,
+                Err(r) => return Err(self.refused(model, r)),
+            }
+        }
+        Err(ApiError::new(409, "Conflict", "the record changes too often to update it now; retry"))
+    }
+
+    /// Applies a JSON merge patch (for actions).
+    pub async fn patch(&self, ctx: &HookContext, id: Uuid, patch: Value, if_match: Option<u64>) -> Result<Arc<Record>, ApiError> {
+        self.update(ctx, id, patch, true, if_match).await
+    }
+
+    /// Deletes a record (a tombstone event).
+    pub async fn delete(&self, ctx: &HookContext, id: Uuid, if_match: Option<u64>) -> Result<(), ApiError> {
+        let model = self.model(&ctx.model)?;
+        let hooks = self.hooks(&model.name);
+        let old = self.get(&model.name, id).ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
+        hooks.before_delete(ctx, &old)?;
+        let command = Command::Delete { model: model.name.clone(), id, expected_version: if_match };
+        self.store.propose(command, Self::actor(ctx)).await.map_err(|r| self.refused(model, r))?;
+        hooks.after_delete(ctx, &old);
+        Ok(())
+    }
+}
+
+/// A hook may change fields, not the server's metadata.
+fn keep_metadata(record: &mut Record, before: &Record) {
+    for k in validate::METADATA {
+        match before.get(*k) {
+            Some(v) => {
+                record.insert(k.to_string(), v.clone());
+            }
+            None => {
+                record.remove(*k);
+            }
+        }
+    }
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,0 +1,238 @@
+//! The bridge between the runtime, which works on JSON records, and the user's typed hooks
+//! in `src/handlers/`, which work on the generated structs.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::auth::Principal;
+use crate::engine::Engine;
+use crate::error::{ApiError, FieldError};
+use crate::spec::Operation;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a `before_*` hook answers: go on, or refuse with an error.
+pub type HookResult = Result<(), ApiError>;
+
+/// What an action answers.
+pub type ActionResult = Result<ActionResponse, ApiError>;
+
+/// Who is asking, and for what.
+#[derive(Clone, Debug)]
+pub struct HookContext {
+    /// The caller.
+    pub principal: Principal,
+    /// The model.
+    pub model: String,
+    /// The operation.
+    pub operation: Operation,
+}
+
+/// An action's answer: a status and a JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionResponse {
+    /// HTTP status.
+    pub status: u16,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl ActionResponse {
+    /// 200 with a JSON body.
+    pub fn ok(body: Value) -> Self {
+        ActionResponse { status: 200, body }
+    }
+
+    /// Any status with a JSON body.
+    pub fn with_status(status: u16, body: Value) -> Self {
+        ActionResponse { status, body }
+    }
+}
+
+/// What an action may do: read and change records of its model through the same write
+/// path as the HTTP API (validation, unique checks, hooks, durability).
+#[derive(Clone)]
+pub struct ActionContext {
+    pub(crate) engine: Arc<Engine>,
+    /// The caller.
+    pub principal: Principal,
+    /// The action's model.
+    pub model: String,
+}
+
+impl ActionContext {
+    /// The current record `id` of the action's model, as JSON.
+    pub fn get(&self, id: Uuid) -> Option<Value> {
+        self.engine.get(&self.model, id).map(|r| Value::Object((*r).clone()))
+    }
+
+    /// The current record, as the generated struct.
+    pub fn get_as<T: DeserializeOwned>(&self, id: Uuid) -> Result<Option<T>, ApiError> {
+        match self.get(id) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v).map(Some).map_err(ApiError::internal),
+        }
+    }
+
+    /// Applies a JSON merge patch to record `id`, as `PATCH` would (with hooks), and
+    /// answers the new record once it is durable.
+    pub async fn patch(&self, id: Uuid, patch: Value) -> Result<Value, ApiError> {
+        let ctx = HookContext { principal: self.principal.clone(), model: self.model.clone(), operation: Operation::Patch };
+        let record = self.engine.patch(&ctx, id, patch, None).await?;
+        Ok(Value::Object((*record).clone()))
+    }
+}
+
+impl std::fmt::Debug for ActionContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionContext").field("principal", &self.principal).field("model", &self.model).finish()
+    }
+}
+
+/// The runtime's view of a model's hooks: JSON records, object-safe.
+pub trait ModelHooks: Send + Sync {
+    /// Before create; may change the record.
+    fn before_create(&self, ctx: &HookContext, record: &mut Map<String, Value>) -> HookResult;
+    /// After create.
+    fn after_create(&self, ctx: &HookContext, record: &Map<String, Value>);
+    /// Before update; may change `new`.
+    fn before_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &mut Map<String, Value>) -> HookResult;
+    /// After update.
+    fn after_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &Map<String, Value>);
+    /// Before delete.
+    fn before_delete(&self, ctx: &HookContext, record: &Map<String, Value>) -> HookResult;
+    /// After delete.
+    fn after_delete(&self, ctx: &HookContext, record: &Map<String, Value>);
+    /// Extra validation.
+    fn validate(&self, ctx: &HookContext, record: &Map<String, Value>) -> Result<Vec<FieldError>, ApiError>;
+    /// Runs action `name`.
+    fn action<'a>(&'a self, name: &'a str, ctx: ActionContext, id: Option<Uuid>, body: Value) -> BoxFuture<'a, ActionResult>;
+}
+
+/// Hooks on a typed record `R`; the generated adapter implements this over the user's trait.
+pub trait TypedHooks<R>: Send + Sync + 'static {
+    /// Before create.
+    fn before_create(&self, ctx: &HookContext, record: &mut R) -> HookResult;
+    /// After create.
+    fn after_create(&self, ctx: &HookContext, record: &R);
+    /// Before update.
+    fn before_update(&self, ctx: &HookContext, old: &R, new: &mut R) -> HookResult;
+    /// After update.
+    fn after_update(&self, ctx: &HookContext, old: &R, new: &R);
+    /// Before delete.
+    fn before_delete(&self, ctx: &HookContext, record: &R) -> HookResult;
+    /// After delete.
+    fn after_delete(&self, ctx: &HookContext, record: &R);
+    /// Extra validation.
+    fn validate(&self, ctx: &HookContext, record: &R) -> Vec<FieldError>;
+    /// Runs action `name`.
+    fn action<'a>(&'a self, name: &'a str, ctx: ActionContext, id: Option<Uuid>, body: Value) -> BoxFuture<'a, ActionResult>;
+}
+
+/// Wraps typed hooks as [`ModelHooks`].
+pub fn typed_hooks<R, H>(hooks: H) -> Box<dyn ModelHooks>
+where
+    R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    H: TypedHooks<R>,
+{
+    Box::new(Typed { hooks, _record: std::marker::PhantomData::<fn() -> R> })
+}
+
+struct Typed<R, H> {
+    hooks: H,
+    _record: std::marker::PhantomData<fn() -> R>,
+}
+
+fn to_typed<R: DeserializeOwned>(record: &Map<String, Value>) -> Result<R, ApiError> {
+    R::deserialize(Value::Object(record.clone())).map_err(|e| ApiError::internal(format!("record does not fit its struct: {e}")))
+}
+
+fn from_typed<R: Serialize>(record: &R) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::to_value(record) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::internal("a record serialised to a non-object")),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
+impl<R, H> ModelHooks for Typed<R, H>
+where
+    R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    H: TypedHooks<R>,
+{
+    fn before_create(&self, ctx: &HookContext, record: &mut Map<String, Value>) -> HookResult {
+        let mut r: R = to_typed(record)?;
+        self.hooks.before_create(ctx, &mut r)?;
+        *record = from_typed(&r)?;
+        Ok(())
+    }
+
+    fn after_create(&self, ctx: &HookContext, record: &Map<String, Value>) {
+        if let Ok(r) = to_typed::<R>(record) {
+            self.hooks.after_create(ctx, &r);
+        }
+    }
+
+    fn before_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &mut Map<String, Value>) -> HookResult {
+        let o: R = to_typed(old)?;
+        let mut n: R = to_typed(new)?;
+        self.hooks.before_update(ctx, &o, &mut n)?;
+        *new = from_typed(&n)?;
+        Ok(())
+    }
+
+    fn after_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &Map<String, Value>) {
+        if let (Ok(o), Ok(n)) = (to_typed::<R>(old), to_typed::<R>(new)) {
+            self.hooks.after_update(ctx, &o, &n);
+        }
+    }
+
+    fn before_delete(&self, ctx: &HookContext, record: &Map<String, Value>) -> HookResult {
+        self.hooks.before_delete(ctx, &to_typed(record)?)
+    }
+
+    fn after_delete(&self, ctx: &HookContext, record: &Map<String, Value>) {
+        if let Ok(r) = to_typed::<R>(record) {
+            self.hooks.after_delete(ctx, &r);
+        }
+    }
+
+    fn validate(&self, ctx: &HookContext, record: &Map<String, Value>) -> Result<Vec<FieldError>, ApiError> {
+        Ok(self.hooks.validate(ctx, &to_typed(record)?))
+    }
+
+    fn action<'a>(&'a self, name: &'a str, ctx: ActionContext, id: Option<Uuid>, body: Value) -> BoxFuture<'a, ActionResult> {
+        self.hooks.action(name, ctx, id, body)
+    }
+}
+
+/// Hooks that do nothing (a model without handlers).
+pub struct NoHooks;
+
+impl ModelHooks for NoHooks {
+    fn before_create(&self, _: &HookContext, _: &mut Map<String, Value>) -> HookResult {
+        Ok(())
+    }
+    fn after_create(&self, _: &HookContext, _: &Map<String, Value>) {}
+    fn before_update(&self, _: &HookContext, _: &Map<String, Value>, _: &mut Map<String, Value>) -> HookResult {
+        Ok(())
+    }
+    fn after_update(&self, _: &HookContext, _: &Map<String, Value>, _: &Map<String, Value>) {}
+    fn before_delete(&self, _: &HookContext, _: &Map<String, Value>) -> HookResult {
+        Ok(())
+    }
+    fn after_delete(&self, _: &HookContext, _: &Map<String, Value>) {}
+    fn validate(&self, _: &HookContext, _: &Map<String, Value>) -> Result<Vec<FieldError>, ApiError> {
+        Ok(Vec::new())
+    }
+    fn action<'a>(&'a self, name: &'a str, _: ActionContext, _: Option<Uuid>, _: Value) -> BoxFuture<'a, ActionResult> {
+        Box::pin(async move { Err(ApiError::unknown_action(name)) })
+    }
+}

@@ -1,0 +1,346 @@
+//! The hyper server, the router and the endpoints.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use uuid::Uuid;
+
+use super::list::ListQuery;
+use super::respond::{self, Resp};
+use crate::auth::{authorize, Authenticator, Principal};
+use crate::engine::Engine;
+use crate::error::ApiError;
+use crate::hooks::{ActionContext, HookContext};
+use crate::spec::{ActionSpec, ModelSpec, Operation};
+use crate::store::version_of;
+
+/// Settings of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Largest body.
+    pub max_body_bytes: usize,
+    /// Header read timeout.
+    pub header_timeout: Duration,
+    /// How long in-flight requests may take at shutdown.
+    pub drain_timeout: Duration,
+}
+
+struct App {
+    engine: Arc<Engine>,
+    auth: Authenticator,
+    openapi: Option<&'static str>,
+    opts: ServeOptions,
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish and flushes the store.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    auth: Authenticator,
+    openapi: Option<&'static str>,
+    opts: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let app = Arc::new(App { engine: engine.clone(), auth, openapi, opts: opts.clone() });
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and similar: wait a little rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let svc = service_fn(move |req| handle(app.clone(), req, peer));
+                let conn = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(opts.header_timeout)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, %peer, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("some requests did not finish in time"),
+    }
+    let store_engine = engine.clone();
+    match tokio::task::spawn_blocking(move || store_engine.store.flush()).await {
+        Ok(Ok(())) => tracing::info!("store flushed; bye"),
+        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
+        Err(e) => tracing::error!(error = %e, "final flush panicked"),
+    }
+    Ok(())
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let resp = match route(&app, req).await {
+        Ok(r) => r,
+        Err(e) => respond::problem(&e),
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), %peer, micros = started.elapsed().as_micros() as u64, "request");
+    Ok(resp)
+}
+
+/// Where a path leads.
+enum Target<'a> {
+    Collection(&'a ModelSpec),
+    Item(&'a ModelSpec, &'a str),
+    Action(&'a ModelSpec, Option<&'a str>, &'a str),
+}
+
+fn resolve<'a>(app: &'a App, path: &'a str) -> Option<Target<'a>> {
+    for m in &app.engine.spec.spec.models {
+        if path == m.path {
+            return Some(Target::Collection(m));
+        }
+        let Some(rest) = path.strip_prefix(m.path.as_str()).and_then(|r| r.strip_prefix('/')) else { continue };
+        // A collection action's path is a fixed word; it wins over an id.
+        if m.actions.iter().any(|a| !a.on_record() && a.path == rest) {
+            return Some(Target::Action(m, None, rest));
+        }
+        return Some(match rest.split_once('/') {
+            None => Target::Item(m, rest),
+            Some((id, tail)) => Target::Action(m, Some(id), tail),
+        });
+    }
+    None
+}
+
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match path.as_str() {
+        "/health" => return only_get(&method, || respond::json(200, &json!({"status": "ok"}))),
+        "/ready" => return only_get(&method, || respond::json(200, &json!({"status": "ready"}))),
+        "/metrics" => return only_get(&method, || metrics(app)),
+        "/openapi.json" => {
+            return match app.openapi {
+                Some(doc) => only_get(&method, || respond::text(200, "application/json", doc.to_string())),
+                None => Err(ApiError::not_found("this service has no OpenAPI document")),
+            }
+        }
+        _ => {}
+    }
+    let target = resolve(app, &path).ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
+    let principal = app.auth.authenticate(req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    match target {
+        Target::Collection(m) => {
+            let allow = allowed(m, &[(Method::GET, Operation::List), (Method::POST, Operation::Create)]);
+            if method == Method::GET && m.operations.contains(&Operation::List) {
+                authorize(&principal, m.permissions.for_op(Operation::List), &format!("list {}", m.name))?;
+                let query = ListQuery::parse(m, req.uri().query())?;
+                let page = app.engine.store.read(|s| query.run(s, m));
+                Ok(respond::json(200, &page))
+            } else if method == Method::POST && m.operations.contains(&Operation::Create) {
+                authorize(&principal, m.permissions.for_op(Operation::Create), &format!("create {}", m.name))?;
+                let body = read_json(app, req, false).await?;
+                let ctx = hook_ctx(&principal, m, Operation::Create);
+                let record = app.engine.create(&ctx, body).await?;
+                let id = record.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                let etag = format!("\"{}\"", version_of(&record));
+                let r = respond::json(201, &Value::Object((*record).clone()));
+                let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
+                Ok(respond::with_header(r, "etag", &etag))
+            } else {
+                Err(ApiError::method_not_allowed(&allow))
+            }
+        }
+        Target::Item(m, raw_id) => {
+            let allow = allowed(
+                m,
+                &[(Method::GET, Operation::Get), (Method::PUT, Operation::Update), (Method::PATCH, Operation::Patch), (Method::DELETE, Operation::Delete)],
+            );
+            let op = match method {
+                Method::GET => Operation::Get,
+                Method::PUT => Operation::Update,
+                Method::PATCH => Operation::Patch,
+                Method::DELETE => Operation::Delete,
+                _ => return Err(ApiError::method_not_allowed(&allow)),
+            };
+            if !m.operations.contains(&op) {
+                return Err(ApiError::method_not_allowed(&allow));
+            }
+            authorize(&principal, m.permissions.for_op(op), &format!("{} {}", verb(op), m.name))?;
+            let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::not_found(format!("no {} with id \"{raw_id}\" (ids are UUIDs)", m.name)))?;
+            let if_match = if_match(&req)?;
+            let ctx = hook_ctx(&principal, m, op);
+            match op {
+                Operation::Get => {
+                    let r = app.engine.get(&m.name, id).ok_or_else(|| ApiError::not_found(format!("no {} with this id", m.name)))?;
+                    let etag = format!("\"{}\"", version_of(&r));
+                    Ok(respond::with_header(respond::json(200, &Value::Object((*r).clone())), "etag", &etag))
+                }
+                Operation::Update | Operation::Patch => {
+                    let body = read_json(app, req, op == Operation::Patch).await?;
+                    let r = app.engine.update(&ctx, id, body, op == Operation::Patch, if_match).await?;
+                    let etag = format!("\"{}\"", version_of(&r));
+                    Ok(respond::with_header(respond::json(200, &Value::Object((*r).clone())), "etag", &etag))
+                }
+                _ => {
+                    app.engine.delete(&ctx, id, if_match).await?;
+                    Ok(respond::empty(204))
+                }
+            }
+        }
+        Target::Action(m, raw_id, tail) => {
+            let candidates: Vec<&ActionSpec> =
+                m.actions.iter().filter(|a| a.on_record() == raw_id.is_some() && a.tail() == tail).collect();
+            if candidates.is_empty() {
+                return Err(ApiError::not_found(format!("nothing at {path}")));
+            }
+            let Some(action) = candidates.iter().find(|a| a.method == method.as_str()) else {
+                let allow: Vec<&str> = candidates.iter().map(|a| a.method.as_str()).collect();
+                return Err(ApiError::method_not_allowed(&allow));
+            };
+            authorize(&principal, &action.permission, &format!("run {}.{}", m.name, action.name))?;
+            let id = match raw_id {
+                Some(raw) => {
+                    let id = Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("no {} with id \"{raw}\"", m.name)))?;
+                    if app.engine.get(&m.name, id).is_none() {
+                        return Err(ApiError::not_found(format!("no {} with this id", m.name)));
+                    }
+                    Some(id)
+                }
+                None => None,
+            };
+            let body = read_json(app, req, false).await?;
+            let ctx = ActionContext { engine: app.engine.clone(), principal: principal.clone(), model: m.name.clone() };
+            let out = app.engine.hooks(&m.name).action(&action.name, ctx, id, body).await?;
+            Ok(respond::json(out.status, &out.body))
+        }
+    }
+}
+
+fn verb(op: Operation) -> &'static str {
+    match op {
+        Operation::List => "list",
+        Operation::Get => "read",
+        Operation::Create => "create",
+        Operation::Update | Operation::Patch => "update",
+        Operation::Delete => "delete",
+    }
+}
+
+fn hook_ctx(principal: &Principal, m: &ModelSpec, op: Operation) -> HookContext {
+    HookContext { principal: principal.clone(), model: m.name.clone(), operation: op }
+}
+
+fn allowed(m: &ModelSpec, pairs: &[(Method, Operation)]) -> Vec<&'static str> {
+    pairs
+        .iter()
+        .filter(|(_, op)| m.operations.contains(op))
+        .map(|(method, _)| match *method {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            _ => "DELETE",
+        })
+        .collect()
+}
+
+fn only_get(method: &Method, f: impl FnOnce() -> Resp) -> Result<Resp, ApiError> {
+    if method == Method::GET {
+        Ok(f())
+    } else {
+        Err(ApiError::method_not_allowed(&["GET"]))
+    }
+}
+
+/// The version an `If-Match` header names (`"3"`, `W/"3"`; `*` names none).
+fn if_match(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
+    let Some(v) = req.headers().get(hyper::header::IF_MATCH) else { return Ok(None) };
+    let text = v.to_str().map_err(|_| ApiError::precondition_failed("If-Match is not valid text"))?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    bare.parse::<u64>()
+        .map(Some)
+        .map_err(|_| ApiError::precondition_failed(format!("If-Match {text} names no version of this record")))
+}
+
+async fn read_json(app: &App, req: Request<Incoming>, patch: bool) -> Result<Value, ApiError> {
+    let limit = app.opts.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::payload_too_large(limit));
+    }
+    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
+    let bytes: Bytes = Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                ApiError::payload_too_large(limit)
+            } else {
+                ApiError::bad_request(format!("the request body could not be read: {e}"))
+            }
+        })?
+        .to_bytes();
+    if bytes.is_empty() && content_type.is_none() {
+        return Ok(Value::Null);
+    }
+    let media = content_type.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+    let is_json = media == "application/json" || media.ends_with("+json") || (patch && media == "application/merge-patch+json");
+    if !is_json {
+        return Err(ApiError::unsupported_media_type());
+    }
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+}
+
+fn metrics(app: &App) -> Resp {
+    let s = &app.engine.store.stats;
+    let (records, last_seq) = app.engine.store.read(|st| (st.models.values().map(|m| m.records.len()).sum::<usize>(), st.last_seq));
+    let body = format!(
+        "# TYPE lithair_store_events_total counter\nlithair_store_events_total {}\n\
+         # TYPE lithair_store_batches_total counter\nlithair_store_batches_total {}\n\
+         # TYPE lithair_store_snapshots_total counter\nlithair_store_snapshots_total {}\n\
+         # TYPE lithair_store_replayed_events gauge\nlithair_store_replayed_events {}\n\
+         # TYPE lithair_store_snapshot_records_loaded gauge\nlithair_store_snapshot_records_loaded {}\n\
+         # TYPE lithair_store_records gauge\nlithair_store_records {records}\n\
+         # TYPE lithair_store_last_sequence gauge\nlithair_store_last_sequence {last_seq}\n",
+        s.events.load(Ordering::Relaxed),
+        s.batches.load(Ordering::Relaxed),
+        s.snapshots.load(Ordering::Relaxed),
+        s.replayed_events.load(Ordering::Relaxed),
+        s.snapshot_records.load(Ordering::Relaxed),
+    );
+    respond::text(200, "text/plain; version=0.0.4", body)
+}

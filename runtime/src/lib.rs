@@ -1,0 +1,80 @@
+//! lithair-runtime: everything generic a lithair-generated service needs at run time.
+//!
+//! A generated crate holds the service's schema (`spec.json`), typed records and the hook
+//! traits that its handler files implement; this crate does the rest, in the order of
+//! the seed's data flow:
+//!
+//! - [`http`]: the hyper server, limits, router and the CRUD endpoints;
+//! - [`auth`]: bearer API tokens and role checks (deny by default);
+//! - [`validate`]: request bodies checked against the schema, every field at once;
+//! - [`hooks`]: the bridge to the user's typed hooks and actions;
+//! - [`engine`]: operations on records, turned into commands;
+//! - [`store`]: the event-sourced store on sled (group commit, snapshots, recovery);
+//! - [`config`] and [`cli`]: `lithair.toml`, `LITHAIR_*`, flags; `serve` and `token new`.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod hooks;
+pub mod http;
+pub mod spec;
+pub mod store;
+pub mod validate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use chrono;
+pub use cli::main;
+pub use error::{ApiError, FieldError};
+pub use serde;
+pub use serde_json;
+pub use spec::SpecError;
+pub use uuid;
+
+/// What generated code and handler files import.
+pub mod prelude {
+    pub use crate::error::{ApiError, FieldError};
+    pub use crate::hooks::{
+        typed_hooks, ActionContext, ActionResponse, ActionResult, BoxFuture, HookContext, HookResult, ModelHooks,
+        TypedHooks,
+    };
+    pub use chrono::{DateTime, NaiveDate, Utc};
+    pub use serde::{Deserialize, Serialize};
+    pub use serde_json::{json, Value};
+    pub use std::future::Future;
+    pub use uuid::Uuid;
+}
+
+/// A service: its compiled schema, OpenAPI document and hooks, ready to serve.
+pub struct Service {
+    spec: Arc<spec::CompiledSpec>,
+    openapi: Option<&'static str>,
+    hooks: HashMap<String, Box<dyn hooks::ModelHooks>>,
+}
+
+impl Service {
+    /// Reads the `spec.json` that lithair-gen generated.
+    pub fn from_spec_json(text: &str) -> Result<Service, SpecError> {
+        Ok(Service { spec: Arc::new(spec::CompiledSpec::from_json(text)?), openapi: None, hooks: HashMap::new() })
+    }
+
+    /// Serves `doc` at `/openapi.json`.
+    pub fn with_openapi(mut self, doc: &'static str) -> Self {
+        self.openapi = Some(doc);
+        self
+    }
+
+    /// Registers the hooks of `model`.
+    pub fn with_hooks(mut self, model: &str, hooks: Box<dyn hooks::ModelHooks>) -> Self {
+        self.hooks.insert(model.to_string(), hooks);
+        self
+    }
+
+    /// The compiled schema.
+    pub fn spec(&self) -> &spec::CompiledSpec {
+        &self.spec
+    }
+}

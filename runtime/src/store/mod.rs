@@ -1,0 +1,612 @@
+//! The event-sourced store on sled.
+//!
+//! Every write is a [`Command`] proposed to the store. One writer thread takes commands
+//! in batches (group commit): it decides each one against the current state plus the
+//! batch's earlier effects (unique values, If-Match versions, refs: decisions taken here,
+//! in order, so a replica applying the same log decides the same), appends the resulting
+//! events to the `events` tree in one sled batch, makes them durable per the `sync`
+//! setting (sled flush plus `fdatasync` of sled's log file for `always`), then publishes
+//! them to the in-memory [`State`] that reads are served from and answers every proposer.
+//! Nothing is visible to readers before it is durable.
+//!
+//! Snapshots: once a model has `snapshot_every` events since its last snapshot, its
+//! records are written (in chunks, the header last) to the `snapshots` tree from an O(1)
+//! clone of the state, off the write path. A restart loads each model's newest snapshot
+//! and replays only the events after it.
+
+pub mod event;
+pub mod snapshot;
+pub mod state;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::config::SyncMode;
+use crate::spec::ServiceSpec;
+use crate::validate::index_key;
+use event::{Actor, Event, EventKind, Record, FORMAT};
+use state::State;
+
+/// Why the store cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// sled refused the folder (damaged files, permissions, another process).
+    #[error("cannot open the store in {path}: {message}")]
+    Sled { path: String, message: String },
+    /// The store was written by a newer runtime.
+    #[error("the store in {path} has format {found}, newer than this runtime understands ({FORMAT}); upgrade lithair-runtime")]
+    NewerFormat { path: String, found: u32 },
+    /// Some entry cannot be read.
+    #[error("the store in {path} is damaged: {what}. Refusing to start rather than drop data; restore a backup or move the folder away")]
+    Corrupt { path: String, what: String },
+}
+
+/// A write, as proposed to the store.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Create `record` (complete: id, timestamps and version stamped).
+    Create {
+        /// Model.
+        model: String,
+        /// The new record.
+        record: Record,
+    },
+    /// Replace record `id`, which must still be at `expected_version`.
+    Replace {
+        /// Model.
+        model: String,
+        /// Record id.
+        id: Uuid,
+        /// The whole new record.
+        record: Record,
+        /// The version the change was computed from.
+        expected_version: u64,
+        /// Whether that version came from the client's If-Match (412) or from our read (retry).
+        from_client: bool,
+    },
+    /// Delete record `id`.
+    Delete {
+        /// Model.
+        model: String,
+        /// Record id.
+        id: Uuid,
+        /// The version the client saw, if it sent If-Match.
+        expected_version: Option<u64>,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Refused {
+    /// No such record.
+    NotFound,
+    /// The record changed since the version given.
+    VersionMismatch {
+        /// Its version now.
+        current: u64,
+        /// Whether the expected version came from the client.
+        from_client: bool,
+    },
+    /// A unique field's value is taken.
+    Unique {
+        /// Field.
+        field: String,
+        /// The holder.
+        holder: Uuid,
+    },
+    /// A ref points at no record.
+    MissingRef {
+        /// Field (with index for lists).
+        field: String,
+        /// Target model.
+        model: String,
+        /// The missing id.
+        id: String,
+    },
+    /// The store could not write.
+    Storage(String),
+}
+
+/// Field names with their ref targets and unique flags, per model, for decisions.
+#[derive(Clone, Debug, Default)]
+struct Rules {
+    unique: HashMap<String, Vec<String>>,
+    refs: HashMap<String, Vec<(String, String, bool)>>,
+}
+
+impl Rules {
+    fn new(spec: &ServiceSpec) -> Self {
+        use crate::spec::FieldType;
+        let mut r = Rules::default();
+        for m in &spec.models {
+            r.unique.insert(m.name.clone(), m.fields.iter().filter(|f| f.unique).map(|f| f.name.clone()).collect());
+            let refs = m
+                .fields
+                .iter()
+                .filter_map(|f| match &f.ty {
+                    FieldType::Ref { model } => Some((f.name.clone(), model.clone(), false)),
+                    FieldType::List { item } => match &**item {
+                        FieldType::Ref { model } => Some((f.name.clone(), model.clone(), true)),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            r.refs.insert(m.name.clone(), refs);
+        }
+        r
+    }
+}
+
+/// Counters the store exposes (also at `/metrics`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events replayed at the last start (after snapshots).
+    pub replayed_events: AtomicU64,
+    /// Records loaded from snapshots at the last start.
+    pub snapshot_records: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Events committed.
+    pub events: AtomicU64,
+    /// Snapshots written.
+    pub snapshots: AtomicU64,
+}
+
+struct Proposal {
+    command: Command,
+    actor: Actor,
+    reply: oneshot::Sender<Result<Event, Refused>>,
+}
+
+/// Settings of a store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// Durability.
+    pub sync: SyncMode,
+    /// For periodic sync.
+    pub flush_interval: Duration,
+    /// Default snapshot period.
+    pub snapshot_every: u64,
+    /// This node's id, stamped into events.
+    pub node_id: String,
+}
+
+/// The store: a handle shared by all requests.
+pub struct Store {
+    db: sled::Db,
+    path: PathBuf,
+    state: Arc<RwLock<State>>,
+    tx: mpsc::UnboundedSender<Proposal>,
+    /// Counters.
+    pub stats: Arc<Stats>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, loads snapshots, replays the tail and starts
+    /// the writer thread.
+    pub fn open(dir: &Path, spec: &ServiceSpec, opts: StoreOptions) -> Result<Store, OpenError> {
+        let path = dir.join("store");
+        let shown = path.display().to_string();
+        let sled_err = |e: sled::Error| OpenError::Sled { path: shown.clone(), message: e.to_string() };
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::Sled { path: shown.clone(), message: e.to_string() })?;
+        let flush_every = match opts.sync {
+            SyncMode::Never => Some(1000),
+            _ => None,
+        };
+        let db = sled::Config::new().path(&path).flush_every_ms(flush_every).mode(sled::Mode::HighThroughput).open().map_err(sled_err)?;
+        let meta = db.open_tree("meta").map_err(sled_err)?;
+        let events = db.open_tree("events").map_err(sled_err)?;
+        let snapshots = db.open_tree("snapshots").map_err(sled_err)?;
+        match meta.get("format").map_err(sled_err)? {
+            Some(v) => {
+                let found = std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u32>().ok()).ok_or_else(|| OpenError::Corrupt {
+                    path: shown.clone(),
+                    what: "meta/format is not a number".into(),
+                })?;
+                if found > FORMAT {
+                    return Err(OpenError::NewerFormat { path: shown, found });
+                }
+            }
+            None => {
+                if !events.is_empty() {
+                    return Err(OpenError::Corrupt { path: shown, what: "events exist but meta/format is missing".into() });
+                }
+                meta.insert("format", FORMAT.to_string().as_bytes()).map_err(sled_err)?;
+                meta.insert("created_by", format!("lithair-runtime {}", env!("CARGO_PKG_VERSION")).as_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
+
+        let stats = Arc::new(Stats::default());
+        let mut state = State::new(spec);
+        let snapshot_seqs = snapshot::load(&snapshots, &mut state, &stats).map_err(|what| OpenError::Corrupt { path: shown.clone(), what })?;
+        // Replay from the oldest snapshot any model has; skip events a model's snapshot covers.
+        let from = state.models.keys().map(|m| snapshot_seqs.get(m).copied().unwrap_or(0)).min().unwrap_or(0);
+        let mut replayed = 0u64;
+        let mut expected = from + 1;
+        for item in events.range((from + 1).to_be_bytes()..) {
+            let (k, v) = item.map_err(sled_err)?;
+            let seq = key_seq(&k).ok_or_else(|| OpenError::Corrupt { path: shown.clone(), what: "an event key is not 8 bytes".into() })?;
+            let ev: Event = serde_json::from_slice(&v).map_err(|e| OpenError::Corrupt {
+                path: shown.clone(),
+                what: format!("event {seq} cannot be read ({e})"),
+            })?;
+            if ev.sequence_number != seq || seq != expected {
+                return Err(OpenError::Corrupt { path: shown.clone(), what: format!("event log has a gap or mismatch at sequence {seq}") });
+            }
+            expected = seq + 1;
+            if ev.format > FORMAT {
+                return Err(OpenError::NewerFormat { path: shown.clone(), found: ev.format });
+            }
+            let covered = snapshot_seqs.get(&ev.model).is_some_and(|s| *s >= seq);
+            if covered {
+                state.last_seq = state.last_seq.max(seq);
+                continue;
+            }
+            state.apply(&ev);
+            replayed += 1;
+        }
+        if let Some(last) = events.last().map_err(sled_err)? {
+            state.last_seq = state.last_seq.max(key_seq(&last.0).unwrap_or(0));
+        }
+        stats.replayed_events.store(replayed, Ordering::Relaxed);
+        tracing::info!(
+            path = %shown,
+            last_sequence = state.last_seq,
+            snapshot_records = stats.snapshot_records.load(Ordering::Relaxed),
+            replayed_events = replayed,
+            "store opened"
+        );
+
+        let state = Arc::new(RwLock::new(state));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let log_file = File::open(path.join("db")).ok();
+        let writer = Writer {
+            db: db.clone(),
+            events,
+            snapshots,
+            state: state.clone(),
+            rules: Rules::new(spec),
+            snapshot_every: spec
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), m.snapshot_every.unwrap_or(opts.snapshot_every).max(1)))
+                .collect(),
+            opts: opts.clone(),
+            log_file,
+            stats: stats.clone(),
+        };
+        std::thread::Builder::new()
+            .name("lithair-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| OpenError::Sled { path: shown.clone(), message: format!("cannot start the writer: {e}") })?;
+        if opts.sync == SyncMode::Periodic {
+            let db = db.clone();
+            let file = File::open(path.join("db")).ok();
+            let every = opts.flush_interval;
+            std::thread::Builder::new()
+                .name("lithair-flusher".into())
+                .spawn(move || loop {
+                    std::thread::sleep(every);
+                    if db.flush().is_err() {
+                        tracing::error!("periodic flush failed");
+                    }
+                    if let Some(f) = &file {
+                        let _ = f.sync_data();
+                    }
+                })
+                .map_err(|e| OpenError::Sled { path: shown.clone(), message: format!("cannot start the flusher: {e}") })?;
+        }
+        Ok(Store { db, path, state, tx, stats })
+    }
+
+    /// Proposes a command; answers once its event is durable (or why it was refused).
+    pub async fn propose(&self, command: Command, actor: Actor) -> Result<Event, Refused> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal { command, actor, reply })
+            .map_err(|_| Refused::Storage("the store's writer has stopped".into()))?;
+        rx.await.map_err(|_| Refused::Storage("the store's writer has stopped".into()))?
+    }
+
+    /// Reads through the current state.
+    pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let guard = self.state.read().unwrap_or_else(|p| p.into_inner());
+        f(&guard)
+    }
+
+    /// The record `id` of `model`.
+    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Record>> {
+        self.read(|s| s.get(model, id))
+    }
+
+    /// Flushes everything to disk (at shutdown).
+    pub fn flush(&self) -> Result<(), String> {
+        self.db.flush().map_err(|e| e.to_string())?;
+        if let Ok(f) = File::open(self.path.join("db")) {
+            f.sync_data().map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Every event of the log, in order (for tests and tools).
+    pub fn events(&self) -> Result<Vec<Event>, String> {
+        let tree = self.db.open_tree("events").map_err(|e| e.to_string())?;
+        tree.iter()
+            .map(|r| {
+                let (_, v) = r.map_err(|e| e.to_string())?;
+                serde_json::from_slice(&v).map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+}
+
+fn key_seq(k: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes)
+}
+
+/// The single writer: decides, persists, publishes.
+struct Writer {
+    db: sled::Db,
+    events: sled::Tree,
+    snapshots: sled::Tree,
+    state: Arc<RwLock<State>>,
+    rules: Rules,
+    snapshot_every: HashMap<String, u64>,
+    opts: StoreOptions,
+    log_file: Option<File>,
+    stats: Arc<Stats>,
+}
+
+/// The batch's effects not yet in the shared state.
+#[derive(Default)]
+struct Overlay {
+    records: HashMap<(String, Uuid), Option<Arc<Record>>>,
+    claims: HashMap<(String, String, String), Option<Uuid>>,
+}
+
+const MAX_BATCH: usize = 1024;
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Proposal>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch);
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    fn commit(&mut self, batch: Vec<Proposal>) {
+        let mut decided: Vec<(Proposal, Result<Event, Refused>)> = Vec::with_capacity(batch.len());
+        {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let mut overlay = Overlay::default();
+            let mut seq = state.last_seq;
+            for p in batch {
+                let result = self.decide(&state, &mut overlay, &p, seq + 1);
+                if result.is_ok() {
+                    seq += 1;
+                }
+                decided.push((p, result));
+            }
+        }
+        let mut sled_batch = sled::Batch::default();
+        let mut count = 0;
+        for (_, r) in &decided {
+            if let Ok(ev) = r {
+                match serde_json::to_vec(ev) {
+                    Ok(bytes) => sled_batch.insert(&ev.key(), bytes),
+                    Err(e) => tracing::error!(error = %e, "cannot encode an event"),
+                }
+                count += 1;
+            }
+        }
+        if count > 0 {
+            if let Err(e) = self.persist(sled_batch) {
+                tracing::error!(error = %e, "write failed; the batch is refused");
+                for (p, _) in decided {
+                    let _ = p.reply.send(Err(Refused::Storage(e.clone())));
+                }
+                return;
+            }
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            for (_, r) in &decided {
+                if let Ok(ev) = r {
+                    state.apply(ev);
+                }
+            }
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.events.fetch_add(count, Ordering::Relaxed);
+            self.maybe_snapshot(&mut state);
+        }
+        for (p, r) in decided {
+            let _ = p.reply.send(r);
+        }
+    }
+
+    fn persist(&mut self, batch: sled::Batch) -> Result<(), String> {
+        self.events.apply_batch(batch).map_err(|e| e.to_string())?;
+        if self.opts.sync == SyncMode::Always {
+            self.db.flush().map_err(|e| e.to_string())?;
+            // sled's flush ends in sync_file_range, which does not survive a power loss.
+            if let Some(f) = &self.log_file {
+                f.sync_data().map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&self, state: &mut State) {
+        let seq = state.last_seq;
+        for (model, ms) in state.models.iter_mut() {
+            let every = self.snapshot_every.get(model).copied().unwrap_or(self.opts.snapshot_every);
+            if ms.since_snapshot < every {
+                continue;
+            }
+            ms.since_snapshot = 0;
+            ms.snapshot_seq = seq;
+            let records = ms.records.clone();
+            let tree = self.snapshots.clone();
+            let db = self.db.clone();
+            let model = model.clone();
+            let stats = self.stats.clone();
+            let durable = self.opts.sync == SyncMode::Always;
+            std::thread::spawn(move || match snapshot::write(&tree, &model, seq, &records) {
+                Ok(()) => {
+                    if durable {
+                        let _ = db.flush();
+                    }
+                    stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%model, sequence = seq, records = records.len(), "snapshot written");
+                }
+                Err(e) => tracing::error!(%model, error = %e, "snapshot failed"),
+            });
+        }
+    }
+
+    fn current(&self, state: &State, overlay: &Overlay, model: &str, id: Uuid) -> Option<Arc<Record>> {
+        match overlay.records.get(&(model.to_string(), id)) {
+            Some(r) => r.clone(),
+            None => state.get(model, id),
+        }
+    }
+
+    fn holder(&self, state: &State, overlay: &Overlay, model: &str, field: &str, key: &str) -> Option<Uuid> {
+        if let Some(c) = overlay.claims.get(&(model.to_string(), field.to_string(), key.to_string())) {
+            return *c;
+        }
+        let ids = state.models.get(model)?.indexes.get(field)?.get(key)?;
+        // Ids whose record the batch already changed are judged by the overlay.
+        ids.iter().copied().find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
+    }
+
+    fn decide(&self, state: &State, overlay: &mut Overlay, p: &Proposal, seq: u64) -> Result<Event, Refused> {
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let (model, id, old, new, kind) = match &p.command {
+            Command::Create { model, record } => {
+                let id = record_id(record)?;
+                if self.current(state, overlay, model, id).is_some() {
+                    return Err(Refused::Storage(format!("record {id} exists already")));
+                }
+                (model, id, None, Some(record.clone()), EventKind::Created)
+            }
+            Command::Replace { model, id, record, expected_version, from_client } => {
+                let old = self.current(state, overlay, model, *id).ok_or(Refused::NotFound)?;
+                let current = version_of(&old);
+                if current != *expected_version {
+                    return Err(Refused::VersionMismatch { current, from_client: *from_client });
+                }
+                (model, *id, Some(old), Some(record.clone()), EventKind::Updated)
+            }
+            Command::Delete { model, id, expected_version } => {
+                let old = self.current(state, overlay, model, *id).ok_or(Refused::NotFound)?;
+                let current = version_of(&old);
+                if expected_version.is_some_and(|v| v != current) {
+                    return Err(Refused::VersionMismatch { current, from_client: true });
+                }
+                (model, *id, Some(old), None, EventKind::Deleted)
+            }
+        };
+        if let Some(new) = &new {
+            for field in self.rules.unique.get(model).into_iter().flatten() {
+                if let Some(v) = new.get(field).filter(|v| !v.is_null()) {
+                    if let Some(holder) = self.holder(state, overlay, model, field, &index_key(v)).filter(|h| *h != id) {
+                        return Err(Refused::Unique { field: field.clone(), holder });
+                    }
+                }
+            }
+            for (field, target, is_list) in self.rules.refs.get(model).into_iter().flatten() {
+                let values: Vec<(String, &Value)> = match new.get(field) {
+                    Some(Value::Array(items)) if *is_list => items.iter().enumerate().map(|(i, v)| (format!("{field}[{i}]"), v)).collect(),
+                    Some(v) if !v.is_null() => vec![(field.clone(), v)],
+                    _ => Vec::new(),
+                };
+                for (at, v) in values {
+                    let target_id = v.as_str().and_then(|s| Uuid::parse_str(s).ok());
+                    let exists = target_id.is_some_and(|t| self.current(state, overlay, target, t).is_some());
+                    if !exists {
+                        return Err(Refused::MissingRef { field: at, model: target.clone(), id: v.as_str().unwrap_or("").to_string() });
+                    }
+                }
+            }
+        }
+        // Record the batch's effects for the commands after this one.
+        for field in self.rules.unique.get(model).into_iter().flatten() {
+            let old_key = old.as_ref().and_then(|o| o.get(field)).filter(|v| !v.is_null()).map(index_key);
+            let new_key = new.as_ref().and_then(|n| n.get(field)).filter(|v| !v.is_null()).map(index_key);
+            if old_key != new_key {
+                if let Some(k) = old_key {
+                    overlay.claims.insert((model.clone(), field.clone(), k), None);
+                }
+                if let Some(k) = new_key {
+                    overlay.claims.insert((model.clone(), field.clone(), k), Some(id));
+                }
+            }
+        }
+        overlay.records.insert((model.clone(), id), new.clone().map(Arc::new));
+        let event_data = match (&old, &new, kind) {
+            (_, Some(n), EventKind::Created) => Value::Object(n.clone()),
+            (Some(o), Some(n), EventKind::Updated) => json!({
+                "changes": event::changes(o, n),
+                "updated_at": n.get("updated_at").cloned().unwrap_or(Value::Null),
+            }),
+            _ => json!({}),
+        };
+        let version = match &new {
+            Some(n) => version_of(n),
+            None => old.as_ref().map(|o| version_of(o) + 1).unwrap_or(1),
+        };
+        let suffix = match kind {
+            EventKind::Created => "Created",
+            EventKind::Updated => "Updated",
+            EventKind::Deleted => "Deleted",
+        };
+        Ok(Event {
+            format: FORMAT,
+            event_id: Uuid::new_v4(),
+            sequence_number: seq,
+            aggregate_id: id,
+            model: model.clone(),
+            event_type: format!("{model}{suffix}"),
+            kind,
+            version,
+            event_data,
+            created_at: now,
+            node_id: self.opts.node_id.clone(),
+            principal: p.actor.clone(),
+        })
+    }
+}
+
+fn record_id(r: &Record) -> Result<Uuid, Refused> {
+    r.get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| Refused::Storage("a record without a valid id was proposed".into()))
+}
+
+/// The `version` of a record.
+pub fn version_of(r: &Record) -> u64 {
+    r.get("version").and_then(Value::as_u64).unwrap_or(0)
+}

@@ -1,0 +1,112 @@
+//! The in-memory state the store serves reads from: records per model and the
+//! secondary indexes of `unique` and `indexed` fields. Only the writer changes it, by
+//! applying committed events; readers take a read lock.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::event::{Event, Record};
+use crate::spec::ServiceSpec;
+use crate::validate::index_key;
+
+/// One model's records and indexes.
+#[derive(Clone, Debug, Default)]
+pub struct ModelState {
+    /// Records by id. A persistent map: cloning it for a snapshot is O(1).
+    pub records: imbl::OrdMap<Uuid, Arc<Record>>,
+    /// field -> canonical value -> ids holding it.
+    pub indexes: HashMap<String, HashMap<String, BTreeSet<Uuid>>>,
+    /// Events of this model applied since its last snapshot.
+    pub since_snapshot: u64,
+    /// Sequence number of the model's last snapshot (0: none).
+    pub snapshot_seq: u64,
+}
+
+impl ModelState {
+    fn unindex(&mut self, id: Uuid, r: &Record) {
+        for (field, idx) in self.indexes.iter_mut() {
+            if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
+                let key = index_key(v);
+                if let Some(set) = idx.get_mut(&key) {
+                    set.remove(&id);
+                    if set.is_empty() {
+                        idx.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn index(&mut self, id: Uuid, r: &Record) {
+        for (field, idx) in self.indexes.iter_mut() {
+            if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
+                idx.entry(index_key(v)).or_default().insert(id);
+            }
+        }
+    }
+
+    /// Puts (or removes, with `None`) a record, keeping the indexes right.
+    pub fn put(&mut self, id: Uuid, record: Option<Arc<Record>>) {
+        if let Some(old) = self.records.get(&id).cloned() {
+            self.unindex(id, &old);
+        }
+        match record {
+            Some(r) => {
+                self.index(id, &r);
+                self.records.insert(id, r);
+            }
+            None => {
+                self.records.remove(&id);
+            }
+        }
+    }
+
+    /// Ids whose `field` equals `value` (only for indexed fields).
+    pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<Uuid>> {
+        let idx = self.indexes.get(field)?;
+        Some(idx.get(&index_key(value)).map(|s| s.iter().copied().collect()).unwrap_or_default())
+    }
+}
+
+/// Every model's state, and the last applied sequence number.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// Per model name.
+    pub models: HashMap<String, ModelState>,
+    /// Last event applied.
+    pub last_seq: u64,
+}
+
+impl State {
+    /// Empty state with indexes declared for every unique or indexed field.
+    pub fn new(spec: &ServiceSpec) -> Self {
+        let mut models = HashMap::new();
+        for m in &spec.models {
+            let mut ms = ModelState::default();
+            for f in m.fields.iter().filter(|f| f.unique || f.indexed) {
+                ms.indexes.insert(f.name.clone(), HashMap::new());
+            }
+            models.insert(m.name.clone(), ms);
+        }
+        State { models, last_seq: 0 }
+    }
+
+    /// Applies a committed event. Events of models the schema no longer has are skipped
+    /// (their records stay in the log).
+    pub fn apply(&mut self, ev: &Event) {
+        self.last_seq = self.last_seq.max(ev.sequence_number);
+        let Some(ms) = self.models.get_mut(&ev.model) else { return };
+        let previous = ms.records.get(&ev.aggregate_id).cloned();
+        let next = ev.apply(previous.as_deref()).map(Arc::new);
+        ms.put(ev.aggregate_id, next);
+        ms.since_snapshot += 1;
+    }
+
+    /// The record `id` of `model`.
+    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Record>> {
+        self.models.get(model)?.records.get(&id).cloned()
+    }
+}
