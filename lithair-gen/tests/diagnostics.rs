@@ -34,7 +34,10 @@ fn diagnostics_of(name: &str, text: &str) -> (usize, String) {
     match check(text) {
         Ok(_) => panic!("{name} passed the checks, but it is a bad schema"),
         Err(diags) => {
-            assert!(!diags.is_empty(), "{name}: check failed without a diagnostic");
+            assert!(
+                !diags.is_empty(),
+                "{name}: check failed without a diagnostic"
+            );
             (diags.len(), render_diagnostics(name, text, &diags, false))
         }
     }
@@ -61,7 +64,11 @@ fn locations(name: &str, rendered: &str) -> Vec<(usize, usize)> {
 #[test]
 fn bad_schemas_match_their_expected_output() {
     let schemas = bad_schemas();
-    assert!(schemas.len() >= 25, "tests/bad-schemas lost cases: only {} left", schemas.len());
+    assert!(
+        schemas.len() >= 25,
+        "tests/bad-schemas lost cases: only {} left",
+        schemas.len()
+    );
     let mut failures = Vec::new();
     for (name, path) in &schemas {
         let text = std::fs::read_to_string(path).unwrap();
@@ -69,16 +76,28 @@ fn bad_schemas_match_their_expected_output() {
 
         // Shape checks that hold for every case, whatever the wording.
         let locs = locations(name, &rendered);
-        assert_eq!(locs.len(), count, "{name}: one `file:line:col` line per diagnostic\n{rendered}");
+        assert_eq!(
+            locs.len(),
+            count,
+            "{name}: one `file:line:col` line per diagnostic\n{rendered}"
+        );
         let mut sorted = locs.clone();
         sorted.sort();
-        assert_eq!(locs, sorted, "{name}: diagnostics are not in source order\n{rendered}");
+        assert_eq!(
+            locs, sorted,
+            "{name}: diagnostics are not in source order\n{rendered}"
+        );
         let plural = if count == 1 { "" } else { "s" };
         assert!(
-            rendered.ends_with(&format!("{count} error{plural} in {name}; nothing was written.\n")),
+            rendered.ends_with(&format!(
+                "{count} error{plural} in {name}; nothing was written.\n"
+            )),
             "{name}: missing summary line\n{rendered}"
         );
-        assert!(!rendered.contains('\u{1b}'), "{name}: colour codes in plain output");
+        assert!(
+            !rendered.contains('\u{1b}'),
+            "{name}: colour codes in plain output"
+        );
 
         let expected_path = path.with_extension("expected");
         if updating() {
@@ -135,7 +154,10 @@ fn several_errors_are_all_reported_in_line_order() {
     let lines: Vec<usize> = locs.iter().map(|(l, _)| *l).collect();
     // One problem on each of these lines of the file (see its comments).
     assert_eq!(lines, vec![6, 8, 9, 10, 11, 12, 15, 16], "{rendered}");
-    let messages: Vec<&str> = rendered.lines().filter(|l| l.starts_with("several_errors.yaml:")).collect();
+    let messages: Vec<&str> = rendered
+        .lines()
+        .filter(|l| l.starts_with("several_errors.yaml:"))
+        .collect();
     let must = [
         "unknown role \"editr\"",
         "unknown type \"strng\"",
@@ -149,7 +171,10 @@ fn several_errors_are_all_reported_in_line_order() {
     for (msg, want) in messages.iter().zip(must) {
         assert!(msg.contains(want), "expected {want:?} in {msg:?}");
     }
-    assert!(rendered.ends_with("8 errors in several_errors.yaml; nothing was written.\n"), "{rendered}");
+    assert!(
+        rendered.ends_with("8 errors in several_errors.yaml; nothing was written.\n"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -166,7 +191,10 @@ fn did_you_mean_is_offered_for_near_names() {
         ("default_not_an_enum_value", "did you mean \"published\"?"),
     ] {
         let rendered = render_case(case);
-        assert!(rendered.contains(hint), "{case}: no {hint:?} in\n{rendered}");
+        assert!(
+            rendered.contains(hint),
+            "{case}: no {hint:?} in\n{rendered}"
+        );
     }
 }
 
@@ -183,7 +211,10 @@ fn unsupported_keys_say_so() {
             rendered.contains(&format!("\"{key}\" is not supported yet")),
             "{case}: no \"is not supported yet\" in\n{rendered}"
         );
-        assert!(rendered.contains("= help:"), "{case}: no help in\n{rendered}");
+        assert!(
+            rendered.contains("= help:"),
+            "{case}: no help in\n{rendered}"
+        );
     }
 }
 
@@ -193,7 +224,10 @@ fn colour_output_differs_only_by_escape_codes() {
     let diags = check(&text).unwrap_err();
     let plain = render_diagnostics("x.yaml", &text, &diags, false);
     let colour = render_diagnostics("x.yaml", &text, &diags, true);
-    assert!(colour.contains('\u{1b}'), "colour output has no escape codes");
+    assert!(
+        colour.contains('\u{1b}'),
+        "colour output has no escape codes"
+    );
     let stripped = strip_ansi(&colour);
     assert_eq!(stripped, plain);
 }
@@ -229,18 +263,66 @@ models:
       match: { type: int, optional: true }
       name: string
 ";
-    let schema = check(text).unwrap_or_else(|d| panic!("{}", render_diagnostics("kw.yaml", text, &d, false)));
-    let fields: Vec<&str> = schema.models[0].fields.iter().map(|f| f.name.as_str()).collect();
+    let schema = check(text)
+        .unwrap_or_else(|d| panic!("{}", render_diagnostics("kw.yaml", text, &d, false)));
+    let fields: Vec<&str> = schema.models[0]
+        .fields
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
     assert_eq!(fields, ["type", "match", "name"]);
     assert_eq!(schema.models[0].fields[0].ty, FieldType::String);
 
     // And the generated code uses a raw identifier that still serialises as `type`.
     let templates = lithair_gen::render::templates::load(None).unwrap();
-    let opts = lithair_gen::render::RenderOptions { runtime_dependency: "lithair-runtime = \"0.1\"".into() };
+    let opts = lithair_gen::render::RenderOptions {
+        runtime_dependency: "lithair-runtime = \"0.1\"".into(),
+    };
     let files = lithair_gen::render::render(&schema, &templates, &opts).expect("renders");
-    let model = files.iter().find(|f| f.path == "src/generated/product.rs").expect("model file");
-    assert!(model.contents.contains("pub r#type: String"), "{}", model.contents);
-    assert!(model.contents.contains("pub r#match: Option<i64>"), "{}", model.contents);
+    let model = files
+        .iter()
+        .find(|f| f.path == "src/generated/product.rs")
+        .expect("model file");
+    assert!(
+        model.contents.contains("pub r#type: String"),
+        "{}",
+        model.contents
+    );
+    assert!(
+        model.contents.contains("pub r#match: Option<i64>"),
+        "{}",
+        model.contents
+    );
+}
+
+#[test]
+fn enum_value_self_becomes_a_valid_variant() {
+    let text = "\
+service: { name: social }
+models:
+  Post:
+    fields:
+      audience: { type: enum, values: [self, friends, public], default: self }
+";
+    let schema = check(text)
+        .unwrap_or_else(|d| panic!("{}", render_diagnostics("self.yaml", text, &d, false)));
+    let templates = lithair_gen::render::templates::load(None).unwrap();
+    let opts = lithair_gen::render::RenderOptions {
+        runtime_dependency: "lithair-runtime = \"0.1\"".into(),
+    };
+    let files = lithair_gen::render::render(&schema, &templates, &opts)
+        .expect("`self` as an enum value renders");
+    let model = files
+        .iter()
+        .find(|f| f.path == "src/generated/post.rs")
+        .unwrap();
+    assert!(
+        model
+            .contents
+            .contains("#[serde(rename = \"self\")]\n    VSelf,"),
+        "{}",
+        model.contents
+    );
 }
 
 #[test]
@@ -263,7 +345,8 @@ models:
       note: { type: text, optional: true, default: ~ }
       owner: { type: \"ref<Product>\", optional: true }
 ";
-    let schema = check(text).unwrap_or_else(|d| panic!("{}", render_diagnostics("ok.yaml", text, &d, false)));
+    let schema = check(text)
+        .unwrap_or_else(|d| panic!("{}", render_diagnostics("ok.yaml", text, &d, false)));
     let m = &schema.models[0];
     assert_eq!(m.path, "/api/v1/products");
     assert_eq!(m.fields.len(), 6);
@@ -274,5 +357,8 @@ models:
 fn empty_file_is_reported() {
     let diags = check("").unwrap_err();
     let rendered = render_diagnostics("empty.yaml", "", &diags, false);
-    assert!(rendered.starts_with("empty.yaml:1:1: error: the schema is empty\n"), "{rendered}");
+    assert!(
+        rendered.starts_with("empty.yaml:1:1: error: the schema is empty\n"),
+        "{rendered}"
+    );
 }

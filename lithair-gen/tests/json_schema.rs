@@ -11,7 +11,10 @@ const SCHEMA_FILE: &str = "schemas/lithair-model.schema.json";
 const MODELINE: &str = "# yaml-language-server: $schema=../schemas/lithair-model.schema.json";
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn schema_json() -> Value {
@@ -33,11 +36,24 @@ fn checked_in_schema_is_up_to_date() {
 #[test]
 fn schema_is_a_draft_07_document_that_rejects_unknown_top_keys() {
     let s = schema_json();
-    assert!(s["$schema"].as_str().is_some_and(|u| u.contains("json-schema.org")), "{s:#}");
+    assert!(
+        s["$schema"]
+            .as_str()
+            .is_some_and(|u| u.contains("json-schema.org")),
+        "{s:#}"
+    );
     assert_eq!(s["type"], "object");
     assert_eq!(s["additionalProperties"], false);
-    let required: Vec<&str> = s["required"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(required.contains(&"service") && required.contains(&"models"), "{required:?}");
+    let required: Vec<&str> = s["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        required.contains(&"service") && required.contains(&"models"),
+        "{required:?}"
+    );
 }
 
 /// Follows `$ref`, and through `allOf` / `anyOf` / `oneOf` to the object schema with
@@ -62,7 +78,9 @@ fn find_object<'a>(root: &'a Value, node: &'a Value) -> Option<&'a Value> {
 }
 
 fn property<'a>(object: &'a Value, key: &str) -> &'a Value {
-    object["properties"].get(key).unwrap_or_else(|| panic!("no property {key:?} in {object:#}"))
+    object["properties"]
+        .get(key)
+        .unwrap_or_else(|| panic!("no property {key:?} in {object:#}"))
 }
 
 fn sorted(keys: impl IntoIterator<Item = impl Into<String>>) -> Vec<String> {
@@ -78,12 +96,24 @@ fn schema_objects_accept_exactly_the_checker_keys() {
     let top = object(r, r, "top");
     let service = object(r, property(top, "service"), "service");
     let role = object(r, &property(top, "roles")["items"], "roles[]");
-    let model = object(r, &property(top, "models")["additionalProperties"], "models.*");
+    let model = object(
+        r,
+        &property(top, "models")["additionalProperties"],
+        "models.*",
+    );
     let permissions = object(r, property(model, "permissions"), "permissions");
     let persistence = object(r, property(model, "persistence"), "persistence");
-    let field = object(r, &property(model, "fields")["additionalProperties"], "fields.*");
+    let field = object(
+        r,
+        &property(model, "fields")["additionalProperties"],
+        "fields.*",
+    );
     let validate = object(r, property(field, "validate"), "validate");
-    let action = object(r, &property(model, "actions")["additionalProperties"], "actions.*");
+    let action = object(
+        r,
+        &property(model, "actions")["additionalProperties"],
+        "actions.*",
+    );
 
     let objects: [(&str, &Value, &[&str]); 9] = [
         ("TOP", top, keys::TOP),
@@ -116,7 +146,10 @@ fn schema_objects_accept_exactly_the_checker_keys() {
         ("FIELD", field, keys::FIELD_UNSUPPORTED),
     ] {
         for (key, _) in unsupported {
-            assert!(obj["properties"].get(*key).is_none(), "{name}: unsupported key {key:?} is in the JSON Schema");
+            assert!(
+                obj["properties"].get(*key).is_none(),
+                "{name}: unsupported key {key:?} is in the JSON Schema"
+            );
         }
     }
 }
@@ -134,7 +167,10 @@ fn examples() -> Vec<PathBuf> {
 #[test]
 fn examples_point_at_the_schema_and_pass_the_checks() {
     let examples = examples();
-    assert!(examples.len() >= 2, "expected at least two examples, found {examples:?}");
+    assert!(
+        examples.len() >= 2,
+        "expected at least two examples, found {examples:?}"
+    );
     for path in examples {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let text = std::fs::read_to_string(&path).unwrap();
@@ -144,7 +180,10 @@ fn examples_point_at_the_schema_and_pass_the_checks() {
             "examples/{name} must begin with `{MODELINE}` so editors complete and check it"
         );
         if let Err(d) = check(&text) {
-            panic!("examples/{name} does not pass the checks:\n{}", render_diagnostics(&name, &text, &d, false));
+            panic!(
+                "examples/{name} does not pass the checks:\n{}",
+                render_diagnostics(&name, &text, &d, false)
+            );
         }
     }
 }
@@ -152,5 +191,8 @@ fn examples_point_at_the_schema_and_pass_the_checks() {
 #[test]
 fn modeline_points_at_the_checked_in_file() {
     let target = MODELINE.split("$schema=").nth(1).unwrap();
-    assert!(workspace().join("examples").join(target).is_file(), "{target} (relative to examples/) does not exist");
+    assert!(
+        workspace().join("examples").join(target).is_file(),
+        "{target} (relative to examples/) does not exist"
+    );
 }

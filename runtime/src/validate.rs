@@ -148,16 +148,17 @@ fn check_value(
         }
     }
     let (len, unit) = match v {
-        Value::String(s) => (Some(s.chars().count() as u64), "characters"),
-        Value::Array(a) => (Some(a.len() as u64), "items"),
+        Value::String(s) => (Some(s.chars().count() as u64), "character"),
+        Value::Array(a) => (Some(a.len() as u64), "item"),
         _ => (None, ""),
     };
+    let units = |n: u64| if n == 1 { unit.to_string() } else { format!("{unit}s") };
     if let Some(len) = len {
         if let Some(min) = r.min_length.filter(|m| len < *m) {
-            errors.push(FieldError::new(at, "min_length", format!("`{at}` must have at least {min} {unit}")));
+            errors.push(FieldError::new(at, "min_length", format!("`{at}` must have at least {min} {}", units(min))));
         }
         if let Some(max) = r.max_length.filter(|m| len > *m) {
-            errors.push(FieldError::new(at, "max_length", format!("`{at}` must have at most {max} {unit}")));
+            errors.push(FieldError::new(at, "max_length", format!("`{at}` must have at most {max} {}", units(max))));
         }
     }
     if let (Some(p), Some(s)) = (spec.patterns.get(&(model.name.clone(), f.name.clone())), v.as_str()) {

@@ -101,7 +101,7 @@ impl Engine<'_> {
     fn rust<T: Serialize>(&self, name: &str, path: &str, data: &T) -> Result<String, RenderError> {
         let text = self.render(name, data)?;
         let file = self.parse(name, path, &text)?;
-        Ok(prettyplease::unparse(&file))
+        Ok(space_items(&prettyplease::unparse(&file)))
     }
 
     /// Renders a user-owned `.rs`: parsed to prove it is valid, kept as written.
@@ -145,6 +145,34 @@ fn toml_str(
     Ok(())
 }
 
+/// prettyplease prints items back to back; put a blank line between items (and after the
+/// module docs), as rustfmt-formatted hand-written code has.
+fn space_items(text: &str) -> String {
+    const ITEM_STARTS: &[&str] = &[
+        "///", "#[", "pub ", "fn ", "impl", "struct ", "enum ", "trait ", "use ", "mod ", "const ", "static ", "type ",
+    ];
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::with_capacity(text.len() + lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            let prev = lines[i - 1].trim();
+            let cur = line.trim_start();
+            let indent = |l: &str| l.len() - l.trim_start().len();
+            let starts_item = ITEM_STARTS.iter().any(|s| cur.starts_with(s));
+            let after_item = prev.ends_with('}') || prev.ends_with(';') || (prev.starts_with("//!") && !cur.starts_with("//!"));
+            let same_group = (prev.starts_with("use ") && cur.starts_with("use "))
+                || (prev.starts_with("pub mod ") && cur.starts_with("pub mod ") && prev.ends_with(';'))
+                || prev.starts_with("#[");
+            if starts_item && after_item && !same_group && indent(lines[i - 1]) >= indent(line) {
+                out.push('\n');
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// Collapses runs of blank lines left by template conditionals; ends with one newline.
 fn tidy(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -179,6 +207,7 @@ pub fn render(schema: &Schema, templates: &[Template], opts: &RenderOptions) -> 
     add("lithair.toml", Owner::User, tidy(&engine.render("lithair.toml.hbs", &view)?), None);
     add("src/main.rs", Owner::User, engine.rust_stub("main.rs.hbs", "src/main.rs", &view)?, None);
     add("src/generated/mod.rs", Owner::Generated, engine.rust("mod.rs.hbs", "src/generated/mod.rs", &view)?, None);
+    add("src/generated/handlers.rs", Owner::Generated, engine.rust("handlers.rs.hbs", "src/generated/handlers.rs", &view)?, None);
     let mut spec = serde_json::to_string_pretty(schema).unwrap_or_default();
     spec.push('\n');
     add("src/generated/spec.json", Owner::Generated, spec, None);

@@ -111,6 +111,7 @@ struct PersistenceDoc {
 /// A field: its type and rules. `name: string` is shorthand for `name: { type: string }`.
 #[derive(JsonSchema)]
 #[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // never built: it only describes the language
 enum FieldDoc {
     /// Shorthand: only the type.
     Type(TypeDoc),
@@ -185,6 +186,7 @@ struct ActionDoc {
 
 /// An HTTP method.
 #[derive(JsonSchema)]
+#[allow(clippy::upper_case_acronyms)] // the variant names are the YAML spelling
 enum MethodDoc {
     GET,
     POST,

@@ -185,7 +185,7 @@ impl Checker {
     }
 
     /// A list of strings; a lone string is taken as a list of one.
-    fn string_list<'n>(&mut self, node: &'n Node, what: &str) -> Vec<(String, Span)> {
+    fn string_list(&mut self, node: &Node, what: &str) -> Vec<(String, Span)> {
         let items: Vec<&Node> = match &node.kind {
             NodeKind::Seq(items) => items.iter().collect(),
             NodeKind::Scalar { .. } => vec![node],
@@ -400,6 +400,13 @@ impl Checker {
             if names::RAW_KEYWORDS.contains(&snake.as_str()) || names::FORBIDDEN_KEYWORDS.contains(&snake.as_str()) {
                 self.err(
                     Diagnostic::new(k.span, format!("model name \"{name}\" cannot be used: its module name `{snake}` is a Rust keyword"))
+                        .with_help(format!("pick another name, e.g. \"{name}Item\"")),
+                );
+                continue;
+            }
+            if snake == "handlers" {
+                self.err(
+                    Diagnostic::new(k.span, format!("model name \"{name}\" cannot be used: module `handlers` is taken by the generated code"))
                         .with_help(format!("pick another name, e.g. \"{name}Item\"")),
                 );
                 continue;
