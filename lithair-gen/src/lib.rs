@@ -8,6 +8,6 @@
 //!
 //! The binary (`main.rs`) only parses arguments and calls into this library.
 
-pub mod schema;
-pub mod render;
 pub mod project;
+pub mod render;
+pub mod schema;

@@ -11,7 +11,9 @@ use lithair_gen::render::Owner;
 
 const GREEN: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Green)));
 const YELLOW: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Yellow)));
-const RED: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red))).bold();
+const RED: Style = Style::new()
+    .fg_color(Some(anstyle::Color::Ansi(AnsiColor::Red)))
+    .bold();
 const BOLD: Style = Style::new().bold();
 const DIM: Style = Style::new().dimmed();
 
@@ -49,7 +51,9 @@ struct RuntimeArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Create a service crate from a schema (copied into it as lithair.yaml).
-    #[command(after_help = "Example:\n  lithair-gen new shop --schema examples/shop.yaml\n  cd shop && cargo run -- serve")]
+    #[command(
+        after_help = "Example:\n  lithair-gen new shop --schema examples/shop.yaml\n  cd shop && cargo run -- serve"
+    )]
     New {
         /// The folder to create (must not exist, or be empty).
         dir: PathBuf,
@@ -60,7 +64,9 @@ enum Command {
         runtime: RuntimeArgs,
     },
     /// Regenerate the project from its lithair.yaml; your files are never touched.
-    #[command(after_help = "Examples:\n  lithair-gen generate\n  lithair-gen generate --dry-run --project shop\n  lithair-gen generate --force            # overwrite generated files edited by hand")]
+    #[command(
+        after_help = "Examples:\n  lithair-gen generate\n  lithair-gen generate --dry-run --project shop\n  lithair-gen generate --force            # overwrite generated files edited by hand"
+    )]
     Generate {
         #[command(flatten)]
         project: ProjectArg,
@@ -77,7 +83,9 @@ enum Command {
         runtime: RuntimeArgs,
     },
     /// Exit 1 if generated files are stale or were edited by hand (for CI).
-    #[command(after_help = "Example:\n  lithair-gen check --project shop || echo 'run lithair-gen generate'")]
+    #[command(
+        after_help = "Example:\n  lithair-gen check --project shop || echo 'run lithair-gen generate'"
+    )]
     Check {
         #[command(flatten)]
         project: ProjectArg,
@@ -116,7 +124,9 @@ enum Command {
         args: Vec<String>,
     },
     /// Print shell completions.
-    #[command(after_help = "Example:\n  lithair-gen completions bash > /etc/bash_completion.d/lithair-gen")]
+    #[command(
+        after_help = "Example:\n  lithair-gen completions bash > /etc/bash_completion.d/lithair-gen"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -139,12 +149,19 @@ fn main() -> ExitCode {
 }
 
 fn plan_options(r: &RuntimeArgs) -> PlanOptions {
-    PlanOptions { runtime_path: r.runtime_path.clone(), runtime_version: r.runtime_version.clone() }
+    PlanOptions {
+        runtime_path: r.runtime_path.clone(),
+        runtime_version: r.runtime_version.clone(),
+    }
 }
 
 fn run(command: Command) -> Result<ExitCode, ProjectError> {
     match command {
-        Command::New { dir, schema, runtime } => {
+        Command::New {
+            dir,
+            schema,
+            runtime,
+        } => {
             let plan = project::create(&dir, &schema, &plan_options(&runtime), true)?;
             finish_generate(&plan, ApplyOptions::default(), false)?;
             println!(
@@ -154,15 +171,30 @@ fn run(command: Command) -> Result<ExitCode, ProjectError> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Generate { project, dry_run, force, allow_breaking, runtime } => {
+        Command::Generate {
+            project,
+            dry_run,
+            force,
+            allow_breaking,
+            runtime,
+        } => {
             let plan = project::plan(&project.project, &plan_options(&runtime), true)?;
-            finish_generate(&plan, ApplyOptions { force, allow_breaking }, dry_run)
+            finish_generate(
+                &plan,
+                ApplyOptions {
+                    force,
+                    allow_breaking,
+                },
+                dry_run,
+            )
         }
         Command::Check { project } => {
             let plan = project::plan(&project.project, &PlanOptions::default(), true)?;
             if plan.is_stale() {
                 if plan.schema_changed {
-                    println!("{YELLOW}stale{YELLOW:#}    lithair.yaml changed since the last generate");
+                    println!(
+                        "{YELLOW}stale{YELLOW:#}    lithair.yaml changed since the last generate"
+                    );
                 }
                 for f in &plan.files {
                     let why = match &f.change {
@@ -185,7 +217,14 @@ fn run(command: Command) -> Result<ExitCode, ProjectError> {
         Command::Diff { project } => {
             let plan = project::plan(&project.project, &PlanOptions::default(), true)?;
             for f in &plan.files {
-                if matches!(f.change, Change::Create | Change::Update | Change::Reformat | Change::Delete | Change::Conflict(_)) {
+                if matches!(
+                    f.change,
+                    Change::Create
+                        | Change::Update
+                        | Change::Reformat
+                        | Change::Delete
+                        | Change::Conflict(_)
+                ) {
                     print!("{}", project::unified_diff(f));
                 }
             }
@@ -212,15 +251,28 @@ fn run(command: Command) -> Result<ExitCode, ProjectError> {
             print!("{}", lithair_gen::schema::language::json_schema());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { project, release, args } => run_service(&project.project, release, &args),
+        Command::Run {
+            project,
+            release,
+            args,
+        } => run_service(&project.project, release, &args),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "lithair-gen", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "lithair-gen",
+                &mut std::io::stdout(),
+            );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn finish_generate(plan: &Plan, opts: ApplyOptions, dry_run: bool) -> Result<ExitCode, ProjectError> {
+fn finish_generate(
+    plan: &Plan,
+    opts: ApplyOptions,
+    dry_run: bool,
+) -> Result<ExitCode, ProjectError> {
     if let Some(note) = &plan.previous_schema_note {
         eprintln!("{YELLOW}note:{YELLOW:#} {note}");
     }
@@ -261,7 +313,9 @@ fn finish_generate(plan: &Plan, opts: ApplyOptions, dry_run: bool) -> Result<Exi
 }
 
 fn print_breaking(plan: &Plan) {
-    eprintln!("{YELLOW}breaking changes{YELLOW:#} against the last generate (.lithair/schema.prev.yaml):");
+    eprintln!(
+        "{YELLOW}breaking changes{YELLOW:#} against the last generate (.lithair/schema.prev.yaml):"
+    );
     for b in &plan.breaking {
         eprintln!("  - {}: {}", b.change, b.consequence);
     }
@@ -307,7 +361,11 @@ fn print_changes(plan: &Plan, would: &str) {
     }
     println!(
         "{BOLD}{}{BOLD:#}: {} created, {} updated, {} removed, {} unchanged",
-        if would.is_empty() { "generated" } else { "dry run" },
+        if would.is_empty() {
+            "generated"
+        } else {
+            "dry run"
+        },
         counts[0],
         counts[1],
         counts[2],
@@ -332,10 +390,16 @@ fn status(plan: &Plan) {
         println!("{style}{state:<12}{style:#} {}", f.path);
     }
     for o in &plan.overrides {
-        println!("{YELLOW}{:<12}{YELLOW:#} {o}  {DIM}(overrides the built-in template){DIM:#}", "template");
+        println!(
+            "{YELLOW}{:<12}{YELLOW:#} {o}  {DIM}(overrides the built-in template){DIM:#}",
+            "template"
+        );
     }
     for o in &plan.unknown_overrides {
-        println!("{YELLOW}{:<12}{YELLOW:#} templates/{o}  {DIM}(matches no template; ignored){DIM:#}", "unknown");
+        println!(
+            "{YELLOW}{:<12}{YELLOW:#} templates/{o}  {DIM}(matches no template; ignored){DIM:#}",
+            "unknown"
+        );
     }
     if plan.schema_changed {
         println!("lithair.yaml changed since the last generate: run `lithair-gen generate`");
@@ -350,12 +414,19 @@ fn run_service(dir: &Path, release: bool, args: &[String]) -> Result<ExitCode, P
             return Ok(code);
         }
     }
-    let mut cmd = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(dir).arg("run");
     if release {
         cmd.arg("--release");
     }
     cmd.arg("--").arg("serve").args(args);
-    let status = cmd.status().map_err(|e| ProjectError::Other(format!("cannot start cargo: {e}")))?;
-    Ok(if status.success() { ExitCode::SUCCESS } else { ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8) })
+    let status = cmd
+        .status()
+        .map_err(|e| ProjectError::Other(format!("cannot start cargo: {e}")))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(status.code().unwrap_or(1).clamp(1, 255) as u8)
+    })
 }

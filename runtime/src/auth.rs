@@ -39,7 +39,11 @@ pub struct Principal {
 impl Principal {
     /// The anonymous caller.
     pub fn anonymous() -> Self {
-        Principal { name: "anonymous".into(), roles: Vec::new(), effective: BTreeSet::from(["public".to_string()]) }
+        Principal {
+            name: "anonymous".into(),
+            roles: Vec::new(),
+            effective: BTreeSet::from(["public".to_string()]),
+        }
     }
 
     /// Whether the caller is anonymous.
@@ -49,7 +53,9 @@ impl Principal {
 
     /// Whether one of `allowed` is among the caller's roles.
     pub fn may(&self, allowed: &[String]) -> bool {
-        allowed.iter().any(|r| r == "public" || self.effective.contains(r))
+        allowed
+            .iter()
+            .any(|r| r == "public" || self.effective.contains(r))
     }
 }
 
@@ -67,7 +73,11 @@ pub enum AuthConfigError {
     BadHash(String),
     /// A role is unknown to the schema.
     #[error("token \"{name}\": unknown role \"{role}\" (roles in lithair.yaml: {known})")]
-    UnknownRole { name: String, role: String, known: String },
+    UnknownRole {
+        name: String,
+        role: String,
+        known: String,
+    },
     /// Two tokens share a hash.
     #[error("token \"{0}\": the same sha256 is configured twice")]
     Duplicate(String),
@@ -88,12 +98,22 @@ impl Authenticator {
                     return Err(AuthConfigError::UnknownRole {
                         name: t.name.clone(),
                         role: r.clone(),
-                        known: spec.spec.roles.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", "),
+                        known: spec
+                            .spec
+                            .roles
+                            .iter()
+                            .map(|r| r.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "),
                     });
                 };
                 effective.extend(all.iter().cloned());
             }
-            let p = Principal { name: t.name.clone(), roles: t.roles.clone(), effective };
+            let p = Principal {
+                name: t.name.clone(),
+                roles: t.roles.clone(),
+                effective,
+            };
             if by_hash.insert(hash, p).is_some() {
                 return Err(AuthConfigError::Duplicate(t.name.clone()));
             }
@@ -106,12 +126,21 @@ impl Authenticator {
         let Some(raw) = header else {
             return Ok(Principal::anonymous());
         };
-        let text = std::str::from_utf8(raw).map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-        let Some(token) = text.strip_prefix("Bearer ").or_else(|| text.strip_prefix("bearer ")) else {
-            return Err(ApiError::unauthorized("use `Authorization: Bearer <token>`"));
+        let text = std::str::from_utf8(raw)
+            .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+        let Some(token) = text
+            .strip_prefix("Bearer ")
+            .or_else(|| text.strip_prefix("bearer "))
+        else {
+            return Err(ApiError::unauthorized(
+                "use `Authorization: Bearer <token>`",
+            ));
         };
         let hash = hex::encode(Sha256::digest(token.trim().as_bytes()));
-        self.by_hash.get(&hash).cloned().ok_or_else(|| ApiError::unauthorized("unknown token"))
+        self.by_hash
+            .get(&hash)
+            .cloned()
+            .ok_or_else(|| ApiError::unauthorized("unknown token"))
     }
 }
 
@@ -121,9 +150,16 @@ pub fn authorize(who: &Principal, allowed: &[String], what: &str) -> Result<(), 
         return Ok(());
     }
     if who.is_anonymous() {
-        Err(ApiError::unauthorized(format!("{what} needs a token with one of the roles: {}", roles_text(allowed))))
+        Err(ApiError::unauthorized(format!(
+            "{what} needs a token with one of the roles: {}",
+            roles_text(allowed)
+        )))
     } else {
-        Err(ApiError::forbidden(format!("token \"{}\" may not {what}; it needs one of the roles: {}", who.name, roles_text(allowed))))
+        Err(ApiError::forbidden(format!(
+            "token \"{}\" may not {what}; it needs one of the roles: {}",
+            who.name,
+            roles_text(allowed)
+        )))
     }
 }
 

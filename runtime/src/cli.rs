@@ -25,7 +25,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the HTTP API.
-    #[command(after_help = "Examples:\n  serve\n  serve --port 9000 --data-dir /var/lib/shop\n  LITHAIR_SYNC=periodic serve")]
+    #[command(
+        after_help = "Examples:\n  serve\n  serve --port 9000 --data-dir /var/lib/shop\n  LITHAIR_SYNC=periodic serve"
+    )]
     Serve {
         /// The configuration file (default: lithair.toml, if it exists).
         #[arg(long, value_name = "FILE")]
@@ -65,7 +67,9 @@ fn init_logs() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LITHAIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LITHAIR_LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
@@ -85,8 +89,23 @@ pub fn main(service: Result<Service, SpecError>) -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Serve { config, host, port, data_dir } => serve(service, config, Overrides { host, port, data_dir }),
-        Command::Token { command: TokenCommand::New { name, roles } } => token_new(&service, &name, &roles),
+        Command::Serve {
+            config,
+            host,
+            port,
+            data_dir,
+        } => serve(
+            service,
+            config,
+            Overrides {
+                host,
+                port,
+                data_dir,
+            },
+        ),
+        Command::Token {
+            command: TokenCommand::New { name, roles },
+        } => token_new(&service, &name, &roles),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -100,8 +119,17 @@ pub fn main(service: Result<Service, SpecError>) -> ExitCode {
 fn token_new(service: &Service, name: &str, roles: &[String]) -> anyhow::Result<()> {
     for r in roles {
         if !service.spec.effective_roles.contains_key(r) {
-            let known: Vec<&str> = service.spec.spec.roles.iter().map(|r| r.name.as_str()).collect();
-            anyhow::bail!("unknown role \"{r}\"; lithair.yaml declares: {}", known.join(", "));
+            let known: Vec<&str> = service
+                .spec
+                .spec
+                .roles
+                .iter()
+                .map(|r| r.name.as_str())
+                .collect();
+            anyhow::bail!(
+                "unknown role \"{r}\"; lithair.yaml declares: {}",
+                known.join(", ")
+            );
         }
     }
     let (token, hash) = auth::mint();
@@ -111,7 +139,14 @@ fn token_new(service: &Service, name: &str, roles: &[String]) -> anyhow::Result<
     println!("[[auth.tokens]]");
     println!("name = {}", toml_string(name));
     println!("sha256 = \"{hash}\"");
-    println!("roles = [{}]", roles.iter().map(|r| toml_string(r)).collect::<Vec<_>>().join(", "));
+    println!(
+        "roles = [{}]",
+        roles
+            .iter()
+            .map(|r| toml_string(r))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Ok(())
 }
 
@@ -123,7 +158,8 @@ fn serve(service: Service, config_path: Option<PathBuf>, flags: Overrides) -> an
     let required = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from("lithair.toml"));
     let config = Config::load(&path, required, &flags)?;
-    let auth = Authenticator::new(&config.auth.tokens, &service.spec).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let auth = Authenticator::new(&config.auth.tokens, &service.spec)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let store = Store::open(
         &config.storage.data_dir,
         &service.spec.spec,
@@ -135,7 +171,9 @@ fn serve(service: Service, config_path: Option<PathBuf>, flags: Overrides) -> an
         },
     )?;
     let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind((config.server.host, config.server.port)).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", config.server.host, config.server.port)

@@ -64,7 +64,9 @@ impl std::str::FromStr for SyncMode {
             "always" => Ok(SyncMode::Always),
             "periodic" => Ok(SyncMode::Periodic),
             "never" => Ok(SyncMode::Never),
-            other => Err(format!("sync must be always, periodic or never, not \"{other}\"")),
+            other => Err(format!(
+                "sync must be always, periodic or never, not \"{other}\""
+            )),
         }
     }
 }
@@ -85,7 +87,12 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: PathBuf::from("data"), sync: SyncMode::Always, flush_interval_ms: 10, snapshot_every: 1000 }
+        StorageConfig {
+            data_dir: PathBuf::from("data"),
+            sync: SyncMode::Always,
+            flush_interval_ms: 10,
+            snapshot_every: 1000,
+        }
     }
 }
 
@@ -102,7 +109,10 @@ pub struct AuthConfig {
 pub enum ConfigError {
     /// The file cannot be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     /// The file is not valid.
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
@@ -131,9 +141,17 @@ impl Config {
     pub fn load(path: &Path, required: bool, flags: &Overrides) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
         let mut config = match std::fs::read_to_string(path) {
-            Ok(text) => toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string() })?,
+            Ok(text) => toml::from_str::<Config>(&text).map_err(|e| ConfigError::Parse {
+                path: shown.clone(),
+                message: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Config::default(),
-            Err(source) => return Err(ConfigError::Read { path: shown, source }),
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: shown,
+                    source,
+                })
+            }
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         if let Some(h) = flags.host {
@@ -152,32 +170,49 @@ impl Config {
     /// Applies `LITHAIR_*` variables read through `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("LITHAIR_HOST") {
-            self.server.host = v.parse().map_err(|e| ConfigError::Env { name: "LITHAIR_HOST", message: format!("{e}") })?;
+            self.server.host = v.parse().map_err(|e| ConfigError::Env {
+                name: "LITHAIR_HOST",
+                message: format!("{e}"),
+            })?;
         }
         if let Some(v) = get("LITHAIR_PORT") {
-            self.server.port = v.parse().map_err(|e| ConfigError::Env { name: "LITHAIR_PORT", message: format!("{e}") })?;
+            self.server.port = v.parse().map_err(|e| ConfigError::Env {
+                name: "LITHAIR_PORT",
+                message: format!("{e}"),
+            })?;
         }
         if let Some(v) = get("LITHAIR_DATA_DIR") {
             self.storage.data_dir = PathBuf::from(v);
         }
         if let Some(v) = get("LITHAIR_SYNC") {
-            self.storage.sync = v.parse().map_err(|message| ConfigError::Env { name: "LITHAIR_SYNC", message })?;
+            self.storage.sync = v.parse().map_err(|message| ConfigError::Env {
+                name: "LITHAIR_SYNC",
+                message,
+            })?;
         }
         Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.storage.snapshot_every == 0 {
-            return Err(ConfigError::Invalid("storage.snapshot_every must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "storage.snapshot_every must be at least 1".into(),
+            ));
         }
         if self.storage.flush_interval_ms == 0 {
-            return Err(ConfigError::Invalid("storage.flush_interval_ms must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "storage.flush_interval_ms must be at least 1".into(),
+            ));
         }
         if self.server.max_body_bytes == 0 {
-            return Err(ConfigError::Invalid("server.max_body_bytes must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "server.max_body_bytes must be at least 1".into(),
+            ));
         }
         if self.server.header_timeout_secs == 0 {
-            return Err(ConfigError::Invalid("server.header_timeout_secs must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "server.header_timeout_secs must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -197,12 +232,20 @@ mod tests {
     fn env_overrides_file_and_flags_override_env() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lithair.toml");
-        std::fs::write(&path, "[server]\nport = 1000\n[storage]\nsync = \"never\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "[server]\nport = 1000\n[storage]\nsync = \"never\"\n",
+        )
+        .unwrap();
         let mut c: Config = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        c.apply_env(|k| (k == "LITHAIR_PORT").then(|| "2000".to_string())).unwrap();
+        c.apply_env(|k| (k == "LITHAIR_PORT").then(|| "2000".to_string()))
+            .unwrap();
         assert_eq!(c.server.port, 2000);
         assert_eq!(c.storage.sync, SyncMode::Never);
-        let flags = Overrides { port: Some(3000), ..Default::default() };
+        let flags = Overrides {
+            port: Some(3000),
+            ..Default::default()
+        };
         let c = Config::load(&path, true, &flags).unwrap();
         assert_eq!(c.server.port, 3000);
     }

@@ -33,17 +33,26 @@ pub struct Engine {
 
 impl Engine {
     /// Assembles an engine.
-    pub fn new(spec: Arc<CompiledSpec>, hooks: HashMap<String, Box<dyn ModelHooks>>, store: Store) -> Self {
+    pub fn new(
+        spec: Arc<CompiledSpec>,
+        hooks: HashMap<String, Box<dyn ModelHooks>>,
+        store: Store,
+    ) -> Self {
         Engine { spec, hooks, store }
     }
 
     /// The hooks of `model`.
     pub fn hooks(&self, model: &str) -> &dyn ModelHooks {
-        self.hooks.get(model).map(|h| h.as_ref()).unwrap_or(&NoHooks)
+        self.hooks
+            .get(model)
+            .map(|h| h.as_ref())
+            .unwrap_or(&NoHooks)
     }
 
     fn model(&self, name: &str) -> Result<&ModelSpec, ApiError> {
-        self.spec.model(name).ok_or_else(|| ApiError::not_found(format!("no model {name}")))
+        self.spec
+            .model(name)
+            .ok_or_else(|| ApiError::not_found(format!("no model {name}")))
     }
 
     /// A record.
@@ -52,7 +61,10 @@ impl Engine {
     }
 
     fn actor(ctx: &HookContext) -> Actor {
-        Actor { name: ctx.principal.name.clone(), roles: ctx.principal.roles.clone() }
+        Actor {
+            name: ctx.principal.name.clone(),
+            roles: ctx.principal.roles.clone(),
+        }
     }
 
     fn refused(&self, model: &ModelSpec, r: Refused) -> ApiError {
@@ -70,7 +82,13 @@ impl Engine {
     }
 
     /// Runs the schema check again on what a hook returned, plus the user's `validate`.
-    fn recheck(&self, ctx: &HookContext, model: &ModelSpec, record: &Record, old: Option<&Record>) -> Result<(), ApiError> {
+    fn recheck(
+        &self,
+        ctx: &HookContext,
+        model: &ModelSpec,
+        record: &Record,
+        old: Option<&Record>,
+    ) -> Result<(), ApiError> {
         let mut fields = record.clone();
         for m in validate::METADATA {
             fields.remove(*m);
@@ -108,20 +126,37 @@ impl Engine {
         }
         let ev = self
             .store
-            .propose(Command::Create { model: model.name.clone(), record: record.clone() }, Self::actor(ctx))
+            .propose(
+                Command::Create {
+                    model: model.name.clone(),
+                    record: record.clone(),
+                },
+                Self::actor(ctx),
+            )
             .await
             .map_err(|r| self.refused(model, r))?;
-        let stored = self.get(&model.name, ev.aggregate_id).unwrap_or_else(|| Arc::new(record));
+        let stored = self
+            .get(&model.name, ev.aggregate_id)
+            .unwrap_or_else(|| Arc::new(record));
         hooks.after_create(ctx, &stored);
         Ok(stored)
     }
 
     /// Replaces (PUT) or patches (PATCH, when `patch` is true) a record.
-    pub async fn update(&self, ctx: &HookContext, id: Uuid, body: Value, patch: bool, if_match: Option<u64>) -> Result<Arc<Record>, ApiError> {
+    pub async fn update(
+        &self,
+        ctx: &HookContext,
+        id: Uuid,
+        body: Value,
+        patch: bool,
+        if_match: Option<u64>,
+    ) -> Result<Arc<Record>, ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
         for _ in 0..MAX_RETRIES {
-            let old = self.get(&model.name, id).ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
+            let old = self
+                .get(&model.name, id)
+                .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
             let old_version = version_of(&old);
             if let Some(v) = if_match.filter(|v| *v != old_version) {
                 return Err(ApiError::precondition_failed(format!(
@@ -130,7 +165,11 @@ impl Engine {
             }
             let input = if patch {
                 if !body.is_object() {
-                    return Err(ApiError::unprocessable("", "type", "a merge patch must be a JSON object"));
+                    return Err(ApiError::unprocessable(
+                        "",
+                        "type",
+                        "a merge patch must be a JSON object",
+                    ));
                 }
                 let mut current = Value::Object((*old).clone());
                 validate::merge_patch(&mut current, &body);
@@ -147,7 +186,10 @@ impl Engine {
             let mut record = Map::new();
             record.insert("id".into(), Value::String(id.to_string()));
             record.extend(fields);
-            record.insert("created_at".into(), old.get("created_at").cloned().unwrap_or(Value::Null));
+            record.insert(
+                "created_at".into(),
+                old.get("created_at").cloned().unwrap_or(Value::Null),
+            );
             record.insert("updated_at".into(), Value::String(now()));
             record.insert("version".into(), Value::from(old_version + 1));
             let errors = hooks.validate(ctx, &record)?;
@@ -169,31 +211,59 @@ impl Engine {
             };
             match self.store.propose(command, Self::actor(ctx)).await {
                 Ok(_) => {
-                    let stored = self.get(&model.name, id).unwrap_or_else(|| Arc::new(record));
+                    let stored = self
+                        .get(&model.name, id)
+                        .unwrap_or_else(|| Arc::new(record));
                     hooks.after_update(ctx, &old, &stored);
                     return Ok(stored);
                 }
                 // Someone wrote in between and the client did not pin a version: recompute.
-                Err(Refused::VersionMismatch { from_client: false, .. }) => continue,
+                Err(Refused::VersionMismatch {
+                    from_client: false, ..
+                }) => continue,
                 Err(r) => return Err(self.refused(model, r)),
             }
         }
-        Err(ApiError::new(409, "Conflict", "the record changes too often to update it now; retry"))
+        Err(ApiError::new(
+            409,
+            "Conflict",
+            "the record changes too often to update it now; retry",
+        ))
     }
 
     /// Applies a JSON merge patch (for actions).
-    pub async fn patch(&self, ctx: &HookContext, id: Uuid, patch: Value, if_match: Option<u64>) -> Result<Arc<Record>, ApiError> {
+    pub async fn patch(
+        &self,
+        ctx: &HookContext,
+        id: Uuid,
+        patch: Value,
+        if_match: Option<u64>,
+    ) -> Result<Arc<Record>, ApiError> {
         self.update(ctx, id, patch, true, if_match).await
     }
 
     /// Deletes a record (a tombstone event).
-    pub async fn delete(&self, ctx: &HookContext, id: Uuid, if_match: Option<u64>) -> Result<(), ApiError> {
+    pub async fn delete(
+        &self,
+        ctx: &HookContext,
+        id: Uuid,
+        if_match: Option<u64>,
+    ) -> Result<(), ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
-        let old = self.get(&model.name, id).ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
+        let old = self
+            .get(&model.name, id)
+            .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
         hooks.before_delete(ctx, &old)?;
-        let command = Command::Delete { model: model.name.clone(), id, expected_version: if_match };
-        self.store.propose(command, Self::actor(ctx)).await.map_err(|r| self.refused(model, r))?;
+        let command = Command::Delete {
+            model: model.name.clone(),
+            id,
+            expected_version: if_match,
+        };
+        self.store
+            .propose(command, Self::actor(ctx))
+            .await
+            .map_err(|r| self.refused(model, r))?;
         hooks.after_delete(ctx, &old);
         Ok(())
     }

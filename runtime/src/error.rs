@@ -16,8 +16,16 @@ pub struct FieldError {
 
 impl FieldError {
     /// A field error.
-    pub fn new(field: impl Into<String>, code: impl Into<String>, message: impl Into<String>) -> Self {
-        FieldError { field: field.into(), code: code.into(), message: message.into() }
+    pub fn new(
+        field: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -47,7 +55,13 @@ impl std::error::Error for ApiError {}
 impl ApiError {
     /// An error with a status, title and detail.
     pub fn new(status: u16, title: &str, detail: impl Into<String>) -> Self {
-        ApiError { status, title: title.to_string(), detail: detail.into(), errors: Vec::new(), headers: Vec::new() }
+        ApiError {
+            status,
+            title: title.to_string(),
+            detail: detail.into(),
+            errors: Vec::new(),
+            headers: Vec::new(),
+        }
     }
 
     /// 400.
@@ -74,7 +88,11 @@ impl ApiError {
 
     /// 405 with `Allow`.
     pub fn method_not_allowed(allow: &[&str]) -> Self {
-        let mut e = Self::new(405, "Method Not Allowed", format!("allowed methods: {}", allow.join(", ")));
+        let mut e = Self::new(
+            405,
+            "Method Not Allowed",
+            format!("allowed methods: {}", allow.join(", ")),
+        );
         e.headers.push(("allow", allow.join(", ")));
         e
     }
@@ -94,12 +112,20 @@ impl ApiError {
 
     /// 413.
     pub fn payload_too_large(limit: usize) -> Self {
-        Self::new(413, "Payload Too Large", format!("the request body is larger than {limit} bytes"))
+        Self::new(
+            413,
+            "Payload Too Large",
+            format!("the request body is larger than {limit} bytes"),
+        )
     }
 
     /// 415.
     pub fn unsupported_media_type() -> Self {
-        Self::new(415, "Unsupported Media Type", "send the body as JSON with `Content-Type: application/json`")
+        Self::new(
+            415,
+            "Unsupported Media Type",
+            "send the body as JSON with `Content-Type: application/json`",
+        )
     }
 
     /// 422 for one field.
@@ -113,7 +139,10 @@ impl ApiError {
         let mut e = Self::new(
             422,
             "Unprocessable Entity",
-            format!("{n} field{} failed validation", if n == 1 { "" } else { "s" }),
+            format!(
+                "{n} field{} failed validation",
+                if n == 1 { "" } else { "s" }
+            ),
         );
         e.errors = errors;
         e
@@ -121,7 +150,11 @@ impl ApiError {
 
     /// 501 for an action whose body is still the generated stub.
     pub fn not_implemented(action: &str) -> Self {
-        Self::new(501, "Not Implemented", format!("action {action} has no implementation yet: write it in src/handlers/"))
+        Self::new(
+            501,
+            "Not Implemented",
+            format!("action {action} has no implementation yet: write it in src/handlers/"),
+        )
     }
 
     /// 404 for an action name or shape the model does not have.
@@ -132,7 +165,11 @@ impl ApiError {
     /// 500 for a fault of the server; the detail is logged, not sent.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(%detail, "internal error");
-        Self::new(500, "Internal Server Error", "the server failed; see its log")
+        Self::new(
+            500,
+            "Internal Server Error",
+            "the server failed; see its log",
+        )
     }
 
     /// 503 while the store cannot take writes.

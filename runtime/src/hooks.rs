@@ -70,21 +70,29 @@ pub struct ActionContext {
 impl ActionContext {
     /// The current record `id` of the action's model, as JSON.
     pub fn get(&self, id: Uuid) -> Option<Value> {
-        self.engine.get(&self.model, id).map(|r| Value::Object((*r).clone()))
+        self.engine
+            .get(&self.model, id)
+            .map(|r| Value::Object((*r).clone()))
     }
 
     /// The current record, as the generated struct.
     pub fn get_as<T: DeserializeOwned>(&self, id: Uuid) -> Result<Option<T>, ApiError> {
         match self.get(id) {
             None => Ok(None),
-            Some(v) => serde_json::from_value(v).map(Some).map_err(ApiError::internal),
+            Some(v) => serde_json::from_value(v)
+                .map(Some)
+                .map_err(ApiError::internal),
         }
     }
 
     /// Applies a JSON merge patch to record `id`, as `PATCH` would (with hooks), and
     /// answers the new record once it is durable.
     pub async fn patch(&self, id: Uuid, patch: Value) -> Result<Value, ApiError> {
-        let ctx = HookContext { principal: self.principal.clone(), model: self.model.clone(), operation: Operation::Patch };
+        let ctx = HookContext {
+            principal: self.principal.clone(),
+            model: self.model.clone(),
+            operation: Operation::Patch,
+        };
         let record = self.engine.patch(&ctx, id, patch, None).await?;
         Ok(Value::Object((*record).clone()))
     }
@@ -92,7 +100,10 @@ impl ActionContext {
 
 impl std::fmt::Debug for ActionContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ActionContext").field("principal", &self.principal).field("model", &self.model).finish()
+        f.debug_struct("ActionContext")
+            .field("principal", &self.principal)
+            .field("model", &self.model)
+            .finish()
     }
 }
 
@@ -103,7 +114,12 @@ pub trait ModelHooks: Send + Sync {
     /// After create.
     fn after_create(&self, ctx: &HookContext, record: &Map<String, Value>);
     /// Before update; may change `new`.
-    fn before_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &mut Map<String, Value>) -> HookResult;
+    fn before_update(
+        &self,
+        ctx: &HookContext,
+        old: &Map<String, Value>,
+        new: &mut Map<String, Value>,
+    ) -> HookResult;
     /// After update.
     fn after_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &Map<String, Value>);
     /// Before delete.
@@ -111,9 +127,19 @@ pub trait ModelHooks: Send + Sync {
     /// After delete.
     fn after_delete(&self, ctx: &HookContext, record: &Map<String, Value>);
     /// Extra validation.
-    fn validate(&self, ctx: &HookContext, record: &Map<String, Value>) -> Result<Vec<FieldError>, ApiError>;
+    fn validate(
+        &self,
+        ctx: &HookContext,
+        record: &Map<String, Value>,
+    ) -> Result<Vec<FieldError>, ApiError>;
     /// Runs action `name`.
-    fn action<'a>(&'a self, name: &'a str, ctx: ActionContext, id: Option<Uuid>, body: Value) -> BoxFuture<'a, ActionResult>;
+    fn action<'a>(
+        &'a self,
+        name: &'a str,
+        ctx: ActionContext,
+        id: Option<Uuid>,
+        body: Value,
+    ) -> BoxFuture<'a, ActionResult>;
 }
 
 /// Hooks on a typed record `R`; the generated adapter implements this over the user's trait.
@@ -133,7 +159,13 @@ pub trait TypedHooks<R>: Send + Sync + 'static {
     /// Extra validation.
     fn validate(&self, ctx: &HookContext, record: &R) -> Vec<FieldError>;
     /// Runs action `name`.
-    fn action<'a>(&'a self, name: &'a str, ctx: ActionContext, id: Option<Uuid>, body: Value) -> BoxFuture<'a, ActionResult>;
+    fn action<'a>(
+        &'a self,
+        name: &'a str,
+        ctx: ActionContext,
+        id: Option<Uuid>,
+        body: Value,
+    ) -> BoxFuture<'a, ActionResult>;
 }
 
 /// Wraps typed hooks as [`ModelHooks`].
@@ -142,7 +174,10 @@ where
     R: Serialize + DeserializeOwned + Send + Sync + 'static,
     H: TypedHooks<R>,
 {
-    Box::new(Typed { hooks, _record: std::marker::PhantomData::<fn() -> R> })
+    Box::new(Typed {
+        hooks,
+        _record: std::marker::PhantomData::<fn() -> R>,
+    })
 }
 
 struct Typed<R, H> {
@@ -151,7 +186,8 @@ struct Typed<R, H> {
 }
 
 fn to_typed<R: DeserializeOwned>(record: &Map<String, Value>) -> Result<R, ApiError> {
-    R::deserialize(Value::Object(record.clone())).map_err(|e| ApiError::internal(format!("record does not fit its struct: {e}")))
+    R::deserialize(Value::Object(record.clone()))
+        .map_err(|e| ApiError::internal(format!("record does not fit its struct: {e}")))
 }
 
 fn from_typed<R: Serialize>(record: &R) -> Result<Map<String, Value>, ApiError> {
@@ -180,7 +216,12 @@ where
         }
     }
 
-    fn before_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &mut Map<String, Value>) -> HookResult {
+    fn before_update(
+        &self,
+        ctx: &HookContext,
+        old: &Map<String, Value>,
+        new: &mut Map<String, Value>,
+    ) -> HookResult {
         let o: R = to_typed(old)?;
         let mut n: R = to_typed(new)?;
         self.hooks.before_update(ctx, &o, &mut n)?;
@@ -204,11 +245,21 @@ where
         }
     }
 
-    fn validate(&self, ctx: &HookContext, record: &Map<String, Value>) -> Result<Vec<FieldError>, ApiError> {
+    fn validate(
+        &self,
+        ctx: &HookContext,
+        record: &Map<String, Value>,
+    ) -> Result<Vec<FieldError>, ApiError> {
         Ok(self.hooks.validate(ctx, &to_typed(record)?))
     }
 
-    fn action<'a>(&'a self, name: &'a str, ctx: ActionContext, id: Option<Uuid>, body: Value) -> BoxFuture<'a, ActionResult> {
+    fn action<'a>(
+        &'a self,
+        name: &'a str,
+        ctx: ActionContext,
+        id: Option<Uuid>,
+        body: Value,
+    ) -> BoxFuture<'a, ActionResult> {
         self.hooks.action(name, ctx, id, body)
     }
 }
@@ -221,7 +272,12 @@ impl ModelHooks for NoHooks {
         Ok(())
     }
     fn after_create(&self, _: &HookContext, _: &Map<String, Value>) {}
-    fn before_update(&self, _: &HookContext, _: &Map<String, Value>, _: &mut Map<String, Value>) -> HookResult {
+    fn before_update(
+        &self,
+        _: &HookContext,
+        _: &Map<String, Value>,
+        _: &mut Map<String, Value>,
+    ) -> HookResult {
         Ok(())
     }
     fn after_update(&self, _: &HookContext, _: &Map<String, Value>, _: &Map<String, Value>) {}
@@ -229,10 +285,20 @@ impl ModelHooks for NoHooks {
         Ok(())
     }
     fn after_delete(&self, _: &HookContext, _: &Map<String, Value>) {}
-    fn validate(&self, _: &HookContext, _: &Map<String, Value>) -> Result<Vec<FieldError>, ApiError> {
+    fn validate(
+        &self,
+        _: &HookContext,
+        _: &Map<String, Value>,
+    ) -> Result<Vec<FieldError>, ApiError> {
         Ok(Vec::new())
     }
-    fn action<'a>(&'a self, name: &'a str, _: ActionContext, _: Option<Uuid>, _: Value) -> BoxFuture<'a, ActionResult> {
+    fn action<'a>(
+        &'a self,
+        name: &'a str,
+        _: ActionContext,
+        _: Option<Uuid>,
+        _: Value,
+    ) -> BoxFuture<'a, ActionResult> {
         Box::pin(async move { Err(ApiError::unknown_action(name)) })
     }
 }

@@ -38,8 +38,8 @@ pub use uuid;
 pub mod prelude {
     pub use crate::error::{ApiError, FieldError};
     pub use crate::hooks::{
-        typed_hooks, ActionContext, ActionResponse, ActionResult, BoxFuture, HookContext, HookResult, ModelHooks,
-        TypedHooks,
+        typed_hooks, ActionContext, ActionResponse, ActionResult, BoxFuture, HookContext,
+        HookResult, ModelHooks, TypedHooks,
     };
     pub use chrono::{DateTime, NaiveDate, Utc};
     pub use serde::{Deserialize, Serialize};
@@ -58,7 +58,11 @@ pub struct Service {
 impl Service {
     /// Reads the `spec.json` that lithair-gen generated.
     pub fn from_spec_json(text: &str) -> Result<Service, SpecError> {
-        Ok(Service { spec: Arc::new(spec::CompiledSpec::from_json(text)?), openapi: None, hooks: HashMap::new() })
+        Ok(Service {
+            spec: Arc::new(spec::CompiledSpec::from_json(text)?),
+            openapi: None,
+            hooks: HashMap::new(),
+        })
     }
 
     /// Serves `doc` at `/openapi.json`.

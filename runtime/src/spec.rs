@@ -15,7 +15,11 @@ pub enum SpecError {
     Shape(#[from] serde_json::Error),
     /// A pattern does not compile.
     #[error("model {model}: field {field}: invalid pattern: {message}")]
-    Pattern { model: String, field: String, message: String },
+    Pattern {
+        model: String,
+        field: String,
+        message: String,
+    },
 }
 
 /// `spec.json` as written by lithair-gen.
@@ -292,7 +296,11 @@ impl CompiledSpec {
             }
             effective_roles.insert(r.name.clone(), all);
         }
-        Ok(CompiledSpec { spec, patterns, effective_roles })
+        Ok(CompiledSpec {
+            spec,
+            patterns,
+            effective_roles,
+        })
     }
 
     /// The model named `name`.

@@ -30,7 +30,11 @@ pub fn check_body(
     old: Option<&Map<String, Value>>,
 ) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(mut body) = body else {
-        return Err(ApiError::unprocessable("", "type", "the body must be a JSON object"));
+        return Err(ApiError::unprocessable(
+            "",
+            "type",
+            "the body must be a JSON object",
+        ));
     };
     let mut errors = Vec::new();
     for meta in METADATA {
@@ -41,7 +45,11 @@ pub fn check_body(
                 _ => true,
             };
             if !allowed {
-                errors.push(FieldError::new(*meta, "read_only", format!("`{meta}` is assigned by the server")));
+                errors.push(FieldError::new(
+                    *meta,
+                    "read_only",
+                    format!("`{meta}` is assigned by the server"),
+                ));
             }
         }
     }
@@ -49,7 +57,11 @@ pub fn check_body(
     for f in &model.fields {
         match body.remove(&f.name) {
             Some(Value::Null) if f.optional => {}
-            Some(Value::Null) => errors.push(FieldError::new(&f.name, "required", format!("`{}` may not be null", f.name))),
+            Some(Value::Null) => errors.push(FieldError::new(
+                &f.name,
+                "required",
+                format!("`{}` may not be null", f.name),
+            )),
             Some(v) => {
                 let before = errors.len();
                 check_value(spec, model, f, &f.ty, &v, &f.name, &mut errors);
@@ -62,13 +74,22 @@ pub fn check_body(
                     out.insert(f.name.clone(), d.clone());
                 }
                 None if f.optional => {}
-                None => errors.push(FieldError::new(&f.name, "required", format!("`{}` is required", f.name))),
+                None => errors.push(FieldError::new(
+                    &f.name,
+                    "required",
+                    format!("`{}` is required", f.name),
+                )),
             },
         }
         if mode == Mode::Replace && f.immutable {
             if let Some(old) = old {
-                if old.get(&f.name) != out.get(&f.name) && !errors.iter().any(|e| e.field == f.name) {
-                    errors.push(FieldError::new(&f.name, "immutable", format!("`{}` cannot change after creation", f.name)));
+                if old.get(&f.name) != out.get(&f.name) && !errors.iter().any(|e| e.field == f.name)
+                {
+                    errors.push(FieldError::new(
+                        &f.name,
+                        "immutable",
+                        format!("`{}` cannot change after creation", f.name),
+                    ));
                 }
             }
         }
@@ -76,7 +97,11 @@ pub fn check_body(
     let mut unknown: Vec<&String> = body.keys().collect();
     unknown.sort();
     for k in unknown {
-        errors.push(FieldError::new(k.as_str(), "unknown_field", format!("`{k}` is not a field of {}", model.name)));
+        errors.push(FieldError::new(
+            k.as_str(),
+            "unknown_field",
+            format!("`{k}` is not a field of {}", model.name),
+        ));
     }
     if errors.is_empty() {
         Ok(out)
@@ -114,11 +139,20 @@ fn check_value(
         FieldType::Json => true,
         FieldType::String | FieldType::Text => v.is_string(),
         FieldType::Bool => v.is_boolean(),
-        FieldType::Int => v.as_i64().is_some_and(|i| (i as f64).abs() <= MAX_SAFE) || v.as_u64().is_some_and(|u| (u as f64) <= MAX_SAFE) && v.as_i64().is_some(),
+        FieldType::Int => {
+            v.as_i64().is_some_and(|i| (i as f64).abs() <= MAX_SAFE)
+                || v.as_u64().is_some_and(|u| (u as f64) <= MAX_SAFE) && v.as_i64().is_some()
+        }
         FieldType::Float => v.as_f64().is_some_and(f64::is_finite),
-        FieldType::Uuid | FieldType::Ref { .. } => v.as_str().is_some_and(|s| uuid::Uuid::parse_str(s).is_ok() && s.len() == 36),
-        FieldType::Date => v.as_str().is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
-        FieldType::Datetime => v.as_str().is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
+        FieldType::Uuid | FieldType::Ref { .. } => v
+            .as_str()
+            .is_some_and(|s| uuid::Uuid::parse_str(s).is_ok() && s.len() == 36),
+        FieldType::Date => v
+            .as_str()
+            .is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
+        FieldType::Datetime => v
+            .as_str()
+            .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
         FieldType::Enum { values } => v.as_str().is_some_and(|s| values.iter().any(|x| x == s)),
         FieldType::List { item } => match v.as_array() {
             Some(items) => {
@@ -131,7 +165,11 @@ fn check_value(
         },
     };
     if !ok {
-        errors.push(FieldError::new(at, "type", format!("`{at}` must be {}", type_name(ty))));
+        errors.push(FieldError::new(
+            at,
+            "type",
+            format!("`{at}` must be {}", type_name(ty)),
+        ));
         return;
     }
     // Rules apply to the field's own value, not to list items.
@@ -141,10 +179,18 @@ fn check_value(
     let r = &f.rules;
     if let Some(n) = v.as_f64() {
         if let Some(min) = r.min.filter(|m| n < *m) {
-            errors.push(FieldError::new(at, "min", format!("`{at}` must be at least {min}")));
+            errors.push(FieldError::new(
+                at,
+                "min",
+                format!("`{at}` must be at least {min}"),
+            ));
         }
         if let Some(max) = r.max.filter(|m| n > *m) {
-            errors.push(FieldError::new(at, "max", format!("`{at}` must be at most {max}")));
+            errors.push(FieldError::new(
+                at,
+                "max",
+                format!("`{at}` must be at most {max}"),
+            ));
         }
     }
     let (len, unit) = match v {
@@ -152,18 +198,42 @@ fn check_value(
         Value::Array(a) => (Some(a.len() as u64), "item"),
         _ => (None, ""),
     };
-    let units = |n: u64| if n == 1 { unit.to_string() } else { format!("{unit}s") };
+    let units = |n: u64| {
+        if n == 1 {
+            unit.to_string()
+        } else {
+            format!("{unit}s")
+        }
+    };
     if let Some(len) = len {
         if let Some(min) = r.min_length.filter(|m| len < *m) {
-            errors.push(FieldError::new(at, "min_length", format!("`{at}` must have at least {min} {}", units(min))));
+            errors.push(FieldError::new(
+                at,
+                "min_length",
+                format!("`{at}` must have at least {min} {}", units(min)),
+            ));
         }
         if let Some(max) = r.max_length.filter(|m| len > *m) {
-            errors.push(FieldError::new(at, "max_length", format!("`{at}` must have at most {max} {}", units(max))));
+            errors.push(FieldError::new(
+                at,
+                "max_length",
+                format!("`{at}` must have at most {max} {}", units(max)),
+            ));
         }
     }
-    if let (Some(p), Some(s)) = (spec.patterns.get(&(model.name.clone(), f.name.clone())), v.as_str()) {
+    if let (Some(p), Some(s)) = (
+        spec.patterns.get(&(model.name.clone(), f.name.clone())),
+        v.as_str(),
+    ) {
         if !p.is_match(s) {
-            errors.push(FieldError::new(at, "pattern", format!("`{at}` must match {}", f.rules.pattern.as_deref().unwrap_or(""))));
+            errors.push(FieldError::new(
+                at,
+                "pattern",
+                format!(
+                    "`{at}` must match {}",
+                    f.rules.pattern.as_deref().unwrap_or("")
+                ),
+            ));
         }
     }
 }
@@ -201,7 +271,10 @@ mod tests {
     #[test]
     fn merge_patch_follows_rfc7386() {
         let mut t = serde_json::json!({"a": 1, "b": {"c": 2, "d": 3}});
-        merge_patch(&mut t, &serde_json::json!({"a": null, "b": {"c": 5}, "e": [1]}));
+        merge_patch(
+            &mut t,
+            &serde_json::json!({"a": null, "b": {"c": 5}, "e": [1]}),
+        );
         assert_eq!(t, serde_json::json!({"b": {"c": 5, "d": 3}, "e": [1]}));
     }
 }

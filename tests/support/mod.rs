@@ -1,1 +1,345 @@
-//! support
+//! Shared helpers of the end-to-end tests: generate a crate with the real `lithair-gen`
+//! binary, build it with cargo (one shared target dir, so dependencies compile once),
+//! start it on an ephemeral port, talk HTTP to it, kill it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// The target dir shared by every generated crate the tests build.
+pub fn e2e_target() -> PathBuf {
+    std::env::var_os("LITHAIR_E2E_TARGET")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target").join("e2e"))
+}
+
+/// Runs `lithair-gen` with `args`; answers (exit code, stdout, stderr).
+pub fn gen(bin: &str, args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("LITHAIR_RUNTIME_PATH")
+        .output()
+        .expect("run lithair-gen");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `lithair-gen new <dir> --schema examples/<example>.yaml`, asserting success.
+pub fn new_project(bin: &str, example: &str, dir: &Path) {
+    let schema = workspace().join("examples").join(format!("{example}.yaml"));
+    let (code, out, err) = gen(
+        bin,
+        &[
+            "new",
+            dir.to_str().unwrap(),
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        &workspace(),
+    );
+    assert_eq!(code, 0, "lithair-gen new failed:\n{out}\n{err}");
+}
+
+/// Builds a generated crate (debug) and answers its binary.
+pub fn build(dir: &Path) -> PathBuf {
+    // Start from the workspace's lock file so the generated crate resolves the same
+    // dependency versions, and reuses what the shared target dir already compiled.
+    let lock = workspace().join("Cargo.lock");
+    if lock.exists() && !dir.join("Cargo.lock").exists() {
+        std::fs::copy(&lock, dir.join("Cargo.lock")).expect("copy Cargo.lock");
+    }
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["build", "--quiet"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", e2e_target())
+        .env_remove("RUSTFLAGS")
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build of {} failed:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = package_name(dir);
+    e2e_target().join("debug").join(name)
+}
+
+fn package_name(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("name = ")
+                .map(|v| v.trim_matches('"').to_string())
+        })
+        .expect("package name")
+}
+
+/// Mints a token with the service binary and appends its table to the project's lithair.toml.
+pub fn mint_token(bin: &Path, project: &Path, name: &str, roles: &[&str]) -> String {
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(project)
+        .args(["token", "new", "--name", name]);
+    for r in roles {
+        cmd.args(["--role", r]);
+    }
+    let out = cmd.output().expect("token new");
+    assert!(
+        out.status.success(),
+        "token new failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let token = err
+        .lines()
+        .find_map(|l| {
+            l.split("token (shown once; give it to the client): ")
+                .nth(1)
+        })
+        .expect("token in output")
+        .trim()
+        .to_string();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(project.join("lithair.toml"))
+        .expect("lithair.toml");
+    f.write_all(&out.stdout).expect("append token");
+    token
+}
+
+/// A running service process.
+pub struct Server {
+    child: Option<Child>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    /// Starts `bin serve --port 0 --data-dir <data>` in `project` and waits until it listens.
+    pub fn start(bin: &Path, project: &Path, data: &Path, env: &[(&str, &str)]) -> Server {
+        Self::start_with(bin, project, data, env, &[])
+    }
+
+    /// Like [`Server::start`], with extra arguments for `serve`.
+    pub fn start_with(
+        bin: &Path,
+        project: &Path,
+        data: &Path,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.current_dir(project)
+            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+            .arg(data)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .env("LITHAIR_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start service");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let addr = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(a) = line.strip_prefix("listening on http://") {
+                        break a.trim().parse().expect("address");
+                    }
+                }
+                _ => {
+                    let mut err = String::new();
+                    if let Some(mut e) = child.stderr.take() {
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("service exited before listening: {err}");
+                }
+            }
+            assert!(Instant::now() < deadline, "service did not start in time");
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines.by_ref() {});
+        if let Some(stderr) = child.stderr.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if std::env::var_os("LITHAIR_E2E_VERBOSE").is_some() {
+                        eprintln!("[service] {line}");
+                    }
+                }
+            });
+        }
+        Server {
+            child: Some(child),
+            addr,
+        }
+    }
+
+    /// The base URL.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGKILL: no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a graceful exit; answers the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                return c.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Lower-cased header names with values.
+    pub headers: Vec<(String, String)>,
+    /// The body parsed as JSON (Null when empty or not JSON).
+    pub json: Value,
+    /// The raw body.
+    pub text: String,
+}
+
+impl Answer {
+    /// A header's value.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends a request; `body` is sent as JSON when given.
+pub fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+    extra: &[(&str, &str)],
+) -> Answer {
+    let agent = ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(30))
+        .build();
+    let mut req = agent.request(method, url);
+    if let Some(t) = token {
+        req = req.set("authorization", &format!("Bearer {t}"));
+    }
+    for (k, v) in extra {
+        req = req.set(k, v);
+    }
+    let result = match body {
+        Some(b) => req
+            .set("content-type", "application/json")
+            .send_string(&b.to_string()),
+        None => req.call(),
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = resp.status();
+    let headers = resp
+        .headers_names()
+        .into_iter()
+        .map(|n| {
+            let v = resp.header(&n).unwrap_or("").to_string();
+            (n.to_ascii_lowercase(), v)
+        })
+        .collect();
+    let text = resp.into_string().unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Answer {
+        status,
+        headers,
+        json,
+        text,
+    }
+}
+
+/// Sends raw bytes as one HTTP/1.1 request and answers the status code of the reply.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    s.write_all(request).expect("send");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf);
+    head.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads one value of the service's `/metrics`.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let a = call("GET", &server.url("/metrics"), None, None, &[]);
+    a.text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{name} "))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("metric {name} missing in:\n{}", a.text))
+}

@@ -17,7 +17,10 @@ pub struct BreakingChange {
 }
 
 fn push(out: &mut Vec<BreakingChange>, change: String, consequence: &str) {
-    out.push(BreakingChange { change, consequence: consequence.to_string() });
+    out.push(BreakingChange {
+        change,
+        consequence: consequence.to_string(),
+    });
 }
 
 /// Every breaking change from `old` to `new`.
@@ -43,7 +46,11 @@ pub fn compare(old: &Schema, new: &Schema) -> Vec<BreakingChange> {
                 Some(nf) => field_changes(&what, of, nf, &mut out),
             }
         }
-        for nf in nm.fields.iter().filter(|f| !om.fields.iter().any(|o| o.name == f.name)) {
+        for nf in nm
+            .fields
+            .iter()
+            .filter(|f| !om.fields.iter().any(|o| o.name == f.name))
+        {
             if nf.required() {
                 push(
                     &mut out,
@@ -66,7 +73,11 @@ fn field_changes(what: &str, old: &Field, new: &Field, out: &mut Vec<BreakingCha
     if !same_kind(&old.ty, &new.ty) {
         push(
             out,
-            format!("field {what} changed type from {} to {}", old.ty.spelling(), new.ty.spelling()),
+            format!(
+                "field {what} changed type from {} to {}",
+                old.ty.spelling(),
+                new.ty.spelling()
+            ),
             "stored values of the old type would be misread",
         );
         return;
@@ -81,10 +92,18 @@ fn field_changes(what: &str, old: &Field, new: &Field, out: &mut Vec<BreakingCha
         }
     }
     if old.optional && !new.optional && new.default.is_none() {
-        push(out, format!("field {what} is no longer optional"), "records stored without it would fail validation");
+        push(
+            out,
+            format!("field {what} is no longer optional"),
+            "records stored without it would fail validation",
+        );
     }
     if !old.unique && new.unique {
-        push(out, format!("field {what} became unique"), "records stored before may already share values");
+        push(
+            out,
+            format!("field {what} became unique"),
+            "records stored before may already share values",
+        );
     }
     let (o, n) = (&old.rules, &new.rules);
     let tighter_min = |a: Option<f64>, b: Option<f64>| b.is_some_and(|b| a.is_none_or(|a| b > a));
@@ -109,7 +128,10 @@ fn field_changes(what: &str, old: &Field, new: &Field, out: &mut Vec<BreakingCha
     if !tightened.is_empty() {
         push(
             out,
-            format!("validation of {what} was tightened ({})", tightened.join(", ")),
+            format!(
+                "validation of {what} was tightened ({})",
+                tightened.join(", ")
+            ),
             "records stored before may break the new rule and fail their next update",
         );
     }

@@ -48,9 +48,12 @@ impl Manifest {
     pub fn load(project: &Path) -> Result<Option<Manifest>, String> {
         let path = project.join(PATH);
         match std::fs::read_to_string(&path) {
-            Ok(text) => serde_json::from_str(&text)
-                .map(Some)
-                .map_err(|e| format!("{} is damaged: {e}; delete it and run `lithair-gen generate --force`", path.display())),
+            Ok(text) => serde_json::from_str(&text).map(Some).map_err(|e| {
+                format!(
+                    "{} is damaged: {e}; delete it and run `lithair-gen generate --force`",
+                    path.display()
+                )
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(format!("cannot read {}: {e}", path.display())),
         }
@@ -87,7 +90,11 @@ pub fn entry(path: &str, owner: Owner, contents: &str, model: Option<String>) ->
         path: path.to_string(),
         owner,
         sha256: sha256(contents.as_bytes()),
-        tokens_sha256: if path.ends_with(".rs") { tokens_sha256(contents) } else { None },
+        tokens_sha256: if path.ends_with(".rs") {
+            tokens_sha256(contents)
+        } else {
+            None
+        },
         model,
     }
 }

@@ -98,7 +98,9 @@ pub struct Plan {
 impl Plan {
     /// Files refused without `--force`.
     pub fn conflicts(&self) -> impl Iterator<Item = &Planned> {
-        self.files.iter().filter(|f| matches!(f.change, Change::Conflict(_)))
+        self.files
+            .iter()
+            .filter(|f| matches!(f.change, Change::Conflict(_)))
     }
 
     /// Whether `generate` would change anything on disk (the `check` verdict).
@@ -106,8 +108,10 @@ impl Plan {
         self.schema_changed
             || self.manifest_before.is_none()
             || self.files.iter().any(|f| {
-                matches!(f.change, Change::Create | Change::Update | Change::Delete | Change::Conflict(_))
-                    && (f.owner == Owner::Generated || f.change == Change::Create)
+                matches!(
+                    f.change,
+                    Change::Create | Change::Update | Change::Delete | Change::Conflict(_)
+                ) && (f.owner == Owner::Generated || f.change == Change::Create)
             })
     }
 }
@@ -125,13 +129,17 @@ fn read_opt(path: &Path) -> Result<Option<String>, ProjectError> {
     match std::fs::read_to_string(path) {
         Ok(t) => Ok(Some(t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(ProjectError::Other(format!("cannot read {}: {e}", path.display()))),
+        Err(e) => Err(ProjectError::Other(format!(
+            "cannot read {}: {e}",
+            path.display()
+        ))),
     }
 }
 
 /// Checks a schema text; on failure, the rendered diagnostics.
 pub fn check_schema(file: &str, text: &str, color: bool) -> Result<schema::Schema, ProjectError> {
-    schema::check(text).map_err(|d| ProjectError::Schema(schema::render_diagnostics(file, text, &d, color)))
+    schema::check(text)
+        .map_err(|d| ProjectError::Schema(schema::render_diagnostics(file, text, &d, color)))
 }
 
 /// Works out what `generate` would do in `dir`.
@@ -162,7 +170,8 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
         None => Vec::new(),
     };
 
-    let templates = templates::load(Some(dir)).map_err(|e| ProjectError::Other(format!("cannot read templates/: {e}")))?;
+    let templates = templates::load(Some(dir))
+        .map_err(|e| ProjectError::Other(format!("cannot read templates/: {e}")))?;
     let overrides = templates
         .iter()
         .filter_map(|t| match &t.source {
@@ -171,7 +180,11 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
         })
         .collect();
     // A missing runtime only matters when Cargo.toml has to be written.
-    let runtime_dependency = runtime_path::dependency(dir, opts.runtime_path.as_deref(), opts.runtime_version.as_deref());
+    let runtime_dependency = runtime_path::dependency(
+        dir,
+        opts.runtime_path.as_deref(),
+        opts.runtime_version.as_deref(),
+    );
     let cargo_missing = !dir.join("Cargo.toml").exists();
     let runtime_dependency = match runtime_dependency {
         Ok(d) => d,
@@ -181,7 +194,9 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
     let rendered = render::render(&schema, &templates, &RenderOptions { runtime_dependency })?;
 
     let schema_sha = manifest::sha256(schema_text.as_bytes());
-    let schema_changed = manifest_before.as_ref().is_some_and(|m| m.schema_sha256 != schema_sha);
+    let schema_changed = manifest_before
+        .as_ref()
+        .is_some_and(|m| m.schema_sha256 != schema_sha);
     let mut files = Vec::new();
     for out in &rendered {
         let old = read_opt(&dir.join(&out.path))?;
@@ -192,10 +207,19 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
             (Owner::Generated, Some(old)) => generated_change(old, &out.contents, recorded),
         };
         let new = match change {
-            Change::Create | Change::Update | Change::Reformat | Change::Conflict(_) => Some(out.contents.clone()),
+            Change::Create | Change::Update | Change::Reformat | Change::Conflict(_) => {
+                Some(out.contents.clone())
+            }
             _ => None,
         };
-        files.push(Planned { path: out.path.clone(), owner: out.owner, change, old, new, model: out.model.clone() });
+        files.push(Planned {
+            path: out.path.clone(),
+            owner: out.owner,
+            change,
+            old,
+            new,
+            model: out.model.clone(),
+        });
     }
     // Files of the last generate that are no longer produced.
     if let Some(m) = &manifest_before {
@@ -204,13 +228,22 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
                 continue;
             }
             let old = read_opt(&dir.join(&e.path))?;
-            let Some(old_text) = old.clone() else { continue };
+            let Some(old_text) = old.clone() else {
+                continue;
+            };
             let change = match e.owner {
                 Owner::User => Change::Orphaned,
                 Owner::Generated if unmodified(&old_text, e) => Change::Delete,
                 Owner::Generated => Change::KeptModified,
             };
-            files.push(Planned { path: e.path.clone(), owner: e.owner, change, old, new: None, model: e.model.clone() });
+            files.push(Planned {
+                path: e.path.clone(),
+                owner: e.owner,
+                change,
+                old,
+                new: None,
+                model: e.model.clone(),
+            });
         }
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
@@ -245,7 +278,9 @@ fn generated_change(old: &str, new: &str, recorded: Option<&Entry>) -> Change {
     }
     if old == new {
         Change::Unchanged
-    } else if manifest::sha256(old.as_bytes()) != recorded.sha256 && manifest::tokens_sha256(old) == manifest::tokens_sha256(new) {
+    } else if manifest::sha256(old.as_bytes()) != recorded.sha256
+        && manifest::tokens_sha256(old) == manifest::tokens_sha256(new)
+    {
         Change::Reformat
     } else {
         Change::Update
@@ -292,19 +327,39 @@ pub fn apply(plan: &Plan, opts: ApplyOptions) -> Result<Result<(), Refusal>, Pro
                 entries.push(manifest::entry(&f.path, f.owner, text, f.model.clone()));
             }
             Change::Unchanged => {
-                entries.push(manifest::entry(&f.path, f.owner, f.old.as_deref().unwrap_or_default(), f.model.clone()));
+                entries.push(manifest::entry(
+                    &f.path,
+                    f.owner,
+                    f.old.as_deref().unwrap_or_default(),
+                    f.model.clone(),
+                ));
             }
             Change::UserKept | Change::Orphaned => {
                 // Keep the hash of what lithair-gen first wrote, so `status` can tell an edited stub.
-                let before = plan.manifest_before.as_ref().and_then(|m| m.get(&f.path)).cloned();
-                entries.push(before.unwrap_or_else(|| manifest::entry(&f.path, f.owner, f.old.as_deref().unwrap_or_default(), f.model.clone())));
+                let before = plan
+                    .manifest_before
+                    .as_ref()
+                    .and_then(|m| m.get(&f.path))
+                    .cloned();
+                entries.push(before.unwrap_or_else(|| {
+                    manifest::entry(
+                        &f.path,
+                        f.owner,
+                        f.old.as_deref().unwrap_or_default(),
+                        f.model.clone(),
+                    )
+                }));
             }
             Change::Delete => {
-                std::fs::remove_file(&path).map_err(|e| ProjectError::Other(format!("cannot remove {}: {e}", path.display())))?;
+                std::fs::remove_file(&path).map_err(|e| {
+                    ProjectError::Other(format!("cannot remove {}: {e}", path.display()))
+                })?;
             }
             Change::KeptModified => {
                 if opts.force {
-                    std::fs::remove_file(&path).map_err(|e| ProjectError::Other(format!("cannot remove {}: {e}", path.display())))?;
+                    std::fs::remove_file(&path).map_err(|e| {
+                        ProjectError::Other(format!("cannot remove {}: {e}", path.display()))
+                    })?;
                 }
             }
         }
@@ -321,7 +376,8 @@ pub fn apply(plan: &Plan, opts: ApplyOptions) -> Result<Result<(), Refusal>, Pro
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a file.
 fn write_atomic(path: &Path, text: &str) -> Result<(), ProjectError> {
-    let fail = |e: std::io::Error| ProjectError::Other(format!("cannot write {}: {e}", path.display()));
+    let fail =
+        |e: std::io::Error| ProjectError::Other(format!("cannot write {}: {e}", path.display()));
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(fail)?;
     }
@@ -348,12 +404,19 @@ pub fn unified_diff(f: &Planned) -> String {
 }
 
 /// Creates a new project in `dir` from a schema file: copies it to `lithair.yaml`, then plans.
-pub fn create(dir: &Path, schema_file: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, ProjectError> {
+pub fn create(
+    dir: &Path,
+    schema_file: &Path,
+    opts: &PlanOptions,
+    color: bool,
+) -> Result<Plan, ProjectError> {
     let text = std::fs::read_to_string(schema_file)
         .map_err(|e| ProjectError::Other(format!("cannot read {}: {e}", schema_file.display())))?;
     check_schema(&schema_file.display().to_string(), &text, color)?;
     if dir.exists() {
-        let empty = std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+        let empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
         if !empty {
             return Err(ProjectError::Other(format!(
                 "{} already exists and is not empty; pick a new folder, or run `lithair-gen generate --project {}` to regenerate a project",

@@ -10,21 +10,35 @@ use std::path::{Component, Path, PathBuf};
 /// The runtime directory of the checkout this binary was built from, if it still exists.
 pub fn built_in() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime");
-    dir.join("Cargo.toml").is_file().then(|| dir.canonicalize().ok()).flatten()
+    dir.join("Cargo.toml")
+        .is_file()
+        .then(|| dir.canonicalize().ok())
+        .flatten()
 }
 
 /// The `lithair-runtime = …` dependency line for a project at `project`.
-pub fn dependency(project: &Path, path: Option<&Path>, version: Option<&str>) -> Result<String, String> {
+pub fn dependency(
+    project: &Path,
+    path: Option<&Path>,
+    version: Option<&str>,
+) -> Result<String, String> {
     if let Some(v) = version {
-        return Ok(format!("lithair-runtime = {}", serde_json::to_string(v).unwrap_or_default()));
+        return Ok(format!(
+            "lithair-runtime = {}",
+            serde_json::to_string(v).unwrap_or_default()
+        ));
     }
     let from_env = std::env::var_os("LITHAIR_RUNTIME_PATH").map(PathBuf::from);
     let dir = match path.map(Path::to_path_buf).or(from_env) {
         Some(p) => {
             if !p.join("Cargo.toml").is_file() {
-                return Err(format!("{} does not hold lithair-runtime (no Cargo.toml there)", p.display()));
+                return Err(format!(
+                    "{} does not hold lithair-runtime (no Cargo.toml there)",
+                    p.display()
+                ));
             }
-            p.canonicalize().map_err(|e| format!("{}: {e}", p.display()))?
+            p.canonicalize()
+                .map_err(|e| format!("{}: {e}", p.display()))?
         }
         None => built_in().ok_or_else(|| {
             "cannot find lithair-runtime: this lithair-gen was built from a checkout that is gone. \
@@ -35,7 +49,10 @@ pub fn dependency(project: &Path, path: Option<&Path>, version: Option<&str>) ->
     let project = absolute(project);
     let rel = relative(&project, &dir).unwrap_or(dir);
     let text = rel.to_string_lossy().replace('\\', "/");
-    Ok(format!("lithair-runtime = {{ path = {} }}", serde_json::to_string(&text).unwrap_or_default()))
+    Ok(format!(
+        "lithair-runtime = {{ path = {} }}",
+        serde_json::to_string(&text).unwrap_or_default()
+    ))
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -56,7 +73,9 @@ fn absolute(p: &Path) -> PathBuf {
             _ => return joined,
         }
     }
-    let mut out = existing.canonicalize().unwrap_or_else(|_| existing.to_path_buf());
+    let mut out = existing
+        .canonicalize()
+        .unwrap_or_else(|_| existing.to_path_buf());
     for name in rest.iter().rev() {
         out.push(name);
     }

@@ -62,7 +62,10 @@ pub struct ActionView<'a> {
 
 /// `/// ` lines for a doc comment (one line when there is no text).
 pub fn doc_lines(text: Option<&str>, fallback: &str) -> String {
-    let text = text.map(str::trim).filter(|t| !t.is_empty()).unwrap_or(fallback);
+    let text = text
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(fallback);
     text.lines()
         .map(|l| {
             let l = l.trim_end();
@@ -106,7 +109,10 @@ fn enum_values(ty: &FieldType) -> Option<&Vec<String>> {
 
 fn field_view(model: &Model, f: &Field) -> FieldView {
     let base = rust_type(&model.name, &f.name, &f.ty);
-    let mut what = f.description.clone().unwrap_or_else(|| format!("`{}` ({}).", f.name, f.ty.spelling()));
+    let mut what = f
+        .description
+        .clone()
+        .unwrap_or_else(|| format!("`{}` ({}).", f.name, f.ty.spelling()));
     let mut notes = Vec::new();
     if f.unique {
         notes.push("unique".to_string());
@@ -122,7 +128,11 @@ fn field_view(model: &Model, f: &Field) -> FieldView {
     }
     FieldView {
         ident: names::rust_ident(&f.name),
-        rust_type: if f.optional { format!("Option<{base}>") } else { base },
+        rust_type: if f.optional {
+            format!("Option<{base}>")
+        } else {
+            base
+        },
         doc: doc_lines(Some(&what), ""),
         serde_attr: if f.optional {
             "#[serde(default, skip_serializing_if = \"Option::is_none\")]".into()
@@ -156,7 +166,10 @@ pub fn model_view(m: &Model) -> ModelView<'_> {
         name: &m.name,
         snake: &m.snake,
         path: &m.path,
-        doc: doc_lines(m.description.as_deref(), &format!("A `{}` record, served at `{}`.", m.name, m.path)),
+        doc: doc_lines(
+            m.description.as_deref(),
+            &format!("A `{}` record, served at `{}`.", m.name, m.path),
+        ),
         fields: m.fields.iter().map(|f| field_view(m, f)).collect(),
         enums: m
             .fields
@@ -167,7 +180,10 @@ pub fn model_view(m: &Model) -> ModelView<'_> {
                     type_name: enum_type_name(&m.name, &f.name),
                     variants: values
                         .iter()
-                        .map(|v| VariantView { value: v.clone(), variant: names::variant(v) })
+                        .map(|v| VariantView {
+                            value: v.clone(),
+                            variant: names::variant(v),
+                        })
                         .collect(),
                 })
             })

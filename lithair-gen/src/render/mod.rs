@@ -78,16 +78,21 @@ impl Engine<'_> {
         hb.register_escape_fn(handlebars::no_escape);
         hb.register_helper("toml_str", Box::new(toml_str));
         for t in templates {
-            hb.register_template_string(t.name, &t.text).map_err(|e| RenderError::Template {
-                template: origin(t),
-                message: e.to_string(),
-            })?;
+            hb.register_template_string(t.name, &t.text)
+                .map_err(|e| RenderError::Template {
+                    template: origin(t),
+                    message: e.to_string(),
+                })?;
         }
         Ok(Engine { hb, templates })
     }
 
     fn template(&self, name: &str) -> String {
-        self.templates.iter().find(|t| t.name == name).map(origin).unwrap_or_else(|| name.to_string())
+        self.templates
+            .iter()
+            .find(|t| t.name == name)
+            .map(origin)
+            .unwrap_or_else(|| name.to_string())
     }
 
     fn render<T: Serialize>(&self, name: &str, data: &T) -> Result<String, RenderError> {
@@ -105,7 +110,12 @@ impl Engine<'_> {
     }
 
     /// Renders a user-owned `.rs`: parsed to prove it is valid, kept as written.
-    fn rust_stub<T: Serialize>(&self, name: &str, path: &str, data: &T) -> Result<String, RenderError> {
+    fn rust_stub<T: Serialize>(
+        &self,
+        name: &str,
+        path: &str,
+        data: &T,
+    ) -> Result<String, RenderError> {
         let text = self.render(name, data)?;
         self.parse(name, path, &text)?;
         Ok(tidy(&text))
@@ -119,7 +129,12 @@ impl Engine<'_> {
                 path: path.to_string(),
                 line,
                 message: e.to_string(),
-                snippet: text.lines().nth(line.saturating_sub(1)).unwrap_or("").trim().to_string(),
+                snippet: text
+                    .lines()
+                    .nth(line.saturating_sub(1))
+                    .unwrap_or("")
+                    .trim()
+                    .to_string(),
             }
         })
     }
@@ -149,7 +164,8 @@ fn toml_str(
 /// module docs), as rustfmt-formatted hand-written code has.
 fn space_items(text: &str) -> String {
     const ITEM_STARTS: &[&str] = &[
-        "///", "#[", "pub ", "fn ", "impl", "struct ", "enum ", "trait ", "use ", "mod ", "const ", "static ", "type ",
+        "///", "#[", "pub ", "fn ", "impl", "struct ", "enum ", "trait ", "use ", "mod ", "const ",
+        "static ", "type ",
     ];
     let lines: Vec<&str> = text.lines().collect();
     let mut out = String::with_capacity(text.len() + lines.len());
@@ -159,9 +175,13 @@ fn space_items(text: &str) -> String {
             let cur = line.trim_start();
             let indent = |l: &str| l.len() - l.trim_start().len();
             let starts_item = ITEM_STARTS.iter().any(|s| cur.starts_with(s));
-            let after_item = prev.ends_with('}') || prev.ends_with(';') || (prev.starts_with("//!") && !cur.starts_with("//!"));
+            let after_item = prev.ends_with('}')
+                || prev.ends_with(';')
+                || (prev.starts_with("//!") && !cur.starts_with("//!"));
             let same_group = (prev.starts_with("use ") && cur.starts_with("use "))
-                || (prev.starts_with("pub mod ") && cur.starts_with("pub mod ") && prev.ends_with(';'))
+                || (prev.starts_with("pub mod ")
+                    && cur.starts_with("pub mod ")
+                    && prev.ends_with(';'))
                 || prev.starts_with("#[");
             if starts_item && after_item && !same_group && indent(lines[i - 1]) >= indent(line) {
                 out.push('\n');
@@ -195,19 +215,53 @@ fn tidy(text: &str) -> String {
 }
 
 /// Renders every file of the crate, sorted by path.
-pub fn render(schema: &Schema, templates: &[Template], opts: &RenderOptions) -> Result<Vec<OutputFile>, RenderError> {
+pub fn render(
+    schema: &Schema,
+    templates: &[Template],
+    opts: &RenderOptions,
+) -> Result<Vec<OutputFile>, RenderError> {
     let engine = Engine::new(templates)?;
     let view = context::service_view(schema, opts.runtime_dependency.clone());
     let mut files = Vec::new();
     let mut add = |path: &str, owner: Owner, contents: String, model: Option<&str>| {
-        files.push(OutputFile { path: path.to_string(), owner, contents, model: model.map(String::from) });
+        files.push(OutputFile {
+            path: path.to_string(),
+            owner,
+            contents,
+            model: model.map(String::from),
+        });
     };
 
-    add("Cargo.toml", Owner::User, tidy(&engine.render("Cargo.toml.hbs", &view)?), None);
-    add("lithair.toml", Owner::User, tidy(&engine.render("lithair.toml.hbs", &view)?), None);
-    add("src/main.rs", Owner::User, engine.rust_stub("main.rs.hbs", "src/main.rs", &view)?, None);
-    add("src/generated/mod.rs", Owner::Generated, engine.rust("mod.rs.hbs", "src/generated/mod.rs", &view)?, None);
-    add("src/generated/handlers.rs", Owner::Generated, engine.rust("handlers.rs.hbs", "src/generated/handlers.rs", &view)?, None);
+    add(
+        "Cargo.toml",
+        Owner::User,
+        tidy(&engine.render("Cargo.toml.hbs", &view)?),
+        None,
+    );
+    add(
+        "lithair.toml",
+        Owner::User,
+        tidy(&engine.render("lithair.toml.hbs", &view)?),
+        None,
+    );
+    add(
+        "src/main.rs",
+        Owner::User,
+        engine.rust_stub("main.rs.hbs", "src/main.rs", &view)?,
+        None,
+    );
+    add(
+        "src/generated/mod.rs",
+        Owner::Generated,
+        engine.rust("mod.rs.hbs", "src/generated/mod.rs", &view)?,
+        None,
+    );
+    add(
+        "src/generated/handlers.rs",
+        Owner::Generated,
+        engine.rust("handlers.rs.hbs", "src/generated/handlers.rs", &view)?,
+        None,
+    );
     let mut spec = serde_json::to_string_pretty(schema).unwrap_or_default();
     spec.push('\n');
     add("src/generated/spec.json", Owner::Generated, spec, None);
@@ -216,9 +270,19 @@ pub fn render(schema: &Schema, templates: &[Template], opts: &RenderOptions) -> 
     add("openapi.json", Owner::Generated, api, None);
     for m in &view.models {
         let path = format!("src/generated/{}.rs", m.snake);
-        add(&path, Owner::Generated, engine.rust("model.rs.hbs", &path, m)?, None);
+        add(
+            &path,
+            Owner::Generated,
+            engine.rust("model.rs.hbs", &path, m)?,
+            None,
+        );
         let path = format!("src/handlers/{}.rs", m.snake);
-        add(&path, Owner::User, engine.rust_stub("handler.rs.hbs", &path, m)?, Some(m.name));
+        add(
+            &path,
+            Owner::User,
+            engine.rust_stub("handler.rs.hbs", &path, m)?,
+            Some(m.name),
+        );
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)

@@ -11,7 +11,9 @@ fn type_schema(ty: &FieldType) -> Value {
         FieldType::Int => json!({"type": "integer", "format": "int64"}),
         FieldType::Float => json!({"type": "number", "format": "double"}),
         FieldType::Uuid => json!({"type": "string", "format": "uuid"}),
-        FieldType::Ref { model } => json!({"type": "string", "format": "uuid", "description": format!("id of a {model}")}),
+        FieldType::Ref { model } => {
+            json!({"type": "string", "format": "uuid", "description": format!("id of a {model}")})
+        }
         FieldType::Date => json!({"type": "string", "format": "date"}),
         FieldType::Datetime => json!({"type": "string", "format": "date-time"}),
         FieldType::Json => json!({}),
@@ -30,7 +32,11 @@ fn field_schema(f: &Field) -> Value {
         obj.insert("default".into(), d.clone());
     }
     let r = &f.rules;
-    let lengths = if matches!(f.ty, FieldType::List { .. }) { ("minItems", "maxItems") } else { ("minLength", "maxLength") };
+    let lengths = if matches!(f.ty, FieldType::List { .. }) {
+        ("minItems", "maxItems")
+    } else {
+        ("minLength", "maxLength")
+    };
     if let Some(v) = r.min {
         obj.insert("minimum".into(), json!(v));
     }
@@ -55,15 +61,32 @@ fn field_schema(f: &Field) -> Value {
 
 fn record_schema(m: &Model) -> Value {
     let mut props = Map::new();
-    props.insert("id".into(), json!({"type": "string", "format": "uuid", "readOnly": true}));
+    props.insert(
+        "id".into(),
+        json!({"type": "string", "format": "uuid", "readOnly": true}),
+    );
     for f in &m.fields {
         props.insert(f.name.clone(), field_schema(f));
     }
-    props.insert("created_at".into(), json!({"type": "string", "format": "date-time", "readOnly": true}));
-    props.insert("updated_at".into(), json!({"type": "string", "format": "date-time", "readOnly": true}));
-    props.insert("version".into(), json!({"type": "integer", "readOnly": true}));
+    props.insert(
+        "created_at".into(),
+        json!({"type": "string", "format": "date-time", "readOnly": true}),
+    );
+    props.insert(
+        "updated_at".into(),
+        json!({"type": "string", "format": "date-time", "readOnly": true}),
+    );
+    props.insert(
+        "version".into(),
+        json!({"type": "integer", "readOnly": true}),
+    );
     let mut required = vec!["id".to_string()];
-    required.extend(m.fields.iter().filter(|f| !f.optional).map(|f| f.name.clone()));
+    required.extend(
+        m.fields
+            .iter()
+            .filter(|f| !f.optional)
+            .map(|f| f.name.clone()),
+    );
     required.extend(["created_at", "updated_at", "version"].map(String::from));
     let mut s = json!({"type": "object", "properties": props, "required": required});
     if let Some(d) = &m.description {
@@ -73,8 +96,17 @@ fn record_schema(m: &Model) -> Value {
 }
 
 fn input_schema(m: &Model) -> Value {
-    let props: Map<String, Value> = m.fields.iter().map(|f| (f.name.clone(), field_schema(f))).collect();
-    let required: Vec<&str> = m.fields.iter().filter(|f| f.required()).map(|f| f.name.as_str()).collect();
+    let props: Map<String, Value> = m
+        .fields
+        .iter()
+        .map(|f| (f.name.clone(), field_schema(f)))
+        .collect();
+    let required: Vec<&str> = m
+        .fields
+        .iter()
+        .filter(|f| f.required())
+        .map(|f| f.name.as_str())
+        .collect();
     json!({"type": "object", "properties": props, "required": required, "additionalProperties": false})
 }
 
@@ -134,7 +166,11 @@ pub fn document(schema: &Schema) -> Value {
                 json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
                 json!({"name": "sort", "in": "query", "description": "Comma-separated fields; `-` before a field sorts descending.", "schema": {"type": "string"}}),
             ];
-            for f in m.fields.iter().filter(|f| !matches!(f.ty, FieldType::Json | FieldType::List { .. })) {
+            for f in m
+                .fields
+                .iter()
+                .filter(|f| !matches!(f.ty, FieldType::Json | FieldType::List { .. }))
+            {
                 params.push(json!({"name": f.name, "in": "query", "description": "Equality filter.", "schema": type_schema(&f.ty)}));
             }
             collection.insert("get".into(), json!({

@@ -5,13 +5,31 @@ use std::path::Path;
 
 /// Every template, by file name, with its embedded text.
 pub const EMBEDDED: &[(&str, &str)] = &[
-    ("Cargo.toml.hbs", include_str!("../../../templates/Cargo.toml.hbs")),
-    ("handler.rs.hbs", include_str!("../../../templates/handler.rs.hbs")),
-    ("handlers.rs.hbs", include_str!("../../../templates/handlers.rs.hbs")),
-    ("lithair.toml.hbs", include_str!("../../../templates/lithair.toml.hbs")),
-    ("main.rs.hbs", include_str!("../../../templates/main.rs.hbs")),
+    (
+        "Cargo.toml.hbs",
+        include_str!("../../../templates/Cargo.toml.hbs"),
+    ),
+    (
+        "handler.rs.hbs",
+        include_str!("../../../templates/handler.rs.hbs"),
+    ),
+    (
+        "handlers.rs.hbs",
+        include_str!("../../../templates/handlers.rs.hbs"),
+    ),
+    (
+        "lithair.toml.hbs",
+        include_str!("../../../templates/lithair.toml.hbs"),
+    ),
+    (
+        "main.rs.hbs",
+        include_str!("../../../templates/main.rs.hbs"),
+    ),
     ("mod.rs.hbs", include_str!("../../../templates/mod.rs.hbs")),
-    ("model.rs.hbs", include_str!("../../../templates/model.rs.hbs")),
+    (
+        "model.rs.hbs",
+        include_str!("../../../templates/model.rs.hbs"),
+    ),
 ];
 
 /// Where a template's text came from.

@@ -46,7 +46,10 @@ impl Diagnostic {
 }
 
 /// The candidate closest to `given`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    given: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     let given_lower = given.to_ascii_lowercase();
     let mut best: Option<(f64, &'a str)> = None;
     for c in candidates {

@@ -14,7 +14,15 @@ pub const SERVICE: &[&str] = &["name", "description"];
 /// A role written as a mapping.
 pub const ROLE: &[&str] = &["name", "inherits"];
 /// A model.
-pub const MODEL: &[&str] = &["path", "description", "operations", "permissions", "persistence", "fields", "actions"];
+pub const MODEL: &[&str] = &[
+    "path",
+    "description",
+    "operations",
+    "permissions",
+    "persistence",
+    "fields",
+    "actions",
+];
 /// Model keys of the design that the runtime does not act on yet.
 pub const MODEL_UNSUPPORTED: &[(&str, &str)] = &[
     ("lifecycle", "the audit trail and version history (`audited`, `versioned`) come in a later release; remove the key for now"),
@@ -25,7 +33,17 @@ pub const PERMISSIONS: &[&str] = &["read", "create", "update", "delete"];
 /// `persistence:` of a model.
 pub const PERSISTENCE: &[&str] = &["snapshot_every"];
 /// A field.
-pub const FIELD: &[&str] = &["type", "description", "optional", "default", "unique", "indexed", "immutable", "values", "validate"];
+pub const FIELD: &[&str] = &[
+    "type",
+    "description",
+    "optional",
+    "default",
+    "unique",
+    "indexed",
+    "immutable",
+    "values",
+    "validate",
+];
 /// Field keys of the design that the runtime does not act on yet.
 pub const FIELD_UNSUPPORTED: &[(&str, &str)] = &[(
     "permissions",

@@ -16,7 +16,14 @@ use super::names;
 use super::yaml::{self, Node, NodeKind, Pos, Scalar, Span};
 
 /// Paths the runtime serves itself; a model may not take them.
-const RESERVED_PATHS: &[&str] = &["/_cluster", "/_raft", "/health", "/ready", "/metrics", "/openapi.json"];
+const RESERVED_PATHS: &[&str] = &[
+    "/_cluster",
+    "/_raft",
+    "/health",
+    "/ready",
+    "/metrics",
+    "/openapi.json",
+];
 /// Record metadata every model has; a field may not take these names.
 const RESERVED_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"];
 /// Hook methods of the generated trait; an action may not take these names.
@@ -40,14 +47,22 @@ pub fn check(source: &str) -> Result<Schema, Vec<Diagnostic>> {
         Ok(Some(root)) => root,
         Ok(None) => {
             return Err(vec![Diagnostic::new(
-                Span { start: Pos { line: 1, col: 1 }, width: 1 },
+                Span {
+                    start: Pos { line: 1, col: 1 },
+                    width: 1,
+                },
                 "the schema is empty",
             )
-            .with_help("a schema needs at least `service: { name: … }` and `models:`")])
+            .with_help(
+                "a schema needs at least `service: { name: … }` and `models:`",
+            )])
         }
         Err(e) => {
             return Err(vec![Diagnostic::new(
-                Span { start: e.pos, width: 1 },
+                Span {
+                    start: e.pos,
+                    width: 1,
+                },
                 format!("YAML syntax error: {}", e.message),
             )])
         }
@@ -105,8 +120,14 @@ impl Checker {
         };
         let mut map = BTreeMap::new();
         for (k, v) in entries {
-            let Some(key) = k.as_str().filter(|_| matches!(k.scalar(), Some(Scalar::Str(_)))) else {
-                self.err(Diagnostic::new(k.span, format!("keys in {what} must be names, found {}", k.describe())));
+            let Some(key) = k
+                .as_str()
+                .filter(|_| matches!(k.scalar(), Some(Scalar::Str(_))))
+            else {
+                self.err(Diagnostic::new(
+                    k.span,
+                    format!("keys in {what} must be names, found {}", k.describe()),
+                ));
                 continue;
             };
             if let Some((_, why)) = unsupported.iter().find(|(u, _)| *u == key) {
@@ -126,7 +147,10 @@ impl Checker {
                 continue;
             }
             if map.insert(key, (k, v)).is_some() {
-                self.err(Diagnostic::new(k.span, format!("\"{key}\" is given twice in {what}")));
+                self.err(Diagnostic::new(
+                    k.span,
+                    format!("\"{key}\" is given twice in {what}"),
+                ));
             }
         }
         Some(Entries { map, at: node.span })
@@ -134,14 +158,19 @@ impl Checker {
 
     /// Reports a missing required key at `at`.
     fn missing(&mut self, at: Span, what: &str, key: &str, help: &str) {
-        self.err(Diagnostic::new(at, format!("{what} is missing \"{key}\"")).with_help(help.to_string()));
+        self.err(
+            Diagnostic::new(at, format!("{what} is missing \"{key}\"")).with_help(help.to_string()),
+        );
     }
 
     fn string(&mut self, node: &Node, what: &str) -> Option<String> {
         match node.scalar() {
             Some(Scalar::Str(s)) => Some(s.to_string()),
             _ => {
-                self.err(Diagnostic::new(node.span, format!("{what} must be a string, found {}", node.describe())));
+                self.err(Diagnostic::new(
+                    node.span,
+                    format!("{what} must be a string, found {}", node.describe()),
+                ));
                 None
             }
         }
@@ -152,8 +181,11 @@ impl Checker {
             Some(Scalar::Bool(b)) => Some(b),
             _ => {
                 self.err(
-                    Diagnostic::new(node.span, format!("{what} must be true or false, found {}", node.describe()))
-                        .with_help("write `true` or `false` without quotes"),
+                    Diagnostic::new(
+                        node.span,
+                        format!("{what} must be true or false, found {}", node.describe()),
+                    )
+                    .with_help("write `true` or `false` without quotes"),
                 );
                 None
             }
@@ -166,7 +198,10 @@ impl Checker {
             _ => {
                 self.err(Diagnostic::new(
                     node.span,
-                    format!("{what} must be a whole number of at least {min}, found {}", node.describe()),
+                    format!(
+                        "{what} must be a whole number of at least {min}, found {}",
+                        node.describe()
+                    ),
                 ));
                 None
             }
@@ -178,7 +213,10 @@ impl Checker {
             Some(Scalar::Int(i)) => Some(i as f64),
             Some(Scalar::Float(f)) if f.is_finite() => Some(f),
             _ => {
-                self.err(Diagnostic::new(node.span, format!("{what} must be a number, found {}", node.describe())));
+                self.err(Diagnostic::new(
+                    node.span,
+                    format!("{what} must be a number, found {}", node.describe()),
+                ));
                 None
             }
         }
@@ -190,13 +228,19 @@ impl Checker {
             NodeKind::Seq(items) => items.iter().collect(),
             NodeKind::Scalar { .. } => vec![node],
             NodeKind::Map(_) => {
-                self.err(Diagnostic::new(node.span, format!("{what} must be a list, found a mapping")));
+                self.err(Diagnostic::new(
+                    node.span,
+                    format!("{what} must be a list, found a mapping"),
+                ));
                 return Vec::new();
             }
         };
         items
             .into_iter()
-            .filter_map(|n| self.string(n, &format!("each item of {what}")).map(|s| (s, n.span)))
+            .filter_map(|n| {
+                self.string(n, &format!("each item of {what}"))
+                    .map(|s| (s, n.span))
+            })
             .collect()
     }
 
@@ -205,18 +249,29 @@ impl Checker {
         let mut out = Vec::new();
         for (role, span) in self.string_list(node, what) {
             if role != "public" && !self.roles.contains(&role) {
-                let candidates: Vec<String> =
-                    self.roles.iter().cloned().chain(["public".to_string()]).collect();
+                let candidates: Vec<String> = self
+                    .roles
+                    .iter()
+                    .cloned()
+                    .chain(["public".to_string()])
+                    .collect();
                 self.err(
                     Diagnostic::new(span, format!("unknown role \"{role}\" in {what}"))
                         .with_suggestion(&role, candidates.iter().map(String::as_str))
                         .with_help_if_none(format!(
                             "declare it under `roles:` (declared: {})",
-                            if self.roles.is_empty() { "none".to_string() } else { self.roles.join(", ") }
+                            if self.roles.is_empty() {
+                                "none".to_string()
+                            } else {
+                                self.roles.join(", ")
+                            }
                         )),
                 );
             } else if out.contains(&role) {
-                self.err(Diagnostic::new(span, format!("role \"{role}\" is listed twice in {what}")));
+                self.err(Diagnostic::new(
+                    span,
+                    format!("role \"{role}\" is listed twice in {what}"),
+                ));
             } else {
                 out.push(role);
             }
@@ -229,7 +284,10 @@ impl Checker {
 
         // Names first: every ref and role below is checked against them.
         if let Some(NodeKind::Map(models)) = top.get("models").map(|m| &m.kind) {
-            self.models = models.iter().filter_map(|(k, _)| k.as_str().map(String::from)).collect();
+            self.models = models
+                .iter()
+                .filter_map(|(k, _)| k.as_str().map(String::from))
+                .collect();
         }
         if let Some(NodeKind::Seq(roles)) = top.get("roles").map(|r| &r.kind) {
             for r in roles {
@@ -249,31 +307,57 @@ impl Checker {
         let service = match top.get("service") {
             Some(s) => self.service(s),
             None => {
-                self.missing(top.at, "the schema", "service", "add `service: { name: my-service }`");
+                self.missing(
+                    top.at,
+                    "the schema",
+                    "service",
+                    "add `service: { name: my-service }`",
+                );
                 None
             }
         };
-        let roles = top.get("roles").map(|r| self.roles_decl(r)).unwrap_or_default();
+        let roles = top
+            .get("roles")
+            .map(|r| self.roles_decl(r))
+            .unwrap_or_default();
         let models = match top.get("models") {
             Some(m) => self.models_decl(m),
             None => {
-                self.missing(top.at, "the schema", "models", "add `models:` with at least one model");
+                self.missing(
+                    top.at,
+                    "the schema",
+                    "models",
+                    "add `models:` with at least one model",
+                );
                 None
             }
         };
-        Some(Schema { service: service?, roles, models: models? })
+        Some(Schema {
+            service: service?,
+            roles,
+            models: models?,
+        })
     }
 
     fn service(&mut self, node: &Node) -> Option<Service> {
         let e = self.mapping(node, "service", keys::SERVICE, &[])?;
-        let description = e.get("description").and_then(|d| self.string(d, "service.description"));
+        let description = e
+            .get("description")
+            .and_then(|d| self.string(d, "service.description"));
         let Some(name_node) = e.get("name") else {
-            self.missing(e.at, "service", "name", "add `name: my-service` (lowercase; it names the crate and binary)");
+            self.missing(
+                e.at,
+                "service",
+                "name",
+                "add `name: my-service` (lowercase; it names the crate and binary)",
+            );
             return None;
         };
         let name = self.string(name_node, "service.name")?;
         let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
         if !valid {
             let fixed = heck::ToKebabCase::to_kebab_case(name.as_str());
             self.err(
@@ -282,8 +366,21 @@ impl Checker {
             );
             return None;
         }
-        if ["std", "core", "alloc", "test", "proc_macro", "lithair-runtime", "lithair_runtime"].contains(&name.as_str()) {
-            self.err(Diagnostic::new(name_node.span, format!("service name \"{name}\" clashes with a crate the service uses")));
+        if [
+            "std",
+            "core",
+            "alloc",
+            "test",
+            "proc_macro",
+            "lithair-runtime",
+            "lithair_runtime",
+        ]
+        .contains(&name.as_str())
+        {
+            self.err(Diagnostic::new(
+                name_node.span,
+                format!("service name \"{name}\" clashes with a crate the service uses"),
+            ));
             return None;
         }
         Some(Service { name, description })
@@ -292,8 +389,11 @@ impl Checker {
     fn roles_decl(&mut self, node: &Node) -> Vec<Role> {
         let NodeKind::Seq(items) = &node.kind else {
             self.err(
-                Diagnostic::new(node.span, format!("roles must be a list, found {}", node.describe()))
-                    .with_help("write `roles: [viewer, editor, admin]`"),
+                Diagnostic::new(
+                    node.span,
+                    format!("roles must be a list, found {}", node.describe()),
+                )
+                .with_help("write `roles: [viewer, editor, admin]`"),
             );
             return Vec::new();
         };
@@ -302,12 +402,21 @@ impl Checker {
         for item in items {
             let (name, name_span, inherits) = match &item.kind {
                 NodeKind::Map(_) => {
-                    let Some(e) = self.mapping(item, "a role", keys::ROLE, &[]) else { continue };
-                    let Some(n) = e.get("name") else {
-                        self.missing(e.at, "a role", "name", "write `{ name: admin, inherits: [editor] }`");
+                    let Some(e) = self.mapping(item, "a role", keys::ROLE, &[]) else {
                         continue;
                     };
-                    let Some(name) = self.string(n, "a role's name") else { continue };
+                    let Some(n) = e.get("name") else {
+                        self.missing(
+                            e.at,
+                            "a role",
+                            "name",
+                            "write `{ name: admin, inherits: [editor] }`",
+                        );
+                        continue;
+                    };
+                    let Some(name) = self.string(n, "a role's name") else {
+                        continue;
+                    };
                     let inherits = match e.get("inherits") {
                         Some(i) => self.string_list(i, &format!("the roles \"{name}\" inherits")),
                         None => Vec::new(),
@@ -315,41 +424,60 @@ impl Checker {
                     (name, n.span, inherits)
                 }
                 _ => {
-                    let Some(name) = self.string(item, "a role") else { continue };
+                    let Some(name) = self.string(item, "a role") else {
+                        continue;
+                    };
                     (name, item.span, Vec::new())
                 }
             };
             if name == "public" {
                 self.err(
                     Diagnostic::new(name_span, "\"public\" is built in and cannot be declared")
-                        .with_help("`public` always means anonymous callers; remove it from `roles`"),
+                        .with_help(
+                            "`public` always means anonymous callers; remove it from `roles`",
+                        ),
                 );
                 continue;
             }
             if !names::is_snake(&name) {
                 self.err(
-                    Diagnostic::new(name_span, format!("role name \"{name}\" must be snake_case"))
-                        .with_help(format!("e.g. \"{}\"", names::snake(&name))),
+                    Diagnostic::new(
+                        name_span,
+                        format!("role name \"{name}\" must be snake_case"),
+                    )
+                    .with_help(format!("e.g. \"{}\"", names::snake(&name))),
                 );
                 continue;
             }
             if out.iter().any(|r| r.name == name) {
-                self.err(Diagnostic::new(name_span, format!("role \"{name}\" is declared twice")));
+                self.err(Diagnostic::new(
+                    name_span,
+                    format!("role \"{name}\" is declared twice"),
+                ));
                 continue;
             }
             let mut parents = Vec::new();
             for (parent, span) in inherits {
                 if !self.roles.contains(&parent) || parent == name {
                     self.err(
-                        Diagnostic::new(span, format!("role \"{name}\" inherits from unknown role \"{parent}\""))
-                            .with_suggestion(&parent, self.roles.iter().map(String::as_str).filter(|r| *r != name)),
+                        Diagnostic::new(
+                            span,
+                            format!("role \"{name}\" inherits from unknown role \"{parent}\""),
+                        )
+                        .with_suggestion(
+                            &parent,
+                            self.roles.iter().map(String::as_str).filter(|r| *r != name),
+                        ),
                     );
                 } else {
                     parents.push(parent);
                 }
             }
             spans.push(name_span);
-            out.push(Role { name, inherits: parents });
+            out.push(Role {
+                name,
+                inherits: parents,
+            });
         }
         // Inheritance must not loop.
         for (i, role) in out.iter().enumerate() {
@@ -357,7 +485,13 @@ impl Checker {
             let mut stack = role.inherits.clone();
             while let Some(r) = stack.pop() {
                 if r == role.name {
-                    self.diags.push(Diagnostic::new(spans[i], format!("role \"{}\" inherits from itself through a cycle", role.name)));
+                    self.diags.push(Diagnostic::new(
+                        spans[i],
+                        format!(
+                            "role \"{}\" inherits from itself through a cycle",
+                            role.name
+                        ),
+                    ));
                     break;
                 }
                 if seen.insert(r.clone()) {
@@ -372,7 +506,13 @@ impl Checker {
 
     fn models_decl(&mut self, node: &Node) -> Option<Vec<Model>> {
         let NodeKind::Map(entries) = &node.kind else {
-            self.err(Diagnostic::new(node.span, format!("models must be a mapping of model names, found {}", node.describe())));
+            self.err(Diagnostic::new(
+                node.span,
+                format!(
+                    "models must be a mapping of model names, found {}",
+                    node.describe()
+                ),
+            ));
             return None;
         };
         if entries.is_empty() {
@@ -383,9 +523,14 @@ impl Checker {
         let mut paths: Vec<(String, String, usize)> = Vec::new();
         let mut seen = HashSet::new();
         for (k, v) in entries {
-            let Some(name) = self.string(k, "a model name") else { continue };
+            let Some(name) = self.string(k, "a model name") else {
+                continue;
+            };
             if !seen.insert(name.clone()) {
-                self.err(Diagnostic::new(k.span, format!("model \"{name}\" is declared twice")));
+                self.err(Diagnostic::new(
+                    k.span,
+                    format!("model \"{name}\" is declared twice"),
+                ));
                 continue;
             }
             if !names::is_pascal(&name) {
@@ -397,7 +542,9 @@ impl Checker {
             }
             // The snake_case name becomes a module and file name: it must be an identifier, and one per model.
             let snake = names::snake(&name);
-            if names::RAW_KEYWORDS.contains(&snake.as_str()) || names::FORBIDDEN_KEYWORDS.contains(&snake.as_str()) {
+            if names::RAW_KEYWORDS.contains(&snake.as_str())
+                || names::FORBIDDEN_KEYWORDS.contains(&snake.as_str())
+            {
                 self.err(
                     Diagnostic::new(k.span, format!("model name \"{name}\" cannot be used: its module name `{snake}` is a Rust keyword"))
                         .with_help(format!("pick another name, e.g. \"{name}Item\"")),
@@ -420,7 +567,9 @@ impl Checker {
             }
             if let Some(model) = self.model(&name, k, v) {
                 let clash = paths.iter().find(|(p, _, _)| {
-                    *p == model.path || p.starts_with(&format!("{}/", model.path)) || model.path.starts_with(&format!("{p}/"))
+                    *p == model.path
+                        || p.starts_with(&format!("{}/", model.path))
+                        || model.path.starts_with(&format!("{p}/"))
                 });
                 if let Some((p, other, line)) = clash {
                     let at = v_path_span(v).unwrap_or(k.span);
@@ -448,19 +597,26 @@ impl Checker {
             Some(p) => self.model_path(p, name),
             None => Some(format!("/api/{}", names::plural(&snake))),
         };
-        let description = e.get("description").and_then(|d| self.string(d, &format!("{what}.description")));
+        let description = e
+            .get("description")
+            .and_then(|d| self.string(d, &format!("{what}.description")));
         let operations = match e.get("operations") {
             None => Operation::ALL.to_vec(),
             Some(ops) => {
                 let mut out = Vec::new();
                 for (op, span) in self.string_list(ops, &format!("the operations of {what}")) {
                     match Operation::ALL.iter().find(|o| o.as_str() == op) {
-                        Some(o) if out.contains(o) => self.err(Diagnostic::new(span, format!("operation \"{op}\" is listed twice"))),
+                        Some(o) if out.contains(o) => self.err(Diagnostic::new(
+                            span,
+                            format!("operation \"{op}\" is listed twice"),
+                        )),
                         Some(o) => out.push(*o),
                         None => self.err(
                             Diagnostic::new(span, format!("unknown operation \"{op}\""))
                                 .with_suggestion(&op, Operation::ALL.iter().map(|o| o.as_str()))
-                                .with_help_if_none("operations are: list, get, create, update, patch, delete"),
+                                .with_help_if_none(
+                                    "operations are: list, get, create, update, patch, delete",
+                                ),
                         ),
                     }
                 }
@@ -468,19 +624,36 @@ impl Checker {
                 out
             }
         };
-        let permissions = e.get("permissions").map(|p| self.permissions(p, name, &operations)).unwrap_or_default();
+        let permissions = e
+            .get("permissions")
+            .map(|p| self.permissions(p, name, &operations))
+            .unwrap_or_default();
         let snapshot_every = e.get("persistence").and_then(|p| {
-            let pe = self.mapping(p, &format!("the persistence of {what}"), keys::PERSISTENCE, &[])?;
-            pe.get("snapshot_every").and_then(|s| self.count(s, "snapshot_every", 1))
+            let pe = self.mapping(
+                p,
+                &format!("the persistence of {what}"),
+                keys::PERSISTENCE,
+                &[],
+            )?;
+            pe.get("snapshot_every")
+                .and_then(|s| self.count(s, "snapshot_every", 1))
         });
         let fields = match e.get("fields") {
             Some(f) => self.fields(f, name),
             None => {
-                self.missing(key.span, &what, "fields", "add `fields:` with at least one field");
+                self.missing(
+                    key.span,
+                    &what,
+                    "fields",
+                    "add `fields:` with at least one field",
+                );
                 None
             }
         };
-        let actions = e.get("actions").map(|a| self.actions(a, name)).unwrap_or_default();
+        let actions = e
+            .get("actions")
+            .map(|a| self.actions(a, name))
+            .unwrap_or_default();
         Some(Model {
             name: name.to_string(),
             snake,
@@ -500,7 +673,14 @@ impl Checker {
             && path.starts_with('/')
             && !path.ends_with('/')
             && path[1..].split('/').all(|s| {
-                !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-' || c == '.')
+                !s.is_empty()
+                    && s.chars().all(|c| {
+                        c.is_ascii_lowercase()
+                            || c.is_ascii_digit()
+                            || c == '_'
+                            || c == '-'
+                            || c == '.'
+                    })
             });
         if !segments_ok {
             self.err(
@@ -509,15 +689,26 @@ impl Checker {
             );
             return None;
         }
-        if let Some(r) = RESERVED_PATHS.iter().find(|r| path == **r || path.starts_with(&format!("{r}/"))) {
-            self.err(Diagnostic::new(node.span, format!("path \"{path}\" is reserved by the runtime (\"{r}\")")));
+        if let Some(r) = RESERVED_PATHS
+            .iter()
+            .find(|r| path == **r || path.starts_with(&format!("{r}/")))
+        {
+            self.err(Diagnostic::new(
+                node.span,
+                format!("path \"{path}\" is reserved by the runtime (\"{r}\")"),
+            ));
             return None;
         }
         Some(path)
     }
 
     fn permissions(&mut self, node: &Node, model: &str, ops: &[Operation]) -> Permissions {
-        let Some(e) = self.mapping(node, &format!("the permissions of model \"{model}\""), keys::PERMISSIONS, &[]) else {
+        let Some(e) = self.mapping(
+            node,
+            &format!("the permissions of model \"{model}\""),
+            keys::PERMISSIONS,
+            &[],
+        ) else {
             return Permissions::default();
         };
         let mut p = Permissions::default();
@@ -551,19 +742,33 @@ impl Checker {
 
     fn fields(&mut self, node: &Node, model: &str) -> Option<Vec<Field>> {
         let NodeKind::Map(entries) = &node.kind else {
-            self.err(Diagnostic::new(node.span, format!("the fields of model \"{model}\" must be a mapping, found {}", node.describe())));
+            self.err(Diagnostic::new(
+                node.span,
+                format!(
+                    "the fields of model \"{model}\" must be a mapping, found {}",
+                    node.describe()
+                ),
+            ));
             return None;
         };
         if entries.is_empty() {
-            self.err(Diagnostic::new(node.span, format!("model \"{model}\" has no fields")));
+            self.err(Diagnostic::new(
+                node.span,
+                format!("model \"{model}\" has no fields"),
+            ));
             return None;
         }
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for (k, v) in entries {
-            let Some(name) = self.string(k, "a field name") else { continue };
+            let Some(name) = self.string(k, "a field name") else {
+                continue;
+            };
             if !seen.insert(name.clone()) {
-                self.err(Diagnostic::new(k.span, format!("field \"{name}\" is declared twice in model \"{model}\"")));
+                self.err(Diagnostic::new(
+                    k.span,
+                    format!("field \"{name}\" is declared twice in model \"{model}\""),
+                ));
                 continue;
             }
             if RESERVED_FIELDS.contains(&name.as_str()) {
@@ -573,7 +778,9 @@ impl Checker {
                 );
                 continue;
             }
-            if FORBIDDEN_NAME.contains(&name.as_str()) || names::FORBIDDEN_KEYWORDS.contains(&name.as_str()) {
+            if FORBIDDEN_NAME.contains(&name.as_str())
+                || names::FORBIDDEN_KEYWORDS.contains(&name.as_str())
+            {
                 self.err(Diagnostic::new(k.span, format!("field name \"{name}\" cannot be used: it is a Rust keyword that cannot be escaped")));
                 continue;
             }
@@ -614,67 +821,136 @@ impl Checker {
         let Some(ty) = self.field_type(&ty_text, type_node, values_node, &what) else {
             // Still report unknown keys under `validate:`.
             if let Some(v) = get("validate") {
-                self.mapping(v, &format!("the validate rules of {what}"), keys::VALIDATE, &[]);
+                self.mapping(
+                    v,
+                    &format!("the validate rules of {what}"),
+                    keys::VALIDATE,
+                    &[],
+                );
             }
             return None;
         };
-        if values_node.is_some() && !matches!(ty, FieldType::Enum { .. }) && !matches!(&ty, FieldType::List { item } if matches!(**item, FieldType::Enum { .. })) {
-            let k = e.as_ref().and_then(|e| e.map.get("values")).map(|(k, _)| k.span).unwrap_or(node.span);
-            self.err(Diagnostic::new(k, format!("\"values\" only applies to enum fields, but {what} is {}", ty.spelling())));
+        if values_node.is_some()
+            && !matches!(ty, FieldType::Enum { .. })
+            && !matches!(&ty, FieldType::List { item } if matches!(**item, FieldType::Enum { .. }))
+        {
+            let k = e
+                .as_ref()
+                .and_then(|e| e.map.get("values"))
+                .map(|(k, _)| k.span)
+                .unwrap_or(node.span);
+            self.err(Diagnostic::new(
+                k,
+                format!(
+                    "\"values\" only applies to enum fields, but {what} is {}",
+                    ty.spelling()
+                ),
+            ));
         }
-        let flag = |this: &mut Self, k: &str| get(k).and_then(|n| this.boolean(n, &format!("{k} of {what}"))).unwrap_or(false);
+        let flag = |this: &mut Self, k: &str| {
+            get(k)
+                .and_then(|n| this.boolean(n, &format!("{k} of {what}")))
+                .unwrap_or(false)
+        };
         let optional = flag(self, "optional");
         let unique = flag(self, "unique");
         let indexed = flag(self, "indexed");
         let immutable = flag(self, "immutable");
         for (k, on) in [("unique", unique), ("indexed", indexed)] {
-            if on && matches!(ty, FieldType::Json | FieldType::List { .. } | FieldType::Text) {
-                let at = e.as_ref().and_then(|e| e.map.get(k)).map(|(k, _)| k.span).unwrap_or(node.span);
+            if on
+                && matches!(
+                    ty,
+                    FieldType::Json | FieldType::List { .. } | FieldType::Text
+                )
+            {
+                let at = e
+                    .as_ref()
+                    .and_then(|e| e.map.get(k))
+                    .map(|(k, _)| k.span)
+                    .unwrap_or(node.span);
                 self.err(Diagnostic::new(at, format!("\"{k}\" cannot apply to {what} of type {}", ty.spelling())).with_help("unique and indexed apply to string, int, float, bool, uuid, date, datetime, enum and ref fields"));
             }
         }
-        let description = get("description").and_then(|d| self.string(d, &format!("the description of {what}")));
-        let rules = get("validate").map(|v| self.rules(v, &ty, &what)).unwrap_or_default();
+        let description =
+            get("description").and_then(|d| self.string(d, &format!("the description of {what}")));
+        let rules = get("validate")
+            .map(|v| self.rules(v, &ty, &what))
+            .unwrap_or_default();
         let default = match get("default") {
             None => None,
             Some(d) => {
                 let mut problems = Vec::new();
                 check_value(&ty, d, &mut problems);
                 if matches!(d.scalar(), Some(Scalar::Null)) && !optional {
-                    problems.push("null is only allowed when the field is `optional: true`".to_string());
+                    problems.push(
+                        "null is only allowed when the field is `optional: true`".to_string(),
+                    );
                 } else if problems.is_empty() {
                     check_rules(&rules, &d.to_json(), &mut problems);
                 }
                 for p in &problems {
                     self.err(Diagnostic::new(d.span, format!("default of {what}: {p}")));
                 }
-                if problems.is_empty() { Some(d.to_json()) } else { None }
+                if problems.is_empty() {
+                    Some(d.to_json())
+                } else {
+                    None
+                }
             }
         };
-        Some(Field { name: name.to_string(), ty, optional, default, unique, indexed, immutable, rules, description })
+        Some(Field {
+            name: name.to_string(),
+            ty,
+            optional,
+            default,
+            unique,
+            indexed,
+            immutable,
+            rules,
+            description,
+        })
     }
 
-    fn field_type(&mut self, text: &str, node: &Node, values: Option<&Node>, what: &str) -> Option<FieldType> {
+    fn field_type(
+        &mut self,
+        text: &str,
+        node: &Node,
+        values: Option<&Node>,
+        what: &str,
+    ) -> Option<FieldType> {
         let text = text.trim();
         if let Some(inner) = text.strip_prefix("list<").and_then(|t| t.strip_suffix('>')) {
             if inner.trim().starts_with("list<") {
-                self.err(Diagnostic::new(node.span, format!("{what}: lists of lists are not supported")).with_help("use `json` for nested structures"));
+                self.err(
+                    Diagnostic::new(
+                        node.span,
+                        format!("{what}: lists of lists are not supported"),
+                    )
+                    .with_help("use `json` for nested structures"),
+                );
                 return None;
             }
             let item = self.field_type(inner, node, values, what)?;
-            return Some(FieldType::List { item: Box::new(item) });
+            return Some(FieldType::List {
+                item: Box::new(item),
+            });
         }
         if let Some(target) = text.strip_prefix("ref<").and_then(|t| t.strip_suffix('>')) {
             let target = target.trim();
             if !self.models.iter().any(|m| m == target) {
                 self.err(
-                    Diagnostic::new(node.span, format!("{what} refers to unknown model \"{target}\""))
-                        .with_suggestion(target, self.models.iter().map(String::as_str))
-                        .with_help_if_none(format!("declared models: {}", self.models.join(", "))),
+                    Diagnostic::new(
+                        node.span,
+                        format!("{what} refers to unknown model \"{target}\""),
+                    )
+                    .with_suggestion(target, self.models.iter().map(String::as_str))
+                    .with_help_if_none(format!("declared models: {}", self.models.join(", "))),
                 );
                 return None;
             }
-            return Some(FieldType::Ref { model: target.to_string() });
+            return Some(FieldType::Ref {
+                model: target.to_string(),
+            });
         }
         Some(match text {
             "string" => FieldType::String,
@@ -686,9 +962,12 @@ impl Checker {
             "date" => FieldType::Date,
             "datetime" => FieldType::Datetime,
             "json" => FieldType::Json,
-            "enum" => FieldType::Enum { values: self.enum_values(values, node, what)? },
+            "enum" => FieldType::Enum {
+                values: self.enum_values(values, node, what)?,
+            },
             other => {
-                let mut candidates: Vec<String> = SCALAR_TYPES.iter().map(|s| s.to_string()).collect();
+                let mut candidates: Vec<String> =
+                    SCALAR_TYPES.iter().map(|s| s.to_string()).collect();
                 candidates.extend(["list<string>".to_string()]);
                 candidates.extend(self.models.iter().map(|m| format!("ref<{m}>")));
                 let candidates_ref: Vec<&str> = candidates.iter().map(String::as_str).collect();
@@ -702,27 +981,49 @@ impl Checker {
         })
     }
 
-    fn enum_values(&mut self, values: Option<&Node>, type_node: &Node, what: &str) -> Option<Vec<String>> {
+    fn enum_values(
+        &mut self,
+        values: Option<&Node>,
+        type_node: &Node,
+        what: &str,
+    ) -> Option<Vec<String>> {
         let Some(values) = values else {
-            self.err(Diagnostic::new(type_node.span, format!("{what} is an enum but has no \"values\"")).with_help("add `values: [draft, published]`"));
+            self.err(
+                Diagnostic::new(
+                    type_node.span,
+                    format!("{what} is an enum but has no \"values\""),
+                )
+                .with_help("add `values: [draft, published]`"),
+            );
             return None;
         };
         let list = self.string_list(values, &format!("the values of {what}"));
         if list.is_empty() {
-            self.err(Diagnostic::new(values.span, format!("{what} needs at least one enum value")));
+            self.err(Diagnostic::new(
+                values.span,
+                format!("{what} needs at least one enum value"),
+            ));
             return None;
         }
         let mut out: Vec<String> = Vec::new();
         let mut variants: Vec<String> = Vec::new();
         let mut ok = true;
         for (v, span) in list {
-            let valid = !v.is_empty() && v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            let valid = !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
             let variant = names::variant(&v);
             if !valid {
-                self.err(Diagnostic::new(span, format!("enum value \"{v}\" may only use letters, digits, `_` and `-`")));
+                self.err(Diagnostic::new(
+                    span,
+                    format!("enum value \"{v}\" may only use letters, digits, `_` and `-`"),
+                ));
                 ok = false;
             } else if out.contains(&v) {
-                self.err(Diagnostic::new(span, format!("enum value \"{v}\" is listed twice")));
+                self.err(Diagnostic::new(
+                    span,
+                    format!("enum value \"{v}\" is listed twice"),
+                ));
                 ok = false;
             } else if variants.contains(&variant) {
                 self.err(Diagnostic::new(span, format!("enum value \"{v}\" is too close to another value (both become the Rust variant `{variant}`)")));
@@ -735,7 +1036,12 @@ impl Checker {
     }
 
     fn rules(&mut self, node: &Node, ty: &FieldType, what: &str) -> Rules {
-        let Some(e) = self.mapping(node, &format!("the validate rules of {what}"), keys::VALIDATE, &[]) else {
+        let Some(e) = self.mapping(
+            node,
+            &format!("the validate rules of {what}"),
+            keys::VALIDATE,
+            &[],
+        ) else {
             return Rules::default();
         };
         let mut r = Rules::default();
@@ -752,7 +1058,16 @@ impl Checker {
                     "min_length" | "max_length" => "string, text and list fields",
                     _ => "string and text fields",
                 };
-                self.err(Diagnostic::new(k.span, format!("\"{key}\" does not apply to {what} of type {}", ty.spelling())).with_help(format!("\"{key}\" applies to {to}")));
+                self.err(
+                    Diagnostic::new(
+                        k.span,
+                        format!(
+                            "\"{key}\" does not apply to {what} of type {}",
+                            ty.spelling()
+                        ),
+                    )
+                    .with_help(format!("\"{key}\" applies to {to}")),
+                );
                 continue;
             }
             match *key {
@@ -768,7 +1083,12 @@ impl Checker {
                                 let detail = err.to_string();
                                 let last = detail.lines().last().unwrap_or("").trim();
                                 let last = last.strip_prefix("error: ").unwrap_or(last).to_string();
-                                self.err(Diagnostic::new(v.span, format!("invalid regular expression in pattern of {what}: {last}")));
+                                self.err(Diagnostic::new(
+                                    v.span,
+                                    format!(
+                                        "invalid regular expression in pattern of {what}: {last}"
+                                    ),
+                                ));
                             }
                         }
                     }
@@ -778,13 +1098,19 @@ impl Checker {
         if let (Some(min), Some(max)) = (r.min, r.max) {
             if min > max {
                 let at = e.map.get("min").map(|(k, _)| k.span).unwrap_or(e.at);
-                self.err(Diagnostic::new(at, format!("min ({min}) is greater than max ({max}) for {what}")));
+                self.err(Diagnostic::new(
+                    at,
+                    format!("min ({min}) is greater than max ({max}) for {what}"),
+                ));
             }
         }
         if let (Some(min), Some(max)) = (r.min_length, r.max_length) {
             if min > max {
                 let at = e.map.get("min_length").map(|(k, _)| k.span).unwrap_or(e.at);
-                self.err(Diagnostic::new(at, format!("min_length ({min}) is greater than max_length ({max}) for {what}")));
+                self.err(Diagnostic::new(
+                    at,
+                    format!("min_length ({min}) is greater than max_length ({max}) for {what}"),
+                ));
             }
         }
         r
@@ -792,40 +1118,71 @@ impl Checker {
 
     fn actions(&mut self, node: &Node, model: &str) -> Vec<Action> {
         let NodeKind::Map(entries) = &node.kind else {
-            self.err(Diagnostic::new(node.span, format!("the actions of model \"{model}\" must be a mapping, found {}", node.describe())));
+            self.err(Diagnostic::new(
+                node.span,
+                format!(
+                    "the actions of model \"{model}\" must be a mapping, found {}",
+                    node.describe()
+                ),
+            ));
             return Vec::new();
         };
         let mut out: Vec<Action> = Vec::new();
         for (k, v) in entries {
-            let Some(name) = self.string(k, "an action name") else { continue };
+            let Some(name) = self.string(k, "an action name") else {
+                continue;
+            };
             let what = format!("action \"{model}.{name}\"");
-            if !names::is_snake(&name) || names::RAW_KEYWORDS.contains(&name.as_str()) || names::FORBIDDEN_KEYWORDS.contains(&name.as_str()) {
+            if !names::is_snake(&name)
+                || names::RAW_KEYWORDS.contains(&name.as_str())
+                || names::FORBIDDEN_KEYWORDS.contains(&name.as_str())
+            {
                 self.err(Diagnostic::new(k.span, format!("action name \"{name}\" must be a snake_case name that is not a Rust keyword")).with_help(format!("e.g. \"{}\"", names::snake(&name))));
                 continue;
             }
             if HOOK_METHODS.contains(&name.as_str()) {
-                self.err(Diagnostic::new(k.span, format!("action name \"{name}\" is taken by a hook method")).with_help("pick another name"));
+                self.err(
+                    Diagnostic::new(
+                        k.span,
+                        format!("action name \"{name}\" is taken by a hook method"),
+                    )
+                    .with_help("pick another name"),
+                );
                 continue;
             }
             if out.iter().any(|a| a.name == name) {
-                self.err(Diagnostic::new(k.span, format!("action \"{name}\" is declared twice")));
+                self.err(Diagnostic::new(
+                    k.span,
+                    format!("action \"{name}\" is declared twice"),
+                ));
                 continue;
             }
-            let Some(e) = self.mapping(v, &what, keys::ACTION, &[]) else { continue };
+            let Some(e) = self.mapping(v, &what, keys::ACTION, &[]) else {
+                continue;
+            };
             let method = match e.get("method") {
                 None => {
                     self.missing(k.span, &what, "method", "add `method: POST`");
                     None
                 }
-                Some(m) => self.string(m, &format!("the method of {what}")).and_then(|s| {
-                    let up = s.to_ascii_uppercase();
-                    if METHODS.contains(&up.as_str()) {
-                        Some(up)
-                    } else {
-                        self.err(Diagnostic::new(m.span, format!("unknown HTTP method \"{s}\" for {what}")).with_suggestion(&up, METHODS.iter().copied()).with_help_if_none("use GET, POST, PUT, PATCH or DELETE"));
-                        None
-                    }
-                }),
+                Some(m) => self
+                    .string(m, &format!("the method of {what}"))
+                    .and_then(|s| {
+                        let up = s.to_ascii_uppercase();
+                        if METHODS.contains(&up.as_str()) {
+                            Some(up)
+                        } else {
+                            self.err(
+                                Diagnostic::new(
+                                    m.span,
+                                    format!("unknown HTTP method \"{s}\" for {what}"),
+                                )
+                                .with_suggestion(&up, METHODS.iter().copied())
+                                .with_help_if_none("use GET, POST, PUT, PATCH or DELETE"),
+                            );
+                            None
+                        }
+                    }),
             };
             let path = match e.get("path") {
                 None => {
@@ -846,14 +1203,31 @@ impl Checker {
                     }
                 }),
             };
-            let permission = e.get("permission").map(|p| self.role_list(p, &format!("the permission of {what}"))).unwrap_or_default();
-            let description = e.get("description").and_then(|d| self.string(d, &format!("the description of {what}")));
+            let permission = e
+                .get("permission")
+                .map(|p| self.role_list(p, &format!("the permission of {what}")))
+                .unwrap_or_default();
+            let description = e
+                .get("description")
+                .and_then(|d| self.string(d, &format!("the description of {what}")));
             if let (Some(method), Some(path)) = (method, path) {
                 if let Some(other) = out.iter().find(|a| a.method == method && a.path == path) {
-                    self.err(Diagnostic::new(k.span, format!("{what} has the same method and path as action \"{}\"", other.name)));
+                    self.err(Diagnostic::new(
+                        k.span,
+                        format!(
+                            "{what} has the same method and path as action \"{}\"",
+                            other.name
+                        ),
+                    ));
                     continue;
                 }
-                out.push(Action { name, method, path, permission, description });
+                out.push(Action {
+                    name,
+                    method,
+                    path,
+                    permission,
+                    description,
+                });
             }
         }
         out
@@ -865,7 +1239,10 @@ const FORBIDDEN_NAME: &[&str] = &["Self"];
 
 fn v_path_span(model_node: &Node) -> Option<Span> {
     if let NodeKind::Map(entries) = &model_node.kind {
-        entries.iter().find(|(k, _)| k.as_str() == Some("path")).map(|(_, v)| v.span)
+        entries
+            .iter()
+            .find(|(k, _)| k.as_str() == Some("path"))
+            .map(|(_, v)| v.span)
     } else {
         None
     }
@@ -905,7 +1282,11 @@ fn check_value(ty: &FieldType, node: &Node, problems: &mut Vec<String>) {
         },
     };
     if !ok && !matches!(s, Some(Scalar::Null)) {
-        problems.push(format!("expected {}, found {}", expectation(ty), node.describe()));
+        problems.push(format!(
+            "expected {}, found {}",
+            expectation(ty),
+            node.describe()
+        ));
     }
 }
 
@@ -959,7 +1340,10 @@ fn check_rules(rules: &Rules, v: &Value, problems: &mut Vec<String>) {
 fn is_uuid(s: &str) -> bool {
     let parts: Vec<&str> = s.split('-').collect();
     parts.len() == 5
-        && parts.iter().zip([8, 4, 4, 4, 12]).all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
+        && parts
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(p, n)| p.len() == n && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
 fn is_date(s: &str) -> bool {
@@ -967,7 +1351,11 @@ fn is_date(s: &str) -> bool {
     if p.len() != 3 || p[0].len() != 4 || p[1].len() != 2 || p[2].len() != 2 {
         return false;
     }
-    let (Ok(y), Ok(m), Ok(d)) = (p[0].parse::<u32>(), p[1].parse::<u32>(), p[2].parse::<u32>()) else {
+    let (Ok(y), Ok(m), Ok(d)) = (
+        p[0].parse::<u32>(),
+        p[1].parse::<u32>(),
+        p[2].parse::<u32>(),
+    ) else {
         return false;
     };
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
@@ -982,8 +1370,19 @@ fn is_date(s: &str) -> bool {
 }
 
 fn is_datetime(s: &str) -> bool {
-    let re = regex::Regex::new(r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$");
-    match re.ok().and_then(|re| re.captures(s).map(|c| (c[1].to_string(), c[2].to_string(), c[3].to_string(), c[4].to_string()))) {
+    let re = regex::Regex::new(
+        r"^(\d{4}-\d{2}-\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$",
+    );
+    match re.ok().and_then(|re| {
+        re.captures(s).map(|c| {
+            (
+                c[1].to_string(),
+                c[2].to_string(),
+                c[3].to_string(),
+                c[4].to_string(),
+            )
+        })
+    }) {
         Some((date, h, m, sec)) => {
             is_date(&date)
                 && h.parse::<u32>().is_ok_and(|h| h < 24)

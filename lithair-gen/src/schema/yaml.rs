@@ -86,7 +86,9 @@ impl Node {
                 if let Ok(i) = v.parse::<i64>() {
                     Scalar::Int(i)
                 } else if looks_like_float(v) {
-                    v.parse::<f64>().map(Scalar::Float).unwrap_or(Scalar::Str(v))
+                    v.parse::<f64>()
+                        .map(Scalar::Float)
+                        .unwrap_or(Scalar::Str(v))
                 } else {
                     Scalar::Str(v)
                 }
@@ -136,8 +138,13 @@ impl Node {
 fn looks_like_float(v: &str) -> bool {
     let body = v.strip_prefix(['-', '+']).unwrap_or(v);
     matches!(body, ".inf" | ".Inf" | ".INF")
-        || (body.chars().next().is_some_and(|c| c.is_ascii_digit() || c == '.')
-            && body.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        || (body
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.')
+            && body
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
 }
 
 /// A YAML syntax error, with its position.

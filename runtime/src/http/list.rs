@@ -33,10 +33,15 @@ fn decode(s: &str) -> Result<String, ApiError> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(b) => out.push(b),
-                    None => return Err(ApiError::bad_request("the query string has a bad %-escape")),
+                    None => {
+                        return Err(ApiError::bad_request("the query string has a bad %-escape"))
+                    }
                 }
                 i += 2;
             }
@@ -49,7 +54,9 @@ fn decode(s: &str) -> Result<String, ApiError> {
 
 /// The `key=value` pairs of a query string, decoded.
 pub fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    let Some(q) = query.filter(|q| !q.is_empty()) else { return Ok(Vec::new()) };
+    let Some(q) = query.filter(|q| !q.is_empty()) else {
+        return Ok(Vec::new());
+    };
     q.split('&')
         .filter(|p| !p.is_empty())
         .map(|p| {
@@ -60,15 +67,29 @@ pub fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
 }
 
 fn filter_value(f: &crate::spec::FieldSpec, raw: &str) -> Result<Value, ApiError> {
-    let bad = || ApiError::bad_request(format!("filter `{}`: \"{raw}\" is not a valid {}", f.name, describe(&f.ty)));
+    let bad = || {
+        ApiError::bad_request(format!(
+            "filter `{}`: \"{raw}\" is not a valid {}",
+            f.name,
+            describe(&f.ty)
+        ))
+    };
     Ok(match &f.ty {
         FieldType::Int => Value::from(raw.parse::<i64>().map_err(|_| bad())?),
-        FieldType::Float => serde_json::Number::from_f64(raw.parse::<f64>().map_err(|_| bad())?).map(Value::Number).ok_or_else(bad)?,
+        FieldType::Float => serde_json::Number::from_f64(raw.parse::<f64>().map_err(|_| bad())?)
+            .map(Value::Number)
+            .ok_or_else(bad)?,
         FieldType::Bool => Value::Bool(raw.parse::<bool>().map_err(|_| bad())?),
         FieldType::Enum { values } if !values.iter().any(|v| v == raw) => return Err(bad()),
-        FieldType::Uuid | FieldType::Ref { .. } if Uuid::parse_str(raw).is_err() => return Err(bad()),
+        FieldType::Uuid | FieldType::Ref { .. } if Uuid::parse_str(raw).is_err() => {
+            return Err(bad())
+        }
         FieldType::Json | FieldType::List { .. } => {
-            return Err(ApiError::bad_request(format!("`{}` cannot be filtered on (it is a {})", f.name, describe(&f.ty))))
+            return Err(ApiError::bad_request(format!(
+                "`{}` cannot be filtered on (it is a {})",
+                f.name,
+                describe(&f.ty)
+            )))
         }
         _ => Value::String(raw.to_string()),
     })
@@ -90,24 +111,37 @@ fn describe(t: &FieldType) -> &'static str {
 impl ListQuery {
     /// Parses the query string of a list request.
     pub fn parse(model: &ModelSpec, query: Option<&str>) -> Result<ListQuery, ApiError> {
-        let mut q = ListQuery { limit: DEFAULT_LIMIT, ..Default::default() };
+        let mut q = ListQuery {
+            limit: DEFAULT_LIMIT,
+            ..Default::default()
+        };
         for (k, v) in pairs(query)? {
             match k.as_str() {
                 "limit" => {
                     q.limit = v.parse().ok().filter(|l| *l <= MAX_LIMIT).ok_or_else(|| {
-                        ApiError::bad_request(format!("limit must be a whole number from 0 to {MAX_LIMIT}"))
+                        ApiError::bad_request(format!(
+                            "limit must be a whole number from 0 to {MAX_LIMIT}"
+                        ))
                     })?
                 }
-                "offset" => q.offset = v.parse().map_err(|_| ApiError::bad_request("offset must be a whole number"))?,
+                "offset" => {
+                    q.offset = v
+                        .parse()
+                        .map_err(|_| ApiError::bad_request("offset must be a whole number"))?
+                }
                 "sort" => {
                     for part in v.split(',').filter(|p| !p.is_empty()) {
                         let (name, desc) = match part.strip_prefix('-') {
                             Some(n) => (n, true),
                             None => (part, false),
                         };
-                        let known = model.field(name).is_some() || matches!(name, "id" | "created_at" | "updated_at" | "version");
+                        let known = model.field(name).is_some()
+                            || matches!(name, "id" | "created_at" | "updated_at" | "version");
                         if !known {
-                            return Err(ApiError::bad_request(format!("cannot sort by `{name}`: {} has no such field", model.name)));
+                            return Err(ApiError::bad_request(format!(
+                                "cannot sort by `{name}`: {} has no such field",
+                                model.name
+                            )));
                         }
                         q.sort.push((name.to_string(), desc));
                     }
@@ -132,8 +166,17 @@ impl ListQuery {
         let indexed = self.filters.iter().find_map(|(f, v)| ms.lookup(f, v));
         let matches = |r: &Arc<Record>| self.filters.iter().all(|(f, v)| equal(r.get(f), v));
         let mut rows: Vec<Arc<Record>> = match indexed {
-            Some(ids) => ids.iter().filter_map(|id| ms.records.get(id).cloned()).filter(matches).collect(),
-            None => ms.records.values().filter(|r| matches(r)).cloned().collect(),
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| ms.records.get(id).cloned())
+                .filter(matches)
+                .collect(),
+            None => ms
+                .records
+                .values()
+                .filter(|r| matches(r))
+                .cloned()
+                .collect(),
         };
         let mut keys = self.sort.clone();
         if keys.is_empty() {
@@ -150,7 +193,12 @@ impl ListQuery {
             Ordering::Equal
         });
         let total = rows.len();
-        let items: Vec<Value> = rows.into_iter().skip(self.offset).take(self.limit).map(|r| Value::Object((*r).clone())).collect();
+        let items: Vec<Value> = rows
+            .into_iter()
+            .skip(self.offset)
+            .take(self.limit)
+            .map(|r| Value::Object((*r).clone()))
+            .collect();
         json!({"items": items, "total": total, "limit": self.limit, "offset": self.offset})
     }
 }
@@ -168,7 +216,10 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         (None | Some(Value::Null), None | Some(Value::Null)) => Ordering::Equal,
         (None | Some(Value::Null), _) => Ordering::Less,
         (_, None | Some(Value::Null)) => Ordering::Greater,
-        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64().partial_cmp(&y.as_f64()).unwrap_or(Ordering::Equal),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
         (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
         (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
         (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),

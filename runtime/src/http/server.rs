@@ -54,7 +54,12 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let app = Arc::new(App { engine: engine.clone(), auth, openapi, opts: opts.clone() });
+    let app = Arc::new(App {
+        engine: engine.clone(),
+        auth,
+        openapi,
+        opts: opts.clone(),
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -101,7 +106,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Result<Resp, Infallible> {
+async fn handle(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<Resp, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let started = std::time::Instant::now();
@@ -125,7 +134,12 @@ fn resolve<'a>(app: &'a App, path: &'a str) -> Option<Target<'a>> {
         if path == m.path {
             return Some(Target::Collection(m));
         }
-        let Some(rest) = path.strip_prefix(m.path.as_str()).and_then(|r| r.strip_prefix('/')) else { continue };
+        let Some(rest) = path
+            .strip_prefix(m.path.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            continue;
+        };
         // A collection action's path is a fixed word; it wins over an id.
         if m.actions.iter().any(|a| !a.on_record() && a.path == rest) {
             return Some(Target::Action(m, None, rest));
@@ -147,28 +161,53 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
         "/metrics" => return only_get(&method, || metrics(app)),
         "/openapi.json" => {
             return match app.openapi {
-                Some(doc) => only_get(&method, || respond::text(200, "application/json", doc.to_string())),
+                Some(doc) => only_get(&method, || {
+                    respond::text(200, "application/json", doc.to_string())
+                }),
                 None => Err(ApiError::not_found("this service has no OpenAPI document")),
             }
         }
         _ => {}
     }
-    let target = resolve(app, &path).ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
-    let principal = app.auth.authenticate(req.headers().get(hyper::header::AUTHORIZATION).map(|v| v.as_bytes()))?;
+    let target =
+        resolve(app, &path).ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
+    let principal = app.auth.authenticate(
+        req.headers()
+            .get(hyper::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    )?;
     match target {
         Target::Collection(m) => {
-            let allow = allowed(m, &[(Method::GET, Operation::List), (Method::POST, Operation::Create)]);
+            let allow = allowed(
+                m,
+                &[
+                    (Method::GET, Operation::List),
+                    (Method::POST, Operation::Create),
+                ],
+            );
             if method == Method::GET && m.operations.contains(&Operation::List) {
-                authorize(&principal, m.permissions.for_op(Operation::List), &format!("list {}", m.name))?;
+                authorize(
+                    &principal,
+                    m.permissions.for_op(Operation::List),
+                    &format!("list {}", m.name),
+                )?;
                 let query = ListQuery::parse(m, req.uri().query())?;
                 let page = app.engine.store.read(|s| query.run(s, m));
                 Ok(respond::json(200, &page))
             } else if method == Method::POST && m.operations.contains(&Operation::Create) {
-                authorize(&principal, m.permissions.for_op(Operation::Create), &format!("create {}", m.name))?;
+                authorize(
+                    &principal,
+                    m.permissions.for_op(Operation::Create),
+                    &format!("create {}", m.name),
+                )?;
                 let body = read_json(app, req, false).await?;
                 let ctx = hook_ctx(&principal, m, Operation::Create);
                 let record = app.engine.create(&ctx, body).await?;
-                let id = record.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+                let id = record
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
                 let etag = format!("\"{}\"", version_of(&record));
                 let r = respond::json(201, &Value::Object((*record).clone()));
                 let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
@@ -180,7 +219,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
         Target::Item(m, raw_id) => {
             let allow = allowed(
                 m,
-                &[(Method::GET, Operation::Get), (Method::PUT, Operation::Update), (Method::PATCH, Operation::Patch), (Method::DELETE, Operation::Delete)],
+                &[
+                    (Method::GET, Operation::Get),
+                    (Method::PUT, Operation::Update),
+                    (Method::PATCH, Operation::Patch),
+                    (Method::DELETE, Operation::Delete),
+                ],
             );
             let op = match method {
                 Method::GET => Operation::Get,
@@ -192,21 +236,43 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
             if !m.operations.contains(&op) {
                 return Err(ApiError::method_not_allowed(&allow));
             }
-            authorize(&principal, m.permissions.for_op(op), &format!("{} {}", verb(op), m.name))?;
-            let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::not_found(format!("no {} with id \"{raw_id}\" (ids are UUIDs)", m.name)))?;
+            authorize(
+                &principal,
+                m.permissions.for_op(op),
+                &format!("{} {}", verb(op), m.name),
+            )?;
+            let id = Uuid::parse_str(raw_id).map_err(|_| {
+                ApiError::not_found(format!(
+                    "no {} with id \"{raw_id}\" (ids are UUIDs)",
+                    m.name
+                ))
+            })?;
             let if_match = if_match(&req)?;
             let ctx = hook_ctx(&principal, m, op);
             match op {
                 Operation::Get => {
-                    let r = app.engine.get(&m.name, id).ok_or_else(|| ApiError::not_found(format!("no {} with this id", m.name)))?;
+                    let r = app.engine.get(&m.name, id).ok_or_else(|| {
+                        ApiError::not_found(format!("no {} with this id", m.name))
+                    })?;
                     let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(respond::json(200, &Value::Object((*r).clone())), "etag", &etag))
+                    Ok(respond::with_header(
+                        respond::json(200, &Value::Object((*r).clone())),
+                        "etag",
+                        &etag,
+                    ))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = read_json(app, req, op == Operation::Patch).await?;
-                    let r = app.engine.update(&ctx, id, body, op == Operation::Patch, if_match).await?;
+                    let r = app
+                        .engine
+                        .update(&ctx, id, body, op == Operation::Patch, if_match)
+                        .await?;
                     let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(respond::json(200, &Value::Object((*r).clone())), "etag", &etag))
+                    Ok(respond::with_header(
+                        respond::json(200, &Value::Object((*r).clone())),
+                        "etag",
+                        &etag,
+                    ))
                 }
                 _ => {
                     app.engine.delete(&ctx, id, if_match).await?;
@@ -215,8 +281,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
             }
         }
         Target::Action(m, raw_id, tail) => {
-            let candidates: Vec<&ActionSpec> =
-                m.actions.iter().filter(|a| a.on_record() == raw_id.is_some() && a.tail() == tail).collect();
+            let candidates: Vec<&ActionSpec> = m
+                .actions
+                .iter()
+                .filter(|a| a.on_record() == raw_id.is_some() && a.tail() == tail)
+                .collect();
             if candidates.is_empty() {
                 return Err(ApiError::not_found(format!("nothing at {path}")));
             }
@@ -224,10 +293,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 let allow: Vec<&str> = candidates.iter().map(|a| a.method.as_str()).collect();
                 return Err(ApiError::method_not_allowed(&allow));
             };
-            authorize(&principal, &action.permission, &format!("run {}.{}", m.name, action.name))?;
+            authorize(
+                &principal,
+                &action.permission,
+                &format!("run {}.{}", m.name, action.name),
+            )?;
             let id = match raw_id {
                 Some(raw) => {
-                    let id = Uuid::parse_str(raw).map_err(|_| ApiError::not_found(format!("no {} with id \"{raw}\"", m.name)))?;
+                    let id = Uuid::parse_str(raw).map_err(|_| {
+                        ApiError::not_found(format!("no {} with id \"{raw}\"", m.name))
+                    })?;
                     if app.engine.get(&m.name, id).is_none() {
                         return Err(ApiError::not_found(format!("no {} with this id", m.name)));
                     }
@@ -236,8 +311,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 None => None,
             };
             let body = read_json(app, req, false).await?;
-            let ctx = ActionContext { engine: app.engine.clone(), principal: principal.clone(), model: m.name.clone() };
-            let out = app.engine.hooks(&m.name).action(&action.name, ctx, id, body).await?;
+            let ctx = ActionContext {
+                engine: app.engine.clone(),
+                principal: principal.clone(),
+                model: m.name.clone(),
+            };
+            let out = app
+                .engine
+                .hooks(&m.name)
+                .action(&action.name, ctx, id, body)
+                .await?;
             Ok(respond::json(out.status, &out.body))
         }
     }
@@ -254,7 +337,11 @@ fn verb(op: Operation) -> &'static str {
 }
 
 fn hook_ctx(principal: &Principal, m: &ModelSpec, op: Operation) -> HookContext {
-    HookContext { principal: principal.clone(), model: m.name.clone(), operation: op }
+    HookContext {
+        principal: principal.clone(),
+        model: m.name.clone(),
+        operation: op,
+    }
 }
 
 fn allowed(m: &ModelSpec, pairs: &[(Method, Operation)]) -> Vec<&'static str> {
@@ -281,15 +368,20 @@ fn only_get(method: &Method, f: impl FnOnce() -> Resp) -> Result<Resp, ApiError>
 
 /// The version an `If-Match` header names (`"3"`, `W/"3"`; `*` names none).
 fn if_match(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
-    let Some(v) = req.headers().get(hyper::header::IF_MATCH) else { return Ok(None) };
-    let text = v.to_str().map_err(|_| ApiError::precondition_failed("If-Match is not valid text"))?.trim();
+    let Some(v) = req.headers().get(hyper::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::precondition_failed("If-Match is not valid text"))?
+        .trim();
     if text == "*" {
         return Ok(None);
     }
     let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    bare.parse::<u64>()
-        .map(Some)
-        .map_err(|_| ApiError::precondition_failed(format!("If-Match {text} names no version of this record")))
+    bare.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::precondition_failed(format!("If-Match {text} names no version of this record"))
+    })
 }
 
 async fn read_json(app: &App, req: Request<Incoming>, patch: bool) -> Result<Value, ApiError> {
@@ -302,12 +394,17 @@ async fn read_json(app: &App, req: Request<Incoming>, patch: bool) -> Result<Val
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::payload_too_large(limit));
     }
-    let content_type = req.headers().get(hyper::header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
+    let content_type = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
     let bytes: Bytes = Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 ApiError::payload_too_large(limit)
             } else {
                 ApiError::bad_request(format!("the request body could not be read: {e}"))
@@ -317,17 +414,32 @@ async fn read_json(app: &App, req: Request<Incoming>, patch: bool) -> Result<Val
     if bytes.is_empty() && content_type.is_none() {
         return Ok(Value::Null);
     }
-    let media = content_type.as_deref().unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
-    let is_json = media == "application/json" || media.ends_with("+json") || (patch && media == "application/merge-patch+json");
+    let media = content_type
+        .as_deref()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let is_json = media == "application/json"
+        || media.ends_with("+json")
+        || (patch && media == "application/merge-patch+json");
     if !is_json {
         return Err(ApiError::unsupported_media_type());
     }
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))
 }
 
 fn metrics(app: &App) -> Resp {
     let s = &app.engine.store.stats;
-    let (records, last_seq) = app.engine.store.read(|st| (st.models.values().map(|m| m.records.len()).sum::<usize>(), st.last_seq));
+    let (records, last_seq) = app.engine.store.read(|st| {
+        (
+            st.models.values().map(|m| m.records.len()).sum::<usize>(),
+            st.last_seq,
+        )
+    });
     let body = format!(
         "# TYPE lithair_store_events_total counter\nlithair_store_events_total {}\n\
          # TYPE lithair_store_batches_total counter\nlithair_store_batches_total {}\n\

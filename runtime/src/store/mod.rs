@@ -127,7 +127,14 @@ impl Rules {
         use crate::spec::FieldType;
         let mut r = Rules::default();
         for m in &spec.models {
-            r.unique.insert(m.name.clone(), m.fields.iter().filter(|f| f.unique).map(|f| f.name.clone()).collect());
+            r.unique.insert(
+                m.name.clone(),
+                m.fields
+                    .iter()
+                    .filter(|f| f.unique)
+                    .map(|f| f.name.clone())
+                    .collect(),
+            );
             let refs = m
                 .fields
                 .iter()
@@ -202,56 +209,96 @@ impl Store {
     pub fn open(dir: &Path, spec: &ServiceSpec, opts: StoreOptions) -> Result<Store, OpenError> {
         let path = dir.join("store");
         let shown = path.display().to_string();
-        let sled_err = |e: sled::Error| OpenError::Sled { path: shown.clone(), message: e.to_string() };
-        std::fs::create_dir_all(dir).map_err(|e| OpenError::Sled { path: shown.clone(), message: e.to_string() })?;
+        let sled_err = |e: sled::Error| OpenError::Sled {
+            path: shown.clone(),
+            message: e.to_string(),
+        };
+        std::fs::create_dir_all(dir).map_err(|e| OpenError::Sled {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
         let flush_every = match opts.sync {
             SyncMode::Never => Some(1000),
             _ => None,
         };
-        let db = sled::Config::new().path(&path).flush_every_ms(flush_every).mode(sled::Mode::HighThroughput).open().map_err(sled_err)?;
+        let db = sled::Config::new()
+            .path(&path)
+            .flush_every_ms(flush_every)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(sled_err)?;
         let meta = db.open_tree("meta").map_err(sled_err)?;
         let events = db.open_tree("events").map_err(sled_err)?;
         let snapshots = db.open_tree("snapshots").map_err(sled_err)?;
         match meta.get("format").map_err(sled_err)? {
             Some(v) => {
-                let found = std::str::from_utf8(&v).ok().and_then(|s| s.parse::<u32>().ok()).ok_or_else(|| OpenError::Corrupt {
-                    path: shown.clone(),
-                    what: "meta/format is not a number".into(),
-                })?;
+                let found = std::str::from_utf8(&v)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| OpenError::Corrupt {
+                        path: shown.clone(),
+                        what: "meta/format is not a number".into(),
+                    })?;
                 if found > FORMAT {
                     return Err(OpenError::NewerFormat { path: shown, found });
                 }
             }
             None => {
                 if !events.is_empty() {
-                    return Err(OpenError::Corrupt { path: shown, what: "events exist but meta/format is missing".into() });
+                    return Err(OpenError::Corrupt {
+                        path: shown,
+                        what: "events exist but meta/format is missing".into(),
+                    });
                 }
-                meta.insert("format", FORMAT.to_string().as_bytes()).map_err(sled_err)?;
-                meta.insert("created_by", format!("lithair-runtime {}", env!("CARGO_PKG_VERSION")).as_bytes()).map_err(sled_err)?;
+                meta.insert("format", FORMAT.to_string().as_bytes())
+                    .map_err(sled_err)?;
+                meta.insert(
+                    "created_by",
+                    format!("lithair-runtime {}", env!("CARGO_PKG_VERSION")).as_bytes(),
+                )
+                .map_err(sled_err)?;
                 db.flush().map_err(sled_err)?;
             }
         }
 
         let stats = Arc::new(Stats::default());
         let mut state = State::new(spec);
-        let snapshot_seqs = snapshot::load(&snapshots, &mut state, &stats).map_err(|what| OpenError::Corrupt { path: shown.clone(), what })?;
+        let snapshot_seqs =
+            snapshot::load(&snapshots, &mut state, &stats).map_err(|what| OpenError::Corrupt {
+                path: shown.clone(),
+                what,
+            })?;
         // Replay from the oldest snapshot any model has; skip events a model's snapshot covers.
-        let from = state.models.keys().map(|m| snapshot_seqs.get(m).copied().unwrap_or(0)).min().unwrap_or(0);
+        let from = state
+            .models
+            .keys()
+            .map(|m| snapshot_seqs.get(m).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
         let mut replayed = 0u64;
         let mut expected = from + 1;
         for item in events.range((from + 1).to_be_bytes()..) {
             let (k, v) = item.map_err(sled_err)?;
-            let seq = key_seq(&k).ok_or_else(|| OpenError::Corrupt { path: shown.clone(), what: "an event key is not 8 bytes".into() })?;
+            let seq = key_seq(&k).ok_or_else(|| OpenError::Corrupt {
+                path: shown.clone(),
+                what: "an event key is not 8 bytes".into(),
+            })?;
             let ev: Event = serde_json::from_slice(&v).map_err(|e| OpenError::Corrupt {
                 path: shown.clone(),
                 what: format!("event {seq} cannot be read ({e})"),
             })?;
             if ev.sequence_number != seq || seq != expected {
-                return Err(OpenError::Corrupt { path: shown.clone(), what: format!("event log has a gap or mismatch at sequence {seq}") });
+                return Err(OpenError::Corrupt {
+                    path: shown.clone(),
+                    what: format!("event log has a gap or mismatch at sequence {seq}"),
+                });
             }
             expected = seq + 1;
             if ev.format > FORMAT {
-                return Err(OpenError::NewerFormat { path: shown.clone(), found: ev.format });
+                return Err(OpenError::NewerFormat {
+                    path: shown.clone(),
+                    found: ev.format,
+                });
             }
             let covered = snapshot_seqs.get(&ev.model).is_some_and(|s| *s >= seq);
             if covered {
@@ -285,7 +332,12 @@ impl Store {
             snapshot_every: spec
                 .models
                 .iter()
-                .map(|m| (m.name.clone(), m.snapshot_every.unwrap_or(opts.snapshot_every).max(1)))
+                .map(|m| {
+                    (
+                        m.name.clone(),
+                        m.snapshot_every.unwrap_or(opts.snapshot_every).max(1),
+                    )
+                })
                 .collect(),
             opts: opts.clone(),
             log_file,
@@ -294,7 +346,10 @@ impl Store {
         std::thread::Builder::new()
             .name("lithair-writer".into())
             .spawn(move || writer.run(rx))
-            .map_err(|e| OpenError::Sled { path: shown.clone(), message: format!("cannot start the writer: {e}") })?;
+            .map_err(|e| OpenError::Sled {
+                path: shown.clone(),
+                message: format!("cannot start the writer: {e}"),
+            })?;
         if opts.sync == SyncMode::Periodic {
             let db = db.clone();
             let file = File::open(path.join("db")).ok();
@@ -310,18 +365,32 @@ impl Store {
                         let _ = f.sync_data();
                     }
                 })
-                .map_err(|e| OpenError::Sled { path: shown.clone(), message: format!("cannot start the flusher: {e}") })?;
+                .map_err(|e| OpenError::Sled {
+                    path: shown.clone(),
+                    message: format!("cannot start the flusher: {e}"),
+                })?;
         }
-        Ok(Store { db, path, state, tx, stats })
+        Ok(Store {
+            db,
+            path,
+            state,
+            tx,
+            stats,
+        })
     }
 
     /// Proposes a command; answers once its event is durable (or why it was refused).
     pub async fn propose(&self, command: Command, actor: Actor) -> Result<Event, Refused> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Proposal { command, actor, reply })
+            .send(Proposal {
+                command,
+                actor,
+                reply,
+            })
             .map_err(|_| Refused::Storage("the store's writer has stopped".into()))?;
-        rx.await.map_err(|_| Refused::Storage("the store's writer has stopped".into()))?
+        rx.await
+            .map_err(|_| Refused::Storage("the store's writer has stopped".into()))?
     }
 
     /// Reads through the current state.
@@ -460,7 +529,11 @@ impl Writer {
     fn maybe_snapshot(&self, state: &mut State) {
         let seq = state.last_seq;
         for (model, ms) in state.models.iter_mut() {
-            let every = self.snapshot_every.get(model).copied().unwrap_or(self.opts.snapshot_every);
+            let every = self
+                .snapshot_every
+                .get(model)
+                .copied()
+                .unwrap_or(self.opts.snapshot_every);
             if ms.since_snapshot < every {
                 continue;
             }
@@ -472,36 +545,63 @@ impl Writer {
             let model = model.clone();
             let stats = self.stats.clone();
             let durable = self.opts.sync == SyncMode::Always;
-            std::thread::spawn(move || match snapshot::write(&tree, &model, seq, &records) {
-                Ok(()) => {
-                    if durable {
-                        let _ = db.flush();
+            std::thread::spawn(
+                move || match snapshot::write(&tree, &model, seq, &records) {
+                    Ok(()) => {
+                        if durable {
+                            let _ = db.flush();
+                        }
+                        stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%model, sequence = seq, records = records.len(), "snapshot written");
                     }
-                    stats.snapshots.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(%model, sequence = seq, records = records.len(), "snapshot written");
-                }
-                Err(e) => tracing::error!(%model, error = %e, "snapshot failed"),
-            });
+                    Err(e) => tracing::error!(%model, error = %e, "snapshot failed"),
+                },
+            );
         }
     }
 
-    fn current(&self, state: &State, overlay: &Overlay, model: &str, id: Uuid) -> Option<Arc<Record>> {
+    fn current(
+        &self,
+        state: &State,
+        overlay: &Overlay,
+        model: &str,
+        id: Uuid,
+    ) -> Option<Arc<Record>> {
         match overlay.records.get(&(model.to_string(), id)) {
             Some(r) => r.clone(),
             None => state.get(model, id),
         }
     }
 
-    fn holder(&self, state: &State, overlay: &Overlay, model: &str, field: &str, key: &str) -> Option<Uuid> {
-        if let Some(c) = overlay.claims.get(&(model.to_string(), field.to_string(), key.to_string())) {
+    fn holder(
+        &self,
+        state: &State,
+        overlay: &Overlay,
+        model: &str,
+        field: &str,
+        key: &str,
+    ) -> Option<Uuid> {
+        if let Some(c) =
+            overlay
+                .claims
+                .get(&(model.to_string(), field.to_string(), key.to_string()))
+        {
             return *c;
         }
         let ids = state.models.get(model)?.indexes.get(field)?.get(key)?;
         // Ids whose record the batch already changed are judged by the overlay.
-        ids.iter().copied().find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
+        ids.iter()
+            .copied()
+            .find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
     }
 
-    fn decide(&self, state: &State, overlay: &mut Overlay, p: &Proposal, seq: u64) -> Result<Event, Refused> {
+    fn decide(
+        &self,
+        state: &State,
+        overlay: &mut Overlay,
+        p: &Proposal,
+        seq: u64,
+    ) -> Result<Event, Refused> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let (model, id, old, new, kind) = match &p.command {
             Command::Create { model, record } => {
@@ -511,19 +611,45 @@ impl Writer {
                 }
                 (model, id, None, Some(record.clone()), EventKind::Created)
             }
-            Command::Replace { model, id, record, expected_version, from_client } => {
-                let old = self.current(state, overlay, model, *id).ok_or(Refused::NotFound)?;
+            Command::Replace {
+                model,
+                id,
+                record,
+                expected_version,
+                from_client,
+            } => {
+                let old = self
+                    .current(state, overlay, model, *id)
+                    .ok_or(Refused::NotFound)?;
                 let current = version_of(&old);
                 if current != *expected_version {
-                    return Err(Refused::VersionMismatch { current, from_client: *from_client });
+                    return Err(Refused::VersionMismatch {
+                        current,
+                        from_client: *from_client,
+                    });
                 }
-                (model, *id, Some(old), Some(record.clone()), EventKind::Updated)
+                (
+                    model,
+                    *id,
+                    Some(old),
+                    Some(record.clone()),
+                    EventKind::Updated,
+                )
             }
-            Command::Delete { model, id, expected_version } => {
-                let old = self.current(state, overlay, model, *id).ok_or(Refused::NotFound)?;
+            Command::Delete {
+                model,
+                id,
+                expected_version,
+            } => {
+                let old = self
+                    .current(state, overlay, model, *id)
+                    .ok_or(Refused::NotFound)?;
                 let current = version_of(&old);
                 if expected_version.is_some_and(|v| v != current) {
-                    return Err(Refused::VersionMismatch { current, from_client: true });
+                    return Err(Refused::VersionMismatch {
+                        current,
+                        from_client: true,
+                    });
                 }
                 (model, *id, Some(old), None, EventKind::Deleted)
             }
@@ -531,40 +657,69 @@ impl Writer {
         if let Some(new) = &new {
             for field in self.rules.unique.get(model).into_iter().flatten() {
                 if let Some(v) = new.get(field).filter(|v| !v.is_null()) {
-                    if let Some(holder) = self.holder(state, overlay, model, field, &index_key(v)).filter(|h| *h != id) {
-                        return Err(Refused::Unique { field: field.clone(), holder });
+                    if let Some(holder) = self
+                        .holder(state, overlay, model, field, &index_key(v))
+                        .filter(|h| *h != id)
+                    {
+                        return Err(Refused::Unique {
+                            field: field.clone(),
+                            holder,
+                        });
                     }
                 }
             }
             for (field, target, is_list) in self.rules.refs.get(model).into_iter().flatten() {
                 let values: Vec<(String, &Value)> = match new.get(field) {
-                    Some(Value::Array(items)) if *is_list => items.iter().enumerate().map(|(i, v)| (format!("{field}[{i}]"), v)).collect(),
+                    Some(Value::Array(items)) if *is_list => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (format!("{field}[{i}]"), v))
+                        .collect(),
                     Some(v) if !v.is_null() => vec![(field.clone(), v)],
                     _ => Vec::new(),
                 };
                 for (at, v) in values {
                     let target_id = v.as_str().and_then(|s| Uuid::parse_str(s).ok());
-                    let exists = target_id.is_some_and(|t| self.current(state, overlay, target, t).is_some());
+                    let exists = target_id
+                        .is_some_and(|t| self.current(state, overlay, target, t).is_some());
                     if !exists {
-                        return Err(Refused::MissingRef { field: at, model: target.clone(), id: v.as_str().unwrap_or("").to_string() });
+                        return Err(Refused::MissingRef {
+                            field: at,
+                            model: target.clone(),
+                            id: v.as_str().unwrap_or("").to_string(),
+                        });
                     }
                 }
             }
         }
         // Record the batch's effects for the commands after this one.
         for field in self.rules.unique.get(model).into_iter().flatten() {
-            let old_key = old.as_ref().and_then(|o| o.get(field)).filter(|v| !v.is_null()).map(index_key);
-            let new_key = new.as_ref().and_then(|n| n.get(field)).filter(|v| !v.is_null()).map(index_key);
+            let old_key = old
+                .as_ref()
+                .and_then(|o| o.get(field))
+                .filter(|v| !v.is_null())
+                .map(index_key);
+            let new_key = new
+                .as_ref()
+                .and_then(|n| n.get(field))
+                .filter(|v| !v.is_null())
+                .map(index_key);
             if old_key != new_key {
                 if let Some(k) = old_key {
-                    overlay.claims.insert((model.clone(), field.clone(), k), None);
+                    overlay
+                        .claims
+                        .insert((model.clone(), field.clone(), k), None);
                 }
                 if let Some(k) = new_key {
-                    overlay.claims.insert((model.clone(), field.clone(), k), Some(id));
+                    overlay
+                        .claims
+                        .insert((model.clone(), field.clone(), k), Some(id));
                 }
             }
         }
-        overlay.records.insert((model.clone(), id), new.clone().map(Arc::new));
+        overlay
+            .records
+            .insert((model.clone(), id), new.clone().map(Arc::new));
         let event_data = match (&old, &new, kind) {
             (_, Some(n), EventKind::Created) => Value::Object(n.clone()),
             (Some(o), Some(n), EventKind::Updated) => json!({

@@ -42,7 +42,12 @@ fn base(model: &str, seq: u64) -> Vec<u8> {
 }
 
 /// Writes a snapshot of `records` as of sequence `seq`, then drops older ones.
-pub fn write(tree: &sled::Tree, model: &str, seq: u64, records: &imbl::OrdMap<Uuid, Arc<Record>>) -> Result<(), String> {
+pub fn write(
+    tree: &sled::Tree,
+    model: &str,
+    seq: u64,
+    records: &imbl::OrdMap<Uuid, Arc<Record>>,
+) -> Result<(), String> {
     let b = base(model, seq);
     let mut chunks = 0u64;
     let all: Vec<&Arc<Record>> = records.values().collect();
@@ -51,7 +56,8 @@ pub fn write(tree: &sled::Tree, model: &str, seq: u64, records: &imbl::OrdMap<Uu
         k.push(b'c');
         k.extend_from_slice(&chunks.to_be_bytes());
         let list: Vec<&Record> = part.iter().map(|r| r.as_ref()).collect();
-        tree.insert(k, serde_json::to_vec(&list).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        tree.insert(k, serde_json::to_vec(&list).map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
         chunks += 1;
     }
     let header = Header {
@@ -64,13 +70,17 @@ pub fn write(tree: &sled::Tree, model: &str, seq: u64, records: &imbl::OrdMap<Uu
     };
     let mut hk = b.clone();
     hk.push(b'h');
-    tree.insert(hk, serde_json::to_vec(&header).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    tree.insert(hk, serde_json::to_vec(&header).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
     // Remove older snapshots (and any headerless leftovers) of this model.
     let mut old = Vec::new();
     for item in tree.scan_prefix(prefix(model)) {
         let (k, _) = item.map_err(|e| e.to_string())?;
         let at = model.len() + 1;
-        let key_seq = k.get(at..at + 8).and_then(|s| <[u8; 8]>::try_from(s).ok()).map(u64::from_be_bytes);
+        let key_seq = k
+            .get(at..at + 8)
+            .and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map(u64::from_be_bytes);
         // Only older ones: a newer snapshot written meanwhile by another thread stays.
         if key_seq.is_some_and(|s| s < seq) {
             old.push(k);
@@ -83,7 +93,11 @@ pub fn write(tree: &sled::Tree, model: &str, seq: u64, records: &imbl::OrdMap<Uu
 }
 
 /// Loads each model's newest complete snapshot into `state`; answers model -> sequence.
-pub fn load(tree: &sled::Tree, state: &mut State, stats: &Stats) -> Result<HashMap<String, u64>, String> {
+pub fn load(
+    tree: &sled::Tree,
+    state: &mut State,
+    stats: &Stats,
+) -> Result<HashMap<String, u64>, String> {
     let mut out = HashMap::new();
     let models: Vec<String> = state.models.keys().cloned().collect();
     for model in models {
@@ -93,17 +107,26 @@ pub fn load(tree: &sled::Tree, state: &mut State, stats: &Stats) -> Result<HashM
             if k.last() != Some(&b'h') || k.len() != model.len() + 1 + 8 + 2 {
                 continue;
             }
-            let h: Header = serde_json::from_slice(&v).map_err(|e| format!("snapshot header of {model} is damaged: {e}"))?;
+            let h: Header = serde_json::from_slice(&v)
+                .map_err(|e| format!("snapshot header of {model} is damaged: {e}"))?;
             if h.format > FORMAT {
-                return Err(format!("snapshot of {model} has format {}, newer than {FORMAT}", h.format));
+                return Err(format!(
+                    "snapshot of {model} has format {}, newer than {FORMAT}",
+                    h.format
+                ));
             }
-            if newest.as_ref().is_none_or(|(s, _)| h.last_event_sequence > *s) {
+            if newest
+                .as_ref()
+                .is_none_or(|(s, _)| h.last_event_sequence > *s)
+            {
                 newest = Some((h.last_event_sequence, h));
             }
         }
         let Some((seq, h)) = newest else { continue };
         let b = base(&model, seq);
-        let Some(ms) = state.models.get_mut(&model) else { continue };
+        let Some(ms) = state.models.get_mut(&model) else {
+            continue;
+        };
         let mut loaded = 0u64;
         for c in 0..h.chunks {
             let mut k = b.clone();
@@ -113,7 +136,8 @@ pub fn load(tree: &sled::Tree, state: &mut State, stats: &Stats) -> Result<HashM
                 .get(&k)
                 .map_err(|e| format!("snapshot chunk {c} of {model} cannot be read: {e}"))?
                 .ok_or_else(|| format!("snapshot of {model} at {seq} misses chunk {c}"))?;
-            let records: Vec<Record> = serde_json::from_slice(&v).map_err(|e| format!("snapshot chunk {c} of {model} is damaged: {e}"))?;
+            let records: Vec<Record> = serde_json::from_slice(&v)
+                .map_err(|e| format!("snapshot chunk {c} of {model} is damaged: {e}"))?;
             for r in records {
                 let id = r
                     .get("id")
@@ -125,7 +149,10 @@ pub fn load(tree: &sled::Tree, state: &mut State, stats: &Stats) -> Result<HashM
             }
         }
         if loaded != h.records {
-            return Err(format!("snapshot of {model} at {seq} holds {loaded} records, its header says {}", h.records));
+            return Err(format!(
+                "snapshot of {model} at {seq} holds {loaded} records, its header says {}",
+                h.records
+            ));
         }
         ms.snapshot_seq = seq;
         state.last_seq = state.last_seq.max(seq);

@@ -67,7 +67,11 @@ impl ModelState {
     /// Ids whose `field` equals `value` (only for indexed fields).
     pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<Uuid>> {
         let idx = self.indexes.get(field)?;
-        Some(idx.get(&index_key(value)).map(|s| s.iter().copied().collect()).unwrap_or_default())
+        Some(
+            idx.get(&index_key(value))
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+        )
     }
 }
 
@@ -91,14 +95,19 @@ impl State {
             }
             models.insert(m.name.clone(), ms);
         }
-        State { models, last_seq: 0 }
+        State {
+            models,
+            last_seq: 0,
+        }
     }
 
     /// Applies a committed event. Events of models the schema no longer has are skipped
     /// (their records stay in the log).
     pub fn apply(&mut self, ev: &Event) {
         self.last_seq = self.last_seq.max(ev.sequence_number);
-        let Some(ms) = self.models.get_mut(&ev.model) else { return };
+        let Some(ms) = self.models.get_mut(&ev.model) else {
+            return;
+        };
         let previous = ms.records.get(&ev.aggregate_id).cloned();
         let next = ev.apply(previous.as_deref()).map(Arc::new);
         ms.put(ev.aggregate_id, next);
