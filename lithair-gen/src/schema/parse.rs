@@ -760,6 +760,7 @@ impl Checker {
         }
         let mut out = Vec::new();
         let mut seen = HashSet::new();
+        let mut enum_names = Vec::new();
         for (k, v) in entries {
             let Some(name) = self.string(k, "a field name") else {
                 continue;
@@ -792,10 +793,38 @@ impl Checker {
                 continue;
             }
             if let Some(f) = self.field(model, &name, k, v) {
+                if has_enum(&f.ty) {
+                    self.enum_name_clash(model, &name, k, &mut enum_names);
+                }
                 out.push(f);
             }
         }
         Some(out)
+    }
+
+    /// An enum field becomes a Rust enum `<Model><Field>`; it must not clash with the
+    /// generated trait and struct, another model or another enum of the model.
+    fn enum_name_clash(&mut self, model: &str, field: &str, key: &Node, seen: &mut Vec<String>) {
+        let ty = format!("{model}{}", names::pascal(field));
+        let generated = [
+            format!("{model}Hooks"),
+            format!("{model}Handlers"),
+            "Adapter".to_string(),
+        ];
+        let clash = if generated.contains(&ty) || self.models.contains(&ty) {
+            Some(format!("a generated item or model is already named `{ty}`"))
+        } else if seen.contains(&ty) {
+            Some(format!("another enum field of {model} also becomes `{ty}`"))
+        } else {
+            None
+        };
+        match clash {
+            Some(why) => self.err(
+                Diagnostic::new(key.span, format!("enum field \"{model}.{field}\" would generate the Rust enum `{ty}`, but {why}"))
+                    .with_help("rename the field"),
+            ),
+            None => seen.push(ty),
+        }
     }
 
     fn field(&mut self, model: &str, name: &str, key: &Node, node: &Node) -> Option<Field> {
@@ -1231,6 +1260,14 @@ impl Checker {
             }
         }
         out
+    }
+}
+
+fn has_enum(t: &FieldType) -> bool {
+    match t {
+        FieldType::Enum { .. } => true,
+        FieldType::List { item } => has_enum(item),
+        _ => false,
     }
 }
 

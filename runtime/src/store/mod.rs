@@ -21,7 +21,7 @@ pub mod state;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -192,9 +192,23 @@ pub struct Store {
     db: sled::Db,
     path: PathBuf,
     state: Arc<RwLock<State>>,
-    tx: mpsc::UnboundedSender<Proposal>,
+    tx: Option<mpsc::UnboundedSender<Proposal>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     /// Counters.
     pub stats: Arc<Stats>,
+    closed: Arc<AtomicBool>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Stops the periodic flusher; the writer finishes its queue when the channel
+        // closes, and releases the database when it ends.
+        self.closed.store(true, Ordering::Relaxed);
+        self.tx.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -343,21 +357,26 @@ impl Store {
             log_file,
             stats: stats.clone(),
         };
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("lithair-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| OpenError::Sled {
                 path: shown.clone(),
                 message: format!("cannot start the writer: {e}"),
             })?;
+        let closed = Arc::new(AtomicBool::new(false));
         if opts.sync == SyncMode::Periodic {
             let db = db.clone();
             let file = File::open(path.join("db")).ok();
             let every = opts.flush_interval;
+            let closed = closed.clone();
             std::thread::Builder::new()
                 .name("lithair-flusher".into())
                 .spawn(move || loop {
                     std::thread::sleep(every);
+                    if closed.load(Ordering::Relaxed) {
+                        break;
+                    }
                     if db.flush().is_err() {
                         tracing::error!("periodic flush failed");
                     }
@@ -374,8 +393,10 @@ impl Store {
             db,
             path,
             state,
-            tx,
+            tx: Some(tx),
+            writer: Some(writer),
             stats,
+            closed,
         })
     }
 
@@ -383,6 +404,8 @@ impl Store {
     pub async fn propose(&self, command: Command, actor: Actor) -> Result<Event, Refused> {
         let (reply, rx) = oneshot::channel();
         self.tx
+            .as_ref()
+            .ok_or_else(|| Refused::Storage("the store is closed".into()))?
             .send(Proposal {
                 command,
                 actor,

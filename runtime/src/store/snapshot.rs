@@ -124,9 +124,9 @@ pub fn load(
         }
         let Some((seq, h)) = newest else { continue };
         let b = base(&model, seq);
-        let Some(ms) = state.models.get_mut(&model) else {
+        if !state.models.contains_key(&model) {
             continue;
-        };
+        }
         let mut loaded = 0u64;
         for c in 0..h.chunks {
             let mut k = b.clone();
@@ -138,13 +138,16 @@ pub fn load(
                 .ok_or_else(|| format!("snapshot of {model} at {seq} misses chunk {c}"))?;
             let records: Vec<Record> = serde_json::from_slice(&v)
                 .map_err(|e| format!("snapshot chunk {c} of {model} is damaged: {e}"))?;
-            for r in records {
+            for mut r in records {
+                state.upcast(&model, &mut r);
                 let id = r
                     .get("id")
                     .and_then(|v| v.as_str())
                     .and_then(|s| Uuid::parse_str(s).ok())
                     .ok_or_else(|| format!("a record in the snapshot of {model} has no id"))?;
-                ms.put(id, Some(Arc::new(r)));
+                if let Some(ms) = state.models.get_mut(&model) {
+                    ms.put(id, Some(Arc::new(r)));
+                }
                 loaded += 1;
             }
         }
@@ -154,7 +157,9 @@ pub fn load(
                 h.records
             ));
         }
-        ms.snapshot_seq = seq;
+        if let Some(ms) = state.models.get_mut(&model) {
+            ms.snapshot_seq = seq;
+        }
         state.last_seq = state.last_seq.max(seq);
         stats.snapshot_records.fetch_add(loaded, Ordering::Relaxed);
         out.insert(model, seq);

@@ -82,6 +82,8 @@ pub struct State {
     pub models: HashMap<String, ModelState>,
     /// Last event applied.
     pub last_seq: u64,
+    /// Per model: fields with a default, which records written before the field existed get.
+    defaults: HashMap<String, Vec<(String, Value)>>,
 }
 
 impl State {
@@ -95,9 +97,31 @@ impl State {
             }
             models.insert(m.name.clone(), ms);
         }
+        let defaults = spec
+            .models
+            .iter()
+            .map(|m| {
+                let fields = m
+                    .fields
+                    .iter()
+                    .filter_map(|f| f.default.clone().map(|d| (f.name.clone(), d)));
+                (m.name.clone(), fields.collect())
+            })
+            .collect();
         State {
             models,
             last_seq: 0,
+            defaults,
+        }
+    }
+
+    /// Brings a record written under an older schema up to date: a field added since,
+    /// with a default, gets that default (optional fields stay absent).
+    pub fn upcast(&self, model: &str, record: &mut Record) {
+        for (field, value) in self.defaults.get(model).into_iter().flatten() {
+            if !record.contains_key(field) {
+                record.insert(field.clone(), value.clone());
+            }
         }
     }
 
@@ -105,13 +129,21 @@ impl State {
     /// (their records stay in the log).
     pub fn apply(&mut self, ev: &Event) {
         self.last_seq = self.last_seq.max(ev.sequence_number);
-        let Some(ms) = self.models.get_mut(&ev.model) else {
+        let Some(previous) = self
+            .models
+            .get(&ev.model)
+            .map(|ms| ms.records.get(&ev.aggregate_id).cloned())
+        else {
             return;
         };
-        let previous = ms.records.get(&ev.aggregate_id).cloned();
-        let next = ev.apply(previous.as_deref()).map(Arc::new);
-        ms.put(ev.aggregate_id, next);
-        ms.since_snapshot += 1;
+        let mut next = ev.apply(previous.as_deref());
+        if let Some(r) = next.as_mut() {
+            self.upcast(&ev.model, r);
+        }
+        if let Some(ms) = self.models.get_mut(&ev.model) {
+            ms.put(ev.aggregate_id, next.map(Arc::new));
+            ms.since_snapshot += 1;
+        }
     }
 
     /// The record `id` of `model`.

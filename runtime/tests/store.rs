@@ -1,0 +1,276 @@
+//! The event store on a real sled database in a temp dir: durability across reopen, a
+//! gap-free log, group commit, decisions taken in the writer, and refusal of damaged data.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lithair_runtime::config::SyncMode;
+use lithair_runtime::spec::CompiledSpec;
+use lithair_runtime::store::event::{Actor, Record};
+use lithair_runtime::store::{Command, OpenError, Refused, Store, StoreOptions};
+use serde_json::json;
+use uuid::Uuid;
+
+const SPEC: &str = r#"{
+  "service": {"name": "t"},
+  "roles": [],
+  "models": [{
+    "name": "Item", "snake": "item", "path": "/api/items",
+    "operations": ["list", "get", "create", "update", "patch", "delete"],
+    "permissions": {"read": [], "create": [], "update": [], "delete": []},
+    "fields": [
+      {"name": "code", "type": {"kind": "string"}, "unique": true},
+      {"name": "n", "type": {"kind": "int"}}
+    ]
+  }]
+}"#;
+
+fn spec() -> CompiledSpec {
+    CompiledSpec::from_json(SPEC).unwrap()
+}
+
+fn opts(sync: SyncMode, snapshot_every: u64) -> StoreOptions {
+    StoreOptions {
+        sync,
+        flush_interval: Duration::from_millis(5),
+        snapshot_every,
+        node_id: "1".into(),
+    }
+}
+
+fn actor() -> Actor {
+    Actor {
+        name: "test".into(),
+        roles: vec![],
+    }
+}
+
+fn record(code: &str, n: i64) -> Record {
+    let v = json!({"id": Uuid::new_v4().to_string(), "code": code, "n": n, "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z", "version": 1});
+    v.as_object().unwrap().clone()
+}
+
+fn create(code: &str, n: i64) -> Command {
+    Command::Create {
+        model: "Item".into(),
+        record: record(code, n),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_survive_reopen_with_a_gap_free_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let mut ids = Vec::new();
+    {
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+        for i in 0..20 {
+            let ev = store
+                .propose(create(&format!("c{i}"), i), actor())
+                .await
+                .unwrap();
+            ids.push(ev.aggregate_id);
+        }
+        let del = Command::Delete {
+            model: "Item".into(),
+            id: ids[3],
+            expected_version: None,
+        };
+        store.propose(del, actor()).await.unwrap();
+    }
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(store.get("Item", *id).is_some(), i != 3, "record {i}");
+    }
+    let events = store.events().unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.sequence_number).collect();
+    assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
+    assert_eq!(events[20].event_type, "ItemDeleted");
+    assert_eq!(store.stats.replayed_events.load(Ordering::Relaxed), 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_share_flushes_and_unique_is_decided_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let store =
+        Arc::new(Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap());
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let store = store.clone();
+        // Every pair of writers races for the same code: exactly one of each pair wins.
+        tasks.push(tokio::spawn(async move {
+            store
+                .propose(create(&format!("k{}", i / 2), i), actor())
+                .await
+        }));
+    }
+    let mut won = 0;
+    let mut lost = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(Refused::Unique { field, .. }) => {
+                assert_eq!(field, "code");
+                lost += 1;
+            }
+            Err(other) => panic!("unexpected refusal {other:?}"),
+        }
+    }
+    assert_eq!((won, lost), (32, 32));
+    let batches = store.stats.batches.load(Ordering::Relaxed);
+    assert!(
+        batches < 32,
+        "64 concurrent writers should share flushes; got {batches} batches for 32 events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_are_checked_in_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Never, 1000)).unwrap();
+    let ev = store.propose(create("v", 1), actor()).await.unwrap();
+    let mut next = (*store.get("Item", ev.aggregate_id).unwrap()).clone();
+    next.insert("n".into(), json!(2));
+    next.insert("version".into(), json!(2));
+    let replace = |expected| Command::Replace {
+        model: "Item".into(),
+        id: ev.aggregate_id,
+        record: next.clone(),
+        expected_version: expected,
+        from_client: true,
+    };
+    assert!(store.propose(replace(1), actor()).await.is_ok());
+    assert_eq!(
+        store.propose(replace(1), actor()).await.unwrap_err(),
+        Refused::VersionMismatch {
+            current: 2,
+            from_client: true
+        }
+    );
+    let events = store.events().unwrap();
+    assert_eq!(
+        events[1].event_data["changes"]["n"],
+        json!({"old": 1, "new": 2})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    {
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 10)).unwrap();
+        for i in 0..35 {
+            store
+                .propose(create(&format!("s{i}"), i), actor())
+                .await
+                .unwrap();
+        }
+        for _ in 0..200 {
+            if store.stats.snapshots.load(Ordering::Relaxed) >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        store.flush().unwrap();
+    }
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 10)).unwrap();
+    let replayed = store.stats.replayed_events.load(Ordering::Relaxed);
+    let loaded = store.stats.snapshot_records.load(Ordering::Relaxed);
+    assert_eq!(
+        loaded + replayed,
+        35,
+        "snapshot records plus the tail make the whole state"
+    );
+    assert!(replayed < 10, "replayed {replayed} events");
+    let total = store.read(|s| s.models["Item"].records.len());
+    assert_eq!(total, 35);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_event_refuses_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    {
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+        for i in 0..5 {
+            store
+                .propose(create(&format!("d{i}"), i), actor())
+                .await
+                .unwrap();
+        }
+    }
+    // Wait for the writer thread of the closed store to release the database.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    {
+        let db = open_raw(dir.path()).await;
+        let events = db.open_tree("events").unwrap();
+        events
+            .insert(3u64.to_be_bytes(), b"{not json".to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    match Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)) {
+        Err(OpenError::Corrupt { what, .. }) => assert!(what.contains("event 3"), "{what}"),
+        other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_format_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    drop(Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    {
+        let db = open_raw(dir.path()).await;
+        db.open_tree("meta")
+            .unwrap()
+            .insert("format", b"99".to_vec())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(matches!(
+        Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)),
+        Err(OpenError::NewerFormat { found: 99, .. })
+    ));
+}
+
+/// Opens the store's sled folder directly, retrying while the old handle lets go.
+async fn open_raw(dir: &std::path::Path) -> sled::Db {
+    for _ in 0..100 {
+        if let Ok(db) = sled::open(dir.join("store")) {
+            return db;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("store still locked")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_records_get_the_defaults_of_fields_added_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let store = Store::open(dir.path(), &spec().spec, opts(SyncMode::Always, 1000)).unwrap();
+        store
+            .propose(create("old", 1), actor())
+            .await
+            .unwrap()
+            .aggregate_id
+    };
+    let newer = SPEC.replace(
+        r#"{"name": "n", "type": {"kind": "int"}}"#,
+        r#"{"name": "n", "type": {"kind": "int"}}, {"name": "flag", "type": {"kind": "bool"}, "default": true}"#,
+    );
+    let newer = CompiledSpec::from_json(&newer).unwrap();
+    let store = Store::open(dir.path(), &newer.spec, opts(SyncMode::Always, 1000)).unwrap();
+    let r = store.get("Item", id).unwrap();
+    assert_eq!(r.get("flag"), Some(&json!(true)));
+    assert_eq!(r.get("n"), Some(&json!(1)));
+}
