@@ -119,6 +119,8 @@ pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic], color: bool)
             let available = text.chars().count().saturating_sub(col - 1).max(1);
             let width = d.span.width.clamp(1, available);
             let _ = writeln!(out, "{g}{pad} |{g:#}", g = p.gutter);
+            // A tab is one column to the parser: show it as one space so the caret lines up.
+            let text = text.replace('\t', " ");
             let _ = writeln!(out, "{g}{number} |{g:#} {text}", g = p.gutter);
             let _ = writeln!(
                 out,

@@ -340,6 +340,16 @@ impl Checker {
     }
 
     fn service(&mut self, node: &Node) -> Option<Service> {
+        if let Some(Scalar::Str(name)) = node.scalar() {
+            self.err(
+                Diagnostic::new(
+                    node.span,
+                    format!("service must be a mapping, found {}", node.describe()),
+                )
+                .with_help(format!("write `service: {{ name: {name} }}`")),
+            );
+            return None;
+        }
         let e = self.mapping(node, "service", keys::SERVICE, &[])?;
         let description = e
             .get("description")
@@ -766,9 +776,14 @@ impl Checker {
                 continue;
             };
             if !seen.insert(name.clone()) {
+                let first = entries
+                    .iter()
+                    .find(|(f, _)| f.as_str() == Some(name.as_str()))
+                    .map(|(f, _)| f.span.start.line)
+                    .unwrap_or(0);
                 self.err(Diagnostic::new(
                     k.span,
-                    format!("field \"{name}\" is declared twice in model \"{model}\""),
+                    format!("field \"{name}\" is declared twice in model \"{model}\" (first on line {first})"),
                 ));
                 continue;
             }
@@ -911,14 +926,17 @@ impl Checker {
                 let mut problems = Vec::new();
                 check_value(&ty, d, &mut problems);
                 if matches!(d.scalar(), Some(Scalar::Null)) && !optional {
-                    problems.push(
+                    problems.push((
+                        d.span,
                         "null is only allowed when the field is `optional: true`".to_string(),
-                    );
+                    ));
                 } else if problems.is_empty() {
-                    check_rules(&rules, &d.to_json(), &mut problems);
+                    let mut broken = Vec::new();
+                    check_rules(&rules, &d.to_json(), &mut broken);
+                    problems.extend(broken.into_iter().map(|m| (d.span, m)));
                 }
-                for p in &problems {
-                    self.err(Diagnostic::new(d.span, format!("default of {what}: {p}")));
+                for (span, p) in &problems {
+                    self.err(Diagnostic::new(*span, format!("default of {what}: {p}")));
                 }
                 if problems.is_empty() {
                     Some(d.to_json())
@@ -1127,19 +1145,25 @@ impl Checker {
         if let (Some(min), Some(max)) = (r.min, r.max) {
             if min > max {
                 let at = e.map.get("min").map(|(k, _)| k.span).unwrap_or(e.at);
-                self.err(Diagnostic::new(
-                    at,
-                    format!("min ({min}) is greater than max ({max}) for {what}"),
-                ));
+                self.err(
+                    Diagnostic::new(
+                        at,
+                        format!("min ({min}) is greater than max ({max}) for {what}"),
+                    )
+                    .with_help("no value could pass; swap them or fix one"),
+                );
             }
         }
         if let (Some(min), Some(max)) = (r.min_length, r.max_length) {
             if min > max {
                 let at = e.map.get("min_length").map(|(k, _)| k.span).unwrap_or(e.at);
-                self.err(Diagnostic::new(
-                    at,
-                    format!("min_length ({min}) is greater than max_length ({max}) for {what}"),
-                ));
+                self.err(
+                    Diagnostic::new(
+                        at,
+                        format!("min_length ({min}) is greater than max_length ({max}) for {what}"),
+                    )
+                    .with_help("no value could pass; swap them or fix one"),
+                );
             }
         }
         r
@@ -1286,8 +1310,9 @@ fn v_path_span(model_node: &Node) -> Option<Span> {
 }
 
 /// Checks that a YAML value has the shape of `ty`; pushes a sentence per problem.
-fn check_value(ty: &FieldType, node: &Node, problems: &mut Vec<String>) {
+fn check_value(ty: &FieldType, node: &Node, problems: &mut Vec<(Span, String)>) {
     let s = node.scalar();
+    let mut say = |m: String| problems.push((node.span, m));
     let ok = match ty {
         FieldType::Json => true,
         FieldType::String | FieldType::Text => matches!(s, Some(Scalar::Str(_))),
@@ -1303,28 +1328,51 @@ fn check_value(ty: &FieldType, node: &Node, problems: &mut Vec<String>) {
                 let hint = super::diagnostic::did_you_mean(v, values.iter().map(String::as_str))
                     .map(|n| format!(" (did you mean \"{n}\"?)"))
                     .unwrap_or_default();
-                problems.push(format!("\"{v}\" is not one of {}{hint}", values.join(", ")));
+                say(format!("\"{v}\" is not one of {}{hint}", values.join(", ")));
                 return;
             }
             _ => false,
         },
         FieldType::List { item } => match &node.kind {
             NodeKind::Seq(items) => {
-                for i in items {
-                    check_value(item, i, problems);
+                for (n, i) in items.iter().enumerate() {
+                    let mut inner = Vec::new();
+                    check_value(item, i, &mut inner);
+                    problems.extend(
+                        inner
+                            .into_iter()
+                            .map(|(span, m)| (span, format!("item {}: {m}", n + 1))),
+                    );
                 }
-                true
+                return;
             }
             _ => false,
         },
     };
-    if !ok && !matches!(s, Some(Scalar::Null)) {
-        problems.push(format!(
-            "expected {}, found {}",
-            expectation(ty),
-            node.describe()
-        ));
+    if ok || matches!(s, Some(Scalar::Null)) {
+        return;
     }
+    let found = match (ty, s) {
+        (FieldType::Date | FieldType::Datetime, Some(Scalar::Str(v)))
+            if v.len() >= 10 && v.as_bytes()[4] == b'-' =>
+        {
+            format!("\"{v}\", which is not a valid calendar date or time")
+        }
+        (FieldType::Int, Some(Scalar::Float(_)))
+            if node.as_str().is_some_and(|t| {
+                t.trim_start_matches('-')
+                    .chars()
+                    .all(|c| c.is_ascii_digit())
+            }) =>
+        {
+            format!(
+                "{}, which is out of range (integers are 64-bit)",
+                node.as_str().unwrap_or_default()
+            )
+        }
+        _ => node.describe().to_string(),
+    };
+    say(format!("expected {}, found {found}", expectation(ty)));
 }
 
 fn expectation(ty: &FieldType) -> String {

@@ -356,6 +356,11 @@ impl Store {
             opts: opts.clone(),
             log_file,
             stats: stats.clone(),
+            snapshotting: spec
+                .models
+                .iter()
+                .map(|m| (m.name.clone(), Arc::new(AtomicBool::new(false))))
+                .collect(),
         };
         let writer = std::thread::Builder::new()
             .name("lithair-writer".into())
@@ -463,6 +468,8 @@ struct Writer {
     opts: StoreOptions,
     log_file: Option<File>,
     stats: Arc<Stats>,
+    /// Per model: whether a snapshot is being written (never two at once).
+    snapshotting: HashMap<String, Arc<AtomicBool>>,
 }
 
 /// The batch's effects not yet in the shared state.
@@ -560,6 +567,14 @@ impl Writer {
             if ms.since_snapshot < every {
                 continue;
             }
+            // A snapshot costs a pass over the model's records: while one is being
+            // written, the next waits (the tail grows a little longer meanwhile).
+            let Some(busy) = self.snapshotting.get(model).cloned() else {
+                continue;
+            };
+            if busy.swap(true, Ordering::AcqRel) {
+                continue;
+            }
             ms.since_snapshot = 0;
             ms.snapshot_seq = seq;
             let records = ms.records.clone();
@@ -568,8 +583,10 @@ impl Writer {
             let model = model.clone();
             let stats = self.stats.clone();
             let durable = self.opts.sync == SyncMode::Always;
-            std::thread::spawn(
-                move || match snapshot::write(&tree, &model, seq, &records) {
+            std::thread::spawn(move || {
+                let result = snapshot::write(&tree, &model, seq, &records);
+                busy.store(false, Ordering::Release);
+                match result {
                     Ok(()) => {
                         if durable {
                             let _ = db.flush();
@@ -578,8 +595,8 @@ impl Writer {
                         tracing::info!(%model, sequence = seq, records = records.len(), "snapshot written");
                     }
                     Err(e) => tracing::error!(%model, error = %e, "snapshot failed"),
-                },
-            );
+                }
+            });
         }
     }
 

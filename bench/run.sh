@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# HTTP and store benchmarks of a generated shop service, against a bare hyper baseline
+# built in the same run. Release builds; load generator (wrk) on the same machine.
+#
+#   bash bench/run.sh            # all benchmarks, 10 s each
+#   DURATION=5s bash bench/run.sh
+#   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
+#
+# Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
+# bench/README.md with the machine's description.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+RECORDS=${RECORDS:-1000000}
+only=${1:-all}
+work=$root/target/bench
+export CARGO_TARGET_DIR=$root/target/bench-target
+mkdir -p "$work"
+command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
+
+echo "== building (release)"
+cargo build --release -q -p lithair-gen
+cargo build --release -q -p lithair-runtime --example hello_baseline --example fill_store
+rm -rf "$work/shop"
+"$CARGO_TARGET_DIR/release/lithair-gen" new "$work/shop" --schema examples/shop.yaml >/dev/null
+cp Cargo.lock "$work/shop/"
+(cd "$work/shop" && cargo build --release -q)
+shop=$CARGO_TARGET_DIR/release/shop
+editor=$(cd "$work/shop" && "$shop" token new --name bench --role editor 2>&1 >>lithair.toml | sed -n 's/.*shown once; give it to the client): //p')
+
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# start NAME CMD...: runs CMD in the background, waits for "listening on", sets $addr.
+start() {
+  local log=$work/$1.log; shift
+  "$@" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do
+    addr=$(sed -n 's/^listening on http:\/\///p' "$log" | head -1)
+    [ -n "$addr" ] && return 0
+    sleep 0.05
+  done
+  echo "server did not start: $(cat "$log")" >&2; exit 1
+}
+
+serve_shop() { # serve_shop NAME SYNC
+  rm -rf "$work/data-$1"
+  start "$1" env LITHAIR_SYNC="$2" LITHAIR_LOG=warn "$shop" serve --config "$work/shop/lithair.toml" --port 0 --data-dir "$work/data-$1"
+}
+
+summary() { # the lines of wrk's output worth keeping
+  grep -E "Requests/sec|Latency  |  50%|  99%|Non-2xx|Socket errors" || true
+}
+
+category() {
+  curl -s -XPOST "http://$addr/api/categories" -H "authorization: Bearer $editor" \
+    -H 'content-type: application/json' -d "{\"name\":\"bench-$RANDOM$RANDOM\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/'
+}
+
+if [ "$only" = all ] || [ "$only" = http ]; then
+  echo "== 1. baseline: bare hyper, GET, $CONNS connections, $DURATION"
+  start hello "$CARGO_TARGET_DIR/release/examples/hello_baseline" 127.0.0.1:0
+  wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://$addr/" | summary
+  kill "${pids[-1]}"
+
+  echo "== 2. shop: GET /api/products/{id} with a bearer token, $CONNS connections, $DURATION"
+  serve_shop get always
+  cat=$(category)
+  id=$(curl -s -XPOST "http://$addr/api/products" -H "authorization: Bearer $editor" -H 'content-type: application/json' \
+    -d "{\"name\":\"x\",\"sku\":\"GET-1\",\"price\":1,\"category\":\"$cat\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$addr" | summary
+  kill "${pids[-1]}"
+
+  for run in "always 64" "always 1" "never 64" "periodic 64"; do
+    set -- $run
+    echo "== 3/4. shop: POST /api/products, sync=$1, $2 connection(s), $DURATION"
+    serve_shop "post-$1-$2" "$1"
+    cat=$(category)
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$1$2" \
+      wrk -t$(( $2 < 2 ? 1 : 2 )) -c"$2" -d"$DURATION" --latency -s bench/post.lua "http://$addr" | summary
+    curl -s "http://$addr/metrics" | grep -E "^lithair_store_(events|batches)_total"
+    kill "${pids[-1]}"
+  done
+fi
+
+if [ "$only" = all ] || [ "$only" = restart ]; then
+  echo "== 5. restart with $RECORDS products"
+  data=$work/data-restart
+  rm -rf "$data"
+  serve_shop seed always
+  cat=$(category)
+  kill "${pids[-1]}"; sleep 0.5
+  rm -rf "$data"; cp -r "$work/data-seed" "$data"
+  "$CARGO_TARGET_DIR/release/examples/fill_store" "$work/shop/src/generated/spec.json" "$data" Product "$RECORDS" \
+    "{\"name\":\"Product {i}\",\"sku\":\"SKU-{i}\",\"price\":9.5,\"stock\":3,\"status\":\"draft\",\"tags\":[\"a\",\"b\"],\"category\":\"$cat\"}"
+  du -sh "$data" | sed 's/^/store size: /'
+  for attempt in 1 2; do
+    t0=$(date +%s.%N)
+    start "restart-$attempt" env LITHAIR_LOG=info "$shop" serve --config "$work/shop/lithair.toml" --port 0 --data-dir "$data"
+    t1=$(date +%s.%N)
+    pid=${pids[-1]}
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    echo "restart $attempt: listening after $(awk "BEGIN {printf \"%.2f\", $t1 - $t0}") s, RSS $((rss / 1024)) MiB"
+    grep -o 'snapshot_records=[0-9]* replayed_events=[0-9]*' "$work/restart-$attempt.log" | head -1
+    curl -s "http://$addr/api/products?limit=1" | grep -o '"total":[0-9]*'
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
+fi

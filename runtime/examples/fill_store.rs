@@ -1,0 +1,91 @@
+//! Fills a service's store with N records of one model, straight through the store's write
+//! path (no HTTP), for the restart-time and memory benchmark of `bench/run.sh`.
+//!
+//! Run: `fill_store SPEC.json DATA_DIR MODEL COUNT 'TEMPLATE-JSON'` where the template's
+//! string values may contain `{i}`, replaced by the record's number.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lithair_runtime::config::SyncMode;
+use lithair_runtime::spec::CompiledSpec;
+use lithair_runtime::store::event::Actor;
+use lithair_runtime::store::{Command, Store, StoreOptions};
+use serde_json::Value;
+
+fn fill(template: &Value, i: u64) -> Value {
+    match template {
+        Value::String(s) => Value::String(s.replace("{i}", &i.to_string())),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), fill(v, i))).collect()),
+        Value::Array(a) => Value::Array(a.iter().map(|v| fill(v, i)).collect()),
+        other => other.clone(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    anyhow::ensure!(
+        args.len() == 6,
+        "usage: fill_store SPEC.json DATA_DIR MODEL COUNT TEMPLATE-JSON"
+    );
+    let spec = CompiledSpec::from_json(&std::fs::read_to_string(&args[1])?)?;
+    let count: u64 = args[4].parse()?;
+    let template: Value = serde_json::from_str(&args[5])?;
+    let opts = StoreOptions {
+        sync: SyncMode::Never,
+        flush_interval: Duration::from_millis(10),
+        snapshot_every: 1000,
+        node_id: "1".into(),
+    };
+    let store = Arc::new(Store::open(
+        std::path::Path::new(&args[2]),
+        &spec.spec,
+        opts,
+    )?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut pending = tokio::task::JoinSet::new();
+        for i in 0..count {
+            let mut record = fill(&template, i);
+            let now = "2026-01-01T00:00:00.000000Z";
+            record["id"] = Value::String(uuid::Uuid::new_v4().to_string());
+            record["created_at"] = Value::String(now.into());
+            record["updated_at"] = Value::String(now.into());
+            record["version"] = Value::from(1);
+            let command = Command::Create {
+                model: args[3].clone(),
+                record: record.as_object().cloned().unwrap_or_default(),
+            };
+            let store = store.clone();
+            pending.spawn(async move {
+                store
+                    .propose(
+                        command,
+                        Actor {
+                            name: "fill".into(),
+                            roles: vec![],
+                        },
+                    )
+                    .await
+            });
+            if pending.len() >= 4096 {
+                if let Some(r) = pending.join_next().await {
+                    r?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+                }
+            }
+        }
+        while let Some(r) = pending.join_next().await {
+            r?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        }
+        anyhow::Ok(())
+    })?;
+    store.flush().map_err(anyhow::Error::msg)?;
+    println!(
+        "{count} records written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
