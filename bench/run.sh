@@ -52,8 +52,9 @@ serve_shop() { # serve_shop NAME SYNC
   start "$1" env LITHAIR_SYNC="$2" LITHAIR_LOG=warn "$shop" serve --config "$work/shop/lithair.toml" --port 0 --data-dir "$work/data-$1"
 }
 
-summary() { # the lines of wrk's output worth keeping
-  grep -E "Requests/sec|Latency  |  50%|  99%|Non-2xx|Socket errors" || true
+summary() { # the lines of wrk's output worth keeping; a run with errors is not a result
+  tee "$work/last-wrk.txt" | grep -E "Requests/sec|Latency  |  50%|  99%|Non-2xx|Socket errors" || true
+  if grep -q "Non-2xx" "$work/last-wrk.txt"; then echo "!! some requests failed: the figures above are not valid" >&2; fi
 }
 
 category() {
@@ -80,7 +81,7 @@ if [ "$only" = all ] || [ "$only" = http ]; then
     echo "== 3/4. shop: POST /api/products, sync=$1, $2 connection(s), $DURATION"
     serve_shop "post-$1-$2" "$1"
     cat=$(category)
-    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$1$2" \
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$(date +%s%N | tail -c 9)" \
       wrk -t$(( $2 < 2 ? 1 : 2 )) -c"$2" -d"$DURATION" --latency -s bench/post.lua "http://$addr" | summary
     curl -s "http://$addr/metrics" | grep -E "^lithair_store_(events|batches)_total"
     kill "${pids[-1]}"

@@ -5,6 +5,7 @@
 //! anonymous callers in.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -60,9 +61,10 @@ impl Principal {
 }
 
 /// Token lookup, built once at start.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Authenticator {
-    by_hash: HashMap<String, Principal>,
+    by_hash: HashMap<String, Arc<Principal>>,
+    anonymous: Arc<Principal>,
 }
 
 /// Why the token configuration is unusable.
@@ -114,17 +116,20 @@ impl Authenticator {
                 roles: t.roles.clone(),
                 effective,
             };
-            if by_hash.insert(hash, p).is_some() {
+            if by_hash.insert(hash, Arc::new(p)).is_some() {
                 return Err(AuthConfigError::Duplicate(t.name.clone()));
             }
         }
-        Ok(Authenticator { by_hash })
+        Ok(Authenticator {
+            by_hash,
+            anonymous: Arc::new(Principal::anonymous()),
+        })
     }
 
     /// The caller of a request, from its `Authorization` header (None: anonymous).
-    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Principal, ApiError> {
+    pub fn authenticate(&self, header: Option<&[u8]>) -> Result<Arc<Principal>, ApiError> {
         let Some(raw) = header else {
-            return Ok(Principal::anonymous());
+            return Ok(self.anonymous.clone());
         };
         let text = std::str::from_utf8(raw)
             .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;

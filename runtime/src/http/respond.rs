@@ -3,7 +3,6 @@
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::Response;
-use serde_json::Value;
 
 use crate::error::ApiError;
 
@@ -11,7 +10,7 @@ use crate::error::ApiError;
 pub type Resp = Response<Full<Bytes>>;
 
 /// A JSON response.
-pub fn json(status: u16, body: &Value) -> Resp {
+pub fn json<T: serde::Serialize + ?Sized>(status: u16, body: &T) -> Resp {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);

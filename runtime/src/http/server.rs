@@ -111,14 +111,22 @@ async fn handle(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Resp, Infallible> {
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
-    let started = std::time::Instant::now();
+    // Only pay for the request log line when it is wanted.
+    let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_string(),
+            std::time::Instant::now(),
+        )
+    });
     let resp = match route(&app, req).await {
         Ok(r) => r,
         Err(e) => respond::problem(&e),
     };
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), %peer, micros = started.elapsed().as_micros() as u64, "request");
+    if let Some((method, path, started)) = log {
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), %peer,
+            micros = started.elapsed().as_micros() as u64, "request");
+    }
     Ok(resp)
 }
 
@@ -209,7 +217,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                     .unwrap_or_default()
                     .to_string();
                 let etag = format!("\"{}\"", version_of(&record));
-                let r = respond::json(201, &Value::Object((*record).clone()));
+                let r = respond::json(201, &*record);
                 let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
                 Ok(respond::with_header(r, "etag", &etag))
             } else {
@@ -255,11 +263,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                         ApiError::not_found(format!("no {} with this id", m.name))
                     })?;
                     let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(
-                        respond::json(200, &Value::Object((*r).clone())),
-                        "etag",
-                        &etag,
-                    ))
+                    Ok(respond::with_header(respond::json(200, &*r), "etag", &etag))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = read_json(app, req, op == Operation::Patch).await?;
@@ -268,11 +272,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                         .update(&ctx, id, body, op == Operation::Patch, if_match)
                         .await?;
                     let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(
-                        respond::json(200, &Value::Object((*r).clone())),
-                        "etag",
-                        &etag,
-                    ))
+                    Ok(respond::with_header(respond::json(200, &*r), "etag", &etag))
                 }
                 _ => {
                     app.engine.delete(&ctx, id, if_match).await?;
@@ -313,7 +313,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
             let body = read_json(app, req, false).await?;
             let ctx = ActionContext {
                 engine: app.engine.clone(),
-                principal: principal.clone(),
+                principal: (*principal).clone(),
                 model: m.name.clone(),
             };
             let out = app

@@ -9,9 +9,9 @@
 //! them to the in-memory [`State`] that reads are served from and answers every proposer.
 //! Nothing is visible to readers before it is durable.
 //!
-//! Snapshots: once a model has `snapshot_every` events since its last snapshot, its
-//! records are written (in chunks, the header last) to the `snapshots` tree from an O(1)
-//! clone of the state, off the write path. A restart loads each model's newest snapshot
+//! Snapshots: once a model has `snapshot_every` events since its last snapshot, the
+//! records it changed since are written to the `state` tree with the new snapshot's
+//! sequence number, in one atomic batch (see `snapshot.rs`). A restart loads that tree
 //! and replays only the events after it.
 
 pub mod event;
@@ -243,7 +243,7 @@ impl Store {
             .map_err(sled_err)?;
         let meta = db.open_tree("meta").map_err(sled_err)?;
         let events = db.open_tree("events").map_err(sled_err)?;
-        let snapshots = db.open_tree("snapshots").map_err(sled_err)?;
+        let snapshots = db.open_tree("state").map_err(sled_err)?;
         match meta.get("format").map_err(sled_err)? {
             Some(v) => {
                 let found = std::str::from_utf8(&v)
@@ -356,11 +356,6 @@ impl Store {
             opts: opts.clone(),
             log_file,
             stats: stats.clone(),
-            snapshotting: spec
-                .models
-                .iter()
-                .map(|m| (m.name.clone(), Arc::new(AtomicBool::new(false))))
-                .collect(),
         };
         let writer = std::thread::Builder::new()
             .name("lithair-writer".into())
@@ -468,8 +463,6 @@ struct Writer {
     opts: StoreOptions,
     log_file: Option<File>,
     stats: Arc<Stats>,
-    /// Per model: whether a snapshot is being written (never two at once).
-    snapshotting: HashMap<String, Arc<AtomicBool>>,
 }
 
 /// The batch's effects not yet in the shared state.
@@ -558,45 +551,29 @@ impl Writer {
 
     fn maybe_snapshot(&self, state: &mut State) {
         let seq = state.last_seq;
-        for (model, ms) in state.models.iter_mut() {
-            let every = self
-                .snapshot_every
-                .get(model)
-                .copied()
-                .unwrap_or(self.opts.snapshot_every);
-            if ms.since_snapshot < every {
-                continue;
-            }
-            // A snapshot costs a pass over the model's records: while one is being
-            // written, the next waits (the tail grows a little longer meanwhile).
-            let Some(busy) = self.snapshotting.get(model).cloned() else {
-                continue;
-            };
-            if busy.swap(true, Ordering::AcqRel) {
-                continue;
-            }
-            ms.since_snapshot = 0;
-            ms.snapshot_seq = seq;
-            let records = ms.records.clone();
-            let tree = self.snapshots.clone();
-            let db = self.db.clone();
-            let model = model.clone();
-            let stats = self.stats.clone();
-            let durable = self.opts.sync == SyncMode::Always;
-            std::thread::spawn(move || {
-                let result = snapshot::write(&tree, &model, seq, &records);
-                busy.store(false, Ordering::Release);
-                match result {
-                    Ok(()) => {
-                        if durable {
-                            let _ = db.flush();
-                        }
-                        stats.snapshots.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(%model, sequence = seq, records = records.len(), "snapshot written");
-                    }
-                    Err(e) => tracing::error!(%model, error = %e, "snapshot failed"),
+        let due: Vec<String> = state
+            .models
+            .iter()
+            .filter(|(model, ms)| {
+                ms.since_snapshot
+                    >= self
+                        .snapshot_every
+                        .get(*model)
+                        .copied()
+                        .unwrap_or(self.opts.snapshot_every)
+            })
+            .map(|(model, _)| model.clone())
+            .collect();
+        for model in due {
+            match snapshot::write(&self.snapshots, state, &model, seq) {
+                Ok(changed) => {
+                    self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%model, sequence = seq, changed, "snapshot written");
                 }
-            });
+                Err(e) => {
+                    tracing::error!(%model, error = %e, "snapshot failed; the next one retries")
+                }
+            }
         }
     }
 

@@ -23,6 +23,8 @@ pub struct ModelState {
     pub since_snapshot: u64,
     /// Sequence number of the model's last snapshot (0: none).
     pub snapshot_seq: u64,
+    /// Records changed since the last snapshot (written by the next one).
+    pub dirty: std::collections::HashSet<Uuid>,
 }
 
 impl ModelState {
@@ -142,6 +144,7 @@ impl State {
         }
         if let Some(ms) = self.models.get_mut(&ev.model) {
             ms.put(ev.aggregate_id, next.map(Arc::new));
+            ms.dirty.insert(ev.aggregate_id);
             ms.since_snapshot += 1;
         }
     }
