@@ -12,7 +12,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
 use crate::hooks::{HookContext, ModelHooks, NoHooks};
 use crate::spec::{CompiledSpec, ModelSpec};
 use crate::store::event::{Actor, Record};
@@ -81,10 +81,9 @@ impl Engine {
         }
     }
 
-    /// Runs the schema check again on what a hook returned, plus the user's `validate`.
+    /// Runs the schema check again on what a hook returned.
     fn recheck(
         &self,
-        ctx: &HookContext,
         model: &ModelSpec,
         record: &Record,
         old: Option<&Record>,
@@ -94,12 +93,7 @@ impl Engine {
             fields.remove(*m);
         }
         validate::check_body(&self.spec, model, Value::Object(fields), Mode::Replace, old)?;
-        let errors: Vec<FieldError> = self.hooks(&model.name).validate(ctx, record)?;
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(ApiError::invalid(errors))
-        }
+        Ok(())
     }
 
     /// Creates a record from a request body.
@@ -114,30 +108,27 @@ impl Engine {
         record.insert("updated_at".into(), Value::String(now));
         record.insert("version".into(), Value::from(1u64));
         let hooks = self.hooks(&model.name);
-        let errors = hooks.validate(ctx, &record)?;
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(errors));
-        }
-        let before = record.clone();
-        hooks.before_create(ctx, &mut record)?;
-        if record != before {
-            keep_metadata(&mut record, &before);
-            self.recheck(ctx, model, &record, None)?;
+        let metadata = metadata_of(&record);
+        if hooks.before_create(ctx, &mut record)? {
+            restore_metadata(&mut record, metadata);
+            self.recheck(model, &record, None)?;
         }
         let ev = self
             .store
             .propose(
                 Command::Create {
                     model: model.name.clone(),
-                    record: record.clone(),
+                    record,
                 },
                 Self::actor(ctx),
             )
             .await
             .map_err(|r| self.refused(model, r))?;
+        // Normally the committed record; if a delete already followed, the created one.
         let stored = self
             .get(&model.name, ev.aggregate_id)
-            .unwrap_or_else(|| Arc::new(record));
+            .or_else(|| ev.event_data.as_object().cloned().map(Arc::new))
+            .ok_or_else(|| ApiError::internal("a created record vanished"))?;
         hooks.after_create(ctx, &stored);
         Ok(stored)
     }
@@ -192,28 +183,26 @@ impl Engine {
             );
             record.insert("updated_at".into(), Value::String(now()));
             record.insert("version".into(), Value::from(old_version + 1));
-            let errors = hooks.validate(ctx, &record)?;
-            if !errors.is_empty() {
-                return Err(ApiError::invalid(errors));
-            }
-            let before = record.clone();
-            hooks.before_update(ctx, &old, &mut record)?;
-            if record != before {
-                keep_metadata(&mut record, &before);
-                self.recheck(ctx, model, &record, Some(&old))?;
+            let metadata = metadata_of(&record);
+            if hooks.before_update(ctx, &old, &mut record)? {
+                restore_metadata(&mut record, metadata);
+                self.recheck(model, &record, Some(&old))?;
             }
             let command = Command::Replace {
                 model: model.name.clone(),
                 id,
-                record: record.clone(),
+                record,
                 expected_version: old_version,
                 from_client: if_match.is_some(),
             };
             match self.store.propose(command, Self::actor(ctx)).await {
                 Ok(_) => {
-                    let stored = self
-                        .get(&model.name, id)
-                        .unwrap_or_else(|| Arc::new(record));
+                    let stored = self.get(&model.name, id).ok_or_else(|| {
+                        ApiError::not_found(format!(
+                            "the {} was deleted right after this update",
+                            model.name
+                        ))
+                    })?;
                     hooks.after_update(ctx, &old, &stored);
                     return Ok(stored);
                 }
@@ -269,15 +258,23 @@ impl Engine {
     }
 }
 
-/// A hook may change fields, not the server's metadata.
-fn keep_metadata(record: &mut Record, before: &Record) {
-    for k in validate::METADATA {
-        match before.get(*k) {
+/// The server's metadata of a record, which hooks may not change.
+fn metadata_of(record: &Record) -> Vec<(&'static str, Option<Value>)> {
+    validate::METADATA
+        .iter()
+        .map(|k| (*k, record.get(*k).cloned()))
+        .collect()
+}
+
+/// Puts the metadata back after a hook changed the record.
+fn restore_metadata(record: &mut Record, metadata: Vec<(&'static str, Option<Value>)>) {
+    for (k, v) in metadata {
+        match v {
             Some(v) => {
-                record.insert(k.to_string(), v.clone());
+                record.insert(k.to_string(), v);
             }
             None => {
-                record.remove(*k);
+                record.remove(k);
             }
         }
     }

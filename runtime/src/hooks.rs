@@ -108,9 +108,17 @@ impl std::fmt::Debug for ActionContext {
 }
 
 /// The runtime's view of a model's hooks: JSON records, object-safe.
+///
+/// `before_create` and `before_update` run the user's `before_*` hook, then `validate` on
+/// the result, converting the record to its struct once; they answer whether the hook
+/// changed the record.
 pub trait ModelHooks: Send + Sync {
     /// Before create; may change the record.
-    fn before_create(&self, ctx: &HookContext, record: &mut Map<String, Value>) -> HookResult;
+    fn before_create(
+        &self,
+        ctx: &HookContext,
+        record: &mut Map<String, Value>,
+    ) -> Result<bool, ApiError>;
     /// After create.
     fn after_create(&self, ctx: &HookContext, record: &Map<String, Value>);
     /// Before update; may change `new`.
@@ -119,19 +127,13 @@ pub trait ModelHooks: Send + Sync {
         ctx: &HookContext,
         old: &Map<String, Value>,
         new: &mut Map<String, Value>,
-    ) -> HookResult;
+    ) -> Result<bool, ApiError>;
     /// After update.
     fn after_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &Map<String, Value>);
     /// Before delete.
     fn before_delete(&self, ctx: &HookContext, record: &Map<String, Value>) -> HookResult;
     /// After delete.
     fn after_delete(&self, ctx: &HookContext, record: &Map<String, Value>);
-    /// Extra validation.
-    fn validate(
-        &self,
-        ctx: &HookContext,
-        record: &Map<String, Value>,
-    ) -> Result<Vec<FieldError>, ApiError>;
     /// Runs action `name`.
     fn action<'a>(
         &'a self,
@@ -171,7 +173,7 @@ pub trait TypedHooks<R>: Send + Sync + 'static {
 /// Wraps typed hooks as [`ModelHooks`].
 pub fn typed_hooks<R, H>(hooks: H) -> Box<dyn ModelHooks>
 where
-    R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    R: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static,
     H: TypedHooks<R>,
 {
     Box::new(Typed {
@@ -185,8 +187,9 @@ struct Typed<R, H> {
     _record: std::marker::PhantomData<fn() -> R>,
 }
 
+/// The record as its struct, read straight from the map (no copy of the map).
 fn to_typed<R: DeserializeOwned>(record: &Map<String, Value>) -> Result<R, ApiError> {
-    R::deserialize(Value::Object(record.clone()))
+    R::deserialize(record)
         .map_err(|e| ApiError::internal(format!("record does not fit its struct: {e}")))
 }
 
@@ -198,16 +201,45 @@ fn from_typed<R: Serialize>(record: &R) -> Result<Map<String, Value>, ApiError> 
     }
 }
 
-impl<R, H> ModelHooks for Typed<R, H>
+impl<R, H> Typed<R, H>
 where
-    R: Serialize + DeserializeOwned + Send + Sync + 'static,
+    R: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static,
     H: TypedHooks<R>,
 {
-    fn before_create(&self, ctx: &HookContext, record: &mut Map<String, Value>) -> HookResult {
-        let mut r: R = to_typed(record)?;
-        self.hooks.before_create(ctx, &mut r)?;
+    /// Validates the hook's result and writes it back if it changed.
+    fn finish(
+        &self,
+        ctx: &HookContext,
+        original: &R,
+        r: R,
+        record: &mut Map<String, Value>,
+    ) -> Result<bool, ApiError> {
+        let errors = self.hooks.validate(ctx, &r);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(errors));
+        }
+        if r == *original {
+            return Ok(false);
+        }
         *record = from_typed(&r)?;
-        Ok(())
+        Ok(true)
+    }
+}
+
+impl<R, H> ModelHooks for Typed<R, H>
+where
+    R: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static,
+    H: TypedHooks<R>,
+{
+    fn before_create(
+        &self,
+        ctx: &HookContext,
+        record: &mut Map<String, Value>,
+    ) -> Result<bool, ApiError> {
+        let original: R = to_typed(record)?;
+        let mut r = original.clone();
+        self.hooks.before_create(ctx, &mut r)?;
+        self.finish(ctx, &original, r, record)
     }
 
     fn after_create(&self, ctx: &HookContext, record: &Map<String, Value>) {
@@ -221,12 +253,12 @@ where
         ctx: &HookContext,
         old: &Map<String, Value>,
         new: &mut Map<String, Value>,
-    ) -> HookResult {
+    ) -> Result<bool, ApiError> {
         let o: R = to_typed(old)?;
-        let mut n: R = to_typed(new)?;
+        let original: R = to_typed(new)?;
+        let mut n = original.clone();
         self.hooks.before_update(ctx, &o, &mut n)?;
-        *new = from_typed(&n)?;
-        Ok(())
+        self.finish(ctx, &original, n, new)
     }
 
     fn after_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &Map<String, Value>) {
@@ -245,14 +277,6 @@ where
         }
     }
 
-    fn validate(
-        &self,
-        ctx: &HookContext,
-        record: &Map<String, Value>,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        Ok(self.hooks.validate(ctx, &to_typed(record)?))
-    }
-
     fn action<'a>(
         &'a self,
         name: &'a str,
@@ -268,8 +292,8 @@ where
 pub struct NoHooks;
 
 impl ModelHooks for NoHooks {
-    fn before_create(&self, _: &HookContext, _: &mut Map<String, Value>) -> HookResult {
-        Ok(())
+    fn before_create(&self, _: &HookContext, _: &mut Map<String, Value>) -> Result<bool, ApiError> {
+        Ok(false)
     }
     fn after_create(&self, _: &HookContext, _: &Map<String, Value>) {}
     fn before_update(
@@ -277,21 +301,14 @@ impl ModelHooks for NoHooks {
         _: &HookContext,
         _: &Map<String, Value>,
         _: &mut Map<String, Value>,
-    ) -> HookResult {
-        Ok(())
+    ) -> Result<bool, ApiError> {
+        Ok(false)
     }
     fn after_update(&self, _: &HookContext, _: &Map<String, Value>, _: &Map<String, Value>) {}
     fn before_delete(&self, _: &HookContext, _: &Map<String, Value>) -> HookResult {
         Ok(())
     }
     fn after_delete(&self, _: &HookContext, _: &Map<String, Value>) {}
-    fn validate(
-        &self,
-        _: &HookContext,
-        _: &Map<String, Value>,
-    ) -> Result<Vec<FieldError>, ApiError> {
-        Ok(Vec::new())
-    }
     fn action<'a>(
         &'a self,
         name: &'a str,

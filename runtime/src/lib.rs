@@ -26,6 +26,11 @@ pub mod validate;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// The allocator of every lithair service (feature `mimalloc`, on by default).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub use chrono;
 pub use cli::main;
 pub use error::{ApiError, FieldError};

@@ -490,13 +490,14 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Proposal>) {
-        let mut decided: Vec<(Proposal, Result<Event, Refused>)> = Vec::with_capacity(batch.len());
+        type Decided = Result<(Event, Option<Arc<Record>>), Refused>;
+        let mut decided: Vec<(Proposal, Decided)> = Vec::with_capacity(batch.len());
         {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             let mut overlay = Overlay::default();
             let mut seq = state.last_seq;
-            for p in batch {
-                let result = self.decide(&state, &mut overlay, &p, seq + 1);
+            for mut p in batch {
+                let result = self.decide(&state, &mut overlay, &mut p, seq + 1);
                 if result.is_ok() {
                     seq += 1;
                 }
@@ -506,7 +507,7 @@ impl Writer {
         let mut sled_batch = sled::Batch::default();
         let mut count = 0;
         for (_, r) in &decided {
-            if let Ok(ev) = r {
+            if let Ok((ev, _)) = r {
                 match serde_json::to_vec(ev) {
                     Ok(bytes) => sled_batch.insert(&ev.key(), bytes),
                     Err(e) => tracing::error!(error = %e, "cannot encode an event"),
@@ -523,9 +524,9 @@ impl Writer {
                 return;
             }
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for (_, r) in &decided {
-                if let Ok(ev) = r {
-                    state.apply(ev);
+            for (_, r) in &mut decided {
+                if let Ok((ev, record)) = r {
+                    state.publish(ev, record.take());
                 }
             }
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -533,7 +534,7 @@ impl Writer {
             self.maybe_snapshot(&mut state);
         }
         for (p, r) in decided {
-            let _ = p.reply.send(r);
+            let _ = p.reply.send(r.map(|(ev, _)| ev));
         }
     }
 
@@ -612,21 +613,29 @@ impl Writer {
             .find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
     }
 
+    /// Decides one command: the event it makes and the record it leaves (None: deleted).
     fn decide(
         &self,
         state: &State,
         overlay: &mut Overlay,
-        p: &Proposal,
+        p: &mut Proposal,
         seq: u64,
-    ) -> Result<Event, Refused> {
+    ) -> Result<(Event, Option<Arc<Record>>), Refused> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let (model, id, old, new, kind) = match &p.command {
+        let actor = p.actor.clone();
+        let (model, id, old, new, kind) = match &mut p.command {
             Command::Create { model, record } => {
                 let id = record_id(record)?;
                 if self.current(state, overlay, model, id).is_some() {
                     return Err(Refused::Storage(format!("record {id} exists already")));
                 }
-                (model, id, None, Some(record.clone()), EventKind::Created)
+                (
+                    model,
+                    id,
+                    None,
+                    Some(Arc::new(std::mem::take(record))),
+                    EventKind::Created,
+                )
             }
             Command::Replace {
                 model,
@@ -649,7 +658,7 @@ impl Writer {
                     model,
                     *id,
                     Some(old),
-                    Some(record.clone()),
+                    Some(Arc::new(std::mem::take(record))),
                     EventKind::Updated,
                 )
             }
@@ -734,11 +743,9 @@ impl Writer {
                 }
             }
         }
-        overlay
-            .records
-            .insert((model.clone(), id), new.clone().map(Arc::new));
+        overlay.records.insert((model.clone(), id), new.clone());
         let event_data = match (&old, &new, kind) {
-            (_, Some(n), EventKind::Created) => Value::Object(n.clone()),
+            (_, Some(n), EventKind::Created) => Value::Object((**n).clone()),
             (Some(o), Some(n), EventKind::Updated) => json!({
                 "changes": event::changes(o, n),
                 "updated_at": n.get("updated_at").cloned().unwrap_or(Value::Null),
@@ -754,20 +761,23 @@ impl Writer {
             EventKind::Updated => "Updated",
             EventKind::Deleted => "Deleted",
         };
-        Ok(Event {
-            format: FORMAT,
-            event_id: Uuid::new_v4(),
-            sequence_number: seq,
-            aggregate_id: id,
-            model: model.clone(),
-            event_type: format!("{model}{suffix}"),
-            kind,
-            version,
-            event_data,
-            created_at: now,
-            node_id: self.opts.node_id.clone(),
-            principal: p.actor.clone(),
-        })
+        Ok((
+            Event {
+                format: FORMAT,
+                event_id: Uuid::new_v4(),
+                sequence_number: seq,
+                aggregate_id: id,
+                model: model.clone(),
+                event_type: format!("{model}{suffix}"),
+                kind,
+                version,
+                event_data,
+                created_at: now,
+                node_id: self.opts.node_id.clone(),
+                principal: actor,
+            },
+            new,
+        ))
     }
 }
 

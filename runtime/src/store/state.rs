@@ -149,6 +149,16 @@ impl State {
         }
     }
 
+    /// Publishes a committed event whose resulting record the writer already holds.
+    pub fn publish(&mut self, ev: &Event, record: Option<Arc<Record>>) {
+        self.last_seq = self.last_seq.max(ev.sequence_number);
+        if let Some(ms) = self.models.get_mut(&ev.model) {
+            ms.put(ev.aggregate_id, record);
+            ms.dirty.insert(ev.aggregate_id);
+            ms.since_snapshot += 1;
+        }
+    }
+
     /// The record `id` of `model`.
     pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Record>> {
         self.models.get(model)?.records.get(&id).cloned()
