@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use lithair_runtime::config::SyncMode;
 use lithair_runtime::spec::CompiledSpec;
-use lithair_runtime::store::event::Actor;
+use lithair_runtime::store::event::{Actor, Stored};
 use lithair_runtime::store::{Command, Store, StoreOptions};
 use serde_json::Value;
 
@@ -57,7 +57,7 @@ fn main() -> anyhow::Result<()> {
             record["version"] = Value::from(1);
             let command = Command::Create {
                 model: args[3].clone(),
-                record: record.as_object().cloned().unwrap_or_default(),
+                record: Stored::new(record.as_object().cloned().unwrap_or_default()),
             };
             let store = store.clone();
             pending.spawn(async move {

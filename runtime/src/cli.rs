@@ -67,8 +67,10 @@ fn init_logs() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LITHAIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LITHAIR_LOG_FORMAT").is_ok_and(|v| v == "json");
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::hooks::{HookContext, ModelHooks, NoHooks};
 use crate::spec::{CompiledSpec, ModelSpec};
-use crate::store::event::{Actor, Record};
+use crate::store::event::{Actor, Record, Stored};
 use crate::store::{version_of, Command, Refused, Store};
 use crate::validate::{self, Mode};
 
@@ -56,7 +56,7 @@ impl Engine {
     }
 
     /// A record.
-    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Record>> {
+    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Stored>> {
         self.store.get(model, id)
     }
 
@@ -97,7 +97,7 @@ impl Engine {
     }
 
     /// Creates a record from a request body.
-    pub async fn create(&self, ctx: &HookContext, body: Value) -> Result<Arc<Record>, ApiError> {
+    pub async fn create(&self, ctx: &HookContext, body: Value) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let fields = validate::check_body(&self.spec, model, body, Mode::Create, None)?;
         let now = now();
@@ -118,7 +118,7 @@ impl Engine {
             .propose(
                 Command::Create {
                     model: model.name.clone(),
-                    record,
+                    record: Stored::new(record),
                 },
                 Self::actor(ctx),
             )
@@ -127,7 +127,12 @@ impl Engine {
         // Normally the committed record; if a delete already followed, the created one.
         let stored = self
             .get(&model.name, ev.aggregate_id)
-            .or_else(|| ev.event_data.as_object().cloned().map(Arc::new))
+            .or_else(|| {
+                ev.event_data
+                    .as_object()
+                    .cloned()
+                    .map(|m| Arc::new(Stored::new(m)))
+            })
             .ok_or_else(|| ApiError::internal("a created record vanished"))?;
         hooks.after_create(ctx, &stored);
         Ok(stored)
@@ -141,7 +146,7 @@ impl Engine {
         body: Value,
         patch: bool,
         if_match: Option<u64>,
-    ) -> Result<Arc<Record>, ApiError> {
+    ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
         for _ in 0..MAX_RETRIES {
@@ -162,7 +167,7 @@ impl Engine {
                         "a merge patch must be a JSON object",
                     ));
                 }
-                let mut current = Value::Object((*old).clone());
+                let mut current = Value::Object(old.record.clone());
                 validate::merge_patch(&mut current, &body);
                 if let Value::Object(m) = &mut current {
                     for k in ["created_at", "updated_at", "version"] {
@@ -191,7 +196,7 @@ impl Engine {
             let command = Command::Replace {
                 model: model.name.clone(),
                 id,
-                record,
+                record: Stored::new(record),
                 expected_version: old_version,
                 from_client: if_match.is_some(),
             };
@@ -227,7 +232,7 @@ impl Engine {
         id: Uuid,
         patch: Value,
         if_match: Option<u64>,
-    ) -> Result<Arc<Record>, ApiError> {
+    ) -> Result<Arc<Stored>, ApiError> {
         self.update(ctx, id, patch, true, if_match).await
     }
 

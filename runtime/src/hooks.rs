@@ -72,7 +72,7 @@ impl ActionContext {
     pub fn get(&self, id: Uuid) -> Option<Value> {
         self.engine
             .get(&self.model, id)
-            .map(|r| Value::Object((*r).clone()))
+            .map(|r| Value::Object(r.record.clone()))
     }
 
     /// The current record, as the generated struct.
@@ -94,7 +94,7 @@ impl ActionContext {
             operation: Operation::Patch,
         };
         let record = self.engine.patch(&ctx, id, patch, None).await?;
-        Ok(Value::Object((*record).clone()))
+        Ok(Value::Object(record.record.clone()))
     }
 }
 

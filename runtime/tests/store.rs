@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lithair_runtime::config::SyncMode;
 use lithair_runtime::spec::CompiledSpec;
-use lithair_runtime::store::event::{Actor, Record};
+use lithair_runtime::store::event::{Actor, Record, Stored};
 use lithair_runtime::store::{Command, OpenError, Refused, Store, StoreOptions};
 use serde_json::json;
 use uuid::Uuid;
@@ -55,7 +55,7 @@ fn record(code: &str, n: i64) -> Record {
 fn create(code: &str, n: i64) -> Command {
     Command::Create {
         model: "Item".into(),
-        record: record(code, n),
+        record: Stored::new(record(code, n)),
     }
 }
 
@@ -133,13 +133,13 @@ async fn versions_are_checked_in_the_writer() {
     let spec = spec();
     let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Never, 1000)).unwrap();
     let ev = store.propose(create("v", 1), actor()).await.unwrap();
-    let mut next = (*store.get("Item", ev.aggregate_id).unwrap()).clone();
+    let mut next = store.get("Item", ev.aggregate_id).unwrap().record.clone();
     next.insert("n".into(), json!(2));
     next.insert("version".into(), json!(2));
     let replace = |expected| Command::Replace {
         model: "Item".into(),
         id: ev.aggregate_id,
-        record: next.clone(),
+        record: Stored::new(next.clone()),
         expected_version: expected,
         from_client: true,
     };

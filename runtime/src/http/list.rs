@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::spec::{FieldType, ModelSpec};
-use crate::store::event::Record;
+use crate::store::event::Stored;
 use crate::store::state::State;
 
 /// Default page size.
@@ -158,14 +158,18 @@ impl ListQuery {
     }
 
     /// Runs the query against the state.
-    pub fn run(&self, state: &State, model: &ModelSpec) -> Value {
+    /// Runs the query against the state; answers the page as JSON text, made of the
+    /// records' stored JSON.
+    pub fn run(&self, state: &State, model: &ModelSpec) -> bytes::Bytes {
         let Some(ms) = state.models.get(&model.name) else {
-            return json!({"items": [], "total": 0, "limit": self.limit, "offset": self.offset});
+            return json!({"items": [], "total": 0, "limit": self.limit, "offset": self.offset})
+                .to_string()
+                .into();
         };
         // Use an index for the first indexed filter, if any.
         let indexed = self.filters.iter().find_map(|(f, v)| ms.lookup(f, v));
-        let matches = |r: &Arc<Record>| self.filters.iter().all(|(f, v)| equal(r.get(f), v));
-        let mut rows: Vec<Arc<Record>> = match indexed {
+        let matches = |r: &Arc<Stored>| self.filters.iter().all(|(f, v)| equal(r.get(f), v));
+        let mut rows: Vec<Arc<Stored>> = match indexed {
             Some(ids) => ids
                 .iter()
                 .filter_map(|id| ms.records.get(id).cloned())
@@ -193,13 +197,22 @@ impl ListQuery {
             Ordering::Equal
         });
         let total = rows.len();
-        let items: Vec<Value> = rows
-            .into_iter()
-            .skip(self.offset)
-            .take(self.limit)
-            .map(|r| Value::Object((*r).clone()))
-            .collect();
-        json!({"items": items, "total": total, "limit": self.limit, "offset": self.offset})
+        let mut out = Vec::with_capacity(64 + self.limit.min(total) * 400);
+        out.extend_from_slice(b"{\"items\":[");
+        for (i, r) in rows.iter().skip(self.offset).take(self.limit).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&r.json);
+        }
+        out.extend_from_slice(
+            format!(
+                "],\"total\":{total},\"limit\":{},\"offset\":{}}}",
+                self.limit, self.offset
+            )
+            .as_bytes(),
+        );
+        out.into()
     }
 }
 

@@ -21,6 +21,17 @@ pub fn json<T: serde::Serialize + ?Sized>(status: u16, body: &T) -> Resp {
     r
 }
 
+/// A JSON response from ready-made JSON text.
+pub fn json_bytes(status: u16, body: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(body));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
 /// A body-less response.
 pub fn empty(status: u16) -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));

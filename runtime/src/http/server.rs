@@ -201,7 +201,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 )?;
                 let query = ListQuery::parse(m, req.uri().query())?;
                 let page = app.engine.store.read(|s| query.run(s, m));
-                Ok(respond::json(200, &page))
+                Ok(respond::json_bytes(200, page))
             } else if method == Method::POST && m.operations.contains(&Operation::Create) {
                 authorize(
                     &principal,
@@ -217,7 +217,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                     .unwrap_or_default()
                     .to_string();
                 let etag = format!("\"{}\"", version_of(&record));
-                let r = respond::json(201, &*record);
+                let r = respond::json_bytes(201, record.json.clone());
                 let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
                 Ok(respond::with_header(r, "etag", &etag))
             } else {
@@ -256,25 +256,34 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 ))
             })?;
             let if_match = if_match(&req)?;
-            let ctx = hook_ctx(&principal, m, op);
             match op {
                 Operation::Get => {
                     let r = app.engine.get(&m.name, id).ok_or_else(|| {
                         ApiError::not_found(format!("no {} with this id", m.name))
                     })?;
                     let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(respond::json(200, &*r), "etag", &etag))
+                    Ok(respond::with_header(
+                        respond::json_bytes(200, r.json.clone()),
+                        "etag",
+                        &etag,
+                    ))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = read_json(app, req, op == Operation::Patch).await?;
+                    let ctx = hook_ctx(&principal, m, op);
                     let r = app
                         .engine
                         .update(&ctx, id, body, op == Operation::Patch, if_match)
                         .await?;
                     let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(respond::json(200, &*r), "etag", &etag))
+                    Ok(respond::with_header(
+                        respond::json_bytes(200, r.json.clone()),
+                        "etag",
+                        &etag,
+                    ))
                 }
                 _ => {
+                    let ctx = hook_ctx(&principal, m, op);
                     app.engine.delete(&ctx, id, if_match).await?;
                     Ok(respond::empty(204))
                 }

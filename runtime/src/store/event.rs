@@ -11,6 +11,31 @@ pub const FORMAT: u32 = 1;
 /// A record: its fields plus `id`, `created_at`, `updated_at`, `version`.
 pub type Record = Map<String, Value>;
 
+/// A record as the store keeps it: parsed, and as the JSON text that reads answer with
+/// (serialised once, when the record is written, not on every read).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Stored {
+    /// The parsed record.
+    pub record: Record,
+    /// Its JSON text.
+    pub json: bytes::Bytes,
+}
+
+impl Stored {
+    /// Serialises `record` once.
+    pub fn new(record: Record) -> Self {
+        let json = serde_json::to_vec(&record).unwrap_or_default().into();
+        Stored { record, json }
+    }
+}
+
+impl std::ops::Deref for Stored {
+    type Target = Record;
+    fn deref(&self) -> &Record {
+        &self.record
+    }
+}
+
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

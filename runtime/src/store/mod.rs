@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::config::SyncMode;
 use crate::spec::ServiceSpec;
 use crate::validate::index_key;
-use event::{Actor, Event, EventKind, Record, FORMAT};
+use event::{Actor, Event, EventKind, Record, Stored, FORMAT};
 use state::State;
 
 /// Why the store cannot open.
@@ -57,7 +57,7 @@ pub enum Command {
         /// Model.
         model: String,
         /// The new record.
-        record: Record,
+        record: Stored,
     },
     /// Replace record `id`, which must still be at `expected_version`.
     Replace {
@@ -66,7 +66,7 @@ pub enum Command {
         /// Record id.
         id: Uuid,
         /// The whole new record.
-        record: Record,
+        record: Stored,
         /// The version the change was computed from.
         expected_version: u64,
         /// Whether that version came from the client's If-Match (412) or from our read (retry).
@@ -235,7 +235,9 @@ impl Store {
             SyncMode::Never => Some(1000),
             _ => None,
         };
+        // Reads are served from memory: sled's own cache only serves writes and the start.
         let db = sled::Config::new()
+            .cache_capacity(64 * 1024 * 1024)
             .path(&path)
             .flush_every_ms(flush_every)
             .mode(sled::Mode::HighThroughput)
@@ -423,7 +425,7 @@ impl Store {
     }
 
     /// The record `id` of `model`.
-    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Record>> {
+    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Stored>> {
         self.read(|s| s.get(model, id))
     }
 
@@ -468,7 +470,7 @@ struct Writer {
 /// The batch's effects not yet in the shared state.
 #[derive(Default)]
 struct Overlay {
-    records: HashMap<(String, Uuid), Option<Arc<Record>>>,
+    records: HashMap<(String, Uuid), Option<Arc<Stored>>>,
     claims: HashMap<(String, String, String), Option<Uuid>>,
 }
 
@@ -490,7 +492,7 @@ impl Writer {
     }
 
     fn commit(&mut self, batch: Vec<Proposal>) {
-        type Decided = Result<(Event, Option<Arc<Record>>), Refused>;
+        type Decided = Result<(Event, Option<Arc<Stored>>), Refused>;
         let mut decided: Vec<(Proposal, Decided)> = Vec::with_capacity(batch.len());
         {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
@@ -584,7 +586,7 @@ impl Writer {
         overlay: &Overlay,
         model: &str,
         id: Uuid,
-    ) -> Option<Arc<Record>> {
+    ) -> Option<Arc<Stored>> {
         match overlay.records.get(&(model.to_string(), id)) {
             Some(r) => r.clone(),
             None => state.get(model, id),
@@ -609,7 +611,6 @@ impl Writer {
         let ids = state.models.get(model)?.indexes.get(field)?.get(key)?;
         // Ids whose record the batch already changed are judged by the overlay.
         ids.iter()
-            .copied()
             .find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
     }
 
@@ -620,7 +621,7 @@ impl Writer {
         overlay: &mut Overlay,
         p: &mut Proposal,
         seq: u64,
-    ) -> Result<(Event, Option<Arc<Record>>), Refused> {
+    ) -> Result<(Event, Option<Arc<Stored>>), Refused> {
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let actor = p.actor.clone();
         let (model, id, old, new, kind) = match &mut p.command {
@@ -745,7 +746,7 @@ impl Writer {
         }
         overlay.records.insert((model.clone(), id), new.clone());
         let event_data = match (&old, &new, kind) {
-            (_, Some(n), EventKind::Created) => Value::Object((**n).clone()),
+            (_, Some(n), EventKind::Created) => Value::Object(n.record.clone()),
             (Some(o), Some(n), EventKind::Updated) => json!({
                 "changes": event::changes(o, n),
                 "updated_at": n.get("updated_at").cloned().unwrap_or(Value::Null),

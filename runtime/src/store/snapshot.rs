@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::event::Record;
+use super::event::{Record, Stored};
 use super::state::State;
 use super::Stats;
 
@@ -42,10 +42,7 @@ pub fn write(tree: &sled::Tree, state: &mut State, model: &str, seq: u64) -> Res
     for id in ms.dirty.drain() {
         let key = record_key(model, &id);
         match ms.records.get(&id) {
-            Some(r) => batch.insert(
-                key,
-                serde_json::to_vec(r.as_ref()).map_err(|e| e.to_string())?,
-            ),
+            Some(r) => batch.insert(key, &r.json[..]),
             None => batch.remove(key),
         }
     }
@@ -85,9 +82,17 @@ pub fn load(
                 .ok_or_else(|| format!("a key of the snapshot of {model} is damaged"))?;
             let mut r: Record = serde_json::from_slice(&v)
                 .map_err(|e| format!("record {id} in the snapshot of {model} is damaged: {e}"))?;
-            state.upcast(&model, &mut r);
+            // The stored text is reused unless the record gained defaults.
+            let stored = if state.upcast(&model, &mut r) {
+                Stored::new(r)
+            } else {
+                Stored {
+                    record: r,
+                    json: bytes::Bytes::copy_from_slice(&v),
+                }
+            };
             if let Some(ms) = state.models.get_mut(&model) {
-                ms.put(id, Some(Arc::new(r)));
+                ms.put(id, Some(Arc::new(stored)));
             }
             loaded += 1;
         }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::event::{Event, Record};
+use super::event::{Event, Record, Stored};
 use crate::spec::ServiceSpec;
 use crate::validate::index_key;
 
@@ -16,9 +16,9 @@ use crate::validate::index_key;
 #[derive(Clone, Debug, Default)]
 pub struct ModelState {
     /// Records by id. A persistent map: cloning it for a snapshot is O(1).
-    pub records: imbl::OrdMap<Uuid, Arc<Record>>,
+    pub records: imbl::OrdMap<Uuid, Arc<Stored>>,
     /// field -> canonical value -> ids holding it.
-    pub indexes: HashMap<String, HashMap<String, BTreeSet<Uuid>>>,
+    pub indexes: HashMap<String, HashMap<String, IdSet>>,
     /// Events of this model applied since its last snapshot.
     pub since_snapshot: u64,
     /// Sequence number of the model's last snapshot (0: none).
@@ -27,14 +27,64 @@ pub struct ModelState {
     pub dirty: std::collections::HashSet<Uuid>,
 }
 
+/// The ids holding one indexed value. Most values of unique or selective fields are held
+/// by one record: that case takes no allocation of its own.
+#[derive(Clone, Debug)]
+pub enum IdSet {
+    /// One id.
+    One(Uuid),
+    /// Several ids.
+    Many(BTreeSet<Uuid>),
+}
+
+impl IdSet {
+    fn insert(&mut self, id: Uuid) {
+        match self {
+            IdSet::One(x) if *x == id => {}
+            IdSet::One(x) => *self = IdSet::Many(BTreeSet::from([*x, id])),
+            IdSet::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    /// Removes `id`; answers whether the set is now empty.
+    fn remove(&mut self, id: &Uuid) -> bool {
+        match self {
+            IdSet::One(x) => x == id,
+            IdSet::Many(set) => {
+                set.remove(id);
+                if set.len() == 1 {
+                    if let Some(only) = set.iter().next().copied() {
+                        *self = IdSet::One(only);
+                    }
+                }
+                set_is_empty(self)
+            }
+        }
+    }
+
+    /// The ids, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Uuid> + '_ {
+        let (one, many) = match self {
+            IdSet::One(x) => (Some(*x), None),
+            IdSet::Many(set) => (None, Some(set.iter().copied())),
+        };
+        one.into_iter().chain(many.into_iter().flatten())
+    }
+}
+
+fn set_is_empty(s: &IdSet) -> bool {
+    matches!(s, IdSet::Many(set) if set.is_empty())
+}
+
 impl ModelState {
     fn unindex(&mut self, id: Uuid, r: &Record) {
         for (field, idx) in self.indexes.iter_mut() {
             if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
                 let key = index_key(v);
                 if let Some(set) = idx.get_mut(&key) {
-                    set.remove(&id);
-                    if set.is_empty() {
+                    if set.remove(&id) {
                         idx.remove(&key);
                     }
                 }
@@ -45,13 +95,18 @@ impl ModelState {
     fn index(&mut self, id: Uuid, r: &Record) {
         for (field, idx) in self.indexes.iter_mut() {
             if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
-                idx.entry(index_key(v)).or_default().insert(id);
+                match idx.get_mut(&index_key(v)) {
+                    Some(set) => set.insert(id),
+                    None => {
+                        idx.insert(index_key(v), IdSet::One(id));
+                    }
+                }
             }
         }
     }
 
     /// Puts (or removes, with `None`) a record, keeping the indexes right.
-    pub fn put(&mut self, id: Uuid, record: Option<Arc<Record>>) {
+    pub fn put(&mut self, id: Uuid, record: Option<Arc<Stored>>) {
         if let Some(old) = self.records.get(&id).cloned() {
             self.unindex(id, &old);
         }
@@ -71,7 +126,7 @@ impl ModelState {
         let idx = self.indexes.get(field)?;
         Some(
             idx.get(&index_key(value))
-                .map(|s| s.iter().copied().collect())
+                .map(|s| s.iter().collect())
                 .unwrap_or_default(),
         )
     }
@@ -119,12 +174,16 @@ impl State {
 
     /// Brings a record written under an older schema up to date: a field added since,
     /// with a default, gets that default (optional fields stay absent).
-    pub fn upcast(&self, model: &str, record: &mut Record) {
+    /// Answers whether it changed anything.
+    pub fn upcast(&self, model: &str, record: &mut Record) -> bool {
+        let mut changed = false;
         for (field, value) in self.defaults.get(model).into_iter().flatten() {
             if !record.contains_key(field) {
                 record.insert(field.clone(), value.clone());
+                changed = true;
             }
         }
+        changed
     }
 
     /// Applies a committed event. Events of models the schema no longer has are skipped
@@ -138,19 +197,19 @@ impl State {
         else {
             return;
         };
-        let mut next = ev.apply(previous.as_deref());
+        let mut next = ev.apply(previous.as_deref().map(|s| &s.record));
         if let Some(r) = next.as_mut() {
             self.upcast(&ev.model, r);
         }
         if let Some(ms) = self.models.get_mut(&ev.model) {
-            ms.put(ev.aggregate_id, next.map(Arc::new));
+            ms.put(ev.aggregate_id, next.map(|r| Arc::new(Stored::new(r))));
             ms.dirty.insert(ev.aggregate_id);
             ms.since_snapshot += 1;
         }
     }
 
     /// Publishes a committed event whose resulting record the writer already holds.
-    pub fn publish(&mut self, ev: &Event, record: Option<Arc<Record>>) {
+    pub fn publish(&mut self, ev: &Event, record: Option<Arc<Stored>>) {
         self.last_seq = self.last_seq.max(ev.sequence_number);
         if let Some(ms) = self.models.get_mut(&ev.model) {
             ms.put(ev.aggregate_id, record);
@@ -160,7 +219,7 @@ impl State {
     }
 
     /// The record `id` of `model`.
-    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Record>> {
+    pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Stored>> {
         self.models.get(model)?.records.get(&id).cloned()
     }
 }
