@@ -14,7 +14,7 @@ const POST_HANDLERS: &str = r#"//! My hooks for posts: written by hand, must sur
 
 use lithair_runtime::prelude::*;
 
-use crate::generated::post::{Post, PostHooks};
+use crate::generated::post::{Post, PostHooks, PostStatus};
 
 /// Handlers of `Post`.
 #[derive(Debug, Default)]
@@ -26,6 +26,23 @@ impl PostHooks for PostHandlers {
         record.title = record.title.trim().to_string();
         if record.title == "forbidden" {
             return Err(ApiError::unprocessable("title", "forbidden", "this title is not allowed"));
+        }
+        Ok(())
+    }
+
+    // Titles stay trimmed; a published post keeps its slug (409 otherwise).
+    fn before_update(&self, _ctx: &HookContext, old: &Post, new: &mut Post) -> HookResult {
+        new.title = new.title.trim().to_string();
+        if old.status == PostStatus::Published && new.slug != old.slug {
+            return Err(ApiError::new(409, "Conflict", "a published post keeps its slug"));
+        }
+        Ok(())
+    }
+
+    // Published posts cannot be deleted (403).
+    fn before_delete(&self, _ctx: &HookContext, record: &Post) -> HookResult {
+        if record.status == PostStatus::Published {
+            return Err(ApiError::forbidden("a published post cannot be deleted"));
         }
         Ok(())
     }
@@ -158,7 +175,59 @@ fn edits_survive_schema_changes_and_the_crate_builds_and_runs() {
         &[],
     );
     assert_eq!(tag.status, 201, "{}", tag.text);
+    let post_url = server.url(&format!("/api/posts/{id}"));
+    let slug_change = call(
+        "PATCH",
+        &post_url,
+        Some(&token),
+        Some(&json!({"slug": "other"})),
+        &[],
+    );
+    assert_eq!(
+        slug_change.status, 409,
+        "before_update refuses: {}",
+        slug_change.text
+    );
+    let retitled = call(
+        "PATCH",
+        &post_url,
+        Some(&token),
+        Some(&json!({"title": "  New  "})),
+        &[],
+    );
+    assert_eq!(retitled.status, 200, "{}", retitled.text);
+    assert_eq!(
+        retitled.json["title"], "New",
+        "before_update trimmed the title"
+    );
+    assert_eq!(
+        call("DELETE", &post_url, Some(&token), None, &[]).status,
+        403,
+        "before_delete refuses"
+    );
+    let draft = call(
+        "POST",
+        &server.url("/api/posts"),
+        Some(&token),
+        Some(&json!({"author": author_id, "title": "Draft", "slug": "draft", "body": "x"})),
+        &[],
+    );
+    let draft_id = draft.json["id"].as_str().unwrap();
+    assert_eq!(
+        call(
+            "DELETE",
+            &server.url(&format!("/api/posts/{draft_id}")),
+            Some(&token),
+            None,
+            &[]
+        )
+        .status,
+        204
+    );
     drop(server);
+
+    // `lithair-gen run` builds (nothing to do here) and starts the service.
+    run_verb_starts_the_service(&dir, &tmp.path().join("run-data"));
 
     // A hand edit of a generated file is refused, with the diff; --force restores it.
     let generated = dir.join("src/generated/post.rs");
@@ -188,4 +257,40 @@ fn edits_survive_schema_changes_and_the_crate_builds_and_runs() {
     assert_eq!(std::fs::read_to_string(&generated).unwrap(), pristine);
     assert_eq!(gen(GEN, &["check", "--project", p], &dir).0, 0);
     assert_eq!(std::fs::read_to_string(&handler).unwrap(), POST_HANDLERS);
+}
+
+fn run_verb_starts_the_service(dir: &std::path::Path, data: &std::path::Path) {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut child = std::process::Command::new(GEN)
+        .args(["run", "--project"])
+        .arg(dir)
+        .args(["--", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+        .arg(data)
+        .env("CARGO_TARGET_DIR", e2e_target())
+        .env("LITHAIR_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut addr = None;
+    for line in std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(a) = line.strip_prefix("listening on http://") {
+            addr = Some(a.trim().to_string());
+            break;
+        }
+    }
+    let addr = addr.expect("`lithair-gen run` did not start the service");
+    let health = call("GET", &format!("http://{addr}/health"), None, None, &[]);
+    // SAFETY: signals our own child's process group.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGTERM);
+    }
+    let _ = child.wait();
+    assert_eq!(health.status, 200);
 }
