@@ -1,0 +1,314 @@
+//! lithair-spec: the checked model of a service, shared by the generator and the runtime.
+//!
+//! lithair-gen turns a YAML schema into a [`Schema`] once every diagnostic has passed and
+//! writes it to `src/generated/spec.json` in the generated crate; lithair-runtime reads that
+//! file at start. One definition of these types keeps the two sides from drifting apart.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A whole, checked schema.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schema {
+    /// The service block.
+    pub service: Service,
+    /// Declared roles (`public` is implicit and not listed).
+    pub roles: Vec<Role>,
+    /// Models in source order.
+    pub models: Vec<Model>,
+}
+
+/// `service:`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    /// Crate and binary name (lowercase, `-` or `_`).
+    pub name: String,
+    /// What the service is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A role and the roles whose permissions it also holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Role {
+    /// The role's name.
+    pub name: String,
+    /// Roles this one inherits from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inherits: Vec<String>,
+}
+
+/// The operations a model may expose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    /// `GET /api/<plural>`.
+    List,
+    /// `GET /api/<plural>/{id}`.
+    Get,
+    /// `POST /api/<plural>`.
+    Create,
+    /// `PUT /api/<plural>/{id}`.
+    Update,
+    /// `PATCH /api/<plural>/{id}`.
+    Patch,
+    /// `DELETE /api/<plural>/{id}`.
+    Delete,
+}
+
+impl Operation {
+    /// Every operation, in the order of the YAML default.
+    pub const ALL: [Operation; 6] = [
+        Operation::List,
+        Operation::Get,
+        Operation::Create,
+        Operation::Update,
+        Operation::Patch,
+        Operation::Delete,
+    ];
+
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::List => "list",
+            Operation::Get => "get",
+            Operation::Create => "create",
+            Operation::Update => "update",
+            Operation::Patch => "patch",
+            Operation::Delete => "delete",
+        }
+    }
+}
+
+/// Who may do what with a model. Each list names roles; an empty list denies everyone.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Permissions {
+    /// `list` and `get`.
+    pub read: Vec<String>,
+    /// `create`.
+    pub create: Vec<String>,
+    /// `update` and `patch`.
+    pub update: Vec<String>,
+    /// `delete`.
+    pub delete: Vec<String>,
+}
+
+/// A model: one resource with its CRUD endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Model {
+    /// PascalCase name.
+    pub name: String,
+    /// snake_case name, used for files and modules.
+    pub snake: String,
+    /// URL path of the collection.
+    pub path: String,
+    /// What the model is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Enabled operations, in canonical order.
+    pub operations: Vec<Operation>,
+    /// Role lists per operation group.
+    pub permissions: Permissions,
+    /// Snapshot the model's store every N events (None: the config's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<u64>,
+    /// Fields in source order (the implicit `id` is not listed).
+    pub fields: Vec<Field>,
+    /// Custom endpoints whose bodies the user writes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
+}
+
+impl Model {
+    /// Whether `op` is enabled.
+    pub fn has(&self, op: Operation) -> bool {
+        self.operations.contains(&op)
+    }
+
+    /// The field named `name`.
+    pub fn field(&self, name: &str) -> Option<&Field> {
+        self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+impl Permissions {
+    /// The roles allowed to run `op`.
+    pub fn for_op(&self, op: Operation) -> &[String] {
+        match op {
+            Operation::List | Operation::Get => &self.read,
+            Operation::Create => &self.create,
+            Operation::Update | Operation::Patch => &self.update,
+            Operation::Delete => &self.delete,
+        }
+    }
+}
+
+/// A field's type.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FieldType {
+    /// A short string.
+    String,
+    /// A long string.
+    Text,
+    /// `true` or `false`.
+    Bool,
+    /// A 64-bit signed integer.
+    Int,
+    /// A 64-bit float.
+    Float,
+    /// A UUID.
+    Uuid,
+    /// A calendar date (`2024-09-13`).
+    Date,
+    /// An RFC 3339 timestamp.
+    Datetime,
+    /// Any JSON value.
+    Json,
+    /// One of fixed strings.
+    Enum {
+        /// The allowed values.
+        values: Vec<String>,
+    },
+    /// A list of items.
+    List {
+        /// The item type.
+        item: Box<FieldType>,
+    },
+    /// The id of a record of another model.
+    Ref {
+        /// The referenced model.
+        model: String,
+    },
+}
+
+impl FieldType {
+    /// The type as written in YAML (`list<string>`, `ref<Category>`...).
+    pub fn spelling(&self) -> String {
+        match self {
+            FieldType::String => "string".into(),
+            FieldType::Text => "text".into(),
+            FieldType::Bool => "bool".into(),
+            FieldType::Int => "int".into(),
+            FieldType::Float => "float".into(),
+            FieldType::Uuid => "uuid".into(),
+            FieldType::Date => "date".into(),
+            FieldType::Datetime => "datetime".into(),
+            FieldType::Json => "json".into(),
+            FieldType::Enum { .. } => "enum".into(),
+            FieldType::List { item } => format!("list<{}>", item.spelling()),
+            FieldType::Ref { model } => format!("ref<{model}>"),
+        }
+    }
+
+    /// Whether values of this type are strings (for length and pattern rules).
+    pub fn is_stringy(&self) -> bool {
+        matches!(self, FieldType::String | FieldType::Text)
+    }
+
+    /// Whether values of this type are numbers (for min/max and aggregates).
+    pub fn is_numeric(&self) -> bool {
+        matches!(self, FieldType::Int | FieldType::Float)
+    }
+}
+
+/// Value rules of a field (`validate:`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    /// Smallest number allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest number allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// Fewest characters (strings) or items (lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_length: Option<u64>,
+    /// Most characters (strings) or items (lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_length: Option<u64>,
+    /// A regular expression the whole string must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+}
+
+impl Rules {
+    /// Whether no rule is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Rules::default()
+    }
+}
+
+/// A field of a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Field {
+    /// snake_case name, as in JSON.
+    pub name: String,
+    /// The type.
+    #[serde(rename = "type")]
+    pub ty: FieldType,
+    /// May be absent or null.
+    #[serde(default)]
+    pub optional: bool,
+    /// The value used when a create leaves the field out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
+    /// No two records share a value.
+    #[serde(default)]
+    pub unique: bool,
+    /// Kept in a secondary index (fast equality filters).
+    #[serde(default)]
+    pub indexed: bool,
+    /// Set on create, refused on update.
+    #[serde(default)]
+    pub immutable: bool,
+    /// Value rules.
+    #[serde(default, skip_serializing_if = "Rules::is_empty")]
+    pub rules: Rules,
+    /// What the field holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Field {
+    /// Whether a create must carry this field.
+    pub fn required(&self) -> bool {
+        !self.optional && self.default.is_none()
+    }
+}
+
+/// A custom endpoint on a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Action {
+    /// snake_case name; also the hook method's name.
+    pub name: String,
+    /// HTTP method.
+    pub method: String,
+    /// Path below the model's path, e.g. `{id}/restock` or `import`.
+    pub path: String,
+    /// Roles allowed to call it.
+    pub permission: Vec<String>,
+    /// What it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Action {
+    /// Whether the action works on one record (its path starts with `{id}`).
+    pub fn on_record(&self) -> bool {
+        self.path.starts_with("{id}")
+    }
+
+    /// The path after `{id}/` (or the whole path for collection actions).
+    pub fn tail(&self) -> &str {
+        self.path.strip_prefix("{id}/").unwrap_or(&self.path)
+    }
+}
