@@ -31,6 +31,19 @@ fn shop() -> &'static Shop {
         let dir = tmp.path().join("shop");
         new_project(GEN, "shop", &dir);
         let bin = build(&dir);
+        // Generated code is held to the same bar as ours.
+        let clippy =
+            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+                .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
+                .current_dir(&dir)
+                .env("CARGO_TARGET_DIR", e2e_target())
+                .output()
+                .unwrap();
+        assert!(
+            clippy.status.success(),
+            "clippy on the generated shop:\n{}",
+            String::from_utf8_lossy(&clippy.stderr)
+        );
         let viewer = mint_token(&bin, &dir, "viewer", &["viewer"]);
         let editor = mint_token(&bin, &dir, "editor", &["editor"]);
         let admin = mint_token(&bin, &dir, "admin", &["admin"]);

@@ -150,3 +150,19 @@ fn the_runtime_is_found_from_the_checkout_or_where_the_user_says() {
     let cargo = std::fs::read_to_string(dir3.join("Cargo.toml")).unwrap();
     assert!(cargo.contains("lithair-runtime = \"0.1\""), "{cargo}");
 }
+
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lithair-gen"))
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("lithair-gen") && text.contains("generate"),
+            "{shell}: {text}"
+        );
+    }
+}
