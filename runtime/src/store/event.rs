@@ -29,6 +29,20 @@ impl Stored {
     }
 }
 
+// On the wire (Raft entries) a stored record travels as its JSON object; the text is
+// rebuilt on arrival.
+impl Serialize for Stored {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.record.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stored {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Record::deserialize(d).map(Stored::new)
+    }
+}
+
 impl std::ops::Deref for Stored {
     type Target = Record;
     fn deref(&self) -> &Record {

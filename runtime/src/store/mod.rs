@@ -14,6 +14,7 @@
 //! sequence number, in one atomic batch (see `snapshot.rs`). A restart loads that tree
 //! and replays only the events after it.
 
+pub mod decide;
 pub mod event;
 pub mod snapshot;
 pub mod state;
@@ -25,14 +26,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::config::SyncMode;
 use crate::spec::ServiceSpec;
-use crate::validate::index_key;
-use event::{Actor, Event, EventKind, Record, Stored, FORMAT};
+use decide::{Decider, Overlay, Stamped};
+use event::{Actor, Event, Record, Stored, FORMAT};
 use state::State;
 
 /// Why the store cannot open.
@@ -50,7 +51,7 @@ pub enum OpenError {
 }
 
 /// A write, as proposed to the store.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Create `record` (complete: id, timestamps and version stamped).
     Create {
@@ -84,7 +85,7 @@ pub enum Command {
 }
 
 /// Why a command was refused.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Refused {
     /// No such record.
     NotFound,
@@ -115,44 +116,6 @@ pub enum Refused {
     Storage(String),
 }
 
-/// Field names with their ref targets and unique flags, per model, for decisions.
-#[derive(Clone, Debug, Default)]
-struct Rules {
-    unique: HashMap<String, Vec<String>>,
-    refs: HashMap<String, Vec<(String, String, bool)>>,
-}
-
-impl Rules {
-    fn new(spec: &ServiceSpec) -> Self {
-        use crate::spec::FieldType;
-        let mut r = Rules::default();
-        for m in &spec.models {
-            r.unique.insert(
-                m.name.clone(),
-                m.fields
-                    .iter()
-                    .filter(|f| f.unique)
-                    .map(|f| f.name.clone())
-                    .collect(),
-            );
-            let refs = m
-                .fields
-                .iter()
-                .filter_map(|f| match &f.ty {
-                    FieldType::Ref { model } => Some((f.name.clone(), model.clone(), false)),
-                    FieldType::List { item } => match &**item {
-                        FieldType::Ref { model } => Some((f.name.clone(), model.clone(), true)),
-                        _ => None,
-                    },
-                    _ => None,
-                })
-                .collect();
-            r.refs.insert(m.name.clone(), refs);
-        }
-        r
-    }
-}
-
 /// Counters the store exposes (also at `/metrics`).
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -169,8 +132,7 @@ pub struct Stats {
 }
 
 struct Proposal {
-    command: Command,
-    actor: Actor,
+    stamped: Stamped,
     reply: oneshot::Sender<Result<Event, Refused>>,
 }
 
@@ -197,6 +159,7 @@ pub struct Store {
     /// Counters.
     pub stats: Arc<Stats>,
     closed: Arc<AtomicBool>,
+    node_id: String,
 }
 
 impl Drop for Store {
@@ -344,7 +307,7 @@ impl Store {
             events,
             snapshots,
             state: state.clone(),
-            rules: Rules::new(spec),
+            decider: Decider::new(spec),
             snapshot_every: spec
                 .models
                 .iter()
@@ -399,6 +362,7 @@ impl Store {
             writer: Some(writer),
             stats,
             closed,
+            node_id: opts.node_id.clone(),
         })
     }
 
@@ -409,8 +373,13 @@ impl Store {
             .as_ref()
             .ok_or_else(|| Refused::Storage("the store is closed".into()))?
             .send(Proposal {
-                command,
-                actor,
+                stamped: Stamped {
+                    command,
+                    actor,
+                    event_id: Uuid::new_v4(),
+                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                    node_id: self.node_id.clone(),
+                },
                 reply,
             })
             .map_err(|_| Refused::Storage("the store's writer has stopped".into()))?;
@@ -460,18 +429,11 @@ struct Writer {
     events: sled::Tree,
     snapshots: sled::Tree,
     state: Arc<RwLock<State>>,
-    rules: Rules,
+    decider: Decider,
     snapshot_every: HashMap<String, u64>,
     opts: StoreOptions,
     log_file: Option<File>,
     stats: Arc<Stats>,
-}
-
-/// The batch's effects not yet in the shared state.
-#[derive(Default)]
-struct Overlay {
-    records: HashMap<(String, Uuid), Option<Arc<Stored>>>,
-    claims: HashMap<(String, String, String), Option<Uuid>>,
 }
 
 const MAX_BATCH: usize = 1024;
@@ -499,7 +461,9 @@ impl Writer {
             let mut overlay = Overlay::default();
             let mut seq = state.last_seq;
             for mut p in batch {
-                let result = self.decide(&state, &mut overlay, &mut p, seq + 1);
+                let result = self
+                    .decider
+                    .decide(&state, &mut overlay, &mut p.stamped, seq + 1);
                 if result.is_ok() {
                     seq += 1;
                 }
@@ -579,210 +543,9 @@ impl Writer {
             }
         }
     }
-
-    fn current(
-        &self,
-        state: &State,
-        overlay: &Overlay,
-        model: &str,
-        id: Uuid,
-    ) -> Option<Arc<Stored>> {
-        match overlay.records.get(&(model.to_string(), id)) {
-            Some(r) => r.clone(),
-            None => state.get(model, id),
-        }
-    }
-
-    fn holder(
-        &self,
-        state: &State,
-        overlay: &Overlay,
-        model: &str,
-        field: &str,
-        key: &str,
-    ) -> Option<Uuid> {
-        if let Some(c) =
-            overlay
-                .claims
-                .get(&(model.to_string(), field.to_string(), key.to_string()))
-        {
-            return *c;
-        }
-        let ids = state.models.get(model)?.indexes.get(field)?.get(key)?;
-        // Ids whose record the batch already changed are judged by the overlay.
-        ids.iter()
-            .find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
-    }
-
-    /// Decides one command: the event it makes and the record it leaves (None: deleted).
-    fn decide(
-        &self,
-        state: &State,
-        overlay: &mut Overlay,
-        p: &mut Proposal,
-        seq: u64,
-    ) -> Result<(Event, Option<Arc<Stored>>), Refused> {
-        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-        let actor = p.actor.clone();
-        let (model, id, old, new, kind) = match &mut p.command {
-            Command::Create { model, record } => {
-                let id = record_id(record)?;
-                if self.current(state, overlay, model, id).is_some() {
-                    return Err(Refused::Storage(format!("record {id} exists already")));
-                }
-                (
-                    model,
-                    id,
-                    None,
-                    Some(Arc::new(std::mem::take(record))),
-                    EventKind::Created,
-                )
-            }
-            Command::Replace {
-                model,
-                id,
-                record,
-                expected_version,
-                from_client,
-            } => {
-                let old = self
-                    .current(state, overlay, model, *id)
-                    .ok_or(Refused::NotFound)?;
-                let current = version_of(&old);
-                if current != *expected_version {
-                    return Err(Refused::VersionMismatch {
-                        current,
-                        from_client: *from_client,
-                    });
-                }
-                (
-                    model,
-                    *id,
-                    Some(old),
-                    Some(Arc::new(std::mem::take(record))),
-                    EventKind::Updated,
-                )
-            }
-            Command::Delete {
-                model,
-                id,
-                expected_version,
-            } => {
-                let old = self
-                    .current(state, overlay, model, *id)
-                    .ok_or(Refused::NotFound)?;
-                let current = version_of(&old);
-                if expected_version.is_some_and(|v| v != current) {
-                    return Err(Refused::VersionMismatch {
-                        current,
-                        from_client: true,
-                    });
-                }
-                (model, *id, Some(old), None, EventKind::Deleted)
-            }
-        };
-        if let Some(new) = &new {
-            for field in self.rules.unique.get(model).into_iter().flatten() {
-                if let Some(v) = new.get(field).filter(|v| !v.is_null()) {
-                    if let Some(holder) = self
-                        .holder(state, overlay, model, field, &index_key(v))
-                        .filter(|h| *h != id)
-                    {
-                        return Err(Refused::Unique {
-                            field: field.clone(),
-                            holder,
-                        });
-                    }
-                }
-            }
-            for (field, target, is_list) in self.rules.refs.get(model).into_iter().flatten() {
-                let values: Vec<(String, &Value)> = match new.get(field) {
-                    Some(Value::Array(items)) if *is_list => items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (format!("{field}[{i}]"), v))
-                        .collect(),
-                    Some(v) if !v.is_null() => vec![(field.clone(), v)],
-                    _ => Vec::new(),
-                };
-                for (at, v) in values {
-                    let target_id = v.as_str().and_then(|s| Uuid::parse_str(s).ok());
-                    let exists = target_id
-                        .is_some_and(|t| self.current(state, overlay, target, t).is_some());
-                    if !exists {
-                        return Err(Refused::MissingRef {
-                            field: at,
-                            model: target.clone(),
-                            id: v.as_str().unwrap_or("").to_string(),
-                        });
-                    }
-                }
-            }
-        }
-        // Record the batch's effects for the commands after this one.
-        for field in self.rules.unique.get(model).into_iter().flatten() {
-            let old_key = old
-                .as_ref()
-                .and_then(|o| o.get(field))
-                .filter(|v| !v.is_null())
-                .map(index_key);
-            let new_key = new
-                .as_ref()
-                .and_then(|n| n.get(field))
-                .filter(|v| !v.is_null())
-                .map(index_key);
-            if old_key != new_key {
-                if let Some(k) = old_key {
-                    overlay
-                        .claims
-                        .insert((model.clone(), field.clone(), k), None);
-                }
-                if let Some(k) = new_key {
-                    overlay
-                        .claims
-                        .insert((model.clone(), field.clone(), k), Some(id));
-                }
-            }
-        }
-        overlay.records.insert((model.clone(), id), new.clone());
-        let event_data = match (&old, &new, kind) {
-            (_, Some(n), EventKind::Created) => Value::Object(n.record.clone()),
-            (Some(o), Some(n), EventKind::Updated) => json!({
-                "changes": event::changes(o, n),
-                "updated_at": n.get("updated_at").cloned().unwrap_or(Value::Null),
-            }),
-            _ => json!({}),
-        };
-        let version = match &new {
-            Some(n) => version_of(n),
-            None => old.as_ref().map(|o| version_of(o) + 1).unwrap_or(1),
-        };
-        let suffix = match kind {
-            EventKind::Created => "Created",
-            EventKind::Updated => "Updated",
-            EventKind::Deleted => "Deleted",
-        };
-        Ok((
-            Event {
-                format: FORMAT,
-                event_id: Uuid::new_v4(),
-                sequence_number: seq,
-                aggregate_id: id,
-                model: model.clone(),
-                event_type: format!("{model}{suffix}"),
-                kind,
-                version,
-                event_data,
-                created_at: now,
-                node_id: self.opts.node_id.clone(),
-                principal: actor,
-            },
-            new,
-        ))
-    }
 }
 
-fn record_id(r: &Record) -> Result<Uuid, Refused> {
+pub(crate) fn record_id(r: &Record) -> Result<Uuid, Refused> {
     r.get("id")
         .and_then(Value::as_str)
         .and_then(|s| Uuid::parse_str(s).ok())

@@ -1,0 +1,296 @@
+//! Decisions that depend on state: unique values, versions (If-Match), refs.
+//!
+//! They are taken here, in log order, on a command that the proposing node has already
+//! stamped (event id, time, node), so every replica that applies the same log decides the
+//! same and writes the same events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::event::{self, Actor, Event, EventKind, Stored, FORMAT};
+use super::state::State;
+use super::{record_id, version_of, Command, Refused};
+use crate::spec::ServiceSpec;
+use crate::validate::index_key;
+
+/// A command as proposed: stamped by the node that received it, so applying it is
+/// deterministic everywhere.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Stamped {
+    /// The write.
+    pub command: Command,
+    /// Who asked.
+    pub actor: Actor,
+    /// The id the event will carry.
+    pub event_id: Uuid,
+    /// The time the event will carry (RFC 3339).
+    pub at: String,
+    /// The node that accepted the write.
+    pub node_id: String,
+}
+
+/// Field names with their ref targets and unique flags, per model, for decisions.
+#[derive(Clone, Debug, Default)]
+pub struct Rules {
+    unique: HashMap<String, Vec<String>>,
+    refs: HashMap<String, Vec<(String, String, bool)>>,
+}
+
+impl Rules {
+    /// The rules of every model of `spec`.
+    pub fn new(spec: &ServiceSpec) -> Self {
+        use crate::spec::FieldType;
+        let mut r = Rules::default();
+        for m in &spec.models {
+            r.unique.insert(
+                m.name.clone(),
+                m.fields
+                    .iter()
+                    .filter(|f| f.unique)
+                    .map(|f| f.name.clone())
+                    .collect(),
+            );
+            let refs = m
+                .fields
+                .iter()
+                .filter_map(|f| match &f.ty {
+                    FieldType::Ref { model } => Some((f.name.clone(), model.clone(), false)),
+                    FieldType::List { item } => match &**item {
+                        FieldType::Ref { model } => Some((f.name.clone(), model.clone(), true)),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect();
+            r.refs.insert(m.name.clone(), refs);
+        }
+        r
+    }
+}
+
+/// The batch's effects not yet in the shared state.
+#[derive(Default)]
+pub struct Overlay {
+    records: HashMap<(String, Uuid), Option<Arc<Stored>>>,
+    claims: HashMap<(String, String, String), Option<Uuid>>,
+}
+
+/// Decides commands against a state (plus the effects of the batch so far).
+#[derive(Clone, Debug)]
+pub struct Decider {
+    rules: Rules,
+}
+
+impl Decider {
+    /// A decider for `spec`.
+    pub fn new(spec: &ServiceSpec) -> Self {
+        Decider {
+            rules: Rules::new(spec),
+        }
+    }
+
+    fn current(
+        &self,
+        state: &State,
+        overlay: &Overlay,
+        model: &str,
+        id: Uuid,
+    ) -> Option<Arc<Stored>> {
+        match overlay.records.get(&(model.to_string(), id)) {
+            Some(r) => r.clone(),
+            None => state.get(model, id),
+        }
+    }
+
+    fn holder(
+        &self,
+        state: &State,
+        overlay: &Overlay,
+        model: &str,
+        field: &str,
+        key: &str,
+    ) -> Option<Uuid> {
+        if let Some(c) =
+            overlay
+                .claims
+                .get(&(model.to_string(), field.to_string(), key.to_string()))
+        {
+            return *c;
+        }
+        let ids = state.models.get(model)?.indexes.get(field)?.get(key)?;
+        // Ids whose record the batch already changed are judged by the overlay.
+        ids.iter()
+            .find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
+    }
+
+    /// Decides one command: the event it makes and the record it leaves (None: deleted).
+    pub fn decide(
+        &self,
+        state: &State,
+        overlay: &mut Overlay,
+        p: &mut Stamped,
+        seq: u64,
+    ) -> Result<(Event, Option<Arc<Stored>>), Refused> {
+        let now = p.at.clone();
+        let actor = p.actor.clone();
+        let (model, id, old, new, kind) = match &mut p.command {
+            Command::Create { model, record } => {
+                let id = record_id(record)?;
+                if self.current(state, overlay, model, id).is_some() {
+                    return Err(Refused::Storage(format!("record {id} exists already")));
+                }
+                (
+                    model,
+                    id,
+                    None,
+                    Some(Arc::new(std::mem::take(record))),
+                    EventKind::Created,
+                )
+            }
+            Command::Replace {
+                model,
+                id,
+                record,
+                expected_version,
+                from_client,
+            } => {
+                let old = self
+                    .current(state, overlay, model, *id)
+                    .ok_or(Refused::NotFound)?;
+                let current = version_of(&old);
+                if current != *expected_version {
+                    return Err(Refused::VersionMismatch {
+                        current,
+                        from_client: *from_client,
+                    });
+                }
+                (
+                    model,
+                    *id,
+                    Some(old),
+                    Some(Arc::new(std::mem::take(record))),
+                    EventKind::Updated,
+                )
+            }
+            Command::Delete {
+                model,
+                id,
+                expected_version,
+            } => {
+                let old = self
+                    .current(state, overlay, model, *id)
+                    .ok_or(Refused::NotFound)?;
+                let current = version_of(&old);
+                if expected_version.is_some_and(|v| v != current) {
+                    return Err(Refused::VersionMismatch {
+                        current,
+                        from_client: true,
+                    });
+                }
+                (model, *id, Some(old), None, EventKind::Deleted)
+            }
+        };
+        if let Some(new) = &new {
+            for field in self.rules.unique.get(model).into_iter().flatten() {
+                if let Some(v) = new.get(field).filter(|v| !v.is_null()) {
+                    if let Some(holder) = self
+                        .holder(state, overlay, model, field, &index_key(v))
+                        .filter(|h| *h != id)
+                    {
+                        return Err(Refused::Unique {
+                            field: field.clone(),
+                            holder,
+                        });
+                    }
+                }
+            }
+            for (field, target, is_list) in self.rules.refs.get(model).into_iter().flatten() {
+                let values: Vec<(String, &Value)> = match new.get(field) {
+                    Some(Value::Array(items)) if *is_list => items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| (format!("{field}[{i}]"), v))
+                        .collect(),
+                    Some(v) if !v.is_null() => vec![(field.clone(), v)],
+                    _ => Vec::new(),
+                };
+                for (at, v) in values {
+                    let target_id = v.as_str().and_then(|s| Uuid::parse_str(s).ok());
+                    let exists = target_id
+                        .is_some_and(|t| self.current(state, overlay, target, t).is_some());
+                    if !exists {
+                        return Err(Refused::MissingRef {
+                            field: at,
+                            model: target.clone(),
+                            id: v.as_str().unwrap_or("").to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        // Record the batch's effects for the commands after this one.
+        for field in self.rules.unique.get(model).into_iter().flatten() {
+            let old_key = old
+                .as_ref()
+                .and_then(|o| o.get(field))
+                .filter(|v| !v.is_null())
+                .map(index_key);
+            let new_key = new
+                .as_ref()
+                .and_then(|n| n.get(field))
+                .filter(|v| !v.is_null())
+                .map(index_key);
+            if old_key != new_key {
+                if let Some(k) = old_key {
+                    overlay
+                        .claims
+                        .insert((model.clone(), field.clone(), k), None);
+                }
+                if let Some(k) = new_key {
+                    overlay
+                        .claims
+                        .insert((model.clone(), field.clone(), k), Some(id));
+                }
+            }
+        }
+        overlay.records.insert((model.clone(), id), new.clone());
+        let event_data = match (&old, &new, kind) {
+            (_, Some(n), EventKind::Created) => Value::Object(n.record.clone()),
+            (Some(o), Some(n), EventKind::Updated) => json!({
+                "changes": event::changes(o, n),
+                "updated_at": n.get("updated_at").cloned().unwrap_or(Value::Null),
+            }),
+            _ => json!({}),
+        };
+        let version = match &new {
+            Some(n) => version_of(n),
+            None => old.as_ref().map(|o| version_of(o) + 1).unwrap_or(1),
+        };
+        let suffix = match kind {
+            EventKind::Created => "Created",
+            EventKind::Updated => "Updated",
+            EventKind::Deleted => "Deleted",
+        };
+        Ok((
+            Event {
+                format: FORMAT,
+                event_id: p.event_id,
+                sequence_number: seq,
+                aggregate_id: id,
+                model: model.clone(),
+                event_type: format!("{model}{suffix}"),
+                kind,
+                version,
+                event_data,
+                created_at: now,
+                node_id: p.node_id.clone(),
+                principal: actor,
+            },
+            new,
+        ))
+    }
+}
