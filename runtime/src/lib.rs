@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod hooks;
 pub mod http;
+pub mod raft;
 pub mod spec;
 pub mod store;
 pub mod validate;

@@ -1,0 +1,216 @@
+//! The Raft log and vote on sled (`raft_log`: index -> entry; `raft_meta`: vote,
+//! committed, last purged).
+//!
+//! `append` answers through openraft's `LogFlushed` callback only once the entries are
+//! durable as the `sync` setting says (`always`: sled flush plus `fdatasync` of sled's log
+//! file); acknowledging earlier could lose committed entries when a majority crashes. The
+//! vote is always made durable before `save_vote` returns.
+
+use std::fmt::Debug;
+use std::fs::File;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
+
+use super::{io_error, Io, TypeConfig};
+use crate::config::SyncMode;
+
+/// The log store; cheap to clone (sled handles).
+#[derive(Clone)]
+pub struct LogStore {
+    db: sled::Db,
+    log: sled::Tree,
+    meta: sled::Tree,
+    sync: SyncMode,
+    log_file: Option<Arc<File>>,
+}
+
+impl LogStore {
+    /// Opens the log store of the sled database `db` (whose folder is `dir`).
+    pub fn open(db: sled::Db, dir: &Path, sync: SyncMode) -> Result<Self, sled::Error> {
+        let log = db.open_tree("raft_log")?;
+        let meta = db.open_tree("raft_meta")?;
+        let log_file = File::open(dir.join("db")).ok().map(Arc::new);
+        Ok(LogStore {
+            db,
+            log,
+            meta,
+            sync,
+            log_file,
+        })
+    }
+
+    /// Makes everything written so far durable (sled flush, then fdatasync).
+    async fn make_durable(&self) -> std::io::Result<()> {
+        let db = self.db.clone();
+        let file = self.log_file.clone();
+        tokio::task::spawn_blocking(move || {
+            db.flush().map_err(std::io::Error::other)?;
+            if let Some(f) = file {
+                f.sync_data()?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
+    fn get_meta<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, StorageError<u64>> {
+        match self.meta.get(key).map_err(|e| io_error(Io::Read, e))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| io_error(Io::Read, e)),
+        }
+    }
+
+    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<u64>> {
+        let bytes = serde_json::to_vec(value).map_err(|e| io_error(Io::Write, e))?;
+        self.meta
+            .insert(key, bytes)
+            .map_err(|e| io_error(Io::Write, e))?;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+        let start = match range.start_bound() {
+            std::ops::Bound::Included(s) => *s,
+            std::ops::Bound::Excluded(s) => s.saturating_add(1),
+            std::ops::Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.log.range(start.to_be_bytes()..) {
+            let (k, v) = item.map_err(|e| io_error(Io::ReadLogs, e))?;
+            let index = <[u8; 8]>::try_from(k.as_ref())
+                .map(u64::from_be_bytes)
+                .unwrap_or(u64::MAX);
+            if !range.contains(&index) {
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(|e| io_error(Io::ReadLogs, e))?);
+        }
+        Ok(out)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        let last_purged: Option<LogId<u64>> = self.get_meta("last_purged")?;
+        let last = match self.log.last().map_err(|e| io_error(Io::ReadLogs, e))? {
+            Some((_, v)) => {
+                let e: Entry<TypeConfig> =
+                    serde_json::from_slice(&v).map_err(|e| io_error(Io::ReadLogs, e))?;
+                Some(e.log_id)
+            }
+            None => last_purged,
+        };
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        self.put_meta("vote", vote)?;
+        // A vote must never be forgotten, whatever the sync setting.
+        self.make_durable()
+            .await
+            .map_err(|e| io_error(Io::WriteVote, e))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        self.get_meta("vote")
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        self.put_meta("committed", &committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        Ok(self.get_meta::<Option<LogId<u64>>>("committed")?.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut batch = sled::Batch::default();
+        for e in entries {
+            let bytes = serde_json::to_vec(&e).map_err(|err| io_error(Io::WriteLogs, err))?;
+            batch.insert(&e.log_id.index.to_be_bytes(), bytes);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(Io::WriteLogs, e))?;
+        let result = match self.sync {
+            SyncMode::Always => self.make_durable().await,
+            // periodic / never: the user chose to acknowledge before the disk has it.
+            SyncMode::Periodic | SyncMode::Never => Ok(()),
+        };
+        let failed = result.as_ref().err().map(|e| e.to_string());
+        callback.log_io_completed(result);
+        match failed {
+            Some(e) => Err(io_error(Io::WriteLogs, e)),
+            None => Ok(()),
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let keys: Vec<sled::IVec> = self
+            .log
+            .range(log_id.index.to_be_bytes()..)
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| io_error(Io::WriteLogs, e))?;
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(Io::WriteLogs, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        // Record the purge point first: a crash in between leaves extra entries, never a hole.
+        self.put_meta("last_purged", &log_id)?;
+        let keys: Vec<sled::IVec> = self
+            .log
+            .range(..=log_id.index.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| io_error(Io::WriteLogs, e))?;
+        let mut batch = sled::Batch::default();
+        for k in keys {
+            batch.remove(k);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(Io::WriteLogs, e))
+    }
+}

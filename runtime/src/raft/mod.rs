@@ -1,0 +1,67 @@
+//! Raft consensus with openraft 0.9: the log storage and the state machine, on sled.
+//!
+//! Status: the storage is complete and proven with `openraft::testing::Suite` (see
+//! `tests/raft_storage.rs`); the network (RPC over HTTP under `/_raft/*`) and the switch
+//! of the service's write path from the local writer to `Raft::client_write` are the next
+//! steps. The state machine applies the same stamped commands through the same
+//! [`Decider`](crate::store::decide::Decider) as the local writer, so both decide alike.
+
+pub mod log_store;
+pub mod state_machine;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::decide::Stamped;
+use crate::store::event::Event;
+use crate::store::Refused;
+
+/// What applying one log entry answered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Applied {
+    /// The command was accepted: its event.
+    Done(Event),
+    /// The command was refused (unique value taken, stale version, missing ref…).
+    Refused(Refused),
+    /// A blank or membership entry.
+    Nothing,
+}
+
+openraft::declare_raft_types!(
+    /// The Raft types of a lithair service.
+    pub TypeConfig:
+        D = Stamped,
+        R = Applied,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Which storage operation failed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Io {
+    Read,
+    Write,
+    ReadLogs,
+    WriteLogs,
+    WriteVote,
+    ReadStateMachine,
+    WriteStateMachine,
+}
+
+/// A storage error of openraft for an I/O failure of ours.
+pub(crate) fn io_error(kind: Io, e: impl std::fmt::Display) -> openraft::StorageError<u64> {
+    use openraft::StorageIOError as E;
+    let io = std::io::Error::other(e.to_string());
+    let err: E<u64> = match kind {
+        Io::Read => E::read(&io),
+        Io::Write => E::write(&io),
+        Io::ReadLogs => E::read_logs(&io),
+        Io::WriteLogs => E::write_logs(&io),
+        Io::WriteVote => E::write_vote(&io),
+        Io::ReadStateMachine => E::read_state_machine(&io),
+        Io::WriteStateMachine => E::write_state_machine(&io),
+    };
+    err.into()
+}

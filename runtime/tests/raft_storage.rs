@@ -1,0 +1,107 @@
+//! The Raft log storage and state machine pass openraft's own storage test suite, on a
+//! real sled database in a temp dir.
+
+use lithair_runtime::config::SyncMode;
+use lithair_runtime::raft::log_store::LogStore;
+use lithair_runtime::raft::state_machine::StateMachine;
+use lithair_runtime::raft::TypeConfig;
+use lithair_runtime::spec::{CompiledSpec, ServiceSpec};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::StorageError;
+
+const SPEC: &str = r#"{
+  "service": {"name": "t"},
+  "roles": [],
+  "models": [{
+    "name": "Item", "snake": "item", "path": "/api/items",
+    "operations": ["list", "get", "create"],
+    "permissions": {"read": [], "create": [], "update": [], "delete": []},
+    "fields": [{"name": "code", "type": {"kind": "string"}, "unique": true}]
+  }]
+}"#;
+
+struct Builder {
+    spec: ServiceSpec,
+}
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("store");
+        let db = sled::open(&path).expect("sled");
+        let log = LogStore::open(db.clone(), &path, SyncMode::Always).expect("log store");
+        let sm = StateMachine::open(&db, &self.spec)?;
+        Ok((dir, log, sm))
+    }
+}
+
+#[test]
+fn openraft_storage_suite() {
+    let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
+    Suite::test_all(Builder { spec }).unwrap();
+}
+
+/// Two replicas applying the same entries decide the same and hold identical event logs,
+/// refusals included (the second claim of a unique value).
+#[test]
+fn replicas_applying_the_same_entries_hold_identical_logs() {
+    use lithair_runtime::raft::Applied;
+    use lithair_runtime::store::decide::Stamped;
+    use lithair_runtime::store::event::{Actor, Stored};
+    use lithair_runtime::store::Command;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
+    let entries: Vec<Entry<TypeConfig>> = (0..6u64)
+        .map(|i| {
+            let code = format!("c{}", i / 2);
+            let id = uuid::Uuid::new_v4().to_string();
+            let record = serde_json::json!({"id": id, "code": code, "created_at": "2024-01-01T00:00:00Z",
+                "updated_at": "2024-01-01T00:00:00Z", "version": 1});
+            let stamped = Stamped {
+                command: Command::Create { model: "Item".into(), record: Stored::new(record.as_object().unwrap().clone()) },
+                actor: Actor { name: "t".into(), roles: vec![] },
+                event_id: uuid::Uuid::new_v4(),
+                at: "2024-01-01T00:00:00Z".into(),
+                node_id: "1".into(),
+            };
+            Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i + 1), payload: EntryPayload::Normal(stamped) }
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let logs: Vec<Vec<String>> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::open(dir.path().join("store")).unwrap();
+            let mut sm = StateMachine::open(&db, &spec).unwrap();
+            let answers = rt.block_on(sm.apply(entries.clone())).unwrap();
+            let done = answers
+                .iter()
+                .filter(|a| matches!(a, Applied::Done(_)))
+                .count();
+            let refused = answers
+                .iter()
+                .filter(|a| matches!(a, Applied::Refused(_)))
+                .count();
+            assert_eq!(
+                (done, refused),
+                (3, 3),
+                "one of each pair wins the unique code"
+            );
+            let events = db.open_tree("events").unwrap();
+            events
+                .iter()
+                .filter_map(|r| r.ok())
+                .filter(|(k, _)| k.len() == 8)
+                .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+                .collect()
+        })
+        .collect();
+    assert_eq!(logs[0].len(), 3);
+    assert_eq!(logs[0], logs[1], "identical event logs, byte for byte");
+}
