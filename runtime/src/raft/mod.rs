@@ -6,6 +6,10 @@
 //! steps. The state machine applies the same stamped commands through the same
 //! [`Decider`](crate::store::decide::Decider) as the local writer, so both decide alike.
 
+// openraft's trait methods return its `StorageError`, which is large; our helpers return
+// the same type so that `?` works across them.
+#![allow(clippy::result_large_err)]
+
 pub mod log_store;
 pub mod state_machine;
 
