@@ -41,6 +41,16 @@ enum Command {
         /// Folder of the store (overrides LITHAIR_DATA_DIR and the file).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// This node's id in the cluster (with --peers).
+        #[arg(long, value_name = "N", requires = "peers")]
+        node_id: Option<u64>,
+        /// The initial members: each node's id and HTTP address, e.g. 1=10.0.0.1:8080,2=10.0.0.2:8080.
+        #[arg(long, value_name = "ID=HOST:PORT,...", requires = "node_id")]
+        peers: Option<String>,
+        /// Run a multi-node cluster without a cluster secret (anyone who can reach the port
+        /// can take part in consensus). For experiments only.
+        #[arg(long)]
+        insecure_cluster: bool,
     },
     /// Manage API tokens.
     Token {
@@ -96,6 +106,9 @@ pub fn main(service: Result<Service, SpecError>) -> ExitCode {
             host,
             port,
             data_dir,
+            node_id,
+            peers,
+            insecure_cluster,
         } => serve(
             service,
             config,
@@ -103,6 +116,11 @@ pub fn main(service: Result<Service, SpecError>) -> ExitCode {
                 host,
                 port,
                 data_dir,
+            },
+            ClusterFlags {
+                node_id,
+                peers,
+                insecure: insecure_cluster,
             },
         ),
         Command::Token {
@@ -156,27 +174,105 @@ fn toml_string(s: &str) -> String {
     serde_json::to_string(s).unwrap_or_default()
 }
 
-fn serve(service: Service, config_path: Option<PathBuf>, flags: Overrides) -> anyhow::Result<()> {
+/// The cluster flags of `serve`.
+struct ClusterFlags {
+    node_id: Option<u64>,
+    peers: Option<String>,
+    insecure: bool,
+}
+
+/// Reads `1=host:port,2=host:port`.
+fn parse_peers(text: &str) -> anyhow::Result<std::collections::BTreeMap<u64, String>> {
+    let mut peers = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--peers: \"{part}\" is not ID=HOST:PORT"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--peers: \"{id}\" is not a node id (a number)"))?;
+        if !addr.contains(':') {
+            anyhow::bail!("--peers: \"{addr}\" is not HOST:PORT");
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            anyhow::bail!("--peers: node {id} is listed twice");
+        }
+    }
+    Ok(peers)
+}
+
+fn cluster_options(
+    flags: ClusterFlags,
+    config: &Config,
+) -> anyhow::Result<Option<crate::raft::node::ClusterOptions>> {
+    let (Some(node_id), Some(peers)) = (flags.node_id, flags.peers) else {
+        return Ok(None);
+    };
+    let peers = parse_peers(&peers)?;
+    if !peers.contains_key(&node_id) {
+        anyhow::bail!(
+            "--node-id {node_id} is not in --peers ({})",
+            peers
+                .keys()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let secret = config.cluster.secret.clone();
+    if peers.len() > 1 && secret.is_none() {
+        if !flags.insecure {
+            anyhow::bail!(
+                "a cluster of {} nodes needs a secret: set [cluster] secret in lithair.toml or LITHAIR_CLUSTER_SECRET \
+                 (the same on every node), or pass --insecure-cluster for an experiment",
+                peers.len()
+            );
+        }
+        tracing::warn!("INSECURE CLUSTER: Raft messages are accepted without a secret from anyone who can reach this port");
+    }
+    Ok(Some(crate::raft::node::ClusterOptions {
+        node_id,
+        peers,
+        secret,
+        tuning: config.cluster.clone(),
+    }))
+}
+
+fn serve(
+    service: Service,
+    config_path: Option<PathBuf>,
+    flags: Overrides,
+    cluster: ClusterFlags,
+) -> anyhow::Result<()> {
     let required = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from("lithair.toml"));
     let config = Config::load(&path, required, &flags)?;
     let auth = Authenticator::new(&config.auth.tokens, &service.spec)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let store = Store::open(
-        &config.storage.data_dir,
-        &service.spec.spec,
-        StoreOptions {
-            sync: config.storage.sync,
-            flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
-            snapshot_every: config.storage.snapshot_every,
-            node_id: "1".into(),
-        },
-    )?;
-    let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
+    let cluster = cluster_options(cluster, &config)?;
+    let store_opts = StoreOptions {
+        sync: config.storage.sync,
+        flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
+        snapshot_every: config.storage.snapshot_every,
+        node_id: cluster
+            .as_ref()
+            .map(|c| c.node_id.to_string())
+            .unwrap_or_else(|| "1".into()),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let store = match cluster {
+            Some(c) => Store::open_cluster(&config.storage.data_dir, &service.spec.spec, store_opts, c).await?,
+            None => {
+                let dir = config.storage.data_dir.clone();
+                let spec = service.spec.spec.clone();
+                tokio::task::spawn_blocking(move || Store::open(&dir, &spec, store_opts)).await??
+            }
+        };
+        let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
         let listener = tokio::net::TcpListener::bind((config.server.host, config.server.port)).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", config.server.host, config.server.port)
         })?;

@@ -18,6 +18,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[auth]`.
     pub auth: AuthConfig,
+    /// `[cluster]`.
+    pub cluster: ClusterConfig,
 }
 
 /// `[server]`.
@@ -92,6 +94,34 @@ impl Default for StorageConfig {
             sync: SyncMode::Always,
             flush_interval_ms: 10,
             snapshot_every: 1000,
+        }
+    }
+}
+
+/// `[cluster]`: Raft settings, used when the node runs with `--peers`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Shared by every node; Raft RPCs without it are refused (401).
+    pub secret: Option<String>,
+    /// A follower that hears no leader for this long (up to twice as long) starts an election.
+    pub election_timeout_ms: u64,
+    /// How often the leader sends heartbeats.
+    pub heartbeat_interval_ms: u64,
+    /// Most entries sent to a follower in one append.
+    pub max_payload_entries: u64,
+    /// Build a Raft snapshot (and purge the log) every N log entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            secret: None,
+            election_timeout_ms: 1000,
+            heartbeat_interval_ms: 200,
+            max_payload_entries: 300,
+            snapshot_every: 5000,
         }
     }
 }
@@ -184,6 +214,9 @@ impl Config {
         if let Some(v) = get("LITHAIR_DATA_DIR") {
             self.storage.data_dir = PathBuf::from(v);
         }
+        if let Some(v) = get("LITHAIR_CLUSTER_SECRET") {
+            self.cluster.secret = Some(v);
+        }
         if let Some(v) = get("LITHAIR_SYNC") {
             self.storage.sync = v.parse().map_err(|message| ConfigError::Env {
                 name: "LITHAIR_SYNC",
@@ -207,6 +240,22 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "server.max_body_bytes must be at least 1".into(),
+            ));
+        }
+        let c = &self.cluster;
+        if c.heartbeat_interval_ms == 0 || c.election_timeout_ms <= c.heartbeat_interval_ms {
+            return Err(ConfigError::Invalid(
+                "cluster.election_timeout_ms must be greater than cluster.heartbeat_interval_ms (and both above 0)".into(),
+            ));
+        }
+        if c.max_payload_entries == 0 || c.snapshot_every == 0 {
+            return Err(ConfigError::Invalid(
+                "cluster.max_payload_entries and cluster.snapshot_every must be at least 1".into(),
+            ));
+        }
+        if c.secret.as_deref().is_some_and(|s| s.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "cluster.secret must be at least 16 characters".into(),
             ));
         }
         if self.server.header_timeout_secs == 0 {

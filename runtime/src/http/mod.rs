@@ -5,6 +5,7 @@
 //! permission check runs before validation on purpose: an anonymous caller learns nothing
 //! about the schema's rules, and refusing early is cheaper.
 
+mod cluster;
 pub mod list;
 mod respond;
 mod server;

@@ -38,9 +38,9 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
 }
 
-struct App {
-    engine: Arc<Engine>,
-    auth: Authenticator,
+pub(crate) struct App {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) auth: Authenticator,
     openapi: Option<&'static str>,
     opts: ServeOptions,
 }
@@ -164,6 +164,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match path.as_str() {
+        "/_cluster/status" => return only_get(&method, || super::cluster::status(app)),
         "/health" => return only_get(&method, || respond::json(200, &json!({"status": "ok"}))),
         "/ready" => return only_get(&method, || respond::json(200, &json!({"status": "ready"}))),
         "/metrics" => return only_get(&method, || metrics(app)),
@@ -176,6 +177,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
             }
         }
         _ => {}
+    }
+    if let Some(rpc) = path.strip_prefix("/_raft/") {
+        return super::cluster::raft_rpc(app, rpc, req).await;
+    }
+    if path == "/_cluster/members" || path.starts_with("/_cluster/members/") {
+        return super::cluster::members(app, &path, req).await;
     }
     let target =
         resolve(app, &path).ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;

@@ -11,6 +11,8 @@
 #![allow(clippy::result_large_err)]
 
 pub mod log_store;
+pub mod network;
+pub mod node;
 pub mod state_machine;
 
 use serde::{Deserialize, Serialize};

@@ -160,6 +160,7 @@ pub struct Store {
     pub stats: Arc<Stats>,
     closed: Arc<AtomicBool>,
     node_id: String,
+    cluster: Option<Arc<crate::raft::node::Cluster>>,
 }
 
 impl Drop for Store {
@@ -180,65 +181,78 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Opens (or creates) the sled database of a store and checks its format.
+fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError> {
+    let path = dir.join("store");
+    let shown = path.display().to_string();
+    let sled_err = |e: sled::Error| OpenError::Sled {
+        path: shown.clone(),
+        message: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| OpenError::Sled {
+        path: shown.clone(),
+        message: e.to_string(),
+    })?;
+    let flush_every = match sync {
+        SyncMode::Never => Some(1000),
+        _ => None,
+    };
+    // Reads are served from memory: sled's own cache only serves writes and the start.
+    let db = sled::Config::new()
+        .cache_capacity(64 * 1024 * 1024)
+        .path(&path)
+        .flush_every_ms(flush_every)
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .map_err(sled_err)?;
+    let meta = db.open_tree("meta").map_err(sled_err)?;
+    let events = db.open_tree("events").map_err(sled_err)?;
+    match meta.get("format").map_err(sled_err)? {
+        Some(v) => {
+            let found = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<u32>().ok())
+                .ok_or_else(|| OpenError::Corrupt {
+                    path: shown.clone(),
+                    what: "meta/format is not a number".into(),
+                })?;
+            if found > FORMAT {
+                return Err(OpenError::NewerFormat { path: shown, found });
+            }
+        }
+        None => {
+            if !events.is_empty() {
+                return Err(OpenError::Corrupt {
+                    path: shown,
+                    what: "events exist but meta/format is missing".into(),
+                });
+            }
+            meta.insert("format", FORMAT.to_string().as_bytes())
+                .map_err(sled_err)?;
+            meta.insert(
+                "created_by",
+                format!("lithair-runtime {}", env!("CARGO_PKG_VERSION")).as_bytes(),
+            )
+            .map_err(sled_err)?;
+            db.flush().map_err(sled_err)?;
+        }
+    }
+
+    Ok((db, path))
+}
+
 impl Store {
     /// Opens (or creates) the store in `dir`, loads snapshots, replays the tail and starts
     /// the writer thread.
     pub fn open(dir: &Path, spec: &ServiceSpec, opts: StoreOptions) -> Result<Store, OpenError> {
-        let path = dir.join("store");
+        let (db, path) = open_db(dir, opts.sync)?;
         let shown = path.display().to_string();
         let sled_err = |e: sled::Error| OpenError::Sled {
             path: shown.clone(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(dir).map_err(|e| OpenError::Sled {
-            path: shown.clone(),
-            message: e.to_string(),
-        })?;
-        let flush_every = match opts.sync {
-            SyncMode::Never => Some(1000),
-            _ => None,
-        };
-        // Reads are served from memory: sled's own cache only serves writes and the start.
-        let db = sled::Config::new()
-            .cache_capacity(64 * 1024 * 1024)
-            .path(&path)
-            .flush_every_ms(flush_every)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(sled_err)?;
-        let meta = db.open_tree("meta").map_err(sled_err)?;
         let events = db.open_tree("events").map_err(sled_err)?;
         let snapshots = db.open_tree("state").map_err(sled_err)?;
-        match meta.get("format").map_err(sled_err)? {
-            Some(v) => {
-                let found = std::str::from_utf8(&v)
-                    .ok()
-                    .and_then(|s| s.parse::<u32>().ok())
-                    .ok_or_else(|| OpenError::Corrupt {
-                        path: shown.clone(),
-                        what: "meta/format is not a number".into(),
-                    })?;
-                if found > FORMAT {
-                    return Err(OpenError::NewerFormat { path: shown, found });
-                }
-            }
-            None => {
-                if !events.is_empty() {
-                    return Err(OpenError::Corrupt {
-                        path: shown,
-                        what: "events exist but meta/format is missing".into(),
-                    });
-                }
-                meta.insert("format", FORMAT.to_string().as_bytes())
-                    .map_err(sled_err)?;
-                meta.insert(
-                    "created_by",
-                    format!("lithair-runtime {}", env!("CARGO_PKG_VERSION")).as_bytes(),
-                )
-                .map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
-            }
-        }
 
         let stats = Arc::new(Stats::default());
         let mut state = State::new(spec);
@@ -363,11 +377,56 @@ impl Store {
             stats,
             closed,
             node_id: opts.node_id.clone(),
+            cluster: None,
         })
+    }
+
+    /// Opens the store as a node of a Raft cluster: writes go through consensus and are
+    /// applied by the Raft state machine, which owns the state reads are served from.
+    pub async fn open_cluster(
+        dir: &Path,
+        spec: &ServiceSpec,
+        opts: StoreOptions,
+        cluster: crate::raft::node::ClusterOptions,
+    ) -> Result<Store, OpenError> {
+        let (db, path) = open_db(dir, opts.sync)?;
+        let node_id = cluster.node_id.to_string();
+        let (node, state) = crate::raft::node::Cluster::start(&db, &path, spec, opts.sync, cluster)
+            .await
+            .map_err(|e| OpenError::Sled {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        Ok(Store {
+            db,
+            path,
+            state,
+            tx: None,
+            writer: None,
+            stats: Arc::new(Stats::default()),
+            closed: Arc::new(AtomicBool::new(false)),
+            node_id,
+            cluster: Some(Arc::new(node)),
+        })
+    }
+
+    /// The Raft node, when the store runs as part of a cluster.
+    pub fn cluster(&self) -> Option<&Arc<crate::raft::node::Cluster>> {
+        self.cluster.as_ref()
     }
 
     /// Proposes a command; answers once its event is durable (or why it was refused).
     pub async fn propose(&self, command: Command, actor: Actor) -> Result<Event, Refused> {
+        if let Some(cluster) = &self.cluster {
+            let stamped = Stamped {
+                command,
+                actor,
+                event_id: Uuid::new_v4(),
+                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                node_id: self.node_id.clone(),
+            };
+            return cluster.propose(stamped).await;
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .as_ref()
@@ -410,12 +469,15 @@ impl Store {
     /// Every event of the log, in order (for tests and tools).
     pub fn events(&self) -> Result<Vec<Event>, String> {
         let tree = self.db.open_tree("events").map_err(|e| e.to_string())?;
-        tree.iter()
-            .map(|r| {
-                let (_, v) = r.map_err(|e| e.to_string())?;
-                serde_json::from_slice(&v).map_err(|e| e.to_string())
-            })
-            .collect()
+        let mut out = Vec::new();
+        for item in tree.iter() {
+            let (k, v) = item.map_err(|e| e.to_string())?;
+            // Only 8-byte keys are events (a Raft node keeps its applied state beside them).
+            if k.len() == 8 {
+                out.push(serde_json::from_slice(&v).map_err(|e| e.to_string())?);
+            }
+        }
+        Ok(out)
     }
 }
 

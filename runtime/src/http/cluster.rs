@@ -1,0 +1,193 @@
+//! The cluster endpoints: Raft RPC (`/_raft/*`, cluster secret; `GET /_raft/events` lists
+//! the node's event log), `/_cluster/status`, and
+//! membership changes (`/_cluster/members`, admin role or cluster secret).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request};
+use openraft::{BasicNode, ChangeMembers};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::respond::{self, Resp};
+use super::server::App;
+use crate::error::ApiError;
+use crate::raft::network::SECRET_HEADER;
+use crate::raft::node::Cluster;
+use crate::raft::TypeConfig;
+
+/// Raft messages (appends carry many entries, snapshots come in chunks of a few MiB).
+const RPC_BODY_LIMIT: usize = 64 * 1024 * 1024;
+
+fn cluster(app: &App) -> Result<&Arc<Cluster>, ApiError> {
+    app.engine
+        .store
+        .cluster()
+        .ok_or_else(|| ApiError::not_found("this node does not run in a cluster"))
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn has_secret(c: &Cluster, req: &Request<Incoming>) -> bool {
+    match &c.secret {
+        None => true,
+        Some(s) => req
+            .headers()
+            .get(SECRET_HEADER)
+            .is_some_and(|v| same(v.as_bytes(), s.as_bytes())),
+    }
+}
+
+async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|_| ApiError::payload_too_large(limit))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("not a Raft message: {e}")))
+}
+
+/// `POST /_raft/{append,vote,snapshot,propose}`.
+pub(crate) async fn raft_rpc(
+    app: &Arc<App>,
+    rpc: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let c = cluster(app)?;
+    if !has_secret(c, &req) {
+        return Err(ApiError::unauthorized(
+            "Raft messages need the cluster secret",
+        ));
+    }
+    if rpc == "events" && req.method() == Method::GET {
+        // The node's event log, for operators and for the tests that compare replicas.
+        let store = &app.engine.store;
+        let events = tokio::task::block_in_place(|| store.events()).map_err(ApiError::internal)?;
+        return Ok(respond::json(200, &events));
+    }
+    if req.method() != Method::POST {
+        return Err(ApiError::method_not_allowed(&["POST"]));
+    }
+    let bytes = body(req, RPC_BODY_LIMIT).await?;
+    Ok(match rpc {
+        "append" => respond::json(
+            200,
+            &c.raft
+                .append_entries(parse::<openraft::raft::AppendEntriesRequest<TypeConfig>>(
+                    &bytes,
+                )?)
+                .await,
+        ),
+        "vote" => respond::json(200, &c.raft.vote(parse(&bytes)?).await),
+        "snapshot" => {
+            let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = parse(&bytes)?;
+            respond::json(200, &c.raft.install_snapshot(rpc).await)
+        }
+        "propose" => respond::json(200, &c.propose_as_leader(parse(&bytes)?).await),
+        _ => return Err(ApiError::not_found(format!("no Raft message {rpc}"))),
+    })
+}
+
+/// `GET /_cluster/status`.
+pub(crate) fn status(app: &App) -> Resp {
+    match app.engine.store.cluster() {
+        Some(c) => {
+            let m = c.raft.metrics().borrow().clone();
+            let members: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+            let learners: Vec<u64> = m.membership_config.membership().learner_ids().collect();
+            respond::json(
+                200,
+                &json!({
+                    "node_id": m.id,
+                    "leader": m.current_leader,
+                    "term": m.current_term,
+                    "members": members,
+                    "learners": learners,
+                    "last_applied": m.last_applied.map(|l| l.index),
+                    "state": format!("{:?}", m.state),
+                }),
+            )
+        }
+        None => {
+            let last = app.engine.store.read(|s| s.last_seq);
+            respond::json(
+                200,
+                &json!({"node_id": 1, "leader": 1, "term": 0, "members": [1], "learners": [], "last_applied": last, "state": "Single"}),
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewMember {
+    id: u64,
+    addr: String,
+}
+
+/// `POST /_cluster/members` adds a node (as a learner, then a voter);
+/// `DELETE /_cluster/members/{id}` removes one.
+pub(crate) async fn members(
+    app: &Arc<App>,
+    path: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let c = cluster(app)?;
+    if !has_secret(c, &req) || c.secret.is_none() {
+        let who = app.auth.authenticate(
+            req.headers()
+                .get(hyper::header::AUTHORIZATION)
+                .map(|v| v.as_bytes()),
+        )?;
+        crate::auth::authorize(&who, &["admin".to_string()], "change the cluster's members")?;
+    }
+    let method = req.method().clone();
+    let fail = |e: &dyn std::fmt::Display| {
+        ApiError::new(409, "Conflict", format!("membership change refused: {e}"))
+    };
+    match (method, path.strip_prefix("/_cluster/members").unwrap_or("")) {
+        (Method::POST, "") => {
+            let m: NewMember = parse(&body(req, 64 * 1024).await?)?;
+            c.raft
+                .add_learner(
+                    m.id,
+                    BasicNode {
+                        addr: m.addr.clone(),
+                    },
+                    true,
+                )
+                .await
+                .map_err(|e| fail(&e))?;
+            c.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([m.id])), false)
+                .await
+                .map_err(|e| fail(&e))?;
+            Ok(status(app))
+        }
+        (Method::DELETE, rest) if rest.len() > 1 => {
+            let id: u64 = rest[1..]
+                .parse()
+                .map_err(|_| ApiError::not_found("member ids are numbers"))?;
+            c.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| fail(&e))?;
+            Ok(status(app))
+        }
+        (Method::POST | Method::DELETE, _) => {
+            Err(ApiError::not_found(format!("nothing at {path}")))
+        }
+        _ => Err(ApiError::method_not_allowed(&["POST", "DELETE"])),
+    }
+}
