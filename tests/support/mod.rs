@@ -148,7 +148,11 @@ impl Server {
     ) -> Server {
         let mut cmd = Command::new(bin);
         cmd.current_dir(project)
-            .args(["serve", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+            .args(["serve", "--host", "127.0.0.1"]);
+        if !args.contains(&"--port") {
+            cmd.args(["--port", "0"]);
+        }
+        cmd.arg("--data-dir")
             .arg(data)
             .args(args)
             .stdout(Stdio::piped())

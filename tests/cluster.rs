@@ -1,0 +1,406 @@
+//! Raft clusters of real processes on 127.0.0.1: writes to any node, leader and follower
+//! kills (SIGKILL) under load, restarts, and the secret that guards Raft messages.
+//! Every process is stopped at the end; every wait is bounded.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+const GEN: &str = env!("CARGO_BIN_EXE_lithair-gen");
+const SECRET: &str = "test-cluster-secret-0123456789";
+
+struct Shop {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    bin: PathBuf,
+    admin: String,
+}
+
+fn shop() -> &'static Shop {
+    static SHOP: OnceLock<Shop> = OnceLock::new();
+    SHOP.get_or_init(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("shop");
+        new_project(GEN, "shop", &dir);
+        let bin = build(&dir);
+        let admin = mint_token(&bin, &dir, "admin", &["admin"]);
+        Shop {
+            _tmp: tmp,
+            dir,
+            bin,
+            admin,
+        }
+    })
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+struct Node {
+    id: u64,
+    port: u16,
+    data: PathBuf,
+    server: Option<Server>,
+}
+
+struct Cluster {
+    _tmp: tempfile::TempDir,
+    nodes: Vec<Node>,
+    peers: String,
+}
+
+impl Cluster {
+    fn start(n: usize) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let ports = free_ports(n);
+        let peers = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Node {
+                id: i as u64 + 1,
+                port: *p,
+                data: tmp.path().join(format!("d{}", i + 1)),
+                server: None,
+            })
+            .collect();
+        let mut c = Cluster {
+            _tmp: tmp,
+            nodes,
+            peers,
+        };
+        for i in 0..n {
+            c.up(i);
+        }
+        c
+    }
+
+    fn up(&mut self, i: usize) {
+        let s = shop();
+        let node = &self.nodes[i];
+        let args = [
+            "--node-id".to_string(),
+            node.id.to_string(),
+            "--peers".to_string(),
+            self.peers.clone(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let server = start_on(&s.bin, &s.dir, &node.data, node.port, &args);
+        self.nodes[i].server = Some(server);
+    }
+
+    fn url(&self, i: usize, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.nodes[i].port)
+    }
+
+    fn status(&self, i: usize) -> Option<Value> {
+        self.nodes[i].server.as_ref()?;
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(2))
+            .build();
+        agent
+            .get(&self.url(i, "/_cluster/status"))
+            .call()
+            .ok()?
+            .into_json()
+            .ok()
+    }
+
+    /// Waits for one leader that every running node agrees on; answers its index.
+    fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let views: Vec<Option<u64>> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].server.is_some())
+                .map(|i| self.status(i).and_then(|s| s["leader"].as_u64()))
+                .collect();
+            if let Some(Some(l)) = views.first() {
+                if views.iter().all(|v| *v == Some(*l)) {
+                    if let Some(i) = self
+                        .nodes
+                        .iter()
+                        .position(|n| n.id == *l && n.server.is_some())
+                    {
+                        return i;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader: {views:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until every running node has applied the same last entry.
+    fn converge(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let applied: Vec<Option<u64>> = (0..self.nodes.len())
+                .filter(|i| self.nodes[*i].server.is_some())
+                .map(|i| self.status(i).and_then(|s| s["last_applied"].as_u64()))
+                .collect();
+            if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nodes did not converge: {applied:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn events(&self, i: usize) -> Vec<(u64, String)> {
+        let a = call(
+            "GET",
+            &self.url(i, "/_raft/events"),
+            None,
+            None,
+            &[("x-lithair-cluster-secret", SECRET)],
+        );
+        assert_eq!(a.status, 200, "{}", a.text);
+        a.json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["sequence_number"].as_u64().unwrap(),
+                    e["event_id"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+fn start_on(bin: &Path, project: &Path, data: &Path, port: u16, args: &[&str]) -> Server {
+    let mut all = vec!["--port".to_string(), port.to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    Server::start_with(
+        bin,
+        project,
+        data,
+        &[("LITHAIR_CLUSTER_SECRET", SECRET)],
+        &all,
+    )
+}
+
+/// Writers that create categories through every running node and record each acknowledged one.
+struct Load {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeMap<String, Value>>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    attempts: Arc<AtomicUsize>,
+}
+
+impl Load {
+    fn start(ports: Vec<u16>, writers: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked = Arc::new(Mutex::new(BTreeMap::new()));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let workers = (0..writers)
+            .map(|w| {
+                let (stop, acked, attempts, ports) =
+                    (stop.clone(), acked.clone(), attempts.clone(), ports.clone());
+                let token = shop().admin.clone();
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(5))
+                        .build();
+                    let mut n = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        attempts.fetch_add(1, Ordering::Relaxed);
+                        let port = ports[(w + n) % ports.len()];
+                        let body = json!({"name": format!("w{w}-{n}")});
+                        let r = agent
+                            .post(&format!("http://127.0.0.1:{port}/api/categories"))
+                            .set("authorization", &format!("Bearer {token}"))
+                            .set("content-type", "application/json")
+                            .send_string(&body.to_string());
+                        match r {
+                            Ok(resp) if resp.status() == 201 => {
+                                if let Ok(v) = resp.into_json::<Value>() {
+                                    let id = v["id"].as_str().unwrap_or_default().to_string();
+                                    acked.lock().unwrap().insert(id, v);
+                                }
+                            }
+                            // Refused or unreachable while a node is down or an election runs.
+                            _ => std::thread::sleep(Duration::from_millis(20)),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            acked,
+            workers,
+            attempts,
+        }
+    }
+
+    fn finish(self) -> BTreeMap<String, Value> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.join();
+        }
+        let acked = self.acked.lock().unwrap().clone();
+        assert!(
+            !acked.is_empty(),
+            "no write was acknowledged ({} attempts)",
+            self.attempts.load(Ordering::Relaxed)
+        );
+        acked
+    }
+}
+
+fn assert_everywhere(c: &Cluster, acked: &BTreeMap<String, Value>) {
+    for i in 0..c.nodes.len() {
+        let mut found: BTreeMap<String, Value> = BTreeMap::new();
+        loop {
+            let page = call(
+                "GET",
+                &c.url(
+                    i,
+                    &format!("/api/categories?limit=1000&offset={}", found.len()),
+                ),
+                None,
+                None,
+                &[],
+            );
+            let items = page.json["items"].as_array().unwrap().clone();
+            if items.is_empty() {
+                break;
+            }
+            found.extend(
+                items
+                    .into_iter()
+                    .map(|v| (v["id"].as_str().unwrap().to_string(), v)),
+            );
+        }
+        for (id, body) in acked {
+            assert_eq!(
+                found.get(id),
+                Some(body),
+                "node {}: acknowledged write {id} missing or different",
+                i + 1
+            );
+        }
+    }
+    let logs: Vec<Vec<(u64, String)>> = (0..c.nodes.len()).map(|i| c.events(i)).collect();
+    for (i, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(
+            log,
+            &logs[0],
+            "node {} holds a different event log than node 1",
+            i + 1
+        );
+    }
+    let seqs: Vec<u64> = logs[0].iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "sequence numbers are gap-free"
+    );
+}
+
+#[test]
+fn leader_and_follower_kills_lose_no_acknowledged_write() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader();
+    let ports: Vec<u16> = c.nodes.iter().map(|n| n.port).collect();
+    let load = Load::start(ports, 6);
+    std::thread::sleep(Duration::from_millis(1500));
+
+    // Kill the leader: a new one is elected and writes go on.
+    let killed_at = Instant::now();
+    c.nodes[leader].server.as_mut().unwrap().kill9();
+    c.nodes[leader].server = None;
+    let new_leader = c.leader();
+    assert_ne!(new_leader, leader);
+    eprintln!("new leader after {:?}", killed_at.elapsed());
+    std::thread::sleep(Duration::from_millis(1500));
+    c.up(leader);
+
+    // Kill a follower, then bring it back.
+    std::thread::sleep(Duration::from_millis(1000));
+    let follower = (0..3).find(|i| *i != c.leader()).unwrap();
+    c.nodes[follower].server.as_mut().unwrap().kill9();
+    c.nodes[follower].server = None;
+    std::thread::sleep(Duration::from_millis(1500));
+    c.up(follower);
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let acked = load.finish();
+    c.converge();
+    assert_everywhere(&c, &acked);
+}
+
+#[test]
+fn raft_messages_need_the_cluster_secret() {
+    let c = Cluster::start(3);
+    c.leader();
+    let vote = json!({"vote": {"leader_id": {"term": 99, "node_id": 2}, "committed": false}, "last_log_id": null});
+    let no_secret = call("POST", &c.url(0, "/_raft/vote"), None, Some(&vote), &[]);
+    assert_eq!(no_secret.status, 401);
+    let wrong = call(
+        "POST",
+        &c.url(0, "/_raft/vote"),
+        None,
+        Some(&vote),
+        &[("x-lithair-cluster-secret", "not-the-secret-at-all")],
+    );
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        c.status(0).unwrap()["term"].as_u64(),
+        c.status(1).unwrap()["term"].as_u64(),
+        "the refused vote changed nothing"
+    );
+
+    // A multi-node cluster without a secret does not start (unless --insecure-cluster).
+    let s = shop();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&s.bin)
+        .current_dir(&s.dir)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--node-id",
+            "1",
+            "--peers",
+            "1=127.0.0.1:1,2=127.0.0.1:2",
+            "--data-dir",
+        ])
+        .arg(tmp.path())
+        .env_remove("LITHAIR_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs a secret"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
