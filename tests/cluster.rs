@@ -62,10 +62,16 @@ struct Cluster {
     _tmp: tempfile::TempDir,
     nodes: Vec<Node>,
     peers: String,
+    extra: Vec<String>,
 }
 
 impl Cluster {
     fn start(n: usize) -> Cluster {
+        Self::start_with(n, Vec::new())
+    }
+
+    /// Starts `n` nodes; `extra` goes to every node's `serve`.
+    fn start_with(n: usize, extra: Vec<String>) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let ports = free_ports(n);
         let peers = ports
@@ -88,6 +94,7 @@ impl Cluster {
             _tmp: tmp,
             nodes,
             peers,
+            extra,
         };
         for i in 0..n {
             c.up(i);
@@ -98,12 +105,13 @@ impl Cluster {
     fn up(&mut self, i: usize) {
         let s = shop();
         let node = &self.nodes[i];
-        let args = [
+        let mut args = vec![
             "--node-id".to_string(),
             node.id.to_string(),
             "--peers".to_string(),
             self.peers.clone(),
         ];
+        args.extend(self.extra.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let server = start_on(&s.bin, &s.dir, &node.data, node.port, &args);
         self.nodes[i].server = Some(server);
@@ -275,8 +283,31 @@ impl Load {
     }
 }
 
+fn running(c: &Cluster) -> Vec<usize> {
+    (0..c.nodes.len())
+        .filter(|i| c.nodes[*i].server.is_some())
+        .collect()
+}
+
 fn assert_everywhere(c: &Cluster, acked: &BTreeMap<String, Value>) {
-    for i in 0..c.nodes.len() {
+    assert_records_everywhere(c, acked);
+    let logs: Vec<Vec<(u64, String)>> = running(c).into_iter().map(|i| c.events(i)).collect();
+    for (i, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(
+            log, &logs[0],
+            "running node #{i} holds a different event log than the first"
+        );
+    }
+    let seqs: Vec<u64> = logs[0].iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "sequence numbers are gap-free"
+    );
+}
+
+fn assert_records_everywhere(c: &Cluster, acked: &BTreeMap<String, Value>) {
+    for i in running(c) {
         let mut found: BTreeMap<String, Value> = BTreeMap::new();
         loop {
             let page = call(
@@ -308,21 +339,6 @@ fn assert_everywhere(c: &Cluster, acked: &BTreeMap<String, Value>) {
             );
         }
     }
-    let logs: Vec<Vec<(u64, String)>> = (0..c.nodes.len()).map(|i| c.events(i)).collect();
-    for (i, log) in logs.iter().enumerate().skip(1) {
-        assert_eq!(
-            log,
-            &logs[0],
-            "node {} holds a different event log than node 1",
-            i + 1
-        );
-    }
-    let seqs: Vec<u64> = logs[0].iter().map(|(s, _)| *s).collect();
-    assert_eq!(
-        seqs,
-        (1..=seqs.len() as u64).collect::<Vec<_>>(),
-        "sequence numbers are gap-free"
-    );
 }
 
 #[test]
@@ -403,4 +419,181 @@ fn raft_messages_need_the_cluster_secret() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn a_paused_leader_steps_down_without_split_brain() {
+    let c = Cluster::start(3);
+    let leader = c.leader();
+    let ports: Vec<u16> = c.nodes.iter().map(|n| n.port).collect();
+    let load = Load::start(ports, 4);
+    std::thread::sleep(Duration::from_millis(800));
+    let pid = c.nodes[leader].server.as_ref().unwrap().pid() as i32;
+    // Who claims to lead, per term, sampled while the leader is frozen and after it wakes.
+    let mut claims: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
+    let sample = |c: &Cluster, claims: &mut BTreeMap<u64, std::collections::BTreeSet<u64>>| {
+        for i in 0..c.nodes.len() {
+            if let Some(s) = c.status(i) {
+                if s["state"] == "Leader" {
+                    let term = s["term"].as_u64().unwrap();
+                    claims
+                        .entry(term)
+                        .or_default()
+                        .insert(s["node_id"].as_u64().unwrap());
+                }
+            }
+        }
+    };
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let until = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < until {
+        sample(&c, &mut claims);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        sample(&c, &mut claims);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let new_leader = c.leader();
+    assert_ne!(new_leader, leader, "the frozen leader lost its leadership");
+    assert_eq!(
+        c.status(leader).unwrap()["state"],
+        "Follower",
+        "the old leader stepped down"
+    );
+    for (term, leaders) in &claims {
+        assert!(
+            leaders.len() <= 1,
+            "term {term} had several leaders: {leaders:?}"
+        );
+    }
+    let acked = load.finish();
+    c.converge();
+    assert_everywhere(&c, &acked);
+}
+
+#[test]
+fn a_lagging_follower_catches_up_through_a_snapshot() {
+    let s = shop();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("small-snapshots.toml");
+    let text = std::fs::read_to_string(s.dir.join("lithair.toml")).unwrap();
+    let text = format!("{text}\n[cluster]\nsnapshot_every = 40\nkeep_after_snapshot = 0\n");
+    std::fs::write(&config, text).unwrap();
+    let mut c = Cluster::start_with(3, vec!["--config".into(), config.display().to_string()]);
+    let leader = c.leader();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    c.nodes[follower].server.as_mut().unwrap().kill9();
+    c.nodes[follower].server = None;
+    let mut acked = BTreeMap::new();
+    for n in 0..150 {
+        let body = json!({"name": format!("lag-{n}")});
+        let a = call(
+            "POST",
+            &c.url(leader, "/api/categories"),
+            Some(&s.admin),
+            Some(&body),
+            &[],
+        );
+        assert_eq!(a.status, 201, "{}", a.text);
+        acked.insert(a.json["id"].as_str().unwrap().to_string(), a.json.clone());
+    }
+    c.up(follower);
+    c.converge();
+    assert_records_everywhere(&c, &acked);
+}
+
+#[test]
+fn membership_grows_to_five_and_shrinks_under_load() {
+    let s = shop();
+    let mut c = Cluster::start(3);
+    let ports = free_ports(2);
+    c.peers = format!(
+        "{},4=127.0.0.1:{},5=127.0.0.1:{}",
+        c.peers, ports[0], ports[1]
+    );
+    for (k, port) in ports.iter().enumerate() {
+        let id = 4 + k as u64;
+        let data = c._tmp.path().join(format!("d{id}"));
+        c.nodes.push(Node {
+            id,
+            port: *port,
+            data,
+            server: None,
+        });
+    }
+    let load = Load::start(c.nodes.iter().take(3).map(|n| n.port).collect(), 4);
+    for i in 3..5 {
+        // Ask for the leader before the new node runs: until it is added it knows none.
+        let leader = c.leader();
+        c.up(i);
+        let body = json!({"id": c.nodes[i].id, "addr": format!("127.0.0.1:{}", c.nodes[i].port)});
+        let added = call(
+            "POST",
+            &c.url(leader, "/_cluster/members"),
+            Some(&s.admin),
+            Some(&body),
+            &[],
+        );
+        assert_eq!(added.status, 200, "{}", added.text);
+    }
+    let leader = c.leader();
+    assert_eq!(c.status(leader).unwrap()["members"], json!([1, 2, 3, 4, 5]));
+    // Remove a node that is not the leader, then stop it.
+    let gone = (0..3).find(|i| *i != leader).unwrap();
+    let path = format!("/_cluster/members/{}", c.nodes[gone].id);
+    let removed = call("DELETE", &c.url(leader, &path), Some(&s.admin), None, &[]);
+    assert_eq!(removed.status, 200, "{}", removed.text);
+    std::thread::sleep(Duration::from_millis(500));
+    c.nodes[gone].server.as_mut().unwrap().kill9();
+    c.nodes[gone].server = None;
+    std::thread::sleep(Duration::from_millis(1000));
+    let acked = load.finish();
+    c.converge();
+    let members = c.status(c.leader()).unwrap()["members"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(members, 4);
+    assert_records_everywhere(&c, &acked);
+}
+
+#[test]
+fn linearizable_reads_on_a_follower_see_the_latest_write() {
+    let s = shop();
+    let c = Cluster::start(3);
+    let leader = c.leader();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    for n in 0..20 {
+        let body = json!({"name": format!("lin-{n}")});
+        let a = call(
+            "POST",
+            &c.url(leader, "/api/categories"),
+            Some(&s.admin),
+            Some(&body),
+            &[],
+        );
+        assert_eq!(a.status, 201);
+        let id = a.json["id"].as_str().unwrap();
+        let path = format!("/api/categories/{id}?consistency=linearizable");
+        let read = call("GET", &c.url(follower, &path), None, None, &[]);
+        assert_eq!(
+            read.status, 200,
+            "write {n} not visible on the follower: {}",
+            read.text
+        );
+        assert_eq!(read.json, a.json);
+    }
+    let bad = call(
+        "GET",
+        &c.url(follower, "/api/categories?consistency=eventually"),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(bad.status, 400);
 }

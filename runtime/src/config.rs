@@ -112,6 +112,9 @@ pub struct ClusterConfig {
     pub max_payload_entries: u64,
     /// Build a Raft snapshot (and purge the log) every N log entries.
     pub snapshot_every: u64,
+    /// Log entries kept after a snapshot, so a briefly lagging follower catches up from the
+    /// log instead of receiving a whole snapshot.
+    pub keep_after_snapshot: u64,
 }
 
 impl Default for ClusterConfig {
@@ -122,6 +125,7 @@ impl Default for ClusterConfig {
             heartbeat_interval_ms: 200,
             max_payload_entries: 300,
             snapshot_every: 5000,
+            keep_after_snapshot: 1000,
         }
     }
 }

@@ -199,6 +199,11 @@ impl Server {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
     /// The base URL.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)

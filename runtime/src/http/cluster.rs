@@ -95,6 +95,7 @@ pub(crate) async fn raft_rpc(
             respond::json(200, &c.raft.install_snapshot(rpc).await)
         }
         "propose" => respond::json(200, &c.propose_as_leader(parse(&bytes)?).await),
+        "read_index" => respond::json(200, &c.read_index_as_leader().await),
         _ => return Err(ApiError::not_found(format!("no Raft message {rpc}"))),
     })
 }
@@ -190,4 +191,32 @@ pub(crate) async fn members(
         }
         _ => Err(ApiError::method_not_allowed(&["POST", "DELETE"])),
     }
+}
+
+/// For `?consistency=linearizable` reads: waits until this node's state is linearizable.
+pub(crate) async fn linearizable(app: &App) -> Result<(), ApiError> {
+    match app.engine.store.cluster() {
+        // A single node is its own quorum: its state is always current.
+        None => Ok(()),
+        Some(c) => c
+            .linearizable()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("linearizable read: {e}"))),
+    }
+}
+
+/// Whether the query asks for a linearizable read; other values of `consistency` are a 400.
+pub(crate) fn wants_linearizable(query: Option<&str>) -> Result<bool, ApiError> {
+    for (k, v) in super::list::pairs(query)? {
+        if k == "consistency" {
+            return match v.as_str() {
+                "linearizable" => Ok(true),
+                "local" => Ok(false),
+                other => Err(ApiError::bad_request(format!(
+                    "consistency must be local or linearizable, not \"{other}\""
+                ))),
+            };
+        }
+    }
+    Ok(false)
 }

@@ -124,6 +124,8 @@ impl ListQuery {
                         ))
                     })?
                 }
+                // Checked by the router (`?consistency=local|linearizable`).
+                "consistency" => {}
                 "offset" => {
                     q.offset = v
                         .parse()

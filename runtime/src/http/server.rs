@@ -207,6 +207,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                     &format!("list {}", m.name),
                 )?;
                 let query = ListQuery::parse(m, req.uri().query())?;
+                if super::cluster::wants_linearizable(req.uri().query())? {
+                    super::cluster::linearizable(app).await?;
+                }
                 let page = app.engine.store.read(|s| query.run(s, m));
                 Ok(respond::json_bytes(200, page))
             } else if method == Method::POST && m.operations.contains(&Operation::Create) {
@@ -265,6 +268,9 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
             let if_match = if_match(&req)?;
             match op {
                 Operation::Get => {
+                    if super::cluster::wants_linearizable(req.uri().query())? {
+                        super::cluster::linearizable(app).await?;
+                    }
                     let r = app.engine.get(&m.name, id).ok_or_else(|| {
                         ApiError::not_found(format!("no {} with this id", m.name))
                     })?;

@@ -78,6 +78,7 @@ impl Cluster {
             heartbeat_interval: t.heartbeat_interval_ms,
             max_payload_entries: t.max_payload_entries,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
+            max_in_snapshot_log_to_keep: t.keep_after_snapshot,
             ..Default::default()
         }
         .validate()
@@ -150,6 +151,55 @@ impl Cluster {
         Err(Refused::Storage(
             "no leader could take the write; retry".into(),
         ))
+    }
+
+    /// Makes this node's state linearizable for a read: the leader confirms its leadership
+    /// with a quorum (read index); a follower asks the leader for that index and waits
+    /// until it has applied it.
+    pub async fn linearizable(&self) -> Result<(), String> {
+        for _ in 0..20 {
+            match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(
+                    f,
+                ))) => {
+                    let Some(leader) = f.leader_node else {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    let index: Result<Result<Option<u64>, String>, _> = post_json(
+                        &leader.addr,
+                        "/_raft/read_index",
+                        self.secret.as_deref(),
+                        &(),
+                        Duration::from_secs(10),
+                    )
+                    .await;
+                    match index {
+                        Ok(Ok(index)) => {
+                            self.raft
+                                .wait(Some(Duration::from_secs(10)))
+                                .applied_index_at_least(index, "linearizable read")
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            return Ok(());
+                        }
+                        Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        Err("no leader could confirm the read; retry".into())
+    }
+
+    /// The read index, answered as the leader (for a follower's linearizable read).
+    pub async fn read_index_as_leader(&self) -> Result<Option<u64>, String> {
+        self.raft
+            .ensure_linearizable()
+            .await
+            .map(|l| l.map(|l| l.index))
+            .map_err(|e| e.to_string())
     }
 
     /// Runs a write forwarded by a follower (this node should be the leader).
