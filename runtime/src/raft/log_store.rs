@@ -26,20 +26,56 @@ pub struct LogStore {
     meta: sled::Tree,
     sync: SyncMode,
     log_file: Option<Arc<File>>,
+    /// Appends waiting for the next flush (group commit); see [`LogStore::open`].
+    flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
     /// Opens the log store of the sled database `db` (whose folder is `dir`).
+    ///
+    /// With `sync = "always"`, appends are acknowledged by a flusher task: it takes every
+    /// append waiting, makes them durable with one sled flush and one `fdatasync`, then
+    /// answers them all. openraft keeps appending meanwhile, so concurrent client writes
+    /// share a flush, as in the single-node store. Must be called within a tokio runtime.
     pub fn open(db: sled::Db, dir: &Path, sync: SyncMode) -> Result<Self, sled::Error> {
         let log = db.open_tree("raft_log")?;
         let meta = db.open_tree("raft_meta")?;
         let log_file = File::open(dir.join("db")).ok().map(Arc::new);
+        let (flushes, mut waiting) =
+            tokio::sync::mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
+        let (fdb, ffile) = (db.clone(), log_file.clone());
+        tokio::spawn(async move {
+            while let Some(first) = waiting.recv().await {
+                let mut batch = vec![first];
+                while let Ok(more) = waiting.try_recv() {
+                    batch.push(more);
+                }
+                let (db, file) = (fdb.clone(), ffile.clone());
+                let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    db.flush().map_err(std::io::Error::other)?;
+                    if let Some(f) = file {
+                        f.sync_data()?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                for callback in batch {
+                    let r = match &result {
+                        Ok(()) => Ok(()),
+                        Err(e) => Err(std::io::Error::other(e.to_string())),
+                    };
+                    callback.log_io_completed(r);
+                }
+            }
+        });
         Ok(LogStore {
             db,
             log,
             meta,
             sync,
             log_file,
+            flushes,
         })
     }
 
@@ -167,17 +203,20 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.log
             .apply_batch(batch)
             .map_err(|e| io_error(Io::WriteLogs, e))?;
-        let result = match self.sync {
-            SyncMode::Always => self.make_durable().await,
+        match self.sync {
+            // Answered by the flusher once durable, together with the appends around it.
+            SyncMode::Always => {
+                if let Err(tokio::sync::mpsc::error::SendError(callback)) =
+                    self.flushes.send(callback)
+                {
+                    callback
+                        .log_io_completed(Err(std::io::Error::other("the log flusher stopped")));
+                }
+            }
             // periodic / never: the user chose to acknowledge before the disk has it.
-            SyncMode::Periodic | SyncMode::Never => Ok(()),
-        };
-        let failed = result.as_ref().err().map(|e| e.to_string());
-        callback.log_io_completed(result);
-        match failed {
-            Some(e) => Err(io_error(Io::WriteLogs, e)),
-            None => Ok(()),
+            SyncMode::Periodic | SyncMode::Never => callback.log_io_completed(Ok(())),
         }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
