@@ -41,14 +41,19 @@ fn shop() -> &'static Shop {
     })
 }
 
+/// Ports for the nodes, picked below the kernel's ephemeral range (32768 and up), so the
+/// many short outgoing connections of a test cannot take one between pick and bind.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    let mut ports = Vec::new();
+    while ports.len() < n {
+        let p: u16 = rng.gen_range(20000..32000);
+        if !ports.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            ports.push(p);
+        }
+    }
+    ports
 }
 
 struct Node {

@@ -47,7 +47,7 @@ fn openraft_storage_suite() {
 /// refusals included (the second claim of a unique value).
 #[test]
 fn replicas_applying_the_same_entries_hold_identical_logs() {
-    use lithair_runtime::raft::Applied;
+    use lithair_runtime::raft::{Applied, Batch};
     use lithair_runtime::store::decide::Stamped;
     use lithair_runtime::store::event::{Actor, Stored};
     use lithair_runtime::store::Command;
@@ -68,7 +68,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
                 at: "2024-01-01T00:00:00Z".into(),
                 node_id: "1".into(),
             };
-            Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i + 1), payload: EntryPayload::Normal(stamped) }
+            Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i + 1), payload: EntryPayload::Normal(Batch(vec![stamped])) }
         })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -79,7 +79,12 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
             let dir = tempfile::tempdir().unwrap();
             let db = sled::open(dir.path().join("store")).unwrap();
             let mut sm = StateMachine::open(&db, &spec).unwrap();
-            let answers = rt.block_on(sm.apply(entries.clone())).unwrap();
+            let answers: Vec<Applied> = rt
+                .block_on(sm.apply(entries.clone()))
+                .unwrap()
+                .into_iter()
+                .flatten()
+                .collect();
             let done = answers
                 .iter()
                 .filter(|a| matches!(a, Applied::Done(_)))

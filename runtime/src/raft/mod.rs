@@ -21,7 +21,17 @@ use crate::store::decide::Stamped;
 use crate::store::event::Event;
 use crate::store::Refused;
 
-/// What applying one log entry answered.
+/// The payload of a normal log entry: the commands that reached the leader together.
+///
+/// Proposals are batched before they enter the log, so a burst of concurrent writes costs
+/// one entry (one append, one replication round, one flush) instead of one each.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Batch(pub Vec<Stamped>);
+
+/// What applying one log entry answered: one answer per command of its batch.
+pub type Answers = Vec<Applied>;
+
+/// What applying one command answered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Applied {
     /// The command was accepted: its event.
@@ -35,8 +45,8 @@ pub enum Applied {
 openraft::declare_raft_types!(
     /// The Raft types of a lithair service.
     pub TypeConfig:
-        D = Stamped,
-        R = Applied,
+        D = Batch,
+        R = Answers,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -6,13 +6,15 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 
 use super::log_store::LogStore;
 use super::network::{post_json, Network};
 use super::state_machine::StateMachine;
-use super::{Applied, TypeConfig};
+use super::{Answers, Applied, Batch, TypeConfig};
 use crate::config::{ClusterConfig, SyncMode};
 use crate::spec::ServiceSpec;
 use crate::store::decide::Stamped;
@@ -41,6 +43,7 @@ pub struct Cluster {
     pub node_id: u64,
     /// The cluster secret.
     pub secret: Option<String>,
+    batcher: mpsc::UnboundedSender<Pending>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -99,58 +102,28 @@ impl Cluster {
             tracing::info!(node_id = opts.node_id, members = ?opts.peers, "initializing the cluster");
             raft.initialize(members).await.map_err(|e| fail(&e))?;
         }
+        let batcher = spawn_batcher(raft.clone(), opts.secret.clone());
         Ok((
             Cluster {
                 raft,
                 node_id: opts.node_id,
                 secret: opts.secret,
+                batcher,
             },
             state,
         ))
     }
 
-    /// Proposes a stamped command: on the leader through Raft; on a follower, forwarded to
-    /// the leader, then waited for until this node has applied it (read your writes).
+    /// Proposes a stamped command. Concurrent proposals are batched into one log entry
+    /// (see [`Batch`]); the answer comes once the entry is committed and applied here.
     pub async fn propose(&self, stamped: Stamped) -> Result<Event, Refused> {
-        for _ in 0..20 {
-            match self.raft.client_write(stamped.clone()).await {
-                Ok(resp) => return answer(resp.data),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    let Some(leader) = f.leader_node else {
-                        // An election is going on: wait a little and try again.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    };
-                    let forwarded: Result<Result<(Applied, u64), String>, _> = post_json(
-                        &leader.addr,
-                        "/_raft/propose",
-                        self.secret.as_deref(),
-                        &stamped,
-                        Duration::from_secs(10),
-                    )
-                    .await;
-                    match forwarded {
-                        Ok(Ok((applied, index))) => {
-                            let _ = self
-                                .raft
-                                .wait(Some(Duration::from_secs(10)))
-                                .applied_index_at_least(Some(index), "forwarded write")
-                                .await;
-                            return answer(applied);
-                        }
-                        // The leader changed meanwhile, or is unreachable: try again.
-                        Ok(Err(_)) | Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    }
-                }
-                Err(e) => return Err(Refused::Storage(e.to_string())),
-            }
-        }
-        Err(Refused::Storage(
-            "no leader could take the write; retry".into(),
-        ))
+        let (reply, answer) = oneshot::channel();
+        self.batcher
+            .send((stamped, reply))
+            .map_err(|_| Refused::Storage("the Raft node has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| Refused::Storage("the Raft node has stopped".into()))?
     }
 
     /// Makes this node's state linearizable for a read: the leader confirms its leadership
@@ -202,14 +175,108 @@ impl Cluster {
             .map_err(|e| e.to_string())
     }
 
-    /// Runs a write forwarded by a follower (this node should be the leader).
-    pub async fn propose_as_leader(&self, stamped: Stamped) -> Result<(Applied, u64), String> {
+    /// Runs a batch forwarded by a follower (this node should be the leader).
+    pub async fn propose_as_leader(&self, batch: Batch) -> Result<(Answers, u64), String> {
         self.raft
-            .client_write(stamped)
+            .client_write(batch)
             .await
             .map(|r| (r.data, r.log_id.index))
             .map_err(|e| e.to_string())
     }
+}
+
+type Pending = (Stamped, oneshot::Sender<Result<Event, Refused>>);
+
+/// Batches proposals: while up to two batches are in flight, new proposals wait and
+/// then leave together as one log entry.
+fn spawn_batcher(raft: Raft<TypeConfig>, secret: Option<String>) -> mpsc::UnboundedSender<Pending> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
+    let in_flight = Arc::new(Semaphore::new(2));
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                break;
+            };
+            let mut pending = vec![first];
+            while pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(p) => pending.push(p),
+                    Err(_) => break,
+                }
+            }
+            let (raft, secret) = (raft.clone(), secret.clone());
+            tokio::spawn(async move {
+                let (commands, replies): (Vec<Stamped>, Vec<_>) = pending.into_iter().unzip();
+                match write_batch(&raft, secret.as_deref(), commands).await {
+                    Ok(answers) => {
+                        let mut answers = answers.into_iter();
+                        for reply in replies {
+                            let result = match answers.next() {
+                                Some(a) => answer(a),
+                                None => Err(Refused::Storage("the batch came back short".into())),
+                            };
+                            let _ = reply.send(result);
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+                drop(permit);
+            });
+        }
+    });
+    tx
+}
+
+/// Most commands in one log entry.
+const MAX_BATCH: usize = 1024;
+
+/// Writes a batch: on the leader through Raft; on a follower, forwarded to the leader,
+/// then waited for until this node has applied it (read your writes).
+async fn write_batch(
+    raft: &Raft<TypeConfig>,
+    secret: Option<&str>,
+    commands: Vec<Stamped>,
+) -> Result<Answers, Refused> {
+    let batch = Batch(commands);
+    for _ in 0..50 {
+        match raft.client_write(batch.clone()).await {
+            Ok(resp) => return Ok(resp.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                let Some(leader) = f.leader_node else {
+                    // An election is going on: wait a little and try again.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let forwarded: Result<Result<(Answers, u64), String>, _> = post_json(
+                    &leader.addr,
+                    "/_raft/propose",
+                    secret,
+                    &batch,
+                    Duration::from_secs(10),
+                )
+                .await;
+                match forwarded {
+                    Ok(Ok((answers, index))) => {
+                        let _ = raft
+                            .wait(Some(Duration::from_secs(10)))
+                            .applied_index_at_least(Some(index), "forwarded write")
+                            .await;
+                        return Ok(answers);
+                    }
+                    // The leader changed meanwhile, or is unreachable: try again.
+                    Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            Err(e) => return Err(Refused::Storage(e.to_string())),
+        }
+    }
+    Err(Refused::Storage(
+        "no leader could take the write; retry".into(),
+    ))
 }
 
 fn answer(applied: Applied) -> Result<Event, Refused> {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{io_error, Applied, Io, TypeConfig};
+use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
 use crate::spec::ServiceSpec;
 use crate::store::decide::{Decider, Overlay};
 use crate::store::event::{Event, Record, Stored};
@@ -196,7 +196,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError<u64>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Answers>, StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
@@ -208,23 +208,29 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             for entry in entries {
                 self.applied = Some(entry.log_id);
                 match entry.payload {
-                    EntryPayload::Blank => responses.push(Applied::Nothing),
+                    EntryPayload::Blank => responses.push(Vec::new()),
                     EntryPayload::Membership(m) => {
                         self.membership = StoredMembership::new(Some(entry.log_id), m);
-                        responses.push(Applied::Nothing);
+                        responses.push(Vec::new());
                     }
-                    EntryPayload::Normal(mut stamped) => {
-                        let mut overlay = Overlay::default();
-                        let seq = state.last_seq + 1;
-                        match self.decider.decide(&state, &mut overlay, &mut stamped, seq) {
-                            Ok((ev, record)) => {
-                                batch
-                                    .insert(&ev.key(), serde_json::to_vec(&ev).map_err(write_err)?);
-                                state.publish(&ev, record);
-                                responses.push(Applied::Done(ev));
+                    EntryPayload::Normal(Batch(commands)) => {
+                        let mut answers = Vec::with_capacity(commands.len());
+                        for mut stamped in commands {
+                            let mut overlay = Overlay::default();
+                            let seq = state.last_seq + 1;
+                            match self.decider.decide(&state, &mut overlay, &mut stamped, seq) {
+                                Ok((ev, record)) => {
+                                    batch.insert(
+                                        &ev.key(),
+                                        serde_json::to_vec(&ev).map_err(write_err)?,
+                                    );
+                                    state.publish(&ev, record);
+                                    answers.push(Applied::Done(ev));
+                                }
+                                Err(refused) => answers.push(Applied::Refused(refused)),
                             }
-                            Err(refused) => responses.push(Applied::Refused(refused)),
                         }
+                        responses.push(answers);
                     }
                 }
             }
