@@ -110,3 +110,57 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
     assert_eq!(logs[0].len(), 3);
     assert_eq!(logs[0], logs[1], "identical event logs, byte for byte");
 }
+
+/// A batch proposed twice (a follower retrying after its leader died with the answer) is
+/// answered from the first application, not applied again.
+#[test]
+fn a_command_sent_twice_is_applied_once() {
+    use lithair_runtime::raft::{Applied, Batch};
+    use lithair_runtime::store::decide::Stamped;
+    use lithair_runtime::store::event::{Actor, Stored};
+    use lithair_runtime::store::Command;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
+    let record = serde_json::json!({"id": uuid::Uuid::new_v4().to_string(), "code": "once",
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "version": 1});
+    let stamped = Stamped {
+        command: Command::Create {
+            model: "Item".into(),
+            record: Stored::new(record.as_object().unwrap().clone()),
+        },
+        actor: Actor {
+            name: "t".into(),
+            roles: vec![],
+        },
+        event_id: uuid::Uuid::new_v4(),
+        at: "2024-01-01T00:00:00Z".into(),
+        node_id: "2".into(),
+    };
+    let entry = |i: u64| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(Batch(vec![stamped.clone()])),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("store")).unwrap();
+    let mut sm = StateMachine::open(&db, &spec).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let first = rt.block_on(sm.apply(vec![entry(1)])).unwrap();
+    let again = rt.block_on(sm.apply(vec![entry(2)])).unwrap();
+    assert!(matches!(first[0][0], Applied::Done(_)));
+    assert_eq!(
+        first, again,
+        "the same answer, not a second event or a refusal"
+    );
+    let events = db
+        .open_tree("events")
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.ok())
+        .filter(|(k, _)| k.len() == 8)
+        .count();
+    assert_eq!(events, 1);
+}

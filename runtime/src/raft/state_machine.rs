@@ -50,7 +50,14 @@ pub struct StateMachine {
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     current: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
+    /// Answers of recently applied commands by event id: a batch that a follower sent
+    /// again (its first answer was lost with a crashed leader) is answered, not re-applied.
+    recent: std::collections::HashMap<Uuid, Applied>,
+    recent_order: std::collections::VecDeque<Uuid>,
 }
+
+/// How many recent answers are kept for duplicate detection.
+const RECENT: usize = 100_000;
 
 fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     io_error(Io::ReadStateMachine, e)
@@ -125,6 +132,8 @@ impl StateMachine {
             applied,
             membership,
             current,
+            recent: std::collections::HashMap::new(),
+            recent_order: std::collections::VecDeque::new(),
         })
     }
 
@@ -216,6 +225,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Normal(Batch(commands)) => {
                         let mut answers = Vec::with_capacity(commands.len());
                         for mut stamped in commands {
+                            if let Some(previous) = self.recent.get(&stamped.event_id) {
+                                answers.push(previous.clone());
+                                continue;
+                            }
+                            let event_id = stamped.event_id;
                             let mut overlay = Overlay::default();
                             let seq = state.last_seq + 1;
                             match self.decider.decide(&state, &mut overlay, &mut stamped, seq) {
@@ -228,6 +242,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     answers.push(Applied::Done(ev));
                                 }
                                 Err(refused) => answers.push(Applied::Refused(refused)),
+                            }
+                            if let Some(last) = answers.last() {
+                                self.recent.insert(event_id, last.clone());
+                                self.recent_order.push_back(event_id);
+                                if self.recent_order.len() > RECENT {
+                                    if let Some(old) = self.recent_order.pop_front() {
+                                        self.recent.remove(&old);
+                                    }
+                                }
                             }
                         }
                         responses.push(answers);
