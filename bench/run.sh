@@ -5,6 +5,7 @@
 #   bash bench/run.sh            # all benchmarks, 10 s each
 #   DURATION=5s bash bench/run.sh
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
+#   bash bench/run.sh cluster                    # only the Raft benchmarks
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
 # bench/README.md with the machine's description.
@@ -113,4 +114,58 @@ if [ "$only" = all ] || [ "$only" = restart ]; then
     curl -s "http://$addr/api/products?limit=1" | grep -o '"total":[0-9]*'
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
+fi
+
+if [ "$only" = all ] || [ "$only" = cluster ]; then
+  secret=bench-cluster-secret-0123456789
+  node() { # node NAME PORT ID PEERS
+    start "$1" env LITHAIR_CLUSTER_SECRET=$secret LITHAIR_LOG=warn "$shop" serve --config "$work/shop/lithair.toml" \
+      --port "$2" --data-dir "$work/data-$1" --node-id "$3" --peers "$4"
+  }
+  leader_of() { curl -s "http://127.0.0.1:$1/_cluster/status" | sed -n 's/.*"leader":\([0-9]*\).*/\1/p'; }
+
+  echo "== 6. single-node Raft cluster (--peers with itself): POST, sync=always, $CONNS connections, $DURATION"
+  rm -rf "$work"/data-raft1
+  node raft1 18301 1 "1=127.0.0.1:18301"
+  sleep 2
+  cat=$(category)
+  LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$(date +%s%N | tail -c 9)" \
+    wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://$addr" | summary
+  kill "${pids[-1]}"
+
+  echo "== 7. three-node Raft cluster: POST, sync=always, $CONNS connections spread over the nodes, $DURATION"
+  peers="1=127.0.0.1:18311,2=127.0.0.1:18312,3=127.0.0.1:18313"
+  rm -rf "$work"/data-raft3-*
+  for i in 1 2 3; do node "raft3-$i" "1831$i" "$i" "$peers"; done
+  sleep 3
+  cat=$(category)
+  per=$(( CONNS / 3 ))
+  for i in 1 2 3; do
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$i$(date +%s%N | tail -c 8)" \
+      wrk -t1 -c"$per" -d"$DURATION" --latency -s bench/post.lua "http://127.0.0.1:1831$i" > "$work/wrk-raft3-$i.txt" &
+  done
+  wait $(jobs -p | tail -3) 2>/dev/null || true
+  sleep 1
+  total=0
+  for i in 1 2 3; do
+    r=$(sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p' "$work/wrk-raft3-$i.txt")
+    echo "node $i: $r creates/s; $(grep -E '  50%|  99%' "$work/wrk-raft3-$i.txt" | tr -s ' ' | tr '\n' ' ')"
+    if grep -q "Non-2xx" "$work/wrk-raft3-$i.txt"; then echo "!! node $i: some requests failed" >&2; fi
+    total=$(awk "BEGIN {print $total + $r}")
+  done
+  echo "total: $total creates/s"
+
+  echo "== 8. leader kill: time to the first acknowledged write after it"
+  leader=$(leader_of 18311)
+  follower=$(( leader % 3 + 1 ))
+  pkill -9 -f -- "--node-id $leader --peers $peers" || true
+  t0=$(date +%s%N)
+  for _ in $(seq 1 3000); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -XPOST "http://127.0.0.1:1831$follower/api/categories" \
+      -H "authorization: Bearer $editor" -H 'content-type: application/json' -d "{\"name\":\"after-kill-$RANDOM$RANDOM\"}")
+    [ "$code" = 201 ] && break
+    sleep 0.01
+  done
+  t1=$(date +%s%N)
+  echo "leader $leader killed; first 201 through node $follower after $(( (t1 - t0) / 1000000 )) ms (election timeout 1000-2000 ms)"
 fi
