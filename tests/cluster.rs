@@ -17,28 +17,9 @@ use support::*;
 const GEN: &str = env!("CARGO_BIN_EXE_lithair-gen");
 const SECRET: &str = "test-cluster-secret-0123456789";
 
-struct Shop {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    bin: PathBuf,
-    admin: String,
-}
-
-fn shop() -> &'static Shop {
-    static SHOP: OnceLock<Shop> = OnceLock::new();
-    SHOP.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("shop");
-        new_project(GEN, "shop", &dir);
-        let bin = build(&dir);
-        let admin = mint_token(&bin, &dir, "admin", &["admin"]);
-        Shop {
-            _tmp: tmp,
-            dir,
-            bin,
-            admin,
-        }
-    })
+fn shop() -> &'static Example {
+    static SHOP: OnceLock<Example> = OnceLock::new();
+    SHOP.get_or_init(|| Example::build(GEN, "shop", &[("admin", &["admin"])]))
 }
 
 /// Ports for the nodes, picked below the kernel's ephemeral range (32768 and up), so the
@@ -235,7 +216,7 @@ impl Load {
             .map(|w| {
                 let (stop, acked, attempts, ports) =
                     (stop.clone(), acked.clone(), attempts.clone(), ports.clone());
-                let token = shop().admin.clone();
+                let token = shop().token("admin").to_string();
                 std::thread::spawn(move || {
                     let agent = ureq::AgentBuilder::new()
                         .timeout(Duration::from_secs(5))
@@ -500,7 +481,7 @@ fn a_lagging_follower_catches_up_through_a_snapshot() {
         let a = call(
             "POST",
             &c.url(leader, "/api/categories"),
-            Some(&s.admin),
+            Some(s.token("admin")),
             Some(&body),
             &[],
         );
@@ -540,7 +521,7 @@ fn membership_grows_to_five_and_shrinks_under_load() {
         let added = call(
             "POST",
             &c.url(leader, "/_cluster/members"),
-            Some(&s.admin),
+            Some(s.token("admin")),
             Some(&body),
             &[],
         );
@@ -551,7 +532,13 @@ fn membership_grows_to_five_and_shrinks_under_load() {
     // Remove a node that is not the leader, then stop it.
     let gone = (0..3).find(|i| *i != leader).unwrap();
     let path = format!("/_cluster/members/{}", c.nodes[gone].id);
-    let removed = call("DELETE", &c.url(leader, &path), Some(&s.admin), None, &[]);
+    let removed = call(
+        "DELETE",
+        &c.url(leader, &path),
+        Some(s.token("admin")),
+        None,
+        &[],
+    );
     assert_eq!(removed.status, 200, "{}", removed.text);
     std::thread::sleep(Duration::from_millis(500));
     c.nodes[gone].server.as_mut().unwrap().kill9();
@@ -578,7 +565,7 @@ fn linearizable_reads_on_a_follower_see_the_latest_write() {
         let a = call(
             "POST",
             &c.url(leader, "/api/categories"),
-            Some(&s.admin),
+            Some(s.token("admin")),
             Some(&body),
             &[],
         );

@@ -5,7 +5,6 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -15,46 +14,20 @@ use support::*;
 
 const GEN: &str = env!("CARGO_BIN_EXE_lithair-gen");
 
-struct Shop {
-    _tmp: tempfile::TempDir,
-    dir: PathBuf,
-    bin: PathBuf,
-    viewer: String,
-    editor: String,
-    admin: String,
-}
-
-fn shop() -> &'static Shop {
-    static SHOP: OnceLock<Shop> = OnceLock::new();
+fn shop() -> &'static Example {
+    static SHOP: OnceLock<Example> = OnceLock::new();
     SHOP.get_or_init(|| {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("shop");
-        new_project(GEN, "shop", &dir);
-        let bin = build(&dir);
-        // Generated code is held to the same bar as ours.
-        let clippy =
-            std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-                .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
-                .current_dir(&dir)
-                .env("CARGO_TARGET_DIR", e2e_target())
-                .output()
-                .unwrap();
-        assert!(
-            clippy.status.success(),
-            "clippy on the generated shop:\n{}",
-            String::from_utf8_lossy(&clippy.stderr)
+        let shop = Example::build(
+            GEN,
+            "shop",
+            &[
+                ("viewer", &["viewer"]),
+                ("editor", &["editor"]),
+                ("admin", &["admin"]),
+            ],
         );
-        let viewer = mint_token(&bin, &dir, "viewer", &["viewer"]);
-        let editor = mint_token(&bin, &dir, "editor", &["editor"]);
-        let admin = mint_token(&bin, &dir, "admin", &["admin"]);
-        Shop {
-            _tmp: tmp,
-            dir,
-            bin,
-            viewer,
-            editor,
-            admin,
-        }
+        assert_clippy_clean(&shop.dir);
+        shop
     })
 }
 
@@ -67,7 +40,7 @@ fn category(server: &Server, name: &str) -> String {
     let a = call(
         "POST",
         &server.url("/api/categories"),
-        Some(&shop().editor),
+        Some(shop().token("editor")),
         Some(&json!({"name": name})),
         &[],
     );
@@ -79,7 +52,7 @@ fn product(server: &Server, cat: &str, sku: &str, price: f64) -> Answer {
     call(
         "POST",
         &server.url("/api/products"),
-        Some(&shop().editor),
+        Some(shop().token("editor")),
         Some(&json!({"name": format!("Item {sku}"), "sku": sku, "price": price, "category": cat})),
         &[],
     )
@@ -89,7 +62,7 @@ fn product(server: &Server, cat: &str, sku: &str, price: f64) -> Answer {
 fn crud_follows_the_http_contract() {
     let data = tempfile::tempdir().unwrap();
     let server = start(&data);
-    let ed = Some(shop().editor.as_str());
+    let ed = Some(shop().token("editor"));
     let cat = category(&server, "Tools");
 
     let created = product(&server, &cat, "HM-1", 9.5);
@@ -216,8 +189,8 @@ fn crud_follows_the_http_contract() {
     let not_allowed = call("DELETE", &server.url("/api/products"), ed, None, &[]);
     assert_eq!(not_allowed.status, 405);
     assert_eq!(not_allowed.header("allow"), Some("GET, POST"));
-    assert_eq!(raw(server.addr, format!("POST /api/products HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n{{}}", shop().editor).as_bytes()), 415);
-    assert_eq!(raw(server.addr, format!("POST /api/products HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n{{\"a\":", shop().editor).as_bytes()), 400);
+    assert_eq!(raw(server.addr, format!("POST /api/products HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\n{{}}", shop().token("editor")).as_bytes()), 415);
+    assert_eq!(raw(server.addr, format!("POST /api/products HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 5\r\n\r\n{{\"a\":", shop().token("editor")).as_bytes()), 400);
     let action = call(
         "POST",
         &server.url(&format!("/api/products/{id}/restock")),
@@ -233,7 +206,7 @@ fn crud_follows_the_http_contract() {
     let deleted = call(
         "DELETE",
         &server.url(&format!("/api/products/{id}")),
-        Some(&shop().admin),
+        Some(shop().token("admin")),
         None,
         &[],
     );
@@ -253,7 +226,7 @@ fn crud_follows_the_http_contract() {
         call(
             "DELETE",
             &server.url(&format!("/api/products/{id}")),
-            Some(&shop().admin),
+            Some(shop().token("admin")),
             None,
             &[]
         )
@@ -283,7 +256,7 @@ fn list_pages_sorts_and_filters() {
             201
         );
     }
-    let ed = Some(shop().editor.as_str());
+    let ed = Some(shop().token("editor"));
     let all = call(
         "GET",
         &server.url("/api/products?sort=price"),
@@ -411,7 +384,7 @@ fn permissions_per_role_deny_by_default() {
         call(
             "POST",
             &server.url("/api/categories"),
-            Some(&s.viewer),
+            Some(s.token("viewer")),
             Some(&body),
             &[]
         )
@@ -421,7 +394,7 @@ fn permissions_per_role_deny_by_default() {
     let created = call(
         "POST",
         &server.url("/api/categories"),
-        Some(&s.editor),
+        Some(s.token("editor")),
         Some(&body),
         &[],
     );
@@ -431,7 +404,7 @@ fn permissions_per_role_deny_by_default() {
         call(
             "DELETE",
             &server.url(&format!("/api/categories/{id}")),
-            Some(&s.editor),
+            Some(s.token("editor")),
             None,
             &[]
         )
@@ -443,7 +416,7 @@ fn permissions_per_role_deny_by_default() {
         call(
             "POST",
             &server.url("/api/categories"),
-            Some(&s.admin),
+            Some(s.token("admin")),
             Some(&json!({"name": "Adm"})),
             &[]
         )
@@ -454,7 +427,7 @@ fn permissions_per_role_deny_by_default() {
         call(
             "DELETE",
             &server.url(&format!("/api/categories/{id}")),
-            Some(&s.admin),
+            Some(s.token("admin")),
             None,
             &[]
         )
@@ -478,7 +451,7 @@ fn permissions_per_role_deny_by_default() {
         call(
             "GET",
             &server.url("/api/customers"),
-            Some(&s.viewer),
+            Some(s.token("viewer")),
             None,
             &[]
         )
@@ -489,7 +462,7 @@ fn permissions_per_role_deny_by_default() {
         call(
             "GET",
             &server.url("/api/customers"),
-            Some(&s.admin),
+            Some(s.token("admin")),
             None,
             &[]
         )
@@ -502,7 +475,7 @@ fn permissions_per_role_deny_by_default() {
 fn bad_input_gets_a_4xx_never_a_5xx() {
     let data = tempfile::tempdir().unwrap();
     let server = start(&data);
-    let tok = &shop().editor;
+    let tok = shop().token("editor");
     let post = |body: &[u8], ctype: &str| -> u16 {
         let mut req = format!(
             "POST /api/categories HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {tok}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
@@ -604,7 +577,7 @@ fn restart_loads_the_snapshot_plus_the_tail() {
                 call(
                     "DELETE",
                     &server.url(&format!("/api/categories/{id}")),
-                    Some(&s.admin),
+                    Some(s.token("admin")),
                     None,
                     &[]
                 )
@@ -670,7 +643,7 @@ fn sigkill_loses_no_acknowledged_write() {
         for w in 0..12 {
             let url = server.url("/api/categories");
             let (acked, deleted, stop) = (acked.clone(), deleted.clone(), stop.clone());
-            let token = s.admin.clone();
+            let token = s.token("admin").to_string();
             workers.push(std::thread::spawn(move || {
                 let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
                 let mut n = 0;

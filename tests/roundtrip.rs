@@ -108,18 +108,7 @@ fn edits_survive_schema_changes_and_the_crate_builds_and_runs() {
 
     // The crate builds warning-free, and the user's hook and action run.
     let bin = build(&dir);
-    let clippy =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
-            .current_dir(&dir)
-            .env("CARGO_TARGET_DIR", e2e_target())
-            .output()
-            .unwrap();
-    assert!(
-        clippy.status.success(),
-        "clippy on the generated crate:\n{}",
-        String::from_utf8_lossy(&clippy.stderr)
-    );
+    assert_clippy_clean(&dir);
     let token = mint_token(&bin, &dir, "writer", &["author", "moderator"]);
     let data = tmp.path().join("data");
     let server = Server::start(&bin, &dir, &data, &[]);

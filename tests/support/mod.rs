@@ -83,6 +83,23 @@ pub fn build(dir: &Path) -> PathBuf {
     e2e_target().join("debug").join(name)
 }
 
+/// `cargo clippy --all-targets -- -D warnings` on a generated crate: generated code is
+/// held to the same bar as ours.
+pub fn assert_clippy_clean(dir: &Path) {
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", e2e_target())
+        .output()
+        .expect("run cargo clippy");
+    assert!(
+        out.status.success(),
+        "clippy on {}:\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn package_name(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("Cargo.toml")).expect("Cargo.toml");
     text.lines()
@@ -91,6 +108,46 @@ fn package_name(dir: &Path) -> String {
                 .map(|v| v.trim_matches('"').to_string())
         })
         .expect("package name")
+}
+
+/// A generated example crate, built, with tokens minted into its lithair.toml.
+pub struct Example {
+    _tmp: tempfile::TempDir,
+    /// The project folder.
+    pub dir: PathBuf,
+    /// The service binary.
+    pub bin: PathBuf,
+    tokens: Vec<(String, String)>,
+}
+
+impl Example {
+    /// Generates `examples/<name>.yaml` with `gen`, builds it, and mints one token per
+    /// `(token name, roles)`.
+    pub fn build(gen: &str, name: &str, tokens: &[(&str, &[&str])]) -> Example {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let dir = tmp.path().join(name);
+        new_project(gen, name, &dir);
+        let bin = build(&dir);
+        let tokens = tokens
+            .iter()
+            .map(|(t, roles)| (t.to_string(), mint_token(&bin, &dir, t, roles)))
+            .collect();
+        Example {
+            _tmp: tmp,
+            dir,
+            bin,
+            tokens,
+        }
+    }
+
+    /// The token minted under `name`.
+    pub fn token(&self, name: &str) -> &str {
+        self.tokens
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.as_str())
+            .expect("token minted")
+    }
 }
 
 /// Mints a token with the service binary and appends its table to the project's lithair.toml.

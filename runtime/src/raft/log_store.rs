@@ -106,6 +106,17 @@ impl LogStore {
         }
     }
 
+    /// Removes the entries an iterator over the log yields, in one batch.
+    fn remove_entries(&self, entries: sled::Iter) -> Result<(), StorageError<u64>> {
+        let mut batch = sled::Batch::default();
+        for key in entries.keys() {
+            batch.remove(key.map_err(|e| io_error(Io::WriteLogs, e))?);
+        }
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| io_error(Io::WriteLogs, e))
+    }
+
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<u64>> {
         let bytes = serde_json::to_vec(value).map_err(|e| io_error(Io::Write, e))?;
         self.meta
@@ -220,36 +231,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        let keys: Vec<sled::IVec> = self
-            .log
-            .range(log_id.index.to_be_bytes()..)
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| io_error(Io::WriteLogs, e))?;
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(Io::WriteLogs, e))
+        self.remove_entries(self.log.range(log_id.index.to_be_bytes()..))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         // Record the purge point first: a crash in between leaves extra entries, never a hole.
         self.put_meta("last_purged", &log_id)?;
-        let keys: Vec<sled::IVec> = self
-            .log
-            .range(..=log_id.index.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| io_error(Io::WriteLogs, e))?;
-        let mut batch = sled::Batch::default();
-        for k in keys {
-            batch.remove(k);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(Io::WriteLogs, e))
+        self.remove_entries(self.log.range(..=log_id.index.to_be_bytes()))
     }
 }
