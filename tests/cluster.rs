@@ -518,9 +518,15 @@ fn membership_grows_to_five_and_shrinks_under_load() {
         let leader = c.leader();
         c.up(i);
         let body = json!({"id": c.nodes[i].id, "addr": format!("127.0.0.1:{}", c.nodes[i].port)});
+        // The first change goes to the leader, the second to a follower, which forwards it.
+        let target = if i == 3 {
+            leader
+        } else {
+            (0..3).find(|j| *j != leader).unwrap()
+        };
         let added = call(
             "POST",
-            &c.url(leader, "/_cluster/members"),
+            &c.url(target, "/_cluster/members"),
             Some(s.token("admin")),
             Some(&body),
             &[],

@@ -154,43 +154,91 @@ pub(crate) async fn members(
         crate::auth::authorize(&who, &["admin".to_string()], "change the cluster's members")?;
     }
     let method = req.method().clone();
-    let fail = |e: &dyn std::fmt::Display| {
-        ApiError::new(409, "Conflict", format!("membership change refused: {e}"))
-    };
-    match (method, path.strip_prefix("/_cluster/members").unwrap_or("")) {
-        (Method::POST, "") => {
-            let m: NewMember = parse(&body(req, 64 * 1024).await?)?;
-            c.raft
-                .add_learner(
-                    m.id,
-                    BasicNode {
-                        addr: m.addr.clone(),
-                    },
-                    true,
-                )
-                .await
-                .map_err(|e| fail(&e))?;
-            c.raft
-                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([m.id])), false)
-                .await
-                .map_err(|e| fail(&e))?;
-            Ok(status(app))
-        }
-        (Method::DELETE, rest) if rest.len() > 1 => {
-            let id: u64 = rest[1..]
+    let change = match (method, path.strip_prefix("/_cluster/members").unwrap_or("")) {
+        (Method::POST, "") => Change::Add(parse(&body(req, 64 * 1024).await?)?),
+        (Method::DELETE, rest) if rest.len() > 1 => Change::Remove(
+            rest[1..]
                 .parse()
-                .map_err(|_| ApiError::not_found("member ids are numbers"))?;
-            c.raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                .await
-                .map_err(|e| fail(&e))?;
-            Ok(status(app))
-        }
+                .map_err(|_| ApiError::not_found("member ids are numbers"))?,
+        ),
         (Method::POST | Method::DELETE, _) => {
-            Err(ApiError::not_found(format!("nothing at {path}")))
+            return Err(ApiError::not_found(format!("nothing at {path}")))
         }
-        _ => Err(ApiError::method_not_allowed(&["POST", "DELETE"])),
+        _ => return Err(ApiError::method_not_allowed(&["POST", "DELETE"])),
+    };
+    let result = match &change {
+        Change::Add(m) => match c
+            .raft
+            .add_learner(
+                m.id,
+                BasicNode {
+                    addr: m.addr.clone(),
+                },
+                true,
+            )
+            .await
+        {
+            Ok(_) => {
+                c.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([m.id])), false)
+                    .await
+            }
+            Err(e) => Err(e),
+        },
+        Change::Remove(id) => {
+            c.raft
+                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
+                .await
+        }
+    };
+    match result {
+        Ok(_) => Ok(status(app)),
+        // Only the leader changes membership: hand the request to it, with the secret.
+        Err(openraft::error::RaftError::APIError(
+            openraft::error::ClientWriteError::ForwardToLeader(f),
+        )) => {
+            let leader = f
+                .leader_node
+                .ok_or_else(|| ApiError::unavailable("no leader right now; retry"))?;
+            let (method, path, body) = match &change {
+                Change::Add(m) => (
+                    Method::POST,
+                    "/_cluster/members".to_string(),
+                    json!({"id": m.id, "addr": m.addr}),
+                ),
+                Change::Remove(id) => (
+                    Method::DELETE,
+                    format!("/_cluster/members/{id}"),
+                    serde_json::Value::Null,
+                ),
+            };
+            let timeout = std::time::Duration::from_secs(60);
+            let answer: serde_json::Value = crate::raft::network::call_json(
+                method,
+                &leader.addr,
+                &path,
+                c.secret.as_deref(),
+                &body,
+                timeout,
+            )
+            .await
+            .map_err(|e| {
+                ApiError::unavailable(format!("the leader did not take the change: {e}"))
+            })?;
+            Ok(respond::json(200, &answer))
+        }
+        Err(e) => Err(ApiError::new(
+            409,
+            "Conflict",
+            format!("membership change refused: {e}"),
+        )),
     }
+}
+
+/// A membership change.
+enum Change {
+    Add(NewMember),
+    Remove(u64),
 }
 
 /// For `?consistency=linearizable` reads: waits until this node's state is linearizable.

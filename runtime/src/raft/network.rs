@@ -51,6 +51,18 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
     body: &Req,
     timeout: Duration,
 ) -> Result<Resp, CallError> {
+    call_json(hyper::Method::POST, addr, path, secret, body, timeout).await
+}
+
+/// Sends `body` as JSON with `method` to `http://addr{path}` and reads a JSON answer.
+pub async fn call_json<Req: Serialize, Resp: DeserializeOwned>(
+    method: hyper::Method,
+    addr: &str,
+    path: &str,
+    secret: Option<&str>,
+    body: &Req,
+    timeout: Duration,
+) -> Result<Resp, CallError> {
     let unreachable = |m: String| CallError::Unreachable {
         addr: addr.to_string(),
         message: m,
@@ -67,7 +79,9 @@ pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
         tokio::spawn(async move {
             let _ = conn.await;
         });
-        let mut req = Request::post(path)
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
             .header("host", addr)
             .header("content-type", "application/json");
         if let Some(s) = secret {
