@@ -304,6 +304,38 @@ mod tests {
     }
 
     #[test]
+    fn cluster_settings_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lithair.toml");
+        std::fs::write(
+            &path,
+            "[cluster]\nsecret = \"0123456789abcdef\"\nelection_timeout_ms = 900\nheartbeat_interval_ms = 90\nmax_payload_entries = 50\nsnapshot_every = 10\nkeep_after_snapshot = 0\n",
+        )
+        .unwrap();
+        let c = Config::load(&path, true, &Overrides::default()).unwrap();
+        assert_eq!(c.cluster.election_timeout_ms, 900);
+        assert_eq!(c.cluster.heartbeat_interval_ms, 90);
+        assert_eq!(c.cluster.max_payload_entries, 50);
+        assert_eq!(c.cluster.snapshot_every, 10);
+        assert_eq!(c.cluster.keep_after_snapshot, 0);
+        for (bad, says) in [
+            (
+                "[cluster]\nelection_timeout_ms = 100\nheartbeat_interval_ms = 100\n",
+                "election_timeout_ms",
+            ),
+            ("[cluster]\nsecret = \"short\"\n", "at least 16"),
+            ("[cluster]\nsnapshot_every = 0\n", "snapshot_every"),
+            ("[cluster]\nelection_timeout = 5\n", "unknown field"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = Config::load(&path, true, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn tokens_append_as_tables() {
         let text = "[server]\nport = 1\n\n[[auth.tokens]]\nname = \"ci\"\nsha256 = \"00\"\nroles = [\"editor\"]\n";
         let c: Config = toml::from_str(text).unwrap();
