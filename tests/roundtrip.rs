@@ -213,6 +213,43 @@ fn edits_survive_schema_changes_and_the_crate_builds_and_runs() {
         .status,
         204
     );
+    // Comments cannot be edited: the schema leaves out update and patch.
+    let comment = call(
+        "POST",
+        &server.url("/api/comments"),
+        Some(&token),
+        Some(&json!({"post": id, "author_name": "Bo", "body": "Nice."})),
+        &[],
+    );
+    assert_eq!(
+        comment.status, 403,
+        "create needs the reader role: {}",
+        comment.text
+    );
+    let reader = mint_token(&bin, &dir, "reader", &["reader"]);
+    drop(server);
+    let server = Server::start(&bin, &dir, &data, &[]);
+    let comment = call(
+        "POST",
+        &server.url("/api/comments"),
+        Some(&reader),
+        Some(&json!({"post": id, "author_name": "Bo", "body": "Nice."})),
+        &[],
+    );
+    assert_eq!(comment.status, 201, "{}", comment.text);
+    let comment_url = server.url(&format!(
+        "/api/comments/{}",
+        comment.json["id"].as_str().unwrap()
+    ));
+    let put = call(
+        "PUT",
+        &comment_url,
+        Some(&reader),
+        Some(&json!({"body": "Edited."})),
+        &[],
+    );
+    assert_eq!(put.status, 405);
+    assert_eq!(put.header("allow"), Some("GET, DELETE"));
     drop(server);
 
     // `lithair-gen run` builds (nothing to do here) and starts the service.

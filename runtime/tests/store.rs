@@ -274,3 +274,48 @@ async fn older_records_get_the_defaults_of_fields_added_later() {
     assert_eq!(r.get("flag"), Some(&json!(true)));
     assert_eq!(r.get("n"), Some(&json!(1)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_sync_flushes_in_the_background_and_reopens_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let mut ids = Vec::new();
+    {
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Periodic, 1000)).unwrap();
+        for i in 0..10 {
+            ids.push(
+                store
+                    .propose(create(&format!("p{i}"), i), actor())
+                    .await
+                    .unwrap()
+                    .aggregate_id,
+            );
+        }
+        // Longer than flush_interval (5 ms): the flusher has run.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Periodic, 1000)).unwrap();
+    assert!(ids.iter().all(|id| store.get("Item", *id).is_some()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_snapshot_every_overrides_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CompiledSpec::from_json(&SPEC.replace(
+        r#""path": "/api/items","#,
+        r#""path": "/api/items", "snapshot_every": 4,"#,
+    ))
+    .unwrap();
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+    for i in 0..9 {
+        store
+            .propose(create(&format!("s{i}"), i), actor())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.stats.snapshots.load(Ordering::Relaxed),
+        2,
+        "every 4 events of Item, not every 1000"
+    );
+}
