@@ -156,6 +156,7 @@ pub struct Store {
     state: Arc<RwLock<State>>,
     tx: Option<mpsc::UnboundedSender<Proposal>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    flusher: Option<std::thread::JoinHandle<()>>,
     /// Counters.
     pub stats: Arc<Stats>,
     closed: Arc<AtomicBool>,
@@ -171,6 +172,10 @@ impl Drop for Store {
         self.tx.take();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
+        }
+        // The flusher notices `closed` within one interval; it holds the database until then.
+        if let Some(f) = self.flusher.take() {
+            let _ = f.join();
         }
     }
 }
@@ -344,12 +349,13 @@ impl Store {
                 message: format!("cannot start the writer: {e}"),
             })?;
         let closed = Arc::new(AtomicBool::new(false));
+        let mut flusher = None;
         if opts.sync == SyncMode::Periodic {
             let db = db.clone();
             let file = File::open(path.join("db")).ok();
             let every = opts.flush_interval;
             let closed = closed.clone();
-            std::thread::Builder::new()
+            let handle = std::thread::Builder::new()
                 .name("lithair-flusher".into())
                 .spawn(move || loop {
                     std::thread::sleep(every);
@@ -367,12 +373,14 @@ impl Store {
                     path: shown.clone(),
                     message: format!("cannot start the flusher: {e}"),
                 })?;
+            flusher = Some(handle);
         }
         Ok(Store {
             db,
             path,
             state,
             tx: Some(tx),
+            flusher,
             writer: Some(writer),
             stats,
             closed,
@@ -403,6 +411,7 @@ impl Store {
             state,
             tx: None,
             writer: None,
+            flusher: None,
             stats: Arc::new(Stats::default()),
             closed: Arc::new(AtomicBool::new(false)),
             node_id,
