@@ -43,17 +43,6 @@ pub enum CallError {
     },
 }
 
-/// POSTs `body` as JSON to `http://addr{path}` and reads a JSON answer.
-pub async fn post_json<Req: Serialize, Resp: DeserializeOwned>(
-    addr: &str,
-    path: &str,
-    secret: Option<&str>,
-    body: &Req,
-    timeout: Duration,
-) -> Result<Resp, CallError> {
-    call_json(hyper::Method::POST, addr, path, secret, body, timeout).await
-}
-
 /// Sends `body` as JSON with `method` to `http://addr{path}` and reads a JSON answer.
 pub async fn call_json<Req: Serialize, Resp: DeserializeOwned>(
     method: hyper::Method,
@@ -158,7 +147,8 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let answer: Result<Resp, RaftError<u64, E>> = post_json(
+        let answer: Result<Resp, RaftError<u64, E>> = call_json(
+            hyper::Method::POST,
             &self.addr,
             path,
             self.secret.as_deref(),

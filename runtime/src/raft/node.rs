@@ -12,7 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 
 use super::log_store::LogStore;
-use super::network::{post_json, Network};
+use super::network::{call_json, Network};
 use super::state_machine::StateMachine;
 use super::{Answers, Applied, Batch, TypeConfig};
 use crate::config::{ClusterConfig, SyncMode};
@@ -140,7 +140,8 @@ impl Cluster {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    let index: Result<Result<Option<u64>, String>, _> = post_json(
+                    let index: Result<Result<Option<u64>, String>, _> = call_json(
+                        hyper::Method::POST,
                         &leader.addr,
                         "/_raft/read_index",
                         self.secret.as_deref(),
@@ -251,7 +252,8 @@ async fn write_batch(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 };
-                let forwarded: Result<Result<(Answers, u64), String>, _> = post_json(
+                let forwarded: Result<Result<(Answers, u64), String>, _> = call_json(
+                    hyper::Method::POST,
                     &leader.addr,
                     "/_raft/propose",
                     secret,

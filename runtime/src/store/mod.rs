@@ -186,6 +186,40 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// For `sync = "periodic"`: a thread that flushes and fdatasyncs the store every
+/// `flush_interval` until `closed` is set.
+fn periodic_flusher(
+    db: &sled::Db,
+    path: &Path,
+    opts: &StoreOptions,
+    closed: &Arc<AtomicBool>,
+) -> Result<Option<std::thread::JoinHandle<()>>, OpenError> {
+    if opts.sync != SyncMode::Periodic {
+        return Ok(None);
+    }
+    let (db, closed, every) = (db.clone(), closed.clone(), opts.flush_interval);
+    let file = File::open(path.join("db")).ok();
+    std::thread::Builder::new()
+        .name("lithair-flusher".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            if closed.load(Ordering::Relaxed) {
+                break;
+            }
+            if db.flush().is_err() {
+                tracing::error!("periodic flush failed");
+            }
+            if let Some(f) = &file {
+                let _ = f.sync_data();
+            }
+        })
+        .map(Some)
+        .map_err(|e| OpenError::Sled {
+            path: path.display().to_string(),
+            message: format!("cannot start the flusher: {e}"),
+        })
+}
+
 /// Opens (or creates) the sled database of a store and checks its format.
 fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError> {
     let path = dir.join("store");
@@ -349,32 +383,7 @@ impl Store {
                 message: format!("cannot start the writer: {e}"),
             })?;
         let closed = Arc::new(AtomicBool::new(false));
-        let mut flusher = None;
-        if opts.sync == SyncMode::Periodic {
-            let db = db.clone();
-            let file = File::open(path.join("db")).ok();
-            let every = opts.flush_interval;
-            let closed = closed.clone();
-            let handle = std::thread::Builder::new()
-                .name("lithair-flusher".into())
-                .spawn(move || loop {
-                    std::thread::sleep(every);
-                    if closed.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    if db.flush().is_err() {
-                        tracing::error!("periodic flush failed");
-                    }
-                    if let Some(f) = &file {
-                        let _ = f.sync_data();
-                    }
-                })
-                .map_err(|e| OpenError::Sled {
-                    path: shown.clone(),
-                    message: format!("cannot start the flusher: {e}"),
-                })?;
-            flusher = Some(handle);
-        }
+        let flusher = periodic_flusher(&db, &path, &opts, &closed)?;
         Ok(Store {
             db,
             path,
@@ -405,15 +414,18 @@ impl Store {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?;
+        // `periodic` acknowledges Raft appends at once; this thread makes them durable.
+        let closed = Arc::new(AtomicBool::new(false));
+        let flusher = periodic_flusher(&db, &path, &opts, &closed)?;
         Ok(Store {
             db,
             path,
             state,
             tx: None,
             writer: None,
-            flusher: None,
+            flusher,
             stats: Arc::new(Stats::default()),
-            closed: Arc::new(AtomicBool::new(false)),
+            closed,
             node_id,
             cluster: Some(Arc::new(node)),
         })
