@@ -68,7 +68,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
                 at: "2024-01-01T00:00:00Z".into(),
                 node_id: "1".into(),
             };
-            Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i + 1), payload: EntryPayload::Normal(Batch(vec![stamped])) }
+            Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i + 1), payload: EntryPayload::Normal(Batch::new(vec![stamped])) }
         })
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -140,7 +140,7 @@ fn a_command_sent_twice_is_applied_once() {
     };
     let entry = |i: u64| Entry::<TypeConfig> {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-        payload: EntryPayload::Normal(Batch(vec![stamped.clone()])),
+        payload: EntryPayload::Normal(Batch::new(vec![stamped.clone()])),
     };
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path().join("store")).unwrap();

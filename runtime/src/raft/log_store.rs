@@ -6,11 +6,12 @@
 //! file); acknowledging earlier could lose committed entries when a majority crashes. The
 //! vote is always made durable before `save_vote` returns.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::fs::File;
 use std::ops::RangeBounds;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
@@ -28,7 +29,13 @@ pub struct LogStore {
     log_file: Option<Arc<File>>,
     /// Appends waiting for the next flush (group commit); see [`LogStore::open`].
     flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
+    /// The newest entries, as appended: applying and replicating them reads them from
+    /// here instead of decoding them again from sled. Always a contiguous tail of the log.
+    tail: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
 }
+
+/// How many of the newest entries [`LogStore`] keeps in memory.
+const TAIL: usize = 512;
 
 impl LogStore {
     /// Opens the log store of the sled database `db` (whose folder is `dir`).
@@ -76,7 +83,12 @@ impl LogStore {
             sync,
             log_file,
             flushes,
+            tail: Arc::default(),
         })
+    }
+
+    fn tail(&self) -> MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
+        self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Makes everything written so far durable (sled flush, then fdatasync).
@@ -136,6 +148,19 @@ impl RaftLogReader<TypeConfig> for LogStore {
             std::ops::Bound::Excluded(s) => s.saturating_add(1),
             std::ops::Bound::Unbounded => 0,
         };
+        {
+            let tail = self.tail();
+            if tail
+                .first_key_value()
+                .is_some_and(|(first, _)| *first <= start)
+            {
+                return Ok(tail
+                    .range(start..)
+                    .take_while(|(index, _)| range.contains(*index))
+                    .map(|(_, e)| e.clone())
+                    .collect());
+            }
+        }
         let mut out = Vec::new();
         for item in self.log.range(start.to_be_bytes()..) {
             let (k, v) = item.map_err(|e| io_error(Io::ReadLogs, e))?;
@@ -207,13 +232,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut batch = sled::Batch::default();
+        let mut appended = Vec::new();
         for e in entries {
             let bytes = serde_json::to_vec(&e).map_err(|err| io_error(Io::WriteLogs, err))?;
             batch.insert(&e.log_id.index.to_be_bytes(), bytes);
+            appended.push(e);
         }
         self.log
             .apply_batch(batch)
             .map_err(|e| io_error(Io::WriteLogs, e))?;
+        {
+            let mut tail = self.tail();
+            for e in appended {
+                tail.insert(e.log_id.index, e);
+            }
+            while tail.len() > TAIL {
+                tail.pop_first();
+            }
+        }
         match self.sync {
             // Answered by the flusher once durable, together with the appends around it.
             SyncMode::Always => {
@@ -231,12 +267,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.tail().retain(|index, _| *index < log_id.index);
         self.remove_entries(self.log.range(log_id.index.to_be_bytes()..))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         // Record the purge point first: a crash in between leaves extra entries, never a hole.
         self.put_meta("last_purged", &log_id)?;
+        self.tail().retain(|index, _| *index > log_id.index);
         self.remove_entries(self.log.range(..=log_id.index.to_be_bytes()))
     }
 }

@@ -15,6 +15,8 @@ pub mod network;
 pub mod node;
 pub mod state_machine;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::store::decide::Stamped;
@@ -25,8 +27,30 @@ use crate::store::Refused;
 ///
 /// Proposals are batched before they enter the log, so a burst of concurrent writes costs
 /// one entry (one append, one replication round, one flush) instead of one each.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Batch(pub Vec<Stamped>);
+///
+/// The commands are shared (`Arc`): openraft clones entries between the log, the
+/// replication streams and the state machine, and a clone must not copy every record.
+#[derive(Clone, Debug)]
+pub struct Batch(pub Arc<Vec<Stamped>>);
+
+impl Batch {
+    /// A batch of `commands`.
+    pub fn new(commands: Vec<Stamped>) -> Self {
+        Batch(Arc::new(commands))
+    }
+}
+
+impl Serialize for Batch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_slice().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Batch {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<Stamped>::deserialize(d).map(Batch::new)
+    }
+}
 
 /// What applying one log entry answered: one answer per command of its batch.
 pub type Answers = Vec<Applied>;

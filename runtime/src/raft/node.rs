@@ -242,7 +242,7 @@ async fn write_batch(
     secret: Option<&str>,
     commands: Vec<Stamped>,
 ) -> Result<Answers, Refused> {
-    let batch = Batch(commands);
+    let batch = Batch::new(commands);
     for _ in 0..50 {
         match raft.client_write(batch.clone()).await {
             Ok(resp) => return Ok(resp.data),

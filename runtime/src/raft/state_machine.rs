@@ -24,6 +24,7 @@ use crate::spec::ServiceSpec;
 use crate::store::decide::{Decider, Overlay};
 use crate::store::event::{Event, Record, Stored};
 use crate::store::state::State;
+use crate::store::Refused;
 
 /// Key of the applied state in the events tree (9 bytes: never an event's 8-byte key).
 const APPLIED_KEY: &[u8] = &[0xff; 9];
@@ -52,8 +53,15 @@ pub struct StateMachine {
     current: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
     /// Answers of recently applied commands by event id: a batch that a follower sent
     /// again (its first answer was lost with a crashed leader) is answered, not re-applied.
-    recent: std::collections::HashMap<Uuid, Applied>,
+    recent: std::collections::HashMap<Uuid, Recent>,
     recent_order: std::collections::VecDeque<Uuid>,
+}
+
+/// What applying a recent command answered, kept small: an accepted command is answered
+/// again from the event log.
+enum Recent {
+    Done(u64),
+    Refused(Refused),
 }
 
 /// How many recent answers are kept for duplicate detection.
@@ -142,6 +150,32 @@ impl StateMachine {
         self.state.clone()
     }
 
+    /// The answer of a command applied before: a refusal as it was, an event read back
+    /// from the log (or from this very `apply`, when the batch is not written yet).
+    fn answer_again(
+        &self,
+        previous: &Recent,
+        earlier: &[Answers],
+        now: &[Applied],
+    ) -> Result<Applied, StorageError<u64>> {
+        let seq = match previous {
+            Recent::Refused(r) => return Ok(Applied::Refused(r.clone())),
+            Recent::Done(seq) => *seq,
+        };
+        if let Some(bytes) = self.events.get(seq.to_be_bytes()).map_err(read_err)? {
+            return Ok(Applied::Done(
+                serde_json::from_slice(&bytes).map_err(read_err)?,
+            ));
+        }
+        earlier
+            .iter()
+            .flatten()
+            .chain(now)
+            .find(|a| matches!(a, Applied::Done(ev) if ev.sequence_number == seq))
+            .cloned()
+            .ok_or_else(|| read_err(format!("event {seq} is missing")))
+    }
+
     fn applied_bytes(&self) -> Result<Vec<u8>, StorageError<u64>> {
         serde_json::to_vec(&AppliedState {
             applied: self.applied,
@@ -223,16 +257,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         responses.push(Vec::new());
                     }
                     EntryPayload::Normal(Batch(commands)) => {
+                        // The log cache may still share the commands: copy them then.
+                        let commands =
+                            Arc::try_unwrap(commands).unwrap_or_else(|shared| (*shared).clone());
                         let mut answers = Vec::with_capacity(commands.len());
                         for mut stamped in commands {
                             if let Some(previous) = self.recent.get(&stamped.event_id) {
-                                answers.push(previous.clone());
+                                let again = self.answer_again(previous, &responses, &answers)?;
+                                answers.push(again);
                                 continue;
                             }
                             let event_id = stamped.event_id;
                             let mut overlay = Overlay::default();
                             let seq = state.last_seq + 1;
-                            match self.decider.decide(&state, &mut overlay, &mut stamped, seq) {
+                            let remembered = match self.decider.decide(
+                                &state,
+                                &mut overlay,
+                                &mut stamped,
+                                seq,
+                            ) {
                                 Ok((ev, record)) => {
                                     batch.insert(
                                         &ev.key(),
@@ -240,16 +283,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                                     );
                                     state.publish(&ev, record);
                                     answers.push(Applied::Done(ev));
+                                    Recent::Done(seq)
                                 }
-                                Err(refused) => answers.push(Applied::Refused(refused)),
-                            }
-                            if let Some(last) = answers.last() {
-                                self.recent.insert(event_id, last.clone());
-                                self.recent_order.push_back(event_id);
-                                if self.recent_order.len() > RECENT {
-                                    if let Some(old) = self.recent_order.pop_front() {
-                                        self.recent.remove(&old);
-                                    }
+                                Err(refused) => {
+                                    answers.push(Applied::Refused(refused.clone()));
+                                    Recent::Refused(refused)
+                                }
+                            };
+                            self.recent.insert(event_id, remembered);
+                            self.recent_order.push_back(event_id);
+                            if self.recent_order.len() > RECENT {
+                                if let Some(old) = self.recent_order.pop_front() {
+                                    self.recent.remove(&old);
                                 }
                             }
                         }
