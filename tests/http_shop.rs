@@ -742,6 +742,35 @@ fn sigterm_shuts_down_gracefully() {
 }
 
 #[test]
+fn a_single_node_is_a_raft_group_of_one_that_refuses_raft_messages() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&data);
+    // Writes go through openraft even here: the node leads its own group.
+    let status = call("GET", &server.url("/_cluster/status"), None, None, &[]);
+    assert_eq!(status.status, 200, "{}", status.text);
+    assert_eq!(status.json["node_id"], 1);
+    assert_eq!(status.json["leader"], 1);
+    assert_eq!(status.json["members"], serde_json::json!([1]));
+    assert_eq!(status.json["state"], "Leader");
+    let before = status.json["last_applied"].as_u64().unwrap_or(0);
+    category(&server, "Through Raft");
+    let after = call("GET", &server.url("/_cluster/status"), None, None, &[]);
+    assert!(
+        after.json["last_applied"].as_u64().unwrap_or(0) > before,
+        "the write was a Raft log entry: {}",
+        after.text
+    );
+    // Without a cluster secret, nobody can take part in its consensus.
+    let vote = serde_json::json!({"vote": {"leader_id": {"term": 99, "node_id": 2}, "committed": false}, "last_log_id": null});
+    let refused = call("POST", &server.url("/_raft/vote"), None, Some(&vote), &[]);
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    let still = call("GET", &server.url("/_cluster/status"), None, None, &[]);
+    assert_eq!(still.json["term"], status.json["term"]);
+    // The store counters follow the state machine.
+    assert!(metric(&server, "lithair_store_events_total") >= 1);
+}
+
+#[test]
 fn slow_request_headers_are_cut_off() {
     use std::io::{Read, Write};
     let data = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lithair_runtime::config::SyncMode;
+use lithair_runtime::raft::node::ClusterOptions;
 use lithair_runtime::spec::CompiledSpec;
 use lithair_runtime::store::event::{Actor, Stored};
 use lithair_runtime::store::{Command, Store, StoreOptions};
@@ -35,18 +36,14 @@ fn main() -> anyhow::Result<()> {
         sync: SyncMode::Never,
         flush_interval: Duration::from_millis(10),
         snapshot_every: 1000,
-        node_id: "1".into(),
+        node: ClusterOptions::single("127.0.0.1:0"),
     };
-    let store = Arc::new(Store::open(
-        std::path::Path::new(&args[2]),
-        &spec.spec,
-        opts,
-    )?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let started = Instant::now();
     runtime.block_on(async {
+        let store = Arc::new(Store::open(std::path::Path::new(&args[2]), &spec.spec, opts).await?);
         let mut pending = tokio::task::JoinSet::new();
         for i in 0..count {
             let mut record = fill(&template, i);
@@ -80,9 +77,9 @@ fn main() -> anyhow::Result<()> {
         while let Some(r) = pending.join_next().await {
             r?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }
+        store.shutdown().await.map_err(anyhow::Error::msg)?;
         anyhow::Ok(())
     })?;
-    store.flush().map_err(anyhow::Error::msg)?;
     println!(
         "{count} records written in {:.1} s",
         started.elapsed().as_secs_f64()

@@ -41,7 +41,8 @@ enum Command {
         /// Folder of the store (overrides LITHAIR_DATA_DIR and the file).
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
-        /// This node's id in the cluster (with --peers).
+        /// This node's id in the cluster (with --peers; without them the node is a cluster
+        /// of one, node 1).
         #[arg(long, value_name = "N", requires = "peers")]
         node_id: Option<u64>,
         /// The initial members: each node's id and HTTP address, e.g. 1=10.0.0.1:8080,2=10.0.0.2:8080.
@@ -75,7 +76,8 @@ enum TokenCommand {
 
 fn init_logs() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LITHAIR_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("LITHAIR_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
     let json = std::env::var("LITHAIR_LOG_FORMAT").is_ok_and(|v| v == "json");
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
@@ -202,12 +204,21 @@ fn parse_peers(text: &str) -> anyhow::Result<std::collections::BTreeMap<u64, Str
     Ok(peers)
 }
 
+/// The node's place in its cluster: `--node-id`/`--peers`, or a cluster of one at
+/// `own_addr` (the address this node listens on).
 fn cluster_options(
     flags: ClusterFlags,
     config: &Config,
-) -> anyhow::Result<Option<crate::raft::node::ClusterOptions>> {
+    own_addr: std::net::SocketAddr,
+) -> anyhow::Result<crate::raft::node::ClusterOptions> {
+    let secret = config.cluster.secret.clone();
     let (Some(node_id), Some(peers)) = (flags.node_id, flags.peers) else {
-        return Ok(None);
+        return Ok(crate::raft::node::ClusterOptions {
+            secret,
+            insecure: flags.insecure,
+            tuning: config.cluster.clone(),
+            ..crate::raft::node::ClusterOptions::single(own_addr.to_string())
+        });
     };
     let peers = parse_peers(&peers)?;
     if !peers.contains_key(&node_id) {
@@ -220,7 +231,6 @@ fn cluster_options(
                 .join(", ")
         );
     }
-    let secret = config.cluster.secret.clone();
     if peers.len() > 1 && secret.is_none() {
         if !flags.insecure {
             anyhow::bail!(
@@ -231,12 +241,13 @@ fn cluster_options(
         }
         tracing::warn!("INSECURE CLUSTER: Raft messages are accepted without a secret from anyone who can reach this port");
     }
-    Ok(Some(crate::raft::node::ClusterOptions {
+    Ok(crate::raft::node::ClusterOptions {
         node_id,
         peers,
         secret,
+        insecure: flags.insecure,
         tuning: config.cluster.clone(),
-    }))
+    })
 }
 
 fn serve(
@@ -250,33 +261,24 @@ fn serve(
     let config = Config::load(&path, required, &flags)?;
     let auth = Authenticator::new(&config.auth.tokens, &service.spec)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let cluster = cluster_options(cluster, &config)?;
-    let store_opts = StoreOptions {
-        sync: config.storage.sync,
-        flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
-        snapshot_every: config.storage.snapshot_every,
-        node_id: cluster
-            .as_ref()
-            .map(|c| c.node_id.to_string())
-            .unwrap_or_else(|| "1".into()),
-    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let store = match cluster {
-            Some(c) => Store::open_cluster(&config.storage.data_dir, &service.spec.spec, store_opts, c).await?,
-            None => {
-                let dir = config.storage.data_dir.clone();
-                let spec = service.spec.spec.clone();
-                tokio::task::spawn_blocking(move || Store::open(&dir, &spec, store_opts)).await??
-            }
-        };
-        let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
+        // Bound first: a node of one advertises the address it really listens on.
         let listener = tokio::net::TcpListener::bind((config.server.host, config.server.port)).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {}:{}: {e}", config.server.host, config.server.port)
         })?;
         let addr = listener.local_addr()?;
+        let node = cluster_options(cluster, &config, addr)?;
+        let store_opts = StoreOptions {
+            sync: config.storage.sync,
+            flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
+            snapshot_every: config.storage.snapshot_every,
+            node,
+        };
+        let store = Store::open(&config.storage.data_dir, &service.spec.spec, store_opts).await?;
+        let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
         tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), sync = ?config.storage.sync, "serving");
         // A line on stdout that scripts and tests can wait for.
         println!("listening on http://{addr}");

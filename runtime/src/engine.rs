@@ -1,10 +1,9 @@
 //! The service's operations on records, between HTTP and the store: validation, user
 //! hooks, leader-stamped ids and timestamps, then a command proposed to the store.
 //!
-//! A handler never writes state itself: it builds a [`Command`] and `propose`s it; the
-//! store's writer decides what depends on state (unique values, versions, refs). That is
-//! the seam where consensus slides in: `propose` becomes a Raft proposal, the writer's
-//! decisions become the state machine's apply.
+//! A handler never writes state itself: it builds a [`Command`] and `propose`s it to the
+//! node's Raft group; the state machine decides what depends on state (unique values,
+//! versions, refs) when it applies the committed command, identically on every replica.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -31,8 +31,15 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store");
         let db = sled::open(&path).expect("sled");
-        let log = LogStore::open(db.clone(), &path, SyncMode::Always).expect("log store");
-        let sm = StateMachine::open(&db, &self.spec)?;
+        let log = LogStore::open(
+            db.clone(),
+            &path,
+            SyncMode::Always,
+            std::time::Duration::from_millis(10),
+            Default::default(),
+        )
+        .expect("log store");
+        let sm = StateMachine::open(&db, &path, &self.spec)?;
         Ok((dir, log, sm))
     }
 }
@@ -78,7 +85,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
             let db = sled::open(dir.path().join("store")).unwrap();
-            let mut sm = StateMachine::open(&db, &spec).unwrap();
+            let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
             let answers: Vec<Applied> = rt
                 .block_on(sm.apply(entries.clone()))
                 .unwrap()
@@ -144,7 +151,7 @@ fn a_command_sent_twice_is_applied_once() {
     };
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path().join("store")).unwrap();
-    let mut sm = StateMachine::open(&db, &spec).unwrap();
+    let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

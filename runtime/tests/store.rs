@@ -1,11 +1,13 @@
-//! The event store on a real sled database in a temp dir: durability across reopen, a
-//! gap-free log, group commit, decisions taken in the writer, and refusal of damaged data.
+//! The event store on a real sled database in a temp dir, written through a single-node
+//! Raft group: durability across reopen, a gap-free log, group commit, decisions taken
+//! in the state machine, and refusal of damaged data.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use lithair_runtime::config::SyncMode;
+use lithair_runtime::raft::node::ClusterOptions;
 use lithair_runtime::spec::CompiledSpec;
 use lithair_runtime::store::event::{Actor, Record, Stored};
 use lithair_runtime::store::{Command, OpenError, Refused, Store, StoreOptions};
@@ -35,8 +37,15 @@ fn opts(sync: SyncMode, snapshot_every: u64) -> StoreOptions {
         sync,
         flush_interval: Duration::from_millis(5),
         snapshot_every,
-        node_id: "1".into(),
+        node: ClusterOptions::single("127.0.0.1:0"),
     }
+}
+
+/// Stops the store's Raft node so that the database can be opened again (no final flush:
+/// what is on disk is what the sync setting put there).
+async fn close(store: Store) {
+    store.cluster().shutdown().await;
+    drop(store);
 }
 
 fn actor() -> Actor {
@@ -65,7 +74,9 @@ async fn writes_survive_reopen_with_a_gap_free_log() {
     let spec = spec();
     let mut ids = Vec::new();
     {
-        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000))
+            .await
+            .unwrap();
         for i in 0..20 {
             let ev = store
                 .propose(create(&format!("c{i}"), i), actor())
@@ -79,8 +90,11 @@ async fn writes_survive_reopen_with_a_gap_free_log() {
             expected_version: None,
         };
         store.propose(del, actor()).await.unwrap();
+        close(store).await;
     }
-    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000))
+        .await
+        .unwrap();
     for (i, id) in ids.iter().enumerate() {
         assert_eq!(store.get("Item", *id).is_some(), i != 3, "record {i}");
     }
@@ -95,8 +109,11 @@ async fn writes_survive_reopen_with_a_gap_free_log() {
 async fn concurrent_writers_share_flushes_and_unique_is_decided_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
-    let store =
-        Arc::new(Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap());
+    let store = Arc::new(
+        Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000))
+            .await
+            .unwrap(),
+    );
     let mut tasks = Vec::new();
     for i in 0..64 {
         let store = store.clone();
@@ -131,7 +148,9 @@ async fn concurrent_writers_share_flushes_and_unique_is_decided_in_order() {
 async fn versions_are_checked_in_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
-    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Never, 1000)).unwrap();
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Never, 1000))
+        .await
+        .unwrap();
     let ev = store.propose(create("v", 1), actor()).await.unwrap();
     let mut next = store.get("Item", ev.aggregate_id).unwrap().record.clone();
     next.insert("n".into(), json!(2));
@@ -163,7 +182,9 @@ async fn snapshots_bound_the_replay() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
     {
-        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 10)).unwrap();
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 10))
+            .await
+            .unwrap();
         for i in 0..35 {
             store
                 .propose(create(&format!("s{i}"), i), actor())
@@ -177,8 +198,11 @@ async fn snapshots_bound_the_replay() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         store.flush().unwrap();
+        close(store).await;
     }
-    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 10)).unwrap();
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 10))
+        .await
+        .unwrap();
     let replayed = store.stats.replayed_events.load(Ordering::Relaxed);
     let loaded = store.stats.snapshot_records.load(Ordering::Relaxed);
     assert_eq!(
@@ -196,16 +220,17 @@ async fn a_damaged_event_refuses_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
     {
-        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000))
+            .await
+            .unwrap();
         for i in 0..5 {
             store
                 .propose(create(&format!("d{i}"), i), actor())
                 .await
                 .unwrap();
         }
+        close(store).await;
     }
-    // Wait for the writer thread of the closed store to release the database.
-    tokio::time::sleep(Duration::from_millis(100)).await;
     {
         let db = open_raw(dir.path()).await;
         let events = db.open_tree("events").unwrap();
@@ -215,7 +240,7 @@ async fn a_damaged_event_refuses_the_start() {
         db.flush().unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    match Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)) {
+    match Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).await {
         Err(OpenError::Corrupt { what, .. }) => assert!(what.contains("event 3"), "{what}"),
         other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
     }
@@ -225,8 +250,12 @@ async fn a_damaged_event_refuses_the_start() {
 async fn a_newer_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let spec = spec();
-    drop(Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap());
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    close(
+        Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000))
+            .await
+            .unwrap(),
+    )
+    .await;
     {
         let db = open_raw(dir.path()).await;
         db.open_tree("meta")
@@ -237,7 +266,7 @@ async fn a_newer_format_is_refused() {
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(matches!(
-        Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)),
+        Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).await,
         Err(OpenError::NewerFormat { found: 99, .. })
     ));
 }
@@ -257,19 +286,25 @@ async fn open_raw(dir: &std::path::Path) -> sled::Db {
 async fn older_records_get_the_defaults_of_fields_added_later() {
     let dir = tempfile::tempdir().unwrap();
     let id = {
-        let store = Store::open(dir.path(), &spec().spec, opts(SyncMode::Always, 1000)).unwrap();
-        store
+        let store = Store::open(dir.path(), &spec().spec, opts(SyncMode::Always, 1000))
+            .await
+            .unwrap();
+        let id = store
             .propose(create("old", 1), actor())
             .await
             .unwrap()
-            .aggregate_id
+            .aggregate_id;
+        close(store).await;
+        id
     };
     let newer = SPEC.replace(
         r#"{"name": "n", "type": {"kind": "int"}}"#,
         r#"{"name": "n", "type": {"kind": "int"}}, {"name": "flag", "type": {"kind": "bool"}, "default": true}"#,
     );
     let newer = CompiledSpec::from_json(&newer).unwrap();
-    let store = Store::open(dir.path(), &newer.spec, opts(SyncMode::Always, 1000)).unwrap();
+    let store = Store::open(dir.path(), &newer.spec, opts(SyncMode::Always, 1000))
+        .await
+        .unwrap();
     let r = store.get("Item", id).unwrap();
     assert_eq!(r.get("flag"), Some(&json!(true)));
     assert_eq!(r.get("n"), Some(&json!(1)));
@@ -281,7 +316,9 @@ async fn periodic_sync_flushes_in_the_background_and_reopens_intact() {
     let spec = spec();
     let mut ids = Vec::new();
     {
-        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Periodic, 1000)).unwrap();
+        let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Periodic, 1000))
+            .await
+            .unwrap();
         for i in 0..10 {
             ids.push(
                 store
@@ -293,8 +330,11 @@ async fn periodic_sync_flushes_in_the_background_and_reopens_intact() {
         }
         // Longer than flush_interval (5 ms): the flusher has run.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        close(store).await;
     }
-    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Periodic, 1000)).unwrap();
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Periodic, 1000))
+        .await
+        .unwrap();
     assert!(ids.iter().all(|id| store.get("Item", *id).is_some()));
 }
 
@@ -306,13 +346,23 @@ async fn a_model_snapshot_every_overrides_the_default() {
         r#""path": "/api/items", "snapshot_every": 4,"#,
     ))
     .unwrap();
-    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).unwrap();
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000))
+        .await
+        .unwrap();
     for i in 0..9 {
         store
             .propose(create(&format!("s{i}"), i), actor())
             .await
             .unwrap();
     }
+    // Snapshots are written in the background: wait for them, then check none more come.
+    for _ in 0..200 {
+        if store.stats.snapshots.load(Ordering::Relaxed) >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(
         store.stats.snapshots.load(Ordering::Relaxed),
         2,

@@ -24,10 +24,7 @@ use crate::raft::TypeConfig;
 const RPC_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
 fn cluster(app: &App) -> Result<&Arc<Cluster>, ApiError> {
-    app.engine
-        .store
-        .cluster()
-        .ok_or_else(|| ApiError::not_found("this node does not run in a cluster"))
+    Ok(app.engine.store.cluster())
 }
 
 /// Compares without stopping at the first difference.
@@ -37,7 +34,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 fn has_secret(c: &Cluster, req: &Request<Incoming>) -> bool {
     match &c.secret {
-        None => true,
+        // Without a secret, only a cluster started with --insecure-cluster listens to
+        // Raft messages; a single node refuses them.
+        None => c.insecure,
         Some(s) => req
             .headers()
             .get(SECRET_HEADER)
@@ -102,32 +101,21 @@ pub(crate) async fn raft_rpc(
 
 /// `GET /_cluster/status`.
 pub(crate) fn status(app: &App) -> Resp {
-    match app.engine.store.cluster() {
-        Some(c) => {
-            let m = c.raft.metrics().borrow().clone();
-            let members: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-            let learners: Vec<u64> = m.membership_config.membership().learner_ids().collect();
-            respond::json(
-                200,
-                &json!({
-                    "node_id": m.id,
-                    "leader": m.current_leader,
-                    "term": m.current_term,
-                    "members": members,
-                    "learners": learners,
-                    "last_applied": m.last_applied.map(|l| l.index),
-                    "state": format!("{:?}", m.state),
-                }),
-            )
-        }
-        None => {
-            let last = app.engine.store.read(|s| s.last_seq);
-            respond::json(
-                200,
-                &json!({"node_id": 1, "leader": 1, "term": 0, "members": [1], "learners": [], "last_applied": last, "state": "Single"}),
-            )
-        }
-    }
+    let m = app.engine.store.cluster().raft.metrics().borrow().clone();
+    let members: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+    let learners: Vec<u64> = m.membership_config.membership().learner_ids().collect();
+    respond::json(
+        200,
+        &json!({
+            "node_id": m.id,
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "members": members,
+            "learners": learners,
+            "last_applied": m.last_applied.map(|l| l.index),
+            "state": format!("{:?}", m.state),
+        }),
+    )
 }
 
 #[derive(Deserialize)]
@@ -145,6 +133,11 @@ pub(crate) async fn members(
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
     let c = cluster(app)?;
+    let authorization = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if !has_secret(c, &req) || c.secret.is_none() {
         let who = app.auth.authenticate(
             req.headers()
@@ -213,11 +206,14 @@ pub(crate) async fn members(
                 ),
             };
             let timeout = std::time::Duration::from_secs(60);
-            let answer: serde_json::Value = crate::raft::network::call_json(
+            // With the secret, and with the caller's token (which is all an insecure
+            // cluster checks).
+            let answer: serde_json::Value = crate::raft::network::call_as(
                 method,
                 &leader.addr,
                 &path,
                 c.secret.as_deref(),
+                authorization.as_deref(),
                 &body,
                 timeout,
             )
@@ -243,14 +239,12 @@ enum Change {
 
 /// For `?consistency=linearizable` reads: waits until this node's state is linearizable.
 pub(crate) async fn linearizable(app: &App) -> Result<(), ApiError> {
-    match app.engine.store.cluster() {
-        // A single node is its own quorum: its state is always current.
-        None => Ok(()),
-        Some(c) => c
-            .linearizable()
-            .await
-            .map_err(|e| ApiError::unavailable(format!("linearizable read: {e}"))),
-    }
+    app.engine
+        .store
+        .cluster()
+        .linearizable()
+        .await
+        .map_err(|e| ApiError::unavailable(format!("linearizable read: {e}")))
 }
 
 /// Whether the query asks for a linearizable read; other values of `consistency` are a 400.

@@ -97,11 +97,9 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("some requests did not finish in time"),
     }
-    let store_engine = engine.clone();
-    match tokio::task::spawn_blocking(move || store_engine.store.flush()).await {
-        Ok(Ok(())) => tracing::info!("store flushed; bye"),
-        Ok(Err(e)) => tracing::error!(error = %e, "final flush failed"),
-        Err(e) => tracing::error!(error = %e, "final flush panicked"),
+    match engine.store.shutdown().await {
+        Ok(()) => tracing::info!("Raft node stopped, store flushed; bye"),
+        Err(e) => tracing::error!(error = %e, "final flush failed"),
     }
     Ok(())
 }

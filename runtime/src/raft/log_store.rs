@@ -1,10 +1,15 @@
-//! The Raft log and vote on sled (`raft_log`: index -> entry; `raft_meta`: vote,
-//! committed, last purged).
+//! The Raft log in a write-ahead log of its own (see `wal.rs`; folder `raft-log` in the
+//! data dir), and the vote, committed id and purge point in sled (`raft_meta`).
 //!
 //! `append` answers through openraft's `LogFlushed` callback only once the entries are
-//! durable as the `sync` setting says (`always`: sled flush plus `fdatasync` of sled's log
-//! file); acknowledging earlier could lose committed entries when a majority crashes. The
-//! vote is always made durable before `save_vote` returns.
+//! durable as the `sync` setting says (`always`: one `fdatasync` of the log for every group
+//! of appends waiting; `periodic`: a task syncs every `flush_interval`; `never`: left to
+//! the operating system). Acknowledging earlier could lose committed entries when a
+//! majority crashes. The vote is always made durable before `save_vote` returns.
+//!
+//! The state machine's sled store is not flushed per write: the log is what makes a write
+//! durable, and anything the store lost in a crash is applied again from it. Before the
+//! log is purged, the store is flushed, so a purged entry is always in the store.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -12,61 +17,106 @@ use std::fs::File;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
 
+use super::wal::{Wal, WalError};
 use super::{io_error, Io, TypeConfig};
 use crate::config::SyncMode;
 
-/// The log store; cheap to clone (sled handles).
+/// The log store; cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    log: sled::Tree,
+    db_file: Option<Arc<File>>,
     meta: sled::Tree,
+    wal: Arc<Mutex<Wal>>,
     sync: SyncMode,
-    log_file: Option<Arc<File>>,
     /// Appends waiting for the next flush (group commit); see [`LogStore::open`].
     flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
     /// The newest entries, as appended: applying and replicating them reads them from
-    /// here instead of decoding them again from sled. Always a contiguous tail of the log.
+    /// here instead of decoding them again. Always a contiguous tail of the log.
     tail: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+    /// Counts the holders of the database (see `Cluster::shutdown`).
+    _holder: Arc<()>,
 }
 
 /// How many of the newest entries [`LogStore`] keeps in memory.
 const TAIL: usize = 512;
 
+/// Why the log store cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum LogOpenError {
+    /// sled refused.
+    #[error("{0}")]
+    Sled(#[from] sled::Error),
+    /// The write-ahead log is unusable.
+    #[error("{0}")]
+    Wal(#[from] WalError),
+    /// The log does not continue from the purge point.
+    #[error("the Raft log in {dir} starts at entry {first}, but entries up to {purged} only were purged: entries are missing. Refusing to start")]
+    Missing {
+        /// The log's folder.
+        dir: String,
+        /// First entry held.
+        first: u64,
+        /// Last entry purged.
+        purged: u64,
+    },
+}
+
+fn wal_io(kind: Io) -> impl Fn(WalError) -> StorageError<u64> {
+    move |e| io_error(kind, e)
+}
+
 impl LogStore {
-    /// Opens the log store of the sled database `db` (whose folder is `dir`).
+    /// Opens the log store: the vote and purge point in the sled database `db` (whose
+    /// folder is `dir`), the log in the folder `raft-log` beside it.
     ///
     /// With `sync = "always"`, appends are acknowledged by a flusher task: it takes every
-    /// append waiting, makes them durable with one sled flush and one `fdatasync`, then
-    /// answers them all. openraft keeps appending meanwhile, so concurrent client writes
-    /// share a flush, as in the single-node store. Must be called within a tokio runtime.
-    pub fn open(db: sled::Db, dir: &Path, sync: SyncMode) -> Result<Self, sled::Error> {
-        let log = db.open_tree("raft_log")?;
+    /// append waiting, makes them durable with one `fdatasync`, then answers them all.
+    /// openraft keeps appending meanwhile, so concurrent client writes share a flush.
+    /// Must be called within a tokio runtime.
+    pub fn open(
+        db: sled::Db,
+        dir: &Path,
+        sync: SyncMode,
+        flush_interval: Duration,
+        holder: Arc<()>,
+    ) -> Result<Self, LogOpenError> {
         let meta = db.open_tree("raft_meta")?;
-        let log_file = File::open(dir.join("db")).ok().map(Arc::new);
+        let wal_dir = dir.with_file_name("raft-log");
+        let wal = Wal::open(&wal_dir)?;
+        let purged: Option<LogId<u64>> = meta
+            .get("last_purged")?
+            .and_then(|v| serde_json::from_slice(&v).ok());
+        if let (Some(first), Some(purged)) = (wal.first_index(), purged) {
+            if first > purged.index + 1 {
+                return Err(LogOpenError::Missing {
+                    dir: wal_dir.display().to_string(),
+                    first,
+                    purged: purged.index,
+                });
+            }
+        }
+        let wal = Arc::new(Mutex::new(wal));
         let (flushes, mut waiting) =
             tokio::sync::mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
-        let (fdb, ffile) = (db.clone(), log_file.clone());
+        let (fwal, fholder) = (wal.clone(), holder.clone());
         tokio::spawn(async move {
+            let _holder = fholder;
             while let Some(first) = waiting.recv().await {
                 let mut batch = vec![first];
                 while let Ok(more) = waiting.try_recv() {
                     batch.push(more);
                 }
-                let (db, file) = (fdb.clone(), ffile.clone());
-                let result = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-                    db.flush().map_err(std::io::Error::other)?;
-                    if let Some(f) = file {
-                        f.sync_data()?;
-                    }
-                    Ok(())
-                })
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                // Every append of the batch was written before its callback was sent.
+                let syncer = lock(&fwal).syncer();
+                let result = tokio::task::spawn_blocking(move || syncer.sync())
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 for callback in batch {
                     let r = match &result {
                         Ok(()) => Ok(()),
@@ -76,14 +126,32 @@ impl LogStore {
                 }
             }
         });
+        if sync == SyncMode::Periodic {
+            let (pwal, pholder) = (Arc::downgrade(&wal), holder.clone());
+            tokio::spawn(async move {
+                let _holder = pholder;
+                let mut every = tokio::time::interval(flush_interval);
+                loop {
+                    every.tick().await;
+                    // Ends when the log store is gone.
+                    let Some(wal) = pwal.upgrade() else { break };
+                    let syncer = lock(&wal).syncer();
+                    drop(wal);
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || syncer.sync()).await {
+                        tracing::error!(error = %e, "periodic sync of the Raft log failed");
+                    }
+                }
+            });
+        }
         Ok(LogStore {
+            db_file: File::open(dir.join("db")).ok().map(Arc::new),
             db,
-            log,
             meta,
+            wal,
             sync,
-            log_file,
             flushes,
             tail: Arc::default(),
+            _holder: holder,
         })
     }
 
@@ -91,10 +159,10 @@ impl LogStore {
         self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes everything written so far durable (sled flush, then fdatasync).
+    /// Makes everything written to sled so far durable (flush, then fdatasync).
     async fn make_durable(&self) -> std::io::Result<()> {
         let db = self.db.clone();
-        let file = self.log_file.clone();
+        let file = self.db_file.clone();
         tokio::task::spawn_blocking(move || {
             db.flush().map_err(std::io::Error::other)?;
             if let Some(f) = file {
@@ -118,17 +186,6 @@ impl LogStore {
         }
     }
 
-    /// Removes the entries an iterator over the log yields, in one batch.
-    fn remove_entries(&self, entries: sled::Iter) -> Result<(), StorageError<u64>> {
-        let mut batch = sled::Batch::default();
-        for key in entries.keys() {
-            batch.remove(key.map_err(|e| io_error(Io::WriteLogs, e))?);
-        }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(Io::WriteLogs, e))
-    }
-
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<u64>> {
         let bytes = serde_json::to_vec(value).map_err(|e| io_error(Io::Write, e))?;
         self.meta
@@ -136,6 +193,18 @@ impl LogStore {
             .map_err(|e| io_error(Io::Write, e))?;
         Ok(())
     }
+
+    /// Entry `index`, decoded from the log.
+    fn read_entry(&self, index: u64) -> Result<Option<Entry<TypeConfig>>, StorageError<u64>> {
+        let bytes = lock(&self.wal).read(index).map_err(wal_io(Io::ReadLogs))?;
+        bytes
+            .map(|b| serde_json::from_slice(&b).map_err(|e| io_error(Io::ReadLogs, e)))
+            .transpose()
+    }
+}
+
+fn lock(wal: &Mutex<Wal>) -> MutexGuard<'_, Wal> {
+    wal.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -161,16 +230,22 @@ impl RaftLogReader<TypeConfig> for LogStore {
                     .collect());
             }
         }
+        let (first, last) = {
+            let wal = lock(&self.wal);
+            (wal.first_index(), wal.last_index())
+        };
+        let (Some(first), Some(last)) = (first, last) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for item in self.log.range(start.to_be_bytes()..) {
-            let (k, v) = item.map_err(|e| io_error(Io::ReadLogs, e))?;
-            let index = <[u8; 8]>::try_from(k.as_ref())
-                .map(u64::from_be_bytes)
-                .unwrap_or(u64::MAX);
+        for index in start.max(first)..=last {
             if !range.contains(&index) {
                 break;
             }
-            out.push(serde_json::from_slice(&v).map_err(|e| io_error(Io::ReadLogs, e))?);
+            match self.read_entry(index)? {
+                Some(e) => out.push(e),
+                None => break,
+            }
         }
         Ok(out)
     }
@@ -181,13 +256,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
         let last_purged: Option<LogId<u64>> = self.get_meta("last_purged")?;
-        let last = match self.log.last().map_err(|e| io_error(Io::ReadLogs, e))? {
-            Some((_, v)) => {
-                let e: Entry<TypeConfig> =
-                    serde_json::from_slice(&v).map_err(|e| io_error(Io::ReadLogs, e))?;
-                Some(e.log_id)
+        let newest = self.tail().last_key_value().map(|(_, e)| e.log_id);
+        let last = match newest {
+            Some(id) => Some(id),
+            None => {
+                let last = lock(&self.wal).last_index();
+                match last {
+                    Some(index) if last_purged.is_none_or(|p| index > p.index) => {
+                        self.read_entry(index)?.map(|e| e.log_id)
+                    }
+                    _ => last_purged,
+                }
             }
-            None => last_purged,
         };
         Ok(LogState {
             last_purged_log_id: last_purged,
@@ -231,16 +311,17 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
+        let mut encoded = Vec::new();
         let mut appended = Vec::new();
         for e in entries {
             let bytes = serde_json::to_vec(&e).map_err(|err| io_error(Io::WriteLogs, err))?;
-            batch.insert(&e.log_id.index.to_be_bytes(), bytes);
+            encoded.push((e.log_id.index, bytes));
             appended.push(e);
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_error(Io::WriteLogs, e))?;
+        // One write at the end of the active segment (page cache; the sync comes later).
+        lock(&self.wal)
+            .append(&encoded)
+            .map_err(wal_io(Io::WriteLogs))?;
         {
             let mut tail = self.tail();
             for e in appended {
@@ -268,13 +349,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.tail().retain(|index, _| *index < log_id.index);
-        self.remove_entries(self.log.range(log_id.index.to_be_bytes()..))
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || lock(&wal).truncate(log_id.index))
+            .await
+            .map_err(|e| io_error(Io::WriteLogs, e))?
+            .map_err(wal_io(Io::WriteLogs))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        // Record the purge point first: a crash in between leaves extra entries, never a hole.
+        // The purge point and everything the state machine wrote are made durable before
+        // any entry goes: a crash in between leaves extra entries, never a hole.
         self.put_meta("last_purged", &log_id)?;
+        self.make_durable()
+            .await
+            .map_err(|e| io_error(Io::Write, e))?;
         self.tail().retain(|index, _| *index > log_id.index);
-        self.remove_entries(self.log.range(..=log_id.index.to_be_bytes()))
+        let wal = self.wal.clone();
+        tokio::task::spawn_blocking(move || lock(&wal).purge(log_id.index))
+            .await
+            .map_err(|e| io_error(Io::WriteLogs, e))?
+            .map_err(wal_io(Io::WriteLogs))
     }
 }

@@ -1,10 +1,10 @@
-//! Raft consensus with openraft 0.9: the log storage and the state machine, on sled.
+//! Raft consensus with openraft 0.9: the log storage and the state machine on sled, the
+//! network over HTTP under `/_raft/*`, and the node that ties them together.
 //!
-//! Status: the storage is complete and proven with `openraft::testing::Suite` (see
-//! `tests/raft_storage.rs`); the network (RPC over HTTP under `/_raft/*`) and the switch
-//! of the service's write path from the local writer to `Raft::client_write` are the next
-//! steps. The state machine applies the same stamped commands through the same
-//! [`Decider`](crate::store::decide::Decider) as the local writer, so both decide alike.
+//! Every write of a service goes through here; a node without `--peers` is a cluster of
+//! one. The storage is proven with `openraft::testing::Suite` (see
+//! `tests/raft_storage.rs`). The state machine applies stamped commands through the
+//! store's [`Decider`](crate::store::decide::Decider), so every replica decides alike.
 
 // openraft's trait methods return its `StorageError`, which is large; our helpers return
 // the same type so that `?` works across them.
@@ -14,6 +14,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod wal;
 
 use std::sync::Arc;
 

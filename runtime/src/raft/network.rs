@@ -52,6 +52,20 @@ pub async fn call_json<Req: Serialize, Resp: DeserializeOwned>(
     body: &Req,
     timeout: Duration,
 ) -> Result<Resp, CallError> {
+    call_as(method, addr, path, secret, None, body, timeout).await
+}
+
+/// [`call_json`] with the caller's `Authorization` header passed on (a request a
+/// follower hands to the leader on behalf of its client).
+pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
+    method: hyper::Method,
+    addr: &str,
+    path: &str,
+    secret: Option<&str>,
+    authorization: Option<&str>,
+    body: &Req,
+    timeout: Duration,
+) -> Result<Resp, CallError> {
     let unreachable = |m: String| CallError::Unreachable {
         addr: addr.to_string(),
         message: m,
@@ -75,6 +89,9 @@ pub async fn call_json<Req: Serialize, Resp: DeserializeOwned>(
             .header("content-type", "application/json");
         if let Some(s) = secret {
             req = req.header(SECRET_HEADER, s);
+        }
+        if let Some(a) = authorization {
+            req = req.header(hyper::header::AUTHORIZATION, a);
         }
         let req = req
             .body(Full::new(Bytes::from(bytes)))

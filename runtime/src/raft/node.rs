@@ -20,7 +20,7 @@ use crate::spec::ServiceSpec;
 use crate::store::decide::Stamped;
 use crate::store::event::Event;
 use crate::store::state::State;
-use crate::store::Refused;
+use crate::store::{Loaded, Refused};
 
 /// How a node joins its cluster.
 #[derive(Clone, Debug)]
@@ -31,8 +31,24 @@ pub struct ClusterOptions {
     pub peers: BTreeMap<u64, String>,
     /// The cluster secret (None only with `--insecure-cluster` or a cluster of one).
     pub secret: Option<String>,
+    /// Without a secret: take Raft messages from anyone (`--insecure-cluster`). A node
+    /// with neither refuses them, so a single node cannot be joined by accident.
+    pub insecure: bool,
     /// Timing and sizes from `[cluster]`.
     pub tuning: ClusterConfig,
+}
+
+impl ClusterOptions {
+    /// A cluster of one: node 1 at `addr` (its own HTTP address), default tuning.
+    pub fn single(addr: impl Into<String>) -> Self {
+        ClusterOptions {
+            node_id: 1,
+            peers: BTreeMap::from([(1, addr.into())]),
+            secret: None,
+            insecure: false,
+            tuning: ClusterConfig::default(),
+        }
+    }
 }
 
 /// A running Raft node.
@@ -43,7 +59,11 @@ pub struct Cluster {
     pub node_id: u64,
     /// The cluster secret.
     pub secret: Option<String>,
+    /// Whether Raft messages are taken without a secret.
+    pub insecure: bool,
     batcher: mpsc::UnboundedSender<Pending>,
+    /// Held by every part that keeps the database open; see [`Cluster::shutdown`].
+    holders: Arc<()>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -60,18 +80,22 @@ impl std::fmt::Debug for Cluster {
 pub struct StartError(pub String);
 
 impl Cluster {
-    /// Starts the node on the sled database `db` (folder `dir`); answers the node and the
-    /// state that reads are served from.
-    pub async fn start(
+    /// Starts the node on the sled database `db` (folder `dir`) with the log's `sync`
+    /// setting and flush interval; answers the node and the state that reads are served
+    /// from.
+    pub(crate) async fn start(
         db: &sled::Db,
         dir: &Path,
         spec: &ServiceSpec,
-        sync: SyncMode,
+        sync: (SyncMode, Duration),
         opts: ClusterOptions,
+        loaded: Loaded,
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
-        let log = LogStore::open(db.clone(), dir, sync).map_err(|e| fail(&e))?;
-        let sm = StateMachine::open(db, spec).map_err(|e| fail(&e))?;
+        let holders = Arc::new(());
+        let log = LogStore::open(db.clone(), dir, sync.0, sync.1, holders.clone())
+            .map_err(|e| fail(&e))?;
+        let sm = StateMachine::new(db, spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
         let state = sm.state();
         let t = &opts.tuning;
         let config = openraft::Config {
@@ -102,16 +126,55 @@ impl Cluster {
             tracing::info!(node_id = opts.node_id, members = ?opts.peers, "initializing the cluster");
             raft.initialize(members).await.map_err(|e| fail(&e))?;
         }
+        // The only voter leads at once instead of after an election timeout, and the
+        // node answers writes as soon as it listens.
+        let voters: Vec<u64> = raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        let alone = opts.peers.len() == 1 && opts.peers.contains_key(&opts.node_id);
+        if voters == [opts.node_id] || (alone && voters.len() <= 1) {
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::warn!(error = %e, "cannot trigger the election");
+            }
+            if let Err(e) = raft
+                .wait(Some(Duration::from_secs(10)))
+                .metrics(|m| m.current_leader.is_some(), "a leader is known")
+                .await
+            {
+                tracing::warn!(error = %e, "no leader after 10 s");
+            }
+        }
         let batcher = spawn_batcher(raft.clone(), opts.secret.clone());
         Ok((
             Cluster {
                 raft,
                 node_id: opts.node_id,
                 secret: opts.secret,
+                insecure: opts.insecure,
                 batcher,
+                holders,
             },
             state,
         ))
+    }
+
+    /// Stops the node and waits (up to 10 s) until the log store, the state machine and
+    /// their tasks have let go of the database, so that it can be opened again.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "Raft shutdown");
+        }
+        for _ in 0..1000 {
+            if Arc::strong_count(&self.holders) == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::warn!("the Raft node still holds the store after 10 s");
     }
 
     /// Proposes a stamped command. Concurrent proposals are batched into one log entry

@@ -1,15 +1,24 @@
 //! The Raft state machine: the store's state and event log, applied from committed entries.
 //!
-//! Each normal entry carries a [`Stamped`](crate::store::decide::Stamped) command; applying
-//! it decides unique values, versions and refs against the state (deterministic on every
-//! replica), appends the event (sequence numbers stay gap-free: blank and membership
-//! entries make no event) and publishes the record to the in-memory state that reads are
-//! served from. The events, the last applied log id and the membership are written in one
-//! sled batch, so they never disagree after a crash. The Raft log is already durable, so
-//! applying needs no flush of its own.
+//! Each normal entry carries a batch of [`Stamped`](crate::store::decide::Stamped)
+//! commands; applying one decides unique values, versions and refs against the state
+//! (deterministic on every replica), appends the event (sequence numbers stay gap-free:
+//! blank and membership entries make no event) and publishes the record to the in-memory
+//! state that reads are served from. The events, the last applied log id and the
+//! membership are written in one sled batch, so they never disagree after a crash. The
+//! Raft log is already durable, so applying needs no flush of its own.
+//!
+//! Two kinds of snapshot, for two purposes:
+//! - the store's incremental snapshots in the `state` tree (per model, every
+//!   `snapshot_every` events), which bound the replay at restart;
+//! - openraft's snapshot, which lets the log be purged and brings a lagging node up to
+//!   date. Building one is O(1): it freezes the persistent maps of the state. Its bytes
+//!   are produced only when a follower needs them (openraft 0.9 keeps only the meta of a
+//!   built snapshot), and after a restart the current state stands in for it.
 
+use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -17,14 +26,15 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sled::Transactional;
 use uuid::Uuid;
 
 use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
 use crate::spec::ServiceSpec;
 use crate::store::decide::{Decider, Overlay};
-use crate::store::event::{Event, Record, Stored};
+use crate::store::event::{Record, Stored};
 use crate::store::state::State;
-use crate::store::Refused;
+use crate::store::{Loaded, Refused, Stats};
 
 /// Key of the applied state in the events tree (9 bytes: never an event's 8-byte key).
 const APPLIED_KEY: &[u8] = &[0xff; 9];
@@ -35,26 +45,66 @@ struct AppliedState {
     membership: StoredMembership<u64, BasicNode>,
 }
 
-#[derive(Serialize, Deserialize)]
+/// The bytes of an openraft snapshot: every record, as of event `last_seq`.
+#[derive(Deserialize)]
 struct SnapshotData {
     last_seq: u64,
     models: Vec<(String, Vec<Record>)>,
 }
 
-/// The state machine.
-pub struct StateMachine {
-    spec: ServiceSpec,
-    state: Arc<RwLock<State>>,
-    decider: Decider,
-    events: sled::Tree,
-    snapshots: sled::Tree,
-    applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
-    current: Option<(SnapshotMeta<u64, BasicNode>, Vec<u8>)>,
-    /// Answers of recently applied commands by event id: a batch that a follower sent
-    /// again (its first answer was lost with a crashed leader) is answered, not re-applied.
-    recent: std::collections::HashMap<Uuid, Recent>,
-    recent_order: std::collections::VecDeque<Uuid>,
+/// An O(1) copy of the state, frozen when a snapshot was built or installed.
+#[derive(Clone)]
+struct Frozen {
+    meta: SnapshotMeta<u64, BasicNode>,
+    last_seq: u64,
+    models: Vec<(String, imbl::OrdMap<Uuid, Arc<Stored>>)>,
+}
+
+impl Frozen {
+    fn of(state: &State, meta: SnapshotMeta<u64, BasicNode>) -> Self {
+        let mut models: Vec<_> = state
+            .models
+            .iter()
+            .map(|(m, ms)| (m.clone(), ms.records.clone()))
+            .collect();
+        models.sort_by(|a, b| a.0.cmp(&b.0));
+        Frozen {
+            meta,
+            last_seq: state.last_seq,
+            models,
+        }
+    }
+
+    /// The snapshot's bytes, built from the records' stored JSON text (nothing is
+    /// serialised again).
+    fn encode(&self) -> Result<Vec<u8>, StorageError<u64>> {
+        let mut out = Vec::new();
+        out.extend_from_slice(format!("{{\"last_seq\":{},\"models\":[", self.last_seq).as_bytes());
+        for (i, (model, records)) in self.models.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.push(b'[');
+            out.extend(serde_json::to_vec(model).map_err(write_err)?);
+            out.extend_from_slice(b",[");
+            for (j, r) in records.values().enumerate() {
+                if j > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&r.json);
+            }
+            out.extend_from_slice(b"]]");
+        }
+        out.extend_from_slice(b"]}");
+        Ok(out)
+    }
+
+    fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(self.encode()?)),
+        })
+    }
 }
 
 /// What applying a recent command answered, kept small: an accepted command is answered
@@ -67,6 +117,30 @@ enum Recent {
 /// How many recent answers are kept for duplicate detection.
 const RECENT: usize = 100_000;
 
+/// The state machine.
+pub struct StateMachine {
+    spec: ServiceSpec,
+    state: Arc<RwLock<State>>,
+    decider: Decider,
+    events: sled::Tree,
+    /// The store's incremental snapshots (`state` tree).
+    snapshots: sled::Tree,
+    meta: sled::Tree,
+    applied: Option<LogId<u64>>,
+    membership: StoredMembership<u64, BasicNode>,
+    /// The last openraft snapshot built or installed.
+    frozen: Arc<Mutex<Option<Frozen>>>,
+    /// Answers of recently applied commands by event id: a batch that a follower sent
+    /// again (its first answer was lost with a crashed leader) is answered, not re-applied.
+    recent: HashMap<Uuid, Recent>,
+    recent_order: VecDeque<Uuid>,
+    stats: Arc<Stats>,
+    snapshot_every: HashMap<String, u64>,
+    /// To the thread that writes the store's snapshots.
+    snapshot_jobs: std::sync::mpsc::Sender<crate::store::SnapshotWork>,
+    holder: Arc<()>,
+}
+
 fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     io_error(Io::ReadStateMachine, e)
 }
@@ -75,19 +149,22 @@ fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
     io_error(Io::WriteStateMachine, e)
 }
 
-fn state_from(spec: &ServiceSpec, data: &SnapshotData) -> Result<State, StorageError<u64>> {
+fn state_from(spec: &ServiceSpec, data: SnapshotData) -> Result<State, StorageError<u64>> {
     let mut state = State::new(spec);
-    for (model, records) in &data.models {
-        let Some(ms) = state.models.get_mut(model) else {
+    for (model, records) in data.models {
+        if !state.models.contains_key(&model) {
             continue;
-        };
-        for r in records {
+        }
+        for mut r in records {
             let id = r
                 .get("id")
                 .and_then(Value::as_str)
                 .and_then(|s| Uuid::parse_str(s).ok())
                 .ok_or_else(|| read_err("a snapshot record has no id"))?;
-            ms.put(id, Some(Arc::new(Stored::new(r.clone()))));
+            state.upcast(&model, &mut r);
+            if let Some(ms) = state.models.get_mut(&model) {
+                ms.put(id, Some(Arc::new(Stored::new(r))));
+            }
         }
     }
     state.last_seq = data.last_seq;
@@ -95,54 +172,104 @@ fn state_from(spec: &ServiceSpec, data: &SnapshotData) -> Result<State, StorageE
 }
 
 impl StateMachine {
-    /// Opens the state machine in `db`: the current snapshot, then the events after it.
-    pub fn open(db: &sled::Db, spec: &ServiceSpec) -> Result<Self, StorageError<u64>> {
+    /// Opens the state machine of the store `db` (folder `path`) on its own: loads the
+    /// state with default settings. The service uses [`StateMachine::new`] through the
+    /// store.
+    pub fn open(
+        db: &sled::Db,
+        path: &std::path::Path,
+        spec: &ServiceSpec,
+    ) -> Result<Self, StorageError<u64>> {
+        let stats = Arc::new(Stats::default());
+        let state = crate::store::load_state(db, path, spec, &stats).map_err(read_err)?;
+        let snapshot_every = spec
+            .models
+            .iter()
+            .map(|m| (m.name.clone(), m.snapshot_every.unwrap_or(1000).max(1)))
+            .collect();
+        let loaded = Loaded {
+            state,
+            stats,
+            snapshot_every,
+        };
+        Self::new(db, spec, loaded, Arc::new(()))
+    }
+
+    /// The state machine over a loaded state.
+    pub(crate) fn new(
+        db: &sled::Db,
+        spec: &ServiceSpec,
+        loaded: Loaded,
+        holder: Arc<()>,
+    ) -> Result<Self, StorageError<u64>> {
         let events = db.open_tree("events").map_err(read_err)?;
-        let snapshots = db.open_tree("raft_snapshot").map_err(read_err)?;
-        let current = match (
-            snapshots.get("meta").map_err(read_err)?,
-            snapshots.get("data").map_err(read_err)?,
-        ) {
-            (Some(m), Some(d)) => Some((
-                serde_json::from_slice::<SnapshotMeta<u64, BasicNode>>(&m).map_err(read_err)?,
-                d.to_vec(),
-            )),
-            _ => None,
-        };
-        let mut state = match &current {
-            Some((_, data)) => state_from(spec, &serde_json::from_slice(data).map_err(read_err)?)?,
-            None => State::new(spec),
-        };
-        for item in events.range((state.last_seq + 1).to_be_bytes()..) {
-            let (k, v) = item.map_err(read_err)?;
-            if k.len() != 8 {
-                continue;
-            }
-            let ev: Event = serde_json::from_slice(&v).map_err(read_err)?;
-            state.apply(&ev);
-        }
+        let snapshots = db.open_tree("state").map_err(read_err)?;
+        let meta = db.open_tree("meta").map_err(read_err)?;
         let (applied, membership) = match events.get(APPLIED_KEY).map_err(read_err)? {
             Some(v) => {
                 let a: AppliedState = serde_json::from_slice(&v).map_err(read_err)?;
                 (a.applied, a.membership)
             }
-            None => match &current {
-                Some((meta, _)) => (meta.last_log_id, meta.last_membership.clone()),
-                None => (None, StoredMembership::default()),
-            },
+            None => (None, StoredMembership::default()),
         };
-        Ok(StateMachine {
+        let snapshot_jobs =
+            crate::store::snapshot_writer(snapshots.clone(), loaded.stats.clone(), holder.clone())
+                .map_err(write_err)?;
+        let mut sm = StateMachine {
             spec: spec.clone(),
-            state: Arc::new(RwLock::new(state)),
+            state: Arc::new(RwLock::new(loaded.state)),
             decider: Decider::new(spec),
             events,
             snapshots,
+            meta,
             applied,
             membership,
-            current,
-            recent: std::collections::HashMap::new(),
-            recent_order: std::collections::VecDeque::new(),
-        })
+            frozen: Arc::default(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+            stats: loaded.stats,
+            snapshot_every: loaded.snapshot_every,
+            snapshot_jobs,
+            holder,
+        };
+        sm.remember_recent_events()?;
+        Ok(sm)
+    }
+
+    /// Fills the duplicate detection from the newest events of the log, so that a batch
+    /// sent again across a restart is still answered, not applied twice.
+    fn remember_recent_events(&mut self) -> Result<(), StorageError<u64>> {
+        #[derive(Deserialize)]
+        struct Ids {
+            event_id: Uuid,
+            sequence_number: u64,
+        }
+        let mut newest = Vec::new();
+        for item in self.events.iter().rev() {
+            let (k, v) = item.map_err(read_err)?;
+            if k.len() != 8 {
+                continue;
+            }
+            let ids: Ids = serde_json::from_slice(&v).map_err(read_err)?;
+            newest.push(ids);
+            if newest.len() >= RECENT {
+                break;
+            }
+        }
+        for ids in newest.into_iter().rev() {
+            self.remember(ids.event_id, Recent::Done(ids.sequence_number));
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, event_id: Uuid, answer: Recent) {
+        self.recent.insert(event_id, answer);
+        self.recent_order.push_back(event_id);
+        if self.recent_order.len() > RECENT {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
     }
 
     /// The state reads are served from.
@@ -183,49 +310,61 @@ impl StateMachine {
         })
         .map_err(write_err)
     }
+
+    /// Applies the commands of one batch; answers one per command.
+    fn apply_batch(
+        &mut self,
+        state: &mut State,
+        commands: Vec<crate::store::decide::Stamped>,
+        writes: &mut sled::Batch,
+        responses: &[Answers],
+    ) -> Result<(Answers, u64), StorageError<u64>> {
+        let mut answers = Vec::with_capacity(commands.len());
+        let mut count = 0;
+        for mut stamped in commands {
+            if let Some(previous) = self.recent.get(&stamped.event_id) {
+                let again = self.answer_again(previous, responses, &answers)?;
+                answers.push(again);
+                continue;
+            }
+            let event_id = stamped.event_id;
+            let mut overlay = Overlay::default();
+            let seq = state.last_seq + 1;
+            let remembered = match self.decider.decide(state, &mut overlay, &mut stamped, seq) {
+                Ok((ev, record)) => {
+                    writes.insert(&ev.key(), serde_json::to_vec(&ev).map_err(write_err)?);
+                    state.publish(&ev, record);
+                    answers.push(Applied::Done(ev));
+                    count += 1;
+                    Recent::Done(seq)
+                }
+                Err(refused) => {
+                    answers.push(Applied::Refused(refused.clone()));
+                    Recent::Refused(refused)
+                }
+            };
+            self.remember(event_id, remembered);
+        }
+        Ok((answers, count))
+    }
 }
 
-/// Builds a snapshot from an O(1) copy of the state taken when it was asked for.
+/// Builds an openraft snapshot: freezes the state as of the last applied entry.
 pub struct Builder {
-    models: Vec<(String, imbl::OrdMap<Uuid, Arc<Stored>>)>,
-    last_seq: u64,
-    applied: Option<LogId<u64>>,
-    membership: StoredMembership<u64, BasicNode>,
-    snapshots: sled::Tree,
+    frozen: Frozen,
+    slot: Arc<Mutex<Option<Frozen>>>,
+    _holder: Arc<()>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for Builder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let data = SnapshotData {
-            last_seq: self.last_seq,
-            models: self
-                .models
-                .iter()
-                .map(|(m, records)| {
-                    (
-                        m.clone(),
-                        records.values().map(|r| r.record.clone()).collect(),
-                    )
-                })
-                .collect(),
-        };
-        let bytes = serde_json::to_vec(&data).map_err(write_err)?;
-        let snapshot_id = match self.applied {
-            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, self.last_seq),
-            None => format!("empty-{}", self.last_seq),
-        };
-        let meta = SnapshotMeta {
-            last_log_id: self.applied,
-            last_membership: self.membership.clone(),
-            snapshot_id,
-        };
-        let mut batch = sled::Batch::default();
-        batch.insert("meta", serde_json::to_vec(&meta).map_err(write_err)?);
-        batch.insert("data", bytes.clone());
-        self.snapshots.apply_batch(batch).map_err(write_err)?;
+        *self.slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.frozen.clone());
+        tracing::debug!(snapshot = %self.frozen.meta.snapshot_id, "snapshot built");
+        // openraft 0.9 keeps only the meta of a built snapshot; the bytes are produced by
+        // `get_current_snapshot` when a follower needs them.
         Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            meta: self.frozen.meta.clone(),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -245,81 +384,65 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut responses = Vec::new();
-        let mut batch = sled::Batch::default();
-        {
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for entry in entries {
-                self.applied = Some(entry.log_id);
-                match entry.payload {
-                    EntryPayload::Blank => responses.push(Vec::new()),
-                    EntryPayload::Membership(m) => {
-                        self.membership = StoredMembership::new(Some(entry.log_id), m);
-                        responses.push(Vec::new());
-                    }
-                    EntryPayload::Normal(Batch(commands)) => {
-                        // The log cache may still share the commands: copy them then.
-                        let commands =
-                            Arc::try_unwrap(commands).unwrap_or_else(|shared| (*shared).clone());
-                        let mut answers = Vec::with_capacity(commands.len());
-                        for mut stamped in commands {
-                            if let Some(previous) = self.recent.get(&stamped.event_id) {
-                                let again = self.answer_again(previous, &responses, &answers)?;
-                                answers.push(again);
-                                continue;
-                            }
-                            let event_id = stamped.event_id;
-                            let mut overlay = Overlay::default();
-                            let seq = state.last_seq + 1;
-                            let remembered = match self.decider.decide(
-                                &state,
-                                &mut overlay,
-                                &mut stamped,
-                                seq,
-                            ) {
-                                Ok((ev, record)) => {
-                                    batch.insert(
-                                        &ev.key(),
-                                        serde_json::to_vec(&ev).map_err(write_err)?,
-                                    );
-                                    state.publish(&ev, record);
-                                    answers.push(Applied::Done(ev));
-                                    Recent::Done(seq)
-                                }
-                                Err(refused) => {
-                                    answers.push(Applied::Refused(refused.clone()));
-                                    Recent::Refused(refused)
-                                }
-                            };
-                            self.recent.insert(event_id, remembered);
-                            self.recent_order.push_back(event_id);
-                            if self.recent_order.len() > RECENT {
-                                if let Some(old) = self.recent_order.pop_front() {
-                                    self.recent.remove(&old);
-                                }
-                            }
-                        }
-                        responses.push(answers);
-                    }
+        let mut writes = sled::Batch::default();
+        let mut count = 0;
+        let state_lock = self.state.clone();
+        let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
+        for entry in entries {
+            self.applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => responses.push(Vec::new()),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    responses.push(Vec::new());
+                }
+                EntryPayload::Normal(Batch(commands)) => {
+                    // The log's cache may still share the commands: copy them then.
+                    let commands =
+                        Arc::try_unwrap(commands).unwrap_or_else(|shared| (*shared).clone());
+                    let (answers, n) =
+                        self.apply_batch(&mut state, commands, &mut writes, &responses)?;
+                    count += n;
+                    responses.push(answers);
                 }
             }
         }
-        batch.insert(APPLIED_KEY, self.applied_bytes()?);
-        self.events.apply_batch(batch).map_err(write_err)?;
+        writes.insert(APPLIED_KEY, self.applied_bytes()?);
+        self.events.apply_batch(writes).map_err(write_err)?;
+        if count > 0 {
+            use std::sync::atomic::Ordering;
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats.events.fetch_add(count, Ordering::Relaxed);
+            // Written after the events (sled keeps the order of writes): a snapshot never
+            // stands ahead of the events it summarises.
+            for job in crate::store::snapshots_due(&mut state, &self.snapshot_every) {
+                if self
+                    .snapshot_jobs
+                    .send(crate::store::SnapshotWork::Write(job))
+                    .is_err()
+                {
+                    tracing::error!("the snapshot writer stopped");
+                }
+            }
+        }
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let snapshot_id = match self.applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id, l.index, state.last_seq),
+            None => format!("empty-{}", state.last_seq),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: self.applied,
+            last_membership: self.membership.clone(),
+            snapshot_id,
+        };
         Builder {
-            models: state
-                .models
-                .iter()
-                .map(|(m, ms)| (m.clone(), ms.records.clone()))
-                .collect(),
-            last_seq: state.last_seq,
-            applied: self.applied,
-            membership: self.membership.clone(),
-            snapshots: self.snapshots.clone(),
+            frozen: Frozen::of(&state, meta),
+            slot: self.frozen.clone(),
+            _holder: self.holder.clone(),
         }
     }
 
@@ -334,40 +457,59 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMeta<u64, BasicNode>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
-        let bytes = snapshot.into_inner();
-        let data: SnapshotData = serde_json::from_slice(&bytes).map_err(read_err)?;
-        let new_state = state_from(&self.spec, &data)?;
+        // Snapshots of the old state still queued must not land on top of the new one.
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self
+            .snapshot_jobs
+            .send(crate::store::SnapshotWork::Barrier(done))
+            .is_ok()
+        {
+            let _ = written.await;
+        }
+        let data: SnapshotData = serde_json::from_slice(snapshot.get_ref()).map_err(read_err)?;
+        let mut new_state = state_from(&self.spec, data)?;
+        let seq = new_state.last_seq;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        let mut batch = sled::Batch::default();
-        batch.insert("meta", serde_json::to_vec(meta).map_err(write_err)?);
-        batch.insert("data", bytes.clone());
-        self.snapshots.apply_batch(batch).map_err(write_err)?;
-        self.events
-            .insert(APPLIED_KEY, self.applied_bytes()?)
+        let applied = self.applied_bytes()?;
+        // The store's snapshot tree becomes this snapshot, the log of events is complete
+        // from the next sequence on, and the applied state moves: all at once.
+        let old_keys: Vec<sled::IVec> = self
+            .snapshots
+            .iter()
+            .keys()
+            .collect::<Result<_, _>>()
             .map_err(write_err)?;
+        let mut records = sled::Batch::default();
+        for key in old_keys {
+            records.remove(key);
+        }
+        crate::store::snapshot::fill(&mut records, &mut new_state, seq);
+        (&self.snapshots, &self.events, &self.meta)
+            .transaction(|(s, e, m)| {
+                s.apply_batch(&records)?;
+                e.insert(APPLIED_KEY, applied.as_slice())?;
+                m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| write_err(format!("{e:?}")))?;
+        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(Frozen::of(&new_state, meta.clone()));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = new_state;
-        self.current = Some((meta.clone(), bytes));
+        self.recent.clear();
+        self.recent_order.clear();
+        tracing::info!(snapshot = %meta.snapshot_id, sequence = seq, "snapshot installed");
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        if let Ok(Some(m)) = self.snapshots.get("meta") {
-            if let (Ok(meta), Ok(Some(d))) = (
-                serde_json::from_slice::<SnapshotMeta<u64, BasicNode>>(&m),
-                self.snapshots.get("data"),
-            ) {
-                return Ok(Some(Snapshot {
-                    meta,
-                    snapshot: Box::new(Cursor::new(d.to_vec())),
-                }));
-            }
-        }
-        Ok(self.current.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.clone())),
-        }))
+        let frozen = self
+            .frozen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        frozen.map(|f| f.snapshot()).transpose()
     }
 }

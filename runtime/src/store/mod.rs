@@ -1,13 +1,14 @@
-//! The event-sourced store on sled.
+//! The event-sourced store on sled, written through Raft.
 //!
-//! Every write is a [`Command`] proposed to the store. One writer thread takes commands
-//! in batches (group commit): it decides each one against the current state plus the
-//! batch's earlier effects (unique values, If-Match versions, refs: decisions taken here,
-//! in order, so a replica applying the same log decides the same), appends the resulting
-//! events to the `events` tree in one sled batch, makes them durable per the `sync`
-//! setting (sled flush plus `fdatasync` of sled's log file for `always`), then publishes
-//! them to the in-memory [`State`] that reads are served from and answers every proposer.
-//! Nothing is visible to readers before it is durable.
+//! Every write is a [`Command`], stamped by the node that took it and proposed to the
+//! node's Raft group (`crate::raft`): a single node is a cluster of one, so there is one
+//! write path. Concurrent proposals are batched into one log entry; the entry is made
+//! durable per the `sync` setting (one flush plus `fdatasync` for a whole group of
+//! appends), committed, and then applied by the state machine, which decides each command
+//! against the state (unique values, If-Match versions, refs: in log order, so every
+//! replica decides the same), appends the events to the `events` tree and publishes them
+//! to the in-memory [`State`] that reads are served from. Nothing is visible to readers
+//! before it is committed.
 //!
 //! Snapshots: once a model has `snapshot_every` events since its last snapshot, the
 //! records it changed since are written to the `state` tree with the new snapshot's
@@ -22,17 +23,17 @@ pub mod state;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::config::SyncMode;
+use crate::raft::node::{Cluster, ClusterOptions};
 use crate::spec::ServiceSpec;
-use decide::{Decider, Overlay, Stamped};
+use decide::Stamped;
 use event::{Actor, Event, Record, Stored, FORMAT};
 use state::State;
 
@@ -131,22 +132,17 @@ pub struct Stats {
     pub snapshots: AtomicU64,
 }
 
-struct Proposal {
-    stamped: Stamped,
-    reply: oneshot::Sender<Result<Event, Refused>>,
-}
-
 /// Settings of a store.
 #[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Durability.
     pub sync: SyncMode,
-    /// For periodic sync.
+    /// For periodic sync: how often the Raft log is synced.
     pub flush_interval: Duration,
-    /// Default snapshot period.
+    /// Default snapshot period (a model's own `snapshot_every` wins).
     pub snapshot_every: u64,
-    /// This node's id, stamped into events.
-    pub node_id: String,
+    /// The node and its cluster (a single node: [`ClusterOptions::single`]).
+    pub node: ClusterOptions,
 }
 
 /// The store: a handle shared by all requests.
@@ -154,70 +150,16 @@ pub struct Store {
     db: sled::Db,
     path: PathBuf,
     state: Arc<RwLock<State>>,
-    tx: Option<mpsc::UnboundedSender<Proposal>>,
-    writer: Option<std::thread::JoinHandle<()>>,
-    flusher: Option<std::thread::JoinHandle<()>>,
     /// Counters.
     pub stats: Arc<Stats>,
-    closed: Arc<AtomicBool>,
     node_id: String,
-    cluster: Option<Arc<crate::raft::node::Cluster>>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        // Stops the periodic flusher; the writer finishes its queue when the channel
-        // closes, and releases the database when it ends.
-        self.closed.store(true, Ordering::Relaxed);
-        self.tx.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
-        // The flusher notices `closed` within one interval; it holds the database until then.
-        if let Some(f) = self.flusher.take() {
-            let _ = f.join();
-        }
-    }
+    cluster: Arc<Cluster>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
     }
-}
-
-/// For `sync = "periodic"`: a thread that flushes and fdatasyncs the store every
-/// `flush_interval` until `closed` is set.
-fn periodic_flusher(
-    db: &sled::Db,
-    path: &Path,
-    opts: &StoreOptions,
-    closed: &Arc<AtomicBool>,
-) -> Result<Option<std::thread::JoinHandle<()>>, OpenError> {
-    if opts.sync != SyncMode::Periodic {
-        return Ok(None);
-    }
-    let (db, closed, every) = (db.clone(), closed.clone(), opts.flush_interval);
-    let file = File::open(path.join("db")).ok();
-    std::thread::Builder::new()
-        .name("lithair-flusher".into())
-        .spawn(move || loop {
-            std::thread::sleep(every);
-            if closed.load(Ordering::Relaxed) {
-                break;
-            }
-            if db.flush().is_err() {
-                tracing::error!("periodic flush failed");
-            }
-            if let Some(f) = &file {
-                let _ = f.sync_data();
-            }
-        })
-        .map(Some)
-        .map_err(|e| OpenError::Sled {
-            path: path.display().to_string(),
-            message: format!("cannot start the flusher: {e}"),
-        })
 }
 
 /// Opens (or creates) the sled database of a store and checks its format.
@@ -232,15 +174,15 @@ fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError>
         path: shown.clone(),
         message: e.to_string(),
     })?;
-    let flush_every = match sync {
-        SyncMode::Never => Some(1000),
-        _ => None,
-    };
+    // Writes are made durable by the Raft log (see `raft::log_store`); sled writes the
+    // state machine's events and snapshots out in the background, and is flushed before
+    // the log is purged and at shutdown.
+    let _ = sync;
     // Reads are served from memory: sled's own cache only serves writes and the start.
     let db = sled::Config::new()
         .cache_capacity(64 * 1024 * 1024)
         .path(&path)
-        .flush_every_ms(flush_every)
+        .flush_every_ms(Some(500))
         .mode(sled::Mode::HighThroughput)
         .open()
         .map_err(sled_err)?;
@@ -280,191 +222,178 @@ fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError>
     Ok((db, path))
 }
 
-impl Store {
-    /// Opens (or creates) the store in `dir`, loads snapshots, replays the tail and starts
-    /// the writer thread.
-    pub fn open(dir: &Path, spec: &ServiceSpec, opts: StoreOptions) -> Result<Store, OpenError> {
-        let (db, path) = open_db(dir, opts.sync)?;
-        let shown = path.display().to_string();
-        let sled_err = |e: sled::Error| OpenError::Sled {
+/// Loads the state of the store `db`: each model's snapshot from the `state` tree, then
+/// the events after it, checked for gaps, damage and newer formats.
+pub(crate) fn load_state(
+    db: &sled::Db,
+    path: &Path,
+    spec: &ServiceSpec,
+    stats: &Stats,
+) -> Result<State, OpenError> {
+    let shown = path.display().to_string();
+    let sled_err = |e: sled::Error| OpenError::Sled {
+        path: shown.clone(),
+        message: e.to_string(),
+    };
+    let events = db.open_tree("events").map_err(sled_err)?;
+    let snapshots = db.open_tree("state").map_err(sled_err)?;
+    let mut state = State::new(spec);
+    let snapshot_seqs =
+        snapshot::load(&snapshots, &mut state, stats).map_err(|what| OpenError::Corrupt {
             path: shown.clone(),
-            message: e.to_string(),
+            what,
+        })?;
+    // Replay from the oldest snapshot any model has; skip events a model's snapshot covers.
+    let from = state
+        .models
+        .keys()
+        .map(|m| snapshot_seqs.get(m).copied().unwrap_or(0))
+        .min()
+        .unwrap_or(0);
+    let mut replayed = 0u64;
+    // A node that installed a Raft snapshot holds only the events after it.
+    let complete_from = db
+        .open_tree("meta")
+        .and_then(|m| m.get(EVENTS_FROM))
+        .map_err(sled_err)?
+        .and_then(|v| key_seq(&v))
+        .unwrap_or(1);
+    let mut expected = (from + 1).max(complete_from);
+    for item in events.range(expected.to_be_bytes()..) {
+        let (k, v) = item.map_err(sled_err)?;
+        let Some(seq) = key_seq(&k) else {
+            // The state machine's applied state lives beside the events, under a longer key.
+            continue;
         };
-        let events = db.open_tree("events").map_err(sled_err)?;
-        let snapshots = db.open_tree("state").map_err(sled_err)?;
-
-        let stats = Arc::new(Stats::default());
-        let mut state = State::new(spec);
-        let snapshot_seqs =
-            snapshot::load(&snapshots, &mut state, &stats).map_err(|what| OpenError::Corrupt {
+        let ev: Event = serde_json::from_slice(&v).map_err(|e| OpenError::Corrupt {
+            path: shown.clone(),
+            what: format!("event {seq} cannot be read ({e})"),
+        })?;
+        if ev.sequence_number != seq || seq != expected {
+            return Err(OpenError::Corrupt {
                 path: shown.clone(),
-                what,
-            })?;
-        // Replay from the oldest snapshot any model has; skip events a model's snapshot covers.
-        let from = state
-            .models
-            .keys()
-            .map(|m| snapshot_seqs.get(m).copied().unwrap_or(0))
-            .min()
-            .unwrap_or(0);
-        let mut replayed = 0u64;
-        let mut expected = from + 1;
-        for item in events.range((from + 1).to_be_bytes()..) {
-            let (k, v) = item.map_err(sled_err)?;
-            let seq = key_seq(&k).ok_or_else(|| OpenError::Corrupt {
-                path: shown.clone(),
-                what: "an event key is not 8 bytes".into(),
-            })?;
-            let ev: Event = serde_json::from_slice(&v).map_err(|e| OpenError::Corrupt {
-                path: shown.clone(),
-                what: format!("event {seq} cannot be read ({e})"),
-            })?;
-            if ev.sequence_number != seq || seq != expected {
-                return Err(OpenError::Corrupt {
-                    path: shown.clone(),
-                    what: format!("event log has a gap or mismatch at sequence {seq}"),
-                });
-            }
-            expected = seq + 1;
-            if ev.format > FORMAT {
-                return Err(OpenError::NewerFormat {
-                    path: shown.clone(),
-                    found: ev.format,
-                });
-            }
-            let covered = snapshot_seqs.get(&ev.model).is_some_and(|s| *s >= seq);
-            if covered {
-                state.last_seq = state.last_seq.max(seq);
-                continue;
-            }
-            state.apply(&ev);
-            replayed += 1;
+                what: format!("event log has a gap or mismatch at sequence {seq}"),
+            });
         }
-        if let Some(last) = events.last().map_err(sled_err)? {
-            state.last_seq = state.last_seq.max(key_seq(&last.0).unwrap_or(0));
-        }
-        stats.replayed_events.store(replayed, Ordering::Relaxed);
-        tracing::info!(
-            path = %shown,
-            last_sequence = state.last_seq,
-            snapshot_records = stats.snapshot_records.load(Ordering::Relaxed),
-            replayed_events = replayed,
-            "store opened"
-        );
-
-        let state = Arc::new(RwLock::new(state));
-        let (tx, rx) = mpsc::unbounded_channel();
-        let log_file = File::open(path.join("db")).ok();
-        let writer = Writer {
-            db: db.clone(),
-            events,
-            snapshots,
-            state: state.clone(),
-            decider: Decider::new(spec),
-            snapshot_every: spec
-                .models
-                .iter()
-                .map(|m| {
-                    (
-                        m.name.clone(),
-                        m.snapshot_every.unwrap_or(opts.snapshot_every).max(1),
-                    )
-                })
-                .collect(),
-            opts: opts.clone(),
-            log_file,
-            stats: stats.clone(),
-        };
-        let writer = std::thread::Builder::new()
-            .name("lithair-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| OpenError::Sled {
+        expected = seq + 1;
+        if ev.format > FORMAT {
+            return Err(OpenError::NewerFormat {
                 path: shown.clone(),
-                message: format!("cannot start the writer: {e}"),
-            })?;
-        let closed = Arc::new(AtomicBool::new(false));
-        let flusher = periodic_flusher(&db, &path, &opts, &closed)?;
-        Ok(Store {
-            db,
-            path,
-            state,
-            tx: Some(tx),
-            flusher,
-            writer: Some(writer),
-            stats,
-            closed,
-            node_id: opts.node_id.clone(),
-            cluster: None,
-        })
+                found: ev.format,
+            });
+        }
+        state.last_seq = state.last_seq.max(seq);
+        if snapshot_seqs.get(&ev.model).is_some_and(|s| *s >= seq) {
+            continue;
+        }
+        state.apply(&ev);
+        replayed += 1;
     }
+    stats.replayed_events.store(replayed, Ordering::Relaxed);
+    tracing::info!(
+        path = %shown,
+        last_sequence = state.last_seq,
+        snapshot_records = stats.snapshot_records.load(Ordering::Relaxed),
+        replayed_events = replayed,
+        "store loaded"
+    );
+    Ok(state)
+}
 
-    /// Opens the store as a node of a Raft cluster: writes go through consensus and are
-    /// applied by the Raft state machine, which owns the state reads are served from.
-    pub async fn open_cluster(
+impl Store {
+    /// Opens (or creates) the store in `dir`: loads snapshots, replays the tail, and starts
+    /// the node's Raft group (joining or bootstrapping its cluster; a single node is a
+    /// cluster of one).
+    pub async fn open(
         dir: &Path,
         spec: &ServiceSpec,
         opts: StoreOptions,
-        cluster: crate::raft::node::ClusterOptions,
     ) -> Result<Store, OpenError> {
-        let (db, path) = open_db(dir, opts.sync)?;
-        let node_id = cluster.node_id.to_string();
-        let (node, state) = crate::raft::node::Cluster::start(&db, &path, spec, opts.sync, cluster)
-            .await
-            .map_err(|e| OpenError::Sled {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?;
-        // `periodic` acknowledges Raft appends at once; this thread makes them durable.
-        let closed = Arc::new(AtomicBool::new(false));
-        let flusher = periodic_flusher(&db, &path, &opts, &closed)?;
+        let (db, path) = {
+            let owned = dir.to_path_buf();
+            let sync = opts.sync;
+            tokio::task::spawn_blocking(move || open_db(&owned, sync))
+                .await
+                .map_err(|e| OpenError::Sled {
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                })??
+        };
+        let stats = Arc::new(Stats::default());
+        let state = {
+            let (db, path, spec, stats) = (db.clone(), path.clone(), spec.clone(), stats.clone());
+            tokio::task::spawn_blocking(move || load_state(&db, &path, &spec, &stats))
+                .await
+                .map_err(|e| OpenError::Sled {
+                    path: dir.display().to_string(),
+                    message: e.to_string(),
+                })??
+        };
+        let snapshot_every = spec
+            .models
+            .iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    m.snapshot_every.unwrap_or(opts.snapshot_every).max(1),
+                )
+            })
+            .collect();
+        let node_id = opts.node.node_id.to_string();
+        let loaded = Loaded {
+            state,
+            stats: stats.clone(),
+            snapshot_every,
+        };
+        let (node, state) = Cluster::start(
+            &db,
+            &path,
+            spec,
+            (opts.sync, opts.flush_interval),
+            opts.node.clone(),
+            loaded,
+        )
+        .await
+        .map_err(|e| OpenError::Sled {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
         Ok(Store {
             db,
             path,
             state,
-            tx: None,
-            writer: None,
-            flusher,
-            stats: Arc::new(Stats::default()),
-            closed,
+            stats,
             node_id,
-            cluster: Some(Arc::new(node)),
+            cluster: Arc::new(node),
         })
     }
 
-    /// The Raft node, when the store runs as part of a cluster.
-    pub fn cluster(&self) -> Option<&Arc<crate::raft::node::Cluster>> {
-        self.cluster.as_ref()
+    /// The node's Raft group.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
-    /// Proposes a command; answers once its event is durable (or why it was refused).
+    /// Proposes a command; answers once its event is committed and applied here (or why it
+    /// was refused).
     pub async fn propose(&self, command: Command, actor: Actor) -> Result<Event, Refused> {
-        if let Some(cluster) = &self.cluster {
-            let stamped = Stamped {
-                command,
-                actor,
-                event_id: Uuid::new_v4(),
-                at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                node_id: self.node_id.clone(),
-            };
-            return cluster.propose(stamped).await;
-        }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .as_ref()
-            .ok_or_else(|| Refused::Storage("the store is closed".into()))?
-            .send(Proposal {
-                stamped: Stamped {
-                    command,
-                    actor,
-                    event_id: Uuid::new_v4(),
-                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-                    node_id: self.node_id.clone(),
-                },
-                reply,
-            })
-            .map_err(|_| Refused::Storage("the store's writer has stopped".into()))?;
-        rx.await
-            .map_err(|_| Refused::Storage("the store's writer has stopped".into()))?
+        let stamped = Stamped {
+            command,
+            actor,
+            event_id: Uuid::new_v4(),
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            node_id: self.node_id.clone(),
+        };
+        self.cluster.propose(stamped).await
+    }
+
+    /// Stops the node's Raft group and waits until it has released the database; then
+    /// flushes. Writes proposed afterwards are refused.
+    pub async fn shutdown(&self) -> Result<(), String> {
+        self.cluster.shutdown().await;
+        let (db, path) = (self.db.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || flush(&db, &path))
+            .await
+            .map_err(|e| e.to_string())?
     }
 
     /// Reads through the current state.
@@ -478,13 +407,9 @@ impl Store {
         self.read(|s| s.get(model, id))
     }
 
-    /// Flushes everything to disk (at shutdown).
+    /// Flushes everything to disk.
     pub fn flush(&self) -> Result<(), String> {
-        self.db.flush().map_err(|e| e.to_string())?;
-        if let Ok(f) = File::open(self.path.join("db")) {
-            f.sync_data().map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        flush(&self.db, &self.path)
     }
 
     /// Every event of the log, in order (for tests and tools).
@@ -493,7 +418,7 @@ impl Store {
         let mut out = Vec::new();
         for item in tree.iter() {
             let (k, v) = item.map_err(|e| e.to_string())?;
-            // Only 8-byte keys are events (a Raft node keeps its applied state beside them).
+            // Only 8-byte keys are events (the applied state is kept beside them).
             if k.len() == 8 {
                 out.push(serde_json::from_slice(&v).map_err(|e| e.to_string())?);
             }
@@ -502,130 +427,85 @@ impl Store {
     }
 }
 
+/// Flushes sled, then `fdatasync`s its log file (sled's own flush ends in
+/// `sync_file_range`, which does not survive a power loss).
+pub(crate) fn flush(db: &sled::Db, path: &Path) -> Result<(), String> {
+    db.flush().map_err(|e| e.to_string())?;
+    if let Ok(f) = File::open(path.join("db")) {
+        f.sync_data().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Key in the `meta` tree: the first sequence number from which the event log is complete
+/// (absent: 1). A node that installs a Raft snapshot holds only the events after it.
+pub(crate) const EVENTS_FROM: &str = "events_from";
+
 fn key_seq(k: &[u8]) -> Option<u64> {
     <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes)
 }
 
-/// The single writer: decides, persists, publishes.
-struct Writer {
-    db: sled::Db,
-    events: sled::Tree,
-    snapshots: sled::Tree,
-    state: Arc<RwLock<State>>,
-    decider: Decider,
-    snapshot_every: HashMap<String, u64>,
-    opts: StoreOptions,
-    log_file: Option<File>,
-    stats: Arc<Stats>,
+/// What the state machine starts from: the loaded state and the store's settings.
+pub(crate) struct Loaded {
+    pub state: State,
+    pub stats: Arc<Stats>,
+    /// Snapshot period per model.
+    pub snapshot_every: HashMap<String, u64>,
 }
 
-const MAX_BATCH: usize = 1024;
+/// Takes the incremental snapshot of every model that is due (see `snapshot.rs`).
+pub(crate) fn snapshots_due(state: &mut State, every: &HashMap<String, u64>) -> Vec<snapshot::Job> {
+    let seq = state.last_seq;
+    let due: Vec<String> = state
+        .models
+        .iter()
+        .filter(|(model, ms)| ms.since_snapshot >= every.get(*model).copied().unwrap_or(1000))
+        .map(|(model, _)| model.clone())
+        .collect();
+    due.iter()
+        .filter_map(|model| snapshot::take(state, model, seq))
+        .collect()
+}
 
-impl Writer {
-    fn run(mut self, mut rx: mpsc::UnboundedReceiver<Proposal>) {
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            self.commit(batch);
-        }
-        tracing::debug!("store writer stopped");
-    }
+/// Work for the snapshot writer.
+pub(crate) enum SnapshotWork {
+    /// Write this snapshot.
+    Write(snapshot::Job),
+    /// Answer once everything sent before is written.
+    Barrier(tokio::sync::oneshot::Sender<()>),
+}
 
-    fn commit(&mut self, batch: Vec<Proposal>) {
-        type Decided = Result<(Event, Option<Arc<Stored>>), Refused>;
-        let mut decided: Vec<(Proposal, Decided)> = Vec::with_capacity(batch.len());
-        {
-            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-            let mut overlay = Overlay::default();
-            let mut seq = state.last_seq;
-            for mut p in batch {
-                let result = self
-                    .decider
-                    .decide(&state, &mut overlay, &mut p.stamped, seq + 1);
-                if result.is_ok() {
-                    seq += 1;
-                }
-                decided.push((p, result));
-            }
-        }
-        let mut sled_batch = sled::Batch::default();
-        let mut count = 0;
-        for (_, r) in &decided {
-            if let Ok((ev, _)) = r {
-                match serde_json::to_vec(ev) {
-                    Ok(bytes) => sled_batch.insert(&ev.key(), bytes),
-                    Err(e) => tracing::error!(error = %e, "cannot encode an event"),
-                }
-                count += 1;
-            }
-        }
-        if count > 0 {
-            if let Err(e) = self.persist(sled_batch) {
-                tracing::error!(error = %e, "write failed; the batch is refused");
-                for (p, _) in decided {
-                    let _ = p.reply.send(Err(Refused::Storage(e.clone())));
-                }
-                return;
-            }
-            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-            for (_, r) in &mut decided {
-                if let Ok((ev, record)) = r {
-                    state.publish(ev, record.take());
+/// Starts the thread that writes snapshots, in the order they were taken. It ends when
+/// the sender is dropped; it holds `holder` (and the database) until then.
+pub(crate) fn snapshot_writer(
+    tree: sled::Tree,
+    stats: Arc<Stats>,
+    holder: Arc<()>,
+) -> std::io::Result<std::sync::mpsc::Sender<SnapshotWork>> {
+    let (tx, rx) = std::sync::mpsc::channel::<SnapshotWork>();
+    std::thread::Builder::new()
+        .name("lithair-snapshots".into())
+        .spawn(move || {
+            let _holder = holder;
+            for work in rx {
+                let job = match work {
+                    SnapshotWork::Write(job) => job,
+                    SnapshotWork::Barrier(done) => {
+                        let _ = done.send(());
+                        continue;
+                    }
+                };
+                match snapshot::store(&tree, &job) {
+                    Ok(()) => {
+                        stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(changed = job.len(), "snapshot written");
+                    }
+                    // The records stay in the log: the next restart replays a longer tail.
+                    Err(e) => tracing::error!(error = %e, "snapshot failed"),
                 }
             }
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats.events.fetch_add(count, Ordering::Relaxed);
-            self.maybe_snapshot(&mut state);
-        }
-        for (p, r) in decided {
-            let _ = p.reply.send(r.map(|(ev, _)| ev));
-        }
-    }
-
-    fn persist(&mut self, batch: sled::Batch) -> Result<(), String> {
-        self.events.apply_batch(batch).map_err(|e| e.to_string())?;
-        if self.opts.sync == SyncMode::Always {
-            self.db.flush().map_err(|e| e.to_string())?;
-            // sled's flush ends in sync_file_range, which does not survive a power loss.
-            if let Some(f) = &self.log_file {
-                f.sync_data().map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
-    }
-
-    fn maybe_snapshot(&self, state: &mut State) {
-        let seq = state.last_seq;
-        let due: Vec<String> = state
-            .models
-            .iter()
-            .filter(|(model, ms)| {
-                ms.since_snapshot
-                    >= self
-                        .snapshot_every
-                        .get(*model)
-                        .copied()
-                        .unwrap_or(self.opts.snapshot_every)
-            })
-            .map(|(model, _)| model.clone())
-            .collect();
-        for model in due {
-            match snapshot::write(&self.snapshots, state, &model, seq) {
-                Ok(changed) => {
-                    self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(%model, sequence = seq, changed, "snapshot written");
-                }
-                Err(e) => {
-                    tracing::error!(%model, error = %e, "snapshot failed; the next one retries")
-                }
-            }
-        }
-    }
+        })?;
+    Ok(tx)
 }
 
 pub(crate) fn record_id(r: &Record) -> Result<Uuid, Refused> {

@@ -31,26 +31,57 @@ fn marker_key(model: &str) -> Vec<u8> {
     k
 }
 
-/// Writes the records of `model` changed since its last snapshot, and the new marker `seq`.
-/// Answers how many records were written or removed.
-pub fn write(tree: &sled::Tree, state: &mut State, model: &str, seq: u64) -> Result<usize, String> {
-    let Some(ms) = state.models.get_mut(model) else {
-        return Ok(0);
-    };
+/// The records of one model changed since its last snapshot, to be written with the
+/// new marker: taken from the state in O(changed), written by [`store`] off the apply path.
+pub struct Job {
+    model: String,
+    seq: u64,
+    /// Record id -> its JSON text (None: deleted).
+    changed: Vec<(Uuid, Option<bytes::Bytes>)>,
+}
+
+impl Job {
+    /// How many records the snapshot writes or removes.
+    pub fn len(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// Whether no record changed.
+    pub fn is_empty(&self) -> bool {
+        self.changed.is_empty()
+    }
+}
+
+/// Takes the records of `model` changed since its last snapshot, for a snapshot at `seq`.
+pub fn take(state: &mut State, model: &str, seq: u64) -> Option<Job> {
+    let ms = state.models.get_mut(model)?;
+    let changed = ms
+        .dirty
+        .drain()
+        .map(|id| (id, ms.records.get(&id).map(|r| r.json.clone())))
+        .collect();
+    ms.since_snapshot = 0;
+    ms.snapshot_seq = seq;
+    Some(Job {
+        model: model.to_string(),
+        seq,
+        changed,
+    })
+}
+
+/// Writes a snapshot taken by [`take`]: the changed records and the new marker, in one
+/// atomic batch.
+pub fn store(tree: &sled::Tree, job: &Job) -> Result<(), String> {
     let mut batch = sled::Batch::default();
-    let changed = ms.dirty.len();
-    for id in ms.dirty.drain() {
-        let key = record_key(model, &id);
-        match ms.records.get(&id) {
-            Some(r) => batch.insert(key, &r.json[..]),
+    for (id, json) in &job.changed {
+        let key = record_key(&job.model, id);
+        match json {
+            Some(j) => batch.insert(key, &j[..]),
             None => batch.remove(key),
         }
     }
-    batch.insert(marker_key(model), &seq.to_be_bytes());
-    tree.apply_batch(batch).map_err(|e| e.to_string())?;
-    ms.since_snapshot = 0;
-    ms.snapshot_seq = seq;
-    Ok(changed)
+    batch.insert(marker_key(&job.model), &job.seq.to_be_bytes());
+    tree.apply_batch(batch).map_err(|e| e.to_string())
 }
 
 /// Loads each model's snapshot into `state`; answers model -> sequence it stands at.
@@ -105,4 +136,18 @@ pub fn load(
         out.insert(model, seq);
     }
     Ok(out)
+}
+
+/// Adds every record of `state` to `batch`, each model at sequence `seq`: what replaces
+/// the tree when a node installs a Raft snapshot (the caller removes the old keys).
+pub fn fill(batch: &mut sled::Batch, state: &mut State, seq: u64) {
+    for (model, ms) in state.models.iter_mut() {
+        for (id, r) in ms.records.iter() {
+            batch.insert(record_key(model, id), &r.json[..]);
+        }
+        batch.insert(marker_key(model), &seq.to_be_bytes());
+        ms.dirty.clear();
+        ms.since_snapshot = 0;
+        ms.snapshot_seq = seq;
+    }
 }

@@ -1,5 +1,5 @@
 //! The in-memory state the store serves reads from: records per model and the
-//! secondary indexes of `unique` and `indexed` fields. Only the writer changes it, by
+//! secondary indexes of `unique` and `indexed` fields. Only the Raft state machine changes it, by
 //! applying committed events; readers take a read lock.
 
 use std::collections::{BTreeSet, HashMap};
@@ -208,7 +208,7 @@ impl State {
         }
     }
 
-    /// Publishes a committed event whose resulting record the writer already holds.
+    /// Publishes a committed event whose resulting record the state machine already holds.
     pub fn publish(&mut self, ev: &Event, record: Option<Arc<Stored>>) {
         self.last_seq = self.last_seq.max(ev.sequence_number);
         if let Some(ms) = self.models.get_mut(&ev.model) {

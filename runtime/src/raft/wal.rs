@@ -1,0 +1,470 @@
+//! The Raft log on disk: an append-only write-ahead log in segment files.
+//!
+//! A log only ever appends at its end, cuts its end (a conflicting leader) and drops its
+//! beginning (after a snapshot), so it needs no B-tree: each append is one `pwrite` at the
+//! end of the active segment, and making a group of appends durable is one `fdatasync`.
+//!
+//! Layout: files `<first index, 20 digits>.wal` in the `raft-log` folder. A record is
+//! `len: u32 LE | crc32: u32 LE | index: u64 LE | payload (len bytes)`, the CRC covering
+//! the index and the payload. At open every record is checked: a damaged or half-written
+//! record at the end of the last segment is the trace of a crash during an append that was
+//! never acknowledged, and is cut off; damage anywhere else refuses the open.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Bytes of a record's header.
+const HEADER: u64 = 16;
+
+/// A new segment is started once the active one passes this size.
+const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Why the log cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    /// The file system refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A record before the end is damaged.
+    #[error("the Raft log is damaged in {path} at byte {offset}: {what}. Refusing to start rather than lose committed entries")]
+    Corrupt {
+        /// The segment.
+        path: String,
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+/// Where an entry is.
+#[derive(Clone, Copy, Debug)]
+struct Loc {
+    segment: u64,
+    offset: u64,
+    len: u32,
+}
+
+/// One segment file.
+struct Segment {
+    file: Arc<File>,
+    path: PathBuf,
+    len: u64,
+}
+
+/// The write-ahead log.
+pub struct Wal {
+    dir: PathBuf,
+    /// By first index.
+    segments: BTreeMap<u64, Segment>,
+    /// Locations of entries `first ..= first + len - 1`.
+    locs: VecDeque<Loc>,
+    first: u64,
+    /// A segment was created or removed since the last [`Wal::syncer`].
+    dir_changed: bool,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn crc(index: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&index.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+fn segment_name(first: u64) -> String {
+    format!("{first:020}.wal")
+}
+
+/// What makes a group of appends durable: the active segment and, when segments were
+/// created or removed, the folder.
+pub struct Syncer {
+    file: Option<Arc<File>>,
+    dir: Option<PathBuf>,
+}
+
+impl Syncer {
+    /// `fdatasync`s the active segment (and the folder when it changed).
+    pub fn sync(&self) -> std::io::Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data()?;
+        }
+        if let Some(d) = &self.dir {
+            File::open(d)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+impl Wal {
+    /// Opens (or creates) the log in `dir`, checking every record.
+    pub fn open(dir: &Path) -> Result<Wal, WalError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut firsts: Vec<u64> = Vec::new();
+        for item in std::fs::read_dir(dir).map_err(io_err(dir))? {
+            let item = item.map_err(io_err(dir))?;
+            let name = item.file_name();
+            let Some(first) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".wal"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            firsts.push(first);
+        }
+        firsts.sort_unstable();
+        let mut wal = Wal {
+            dir: dir.to_path_buf(),
+            segments: BTreeMap::new(),
+            locs: VecDeque::new(),
+            first: 0,
+            dir_changed: false,
+        };
+        let count = firsts.len();
+        for (n, first) in firsts.into_iter().enumerate() {
+            wal.load_segment(first, n + 1 == count)?;
+        }
+        Ok(wal)
+    }
+
+    fn load_segment(&mut self, first: u64, last: bool) -> Result<(), WalError> {
+        let path = self.dir.join(segment_name(first));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let mut bytes = Vec::new();
+        (&file).read_to_end(&mut bytes).map_err(io_err(&path))?;
+        // Entries before a segment that does not continue the log were purged: a segment
+        // starts afresh after everything before it was dropped.
+        if self.next_index() != Some(first) {
+            self.locs.clear();
+            self.first = first;
+        }
+        let mut offset = 0u64;
+        let mut expected = first;
+        let problem = loop {
+            let rest = &bytes[offset as usize..];
+            if rest.is_empty() {
+                break None;
+            }
+            if (rest.len() as u64) < HEADER {
+                break Some("a record header is cut short".to_string());
+            }
+            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+            let sum = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            let mut ix = [0u8; 8];
+            ix.copy_from_slice(&rest[8..16]);
+            let index = u64::from_le_bytes(ix);
+            let Some(payload) = rest.get(HEADER as usize..HEADER as usize + len as usize) else {
+                break Some(format!("record {index} is cut short"));
+            };
+            if crc(index, payload) != sum {
+                break Some(format!("record {index} fails its checksum"));
+            }
+            if index != expected {
+                break Some(format!("record {index} where {expected} was expected"));
+            }
+            self.locs.push_back(Loc {
+                segment: first,
+                offset,
+                len,
+            });
+            offset += HEADER + len as u64;
+            expected += 1;
+        };
+        if let Some(what) = problem {
+            if !last {
+                return Err(WalError::Corrupt {
+                    path: path.display().to_string(),
+                    offset,
+                    what,
+                });
+            }
+            // The tail of the last segment: an append that never completed, so never
+            // acknowledged. Cut it off.
+            tracing::warn!(path = %path.display(), offset, %what, "cutting off an unfinished append at the end of the Raft log");
+            file.set_len(offset).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+        }
+        self.segments.insert(
+            first,
+            Segment {
+                file: Arc::new(file),
+                path,
+                len: offset,
+            },
+        );
+        Ok(())
+    }
+
+    /// The index after the last entry (None: the log holds no entry).
+    fn next_index(&self) -> Option<u64> {
+        (!self.locs.is_empty()).then(|| self.first + self.locs.len() as u64)
+    }
+
+    /// The last index held.
+    pub fn last_index(&self) -> Option<u64> {
+        self.next_index().map(|n| n - 1)
+    }
+
+    /// The first index held.
+    pub fn first_index(&self) -> Option<u64> {
+        (!self.locs.is_empty()).then_some(self.first)
+    }
+
+    fn start_segment(&mut self, first: u64) -> Result<(), WalError> {
+        if let Some((_, active)) = self.segments.iter().next_back() {
+            // The finished segment is made durable before the log moves on.
+            active.file.sync_data().map_err(io_err(&active.path))?;
+        }
+        let path = self.dir.join(segment_name(first));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        self.segments.insert(
+            first,
+            Segment {
+                file: Arc::new(file),
+                path,
+                len: 0,
+            },
+        );
+        self.dir_changed = true;
+        Ok(())
+    }
+
+    /// Appends entries `(index, payload)`, which continue the log (or start it, or start
+    /// it afresh after everything was purged). Not durable until synced.
+    pub fn append(&mut self, entries: &[(u64, Vec<u8>)]) -> Result<(), WalError> {
+        let Some((first_new, _)) = entries.first() else {
+            return Ok(());
+        };
+        match self.next_index() {
+            Some(next) if next == *first_new => {
+                let full = self
+                    .segments
+                    .values()
+                    .next_back()
+                    .is_none_or(|s| s.len >= SEGMENT_BYTES);
+                if full {
+                    self.start_segment(*first_new)?;
+                }
+            }
+            Some(next) => {
+                return Err(WalError::Corrupt {
+                    path: self.dir.display().to_string(),
+                    offset: 0,
+                    what: format!("append of {first_new} where {next} was expected"),
+                })
+            }
+            None => {
+                self.first = *first_new;
+                self.start_segment(*first_new)?;
+            }
+        }
+        let Some((&segment, active)) = self.segments.iter_mut().next_back() else {
+            return Ok(());
+        };
+        let mut buf = Vec::new();
+        let mut offset = active.len;
+        let mut locs = Vec::with_capacity(entries.len());
+        for (index, payload) in entries {
+            let len = u32::try_from(payload.len()).map_err(|_| WalError::Corrupt {
+                path: active.path.display().to_string(),
+                offset,
+                what: format!("entry {index} is larger than 4 GiB"),
+            })?;
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
+            buf.extend_from_slice(&index.to_le_bytes());
+            buf.extend_from_slice(payload);
+            locs.push(Loc {
+                segment,
+                offset,
+                len,
+            });
+            offset += HEADER + len as u64;
+        }
+        active
+            .file
+            .write_all_at(&buf, active.len)
+            .map_err(io_err(&active.path))?;
+        active.len = offset;
+        self.locs.extend(locs);
+        Ok(())
+    }
+
+    /// What a flush needs, taken under the log's lock and run outside it.
+    pub fn syncer(&mut self) -> Syncer {
+        let dir = std::mem::take(&mut self.dir_changed).then(|| self.dir.clone());
+        Syncer {
+            file: self.segments.values().next_back().map(|s| s.file.clone()),
+            dir,
+        }
+    }
+
+    /// The payload of entry `index`.
+    pub fn read(&self, index: u64) -> Result<Option<Vec<u8>>, WalError> {
+        let Some(loc) = index
+            .checked_sub(self.first)
+            .and_then(|i| self.locs.get(i as usize))
+        else {
+            return Ok(None);
+        };
+        let Some(seg) = self.segments.get(&loc.segment) else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; loc.len as usize];
+        seg.file
+            .read_exact_at(&mut buf, loc.offset + HEADER)
+            .map_err(io_err(&seg.path))?;
+        Ok(Some(buf))
+    }
+
+    /// Removes entries `from` and after, durably.
+    pub fn truncate(&mut self, from: u64) -> Result<(), WalError> {
+        let Some(next) = self.next_index() else {
+            return Ok(());
+        };
+        if from >= next {
+            return Ok(());
+        }
+        let keep = from.saturating_sub(self.first) as usize;
+        let cut = self.locs.get(keep).copied();
+        self.locs.truncate(keep);
+        let Some(cut) = cut else {
+            return Ok(());
+        };
+        let later: Vec<u64> = self
+            .segments
+            .range(cut.segment + 1..)
+            .map(|(k, _)| *k)
+            .collect();
+        for first in later {
+            if let Some(seg) = self.segments.remove(&first) {
+                std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+                self.dir_changed = true;
+            }
+        }
+        if let Some(seg) = self.segments.get_mut(&cut.segment) {
+            seg.file.set_len(cut.offset).map_err(io_err(&seg.path))?;
+            seg.file.sync_all().map_err(io_err(&seg.path))?;
+            seg.len = cut.offset;
+        }
+        if self.dir_changed {
+            self.dir_changed = false;
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(&self.dir))?;
+        }
+        Ok(())
+    }
+
+    /// Drops entries up to `upto`; removes the segments that hold nothing after it (never
+    /// the active one).
+    pub fn purge(&mut self, upto: u64) -> Result<(), WalError> {
+        while self.first <= upto && self.locs.pop_front().is_some() {
+            self.first += 1;
+        }
+        if self.locs.is_empty() {
+            self.first = upto + 1;
+        }
+        let firsts: Vec<u64> = self.segments.keys().copied().collect();
+        for pair in firsts.windows(2) {
+            // Every entry of segment pair[0] is before pair[1]'s first.
+            if pair[1] <= upto + 1 {
+                if let Some(seg) = self.segments.remove(&pair[0]) {
+                    std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+                    self.dir_changed = true;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(range: std::ops::Range<u64>) -> Vec<(u64, Vec<u8>)> {
+        range
+            .map(|i| (i, format!("entry {i}").into_bytes()))
+            .collect()
+    }
+
+    #[test]
+    fn appends_reopen_truncate_and_purge() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut wal = Wal::open(dir.path()).unwrap();
+            wal.append(&entries(1..6)).unwrap();
+            wal.append(&entries(6..9)).unwrap();
+            wal.syncer().sync().unwrap();
+        }
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!((wal.first_index(), wal.last_index()), (Some(1), Some(8)));
+        assert_eq!(wal.read(7).unwrap().unwrap(), b"entry 7");
+        wal.truncate(6).unwrap();
+        assert_eq!(wal.last_index(), Some(5));
+        wal.append(&entries(6..7)).unwrap();
+        wal.purge(3).unwrap();
+        assert_eq!(wal.first_index(), Some(4));
+        assert_eq!(wal.read(3).unwrap(), None);
+        drop(wal);
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.last_index(), Some(6));
+        assert_eq!(wal.read(6).unwrap().unwrap(), b"entry 6");
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_and_damage_before_it_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut wal = Wal::open(dir.path()).unwrap();
+            wal.append(&entries(1..4)).unwrap();
+        }
+        let seg = dir.path().join(segment_name(1));
+        let len = std::fs::metadata(&seg).unwrap().len();
+        // Half a record at the end: an append that never finished.
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&[7, 0, 0, 0, 1, 2], len).unwrap();
+        drop(f);
+        let mut wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.last_index(), Some(3));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+        wal.append(&entries(4..5)).unwrap();
+        drop(wal);
+        // A flipped byte in the middle of a segment that is not the last one.
+        std::fs::write(dir.path().join(segment_name(100)), b"").unwrap();
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(b"X", HEADER + 2).unwrap();
+        drop(f);
+        match Wal::open(dir.path()) {
+            Err(WalError::Corrupt { what, .. }) => assert!(what.contains("checksum"), "{what}"),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+    }
+}
