@@ -31,15 +31,15 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("store");
         let db = sled::open(&path).expect("sled");
+        let sm = StateMachine::open(&db, dir.path(), &self.spec)?;
         let log = LogStore::open(
             db.clone(),
             &path,
-            SyncMode::Always,
-            std::time::Duration::from_millis(10),
+            (SyncMode::Always, std::time::Duration::from_millis(10)),
+            sm.events(),
             Default::default(),
         )
         .expect("log store");
-        let sm = StateMachine::open(&db, &path, &self.spec)?;
         Ok((dir, log, sm))
     }
 }
@@ -105,13 +105,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
                 (3, 3),
                 "one of each pair wins the unique code"
             );
-            let events = db.open_tree("events").unwrap();
-            events
-                .iter()
-                .filter_map(|r| r.ok())
-                .filter(|(k, _)| k.len() == 8)
-                .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
-                .collect()
+            event_log(&sm)
         })
         .collect();
     assert_eq!(logs[0].len(), 3);
@@ -162,12 +156,17 @@ fn a_command_sent_twice_is_applied_once() {
         first, again,
         "the same answer, not a second event or a refusal"
     );
-    let events = db
-        .open_tree("events")
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.ok())
-        .filter(|(k, _)| k.len() == 8)
-        .count();
-    assert_eq!(events, 1);
+    assert_eq!(event_log(&sm).len(), 1);
+}
+
+/// The event log of a state machine, one JSON text per event.
+fn event_log(sm: &StateMachine) -> Vec<String> {
+    let events = sm.events();
+    let log = events.lock().unwrap();
+    let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
+        return Vec::new();
+    };
+    (first..=last)
+        .map(|seq| String::from_utf8(log.read(seq).unwrap().unwrap()).unwrap())
+        .collect()
 }

@@ -33,6 +33,8 @@ pub struct LogStore {
     db_file: Option<Arc<File>>,
     meta: sled::Tree,
     wal: Arc<Mutex<Wal>>,
+    /// The state machine's event log: synced with sled before the log is purged.
+    events: Arc<Mutex<Wal>>,
     sync: SyncMode,
     /// Appends waiting for the next flush (group commit); see [`LogStore::open`].
     flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
@@ -82,10 +84,11 @@ impl LogStore {
     pub fn open(
         db: sled::Db,
         dir: &Path,
-        sync: SyncMode,
-        flush_interval: Duration,
+        sync: (SyncMode, Duration),
+        events: Arc<Mutex<Wal>>,
         holder: Arc<()>,
     ) -> Result<Self, LogOpenError> {
+        let (sync, flush_interval) = sync;
         let meta = db.open_tree("raft_meta")?;
         let wal_dir = dir.with_file_name("raft-log");
         let wal = Wal::open(&wal_dir)?;
@@ -127,18 +130,25 @@ impl LogStore {
             }
         });
         if sync == SyncMode::Periodic {
-            let (pwal, pholder) = (Arc::downgrade(&wal), holder.clone());
+            let (pwal, pevents, pholder) =
+                (Arc::downgrade(&wal), Arc::downgrade(&events), holder.clone());
             tokio::spawn(async move {
                 let _holder = pholder;
                 let mut every = tokio::time::interval(flush_interval);
                 loop {
                     every.tick().await;
                     // Ends when the log store is gone.
-                    let Some(wal) = pwal.upgrade() else { break };
-                    let syncer = lock(&wal).syncer();
-                    drop(wal);
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || syncer.sync()).await {
-                        tracing::error!(error = %e, "periodic sync of the Raft log failed");
+                    let (Some(wal), Some(events)) = (pwal.upgrade(), pevents.upgrade()) else {
+                        break;
+                    };
+                    let syncers = [lock(&wal).syncer(), lock(&events).syncer()];
+                    drop((wal, events));
+                    let synced = tokio::task::spawn_blocking(move || {
+                        syncers.iter().try_for_each(|s| s.sync())
+                    })
+                    .await;
+                    if let Ok(Err(e)) = synced {
+                        tracing::error!(error = %e, "periodic sync of the logs failed");
                     }
                 }
             });
@@ -148,6 +158,7 @@ impl LogStore {
             db,
             meta,
             wal,
+            events,
             sync,
             flushes,
             tail: Arc::default(),
@@ -159,11 +170,14 @@ impl LogStore {
         self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes everything written to sled so far durable (flush, then fdatasync).
+    /// Makes everything written so far durable: the event log, then sled (flush, then
+    /// fdatasync).
     async fn make_durable(&self) -> std::io::Result<()> {
         let db = self.db.clone();
         let file = self.db_file.clone();
+        let events = lock(&self.events).syncer();
         tokio::task::spawn_blocking(move || {
+            events.sync()?;
             db.flush().map_err(std::io::Error::other)?;
             if let Some(f) = file {
                 f.sync_data()?;

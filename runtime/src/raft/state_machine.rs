@@ -30,19 +30,22 @@ use sled::Transactional;
 use uuid::Uuid;
 
 use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
+use super::wal::Wal;
+use crate::config::SyncMode;
 use crate::spec::ServiceSpec;
 use crate::store::decide::{Decider, Overlay};
 use crate::store::event::{Record, Stored};
 use crate::store::state::State;
 use crate::store::{Loaded, Refused, Stats};
 
-/// Key of the applied state in the events tree (9 bytes: never an event's 8-byte key).
-const APPLIED_KEY: &[u8] = &[0xff; 9];
-
+/// The applied state, in the `meta` tree under [`APPLIED`](crate::store::APPLIED): written
+/// after the events it covers.
 #[derive(Serialize, Deserialize)]
 struct AppliedState {
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
+    /// The last event of the log when this was written.
+    last_seq: u64,
 }
 
 /// The bytes of an openraft snapshot: every record, as of event `last_seq`.
@@ -122,7 +125,10 @@ pub struct StateMachine {
     spec: ServiceSpec,
     state: Arc<RwLock<State>>,
     decider: Decider,
-    events: sled::Tree,
+    /// The event log (sequence number -> event JSON).
+    events: Arc<Mutex<Wal>>,
+    /// Whether events are synced before the applied state that covers them is written.
+    sync: SyncMode,
     /// The store's incremental snapshots (`state` tree).
     snapshots: sled::Tree,
     meta: sled::Tree,
@@ -177,11 +183,13 @@ impl StateMachine {
     /// store.
     pub fn open(
         db: &sled::Db,
-        path: &std::path::Path,
+        dir: &std::path::Path,
         spec: &ServiceSpec,
     ) -> Result<Self, StorageError<u64>> {
         let stats = Arc::new(Stats::default());
-        let state = crate::store::load_state(db, path, spec, &stats).map_err(read_err)?;
+        let mut events = crate::store::open_events(dir).map_err(read_err)?;
+        let state =
+            crate::store::load_state(db, &mut events, dir, spec, &stats).map_err(read_err)?;
         let snapshot_every = spec
             .models
             .iter()
@@ -189,6 +197,8 @@ impl StateMachine {
             .collect();
         let loaded = Loaded {
             state,
+            events: Arc::new(Mutex::new(events)),
+            sync: SyncMode::Always,
             stats,
             snapshot_every,
         };
@@ -202,10 +212,9 @@ impl StateMachine {
         loaded: Loaded,
         holder: Arc<()>,
     ) -> Result<Self, StorageError<u64>> {
-        let events = db.open_tree("events").map_err(read_err)?;
         let snapshots = db.open_tree("state").map_err(read_err)?;
         let meta = db.open_tree("meta").map_err(read_err)?;
-        let (applied, membership) = match events.get(APPLIED_KEY).map_err(read_err)? {
+        let (applied, membership) = match meta.get(crate::store::APPLIED).map_err(read_err)? {
             Some(v) => {
                 let a: AppliedState = serde_json::from_slice(&v).map_err(read_err)?;
                 (a.applied, a.membership)
@@ -219,7 +228,8 @@ impl StateMachine {
             spec: spec.clone(),
             state: Arc::new(RwLock::new(loaded.state)),
             decider: Decider::new(spec),
-            events,
+            events: loaded.events,
+            sync: loaded.sync,
             snapshots,
             meta,
             applied,
@@ -245,18 +255,18 @@ impl StateMachine {
             sequence_number: u64,
         }
         let mut newest = Vec::new();
-        for item in self.events.iter().rev() {
-            let (k, v) = item.map_err(read_err)?;
-            if k.len() != 8 {
-                continue;
-            }
-            let ids: Ids = serde_json::from_slice(&v).map_err(read_err)?;
-            newest.push(ids);
-            if newest.len() >= RECENT {
-                break;
+        {
+            let log = crate::store::lock_events(&self.events);
+            if let (Some(first), Some(last)) = (log.first_index(), log.last_index()) {
+                let from = last.saturating_sub(RECENT as u64 - 1).max(first);
+                for seq in from..=last {
+                    if let Some(bytes) = log.read(seq).map_err(read_err)? {
+                        newest.push(serde_json::from_slice::<Ids>(&bytes).map_err(read_err)?);
+                    }
+                }
             }
         }
-        for ids in newest.into_iter().rev() {
+        for ids in newest {
             self.remember(ids.event_id, Recent::Done(ids.sequence_number));
         }
         Ok(())
@@ -270,6 +280,11 @@ impl StateMachine {
                 self.recent.remove(&old);
             }
         }
+    }
+
+    /// The event log it writes.
+    pub fn events(&self) -> Arc<Mutex<Wal>> {
+        self.events.clone()
     }
 
     /// The state reads are served from.
@@ -289,7 +304,10 @@ impl StateMachine {
             Recent::Refused(r) => return Ok(Applied::Refused(r.clone())),
             Recent::Done(seq) => *seq,
         };
-        if let Some(bytes) = self.events.get(seq.to_be_bytes()).map_err(read_err)? {
+        let held = crate::store::lock_events(&self.events)
+            .read(seq)
+            .map_err(read_err)?;
+        if let Some(bytes) = held {
             return Ok(Applied::Done(
                 serde_json::from_slice(&bytes).map_err(read_err)?,
             ));
@@ -303,10 +321,11 @@ impl StateMachine {
             .ok_or_else(|| read_err(format!("event {seq} is missing")))
     }
 
-    fn applied_bytes(&self) -> Result<Vec<u8>, StorageError<u64>> {
+    fn applied_bytes(&self, last_seq: u64) -> Result<Vec<u8>, StorageError<u64>> {
         serde_json::to_vec(&AppliedState {
             applied: self.applied,
             membership: self.membership.clone(),
+            last_seq,
         })
         .map_err(write_err)
     }
@@ -316,7 +335,7 @@ impl StateMachine {
         &mut self,
         state: &mut State,
         commands: Vec<crate::store::decide::Stamped>,
-        writes: &mut sled::Batch,
+        writes: &mut Vec<(u64, Vec<u8>)>,
         responses: &[Answers],
     ) -> Result<(Answers, u64), StorageError<u64>> {
         let mut answers = Vec::with_capacity(commands.len());
@@ -332,7 +351,7 @@ impl StateMachine {
             let seq = state.last_seq + 1;
             let remembered = match self.decider.decide(state, &mut overlay, &mut stamped, seq) {
                 Ok((ev, record)) => {
-                    writes.insert(&ev.key(), serde_json::to_vec(&ev).map_err(write_err)?);
+                    writes.push((seq, serde_json::to_vec(&ev).map_err(write_err)?));
                     state.publish(&ev, record);
                     answers.push(Applied::Done(ev));
                     count += 1;
@@ -384,45 +403,69 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: Send,
     {
         let mut responses = Vec::new();
-        let mut writes = sled::Batch::default();
+        let mut writes = Vec::new();
         let mut count = 0;
-        let state_lock = self.state.clone();
-        let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
-        for entry in entries {
-            self.applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => responses.push(Vec::new()),
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(entry.log_id), m);
-                    responses.push(Vec::new());
-                }
-                EntryPayload::Normal(Batch(commands)) => {
-                    // The log's cache may still share the commands: copy them then.
-                    let commands =
-                        Arc::try_unwrap(commands).unwrap_or_else(|shared| (*shared).clone());
-                    let (answers, n) =
-                        self.apply_batch(&mut state, commands, &mut writes, &responses)?;
-                    count += n;
-                    responses.push(answers);
+        // The entries are committed (durable in the Raft log): readers may see their
+        // effects before the event log has them.
+        let (last_seq, jobs) = {
+            let state_lock = self.state.clone();
+            let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
+            for entry in entries {
+                self.applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(Vec::new()),
+                    EntryPayload::Membership(m) => {
+                        self.membership = StoredMembership::new(Some(entry.log_id), m);
+                        responses.push(Vec::new());
+                    }
+                    EntryPayload::Normal(Batch(commands)) => {
+                        // The log's cache may still share the commands: copy them then.
+                        let commands =
+                            Arc::try_unwrap(commands).unwrap_or_else(|shared| (*shared).clone());
+                        let (answers, n) =
+                            self.apply_batch(&mut state, commands, &mut writes, &responses)?;
+                        count += n;
+                        responses.push(answers);
+                    }
                 }
             }
+            let jobs = if count > 0 {
+                crate::store::snapshots_due(&mut state, &self.snapshot_every)
+            } else {
+                Vec::new()
+            };
+            (state.last_seq, jobs)
+        };
+        if !writes.is_empty() {
+            let syncer = {
+                let mut log = crate::store::lock_events(&self.events);
+                log.append(&writes).map_err(write_err)?;
+                log.syncer()
+            };
+            if self.sync == SyncMode::Always {
+                // The events are durable before the applied state that covers them.
+                tokio::task::spawn_blocking(move || syncer.sync())
+                    .await
+                    .map_err(write_err)?
+                    .map_err(write_err)?;
+            }
         }
-        writes.insert(APPLIED_KEY, self.applied_bytes()?);
-        self.events.apply_batch(writes).map_err(write_err)?;
+        self.meta
+            .insert(crate::store::APPLIED, self.applied_bytes(last_seq)?)
+            .map_err(write_err)?;
         if count > 0 {
             use std::sync::atomic::Ordering;
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.stats.events.fetch_add(count, Ordering::Relaxed);
-            // Written after the events (sled keeps the order of writes): a snapshot never
-            // stands ahead of the events it summarises.
-            for job in crate::store::snapshots_due(&mut state, &self.snapshot_every) {
-                if self
-                    .snapshot_jobs
-                    .send(crate::store::SnapshotWork::Write(job))
-                    .is_err()
-                {
-                    tracing::error!("the snapshot writer stopped");
-                }
+        }
+        // After the events: a snapshot never stands ahead of the events it summarises.
+        for job in jobs {
+            if self
+                .snapshot_jobs
+                .send(crate::store::SnapshotWork::Write(job))
+                .is_err()
+            {
+                tracing::error!("the snapshot writer stopped");
             }
         }
         Ok(responses)
@@ -471,7 +514,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let seq = new_state.last_seq;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        let applied = self.applied_bytes()?;
+        let applied = self.applied_bytes(seq)?;
         // The store's snapshot tree becomes this snapshot, the log of events is complete
         // from the next sequence on, and the applied state moves: all at once.
         let old_keys: Vec<sled::IVec> = self
@@ -485,14 +528,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             records.remove(key);
         }
         crate::store::snapshot::fill(&mut records, &mut new_state, seq);
-        (&self.snapshots, &self.events, &self.meta)
-            .transaction(|(s, e, m)| {
+        (&self.snapshots, &self.meta)
+            .transaction(|(s, m)| {
                 s.apply_batch(&records)?;
-                e.insert(APPLIED_KEY, applied.as_slice())?;
+                m.insert(crate::store::APPLIED, applied.as_slice())?;
                 m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
             })
             .map_err(|e| write_err(format!("{e:?}")))?;
+        // The event log continues after the snapshot.
+        crate::store::lock_events(&self.events)
+            .restart_at(seq + 1)
+            .map_err(write_err)?;
         *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Frozen::of(&new_state, meta.clone()));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = new_state;

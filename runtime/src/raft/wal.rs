@@ -35,7 +35,7 @@ pub enum WalError {
         source: std::io::Error,
     },
     /// A record before the end is damaged.
-    #[error("the Raft log is damaged in {path} at byte {offset}: {what}. Refusing to start rather than lose committed entries")]
+    #[error("{path} is damaged at byte {offset}: {what}. Refusing to start rather than lose data")]
     Corrupt {
         /// The segment.
         path: String,
@@ -160,27 +160,30 @@ impl Wal {
         }
         let mut offset = 0u64;
         let mut expected = first;
-        let problem = loop {
+        // (what is wrong, whether it can only be an append cut short by a crash)
+        let problem: Option<(String, bool)> = loop {
             let rest = &bytes[offset as usize..];
             if rest.is_empty() {
                 break None;
             }
             if (rest.len() as u64) < HEADER {
-                break Some("a record header is cut short".to_string());
+                break Some(("a record header is cut short".to_string(), true));
             }
             let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
             let sum = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
             let mut ix = [0u8; 8];
             ix.copy_from_slice(&rest[8..16]);
             let index = u64::from_le_bytes(ix);
-            let Some(payload) = rest.get(HEADER as usize..HEADER as usize + len as usize) else {
-                break Some(format!("record {index} is cut short"));
+            let end = HEADER as usize + len as usize;
+            let Some(payload) = rest.get(HEADER as usize..end) else {
+                break Some((format!("record {index} is cut short"), true));
             };
             if crc(index, payload) != sum {
-                break Some(format!("record {index} fails its checksum"));
+                // Only the very last record can be a write the crash interrupted.
+                break Some((format!("record {index} fails its checksum"), end == rest.len()));
             }
             if index != expected {
-                break Some(format!("record {index} where {expected} was expected"));
+                break Some((format!("record {index} where {expected} was expected"), false));
             }
             self.locs.push_back(Loc {
                 segment: first,
@@ -190,17 +193,17 @@ impl Wal {
             offset += HEADER + len as u64;
             expected += 1;
         };
-        if let Some(what) = problem {
-            if !last {
+        if let Some((what, torn)) = problem {
+            if !last || !torn {
                 return Err(WalError::Corrupt {
                     path: path.display().to_string(),
                     offset,
                     what,
                 });
             }
-            // The tail of the last segment: an append that never completed, so never
+            // The end of the last segment: an append that never completed, so never
             // acknowledged. Cut it off.
-            tracing::warn!(path = %path.display(), offset, %what, "cutting off an unfinished append at the end of the Raft log");
+            tracing::warn!(path = %path.display(), offset, %what, "cutting off an unfinished append at the end of the log");
             file.set_len(offset).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
         }
@@ -314,6 +317,18 @@ impl Wal {
         active.len = offset;
         self.locs.extend(locs);
         Ok(())
+    }
+
+    /// Continues the log at `index`, after a gap: the entries before it are dropped from
+    /// view (their segments stay until purged). What a node does after installing a
+    /// snapshot.
+    pub fn restart_at(&mut self, index: u64) -> Result<(), WalError> {
+        if self.next_index() == Some(index) {
+            return Ok(());
+        }
+        self.locs.clear();
+        self.first = index;
+        self.start_segment(index)
     }
 
     /// What a flush needs, taken under the log's lock and run outside it.
@@ -457,8 +472,7 @@ mod tests {
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
         wal.append(&entries(4..5)).unwrap();
         drop(wal);
-        // A flipped byte in the middle of a segment that is not the last one.
-        std::fs::write(dir.path().join(segment_name(100)), b"").unwrap();
+        // A flipped byte in a record followed by others is damage, not a torn append.
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.write_all_at(b"X", HEADER + 2).unwrap();
         drop(f);

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -32,6 +32,7 @@ use uuid::Uuid;
 
 use crate::config::SyncMode;
 use crate::raft::node::{Cluster, ClusterOptions};
+use crate::raft::wal::Wal;
 use crate::spec::ServiceSpec;
 use decide::Stamped;
 use event::{Actor, Event, Record, Stored, FORMAT};
@@ -149,6 +150,7 @@ pub struct StoreOptions {
 pub struct Store {
     db: sled::Db,
     path: PathBuf,
+    events: Arc<Mutex<Wal>>,
     state: Arc<RwLock<State>>,
     /// Counters.
     pub stats: Arc<Stats>,
@@ -222,10 +224,26 @@ fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError>
     Ok((db, path))
 }
 
-/// Loads the state of the store `db`: each model's snapshot from the `state` tree, then
-/// the events after it, checked for gaps, damage and newer formats.
+/// Key in the `meta` tree: the state machine's applied state (see `raft::state_machine`).
+pub(crate) const APPLIED: &str = "applied";
+
+/// Opens the event log of the store in `dir` (folder `events`).
+pub(crate) fn open_events(dir: &Path) -> Result<Wal, OpenError> {
+    let path = dir.join("events");
+    Wal::open(&path).map_err(|e| OpenError::Corrupt {
+        path: path.display().to_string(),
+        what: e.to_string(),
+    })
+}
+
+/// Loads the state of the store: each model's snapshot from the `state` tree of `db`,
+/// then the events after it from `events`, checked for gaps, damage and newer formats.
+///
+/// Events past the applied state (written just before a crash, whose applied state was
+/// not) are cut off: the Raft log applies them again, identically.
 pub(crate) fn load_state(
     db: &sled::Db,
+    events: &mut Wal,
     path: &Path,
     spec: &ServiceSpec,
     stats: &Stats,
@@ -235,14 +253,52 @@ pub(crate) fn load_state(
         path: shown.clone(),
         message: e.to_string(),
     };
-    let events = db.open_tree("events").map_err(sled_err)?;
+    let corrupt = |what: String| OpenError::Corrupt {
+        path: shown.clone(),
+        what,
+    };
+    let meta = db.open_tree("meta").map_err(sled_err)?;
     let snapshots = db.open_tree("state").map_err(sled_err)?;
     let mut state = State::new(spec);
-    let snapshot_seqs =
-        snapshot::load(&snapshots, &mut state, stats).map_err(|what| OpenError::Corrupt {
-            path: shown.clone(),
-            what,
-        })?;
+    let snapshot_seqs = snapshot::load(&snapshots, &mut state, stats).map_err(corrupt)?;
+    // A node that installed a Raft snapshot holds only the events after it.
+    let complete_from = meta
+        .get(EVENTS_FROM)
+        .map_err(sled_err)?
+        .and_then(|v| key_seq(&v))
+        .unwrap_or(1);
+    #[derive(serde::Deserialize)]
+    struct AppliedSeq {
+        last_seq: u64,
+    }
+    let applied_seq = match meta.get(APPLIED).map_err(sled_err)? {
+        Some(v) => {
+            serde_json::from_slice::<AppliedSeq>(&v)
+                .map_err(|e| corrupt(format!("the applied state cannot be read ({e})")))?
+                .last_seq
+        }
+        None => 0,
+    };
+    let held = events.last_index().unwrap_or(0);
+    if held > applied_seq {
+        tracing::info!(
+            from = applied_seq + 1,
+            to = held,
+            "events past the applied state are dropped; the Raft log applies them again"
+        );
+        events
+            .truncate(applied_seq + 1)
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
+    let newest_snapshot = snapshot_seqs.values().copied().max().unwrap_or(0);
+    let needed = applied_seq.max(newest_snapshot);
+    if needed >= complete_from && events.last_index().unwrap_or(0) < needed {
+        return Err(corrupt(format!(
+            "the event log ends at {} but the state was applied up to {needed} \
+             (was the machine powered off with sync = \"periodic\" or \"never\"?)",
+            events.last_index().unwrap_or(0)
+        )));
+    }
     // Replay from the oldest snapshot any model has; skip events a model's snapshot covers.
     let from = state
         .models
@@ -251,31 +307,26 @@ pub(crate) fn load_state(
         .min()
         .unwrap_or(0);
     let mut replayed = 0u64;
-    // A node that installed a Raft snapshot holds only the events after it.
-    let complete_from = db
-        .open_tree("meta")
-        .and_then(|m| m.get(EVENTS_FROM))
-        .map_err(sled_err)?
-        .and_then(|v| key_seq(&v))
-        .unwrap_or(1);
-    let mut expected = (from + 1).max(complete_from);
-    for item in events.range(expected.to_be_bytes()..) {
-        let (k, v) = item.map_err(sled_err)?;
-        let Some(seq) = key_seq(&k) else {
-            // The state machine's applied state lives beside the events, under a longer key.
-            continue;
-        };
-        let ev: Event = serde_json::from_slice(&v).map_err(|e| OpenError::Corrupt {
-            path: shown.clone(),
-            what: format!("event {seq} cannot be read ({e})"),
-        })?;
-        if ev.sequence_number != seq || seq != expected {
-            return Err(OpenError::Corrupt {
-                path: shown.clone(),
-                what: format!("event log has a gap or mismatch at sequence {seq}"),
-            });
+    let start = (from + 1).max(complete_from);
+    let last = events.last_index().unwrap_or(0);
+    if start <= last && events.first_index().is_none_or(|f| f > start) {
+        return Err(corrupt(format!(
+            "the event log starts at {} but the state needs the events from {start}",
+            events.first_index().unwrap_or(0)
+        )));
+    }
+    for seq in start..=last {
+        let bytes = events
+            .read(seq)
+            .map_err(|e| corrupt(e.to_string()))?
+            .ok_or_else(|| corrupt(format!("event {seq} is missing")))?;
+        let ev: Event = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(format!("event {seq} cannot be read ({e})")))?;
+        if ev.sequence_number != seq {
+            return Err(corrupt(format!(
+                "event log has a gap or mismatch at sequence {seq}"
+            )));
         }
-        expected = seq + 1;
         if ev.format > FORMAT {
             return Err(OpenError::NewerFormat {
                 path: shown.clone(),
@@ -320,15 +371,21 @@ impl Store {
                 })??
         };
         let stats = Arc::new(Stats::default());
-        let state = {
+        let (state, events) = {
             let (db, path, spec, stats) = (db.clone(), path.clone(), spec.clone(), stats.clone());
-            tokio::task::spawn_blocking(move || load_state(&db, &path, &spec, &stats))
-                .await
-                .map_err(|e| OpenError::Sled {
-                    path: dir.display().to_string(),
-                    message: e.to_string(),
-                })??
+            let owned = dir.to_path_buf();
+            tokio::task::spawn_blocking(move || {
+                let mut events = open_events(&owned)?;
+                let state = load_state(&db, &mut events, &path, &spec, &stats)?;
+                Ok::<_, OpenError>((state, events))
+            })
+            .await
+            .map_err(|e| OpenError::Sled {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })??
         };
+        let events = Arc::new(Mutex::new(events));
         let snapshot_every = spec
             .models
             .iter()
@@ -342,6 +399,8 @@ impl Store {
         let node_id = opts.node.node_id.to_string();
         let loaded = Loaded {
             state,
+            events: events.clone(),
+            sync: opts.sync,
             stats: stats.clone(),
             snapshot_every,
         };
@@ -361,6 +420,7 @@ impl Store {
         Ok(Store {
             db,
             path,
+            events,
             state,
             stats,
             node_id,
@@ -412,19 +472,26 @@ impl Store {
         flush(&self.db, &self.path)
     }
 
-    /// Every event of the log, in order (for tests and tools).
+    /// Every event this node holds, in order (for tests and tools; a node that installed
+    /// a Raft snapshot holds the events after it).
     pub fn events(&self) -> Result<Vec<Event>, String> {
-        let tree = self.db.open_tree("events").map_err(|e| e.to_string())?;
+        let log = lock_events(&self.events);
+        let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
+            return Ok(Vec::new());
+        };
         let mut out = Vec::new();
-        for item in tree.iter() {
-            let (k, v) = item.map_err(|e| e.to_string())?;
-            // Only 8-byte keys are events (the applied state is kept beside them).
-            if k.len() == 8 {
-                out.push(serde_json::from_slice(&v).map_err(|e| e.to_string())?);
+        for seq in first..=last {
+            if let Some(bytes) = log.read(seq).map_err(|e| e.to_string())? {
+                out.push(serde_json::from_slice(&bytes).map_err(|e| e.to_string())?);
             }
         }
         Ok(out)
     }
+}
+
+/// Locks the event log.
+pub(crate) fn lock_events(events: &Mutex<Wal>) -> std::sync::MutexGuard<'_, Wal> {
+    events.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Flushes sled, then `fdatasync`s its log file (sled's own flush ends in
@@ -448,6 +515,11 @@ fn key_seq(k: &[u8]) -> Option<u64> {
 /// What the state machine starts from: the loaded state and the store's settings.
 pub(crate) struct Loaded {
     pub state: State,
+    /// The event log (shared with the store's readers).
+    pub events: Arc<Mutex<Wal>>,
+    /// Durability of the event log: with `always`, events are synced before the applied
+    /// state that covers them is written.
+    pub sync: SyncMode,
     pub stats: Arc<Stats>,
     /// Snapshot period per model.
     pub snapshot_every: HashMap<String, u64>,
