@@ -130,8 +130,11 @@ impl LogStore {
             }
         });
         if sync == SyncMode::Periodic {
-            let (pwal, pevents, pholder) =
-                (Arc::downgrade(&wal), Arc::downgrade(&events), holder.clone());
+            let (pwal, pevents, pholder) = (
+                Arc::downgrade(&wal),
+                Arc::downgrade(&events),
+                holder.clone(),
+            );
             tokio::spawn(async move {
                 let _holder = pholder;
                 let mut every = tokio::time::interval(flush_interval);

@@ -93,8 +93,14 @@ impl Cluster {
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
         let holders = Arc::new(());
-        let log = LogStore::open(db.clone(), dir, sync, loaded.events.clone(), holders.clone())
-            .map_err(|e| fail(&e))?;
+        let log = LogStore::open(
+            db.clone(),
+            dir,
+            sync,
+            loaded.events.clone(),
+            holders.clone(),
+        )
+        .map_err(|e| fail(&e))?;
         let sm = StateMachine::new(db, spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
         let state = sm.state();
         let t = &opts.tuning;

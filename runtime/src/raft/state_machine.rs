@@ -29,8 +29,8 @@ use serde_json::Value;
 use sled::Transactional;
 use uuid::Uuid;
 
-use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
 use super::wal::Wal;
+use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
 use crate::config::SyncMode;
 use crate::spec::ServiceSpec;
 use crate::store::decide::{Decider, Overlay};

@@ -180,10 +180,16 @@ impl Wal {
             };
             if crc(index, payload) != sum {
                 // Only the very last record can be a write the crash interrupted.
-                break Some((format!("record {index} fails its checksum"), end == rest.len()));
+                break Some((
+                    format!("record {index} fails its checksum"),
+                    end == rest.len(),
+                ));
             }
             if index != expected {
-                break Some((format!("record {index} where {expected} was expected"), false));
+                break Some((
+                    format!("record {index} where {expected} was expected"),
+                    false,
+                ));
             }
             self.locs.push_back(Loc {
                 segment: first,
