@@ -31,7 +31,6 @@ use uuid::Uuid;
 
 use super::wal::Wal;
 use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
-use crate::config::SyncMode;
 use crate::spec::ServiceSpec;
 use crate::store::decide::{Decider, Overlay};
 use crate::store::event::{Record, Stored};
@@ -127,8 +126,6 @@ pub struct StateMachine {
     decider: Decider,
     /// The event log (sequence number -> event JSON).
     events: Arc<Mutex<Wal>>,
-    /// Whether events are synced before the applied state that covers them is written.
-    sync: SyncMode,
     /// The store's incremental snapshots (`state` tree).
     snapshots: sled::Tree,
     meta: sled::Tree,
@@ -198,7 +195,6 @@ impl StateMachine {
         let loaded = Loaded {
             state,
             events: Arc::new(Mutex::new(events)),
-            sync: SyncMode::Always,
             stats,
             snapshot_every,
         };
@@ -221,15 +217,13 @@ impl StateMachine {
             }
             None => (None, StoredMembership::default()),
         };
-        let snapshot_jobs =
-            crate::store::snapshot_writer(snapshots.clone(), loaded.stats.clone(), holder.clone())
-                .map_err(write_err)?;
+        let snapshot_jobs = crate::store::snapshot_writer(db, loaded.stats.clone(), holder.clone())
+            .map_err(write_err)?;
         let mut sm = StateMachine {
             spec: spec.clone(),
             state: Arc::new(RwLock::new(loaded.state)),
             decider: Decider::new(spec),
             events: loaded.events,
-            sync: loaded.sync,
             snapshots,
             meta,
             applied,
@@ -436,23 +430,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             };
             (state.last_seq, jobs)
         };
-        if !writes.is_empty() {
-            let syncer = {
-                let mut log = crate::store::lock_events(&self.events);
-                log.append(&writes).map_err(write_err)?;
-                log.syncer()
-            };
-            if self.sync == SyncMode::Always {
-                // The events are durable before the applied state that covers them.
-                tokio::task::spawn_blocking(move || syncer.sync())
-                    .await
-                    .map_err(write_err)?
-                    .map_err(write_err)?;
-            }
+        // The events go to the log now (the page cache); the checkpoint thread syncs them
+        // and then records the applied state, off the apply path. A crash before that
+        // applies the same entries again from the Raft log, identically.
+        let syncer = {
+            let mut log = crate::store::lock_events(&self.events);
+            log.append(&writes).map_err(write_err)?;
+            log.syncer()
+        };
+        let checkpoint = crate::store::SnapshotWork::Applied {
+            state: self.applied_bytes(last_seq)?,
+            syncer,
+        };
+        if self.snapshot_jobs.send(checkpoint).is_err() {
+            return Err(write_err("the checkpoint thread stopped"));
         }
-        self.meta
-            .insert(crate::store::APPLIED, self.applied_bytes(last_seq)?)
-            .map_err(write_err)?;
         if count > 0 {
             use std::sync::atomic::Ordering;
             self.stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -413,7 +413,6 @@ impl Store {
         let loaded = Loaded {
             state,
             events: events.clone(),
-            sync: opts.sync,
             stats: stats.clone(),
             snapshot_every,
         };
@@ -530,9 +529,6 @@ pub(crate) struct Loaded {
     pub state: State,
     /// The event log (shared with the store's readers).
     pub events: Arc<Mutex<Wal>>,
-    /// Durability of the event log: with `always`, events are synced before the applied
-    /// state that covers them is written.
-    pub sync: SyncMode,
     pub stats: Arc<Stats>,
     /// Snapshot period per model.
     pub snapshot_every: HashMap<String, u64>,
@@ -561,44 +557,78 @@ pub(crate) fn snapshots_due(state: &mut State, every: &HashMap<String, u64>) -> 
         .collect()
 }
 
-/// Work for the snapshot writer.
+/// Work for the checkpoint thread, done in the order it was sent.
 pub(crate) enum SnapshotWork {
-    /// Write this snapshot.
+    /// Sync the event log, then record the applied state (`meta`/[`APPLIED`]): the applied
+    /// state on disk never covers an event that is not. Consecutive ones are coalesced.
+    Applied {
+        /// The applied state, encoded.
+        state: Vec<u8>,
+        /// What syncs the event log up to it.
+        syncer: crate::raft::wal::Syncer,
+    },
+    /// Write this snapshot (sent after the `Applied` that covers its events).
     Write(snapshot::Job),
-    /// Answer once everything sent before is written.
+    /// Answer once everything sent before is done.
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
-/// Starts the thread that writes snapshots, in the order they were taken. It ends when
-/// the sender is dropped; it holds `holder` (and the database) until then.
+/// Starts the checkpoint thread: it syncs the event log and records the applied state
+/// off the apply path, and writes snapshots, in order. It ends when the sender is
+/// dropped, after finishing what was sent; it holds `holder` (and the database) until
+/// then.
 pub(crate) fn snapshot_writer(
-    tree: sled::Tree,
+    db: &sled::Db,
     stats: Arc<Stats>,
     holder: Arc<()>,
-) -> std::io::Result<std::sync::mpsc::Sender<SnapshotWork>> {
+) -> Result<std::sync::mpsc::Sender<SnapshotWork>, String> {
+    let tree = db.open_tree("state").map_err(|e| e.to_string())?;
+    let meta = db.open_tree("meta").map_err(|e| e.to_string())?;
     let (tx, rx) = std::sync::mpsc::channel::<SnapshotWork>();
     std::thread::Builder::new()
-        .name("lithair-snapshots".into())
+        .name("lithair-checkpoint".into())
         .spawn(move || {
             let _holder = holder;
-            for work in rx {
-                let job = match work {
-                    SnapshotWork::Write(job) => job,
-                    SnapshotWork::Barrier(done) => {
-                        let _ = done.send(());
-                        continue;
+            let mut pending: Option<(Vec<u8>, crate::raft::wal::Syncer)> = None;
+            let record = |p: &mut Option<(Vec<u8>, crate::raft::wal::Syncer)>| {
+                if let Some((state, syncer)) = p.take() {
+                    let done = syncer
+                        .sync()
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| meta.insert(APPLIED, state).map_err(|e| e.to_string()));
+                    if let Err(e) = done {
+                        // The next checkpoint tries again; until then a restart applies
+                        // more of the Raft log again.
+                        tracing::error!(error = %e, "checkpoint of the applied state failed");
                     }
-                };
-                match snapshot::store(&tree, &job) {
-                    Ok(()) => {
-                        stats.snapshots.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(changed = job.len(), "snapshot written");
-                    }
-                    // The records stay in the log: the next restart replays a longer tail.
-                    Err(e) => tracing::error!(error = %e, "snapshot failed"),
                 }
+            };
+            while let Ok(first) = rx.recv() {
+                let mut next = Some(first);
+                while let Some(work) = next.take().or_else(|| rx.try_recv().ok()) {
+                    match work {
+                        SnapshotWork::Applied { state, syncer } => pending = Some((state, syncer)),
+                        SnapshotWork::Write(job) => {
+                            record(&mut pending);
+                            match snapshot::store(&tree, &job) {
+                                Ok(()) => {
+                                    stats.snapshots.fetch_add(1, Ordering::Relaxed);
+                                    tracing::debug!(changed = job.len(), "snapshot written");
+                                }
+                                // The records stay in the log: a restart replays a longer tail.
+                                Err(e) => tracing::error!(error = %e, "snapshot failed"),
+                            }
+                        }
+                        SnapshotWork::Barrier(done) => {
+                            record(&mut pending);
+                            let _ = done.send(());
+                        }
+                    }
+                }
+                record(&mut pending);
             }
-        })?;
+        })
+        .map_err(|e| e.to_string())?;
     Ok(tx)
 }
 
