@@ -491,6 +491,17 @@ fn a_lagging_follower_catches_up_through_a_snapshot() {
     c.up(follower);
     c.converge();
     assert_records_everywhere(&c, &acked);
+    // The snapshot skipped the follower's events; it fetches them from the leader, and
+    // then every node holds the same, whole event log.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.events(follower) != c.events(leader) {
+        assert!(
+            Instant::now() < deadline,
+            "the follower did not fetch the events its snapshot skipped"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_everywhere(&c, &acked);
 }
 
 #[test]
@@ -577,8 +588,20 @@ fn linearizable_reads_on_a_follower_see_the_latest_write() {
         );
         assert_eq!(a.status, 201);
         let id = a.json["id"].as_str().unwrap();
-        let path = format!("/api/categories/{id}?consistency=linearizable");
-        let read = call("GET", &c.url(follower, &path), None, None, &[]);
+        // Half of the reads ask with the query parameter, half with the header.
+        let read = if n % 2 == 0 {
+            let path = format!("/api/categories/{id}?consistency=linearizable");
+            call("GET", &c.url(follower, &path), None, None, &[])
+        } else {
+            let path = format!("/api/categories/{id}");
+            call(
+                "GET",
+                &c.url(follower, &path),
+                None,
+                None,
+                &[("x-lithair-consistency", "linearizable")],
+            )
+        };
         assert_eq!(
             read.status, 200,
             "write {n} not visible on the follower: {}",
@@ -592,6 +615,14 @@ fn linearizable_reads_on_a_follower_see_the_latest_write() {
         None,
         None,
         &[],
+    );
+    assert_eq!(bad.status, 400);
+    let bad = call(
+        "GET",
+        &c.url(follower, "/api/categories"),
+        None,
+        None,
+        &[("x-lithair-consistency", "eventually")],
     );
     assert_eq!(bad.status, 400);
 }

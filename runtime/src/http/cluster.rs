@@ -70,10 +70,23 @@ pub(crate) async fn raft_rpc(
         ));
     }
     if rpc == "events" && req.method() == Method::GET {
-        // The node's event log, for operators and for the tests that compare replicas.
+        // The node's event log (`?from=&to=`: a range), for operators, for the tests that
+        // compare replicas, and for a node fetching the events a snapshot skipped.
+        let (mut from, mut to) = (1, u64::MAX);
+        for (k, v) in super::list::pairs(req.uri().query())? {
+            let n = v
+                .parse()
+                .map_err(|_| ApiError::bad_request(format!("{k} must be a sequence number")))?;
+            match k.as_str() {
+                "from" => from = n,
+                "to" => to = n,
+                _ => return Err(ApiError::bad_request(format!("unknown parameter {k}"))),
+            }
+        }
         let store = &app.engine.store;
-        let events = tokio::task::block_in_place(|| store.events()).map_err(ApiError::internal)?;
-        return Ok(respond::json(200, &events));
+        let body = tokio::task::block_in_place(|| store.events_json(from, to))
+            .map_err(ApiError::internal)?;
+        return Ok(respond::json_bytes(200, body.into()));
     }
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed(&["POST"]));
@@ -247,18 +260,29 @@ pub(crate) async fn linearizable(app: &App) -> Result<(), ApiError> {
         .map_err(|e| ApiError::unavailable(format!("linearizable read: {e}")))
 }
 
-/// Whether the query asks for a linearizable read; other values of `consistency` are a 400.
-pub(crate) fn wants_linearizable(query: Option<&str>) -> Result<bool, ApiError> {
+/// The header that asks for a read's consistency, like the `consistency` query parameter.
+pub const CONSISTENCY_HEADER: &str = "x-lithair-consistency";
+
+/// Whether the query (`consistency=`) or the `x-lithair-consistency` header asks for a
+/// linearizable read; other values are a 400. The query wins over the header.
+pub(crate) fn wants_linearizable(
+    query: Option<&str>,
+    headers: &hyper::HeaderMap,
+) -> Result<bool, ApiError> {
+    let asked = |v: &str, from: &str| match v {
+        "linearizable" => Ok(true),
+        "local" => Ok(false),
+        other => Err(ApiError::bad_request(format!(
+            "{from} must be local or linearizable, not \"{other}\""
+        ))),
+    };
     for (k, v) in super::list::pairs(query)? {
         if k == "consistency" {
-            return match v.as_str() {
-                "linearizable" => Ok(true),
-                "local" => Ok(false),
-                other => Err(ApiError::bad_request(format!(
-                    "consistency must be local or linearizable, not \"{other}\""
-                ))),
-            };
+            return asked(&v, "consistency");
         }
     }
-    Ok(false)
+    match headers.get(CONSISTENCY_HEADER) {
+        Some(v) => asked(v.to_str().unwrap_or("?"), CONSISTENCY_HEADER),
+        None => Ok(false),
+    }
 }

@@ -205,7 +205,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                     &format!("list {}", m.name),
                 )?;
                 let query = ListQuery::parse(m, req.uri().query())?;
-                if super::cluster::wants_linearizable(req.uri().query())? {
+                if super::cluster::wants_linearizable(req.uri().query(), req.headers())? {
                     super::cluster::linearizable(app).await?;
                 }
                 let page = app.engine.store.read(|s| query.run(s, m));
@@ -266,7 +266,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
             let if_match = if_match(&req)?;
             match op {
                 Operation::Get => {
-                    if super::cluster::wants_linearizable(req.uri().query())? {
+                    if super::cluster::wants_linearizable(req.uri().query(), req.headers())? {
                         super::cluster::linearizable(app).await?;
                     }
                     let r = app.engine.get(&m.name, id).ok_or_else(|| {

@@ -14,6 +14,7 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 use super::log_store::LogStore;
 use super::network::{call_json, Network};
 use super::state_machine::StateMachine;
+use super::wal::Wal;
 use super::{Answers, Applied, Batch, TypeConfig};
 use crate::config::{ClusterConfig, SyncMode};
 use crate::spec::ServiceSpec;
@@ -64,6 +65,8 @@ pub struct Cluster {
     batcher: mpsc::UnboundedSender<Pending>,
     /// Held by every part that keeps the database open; see [`Cluster::shutdown`].
     holders: Arc<()>,
+    /// Tells background tasks to end.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -93,14 +96,9 @@ impl Cluster {
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
         let holders = Arc::new(());
-        let log = LogStore::open(
-            db.clone(),
-            dir,
-            sync,
-            loaded.events.clone(),
-            holders.clone(),
-        )
-        .map_err(|e| fail(&e))?;
+        let events = loaded.events.clone();
+        let log = LogStore::open(db.clone(), dir, sync, events.clone(), holders.clone())
+            .map_err(|e| fail(&e))?;
         let sm = StateMachine::new(db, spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
         let state = sm.state();
         let t = &opts.tuning;
@@ -155,6 +153,17 @@ impl Cluster {
             }
         }
         let batcher = spawn_batcher(raft.clone(), opts.secret.clone());
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        spawn_backfill(Backfill {
+            raft: raft.clone(),
+            node_id: opts.node_id,
+            secret: opts.secret.clone(),
+            events: events.clone(),
+            meta: db.open_tree("meta").map_err(|e| fail(&e))?,
+            scratch: dir.with_file_name("events-fetch.tmp"),
+            stopped,
+            _holder: holders.clone(),
+        });
         Ok((
             Cluster {
                 raft,
@@ -163,6 +172,7 @@ impl Cluster {
                 insecure: opts.insecure,
                 batcher,
                 holders,
+                stop,
             },
             state,
         ))
@@ -171,6 +181,7 @@ impl Cluster {
     /// Stops the node and waits (up to 10 s) until the log store, the state machine and
     /// their tasks have let go of the database, so that it can be opened again.
     pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "Raft shutdown");
         }
@@ -356,4 +367,136 @@ fn answer(applied: Applied) -> Result<Event, Refused> {
         Applied::Refused(r) => Err(r),
         Applied::Nothing => Err(Refused::Storage("the entry made no event".into())),
     }
+}
+
+/// What the backfill task needs.
+struct Backfill {
+    raft: Raft<TypeConfig>,
+    node_id: u64,
+    secret: Option<String>,
+    events: Arc<std::sync::Mutex<Wal>>,
+    meta: sled::Tree,
+    /// Where fetched events are gathered before they join the log.
+    scratch: std::path::PathBuf,
+    stopped: tokio::sync::watch::Receiver<bool>,
+    _holder: Arc<()>,
+}
+
+/// How many events one fetch asks for.
+const FETCH_PAGE: u64 = 2000;
+
+/// A node that installed a Raft snapshot holds only the events after it. This task fetches
+/// the earlier ones from the leader (every node applied the same log, so they are the same
+/// events) and puts them in front of the log, so that every node ends up holding the whole
+/// event log.
+fn spawn_backfill(mut b: Backfill) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = b.stopped.changed() => break,
+            }
+            let mut stopped = b.stopped.clone();
+            tokio::select! {
+                r = backfill_once(&b) => match r {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(events = n, "fetched the events a snapshot had skipped"),
+                    Err(e) => tracing::debug!(error = %e, "fetching skipped events; retrying"),
+                },
+                _ = stopped.changed() => break,
+            }
+        }
+    });
+}
+
+/// One attempt: answers how many events joined the log.
+async fn backfill_once(b: &Backfill) -> Result<u64, String> {
+    let complete_from = b
+        .meta
+        .get(crate::store::EVENTS_FROM)
+        .map_err(|e| e.to_string())?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(1);
+    let start = crate::store::lock_events(&b.events).start().max(1);
+    if start < complete_from {
+        // Fetched before a crash that came before this note.
+        set_complete_from(&b.meta, start)?;
+    }
+    let missing_to = start.min(complete_from).saturating_sub(1);
+    if missing_to == 0 {
+        return Ok(0);
+    }
+    let leader = {
+        let m = b.raft.metrics().borrow().clone();
+        let Some(id) = m.current_leader.filter(|l| *l != b.node_id) else {
+            return Err("no other node leads".into());
+        };
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+            .ok_or("the leader's address is unknown")?
+    };
+    let _ = std::fs::remove_file(&b.scratch);
+    let mut first: Option<u64> = None;
+    let mut expect: Option<u64> = None;
+    let mut next = 1;
+    while next <= missing_to {
+        let to = (next + FETCH_PAGE - 1).min(missing_to);
+        let page: Vec<serde_json::Value> = call_json(
+            hyper::Method::GET,
+            &leader,
+            &format!("/_raft/events?from={next}&to={to}"),
+            b.secret.as_deref(),
+            &(),
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let mut entries = Vec::with_capacity(page.len());
+        for ev in &page {
+            let seq = ev["sequence_number"]
+                .as_u64()
+                .ok_or("an event without a sequence number")?;
+            // Contiguous from the first one received (which may be after 1, when the
+            // leader itself started from a snapshot).
+            if expect.is_some_and(|e| e != seq) {
+                return Err(format!("the leader sent event {seq} out of order"));
+            }
+            expect = Some(seq + 1);
+            first.get_or_insert(seq);
+            entries.push((seq, serde_json::to_vec(ev).map_err(|e| e.to_string())?));
+        }
+        let Some(last) = entries.last().map(|(s, _)| *s) else {
+            if first.is_none() {
+                // The leader holds none of these (it skipped them too): go on after them.
+                next = to + 1;
+                continue;
+            }
+            return Err("the leader's events stopped short".into());
+        };
+        let (scratch, chunk) = (b.scratch.clone(), entries);
+        tokio::task::spawn_blocking(move || Wal::write_segment(&scratch, &chunk))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        next = last + 1;
+    }
+    let Some(first) = first else {
+        return Ok(0);
+    };
+    let joined = crate::store::lock_events(&b.events).adopt(&b.scratch, first);
+    if let Err(e) = joined {
+        let _ = std::fs::remove_file(&b.scratch);
+        return Err(e.to_string());
+    }
+    set_complete_from(&b.meta, first)?;
+    Ok(start - first)
+}
+
+fn set_complete_from(meta: &sled::Tree, from: u64) -> Result<(), String> {
+    meta.insert(crate::store::EVENTS_FROM, &from.to_be_bytes())
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }

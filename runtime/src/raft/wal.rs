@@ -87,6 +87,32 @@ fn crc(index: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// Encodes entries as records, the first at byte `offset` of `segment`: the bytes and
+/// where each entry lands.
+fn encode(
+    entries: &[(u64, Vec<u8>)],
+    segment: u64,
+    mut offset: u64,
+) -> Result<(Vec<u8>, Vec<Loc>), String> {
+    let mut buf = Vec::new();
+    let mut locs = Vec::with_capacity(entries.len());
+    for (index, payload) in entries {
+        let len = u32::try_from(payload.len())
+            .map_err(|_| format!("entry {index} is larger than 4 GiB"))?;
+        buf.extend_from_slice(&len.to_le_bytes());
+        buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
+        buf.extend_from_slice(&index.to_le_bytes());
+        buf.extend_from_slice(payload);
+        locs.push(Loc {
+            segment,
+            offset,
+            len,
+        });
+        offset += HEADER + len as u64;
+    }
+    Ok((buf, locs))
+}
+
 fn segment_name(first: u64) -> String {
     format!("{first:020}.wal")
 }
@@ -239,6 +265,11 @@ impl Wal {
         (!self.locs.is_empty()).then_some(self.first)
     }
 
+    /// The index the log starts at (or will start at, when empty).
+    pub fn start(&self) -> u64 {
+        self.first
+    }
+
     fn start_segment(&mut self, first: u64) -> Result<(), WalError> {
         if let Some((_, active)) = self.segments.iter().next_back() {
             // The finished segment is made durable before the log moves on.
@@ -296,26 +327,13 @@ impl Wal {
         let Some((&segment, active)) = self.segments.iter_mut().next_back() else {
             return Ok(());
         };
-        let mut buf = Vec::new();
-        let mut offset = active.len;
-        let mut locs = Vec::with_capacity(entries.len());
-        for (index, payload) in entries {
-            let len = u32::try_from(payload.len()).map_err(|_| WalError::Corrupt {
+        let (buf, locs) =
+            encode(entries, segment, active.len).map_err(|what| WalError::Corrupt {
                 path: active.path.display().to_string(),
-                offset,
-                what: format!("entry {index} is larger than 4 GiB"),
+                offset: active.len,
+                what,
             })?;
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
-            buf.extend_from_slice(&index.to_le_bytes());
-            buf.extend_from_slice(payload);
-            locs.push(Loc {
-                segment,
-                offset,
-                len,
-            });
-            offset += HEADER + len as u64;
-        }
+        let offset = active.len + buf.len() as u64;
         active
             .file
             .write_all_at(&buf, active.len)
@@ -325,16 +343,104 @@ impl Wal {
         Ok(())
     }
 
-    /// Continues the log at `index`, after a gap: the entries before it are dropped from
-    /// view (their segments stay until purged). What a node does after installing a
-    /// snapshot.
+    /// Continues the log at `index`, after a gap: what a node does after installing a
+    /// snapshot. The segments before are removed (a follower fetches what it misses again,
+    /// see [`Wal::adopt`]).
     pub fn restart_at(&mut self, index: u64) -> Result<(), WalError> {
         if self.next_index() == Some(index) {
             return Ok(());
         }
+        for (_, seg) in std::mem::take(&mut self.segments) {
+            std::fs::remove_file(&seg.path).map_err(io_err(&seg.path))?;
+        }
         self.locs.clear();
         self.first = index;
         self.start_segment(index)
+    }
+
+    /// Writes entries `(index, payload)` as a segment file at `path` (outside the log),
+    /// synced: to be handed to [`Wal::adopt`].
+    pub fn write_segment(path: &Path, entries: &[(u64, Vec<u8>)]) -> Result<(), WalError> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        let (buf, _) = encode(entries, 0, 0).map_err(|what| WalError::Corrupt {
+            path: path.display().to_string(),
+            offset: 0,
+            what,
+        })?;
+        use std::io::Write;
+        file.write_all(&buf).map_err(io_err(path))?;
+        file.sync_data().map_err(io_err(path))
+    }
+
+    /// Takes the segment file at `path` (written by [`Wal::write_segment`]), which must hold
+    /// the entries from `first` up to just before this log's first entry, into the log:
+    /// entries fetched again after a gap.
+    pub fn adopt(&mut self, path: &Path, first: u64) -> Result<(), WalError> {
+        let refuse = |what: String| WalError::Corrupt {
+            path: path.display().to_string(),
+            offset: 0,
+            what,
+        };
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let mut offset = 0u64;
+        let mut locs = Vec::new();
+        while (offset as usize) < bytes.len() {
+            let rest = &bytes[offset as usize..];
+            let Some(head) = rest.get(..HEADER as usize) else {
+                return Err(refuse("a record header is cut short".into()));
+            };
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+            let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let mut ix = [0u8; 8];
+            ix.copy_from_slice(&head[8..16]);
+            let index = u64::from_le_bytes(ix);
+            let payload = rest
+                .get(HEADER as usize..HEADER as usize + len as usize)
+                .ok_or_else(|| refuse(format!("record {index} is cut short")))?;
+            if crc(index, payload) != sum || index != first + locs.len() as u64 {
+                return Err(refuse(format!("record {index} is damaged or out of order")));
+            }
+            locs.push(Loc {
+                segment: first,
+                offset,
+                len,
+            });
+            offset += HEADER + len as u64;
+        }
+        if first + locs.len() as u64 != self.first || self.segments.contains_key(&first) {
+            return Err(refuse(format!(
+                "entries {first}..{} do not end where the log starts ({})",
+                first + locs.len() as u64,
+                self.first
+            )));
+        }
+        let target = self.dir.join(segment_name(first));
+        std::fs::rename(path, &target).map_err(io_err(&target))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err(&self.dir))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&target)
+            .map_err(io_err(&target))?;
+        self.segments.insert(
+            first,
+            Segment {
+                file: Arc::new(file),
+                path: target,
+                len: offset,
+            },
+        );
+        for loc in locs.into_iter().rev() {
+            self.locs.push_front(loc);
+        }
+        self.first = first;
+        Ok(())
     }
 
     /// What a flush needs, taken under the log's lock and run outside it.
@@ -458,6 +564,34 @@ mod tests {
         let wal = Wal::open(dir.path()).unwrap();
         assert_eq!(wal.last_index(), Some(6));
         assert_eq!(wal.read(6).unwrap().unwrap(), b"entry 6");
+    }
+
+    #[test]
+    fn after_a_gap_the_missing_entries_are_adopted_in_front() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_dir = dir.path().join("log");
+        {
+            let mut wal = Wal::open(&log_dir).unwrap();
+            wal.append(&entries(1..4)).unwrap();
+            // A snapshot skipped 4..=9.
+            wal.restart_at(10).unwrap();
+            assert_eq!((wal.first_index(), wal.start()), (None, 10));
+            wal.append(&entries(10..13)).unwrap();
+            assert_eq!(wal.first_index(), Some(10));
+            let scratch = dir.path().join("fetched");
+            // Entries that do not end where the log starts are refused.
+            Wal::write_segment(&scratch, &entries(1..5)).unwrap();
+            assert!(wal.adopt(&scratch, 1).is_err());
+            std::fs::remove_file(&scratch).unwrap();
+            Wal::write_segment(&scratch, &entries(1..6)).unwrap();
+            Wal::write_segment(&scratch, &entries(6..10)).unwrap();
+            wal.adopt(&scratch, 1).unwrap();
+            assert_eq!((wal.first_index(), wal.last_index()), (Some(1), Some(12)));
+            assert_eq!(wal.read(7).unwrap().unwrap(), b"entry 7");
+        }
+        let wal = Wal::open(&log_dir).unwrap();
+        assert_eq!((wal.first_index(), wal.last_index()), (Some(1), Some(12)));
+        assert_eq!(wal.read(11).unwrap().unwrap(), b"entry 11");
     }
 
     #[test]

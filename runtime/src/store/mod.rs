@@ -299,6 +299,16 @@ pub(crate) fn load_state(
             events.last_index().unwrap_or(0)
         )));
     }
+    // A crash right after installing a Raft snapshot left the log as it was before it:
+    // it continues after the snapshot.
+    if complete_from > 1
+        && events.start() < complete_from
+        && events.last_index().unwrap_or(0) + 1 < complete_from
+    {
+        events
+            .restart_at(complete_from)
+            .map_err(|e| corrupt(e.to_string()))?;
+    }
     // Replay from the oldest snapshot any model has; skip events a model's snapshot covers.
     let from = state
         .models
@@ -484,8 +494,27 @@ impl Store {
         flush(&self.db, &self.path)
     }
 
+    /// The events from `from` to `to` (inclusive) that this node holds, as a JSON array
+    /// built from the stored text (for peers fetching what they miss).
+    pub fn events_json(&self, from: u64, to: u64) -> Result<Vec<u8>, String> {
+        let log = lock_events(&self.events);
+        let mut out = vec![b'['];
+        if let (Some(first), Some(last)) = (log.first_index(), log.last_index()) {
+            for seq in from.max(first)..=to.min(last) {
+                if let Some(bytes) = log.read(seq).map_err(|e| e.to_string())? {
+                    if out.len() > 1 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(&bytes);
+                }
+            }
+        }
+        out.push(b']');
+        Ok(out)
+    }
+
     /// Every event this node holds, in order (for tests and tools; a node that installed
-    /// a Raft snapshot holds the events after it).
+    /// a Raft snapshot holds the events after it until it has fetched the earlier ones).
     pub fn events(&self) -> Result<Vec<Event>, String> {
         let log = lock_events(&self.events);
         let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
