@@ -124,7 +124,7 @@ if [ "$only" = all ] || [ "$only" = cluster ]; then
   }
   leader_of() { curl -s "http://127.0.0.1:$1/_cluster/status" | sed -n 's/.*"leader":\([0-9]*\).*/\1/p'; }
 
-  echo "== 6. single-node Raft cluster (--peers with itself): POST, sync=always, $CONNS connections, $DURATION"
+  echo "== 6. single node with an explicit --peers 1=self (the same path as 3): POST, sync=always, $CONNS connections, $DURATION"
   rm -rf "$work"/data-raft1
   node raft1 18301 1 "1=127.0.0.1:18301"
   sleep 2
