@@ -87,6 +87,31 @@ fn crc(index: u64, payload: &[u8]) -> u32 {
     h.finalize()
 }
 
+/// Reads the record at the start of `rest`: its index and payload, or what is wrong with
+/// it and whether that can only be an append a crash cut short (the record ends the file).
+fn decode(rest: &[u8]) -> Result<(u64, &[u8]), (String, bool)> {
+    let Some(head) = rest.get(..HEADER as usize) else {
+        return Err(("a record header is cut short".to_string(), true));
+    };
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
+    let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    let mut ix = [0u8; 8];
+    ix.copy_from_slice(&head[8..16]);
+    let index = u64::from_le_bytes(ix);
+    let end = HEADER as usize + len as usize;
+    let Some(payload) = rest.get(HEADER as usize..end) else {
+        return Err((format!("record {index} is cut short"), true));
+    };
+    if crc(index, payload) != sum {
+        // Only the very last record can be a write the crash interrupted.
+        return Err((
+            format!("record {index} fails its checksum"),
+            end == rest.len(),
+        ));
+    }
+    Ok((index, payload))
+}
+
 /// Encodes entries as records, the first at byte `offset` of `segment`: the bytes and
 /// where each entry lands.
 fn encode(
@@ -192,25 +217,10 @@ impl Wal {
             if rest.is_empty() {
                 break None;
             }
-            if (rest.len() as u64) < HEADER {
-                break Some(("a record header is cut short".to_string(), true));
-            }
-            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            let sum = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-            let mut ix = [0u8; 8];
-            ix.copy_from_slice(&rest[8..16]);
-            let index = u64::from_le_bytes(ix);
-            let end = HEADER as usize + len as usize;
-            let Some(payload) = rest.get(HEADER as usize..end) else {
-                break Some((format!("record {index} is cut short"), true));
+            let (index, payload) = match decode(rest) {
+                Ok(record) => record,
+                Err(problem) => break Some(problem),
             };
-            if crc(index, payload) != sum {
-                // Only the very last record can be a write the crash interrupted.
-                break Some((
-                    format!("record {index} fails its checksum"),
-                    end == rest.len(),
-                ));
-            }
             if index != expected {
                 break Some((
                     format!("record {index} where {expected} was expected"),
@@ -220,9 +230,9 @@ impl Wal {
             self.locs.push_back(Loc {
                 segment: first,
                 offset,
-                len,
+                len: payload.len() as u32,
             });
-            offset += HEADER + len as u64;
+            offset += HEADER + payload.len() as u64;
             expected += 1;
         };
         if let Some((what, torn)) = problem {
@@ -389,27 +399,17 @@ impl Wal {
         let mut offset = 0u64;
         let mut locs = Vec::new();
         while (offset as usize) < bytes.len() {
-            let rest = &bytes[offset as usize..];
-            let Some(head) = rest.get(..HEADER as usize) else {
-                return Err(refuse("a record header is cut short".into()));
-            };
-            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
-            let sum = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-            let mut ix = [0u8; 8];
-            ix.copy_from_slice(&head[8..16]);
-            let index = u64::from_le_bytes(ix);
-            let payload = rest
-                .get(HEADER as usize..HEADER as usize + len as usize)
-                .ok_or_else(|| refuse(format!("record {index} is cut short")))?;
-            if crc(index, payload) != sum || index != first + locs.len() as u64 {
-                return Err(refuse(format!("record {index} is damaged or out of order")));
+            let (index, payload) =
+                decode(&bytes[offset as usize..]).map_err(|(what, _)| refuse(what))?;
+            if index != first + locs.len() as u64 {
+                return Err(refuse(format!("record {index} is out of order")));
             }
             locs.push(Loc {
                 segment: first,
                 offset,
-                len,
+                len: payload.len() as u32,
             });
-            offset += HEADER + len as u64;
+            offset += HEADER + payload.len() as u64;
         }
         if first + locs.len() as u64 != self.first || self.segments.contains_key(&first) {
             return Err(refuse(format!(
