@@ -36,7 +36,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             db.clone(),
             &path,
             (SyncMode::Always, std::time::Duration::from_millis(10)),
-            sm.events(),
+            (sm.events(), sm.checkpoints()),
             Default::default(),
         )
         .expect("log store");

@@ -35,6 +35,8 @@ pub struct LogStore {
     wal: Arc<Mutex<Wal>>,
     /// The state machine's event log: synced with sled before the log is purged.
     events: Arc<Mutex<Wal>>,
+    /// The state machine's checkpoint thread, waited for before the log is purged.
+    checkpoints: std::sync::mpsc::Sender<crate::store::SnapshotWork>,
     sync: SyncMode,
     /// Appends waiting for the next flush (group commit); see [`LogStore::open`].
     flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
@@ -85,9 +87,13 @@ impl LogStore {
         db: sled::Db,
         dir: &Path,
         sync: (SyncMode, Duration),
-        events: Arc<Mutex<Wal>>,
+        state_machine: (
+            Arc<Mutex<Wal>>,
+            std::sync::mpsc::Sender<crate::store::SnapshotWork>,
+        ),
         holder: Arc<()>,
     ) -> Result<Self, LogOpenError> {
+        let (events, checkpoints) = state_machine;
         let (sync, flush_interval) = sync;
         let meta = db.open_tree("raft_meta")?;
         let wal_dir = dir.with_file_name("raft-log");
@@ -162,6 +168,7 @@ impl LogStore {
             meta,
             wal,
             events,
+            checkpoints,
             sync,
             flushes,
             tail: Arc::default(),
@@ -374,17 +381,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
-        // The purge point and everything the state machine wrote are made durable before
-        // any entry goes: a crash in between leaves extra entries, never a hole.
+        // Logically purged now; the entries leave the disk in the background, once the
+        // state machine's checkpoint covers them and is durable together with the purge
+        // point: a crash in between leaves extra entries, never a hole. Raft does not
+        // wait for the flush.
         self.put_meta("last_purged", &log_id)?;
-        self.make_durable()
-            .await
-            .map_err(|e| io_error(Io::Write, e))?;
         self.tail().retain(|index, _| *index > log_id.index);
-        let wal = self.wal.clone();
-        tokio::task::spawn_blocking(move || lock(&wal).purge(log_id.index))
-            .await
-            .map_err(|e| io_error(Io::WriteLogs, e))?
-            .map_err(wal_io(Io::WriteLogs))
+        lock(&self.wal).forget(log_id.index);
+        let store = self.clone();
+        tokio::spawn(async move {
+            let (done, checkpointed) = tokio::sync::oneshot::channel();
+            let barrier = crate::store::SnapshotWork::Barrier(done);
+            if store.checkpoints.send(barrier).is_err() || checkpointed.await.is_err() {
+                // The state machine stopped: keep the entries.
+                return;
+            }
+            if let Err(e) = store.make_durable().await {
+                tracing::error!(error = %e, "cannot make the store durable; the log is kept");
+                return;
+            }
+            let wal = store.wal.clone();
+            let removed =
+                tokio::task::spawn_blocking(move || lock(&wal).remove_segments(log_id.index));
+            match removed.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "cannot remove purged log segments"),
+                Err(e) => tracing::error!(error = %e, "cannot remove purged log segments"),
+            }
+        });
+        Ok(())
     }
 }

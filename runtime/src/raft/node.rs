@@ -97,9 +97,15 @@ impl Cluster {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
         let holders = Arc::new(());
         let events = loaded.events.clone();
-        let log = LogStore::open(db.clone(), dir, sync, events.clone(), holders.clone())
-            .map_err(|e| fail(&e))?;
         let sm = StateMachine::new(db, spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
+        let log = LogStore::open(
+            db.clone(),
+            dir,
+            sync,
+            (events.clone(), sm.checkpoints()),
+            holders.clone(),
+        )
+        .map_err(|e| fail(&e))?;
         let state = sm.state();
         let t = &opts.tuning;
         let config = openraft::Config {

@@ -281,6 +281,11 @@ impl StateMachine {
         self.events.clone()
     }
 
+    /// Its checkpoint thread (see `store::snapshot_writer`).
+    pub fn checkpoints(&self) -> std::sync::mpsc::Sender<crate::store::SnapshotWork> {
+        self.snapshot_jobs.clone()
+    }
+
     /// The state reads are served from.
     pub fn state(&self) -> Arc<RwLock<State>> {
         self.state.clone()

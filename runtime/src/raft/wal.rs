@@ -509,15 +509,25 @@ impl Wal {
         Ok(())
     }
 
-    /// Drops entries up to `upto`; removes the segments that hold nothing after it (never
-    /// the active one).
+    /// Drops entries up to `upto`: [`Wal::forget`], then [`Wal::remove_segments`].
     pub fn purge(&mut self, upto: u64) -> Result<(), WalError> {
+        self.forget(upto);
+        self.remove_segments(upto)
+    }
+
+    /// Drops entries up to `upto` from view; their files stay until
+    /// [`Wal::remove_segments`].
+    pub fn forget(&mut self, upto: u64) {
         while self.first <= upto && self.locs.pop_front().is_some() {
             self.first += 1;
         }
         if self.locs.is_empty() {
-            self.first = upto + 1;
+            self.first = self.first.max(upto + 1);
         }
+    }
+
+    /// Removes the segments that hold nothing after `upto` (never the active one).
+    pub fn remove_segments(&mut self, upto: u64) -> Result<(), WalError> {
         let firsts: Vec<u64> = self.segments.keys().copied().collect();
         for pair in firsts.windows(2) {
             // Every entry of segment pair[0] is before pair[1]'s first.

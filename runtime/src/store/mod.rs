@@ -587,7 +587,7 @@ pub(crate) fn snapshots_due(state: &mut State, every: &HashMap<String, u64>) -> 
 }
 
 /// Work for the checkpoint thread, done in the order it was sent.
-pub(crate) enum SnapshotWork {
+pub enum SnapshotWork {
     /// Sync the event log, then record the applied state (`meta`/[`APPLIED`]): the applied
     /// state on disk never covers an event that is not. Consecutive ones are coalesced.
     Applied {
