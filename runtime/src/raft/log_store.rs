@@ -392,8 +392,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         tokio::spawn(async move {
             let (done, checkpointed) = tokio::sync::oneshot::channel();
             let barrier = crate::store::SnapshotWork::Barrier(done);
-            if store.checkpoints.send(barrier).is_err() || checkpointed.await.is_err() {
-                // The state machine stopped: keep the entries.
+            if store.checkpoints.send(barrier).is_err() || checkpointed.await != Ok(true) {
+                // The state machine stopped, or its checkpoint failed: keep the entries.
                 return;
             }
             if let Err(e) = store.make_durable().await {

@@ -330,36 +330,49 @@ async fn write_batch(
 ) -> Result<Answers, Refused> {
     let batch = Batch::new(commands);
     for _ in 0..50 {
-        match raft.client_write(batch.clone()).await {
-            Ok(resp) => return Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                let Some(leader) = f.leader_node else {
-                    // An election is going on: wait a little and try again.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                let forwarded: Result<Result<(Answers, u64), String>, _> = call_json(
-                    hyper::Method::POST,
-                    &leader.addr,
-                    "/_raft/propose",
-                    secret,
-                    &batch,
-                    Duration::from_secs(10),
-                )
-                .await;
-                match forwarded {
-                    Ok(Ok((answers, index))) => {
-                        let _ = raft
-                            .wait(Some(Duration::from_secs(10)))
-                            .applied_index_at_least(Some(index), "forwarded write")
-                            .await;
-                        return Ok(answers);
-                    }
-                    // The leader changed meanwhile, or is unreachable: try again.
-                    Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        // A follower that knows the leader hands the batch over at once.
+        let known = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            m.current_leader
+                .filter(|l| *l != m.id)
+                .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
+        };
+        let leader = match known {
+            Some(leader) => leader,
+            None => match raft.client_write(batch.clone()).await {
+                Ok(resp) => return Ok(resp.data),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    let Some(leader) = f.leader_node else {
+                        // An election is going on: wait a little and try again.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    };
+                    leader
                 }
+                Err(e) => return Err(Refused::Storage(e.to_string())),
+            },
+        };
+        let forwarded: Result<Result<(Answers, u64), String>, _> = call_json(
+            hyper::Method::POST,
+            &leader.addr,
+            "/_raft/propose",
+            secret,
+            &batch,
+            Duration::from_secs(10),
+        )
+        .await;
+        match forwarded {
+            Ok(Ok((answers, index))) => {
+                let _ = raft
+                    .wait(Some(Duration::from_secs(10)))
+                    .applied_index_at_least(Some(index), "forwarded write")
+                    .await;
+                return Ok(answers);
             }
-            Err(e) => return Err(Refused::Storage(e.to_string())),
+            // The leader changed meanwhile, or is unreachable: try again (a batch that
+            // reached the log already is answered again, not applied twice).
+            Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
     Err(Refused::Storage(
@@ -417,19 +430,21 @@ fn spawn_backfill(mut b: Backfill) {
 
 /// One attempt: answers how many events joined the log.
 async fn backfill_once(b: &Backfill) -> Result<u64, String> {
-    let complete_from = b
-        .meta
-        .get(crate::store::EVENTS_FROM)
-        .map_err(|e| e.to_string())?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(1);
-    let start = crate::store::lock_events(&b.events).start().max(1);
-    if start < complete_from {
-        // Fetched before a crash that came before this note.
-        set_complete_from(&b.meta, start)?;
-    }
-    let missing_to = start.min(complete_from).saturating_sub(1);
+    // Read together under the log's lock, which installing a snapshot holds while it
+    // moves both.
+    let (start, complete) = {
+        let log = crate::store::lock_events(&b.events);
+        let complete = complete_from(&b.meta)?;
+        let start = log.start().max(1);
+        if start < complete {
+            // Fetched before a crash that came before this note.
+            set_complete_from(&b.meta, start)?;
+            (start, start)
+        } else {
+            (start, complete)
+        }
+    };
+    let missing_to = start.min(complete).saturating_sub(1);
     if missing_to == 0 {
         return Ok(0);
     }
@@ -492,13 +507,27 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
     let Some(first) = first else {
         return Ok(0);
     };
-    let joined = crate::store::lock_events(&b.events).adopt(&b.scratch, first);
-    if let Err(e) = joined {
+    let mut log = crate::store::lock_events(&b.events);
+    if log.start().max(1) != start || complete_from(&b.meta)? != complete {
+        // A snapshot was installed meanwhile: these events may no longer fit.
+        let _ = std::fs::remove_file(&b.scratch);
+        return Err("the log moved while fetching; starting over".into());
+    }
+    if let Err(e) = log.adopt(&b.scratch, first) {
         let _ = std::fs::remove_file(&b.scratch);
         return Err(e.to_string());
     }
     set_complete_from(&b.meta, first)?;
     Ok(start - first)
+}
+
+fn complete_from(meta: &sled::Tree) -> Result<u64, String> {
+    Ok(meta
+        .get(crate::store::EVENTS_FROM)
+        .map_err(|e| e.to_string())?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(1))
 }
 
 fn set_complete_from(meta: &sled::Tree, from: u64) -> Result<(), String> {

@@ -126,6 +126,9 @@ pub struct StateMachine {
     decider: Decider,
     /// The event log (sequence number -> event JSON).
     events: Arc<Mutex<Wal>>,
+    /// The store and its folder (flushed when a snapshot is installed).
+    db: sled::Db,
+    path: std::path::PathBuf,
     /// The store's incremental snapshots (`state` tree).
     snapshots: sled::Tree,
     meta: sled::Tree,
@@ -194,6 +197,7 @@ impl StateMachine {
             .collect();
         let loaded = Loaded {
             state,
+            path: dir.join("store"),
             events: Arc::new(Mutex::new(events)),
             stats,
             snapshot_every,
@@ -224,6 +228,8 @@ impl StateMachine {
             state: Arc::new(RwLock::new(loaded.state)),
             decider: Decider::new(spec),
             events: loaded.events,
+            db: db.clone(),
+            path: loaded.path,
             snapshots,
             meta,
             applied,
@@ -525,18 +531,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             records.remove(key);
         }
         crate::store::snapshot::fill(&mut records, &mut new_state, seq);
-        (&self.snapshots, &self.meta)
-            .transaction(|(s, m)| {
-                s.apply_batch(&records)?;
-                m.insert(crate::store::APPLIED, applied.as_slice())?;
-                m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
-                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-            })
-            .map_err(|e| write_err(format!("{e:?}")))?;
-        // The event log continues after the snapshot.
-        crate::store::lock_events(&self.events)
-            .restart_at(seq + 1)
-            .map_err(write_err)?;
+        {
+            // Under the event log's lock: the backfill task reads `events_from` and the
+            // log's start together.
+            let mut log = crate::store::lock_events(&self.events);
+            (&self.snapshots, &self.meta)
+                .transaction(|(s, m)| {
+                    s.apply_batch(&records)?;
+                    m.insert(crate::store::APPLIED, applied.as_slice())?;
+                    m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
+                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                })
+                .map_err(|e| write_err(format!("{e:?}")))?;
+            // Durable before the old events go: a crash in between finds the new state
+            // (and realigns the log at start), never the old state without its events.
+            crate::store::flush(&self.db, &self.path).map_err(write_err)?;
+            // The event log continues after the snapshot.
+            log.restart_at(seq + 1).map_err(write_err)?;
+            log.syncer().sync().map_err(write_err)?;
+        }
         *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) =
             Some(Frozen::of(&new_state, meta.clone()));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = new_state;

@@ -150,6 +150,15 @@ pub struct Syncer {
 }
 
 impl Syncer {
+    /// Takes over what an older syncer had to do: the folder sync it carried, if any
+    /// (the active file is the same or newer, and a finished segment was synced when the
+    /// next one began).
+    pub fn absorb(&mut self, older: Syncer) {
+        if self.dir.is_none() {
+            self.dir = older.dir;
+        }
+    }
+
     /// `fdatasync`s the active segment (and the folder when it changed).
     pub fn sync(&self) -> std::io::Result<()> {
         if let Some(f) = &self.file {
@@ -236,7 +245,10 @@ impl Wal {
             expected += 1;
         };
         if let Some((what, torn)) = problem {
-            if !last || !torn {
+            // Nothing but zeros from the damaged record on: space the file system gave to
+            // an append that a power loss cut short.
+            let zeros = bytes[offset as usize..].iter().all(|b| *b == 0);
+            if !last || !(torn || zeros) {
                 return Err(WalError::Corrupt {
                     path: path.display().to_string(),
                     offset,
@@ -616,6 +628,14 @@ mod tests {
         // Half a record at the end: an append that never finished.
         let f = OpenOptions::new().write(true).open(&seg).unwrap();
         f.write_all_at(&[7, 0, 0, 0, 1, 2], len).unwrap();
+        drop(f);
+        let wal = Wal::open(dir.path()).unwrap();
+        assert_eq!(wal.last_index(), Some(3));
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+        drop(wal);
+        // Zeros after the last record: space given to an append that never landed.
+        let f = OpenOptions::new().write(true).open(&seg).unwrap();
+        f.write_all_at(&[0u8; 64], len).unwrap();
         drop(f);
         let mut wal = Wal::open(dir.path()).unwrap();
         assert_eq!(wal.last_index(), Some(3));

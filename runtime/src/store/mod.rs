@@ -422,6 +422,7 @@ impl Store {
         let node_id = opts.node.node_id.to_string();
         let loaded = Loaded {
             state,
+            path: path.clone(),
             events: events.clone(),
             stats: stats.clone(),
             snapshot_every,
@@ -556,6 +557,8 @@ fn key_seq(k: &[u8]) -> Option<u64> {
 /// What the state machine starts from: the loaded state and the store's settings.
 pub(crate) struct Loaded {
     pub state: State,
+    /// The sled folder.
+    pub path: PathBuf,
     /// The event log (shared with the store's readers).
     pub events: Arc<Mutex<Wal>>,
     pub stats: Arc<Stats>,
@@ -598,8 +601,9 @@ pub enum SnapshotWork {
     },
     /// Write this snapshot (sent after the `Applied` that covers its events).
     Write(snapshot::Job),
-    /// Answer once everything sent before is done.
-    Barrier(tokio::sync::oneshot::Sender<()>),
+    /// Answer once everything sent before is done: whether the applied state it
+    /// recorded is on disk.
+    Barrier(tokio::sync::oneshot::Sender<bool>),
 }
 
 /// Starts the checkpoint thread: it syncs the event log and records the applied state
@@ -619,16 +623,24 @@ pub(crate) fn snapshot_writer(
         .spawn(move || {
             let _holder = holder;
             let mut pending: Option<(Vec<u8>, crate::raft::wal::Syncer)> = None;
-            let record = |p: &mut Option<(Vec<u8>, crate::raft::wal::Syncer)>| {
-                if let Some((state, syncer)) = p.take() {
-                    let done = syncer
-                        .sync()
+            // Records the pending applied state; on failure keeps it for the next try and
+            // answers false (nothing that relies on it may go ahead).
+            let record = |p: &mut Option<(Vec<u8>, crate::raft::wal::Syncer)>| -> bool {
+                let Some((state, syncer)) = p.take() else {
+                    return true;
+                };
+                let done = syncer.sync().map_err(|e| e.to_string()).and_then(|()| {
+                    meta.insert(APPLIED, state.as_slice())
                         .map_err(|e| e.to_string())
-                        .and_then(|()| meta.insert(APPLIED, state).map_err(|e| e.to_string()));
-                    if let Err(e) = done {
-                        // The next checkpoint tries again; until then a restart applies
-                        // more of the Raft log again.
+                });
+                match done {
+                    Ok(_) => true,
+                    Err(e) => {
+                        // Until a checkpoint succeeds, a restart applies more of the Raft
+                        // log again, and nothing is purged.
                         tracing::error!(error = %e, "checkpoint of the applied state failed");
+                        *p = Some((state, syncer));
+                        false
                     }
                 }
             };
@@ -636,9 +648,17 @@ pub(crate) fn snapshot_writer(
                 let mut next = Some(first);
                 while let Some(work) = next.take().or_else(|| rx.try_recv().ok()) {
                     match work {
-                        SnapshotWork::Applied { state, syncer } => pending = Some((state, syncer)),
+                        SnapshotWork::Applied { state, mut syncer } => {
+                            if let Some((_, older)) = pending.take() {
+                                syncer.absorb(older);
+                            }
+                            pending = Some((state, syncer));
+                        }
                         SnapshotWork::Write(job) => {
-                            record(&mut pending);
+                            if !record(&mut pending) {
+                                // A snapshot must not stand ahead of the recorded state.
+                                continue;
+                            }
                             match snapshot::store(&tree, &job) {
                                 Ok(()) => {
                                     stats.snapshots.fetch_add(1, Ordering::Relaxed);
@@ -649,8 +669,7 @@ pub(crate) fn snapshot_writer(
                             }
                         }
                         SnapshotWork::Barrier(done) => {
-                            record(&mut pending);
-                            let _ = done.send(());
+                            let _ = done.send(record(&mut pending));
                         }
                     }
                 }
