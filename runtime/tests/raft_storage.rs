@@ -157,6 +157,89 @@ fn a_command_sent_twice_is_applied_once() {
         "the same answer, not a second event or a refusal"
     );
     assert_eq!(event_log(&sm).len(), 1);
+    // The window is rebuilt from the event log at start: the same after a restart.
+    let (done, checkpointed) = tokio::sync::oneshot::channel();
+    sm.checkpoints()
+        .send(lithair_runtime::store::SnapshotWork::Barrier(done))
+        .unwrap();
+    assert!(rt.block_on(checkpointed).unwrap());
+    drop(sm);
+    let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
+    let after_restart = rt.block_on(sm.apply(vec![entry(3)])).unwrap();
+    assert_eq!(first, after_restart);
+    assert_eq!(event_log(&sm).len(), 1);
+}
+
+#[test]
+fn a_refused_command_sent_again_is_decided_again() {
+    use lithair_runtime::raft::{Applied, Batch};
+    use lithair_runtime::store::decide::Stamped;
+    use lithair_runtime::store::event::{Actor, Stored};
+    use lithair_runtime::store::Command;
+    use openraft::storage::RaftStateMachine;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
+    let stamp = |command| Stamped {
+        command,
+        actor: Actor {
+            name: "t".into(),
+            roles: vec![],
+        },
+        event_id: uuid::Uuid::new_v4(),
+        at: "2024-01-01T00:00:00Z".into(),
+        node_id: "1".into(),
+    };
+    let create = |id: uuid::Uuid| {
+        Command::Create {
+        model: "Item".into(),
+        record: Stored::new(
+            serde_json::json!({"id": id.to_string(), "code": "taken",
+                "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "version": 1})
+            .as_object()
+            .unwrap()
+            .clone(),
+        ),
+    }
+    };
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let holder = stamp(create(a));
+    let contender = stamp(create(b));
+    let delete = stamp(Command::Delete {
+        model: "Item".into(),
+        id: a,
+        expected_version: None,
+    });
+    let entry = |i: u64, s: &Stamped| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
+        payload: EntryPayload::Normal(Batch::new(vec![s.clone()])),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("store")).unwrap();
+    let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let answers = rt
+        .block_on(sm.apply(vec![
+            entry(1, &holder),
+            entry(2, &contender),
+            entry(3, &delete),
+            entry(4, &contender),
+        ]))
+        .unwrap();
+    assert!(
+        matches!(answers[1][0], Applied::Refused(_)),
+        "{:?}",
+        answers[1]
+    );
+    // Every replica decides it again, against the same state: now it is accepted.
+    assert!(
+        matches!(answers[3][0], Applied::Done(_)),
+        "{:?}",
+        answers[3]
+    );
+    assert_eq!(event_log(&sm).len(), 3);
 }
 
 /// The event log of a state machine, one JSON text per event.

@@ -52,6 +52,11 @@ struct AppliedState {
 struct SnapshotData {
     last_seq: u64,
     models: Vec<(String, Vec<Record>)>,
+    /// The duplicate-detection window: `(sequence number, event id)` of the newest
+    /// events, so that a node starting from this snapshot decides resent commands as
+    /// every other node does.
+    #[serde(default)]
+    recent: Vec<(u64, Uuid)>,
 }
 
 /// An O(1) copy of the state, frozen when a snapshot was built or installed.
@@ -60,10 +65,11 @@ struct Frozen {
     meta: SnapshotMeta<u64, BasicNode>,
     last_seq: u64,
     models: Vec<(String, imbl::OrdMap<Uuid, Arc<Stored>>)>,
+    recent: Vec<(u64, Uuid)>,
 }
 
 impl Frozen {
-    fn of(state: &State, meta: SnapshotMeta<u64, BasicNode>) -> Self {
+    fn of(state: &State, meta: SnapshotMeta<u64, BasicNode>, recent: &Recent) -> Self {
         let mut models: Vec<_> = state
             .models
             .iter()
@@ -74,6 +80,7 @@ impl Frozen {
             meta,
             last_seq: state.last_seq,
             models,
+            recent: recent.order.iter().copied().collect(),
         }
     }
 
@@ -97,7 +104,9 @@ impl Frozen {
             }
             out.extend_from_slice(b"]]");
         }
-        out.extend_from_slice(b"]}");
+        out.extend_from_slice(b"],\"recent\":");
+        out.extend(serde_json::to_vec(&self.recent).map_err(write_err)?);
+        out.push(b'}');
         Ok(out)
     }
 
@@ -109,15 +118,40 @@ impl Frozen {
     }
 }
 
-/// What applying a recent command answered, kept small: an accepted command is answered
-/// again from the event log.
-enum Recent {
-    Done(u64),
-    Refused(Refused),
+/// Duplicate detection: the event ids of the events with the newest [`RECENT`] sequence
+/// numbers. A command whose event id is there was accepted already (its first answer was
+/// lost with a leader, and a follower sent it again): it is answered with that event and
+/// changes nothing. The window is a function of the event log alone, identical on every
+/// replica (rebuilt from the log at start, carried in snapshots), so every replica skips
+/// the same commands. A command that was refused is not remembered: sent again, it is
+/// decided again, alike everywhere.
+#[derive(Default)]
+struct Recent {
+    by_id: HashMap<Uuid, u64>,
+    order: VecDeque<(u64, Uuid)>,
 }
 
-/// How many recent answers are kept for duplicate detection.
+impl Recent {
+    fn remember(&mut self, seq: u64, event_id: Uuid) {
+        self.by_id.insert(event_id, seq);
+        self.order.push_back((seq, event_id));
+        while self
+            .order
+            .front()
+            .is_some_and(|(oldest, _)| oldest + (RECENT as u64) <= seq)
+        {
+            if let Some((_, old)) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+}
+
+/// How many of the newest events duplicate detection looks back on.
 const RECENT: usize = 100_000;
+
+/// Key in the `meta` tree: the duplicate-detection window of the last snapshot installed.
+const RECENT_KEY: &str = "recent";
 
 /// The state machine.
 pub struct StateMachine {
@@ -136,10 +170,8 @@ pub struct StateMachine {
     membership: StoredMembership<u64, BasicNode>,
     /// The last openraft snapshot built or installed.
     frozen: Arc<Mutex<Option<Frozen>>>,
-    /// Answers of recently applied commands by event id: a batch that a follower sent
-    /// again (its first answer was lost with a crashed leader) is answered, not re-applied.
-    recent: HashMap<Uuid, Recent>,
-    recent_order: VecDeque<Uuid>,
+    /// Duplicate detection (see [`Recent`]).
+    recent: Recent,
     stats: Arc<Stats>,
     snapshot_every: HashMap<String, u64>,
     /// To the thread that writes the store's snapshots.
@@ -235,8 +267,7 @@ impl StateMachine {
             applied,
             membership,
             frozen: Arc::default(),
-            recent: HashMap::new(),
-            recent_order: VecDeque::new(),
+            recent: Recent::default(),
             stats: loaded.stats,
             snapshot_every: loaded.snapshot_every,
             snapshot_jobs,
@@ -254,32 +285,37 @@ impl StateMachine {
             event_id: Uuid,
             sequence_number: u64,
         }
+        let last = self
+            .state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_seq;
+        let from = last.saturating_sub(RECENT as u64 - 1).max(1);
         let mut newest = Vec::new();
-        {
-            let log = crate::store::lock_events(&self.events);
-            if let (Some(first), Some(last)) = (log.first_index(), log.last_index()) {
-                let from = last.saturating_sub(RECENT as u64 - 1).max(first);
-                for seq in from..=last {
-                    if let Some(bytes) = log.read(seq).map_err(read_err)? {
-                        newest.push(serde_json::from_slice::<Ids>(&bytes).map_err(read_err)?);
-                    }
-                }
+        let log = crate::store::lock_events(&self.events);
+        let held_from = log.first_index().unwrap_or(last + 1);
+        if from < held_from {
+            // Before the log's start (a snapshot was installed): the window it carried.
+            if let Some(v) = self.meta.get(RECENT_KEY).map_err(read_err)? {
+                let carried: Vec<(u64, Uuid)> = serde_json::from_slice(&v).map_err(read_err)?;
+                newest.extend(
+                    carried
+                        .into_iter()
+                        .filter(|(seq, _)| *seq >= from && *seq < held_from),
+                );
             }
         }
-        for ids in newest {
-            self.remember(ids.event_id, Recent::Done(ids.sequence_number));
+        for seq in from.max(held_from)..=last {
+            if let Some(bytes) = log.read(seq).map_err(read_err)? {
+                let ids: Ids = serde_json::from_slice(&bytes).map_err(read_err)?;
+                newest.push((ids.sequence_number, ids.event_id));
+            }
+        }
+        drop(log);
+        for (seq, id) in newest {
+            self.recent.remember(seq, id);
         }
         Ok(())
-    }
-
-    fn remember(&mut self, event_id: Uuid, answer: Recent) {
-        self.recent.insert(event_id, answer);
-        self.recent_order.push_back(event_id);
-        if self.recent_order.len() > RECENT {
-            if let Some(old) = self.recent_order.pop_front() {
-                self.recent.remove(&old);
-            }
-        }
     }
 
     /// The event log it writes.
@@ -297,18 +333,14 @@ impl StateMachine {
         self.state.clone()
     }
 
-    /// The answer of a command applied before: a refusal as it was, an event read back
-    /// from the log (or from this very `apply`, when the batch is not written yet).
+    /// The answer to a command accepted before: its event, read back from the log (or
+    /// from this very `apply`, when the batch is not written yet).
     fn answer_again(
         &self,
-        previous: &Recent,
+        seq: u64,
         earlier: &[Answers],
         now: &[Applied],
     ) -> Result<Applied, StorageError<u64>> {
-        let seq = match previous {
-            Recent::Refused(r) => return Ok(Applied::Refused(r.clone())),
-            Recent::Done(seq) => *seq,
-        };
         let held = crate::store::lock_events(&self.events)
             .read(seq)
             .map_err(read_err)?;
@@ -317,13 +349,19 @@ impl StateMachine {
                 serde_json::from_slice(&bytes).map_err(read_err)?,
             ));
         }
-        earlier
+        let found = earlier
             .iter()
             .flatten()
             .chain(now)
             .find(|a| matches!(a, Applied::Done(ev) if ev.sequence_number == seq))
-            .cloned()
-            .ok_or_else(|| read_err(format!("event {seq} is missing")))
+            .cloned();
+        // Accepted before a snapshot this node installed, and not fetched yet: still
+        // nothing to apply; the sender learns that it went through.
+        Ok(found.unwrap_or_else(|| {
+            Applied::Refused(Refused::Storage(format!(
+                "this write was accepted already (event {seq}); read the record to see it"
+            )))
+        }))
     }
 
     fn applied_bytes(&self, last_seq: u64) -> Result<Vec<u8>, StorageError<u64>> {
@@ -346,28 +384,24 @@ impl StateMachine {
         let mut answers = Vec::with_capacity(commands.len());
         let mut count = 0;
         for mut stamped in commands {
-            if let Some(previous) = self.recent.get(&stamped.event_id) {
-                let again = self.answer_again(previous, responses, &answers)?;
+            if let Some(seq) = self.recent.by_id.get(&stamped.event_id).copied() {
+                let again = self.answer_again(seq, responses, &answers)?;
                 answers.push(again);
                 continue;
             }
             let event_id = stamped.event_id;
             let mut overlay = Overlay::default();
             let seq = state.last_seq + 1;
-            let remembered = match self.decider.decide(state, &mut overlay, &mut stamped, seq) {
+            match self.decider.decide(state, &mut overlay, &mut stamped, seq) {
                 Ok((ev, record)) => {
                     writes.push((seq, serde_json::to_vec(&ev).map_err(write_err)?));
                     state.publish(&ev, record);
                     answers.push(Applied::Done(ev));
                     count += 1;
-                    Recent::Done(seq)
+                    self.recent.remember(seq, event_id);
                 }
-                Err(refused) => {
-                    answers.push(Applied::Refused(refused.clone()));
-                    Recent::Refused(refused)
-                }
-            };
-            self.remember(event_id, remembered);
+                Err(refused) => answers.push(Applied::Refused(refused)),
+            }
         }
         Ok((answers, count))
     }
@@ -486,7 +520,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             snapshot_id,
         };
         Builder {
-            frozen: Frozen::of(&state, meta),
+            frozen: Frozen::of(&state, meta, &self.recent),
             slot: self.frozen.clone(),
             _holder: self.holder.clone(),
         }
@@ -512,7 +546,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             let _ = written.await;
         }
-        let data: SnapshotData = serde_json::from_slice(snapshot.get_ref()).map_err(read_err)?;
+        let mut data: SnapshotData =
+            serde_json::from_slice(snapshot.get_ref()).map_err(read_err)?;
+        let carried = std::mem::take(&mut data.recent);
+        let carried_bytes = serde_json::to_vec(&carried).map_err(write_err)?;
         let mut new_state = state_from(&self.spec, data)?;
         let seq = new_state.last_seq;
         self.applied = meta.last_log_id;
@@ -540,6 +577,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     s.apply_batch(&records)?;
                     m.insert(crate::store::APPLIED, applied.as_slice())?;
                     m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
+                    m.insert(RECENT_KEY, carried_bytes.as_slice())?;
                     Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
                 })
                 .map_err(|e| write_err(format!("{e:?}")))?;
@@ -550,11 +588,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             log.restart_at(seq + 1).map_err(write_err)?;
             log.syncer().sync().map_err(write_err)?;
         }
+        // The duplicate-detection window is the snapshot's, as on the node that built it.
+        self.recent = Recent::default();
+        for (seq, id) in carried {
+            self.recent.remember(seq, id);
+        }
         *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Frozen::of(&new_state, meta.clone()));
+            Some(Frozen::of(&new_state, meta.clone(), &self.recent));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = new_state;
-        self.recent.clear();
-        self.recent_order.clear();
         tracing::info!(snapshot = %meta.snapshot_id, sequence = seq, "snapshot installed");
         Ok(())
     }
