@@ -116,12 +116,11 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
 /// answered from the first application, not applied again.
 #[test]
 fn a_command_sent_twice_is_applied_once() {
-    use lithair_runtime::raft::{Applied, Batch};
+    use lithair_runtime::raft::Applied;
     use lithair_runtime::store::decide::Stamped;
     use lithair_runtime::store::event::{Actor, Stored};
     use lithair_runtime::store::Command;
     use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
     let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
     let record = serde_json::json!({"id": uuid::Uuid::new_v4().to_string(), "code": "once",
@@ -139,16 +138,8 @@ fn a_command_sent_twice_is_applied_once() {
         at: "2024-01-01T00:00:00Z".into(),
         node_id: "2".into(),
     };
-    let entry = |i: u64| Entry::<TypeConfig> {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-        payload: EntryPayload::Normal(Batch::new(vec![stamped.clone()])),
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("store")).unwrap();
-    let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let entry = |i: u64| entry(i, &stamped);
+    let (dir, db, mut sm, rt) = fresh(&spec);
     let first = rt.block_on(sm.apply(vec![entry(1)])).unwrap();
     let again = rt.block_on(sm.apply(vec![entry(2)])).unwrap();
     assert!(matches!(first[0][0], Applied::Done(_)));
@@ -160,7 +151,7 @@ fn a_command_sent_twice_is_applied_once() {
     // The window is rebuilt from the event log at start: the same after a restart.
     let (done, checkpointed) = tokio::sync::oneshot::channel();
     sm.checkpoints()
-        .send(lithair_runtime::store::SnapshotWork::Barrier(done))
+        .send(lithair_runtime::store::Checkpoint::Barrier(done))
         .unwrap();
     assert!(rt.block_on(checkpointed).unwrap());
     drop(sm);
@@ -172,12 +163,11 @@ fn a_command_sent_twice_is_applied_once() {
 
 #[test]
 fn a_refused_command_sent_again_is_decided_again() {
-    use lithair_runtime::raft::{Applied, Batch};
+    use lithair_runtime::raft::Applied;
     use lithair_runtime::store::decide::Stamped;
     use lithair_runtime::store::event::{Actor, Stored};
     use lithair_runtime::store::Command;
     use openraft::storage::RaftStateMachine;
-    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
     let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
     let stamp = |command| Stamped {
@@ -210,16 +200,7 @@ fn a_refused_command_sent_again_is_decided_again() {
         id: a,
         expected_version: None,
     });
-    let entry = |i: u64, s: &Stamped| Entry::<TypeConfig> {
-        log_id: LogId::new(CommittedLeaderId::new(1, 1), i),
-        payload: EntryPayload::Normal(Batch::new(vec![s.clone()])),
-    };
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("store")).unwrap();
-    let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let (_dir, _db, mut sm, rt) = fresh(&spec);
     let answers = rt
         .block_on(sm.apply(vec![
             entry(1, &holder),
@@ -240,6 +221,32 @@ fn a_refused_command_sent_again_is_decided_again() {
         answers[3]
     );
     assert_eq!(event_log(&sm).len(), 3);
+}
+
+/// A log entry at index `i` carrying one command.
+fn entry(i: u64, s: &lithair_runtime::store::decide::Stamped) -> openraft::Entry<TypeConfig> {
+    openraft::Entry {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
+        payload: openraft::EntryPayload::Normal(lithair_runtime::raft::Batch::new(vec![s.clone()])),
+    }
+}
+
+/// A state machine on a fresh store, and a runtime to drive it.
+fn fresh(
+    spec: &ServiceSpec,
+) -> (
+    tempfile::TempDir,
+    sled::Db,
+    StateMachine,
+    tokio::runtime::Runtime,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("store")).unwrap();
+    let sm = StateMachine::open(&db, dir.path(), spec).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    (dir, db, sm, rt)
 }
 
 /// The event log of a state machine, one JSON text per event.

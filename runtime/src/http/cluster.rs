@@ -23,10 +23,6 @@ use crate::raft::TypeConfig;
 /// Raft messages (appends carry many entries, snapshots come in chunks of a few MiB).
 const RPC_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-fn cluster(app: &App) -> Result<&Arc<Cluster>, ApiError> {
-    Ok(app.engine.store.cluster())
-}
-
 /// Compares without stopping at the first difference.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -63,7 +59,7 @@ pub(crate) async fn raft_rpc(
     rpc: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let c = cluster(app)?;
+    let c = app.engine.store.cluster();
     if !has_secret(c, &req) {
         return Err(ApiError::unauthorized(
             "Raft messages need the cluster secret",
@@ -145,7 +141,7 @@ pub(crate) async fn members(
     path: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let c = cluster(app)?;
+    let c = app.engine.store.cluster();
     let authorization = req
         .headers()
         .get(hyper::header::AUTHORIZATION)

@@ -13,7 +13,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::fs::File;
 use std::ops::RangeBounds;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,13 +29,14 @@ use crate::config::SyncMode;
 #[derive(Clone)]
 pub struct LogStore {
     db: sled::Db,
-    db_file: Option<Arc<File>>,
+    /// The sled folder.
+    dir: std::path::PathBuf,
     meta: sled::Tree,
     wal: Arc<Mutex<Wal>>,
     /// The state machine's event log: synced with sled before the log is purged.
     events: Arc<Mutex<Wal>>,
     /// The state machine's checkpoint thread, waited for before the log is purged.
-    checkpoints: std::sync::mpsc::Sender<crate::store::SnapshotWork>,
+    checkpoints: std::sync::mpsc::Sender<crate::store::Checkpoint>,
     sync: SyncMode,
     /// Appends waiting for the next flush (group commit); see [`LogStore::open`].
     flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
@@ -89,7 +89,7 @@ impl LogStore {
         sync: (SyncMode, Duration),
         state_machine: (
             Arc<Mutex<Wal>>,
-            std::sync::mpsc::Sender<crate::store::SnapshotWork>,
+            std::sync::mpsc::Sender<crate::store::Checkpoint>,
         ),
         holder: Arc<()>,
     ) -> Result<Self, LogOpenError> {
@@ -163,7 +163,7 @@ impl LogStore {
             });
         }
         Ok(LogStore {
-            db_file: File::open(dir.join("db")).ok().map(Arc::new),
+            dir: dir.to_path_buf(),
             db,
             meta,
             wal,
@@ -183,16 +183,11 @@ impl LogStore {
     /// Makes everything written so far durable: the event log, then sled (flush, then
     /// fdatasync).
     async fn make_durable(&self) -> std::io::Result<()> {
-        let db = self.db.clone();
-        let file = self.db_file.clone();
+        let (db, dir) = (self.db.clone(), self.dir.clone());
         let events = lock(&self.events).syncer();
         tokio::task::spawn_blocking(move || {
             events.sync()?;
-            db.flush().map_err(std::io::Error::other)?;
-            if let Some(f) = file {
-                f.sync_data()?;
-            }
-            Ok(())
+            crate::store::flush(&db, &dir).map_err(std::io::Error::other)
         })
         .await
         .map_err(std::io::Error::other)?
@@ -391,7 +386,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let store = self.clone();
         tokio::spawn(async move {
             let (done, checkpointed) = tokio::sync::oneshot::channel();
-            let barrier = crate::store::SnapshotWork::Barrier(done);
+            let barrier = crate::store::Checkpoint::Barrier(done);
             if store.checkpoints.send(barrier).is_err() || checkpointed.await != Ok(true) {
                 // The state machine stopped, or its checkpoint failed: keep the entries.
                 return;

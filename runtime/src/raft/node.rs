@@ -522,12 +522,7 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
 }
 
 fn complete_from(meta: &sled::Tree) -> Result<u64, String> {
-    Ok(meta
-        .get(crate::store::EVENTS_FROM)
-        .map_err(|e| e.to_string())?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(1))
+    crate::store::events_complete_from(meta).map_err(|e| e.to_string())
 }
 
 fn set_complete_from(meta: &sled::Tree, from: u64) -> Result<(), String> {

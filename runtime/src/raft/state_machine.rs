@@ -174,8 +174,8 @@ pub struct StateMachine {
     recent: Recent,
     stats: Arc<Stats>,
     snapshot_every: HashMap<String, u64>,
-    /// To the thread that writes the store's snapshots.
-    snapshot_jobs: std::sync::mpsc::Sender<crate::store::SnapshotWork>,
+    /// To the checkpoint thread (applied state, snapshots; see `store::checkpoint_thread`).
+    checkpoints: std::sync::mpsc::Sender<crate::store::Checkpoint>,
     holder: Arc<()>,
 }
 
@@ -222,11 +222,7 @@ impl StateMachine {
         let mut events = crate::store::open_events(dir).map_err(read_err)?;
         let state =
             crate::store::load_state(db, &mut events, dir, spec, &stats).map_err(read_err)?;
-        let snapshot_every = spec
-            .models
-            .iter()
-            .map(|m| (m.name.clone(), m.snapshot_every.unwrap_or(1000).max(1)))
-            .collect();
+        let snapshot_every = crate::store::snapshot_periods(spec, 1000);
         let loaded = Loaded {
             state,
             path: dir.join("store"),
@@ -253,7 +249,7 @@ impl StateMachine {
             }
             None => (None, StoredMembership::default()),
         };
-        let snapshot_jobs = crate::store::snapshot_writer(db, loaded.stats.clone(), holder.clone())
+        let checkpoints = crate::store::checkpoint_thread(db, loaded.stats.clone(), holder.clone())
             .map_err(write_err)?;
         let mut sm = StateMachine {
             spec: spec.clone(),
@@ -270,7 +266,7 @@ impl StateMachine {
             recent: Recent::default(),
             stats: loaded.stats,
             snapshot_every: loaded.snapshot_every,
-            snapshot_jobs,
+            checkpoints,
             holder,
         };
         sm.remember_recent_events()?;
@@ -323,9 +319,9 @@ impl StateMachine {
         self.events.clone()
     }
 
-    /// Its checkpoint thread (see `store::snapshot_writer`).
-    pub fn checkpoints(&self) -> std::sync::mpsc::Sender<crate::store::SnapshotWork> {
-        self.snapshot_jobs.clone()
+    /// Its checkpoint thread (see `store::checkpoint_thread`).
+    pub fn checkpoints(&self) -> std::sync::mpsc::Sender<crate::store::Checkpoint> {
+        self.checkpoints.clone()
     }
 
     /// The state reads are served from.
@@ -483,11 +479,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             log.append(&writes).map_err(write_err)?;
             log.syncer()
         };
-        let checkpoint = crate::store::SnapshotWork::Applied {
+        let checkpoint = crate::store::Checkpoint::Applied {
             state: self.applied_bytes(last_seq)?,
             syncer,
         };
-        if self.snapshot_jobs.send(checkpoint).is_err() {
+        if self.checkpoints.send(checkpoint).is_err() {
             return Err(write_err("the checkpoint thread stopped"));
         }
         if count > 0 {
@@ -498,8 +494,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // After the events: a snapshot never stands ahead of the events it summarises.
         for job in jobs {
             if self
-                .snapshot_jobs
-                .send(crate::store::SnapshotWork::Write(job))
+                .checkpoints
+                .send(crate::store::Checkpoint::Snapshot(job))
                 .is_err()
             {
                 tracing::error!("the snapshot writer stopped");
@@ -540,8 +536,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // Snapshots of the old state still queued must not land on top of the new one.
         let (done, written) = tokio::sync::oneshot::channel();
         if self
-            .snapshot_jobs
-            .send(crate::store::SnapshotWork::Barrier(done))
+            .checkpoints
+            .send(crate::store::Checkpoint::Barrier(done))
             .is_ok()
         {
             let _ = written.await;

@@ -521,12 +521,6 @@ impl Wal {
         Ok(())
     }
 
-    /// Drops entries up to `upto`: [`Wal::forget`], then [`Wal::remove_segments`].
-    pub fn purge(&mut self, upto: u64) -> Result<(), WalError> {
-        self.forget(upto);
-        self.remove_segments(upto)
-    }
-
     /// Drops entries up to `upto` from view; their files stay until
     /// [`Wal::remove_segments`].
     pub fn forget(&mut self, upto: u64) {
@@ -579,7 +573,8 @@ mod tests {
         wal.truncate(6).unwrap();
         assert_eq!(wal.last_index(), Some(5));
         wal.append(&entries(6..7)).unwrap();
-        wal.purge(3).unwrap();
+        wal.forget(3);
+        wal.remove_segments(3).unwrap();
         assert_eq!(wal.first_index(), Some(4));
         assert_eq!(wal.read(3).unwrap(), None);
         drop(wal);

@@ -165,7 +165,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// Opens (or creates) the sled database of a store and checks its format.
-fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError> {
+fn open_db(dir: &Path) -> Result<(sled::Db, PathBuf), OpenError> {
     let path = dir.join("store");
     let shown = path.display().to_string();
     let sled_err = |e: sled::Error| OpenError::Sled {
@@ -176,10 +176,9 @@ fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError>
         path: shown.clone(),
         message: e.to_string(),
     })?;
-    // Writes are made durable by the Raft log (see `raft::log_store`); sled writes the
-    // state machine's events and snapshots out in the background, and is flushed before
-    // the log is purged and at shutdown.
-    let _ = sync;
+    // Writes are made durable by the Raft log (see `raft::log_store`); sled holds
+    // snapshots and metadata, written out in the background, and is flushed before the
+    // log is purged and at shutdown.
     // Reads are served from memory: sled's own cache only serves writes and the start.
     let db = sled::Config::new()
         .cache_capacity(64 * 1024 * 1024)
@@ -189,7 +188,6 @@ fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError>
         .open()
         .map_err(sled_err)?;
     let meta = db.open_tree("meta").map_err(sled_err)?;
-    let events = db.open_tree("events").map_err(sled_err)?;
     match meta.get("format").map_err(sled_err)? {
         Some(v) => {
             let found = std::str::from_utf8(&v)
@@ -204,12 +202,7 @@ fn open_db(dir: &Path, sync: SyncMode) -> Result<(sled::Db, PathBuf), OpenError>
             }
         }
         None => {
-            if !events.is_empty() {
-                return Err(OpenError::Corrupt {
-                    path: shown,
-                    what: "events exist but meta/format is missing".into(),
-                });
-            }
+            // Every event carries its own format too, checked when it is read.
             meta.insert("format", FORMAT.to_string().as_bytes())
                 .map_err(sled_err)?;
             meta.insert(
@@ -262,11 +255,7 @@ pub(crate) fn load_state(
     let mut state = State::new(spec);
     let snapshot_seqs = snapshot::load(&snapshots, &mut state, stats).map_err(corrupt)?;
     // A node that installed a Raft snapshot holds only the events after it.
-    let complete_from = meta
-        .get(EVENTS_FROM)
-        .map_err(sled_err)?
-        .and_then(|v| key_seq(&v))
-        .unwrap_or(1);
+    let complete_from = events_complete_from(&meta).map_err(sled_err)?;
     #[derive(serde::Deserialize)]
     struct AppliedSeq {
         last_seq: u64,
@@ -385,8 +374,7 @@ impl Store {
     ) -> Result<Store, OpenError> {
         let (db, path) = {
             let owned = dir.to_path_buf();
-            let sync = opts.sync;
-            tokio::task::spawn_blocking(move || open_db(&owned, sync))
+            tokio::task::spawn_blocking(move || open_db(&owned))
                 .await
                 .map_err(|e| OpenError::Sled {
                     path: dir.display().to_string(),
@@ -409,16 +397,7 @@ impl Store {
             })??
         };
         let events = Arc::new(Mutex::new(events));
-        let snapshot_every = spec
-            .models
-            .iter()
-            .map(|m| {
-                (
-                    m.name.clone(),
-                    m.snapshot_every.unwrap_or(opts.snapshot_every).max(1),
-                )
-            })
-            .collect();
+        let snapshot_every = snapshot_periods(spec, opts.snapshot_every);
         let node_id = opts.node.node_id.to_string();
         let loaded = Loaded {
             state,
@@ -517,17 +496,7 @@ impl Store {
     /// Every event this node holds, in order (for tests and tools; a node that installed
     /// a Raft snapshot holds the events after it until it has fetched the earlier ones).
     pub fn events(&self) -> Result<Vec<Event>, String> {
-        let log = lock_events(&self.events);
-        let (Some(first), Some(last)) = (log.first_index(), log.last_index()) else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for seq in first..=last {
-            if let Some(bytes) = log.read(seq).map_err(|e| e.to_string())? {
-                out.push(serde_json::from_slice(&bytes).map_err(|e| e.to_string())?);
-            }
-        }
-        Ok(out)
+        serde_json::from_slice(&self.events_json(1, u64::MAX)?).map_err(|e| e.to_string())
     }
 }
 
@@ -550,8 +519,21 @@ pub(crate) fn flush(db: &sled::Db, path: &Path) -> Result<(), String> {
 /// (absent: 1). A node that installs a Raft snapshot holds only the events after it.
 pub(crate) const EVENTS_FROM: &str = "events_from";
 
-fn key_seq(k: &[u8]) -> Option<u64> {
-    <[u8; 8]>::try_from(k).ok().map(u64::from_be_bytes)
+/// The first sequence number from which this node's event log is complete.
+pub(crate) fn events_complete_from(meta: &sled::Tree) -> Result<u64, sled::Error> {
+    Ok(meta
+        .get(EVENTS_FROM)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(1))
+}
+
+/// Each model's snapshot period: its own `snapshot_every`, or `default`.
+pub(crate) fn snapshot_periods(spec: &ServiceSpec, default: u64) -> HashMap<String, u64> {
+    spec.models
+        .iter()
+        .map(|m| (m.name.clone(), m.snapshot_every.unwrap_or(default).max(1)))
+        .collect()
 }
 
 /// What the state machine starts from: the loaded state and the store's settings.
@@ -590,7 +572,7 @@ pub(crate) fn snapshots_due(state: &mut State, every: &HashMap<String, u64>) -> 
 }
 
 /// Work for the checkpoint thread, done in the order it was sent.
-pub enum SnapshotWork {
+pub enum Checkpoint {
     /// Sync the event log, then record the applied state (`meta`/[`APPLIED`]): the applied
     /// state on disk never covers an event that is not. Consecutive ones are coalesced.
     Applied {
@@ -600,7 +582,7 @@ pub enum SnapshotWork {
         syncer: crate::raft::wal::Syncer,
     },
     /// Write this snapshot (sent after the `Applied` that covers its events).
-    Write(snapshot::Job),
+    Snapshot(snapshot::Job),
     /// Answer once everything sent before is done: whether the applied state it
     /// recorded is on disk.
     Barrier(tokio::sync::oneshot::Sender<bool>),
@@ -610,14 +592,14 @@ pub enum SnapshotWork {
 /// off the apply path, and writes snapshots, in order. It ends when the sender is
 /// dropped, after finishing what was sent; it holds `holder` (and the database) until
 /// then.
-pub(crate) fn snapshot_writer(
+pub(crate) fn checkpoint_thread(
     db: &sled::Db,
     stats: Arc<Stats>,
     holder: Arc<()>,
-) -> Result<std::sync::mpsc::Sender<SnapshotWork>, String> {
+) -> Result<std::sync::mpsc::Sender<Checkpoint>, String> {
     let tree = db.open_tree("state").map_err(|e| e.to_string())?;
     let meta = db.open_tree("meta").map_err(|e| e.to_string())?;
-    let (tx, rx) = std::sync::mpsc::channel::<SnapshotWork>();
+    let (tx, rx) = std::sync::mpsc::channel::<Checkpoint>();
     std::thread::Builder::new()
         .name("lithair-checkpoint".into())
         .spawn(move || {
@@ -648,13 +630,13 @@ pub(crate) fn snapshot_writer(
                 let mut next = Some(first);
                 while let Some(work) = next.take().or_else(|| rx.try_recv().ok()) {
                     match work {
-                        SnapshotWork::Applied { state, mut syncer } => {
+                        Checkpoint::Applied { state, mut syncer } => {
                             if let Some((_, older)) = pending.take() {
                                 syncer.absorb(older);
                             }
                             pending = Some((state, syncer));
                         }
-                        SnapshotWork::Write(job) => {
+                        Checkpoint::Snapshot(job) => {
                             if !record(&mut pending) {
                                 // A snapshot must not stand ahead of the recorded state.
                                 continue;
@@ -668,7 +650,7 @@ pub(crate) fn snapshot_writer(
                                 Err(e) => tracing::error!(error = %e, "snapshot failed"),
                             }
                         }
-                        SnapshotWork::Barrier(done) => {
+                        Checkpoint::Barrier(done) => {
                             let _ = done.send(record(&mut pending));
                         }
                     }
