@@ -5,7 +5,7 @@
 //! string values may contain `{i}`, replaced by the record's number.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use lithair_runtime::config::SyncMode;
 use lithair_runtime::raft::node::ClusterOptions;
@@ -32,12 +32,7 @@ fn main() -> anyhow::Result<()> {
     let spec = CompiledSpec::from_json(&std::fs::read_to_string(&args[1])?)?;
     let count: u64 = args[4].parse()?;
     let template: Value = serde_json::from_str(&args[5])?;
-    let opts = StoreOptions {
-        sync: SyncMode::Never,
-        flush_interval: Duration::from_millis(10),
-        snapshot_every: 1000,
-        node: ClusterOptions::single("127.0.0.1:0"),
-    };
+    let opts = StoreOptions::new(SyncMode::Never, ClusterOptions::single("127.0.0.1:0"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

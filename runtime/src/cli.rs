@@ -276,6 +276,8 @@ fn serve(
             flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
             snapshot_every: config.storage.snapshot_every,
             node,
+            write_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            max_pending_writes: config.storage.max_pending_writes,
         };
         let store = Store::open(&config.storage.data_dir, &service.spec.spec, store_opts).await?;
         let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
@@ -286,6 +288,7 @@ fn serve(
             max_body_bytes: config.server.max_body_bytes,
             header_timeout: Duration::from_secs(config.server.header_timeout_secs),
             drain_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
         };
         http::serve(listener, engine, auth, service.openapi, opts, shutdown_signal()).await?;
         Ok(())

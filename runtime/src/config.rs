@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Seconds allowed for the request headers.
     pub header_timeout_secs: u64,
+    /// Deadline of a request, milliseconds: a write not answered by then gets 503 with
+    /// `Retry-After` (its outcome is unknown).
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
             port: 8080,
             max_body_bytes: 1024 * 1024,
             header_timeout_secs: 10,
+            request_timeout_ms: 10_000,
         }
     }
 }
@@ -85,6 +89,8 @@ pub struct StorageConfig {
     pub flush_interval_ms: u64,
     /// Default snapshot period, in events of a model.
     pub snapshot_every: u64,
+    /// Most writes waiting to enter the Raft log; more are refused at once with 503.
+    pub max_pending_writes: usize,
 }
 
 impl Default for StorageConfig {
@@ -94,6 +100,7 @@ impl Default for StorageConfig {
             sync: SyncMode::Always,
             flush_interval_ms: 10,
             snapshot_every: 1000,
+            max_pending_writes: 10_000,
         }
     }
 }
@@ -260,6 +267,16 @@ impl Config {
         if c.secret.as_deref().is_some_and(|s| s.len() < 16) {
             return Err(ConfigError::Invalid(
                 "cluster.secret must be at least 16 characters".into(),
+            ));
+        }
+        if self.server.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server.request_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.storage.max_pending_writes == 0 {
+            return Err(ConfigError::Invalid(
+                "storage.max_pending_writes must be at least 1".into(),
             ));
         }
         if self.server.header_timeout_secs == 0 {

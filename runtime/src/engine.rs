@@ -76,7 +76,11 @@ impl Engine {
             Refused::MissingRef { field, model: target, id } => {
                 ApiError::unprocessable(&field, "ref", format!("`{field}` refers to {target} {id}, which does not exist"))
             }
-            Refused::Storage(e) => ApiError::unavailable(format!("the store cannot take writes: {e}")),
+            Refused::Storage(e) => ApiError::outcome_unknown(format!("the write could not be completed ({e})")),
+            Refused::Fault(f) => ApiError::storage_fault(&f),
+            Refused::Timeout => ApiError::outcome_unknown("the write was not answered before the request's deadline"),
+            Refused::Overloaded => ApiError::overloaded("too many writes are waiting on this node; nothing was written"),
+            Refused::KeyReused => ApiError::unprocessable("", "idempotency_key", "this Idempotency-Key was used before with a different request; use a new key for a new request"),
         }
     }
 
@@ -97,6 +101,17 @@ impl Engine {
 
     /// Creates a record from a request body.
     pub async fn create(&self, ctx: &HookContext, body: Value) -> Result<Arc<Stored>, ApiError> {
+        self.create_once(ctx, body, None).await
+    }
+
+    /// Creates a record; with an idempotency `key`, a request sent again with the same key
+    /// is answered with the record the first one created, and nothing is written again.
+    pub async fn create_once(
+        &self,
+        ctx: &HookContext,
+        body: Value,
+        key: Option<crate::store::decide::IdempotencyKey>,
+    ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let fields = validate::check_body(&self.spec, model, body, Mode::Create, None)?;
         let now = now();
@@ -114,12 +129,13 @@ impl Engine {
         }
         let ev = self
             .store
-            .propose(
+            .propose_once(
                 Command::Create {
                     model: model.name.clone(),
                     record: Stored::new(record),
                 },
                 Self::actor(ctx),
+                key,
             )
             .await
             .map_err(|r| self.refused(model, r))?;

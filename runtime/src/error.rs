@@ -177,6 +177,49 @@ impl ApiError {
         Self::new(503, "Service Unavailable", detail)
     }
 
+    /// 503 with `Retry-After` for a write whose outcome is unknown: it may still commit.
+    pub fn outcome_unknown(why: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(
+            503,
+            "Service Unavailable",
+            format!(
+                "{why}. The outcome is unknown: the write may still commit. Read the record \
+                 before retrying, or retry with the same Idempotency-Key"
+            ),
+        );
+        e.headers.push(("retry-after", "1".into()));
+        e
+    }
+
+    /// 503 with `Retry-After` when the node refuses work at once (nothing was done).
+    pub fn overloaded(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(503, "Service Unavailable", detail);
+        e.headers.push(("retry-after", "1".into()));
+        e
+    }
+
+    /// 507 (disk full) or 503 (another storage failure) once the node stopped taking
+    /// writes; the outcome of a write that was in flight is unknown.
+    pub fn storage_fault(fault: &crate::store::health::Fault) -> Self {
+        let (status, title) = if fault.no_space {
+            (507, "Insufficient Storage")
+        } else {
+            (503, "Service Unavailable")
+        };
+        let mut e = Self::new(
+            status,
+            title,
+            format!(
+                "this node stopped taking writes after a storage failure ({}). Writes \
+                 acknowledged before are kept; a write in flight may or may not have been \
+                 kept. The node takes writes again after a restart, once the cause is fixed",
+                fault.what
+            ),
+        );
+        e.headers.push(("retry-after", "5".into()));
+        e
+    }
+
     /// The problem+json body.
     pub fn body(&self) -> Value {
         let mut v = json!({

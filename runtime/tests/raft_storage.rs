@@ -37,6 +37,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             &path,
             (SyncMode::Always, std::time::Duration::from_millis(10)),
             (sm.events(), sm.checkpoints()),
+            sm.health(),
             Default::default(),
         )
         .expect("log store");
@@ -74,6 +75,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
                 event_id: uuid::Uuid::new_v4(),
                 at: "2024-01-01T00:00:00Z".into(),
                 node_id: "1".into(),
+                key: None,
             };
             Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i + 1), payload: EntryPayload::Normal(Batch::new(vec![stamped])) }
         })
@@ -137,6 +139,7 @@ fn a_command_sent_twice_is_applied_once() {
         event_id: uuid::Uuid::new_v4(),
         at: "2024-01-01T00:00:00Z".into(),
         node_id: "2".into(),
+        key: None,
     };
     let entry = |i: u64| entry(i, &stamped);
     let (dir, db, mut sm, rt) = fresh(&spec);
@@ -179,6 +182,7 @@ fn a_refused_command_sent_again_is_decided_again() {
         event_id: uuid::Uuid::new_v4(),
         at: "2024-01-01T00:00:00Z".into(),
         node_id: "1".into(),
+        key: None,
     };
     let create = |id: uuid::Uuid| {
         Command::Create {

@@ -34,10 +34,9 @@ fn spec() -> CompiledSpec {
 
 fn opts(sync: SyncMode, snapshot_every: u64) -> StoreOptions {
     StoreOptions {
-        sync,
         flush_interval: Duration::from_millis(5),
         snapshot_every,
-        node: ClusterOptions::single("127.0.0.1:0"),
+        ..StoreOptions::new(sync, ClusterOptions::single("127.0.0.1:0"))
     }
 }
 

@@ -25,6 +25,7 @@ use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::hooks::{ActionContext, HookContext};
 use crate::spec::{ActionSpec, ModelSpec, Operation};
+use crate::store::decide::IdempotencyKey;
 use crate::store::version_of;
 
 /// Settings of the HTTP server.
@@ -36,11 +37,14 @@ pub struct ServeOptions {
     pub header_timeout: Duration,
     /// How long in-flight requests may take at shutdown.
     pub drain_timeout: Duration,
+    /// The deadline of every request (Raft messages excepted).
+    pub request_timeout: Duration,
 }
 
 pub(crate) struct App {
     pub(crate) engine: Arc<Engine>,
     pub(crate) auth: Authenticator,
+    lists: super::list::Workers,
     openapi: Option<&'static str>,
     opts: ServeOptions,
 }
@@ -57,6 +61,7 @@ pub async fn serve(
     let app = Arc::new(App {
         engine: engine.clone(),
         auth,
+        lists: super::list::Workers::start(),
         openapi,
         opts: opts.clone(),
     });
@@ -92,6 +97,8 @@ pub async fn serve(
         }
     }
     drop(listener);
+    // `/ready` answers 503 from now on.
+    engine.store.health().stopping();
     tracing::info!("shutting down: finishing in-flight requests");
     tokio::select! {
         _ = graceful.shutdown() => {}
@@ -117,7 +124,25 @@ async fn handle(
             std::time::Instant::now(),
         )
     });
-    let resp = match route(&app, req).await {
+    // One deadline for every request; Raft messages (snapshots can be large) have theirs.
+    let resp = if req.uri().path().starts_with("/_raft/") {
+        route(&app, req).await
+    } else {
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+        let deadline = app.opts.request_timeout;
+        match tokio::time::timeout(deadline, route(&app, req)).await {
+            Ok(r) => r,
+            Err(_) if safe => Err(ApiError::overloaded(format!(
+                "the request did not finish within {} ms; retry",
+                deadline.as_millis()
+            ))),
+            Err(_) => Err(ApiError::outcome_unknown(format!(
+                "the request did not finish within {} ms",
+                deadline.as_millis()
+            ))),
+        }
+    };
+    let resp = match resp {
         Ok(r) => r,
         Err(e) => respond::problem(&e),
     };
@@ -164,7 +189,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
     match path.as_str() {
         "/_cluster/status" => return only_get(&method, || super::cluster::status(app)),
         "/health" => return only_get(&method, || respond::json(200, &json!({"status": "ok"}))),
-        "/ready" => return only_get(&method, || respond::json(200, &json!({"status": "ready"}))),
+        "/ready" => {
+            return only_get(&method, || match app.engine.store.ready() {
+                Ok(()) => respond::json(200, &json!({"status": "ready"})),
+                Err(reason) => respond::json(503, &json!({"status": "unready", "reason": reason})),
+            })
+        }
         "/metrics" => return only_get(&method, || metrics(app)),
         "/openapi.json" => {
             return match app.openapi {
@@ -208,7 +238,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 if super::cluster::wants_linearizable(req.uri().query(), req.headers())? {
                     super::cluster::linearizable(app).await?;
                 }
-                let page = app.engine.store.read(|s| query.run(s, m));
+                // A frozen view (O(1)) under the lock; the filtering and sorting run on the
+                // list workers, at a lower priority than writes and Raft.
+                let view = app.engine.store.read(|s| query.view(s, m));
+                let page = app.lists.run(query, view).await?;
                 Ok(respond::json_bytes(200, page))
             } else if method == Method::POST && m.operations.contains(&Operation::Create) {
                 authorize(
@@ -216,9 +249,14 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                     m.permissions.for_op(Operation::Create),
                     &format!("create {}", m.name),
                 )?;
+                let key = idempotency_key(&req)?;
                 let body = read_json(app, req, false).await?;
+                let key = key.map(|k| {
+                    let request = serde_json::to_vec(&body).unwrap_or_default();
+                    IdempotencyKey::new(&principal.name, &m.path, &k, &request)
+                });
                 let ctx = hook_ctx(&principal, m, Operation::Create);
-                let record = app.engine.create(&ctx, body).await?;
+                let record = app.engine.create_once(&ctx, body, key).await?;
                 let id = record
                     .get("id")
                     .and_then(Value::as_str)
@@ -318,6 +356,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 &action.permission,
                 &format!("run {}.{}", m.name, action.name),
             )?;
+            if req.headers().contains_key(IDEMPOTENCY_KEY) {
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key is not supported on actions yet; it works on POST to a collection",
+                ));
+            }
             let id = match raw_id {
                 Some(raw) => {
                     let id = Uuid::parse_str(raw).map_err(|_| {
@@ -344,6 +387,22 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
             Ok(respond::json(out.status, &out.body))
         }
     }
+}
+
+/// The header a client sends to make a POST safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` of a request: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &Request<Incoming>) -> Result<Option<String>, ApiError> {
+    let Some(v) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters");
+    let text = v.to_str().map_err(|_| bad())?.trim();
+    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_string()))
 }
 
 fn verb(op: Operation) -> &'static str {

@@ -24,6 +24,7 @@ use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
 use super::wal::{Wal, WalError};
 use super::{io_error, Io, TypeConfig};
 use crate::config::SyncMode;
+use crate::store::health::Health;
 
 /// The log store; cheap to clone (shared handles).
 #[derive(Clone)]
@@ -43,6 +44,8 @@ pub struct LogStore {
     /// The newest entries, as appended: applying and replicating them reads them from
     /// here instead of decoding them again. Always a contiguous tail of the log.
     tail: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+    /// Whether this node may still write (see `store::health`).
+    health: Arc<Health>,
     /// Counts the holders of the database (see `Cluster::shutdown`).
     _holder: Arc<()>,
 }
@@ -91,6 +94,7 @@ impl LogStore {
             Arc<Mutex<Wal>>,
             std::sync::mpsc::Sender<crate::store::Checkpoint>,
         ),
+        health: Arc<Health>,
         holder: Arc<()>,
     ) -> Result<Self, LogOpenError> {
         let (events, checkpoints) = state_machine;
@@ -113,7 +117,7 @@ impl LogStore {
         let wal = Arc::new(Mutex::new(wal));
         let (flushes, mut waiting) =
             tokio::sync::mpsc::unbounded_channel::<LogFlushed<TypeConfig>>();
-        let (fwal, fholder) = (wal.clone(), holder.clone());
+        let (fwal, fholder, fhealth) = (wal.clone(), holder.clone(), health.clone());
         tokio::spawn(async move {
             let _holder = fholder;
             while let Some(first) = waiting.recv().await {
@@ -122,10 +126,21 @@ impl LogStore {
                     batch.push(more);
                 }
                 // Every append of the batch was written before its callback was sent.
-                let syncer = lock(&fwal).syncer();
-                let result = tokio::task::spawn_blocking(move || syncer.sync())
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                // After a failed sync none is tried again: the pages it was to write may
+                // be gone, and a second sync could succeed without them.
+                let result = match fhealth.fault() {
+                    Some(f) => Err(std::io::Error::other(f.what.clone())),
+                    None => {
+                        let syncer = lock(&fwal).syncer();
+                        let r = tokio::task::spawn_blocking(move || syncer.sync())
+                            .await
+                            .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                        if let Err(e) = &r {
+                            fhealth.fail("syncing the Raft log", e);
+                        }
+                        r
+                    }
+                };
                 for callback in batch {
                     let r = match &result {
                         Ok(()) => Ok(()),
@@ -136,10 +151,11 @@ impl LogStore {
             }
         });
         if sync == SyncMode::Periodic {
-            let (pwal, pevents, pholder) = (
+            let (pwal, pevents, pholder, phealth) = (
                 Arc::downgrade(&wal),
                 Arc::downgrade(&events),
                 holder.clone(),
+                health.clone(),
             );
             tokio::spawn(async move {
                 let _holder = pholder;
@@ -157,7 +173,8 @@ impl LogStore {
                     })
                     .await;
                     if let Ok(Err(e)) = synced {
-                        tracing::error!(error = %e, "periodic sync of the logs failed");
+                        phealth.fail("the periodic sync of the logs", e);
+                        break;
                     }
                 }
             });
@@ -172,6 +189,7 @@ impl LogStore {
             sync,
             flushes,
             tail: Arc::default(),
+            health,
             _holder: holder,
         })
     }
@@ -183,14 +201,25 @@ impl LogStore {
     /// Makes everything written so far durable: the event log, then sled (flush, then
     /// fdatasync).
     async fn make_durable(&self) -> std::io::Result<()> {
+        if let Some(f) = self.health.fault() {
+            return Err(std::io::Error::other(f.what.clone()));
+        }
         let (db, dir) = (self.db.clone(), self.dir.clone());
         let events = lock(&self.events).syncer();
-        tokio::task::spawn_blocking(move || {
+        let done = tokio::task::spawn_blocking(move || {
             events.sync()?;
+            fail::fail_point!("store-flush", |_| Err(std::io::Error::other(
+                "failpoint store-flush"
+            )));
             crate::store::flush(&db, &dir).map_err(std::io::Error::other)
         })
         .await
-        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        if let Err(e) = &done {
+            self.health.fail("making the store durable", e);
+        }
+        done
     }
 
     fn get_meta<T: serde::de::DeserializeOwned>(
@@ -337,10 +366,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encoded.push((e.log_id.index, bytes));
             appended.push(e);
         }
+        if let Some(f) = self.health.fault() {
+            return Err(io_error(Io::WriteLogs, &f.what));
+        }
         // One write at the end of the active segment (page cache; the sync comes later).
-        lock(&self.wal)
-            .append(&encoded)
-            .map_err(wal_io(Io::WriteLogs))?;
+        let written = lock(&self.wal).append(&encoded);
+        if let Err(e) = written {
+            self.health.fail("appending to the Raft log", &e);
+            return Err(io_error(Io::WriteLogs, e));
+        }
         {
             let mut tail = self.tail();
             for e in appended {
@@ -369,10 +403,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.tail().retain(|index, _| *index < log_id.index);
         let wal = self.wal.clone();
-        tokio::task::spawn_blocking(move || lock(&wal).truncate(log_id.index))
+        let done = tokio::task::spawn_blocking(move || lock(&wal).truncate(log_id.index))
             .await
-            .map_err(|e| io_error(Io::WriteLogs, e))?
-            .map_err(wal_io(Io::WriteLogs))
+            .map_err(|e| io_error(Io::WriteLogs, e))?;
+        if let Err(e) = &done {
+            self.health.fail("truncating the Raft log", e);
+        }
+        done.map_err(wal_io(Io::WriteLogs))
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {

@@ -57,6 +57,8 @@ impl<'de> Deserialize<'de> for Batch {
 pub type Answers = Vec<Applied>;
 
 /// What applying one command answered.
+// Most answers are `Done`: boxing the event would cost an allocation per write.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Applied {
     /// The command was accepted: its event.

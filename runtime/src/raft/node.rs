@@ -62,11 +62,13 @@ pub struct Cluster {
     pub secret: Option<String>,
     /// Whether Raft messages are taken without a secret.
     pub insecure: bool,
-    batcher: mpsc::UnboundedSender<Pending>,
+    batcher: mpsc::Sender<Pending>,
     /// Held by every part that keeps the database open; see [`Cluster::shutdown`].
     holders: Arc<()>,
     /// Tells background tasks to end.
     stop: tokio::sync::watch::Sender<bool>,
+    /// How long a write may take (the request deadline).
+    write_timeout: Duration,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -93,16 +95,19 @@ impl Cluster {
         sync: (SyncMode, Duration),
         opts: ClusterOptions,
         loaded: Loaded,
+        writes: (Duration, usize),
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
         let holders = Arc::new(());
         let events = loaded.events.clone();
+        let health = loaded.health.clone();
         let sm = StateMachine::new(db, spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
         let log = LogStore::open(
             db.clone(),
             dir,
             sync,
             (events.clone(), sm.checkpoints()),
+            health.clone(),
             holders.clone(),
         )
         .map_err(|e| fail(&e))?;
@@ -158,7 +163,15 @@ impl Cluster {
                 tracing::warn!(error = %e, "no leader after 10 s");
             }
         }
-        let batcher = spawn_batcher(raft.clone(), opts.secret.clone());
+        let batcher = spawn_batcher(
+            Writer {
+                raft: raft.clone(),
+                secret: opts.secret.clone(),
+                timeout: writes.0,
+                health,
+            },
+            writes.1,
+        );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         spawn_backfill(Backfill {
             raft: raft.clone(),
@@ -179,6 +192,7 @@ impl Cluster {
                 batcher,
                 holders,
                 stop,
+                write_timeout: writes.0,
             },
             state,
         ))
@@ -202,11 +216,18 @@ impl Cluster {
 
     /// Proposes a stamped command. Concurrent proposals are batched into one log entry
     /// (see [`Batch`]); the answer comes once the entry is committed and applied here.
+    ///
+    /// A full queue (`max_pending_writes`) refuses at once with [`Refused::Overloaded`].
     pub async fn propose(&self, stamped: Stamped) -> Result<Event, Refused> {
         let (reply, answer) = oneshot::channel();
         self.batcher
-            .send((stamped, reply))
-            .map_err(|_| Refused::Storage("the Raft node has stopped".into()))?;
+            .try_send((stamped, reply))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => Refused::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    Refused::Storage("the Raft node has stopped".into())
+                }
+            })?;
         answer
             .await
             .map_err(|_| Refused::Storage("the Raft node has stopped".into()))?
@@ -264,20 +285,31 @@ impl Cluster {
 
     /// Runs a batch forwarded by a follower (this node should be the leader).
     pub async fn propose_as_leader(&self, batch: Batch) -> Result<(Answers, u64), String> {
-        self.raft
-            .client_write(batch)
-            .await
-            .map(|r| (r.data, r.log_id.index))
-            .map_err(|e| e.to_string())
+        match tokio::time::timeout(self.write_timeout, self.raft.client_write(batch)).await {
+            Ok(written) => written
+                .map(|r| (r.data, r.log_id.index))
+                .map_err(|e| e.to_string()),
+            Err(_) => Err("the write did not commit in time; it may still commit".into()),
+        }
     }
 }
 
 type Pending = (Stamped, oneshot::Sender<Result<Event, Refused>>);
 
-/// Batches proposals: while up to two batches are in flight, new proposals wait and
-/// then leave together as one log entry.
-fn spawn_batcher(raft: Raft<TypeConfig>, secret: Option<String>) -> mpsc::UnboundedSender<Pending> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
+/// What writes a batch: the Raft handle and the limits of a write.
+#[derive(Clone)]
+struct Writer {
+    raft: Raft<TypeConfig>,
+    secret: Option<String>,
+    /// How long a batch may take to be answered (the request deadline).
+    timeout: Duration,
+    health: Arc<crate::store::health::Health>,
+}
+
+/// Batches proposals: while up to two batches are in flight, new proposals wait (up to
+/// `capacity` of them; more are refused) and then leave together as one log entry.
+fn spawn_batcher(writer: Writer, capacity: usize) -> mpsc::Sender<Pending> {
+    let (tx, mut rx) = mpsc::channel::<Pending>(capacity.max(1));
     let in_flight = Arc::new(Semaphore::new(2));
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
@@ -291,10 +323,19 @@ fn spawn_batcher(raft: Raft<TypeConfig>, secret: Option<String>) -> mpsc::Unboun
                     Err(_) => break,
                 }
             }
-            let (raft, secret) = (raft.clone(), secret.clone());
+            let writer = writer.clone();
             tokio::spawn(async move {
                 let (commands, replies): (Vec<Stamped>, Vec<_>) = pending.into_iter().unzip();
-                match write_batch(&raft, secret.as_deref(), commands).await {
+                let written = match tokio::time::timeout(
+                    writer.timeout,
+                    write_batch(&writer, commands),
+                )
+                .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Err(Refused::Timeout),
+                };
+                match written {
                     Ok(answers) => {
                         let mut answers = answers.into_iter();
                         for reply in replies {
@@ -322,14 +363,17 @@ fn spawn_batcher(raft: Raft<TypeConfig>, secret: Option<String>) -> mpsc::Unboun
 const MAX_BATCH: usize = 1024;
 
 /// Writes a batch: on the leader through Raft; on a follower, forwarded to the leader,
-/// then waited for until this node has applied it (read your writes).
-async fn write_batch(
-    raft: &Raft<TypeConfig>,
-    secret: Option<&str>,
-    commands: Vec<Stamped>,
-) -> Result<Answers, Refused> {
+/// then waited for until this node has applied it (read your writes). Bounded by the
+/// caller's deadline.
+async fn write_batch(w: &Writer, commands: Vec<Stamped>) -> Result<Answers, Refused> {
+    let raft = &w.raft;
     let batch = Batch::new(commands);
-    for _ in 0..50 {
+    // A storage fault ends the Raft core; its error says less than the fault.
+    let failed = |e: String| match w.health.fault() {
+        Some(f) => Refused::Fault(f.clone()),
+        None => Refused::Storage(e),
+    };
+    loop {
         // A follower that knows the leader hands the batch over at once.
         let known = {
             let metrics = raft.metrics();
@@ -350,34 +394,32 @@ async fn write_batch(
                     };
                     leader
                 }
-                Err(e) => return Err(Refused::Storage(e.to_string())),
+                Err(e) => return Err(failed(e.to_string())),
             },
         };
         let forwarded: Result<Result<(Answers, u64), String>, _> = call_json(
             hyper::Method::POST,
             &leader.addr,
             "/_raft/propose",
-            secret,
+            w.secret.as_deref(),
             &batch,
-            Duration::from_secs(10),
+            w.timeout,
         )
         .await;
         match forwarded {
             Ok(Ok((answers, index))) => {
                 let _ = raft
-                    .wait(Some(Duration::from_secs(10)))
+                    .wait(Some(w.timeout))
                     .applied_index_at_least(Some(index), "forwarded write")
                     .await;
                 return Ok(answers);
             }
-            // The leader changed meanwhile, or is unreachable: try again (a batch that
-            // reached the log already is answered again, not applied twice).
+            // The leader changed meanwhile, or is unreachable: try again until the
+            // deadline (a batch that reached the log already is answered again, not
+            // applied twice).
             Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    Err(Refused::Storage(
-        "no leader could take the write; retry".into(),
-    ))
 }
 
 fn answer(applied: Applied) -> Result<Event, Refused> {

@@ -32,8 +32,9 @@ use uuid::Uuid;
 use super::wal::Wal;
 use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
 use crate::spec::ServiceSpec;
-use crate::store::decide::{Decider, Overlay};
+use crate::store::decide::{Decider, IdempotencyKey, Overlay};
 use crate::store::event::{Record, Stored};
+use crate::store::health::Health;
 use crate::store::state::State;
 use crate::store::{Loaded, Refused, Stats};
 
@@ -57,6 +58,9 @@ struct SnapshotData {
     /// every other node does.
     #[serde(default)]
     recent: Vec<(u64, Uuid)>,
+    /// The idempotency keys of the same window.
+    #[serde(default)]
+    keys: Vec<(u64, IdempotencyKey)>,
 }
 
 /// An O(1) copy of the state, frozen when a snapshot was built or installed.
@@ -66,6 +70,7 @@ struct Frozen {
     last_seq: u64,
     models: Vec<(String, imbl::OrdMap<Uuid, Arc<Stored>>)>,
     recent: Vec<(u64, Uuid)>,
+    keys: Vec<(u64, IdempotencyKey)>,
 }
 
 impl Frozen {
@@ -81,6 +86,7 @@ impl Frozen {
             last_seq: state.last_seq,
             models,
             recent: recent.order.iter().copied().collect(),
+            keys: recent.key_order.iter().cloned().collect(),
         }
     }
 
@@ -106,6 +112,8 @@ impl Frozen {
         }
         out.extend_from_slice(b"],\"recent\":");
         out.extend(serde_json::to_vec(&self.recent).map_err(write_err)?);
+        out.extend_from_slice(b",\"keys\":");
+        out.extend(serde_json::to_vec(&self.keys).map_err(write_err)?);
         out.push(b'}');
         Ok(out)
     }
@@ -125,10 +133,17 @@ impl Frozen {
 /// replica (rebuilt from the log at start, carried in snapshots), so every replica skips
 /// the same commands. A command that was refused is not remembered: sent again, it is
 /// decided again, alike everywhere.
+///
+/// The same window remembers the `Idempotency-Key`s of accepted writes: a command sent
+/// again with a known key (a client retrying after a timeout) is answered with the first
+/// write's event; with a known key but another request, it is refused.
 #[derive(Default)]
 struct Recent {
     by_id: HashMap<Uuid, u64>,
     order: VecDeque<(u64, Uuid)>,
+    /// Key digest -> (sequence number, request digest).
+    by_key: HashMap<String, (u64, String)>,
+    key_order: VecDeque<(u64, IdempotencyKey)>,
 }
 
 impl Recent {
@@ -144,6 +159,23 @@ impl Recent {
                 self.by_id.remove(&old);
             }
         }
+        while self
+            .key_order
+            .front()
+            .is_some_and(|(oldest, _)| oldest + (RECENT as u64) <= seq)
+        {
+            if let Some((old_seq, old)) = self.key_order.pop_front() {
+                if self.by_key.get(&old.id).is_some_and(|(s, _)| *s == old_seq) {
+                    self.by_key.remove(&old.id);
+                }
+            }
+        }
+    }
+
+    fn remember_key(&mut self, seq: u64, key: IdempotencyKey) {
+        self.by_key
+            .insert(key.id.clone(), (seq, key.request.clone()));
+        self.key_order.push_back((seq, key));
     }
 }
 
@@ -152,6 +184,8 @@ const RECENT: usize = 100_000;
 
 /// Key in the `meta` tree: the duplicate-detection window of the last snapshot installed.
 const RECENT_KEY: &str = "recent";
+/// Key in the `meta` tree: the idempotency keys of that window.
+const RECENT_KEYS: &str = "recent_keys";
 
 /// The state machine.
 pub struct StateMachine {
@@ -176,6 +210,8 @@ pub struct StateMachine {
     snapshot_every: HashMap<String, u64>,
     /// To the checkpoint thread (applied state, snapshots; see `store::checkpoint_thread`).
     checkpoints: std::sync::mpsc::Sender<crate::store::Checkpoint>,
+    /// Whether this node may still write (see `store::health`).
+    health: Arc<Health>,
     holder: Arc<()>,
 }
 
@@ -229,6 +265,7 @@ impl StateMachine {
             events: Arc::new(Mutex::new(events)),
             stats,
             snapshot_every,
+            health: Arc::default(),
         };
         Self::new(db, spec, loaded, Arc::new(()))
     }
@@ -249,8 +286,13 @@ impl StateMachine {
             }
             None => (None, StoredMembership::default()),
         };
-        let checkpoints = crate::store::checkpoint_thread(db, loaded.stats.clone(), holder.clone())
-            .map_err(write_err)?;
+        let checkpoints = crate::store::checkpoint_thread(
+            db,
+            loaded.stats.clone(),
+            loaded.health.clone(),
+            holder.clone(),
+        )
+        .map_err(write_err)?;
         let mut sm = StateMachine {
             spec: spec.clone(),
             state: Arc::new(RwLock::new(loaded.state)),
@@ -267,6 +309,7 @@ impl StateMachine {
             stats: loaded.stats,
             snapshot_every: loaded.snapshot_every,
             checkpoints,
+            health: loaded.health,
             holder,
         };
         sm.remember_recent_events()?;
@@ -280,6 +323,8 @@ impl StateMachine {
         struct Ids {
             event_id: Uuid,
             sequence_number: u64,
+            #[serde(default)]
+            idempotency_key: Option<IdempotencyKey>,
         }
         let last = self
             .state
@@ -288,6 +333,7 @@ impl StateMachine {
             .last_seq;
         let from = last.saturating_sub(RECENT as u64 - 1).max(1);
         let mut newest = Vec::new();
+        let mut keys = Vec::new();
         let log = crate::store::lock_events(&self.events);
         let held_from = log.first_index().unwrap_or(last + 1);
         if from < held_from {
@@ -300,14 +346,29 @@ impl StateMachine {
                         .filter(|(seq, _)| *seq >= from && *seq < held_from),
                 );
             }
+            if let Some(v) = self.meta.get(RECENT_KEYS).map_err(read_err)? {
+                let carried: Vec<(u64, IdempotencyKey)> =
+                    serde_json::from_slice(&v).map_err(read_err)?;
+                keys.extend(
+                    carried
+                        .into_iter()
+                        .filter(|(seq, _)| *seq >= from && *seq < held_from),
+                );
+            }
         }
         for seq in from.max(held_from)..=last {
             if let Some(bytes) = log.read(seq).map_err(read_err)? {
                 let ids: Ids = serde_json::from_slice(&bytes).map_err(read_err)?;
                 newest.push((ids.sequence_number, ids.event_id));
+                if let Some(key) = ids.idempotency_key {
+                    keys.push((ids.sequence_number, key));
+                }
             }
         }
         drop(log);
+        for (seq, key) in keys {
+            self.recent.remember_key(seq, key);
+        }
         for (seq, id) in newest {
             self.recent.remember(seq, id);
         }
@@ -322,6 +383,11 @@ impl StateMachine {
     /// Its checkpoint thread (see `store::checkpoint_thread`).
     pub fn checkpoints(&self) -> std::sync::mpsc::Sender<crate::store::Checkpoint> {
         self.checkpoints.clone()
+    }
+
+    /// Its write health (see `store::health`).
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// The state reads are served from.
@@ -385,6 +451,17 @@ impl StateMachine {
                 answers.push(again);
                 continue;
             }
+            if let Some(key) = &stamped.key {
+                if let Some((seq, request)) = self.recent.by_key.get(&key.id).cloned() {
+                    answers.push(if request == key.request {
+                        self.answer_again(seq, responses, &answers)?
+                    } else {
+                        Applied::Refused(Refused::KeyReused)
+                    });
+                    continue;
+                }
+            }
+            let key = stamped.key.clone();
             let event_id = stamped.event_id;
             let mut overlay = Overlay::default();
             let seq = state.last_seq + 1;
@@ -394,6 +471,9 @@ impl StateMachine {
                     state.publish(&ev, record);
                     answers.push(Applied::Done(ev));
                     count += 1;
+                    if let Some(key) = key {
+                        self.recent.remember_key(seq, key);
+                    }
                     self.recent.remember(seq, event_id);
                 }
                 Err(refused) => answers.push(Applied::Refused(refused)),
@@ -437,6 +517,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        // After a storage fault nothing more is applied: the error stops the Raft core, so
+        // this node acknowledges no write until it is restarted.
+        if let Some(f) = self.health.fault() {
+            return Err(write_err(format!("this node stopped writing: {}", f.what)));
+        }
         let mut responses = Vec::new();
         let mut writes = Vec::new();
         let mut count = 0;
@@ -476,7 +561,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // applies the same entries again from the Raft log, identically.
         let syncer = {
             let mut log = crate::store::lock_events(&self.events);
-            log.append(&writes).map_err(write_err)?;
+            if let Err(e) = log.append(&writes) {
+                self.health.fail("appending to the event log", &e);
+                return Err(write_err(e));
+            }
             log.syncer()
         };
         let checkpoint = crate::store::Checkpoint::Applied {
@@ -538,14 +626,20 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if self
             .checkpoints
             .send(crate::store::Checkpoint::Barrier(done))
-            .is_ok()
+            .is_err()
+            || written.await != Ok(true)
         {
-            let _ = written.await;
+            return Err(write_err(
+                "the checkpoint before installing a snapshot failed",
+            ));
         }
+        let _ = self.checkpoints.send(crate::store::Checkpoint::Discard);
         let mut data: SnapshotData =
             serde_json::from_slice(snapshot.get_ref()).map_err(read_err)?;
         let carried = std::mem::take(&mut data.recent);
+        let carried_keys = std::mem::take(&mut data.keys);
         let carried_bytes = serde_json::to_vec(&carried).map_err(write_err)?;
+        let carried_keys_bytes = serde_json::to_vec(&carried_keys).map_err(write_err)?;
         let mut new_state = state_from(&self.spec, data)?;
         let seq = new_state.last_seq;
         self.applied = meta.last_log_id;
@@ -568,24 +662,38 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             // Under the event log's lock: the backfill task reads `events_from` and the
             // log's start together.
             let mut log = crate::store::lock_events(&self.events);
-            (&self.snapshots, &self.meta)
-                .transaction(|(s, m)| {
-                    s.apply_batch(&records)?;
-                    m.insert(crate::store::APPLIED, applied.as_slice())?;
-                    m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
-                    m.insert(RECENT_KEY, carried_bytes.as_slice())?;
-                    Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-                })
-                .map_err(|e| write_err(format!("{e:?}")))?;
-            // Durable before the old events go: a crash in between finds the new state
-            // (and realigns the log at start), never the old state without its events.
-            crate::store::flush(&self.db, &self.path).map_err(write_err)?;
-            // The event log continues after the snapshot.
-            log.restart_at(seq + 1).map_err(write_err)?;
-            log.syncer().sync().map_err(write_err)?;
+            let installed = (|| {
+                fail::fail_point!("snapshot-install", |_| Err(
+                    "failpoint snapshot-install".to_string()
+                ));
+                (&self.snapshots, &self.meta)
+                    .transaction(|(s, m)| {
+                        s.apply_batch(&records)?;
+                        m.insert(crate::store::APPLIED, applied.as_slice())?;
+                        m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
+                        m.insert(RECENT_KEY, carried_bytes.as_slice())?;
+                        m.insert(RECENT_KEYS, carried_keys_bytes.as_slice())?;
+                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+                    })
+                    .map_err(|e| format!("{e:?}"))?;
+                // Durable before the old events go: a crash in between finds the new
+                // state (and realigns the log at start), never the old state without its
+                // events.
+                crate::store::flush(&self.db, &self.path)?;
+                // The event log continues after the snapshot.
+                log.restart_at(seq + 1).map_err(|e| e.to_string())?;
+                log.syncer().sync().map_err(|e| e.to_string())
+            })();
+            if let Err(e) = installed {
+                self.health.fail("installing a Raft snapshot", &e);
+                return Err(write_err(e));
+            }
         }
         // The duplicate-detection window is the snapshot's, as on the node that built it.
         self.recent = Recent::default();
+        for (seq, key) in carried_keys {
+            self.recent.remember_key(seq, key);
+        }
         for (seq, id) in carried {
             self.recent.remember(seq, id);
         }

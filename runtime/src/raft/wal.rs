@@ -64,6 +64,9 @@ struct Segment {
 /// The write-ahead log.
 pub struct Wal {
     dir: PathBuf,
+    /// The folder's name (`raft-log`, `events`): names the log's failpoints
+    /// (`<name>-write`, `<name>-sync`, `<name>-truncate`, `<name>-remove`).
+    name: String,
     /// By first index.
     segments: BTreeMap<u64, Segment>,
     /// Locations of entries `first ..= first + len - 1`.
@@ -147,6 +150,15 @@ fn segment_name(first: u64) -> String {
 pub struct Syncer {
     file: Option<Arc<File>>,
     dir: Option<PathBuf>,
+    /// The log's name (for its failpoint; read only when failpoints are compiled in).
+    #[allow(dead_code)]
+    name: String,
+}
+
+/// An injected I/O error (failpoints, in tests; used only when they are compiled in).
+#[allow(dead_code)]
+fn injected(name: &str) -> std::io::Error {
+    std::io::Error::other(format!("failpoint {name}"))
 }
 
 impl Syncer {
@@ -161,6 +173,10 @@ impl Syncer {
 
     /// `fdatasync`s the active segment (and the folder when it changed).
     pub fn sync(&self) -> std::io::Result<()> {
+        fail::fail_point!(&format!("{}-sync", self.name), |_| Err(injected(&format!(
+            "{}-sync",
+            self.name
+        ))));
         if let Some(f) = &self.file {
             f.sync_data()?;
         }
@@ -191,6 +207,10 @@ impl Wal {
         firsts.sort_unstable();
         let mut wal = Wal {
             dir: dir.to_path_buf(),
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             segments: BTreeMap::new(),
             locs: VecDeque::new(),
             first: 0,
@@ -356,6 +376,11 @@ impl Wal {
                 what,
             })?;
         let offset = active.len + buf.len() as u64;
+        fail::fail_point!(&format!("{}-write", self.name), |_| Err(io_err(
+            &active.path
+        )(
+            injected(&format!("{}-write", self.name))
+        )));
         active
             .file
             .write_all_at(&buf, active.len)
@@ -461,6 +486,7 @@ impl Wal {
         Syncer {
             file: self.segments.values().next_back().map(|s| s.file.clone()),
             dir,
+            name: self.name.clone(),
         }
     }
 
@@ -484,6 +510,11 @@ impl Wal {
 
     /// Removes entries `from` and after, durably.
     pub fn truncate(&mut self, from: u64) -> Result<(), WalError> {
+        fail::fail_point!(&format!("{}-truncate", self.name), |_| Err(io_err(
+            &self.dir
+        )(
+            injected(&format!("{}-truncate", self.name))
+        )));
         let Some(next) = self.next_index() else {
             return Ok(());
         };
@@ -534,6 +565,9 @@ impl Wal {
 
     /// Removes the segments that hold nothing after `upto` (never the active one).
     pub fn remove_segments(&mut self, upto: u64) -> Result<(), WalError> {
+        fail::fail_point!(&format!("{}-remove", self.name), |_| Err(
+            io_err(&self.dir)(injected(&format!("{}-remove", self.name)))
+        ));
         let firsts: Vec<u64> = self.segments.keys().copied().collect();
         for pair in firsts.windows(2) {
             // Every entry of segment pair[0] is before pair[1]'s first.

@@ -31,6 +31,36 @@ pub struct Stamped {
     pub at: String,
     /// The node that accepted the write.
     pub node_id: String,
+    /// The request's `Idempotency-Key`, if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<IdempotencyKey>,
+}
+
+/// An `Idempotency-Key` as the state machine remembers it: digests, so that neither the
+/// key nor the request is kept in clear.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IdempotencyKey {
+    /// Who sent the key, to which route, and the key itself (SHA-256, hex).
+    pub id: String,
+    /// The request the key was first sent with (SHA-256 of the body, hex): the same key
+    /// with another request is refused.
+    pub request: String,
+}
+
+impl IdempotencyKey {
+    /// The key `key` sent by `principal` to `route` with body `body`.
+    pub fn new(principal: &str, route: &str, key: &str, body: &[u8]) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut id = Sha256::new();
+        for part in [principal, route, key] {
+            id.update((part.len() as u64).to_le_bytes());
+            id.update(part.as_bytes());
+        }
+        IdempotencyKey {
+            id: hex::encode(id.finalize()),
+            request: hex::encode(Sha256::digest(body)),
+        }
+    }
 }
 
 /// Field names with their ref targets and unique flags, per model, for decisions.
@@ -289,6 +319,7 @@ impl Decider {
                 created_at: now,
                 node_id: p.node_id.clone(),
                 principal: actor,
+                idempotency_key: p.key.clone().map(Box::new),
             },
             new,
         ))

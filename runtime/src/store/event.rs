@@ -98,6 +98,10 @@ pub struct Event {
     pub node_id: String,
     /// Who wrote.
     pub principal: Actor,
+    /// The `Idempotency-Key` the write was sent with (digests): rebuilds the window of
+    /// remembered keys at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<Box<super::decide::IdempotencyKey>>,
 }
 
 /// The changes between two records: field -> `{old, new}` (absent values as null).

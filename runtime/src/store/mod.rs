@@ -17,6 +17,7 @@
 
 pub mod decide;
 pub mod event;
+pub mod health;
 pub mod snapshot;
 pub mod state;
 
@@ -114,8 +115,16 @@ pub enum Refused {
         /// The missing id.
         id: String,
     },
-    /// The store could not write.
+    /// The write could not be completed; its outcome is unknown (it may still commit).
     Storage(String),
+    /// This node stopped taking writes after a storage failure (until it is restarted).
+    Fault(health::Fault),
+    /// The request's deadline passed before the write was answered; it may still commit.
+    Timeout,
+    /// Too many writes are waiting already: refused at once, nothing was written.
+    Overloaded,
+    /// The Idempotency-Key was used before for a different request.
+    KeyReused,
 }
 
 /// Counters the store exposes (also at `/metrics`).
@@ -144,6 +153,25 @@ pub struct StoreOptions {
     pub snapshot_every: u64,
     /// The node and its cluster (a single node: [`ClusterOptions::single`]).
     pub node: ClusterOptions,
+    /// How long a write may wait for its answer (`[server] request_timeout_ms`).
+    pub write_timeout: Duration,
+    /// Most writes waiting to enter the Raft log; more are refused at once
+    /// (`[storage] max_pending_writes`).
+    pub max_pending_writes: usize,
+}
+
+impl StoreOptions {
+    /// Default settings with `sync`, for node `node`.
+    pub fn new(sync: SyncMode, node: ClusterOptions) -> Self {
+        StoreOptions {
+            sync,
+            flush_interval: Duration::from_millis(10),
+            snapshot_every: 1000,
+            node,
+            write_timeout: Duration::from_secs(10),
+            max_pending_writes: 10_000,
+        }
+    }
 }
 
 /// The store: a handle shared by all requests.
@@ -156,6 +184,7 @@ pub struct Store {
     pub stats: Arc<Stats>,
     node_id: String,
     cluster: Arc<Cluster>,
+    health: Arc<health::Health>,
 }
 
 impl std::fmt::Debug for Store {
@@ -382,6 +411,7 @@ impl Store {
                 })??
         };
         let stats = Arc::new(Stats::default());
+        let health = Arc::new(health::Health::default());
         let (state, events) = {
             let (db, path, spec, stats) = (db.clone(), path.clone(), spec.clone(), stats.clone());
             let owned = dir.to_path_buf();
@@ -405,6 +435,7 @@ impl Store {
             events: events.clone(),
             stats: stats.clone(),
             snapshot_every,
+            health: health.clone(),
         };
         let (node, state) = Cluster::start(
             &db,
@@ -413,6 +444,7 @@ impl Store {
             (opts.sync, opts.flush_interval),
             opts.node.clone(),
             loaded,
+            (opts.write_timeout, opts.max_pending_writes),
         )
         .await
         .map_err(|e| OpenError::Sled {
@@ -427,7 +459,39 @@ impl Store {
             stats,
             node_id,
             cluster: Arc::new(node),
+            health,
         })
+    }
+
+    /// The node's write health (see [`health`]).
+    pub fn health(&self) -> &Arc<health::Health> {
+        &self.health
+    }
+
+    /// Whether this node is ready to serve writes: its Raft core runs, a leader is known,
+    /// the store is writable and the node is not shutting down; otherwise why not.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.health.is_stopping() {
+            return Err("the node is shutting down".into());
+        }
+        if let Some(f) = self.health.fault() {
+            return Err(format!(
+                "the store stopped taking writes after a storage failure ({}); restart the node once the cause is fixed",
+                f.what
+            ));
+        }
+        let metrics = self.cluster.raft.metrics();
+        let m = metrics.borrow();
+        if let Err(e) = &m.running_state {
+            return Err(format!("the Raft core has stopped: {e}"));
+        }
+        if m.current_leader.is_none() {
+            return Err(
+                "no Raft leader is known (an election is going on, or no quorum is reachable)"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     /// The node's Raft group.
@@ -438,12 +502,28 @@ impl Store {
     /// Proposes a command; answers once its event is committed and applied here (or why it
     /// was refused).
     pub async fn propose(&self, command: Command, actor: Actor) -> Result<Event, Refused> {
+        self.propose_once(command, actor, None).await
+    }
+
+    /// Like [`Store::propose`], for a request that carries an `Idempotency-Key`: `key` is
+    /// the key's digest (see [`decide::Stamped::key`]). A command proposed again with the
+    /// same key is answered with the first one's event, on every replica.
+    pub async fn propose_once(
+        &self,
+        command: Command,
+        actor: Actor,
+        key: Option<decide::IdempotencyKey>,
+    ) -> Result<Event, Refused> {
+        if let Some(f) = self.health.fault() {
+            return Err(Refused::Fault(f.clone()));
+        }
         let stamped = Stamped {
             command,
             actor,
             event_id: Uuid::new_v4(),
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             node_id: self.node_id.clone(),
+            key,
         };
         self.cluster.propose(stamped).await
     }
@@ -451,6 +531,7 @@ impl Store {
     /// Stops the node's Raft group and waits until it has released the database; then
     /// flushes. Writes proposed afterwards are refused.
     pub async fn shutdown(&self) -> Result<(), String> {
+        self.health.stopping();
         self.cluster.shutdown().await;
         let (db, path) = (self.db.clone(), self.path.clone());
         tokio::task::spawn_blocking(move || flush(&db, &path))
@@ -546,6 +627,8 @@ pub(crate) struct Loaded {
     pub stats: Arc<Stats>,
     /// Snapshot period per model.
     pub snapshot_every: HashMap<String, u64>,
+    /// The node's write health.
+    pub health: Arc<health::Health>,
 }
 
 /// Takes the incremental snapshot of every model that is due (see `snapshot.rs`).
@@ -586,15 +669,27 @@ pub enum Checkpoint {
     /// Answer once everything sent before is done: whether the applied state it
     /// recorded is on disk.
     Barrier(tokio::sync::oneshot::Sender<bool>),
+    /// Forget the snapshots that could not be written: the state they came from was
+    /// replaced (a Raft snapshot was installed).
+    Discard,
 }
 
 /// Starts the checkpoint thread: it syncs the event log and records the applied state
 /// off the apply path, and writes snapshots, in order. It ends when the sender is
 /// dropped, after finishing what was sent; it holds `holder` (and the database) until
 /// then.
+///
+/// Failures never shorten the replay of a restart:
+/// - a failed sync of the event log or a failed write of the applied state is a
+///   [`health::Fault`]: the sync is not retried (the kernel may have dropped the pages),
+///   nothing is recorded any more, barriers answer false (so the Raft log is not purged)
+///   and the state machine stops applying;
+/// - a snapshot that could not be written is kept and merged into the model's next one,
+///   so the next marker never stands for records that are not in the tree.
 pub(crate) fn checkpoint_thread(
     db: &sled::Db,
     stats: Arc<Stats>,
+    health: Arc<health::Health>,
     holder: Arc<()>,
 ) -> Result<std::sync::mpsc::Sender<Checkpoint>, String> {
     let tree = db.open_tree("state").map_err(|e| e.to_string())?;
@@ -605,23 +700,32 @@ pub(crate) fn checkpoint_thread(
         .spawn(move || {
             let _holder = holder;
             let mut pending: Option<(Vec<u8>, crate::raft::wal::Syncer)> = None;
-            // Records the pending applied state; on failure keeps it for the next try and
-            // answers false (nothing that relies on it may go ahead).
+            // Snapshots that failed, by model: merged into that model's next one.
+            let mut unsaved: HashMap<String, snapshot::Job> = HashMap::new();
+            // Records the pending applied state; answers whether everything sent so far
+            // is recorded (false for good after a fault).
             let record = |p: &mut Option<(Vec<u8>, crate::raft::wal::Syncer)>| -> bool {
+                if health.fault().is_some() {
+                    *p = None;
+                    return false;
+                }
                 let Some((state, syncer)) = p.take() else {
                     return true;
                 };
-                let done = syncer.sync().map_err(|e| e.to_string()).and_then(|()| {
-                    meta.insert(APPLIED, state.as_slice())
-                        .map_err(|e| e.to_string())
-                });
-                match done {
-                    Ok(_) => true,
+                if let Err(e) = syncer.sync() {
+                    health.fail("syncing the event log", e);
+                    return false;
+                }
+                let recorded = (|| {
+                    fail::fail_point!("checkpoint-applied", |_| Err(sled::Error::Io(
+                        std::io::Error::other("failpoint checkpoint-applied")
+                    )));
+                    meta.insert(APPLIED, state.as_slice()).map(|_| ())
+                })();
+                match recorded {
+                    Ok(()) => true,
                     Err(e) => {
-                        // Until a checkpoint succeeds, a restart applies more of the Raft
-                        // log again, and nothing is purged.
-                        tracing::error!(error = %e, "checkpoint of the applied state failed");
-                        *p = Some((state, syncer));
+                        health.fail("recording the applied state", e);
                         false
                     }
                 }
@@ -636,23 +740,32 @@ pub(crate) fn checkpoint_thread(
                             }
                             pending = Some((state, syncer));
                         }
-                        Checkpoint::Snapshot(job) => {
+                        Checkpoint::Snapshot(mut job) => {
                             if !record(&mut pending) {
-                                // A snapshot must not stand ahead of the recorded state.
+                                // A snapshot must not stand ahead of the recorded state;
+                                // after a fault the node writes nothing more.
                                 continue;
+                            }
+                            if let Some(older) = unsaved.remove(job.model()) {
+                                job.absorb(older);
                             }
                             match snapshot::store(&tree, &job) {
                                 Ok(()) => {
                                     stats.snapshots.fetch_add(1, Ordering::Relaxed);
                                     tracing::debug!(changed = job.len(), "snapshot written");
                                 }
-                                // The records stay in the log: a restart replays a longer tail.
-                                Err(e) => tracing::error!(error = %e, "snapshot failed"),
+                                // The marker stays where it was (a longer replay), and the
+                                // records go with the model's next snapshot.
+                                Err(e) => {
+                                    tracing::error!(error = %e, model = job.model(), "snapshot failed; its records go with the next one");
+                                    unsaved.insert(job.model().to_string(), job);
+                                }
                             }
                         }
                         Checkpoint::Barrier(done) => {
                             let _ = done.send(record(&mut pending));
                         }
+                        Checkpoint::Discard => unsaved.clear(),
                     }
                 }
                 record(&mut pending);

@@ -6,6 +6,8 @@
 //! previous one, together with the new marker, in one atomic sled batch: its cost is
 //! bounded by `snapshot_every`, not by the size of the model, and the tree always matches
 //! its marker exactly. A restart loads the tree and replays only the events after it.
+//! A snapshot that fails to be written is merged into the model's next one
+//! ([`Job::absorb`]), so a marker never moves past records the tree does not hold.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -50,6 +52,25 @@ impl Job {
     pub fn is_empty(&self) -> bool {
         self.changed.is_empty()
     }
+
+    /// The model.
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Takes in an older snapshot of the same model that could not be written: its
+    /// records that changed since are in this one already (newer); the others have not
+    /// changed since, so the older text is still theirs at this snapshot's sequence.
+    pub fn absorb(&mut self, older: Job) {
+        let newer: std::collections::HashSet<Uuid> =
+            self.changed.iter().map(|(id, _)| *id).collect();
+        self.changed.extend(
+            older
+                .changed
+                .into_iter()
+                .filter(|(id, _)| !newer.contains(id)),
+        );
+    }
 }
 
 /// Takes the records of `model` changed since its last snapshot, for a snapshot at `seq`.
@@ -72,6 +93,7 @@ pub fn take(state: &mut State, model: &str, seq: u64) -> Option<Job> {
 /// Writes a snapshot taken by [`take`]: the changed records and the new marker, in one
 /// atomic batch.
 pub fn store(tree: &sled::Tree, job: &Job) -> Result<(), String> {
+    fail::fail_point!("snapshot-store", |_| Err("failpoint snapshot-store".into()));
     let mut batch = sled::Batch::default();
     for (id, json) in &job.changed {
         let key = record_key(&job.model, id);

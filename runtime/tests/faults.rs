@@ -1,0 +1,468 @@
+//! Storage faults injected through failpoints (the `fail` crate) in the real I/O paths of
+//! a real store in a temp dir: a failed write or sync of the Raft log or the event log, a
+//! failed checkpoint, snapshot or purge. Whatever fails, a write that was acknowledged is
+//! there after a restart, a failed sync is never retried, and a node that hit a fault
+//! acknowledges nothing more until it is restarted.
+//!
+//! Failpoints are process-wide: every test holds a `FailScenario`, which runs them one
+//! at a time.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lithair_runtime::config::SyncMode;
+use lithair_runtime::raft::node::ClusterOptions;
+use lithair_runtime::spec::CompiledSpec;
+use lithair_runtime::store::event::{Actor, Record, Stored};
+use lithair_runtime::store::{Command, Refused, Store, StoreOptions};
+use serde_json::json;
+use uuid::Uuid;
+
+const SPEC: &str = r#"{
+  "service": {"name": "t"},
+  "roles": [],
+  "models": [{
+    "name": "Item", "snake": "item", "path": "/api/items",
+    "operations": ["list", "get", "create", "update", "patch", "delete"],
+    "permissions": {"read": [], "create": [], "update": [], "delete": []},
+    "fields": [
+      {"name": "code", "type": {"kind": "string"}, "unique": true},
+      {"name": "n", "type": {"kind": "int"}}
+    ]
+  }]
+}"#;
+
+fn spec() -> CompiledSpec {
+    CompiledSpec::from_json(SPEC).unwrap()
+}
+
+fn opts(snapshot_every: u64) -> StoreOptions {
+    let mut node = ClusterOptions::single("127.0.0.1:0");
+    // Raft snapshots (and so purges of the log) every 40 entries.
+    node.tuning.snapshot_every = 40;
+    node.tuning.keep_after_snapshot = 0;
+    StoreOptions {
+        snapshot_every,
+        write_timeout: Duration::from_secs(5),
+        ..StoreOptions::new(SyncMode::Always, node)
+    }
+}
+
+async fn close(store: Store) {
+    store.cluster().shutdown().await;
+    drop(store);
+}
+
+fn actor() -> Actor {
+    Actor {
+        name: "test".into(),
+        roles: vec![],
+    }
+}
+
+fn record(code: &str, n: i64) -> Record {
+    let v = json!({"id": Uuid::new_v4().to_string(), "code": code, "n": n,
+        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "version": 1});
+    v.as_object().unwrap().clone()
+}
+
+fn create(code: &str, n: i64) -> Command {
+    Command::Create {
+        model: "Item".into(),
+        record: Stored::new(record(code, n)),
+    }
+}
+
+/// Sets record `id` to `n` (a new version).
+async fn bump(store: &Store, id: Uuid, n: i64) -> Result<(), Refused> {
+    let old = store.get("Item", id).expect("record");
+    let version = old.get("version").and_then(|v| v.as_u64()).unwrap();
+    let mut next = old.record.clone();
+    next.insert("n".into(), json!(n));
+    next.insert("version".into(), json!(version + 1));
+    let replace = Command::Replace {
+        model: "Item".into(),
+        id,
+        record: Stored::new(next),
+        expected_version: version,
+        from_client: false,
+    };
+    store.propose(replace, actor()).await.map(|_| ())
+}
+
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
+}
+
+/// Defect: a snapshot that failed used to drop its records from the changed set, so the
+/// model's next snapshot moved the marker past records the tree never got, and a restart
+/// lost them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_failed_goes_with_the_next_one() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let mut ids = Vec::new();
+    {
+        let store = Store::open(dir.path(), &spec.spec, opts(10)).await.unwrap();
+        for i in 0..3 {
+            let ev = store.propose(create(&format!("s{i}"), 0), actor()).await;
+            ids.push(ev.unwrap().aggregate_id);
+        }
+        // The first snapshot (at event 10: records 0 and 1 changed, after their
+        // creation) fails.
+        fail::cfg("snapshot-store", "1*return").unwrap();
+        for n in 1..=7 {
+            bump(&store, ids[(n % 2) as usize], n).await.unwrap();
+        }
+        // The next one (at event 20) only sees record 2 changed; it must carry records 0
+        // and 1 too.
+        for n in 8..=17 {
+            bump(&store, ids[2], n).await.unwrap();
+        }
+        let stats = store.stats.clone();
+        wait_for(|| stats.snapshots.load(Ordering::Relaxed) >= 1).await;
+        close(store).await;
+    }
+    let store = Store::open(dir.path(), &spec.spec, opts(10)).await.unwrap();
+    assert!(store.stats.snapshot_records.load(Ordering::Relaxed) >= 3);
+    let n = |i: usize| store.get("Item", ids[i]).map(|r| r.get("n").cloned());
+    assert_eq!(n(0), Some(Some(json!(6))));
+    assert_eq!(n(1), Some(Some(json!(7))));
+    assert_eq!(n(2), Some(Some(json!(17))));
+    assert_eq!(store.stats.replayed_events.load(Ordering::Relaxed), 0);
+    scenario.teardown();
+}
+
+/// A failed `fdatasync` of the Raft log is never retried: the node stops acknowledging
+/// writes for good, says why in `ready()`, and a restart finds every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_of_the_raft_log_stops_writes_until_restart() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let mut acked = Vec::new();
+    {
+        let store = Store::open(dir.path(), &spec.spec, opts(1000))
+            .await
+            .unwrap();
+        assert_eq!(store.ready(), Ok(()));
+        for i in 0..5 {
+            acked.push(
+                store
+                    .propose(create(&format!("a{i}"), i), actor())
+                    .await
+                    .unwrap(),
+            );
+        }
+        fail::cfg("raft-log-sync", "1*return").unwrap();
+        match store.propose(create("lost", 0), actor()).await {
+            Err(Refused::Fault(f)) => assert!(f.what.contains("Raft log"), "{f:?}"),
+            other => panic!("expected a fault, got {other:?}"),
+        }
+        // The failpoint fired once; the disk would work again, but the node does not
+        // trust it until it is restarted.
+        for i in 0..3 {
+            match store
+                .propose(create(&format!("after{i}"), i), actor())
+                .await
+            {
+                Err(Refused::Fault(_)) => {}
+                other => panic!("a write after the fault: {other:?}"),
+            }
+        }
+        let reason = store.ready().unwrap_err();
+        assert!(reason.contains("storage failure"), "{reason}");
+        // Reads go on.
+        assert!(store.get("Item", acked[0].aggregate_id).is_some());
+        close(store).await;
+    }
+    let store = Store::open(dir.path(), &spec.spec, opts(1000))
+        .await
+        .unwrap();
+    for ev in &acked {
+        assert!(store.get("Item", ev.aggregate_id).is_some());
+    }
+    store.propose(create("fresh", 1), actor()).await.unwrap();
+    assert_eq!(store.ready(), Ok(()));
+    scenario.teardown();
+}
+
+/// The event log is synced by the checkpoint thread: a failed sync there records no
+/// applied state, allows no purge, and stops the node's writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_of_the_event_log_stops_writes_until_restart() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let mut acked = Vec::new();
+    {
+        let store = Store::open(dir.path(), &spec.spec, opts(1000))
+            .await
+            .unwrap();
+        fail::cfg("events-sync", "1*return").unwrap();
+        let mut faulted = false;
+        for i in 0..200 {
+            match store.propose(create(&format!("e{i}"), i), actor()).await {
+                Ok(ev) => acked.push(ev),
+                Err(Refused::Fault(f)) => {
+                    assert!(f.what.contains("event log"), "{f:?}");
+                    faulted = true;
+                    break;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(faulted, "writes went on after the event log failed to sync");
+        assert!(store.ready().is_err());
+        close(store).await;
+    }
+    let store = Store::open(dir.path(), &spec.spec, opts(1000))
+        .await
+        .unwrap();
+    for ev in &acked {
+        assert!(store.get("Item", ev.aggregate_id).is_some(), "{ev:?}");
+    }
+    let seqs: Vec<u64> = store
+        .events()
+        .unwrap()
+        .iter()
+        .map(|e| e.sequence_number)
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    scenario.teardown();
+}
+
+/// Every I/O failpoint, under concurrent write load: no acknowledged write is lost after
+/// a restart, and the store opens again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_io_failpoint_under_load_loses_no_acknowledged_write() {
+    let scenario = fail::FailScenario::setup();
+    let spec = spec();
+    for point in [
+        "raft-log-write",
+        "raft-log-sync",
+        "events-write",
+        "events-sync",
+        "checkpoint-applied",
+        "snapshot-store",
+        "store-flush",
+        "raft-log-remove",
+    ] {
+        // Snapshots and the removal of purged segments may fail without harm (a longer
+        // replay, a longer log); every other failure stops the node's writes.
+        let fatal = !matches!(point, "snapshot-store" | "raft-log-remove");
+        let dir = tempfile::tempdir().unwrap();
+        let mut acked: BTreeMap<Uuid, i64> = BTreeMap::new();
+        {
+            let store = Arc::new(Store::open(dir.path(), &spec.spec, opts(10)).await.unwrap());
+            let mut seeded = Vec::new();
+            for i in 0..4 {
+                let ev = store.propose(create(&format!("{point}-seed{i}"), 0), actor());
+                seeded.push(ev.await.unwrap().aggregate_id);
+            }
+            for id in &seeded {
+                acked.insert(*id, 0);
+            }
+            let mut writers = tokio::task::JoinSet::new();
+            for w in 0..8i64 {
+                let store = store.clone();
+                let target = seeded[(w % 4) as usize];
+                writers.spawn(async move {
+                    let mut mine = Vec::new();
+                    let mut last_bump = None;
+                    for i in 0..60i64 {
+                        if w % 2 == 0 {
+                            match store
+                                .propose(create(&format!("w{w}-{i}"), i), actor())
+                                .await
+                            {
+                                Ok(ev) => mine.push((ev.aggregate_id, i)),
+                                Err(_) => break,
+                            }
+                        } else {
+                            // Updates make the snapshots worth writing.
+                            match bump(&store, target, i).await {
+                                Ok(()) => last_bump = Some((target, i)),
+                                Err(Refused::VersionMismatch { .. }) => {}
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    (mine, last_bump)
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            fail::cfg(point, "return").unwrap();
+            let mut bumped: BTreeMap<Uuid, ()> = BTreeMap::new();
+            while let Some(done) = writers.join_next().await {
+                let (mine, last) = done.unwrap();
+                acked.extend(mine);
+                if let Some((id, _)) = last {
+                    bumped.insert(id, ());
+                }
+            }
+            fail::remove(point);
+            assert_eq!(
+                store.health().fault().is_some(),
+                fatal,
+                "{point}: {:?}",
+                store.health().fault()
+            );
+            // Updated records: their value is whatever was last acknowledged by any
+            // writer; only their presence is checked below.
+            for id in bumped.keys() {
+                acked.remove(id);
+            }
+            close(Arc::into_inner(store).expect("the only handle")).await;
+        }
+        let store = Store::open(dir.path(), &spec.spec, opts(10))
+            .await
+            .unwrap_or_else(|e| panic!("{point}: the store does not open again: {e}"));
+        for (id, n) in &acked {
+            let r = store
+                .get("Item", *id)
+                .unwrap_or_else(|| panic!("{point}: acknowledged record {id} is missing"));
+            assert_eq!(r.get("n"), Some(&json!(n)), "{point}: record {id}");
+        }
+        store
+            .propose(create(&format!("{point}-after"), 0), actor())
+            .await
+            .unwrap_or_else(|e| panic!("{point}: no write after the restart: {e:?}"));
+        close(store).await;
+    }
+    scenario.teardown();
+}
+
+/// An `Idempotency-Key` sent again is answered with the first write, across a restart
+/// too; the same key with another request is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_answers_a_retry_with_the_first_write() {
+    use lithair_runtime::store::decide::IdempotencyKey;
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let key = IdempotencyKey::new("alice", "/api/items", "k-1", b"{\"code\":\"x\"}");
+    let first = {
+        let store = Store::open(dir.path(), &spec.spec, opts(1000))
+            .await
+            .unwrap();
+        let first = store
+            .propose_once(create("x", 1), actor(), Some(key.clone()))
+            .await
+            .unwrap();
+        // A retry makes a new record id and event id; the key makes it the same write.
+        let again = store
+            .propose_once(create("x", 1), actor(), Some(key.clone()))
+            .await
+            .unwrap();
+        assert_eq!(again.aggregate_id, first.aggregate_id);
+        assert_eq!(again.sequence_number, first.sequence_number);
+        close(store).await;
+        first
+    };
+    let store = Store::open(dir.path(), &spec.spec, opts(1000))
+        .await
+        .unwrap();
+    let again = store
+        .propose_once(create("x", 1), actor(), Some(key.clone()))
+        .await
+        .unwrap();
+    assert_eq!(again.aggregate_id, first.aggregate_id);
+    let other = IdempotencyKey::new("alice", "/api/items", "k-1", b"{\"code\":\"y\"}");
+    assert_eq!(
+        store
+            .propose_once(create("y", 1), actor(), Some(other))
+            .await
+            .unwrap_err(),
+        Refused::KeyReused
+    );
+    // Another principal's key of the same text is another key.
+    let bob = IdempotencyKey::new("bob", "/api/items", "k-1", b"{\"code\":\"x\"}");
+    let ev = store.propose_once(create("z", 1), actor(), Some(bob)).await;
+    assert_ne!(ev.unwrap().aggregate_id, first.aggregate_id);
+    assert_eq!(store.read(|s| s.models["Item"].records.len()), 2);
+    scenario.teardown();
+}
+
+/// A full queue of waiting writes refuses at once instead of growing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_write_queue_refuses_at_once() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let store = Arc::new(
+        Store::open(
+            dir.path(),
+            &spec.spec,
+            StoreOptions {
+                max_pending_writes: 4,
+                ..opts(1000)
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    // A slow disk: every sync of the Raft log takes 300 ms.
+    fail::cfg("raft-log-sync", "sleep(300)").unwrap();
+    let mut writers = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = store.clone();
+        writers.spawn(async move { store.propose(create(&format!("q{i}"), i), actor()).await });
+    }
+    let (mut ok, mut overloaded) = (0, 0);
+    while let Some(r) = writers.join_next().await {
+        match r.unwrap() {
+            Ok(_) => ok += 1,
+            Err(Refused::Overloaded) => overloaded += 1,
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    fail::remove("raft-log-sync");
+    assert!(
+        ok >= 1 && overloaded >= 1,
+        "ok {ok}, overloaded {overloaded}"
+    );
+    assert_eq!(
+        store.read(|s| s.models["Item"].records.len()),
+        ok,
+        "a refused write left nothing behind"
+    );
+    scenario.teardown();
+}
+
+/// A write that cannot commit in time answers Timeout (its outcome is unknown).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_past_its_deadline_answers_timeout() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let store = Store::open(
+        dir.path(),
+        &spec.spec,
+        StoreOptions {
+            write_timeout: Duration::from_millis(200),
+            ..opts(1000)
+        },
+    )
+    .await
+    .unwrap();
+    fail::cfg("raft-log-sync", "sleep(1000)").unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        store.propose(create("slow", 1), actor()).await.unwrap_err(),
+        Refused::Timeout
+    );
+    assert!(started.elapsed() < Duration::from_millis(900));
+    fail::remove("raft-log-sync");
+    scenario.teardown();
+}
