@@ -6,6 +6,7 @@
 #   DURATION=5s bash bench/run.sh
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
 #   bash bench/run.sh cluster                    # only the Raft benchmarks
+#   LIST_RECORDS=160000 bash bench/run.sh lists  # durable creates with and without heavy lists
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
 # bench/README.md with the machine's description.
@@ -114,6 +115,40 @@ if [ "$only" = all ] || [ "$only" = restart ]; then
     curl -s "http://$addr/api/products?limit=1" | grep -o '"total":[0-9]*'
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
+fi
+
+if [ "$only" = all ] || [ "$only" = lists ]; then
+  # Heavy lists (every matching row filtered and sorted) run on low-priority workers on a
+  # frozen view: durable creates should keep most of their rate beside them, and no
+  # election may happen. Alternating runs, same data.
+  n=${LIST_RECORDS:-160000}
+  echo "== 9. durable creates beside 8 clients of sorted lists over $n products, $CONNS connections, $DURATION"
+  data=$work/data-lists
+  rm -rf "$data"
+  serve_shop listseed always
+  cat=$(category)
+  kill "${pids[-1]}"; sleep 0.5
+  cp -r "$work/data-listseed" "$data"
+  "$CARGO_TARGET_DIR/release/examples/fill_store" "$work/shop/src/generated/spec.json" "$data" Product "$n" \
+    "{\"name\":\"Product {i}\",\"sku\":\"LIST-{i}\",\"price\":9.5,\"stock\":3,\"status\":\"draft\",\"tags\":[\"a\",\"b\"],\"category\":\"$cat\"}"
+  start lists env LITHAIR_LOG=warn "$shop" serve --config "$work/shop/lithair.toml" --port 0 --data-dir "$data"
+  term0=$(curl -s "http://$addr/_cluster/status" | sed -n 's/.*"term":\([0-9]*\).*/\1/p')
+  for round in 1 2; do
+    echo "-- round $round: creates alone"
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="a$round$(date +%s%N | tail -c 9)" \
+      wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://$addr" | summary
+    echo "-- round $round: creates beside 8 clients of GET /api/products?sort=-name&limit=20"
+    LITHAIR_TOKEN=$editor LITHAIR_PATH="/api/products?sort=-name&limit=20" \
+      wrk -t1 -c8 -d"$DURATION" -s bench/get.lua "http://$addr" > "$work/lists-wrk.txt" 2>&1 &
+    lists_wrk=$!
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="b$round$(date +%s%N | tail -c 9)" \
+      wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://$addr" | summary
+    wait "$lists_wrk" || true
+    grep -E "Requests/sec|Non-2xx" "$work/lists-wrk.txt" | sed 's/^/   lists: /'
+  done
+  term1=$(curl -s "http://$addr/_cluster/status" | sed -n 's/.*"term":\([0-9]*\).*/\1/p')
+  echo "Raft term before $term0, after $term1 (equal: no election)"
+  kill "${pids[-1]}"
 fi
 
 if [ "$only" = all ] || [ "$only" = cluster ]; then

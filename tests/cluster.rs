@@ -626,3 +626,202 @@ fn linearizable_reads_on_a_follower_see_the_latest_write() {
     );
     assert_eq!(bad.status, 400);
 }
+
+#[test]
+fn a_node_without_quorum_is_unready_and_answers_writes_within_the_deadline() {
+    let s = shop();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("deadline.toml");
+    let text = std::fs::read_to_string(s.dir.join("lithair.toml"))
+        .unwrap()
+        .replace("request_timeout_ms = 10000", "request_timeout_ms = 1500");
+    assert!(text.contains("request_timeout_ms = 1500"));
+    std::fs::write(&config, text).unwrap();
+    let mut c = Cluster::start_with(
+        3,
+        vec!["--config".into(), config.to_str().unwrap().to_string()],
+    );
+    let leader = c.leader();
+    for i in 0..3 {
+        let ready = call("GET", &c.url(i, "/ready"), None, None, &[]);
+        assert_eq!(ready.status, 200, "node {i}: {}", ready.text);
+    }
+    // The leader and one follower go: the last node has no quorum.
+    let survivor = (0..3).find(|i| *i != leader).unwrap();
+    for i in 0..3 {
+        if i != survivor {
+            c.nodes[i].server.as_mut().unwrap().kill9();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let ready = loop {
+        let r = call("GET", &c.url(survivor, "/ready"), None, None, &[]);
+        if r.status == 503 || Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert!(
+        ready.json["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("leader"),
+        "{}",
+        ready.text
+    );
+    // A write cannot commit: answered 503 with Retry-After at the deadline, not never.
+    let started = Instant::now();
+    let w = call(
+        "POST",
+        &c.url(survivor, "/api/categories"),
+        Some(s.token("admin")),
+        Some(&json!({"name": "no quorum"})),
+        &[],
+    );
+    assert_eq!(w.status, 503, "{}", w.text);
+    assert_eq!(w.header("retry-after"), Some("1"), "{:?}", w.headers);
+    assert!(
+        w.json["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("outcome is unknown"),
+        "{}",
+        w.text
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    // Reads are still served from memory.
+    let list = call("GET", &c.url(survivor, "/api/categories"), None, None, &[]);
+    assert_eq!(list.status, 200, "{}", list.text);
+}
+
+/// Runs `serve` with `args`, expecting it to refuse to start; answers its stderr.
+fn refused_start(data: &Path, args: &[&str]) -> String {
+    let s = shop();
+    let mut child = std::process::Command::new(&s.bin)
+        .current_dir(&s.dir)
+        .args(["serve", "--host", "127.0.0.1", "--data-dir"])
+        .arg(data)
+        .args(args)
+        .env("LITHAIR_CLUSTER_SECRET", SECRET)
+        .env("LITHAIR_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success(), "serve {args:?} started");
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve {args:?} neither started nor refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_data_dir_knows_its_node_and_cluster_and_a_wiped_node_rejoins() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader();
+    let ids: Vec<String> = (0..5)
+        .map(|n| {
+            let a = call(
+                "POST",
+                &c.url(leader, "/api/categories"),
+                Some(shop().token("admin")),
+                Some(&json!({"name": format!("known-{n}")})),
+                &[],
+            );
+            assert_eq!(a.status, 201, "{}", a.text);
+            a.json["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    // Every node learns the cluster's id.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let cluster_id = loop {
+        let seen: Vec<Value> = (0..3)
+            .map(|i| {
+                c.status(i)
+                    .map(|s| s["cluster_id"].clone())
+                    .unwrap_or(Value::Null)
+            })
+            .collect();
+        if seen[0].is_string() && seen.iter().all(|s| *s == seen[0]) {
+            break seen[0].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "cluster ids: {seen:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    c.converge();
+
+    // Node 2's data dir under another node id is refused.
+    c.nodes[1].server.as_mut().unwrap().kill9();
+    c.nodes[1].server = None;
+    let port = c.nodes[1].port.to_string();
+    let err = refused_start(
+        &c.nodes[1].data,
+        &["--port", &port, "--node-id", "3", "--peers", &c.peers],
+    );
+    assert!(err.contains("belongs to node 2"), "{err}");
+
+    // A data dir of another cluster is refused: a cluster of one made with id 2 ...
+    let other = c._tmp.path().join("other");
+    let peers_alone = format!("2=127.0.0.1:{port}");
+    let mut alone = start_on(
+        &shop().bin,
+        &shop().dir,
+        &other,
+        c.nodes[1].port,
+        &["--node-id", "2", "--peers", &peers_alone],
+    );
+    alone.stop();
+    // ... does not join this one.
+    let err = refused_start(
+        &other,
+        &["--port", &port, "--node-id", "2", "--peers", &c.peers],
+    );
+    assert!(err.contains("another cluster"), "{err}");
+    c.up(1);
+
+    // Node 1 (the lowest id, which initialized the cluster) loses its disk: started empty,
+    // it joins the cluster it belonged to instead of starting a second one.
+    let first = 0;
+    c.nodes[first].server.as_mut().unwrap().kill9();
+    c.nodes[first].server = None;
+    std::fs::remove_dir_all(&c.nodes[first].data).unwrap();
+    c.up(first);
+    c.leader();
+    c.converge();
+    let status = c.status(first).unwrap();
+    assert_eq!(status["cluster_id"], json!(cluster_id), "{status}");
+    for id in &ids {
+        let got = call(
+            "GET",
+            &c.url(first, &format!("/api/categories/{id}")),
+            None,
+            None,
+            &[],
+        );
+        assert_eq!(
+            got.status, 200,
+            "record {id} on the wiped node: {}",
+            got.text
+        );
+    }
+}

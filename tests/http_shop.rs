@@ -817,3 +817,252 @@ fn slow_request_headers_are_cut_off() {
         "{head}"
     );
 }
+
+/// A small tmpfs, mounted for one test (needs root, as CI has) and unmounted after.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Tmpfs {
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "this test mounts a tmpfs and needs root (CI runs as root)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("mount");
+        assert!(ok.success(), "mount -t tmpfs failed");
+        Tmpfs { dir }
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("mount -o remount");
+        assert!(ok.success(), "remount failed");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_acknowledged_ones_and_recovers_after_restart() {
+    let disk = Tmpfs::mount("6m");
+    let data = disk.dir.path().join("data");
+    let s = shop();
+    let mut server = Server::start(&s.bin, &s.dir, &data, &[]);
+    let acked: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+    let refusals: Arc<Mutex<Vec<(u16, Value)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let url = server.url("/api/categories");
+        let (acked, refusals) = (acked.clone(), refusals.clone());
+        let token = s.token("editor").to_string();
+        workers.push(std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new()
+                .timeout(Duration::from_secs(20))
+                .build();
+            // Bounded: 6 MB fill up long before 20,000 writes of 2 KB.
+            for n in 0..20_000 {
+                let body =
+                    json!({"name": format!("full-w{w}-{n}"), "description": "d".repeat(2000)});
+                let r = agent
+                    .post(&url)
+                    .set("authorization", &format!("Bearer {token}"))
+                    .set("content-type", "application/json")
+                    .send_string(&body.to_string());
+                match r {
+                    Ok(r) => acked.lock().unwrap().push(r.into_json().unwrap()),
+                    Err(ureq::Error::Status(code, r)) => {
+                        let v: Value = r.into_json().unwrap_or(Value::Null);
+                        refusals.lock().unwrap().push((code, v));
+                        if refusals.lock().unwrap().len() > 20 {
+                            break;
+                        }
+                    }
+                    Err(e) => panic!("transport error: {e}"),
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let refusals = refusals.lock().unwrap().clone();
+    assert!(
+        !acked.is_empty(),
+        "nothing was written before the disk filled"
+    );
+    assert!(!refusals.is_empty(), "the disk never filled");
+    for (code, body) in &refusals {
+        // The write in flight when the disk filled may be answered 503 (outcome unknown);
+        // every later one 507, naming the cause.
+        assert!(matches!(code, 503 | 507), "{code}: {body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("storage failure")
+                || body["detail"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("outcome is unknown"),
+            "{code}: {body}"
+        );
+    }
+    assert!(
+        refusals.iter().any(|(code, body)| *code == 507
+            && body["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("No space left")),
+        "{refusals:?}"
+    );
+    // Reads go on; /ready says why the node is not ready.
+    let id = acked[0]["id"].as_str().unwrap();
+    let got = call(
+        "GET",
+        &server.url(&format!("/api/categories/{id}")),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(got.status, 200);
+    let ready = call("GET", &server.url("/ready"), None, None, &[]);
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert!(
+        ready.json["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("No space left"),
+        "{}",
+        ready.text
+    );
+    let health = call("GET", &server.url("/health"), None, None, &[]);
+    assert_eq!(health.status, 200);
+    // Space comes back: writes resume after a restart (README, "What survives what").
+    disk.resize("64m");
+    let back = Instant::now();
+    server.kill9();
+    let server = Server::start(&s.bin, &s.dir, &data, &[]);
+    let next = call(
+        "POST",
+        &server.url("/api/categories"),
+        Some(s.token("editor")),
+        Some(&json!({"name": "after the disk was full"})),
+        &[],
+    );
+    assert_eq!(next.status, 201, "{}", next.text);
+    eprintln!(
+        "disk full: {} writes acknowledged, {} refused; space back -> next 201 after a restart: {} ms",
+        acked.len(),
+        refusals.len(),
+        back.elapsed().as_millis()
+    );
+    for v in &acked {
+        let id = v["id"].as_str().unwrap();
+        let got = call(
+            "GET",
+            &server.url(&format!("/api/categories/{id}")),
+            None,
+            None,
+            &[],
+        );
+        assert_eq!(got.status, 200, "acknowledged create {id} is lost");
+        assert_eq!(&got.json, v);
+    }
+    assert_eq!(
+        call("GET", &server.url("/ready"), None, None, &[]).status,
+        200
+    );
+}
+
+#[test]
+fn an_idempotency_key_makes_a_create_safe_to_retry() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&data);
+    let token = shop().token("editor");
+    let url = server.url("/api/categories");
+    let body = json!({"name": "Once"});
+    let key = [("idempotency-key", "order-7f3a")];
+    let first = call("POST", &url, Some(token), Some(&body), &key);
+    assert_eq!(first.status, 201, "{}", first.text);
+    let again = call("POST", &url, Some(token), Some(&body), &key);
+    assert_eq!(again.status, 201, "{}", again.text);
+    assert_eq!(again.json["id"], first.json["id"]);
+    // The same key with another body is the client's mistake.
+    let other = call(
+        "POST",
+        &url,
+        Some(token),
+        Some(&json!({"name": "Twice"})),
+        &key,
+    );
+    assert_eq!(other.status, 422, "{}", other.text);
+    // Without a key, the same body is a new request (and here a unique clash).
+    let plain = call("POST", &url, Some(token), Some(&body), &[]);
+    assert_eq!(plain.status, 409, "{}", plain.text);
+    let bad = call(
+        "POST",
+        &url,
+        Some(token),
+        Some(&body),
+        &[("idempotency-key", "")],
+    );
+    assert_eq!(bad.status, 400, "{}", bad.text);
+    let list = call("GET", &url, None, None, &[]);
+    assert_eq!(list.json["total"], 1, "{}", list.text);
+}
+
+#[test]
+fn list_queries_are_bounded_and_ready_reports_the_node() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&data);
+    let ready = call("GET", &server.url("/ready"), None, None, &[]);
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    let nine = "name,-name,id,-id,created_at,updated_at,version,-version,description";
+    let a = call(
+        "GET",
+        &server.url(&format!("/api/categories?sort={nine}")),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("at most 8 sort keys"), "{}", a.text);
+    let filters: Vec<String> = (0..17).map(|i| format!("name=n{i}")).collect();
+    let q = filters.join("&");
+    let a = call(
+        "GET",
+        &server.url(&format!("/api/categories?{q}")),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(a.status, 400, "{}", a.text);
+    assert!(a.text.contains("at most 16 filters"), "{}", a.text);
+    let ok = call(
+        "GET",
+        &server.url("/api/categories?sort=-name,id&name=x"),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text);
+}

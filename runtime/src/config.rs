@@ -353,6 +353,35 @@ mod tests {
     }
 
     #[test]
+    fn request_deadline_and_write_queue_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lithair.toml");
+        std::fs::write(
+            &path,
+            "[server]\nrequest_timeout_ms = 2500\n[storage]\nmax_pending_writes = 64\n",
+        )
+        .unwrap();
+        let c = Config::load(&path, true, &Overrides::default()).unwrap();
+        assert_eq!(c.server.request_timeout_ms, 2500);
+        assert_eq!(c.storage.max_pending_writes, 64);
+        let d = Config::default();
+        assert_eq!(
+            (d.server.request_timeout_ms, d.storage.max_pending_writes),
+            (10_000, 10_000)
+        );
+        for (bad, says) in [
+            ("[server]\nrequest_timeout_ms = 0\n", "request_timeout_ms"),
+            ("[storage]\nmax_pending_writes = 0\n", "max_pending_writes"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = Config::load(&path, true, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn tokens_append_as_tables() {
         let text = "[server]\nport = 1\n\n[[auth.tokens]]\nname = \"ci\"\nsha256 = \"00\"\nroles = [\"editor\"]\n";
         let c: Config = toml::from_str(text).unwrap();

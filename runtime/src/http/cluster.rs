@@ -111,12 +111,14 @@ pub(crate) async fn raft_rpc(
 /// `GET /_cluster/status`.
 pub(crate) fn status(app: &App) -> Resp {
     let m = app.engine.store.cluster().raft.metrics().borrow().clone();
+    let cluster_id = app.engine.store.cluster_id();
     let members: Vec<u64> = m.membership_config.membership().voter_ids().collect();
     let learners: Vec<u64> = m.membership_config.membership().learner_ids().collect();
     respond::json(
         200,
         &json!({
             "node_id": m.id,
+            "cluster_id": cluster_id,
             "leader": m.current_leader,
             "term": m.current_term,
             "members": members,

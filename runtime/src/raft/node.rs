@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 
+use super::identity;
 use super::log_store::LogStore;
 use super::network::{call_json, Network};
 use super::state_machine::StateMachine;
@@ -69,6 +70,9 @@ pub struct Cluster {
     stop: tokio::sync::watch::Sender<bool>,
     /// How long a write may take (the request deadline).
     write_timeout: Duration,
+    /// The election timeout, ms (a leader that heard from no quorum for twice as long is
+    /// not ready).
+    pub election_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -98,6 +102,8 @@ impl Cluster {
         writes: (Duration, usize),
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
+        let meta = db.open_tree("meta").map_err(|e| fail(&e))?;
+        let peers_cluster = identity::check(&meta, &opts).await?;
         let holders = Arc::new(());
         let events = loaded.events.clone();
         let health = loaded.health.clone();
@@ -132,7 +138,13 @@ impl Cluster {
             .await
             .map_err(|e| fail(&e))?;
         let lowest = opts.peers.keys().next().copied();
-        if lowest == Some(opts.node_id) && !raft.is_initialized().await.map_err(|e| fail(&e))? {
+        // A node with an empty data dir whose peers already form a cluster joins it
+        // instead of starting another.
+        if lowest == Some(opts.node_id)
+            && peers_cluster.is_none()
+            && !raft.is_initialized().await.map_err(|e| fail(&e))?
+        {
+            identity::create(&meta).map_err(|e| fail(&e))?;
             let members: BTreeMap<u64, BasicNode> = opts
                 .peers
                 .iter()
@@ -178,7 +190,7 @@ impl Cluster {
             node_id: opts.node_id,
             secret: opts.secret.clone(),
             events: events.clone(),
-            meta: db.open_tree("meta").map_err(|e| fail(&e))?,
+            meta: meta.clone(),
             scratch: dir.with_file_name("events-fetch.tmp"),
             stopped,
             _holder: holders.clone(),
@@ -193,6 +205,7 @@ impl Cluster {
                 holders,
                 stop,
                 write_timeout: writes.0,
+                election_timeout_ms: opts.tuning.election_timeout_ms,
             },
             state,
         ))
@@ -459,7 +472,10 @@ fn spawn_backfill(mut b: Backfill) {
             }
             let mut stopped = b.stopped.clone();
             tokio::select! {
-                r = backfill_once(&b) => match r {
+                r = async {
+                    identity::learn(&b.raft, b.node_id, b.secret.as_deref(), &b.meta).await;
+                    backfill_once(&b).await
+                } => match r {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(events = n, "fetched the events a snapshot had skipped"),
                     Err(e) => tracing::debug!(error = %e, "fetching skipped events; retrying"),

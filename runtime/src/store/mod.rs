@@ -463,6 +463,14 @@ impl Store {
         })
     }
 
+    /// The id of the cluster this node belongs to, once it knows it.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.db
+            .open_tree("meta")
+            .ok()
+            .and_then(|m| crate::raft::identity::cluster_id(&m))
+    }
+
     /// The node's write health (see [`health`]).
     pub fn health(&self) -> &Arc<health::Health> {
         &self.health
@@ -490,6 +498,16 @@ impl Store {
                 "no Raft leader is known (an election is going on, or no quorum is reachable)"
                     .into(),
             );
+        }
+        let voters = m.membership_config.membership().voter_ids().count();
+        let patience = 2 * self.cluster.election_timeout_ms;
+        if m.state == openraft::ServerState::Leader
+            && voters > 1
+            && m.millis_since_quorum_ack.is_none_or(|ms| ms > patience)
+        {
+            return Err(format!(
+                "this leader has heard from no quorum for more than {patience} ms"
+            ));
         }
         Ok(())
     }
