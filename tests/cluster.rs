@@ -39,6 +39,8 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 struct Node {
     id: u64,
+    /// The loopback address it listens on (127.0.0.1, or 127.0.0.N behind proxies).
+    host: String,
     port: u16,
     data: PathBuf,
     server: Option<Server>,
@@ -71,6 +73,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, p)| Node {
                 id: i as u64 + 1,
+                host: "127.0.0.1".into(),
                 port: *p,
                 data: tmp.path().join(format!("d{}", i + 1)),
                 server: None,
@@ -92,6 +95,8 @@ impl Cluster {
         let s = shop();
         let node = &self.nodes[i];
         let mut args = vec![
+            "--host".to_string(),
+            node.host.clone(),
             "--node-id".to_string(),
             node.id.to_string(),
             "--peers".to_string(),
@@ -104,7 +109,16 @@ impl Cluster {
     }
 
     fn url(&self, i: usize, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.nodes[i].port)
+        format!("http://{}{path}", self.addr(i))
+    }
+
+    /// Where node `i` listens (clients talk to it there, never through a proxy).
+    fn addr(&self, i: usize) -> String {
+        format!("{}:{}", self.nodes[i].host, self.nodes[i].port)
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        (0..self.nodes.len()).map(|i| self.addr(i)).collect()
     }
 
     fn status(&self, i: usize) -> Option<Value> {
@@ -208,14 +222,15 @@ struct Load {
 }
 
 impl Load {
-    fn start(ports: Vec<u16>, writers: usize) -> Load {
+    /// Writers over the nodes at `addrs` (`host:port`).
+    fn start(addrs: Vec<String>, writers: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(BTreeMap::new()));
         let attempts = Arc::new(AtomicUsize::new(0));
         let workers = (0..writers)
             .map(|w| {
-                let (stop, acked, attempts, ports) =
-                    (stop.clone(), acked.clone(), attempts.clone(), ports.clone());
+                let (stop, acked, attempts, addrs) =
+                    (stop.clone(), acked.clone(), attempts.clone(), addrs.clone());
                 let token = shop().token("admin").to_string();
                 std::thread::spawn(move || {
                     let agent = ureq::AgentBuilder::new()
@@ -225,10 +240,10 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
                         attempts.fetch_add(1, Ordering::Relaxed);
-                        let port = ports[(w + n) % ports.len()];
+                        let addr = &addrs[(w + n) % addrs.len()];
                         let body = json!({"name": format!("w{w}-{n}")});
                         let r = agent
-                            .post(&format!("http://127.0.0.1:{port}/api/categories"))
+                            .post(&format!("http://{addr}/api/categories"))
                             .set("authorization", &format!("Bearer {token}"))
                             .set("content-type", "application/json")
                             .send_string(&body.to_string());
@@ -331,8 +346,8 @@ fn assert_records_everywhere(c: &Cluster, acked: &BTreeMap<String, Value>) {
 fn leader_and_follower_kills_lose_no_acknowledged_write() {
     let mut c = Cluster::start(3);
     let leader = c.leader();
-    let ports: Vec<u16> = c.nodes.iter().map(|n| n.port).collect();
-    let load = Load::start(ports, 6);
+    let load = Load::start(c.addrs(), 6);
+    let hot = Hot::start(&c, leader, 3, 3);
     std::thread::sleep(Duration::from_millis(1500));
 
     // Kill the leader: a new one is elected and writes go on.
@@ -355,6 +370,7 @@ fn leader_and_follower_kills_lose_no_acknowledged_write() {
     std::thread::sleep(Duration::from_millis(1000));
 
     let acked = load.finish();
+    hot.finish();
     c.converge();
     assert_everywhere(&c, &acked);
 }
@@ -411,25 +427,13 @@ fn raft_messages_need_the_cluster_secret() {
 fn a_paused_leader_steps_down_without_split_brain() {
     let c = Cluster::start(3);
     let leader = c.leader();
-    let ports: Vec<u16> = c.nodes.iter().map(|n| n.port).collect();
-    let load = Load::start(ports, 4);
+    let load = Load::start(c.addrs(), 4);
+    let hot = Hot::start(&c, leader, 3, 3);
     std::thread::sleep(Duration::from_millis(800));
     let pid = c.nodes[leader].server.as_ref().unwrap().pid() as i32;
     // Who claims to lead, per term, sampled while the leader is frozen and after it wakes.
     let mut claims: BTreeMap<u64, std::collections::BTreeSet<u64>> = BTreeMap::new();
-    let sample = |c: &Cluster, claims: &mut BTreeMap<u64, std::collections::BTreeSet<u64>>| {
-        for i in 0..c.nodes.len() {
-            if let Some(s) = c.status(i) {
-                if s["state"] == "Leader" {
-                    let term = s["term"].as_u64().unwrap();
-                    claims
-                        .entry(term)
-                        .or_default()
-                        .insert(s["node_id"].as_u64().unwrap());
-                }
-            }
-        }
-    };
+    let sample = claim_leaders;
     // SAFETY: signals our own child.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let until = Instant::now() + Duration::from_secs(4);
@@ -458,6 +462,7 @@ fn a_paused_leader_steps_down_without_split_brain() {
         );
     }
     let acked = load.finish();
+    hot.finish();
     c.converge();
     assert_everywhere(&c, &acked);
 }
@@ -518,12 +523,13 @@ fn membership_grows_to_five_and_shrinks_under_load() {
         let data = c._tmp.path().join(format!("d{id}"));
         c.nodes.push(Node {
             id,
+            host: "127.0.0.1".into(),
             port: *port,
             data,
             server: None,
         });
     }
-    let load = Load::start(c.nodes.iter().take(3).map(|n| n.port).collect(), 4);
+    let load = Load::start(c.addrs().into_iter().take(3).collect(), 4);
     for i in 3..5 {
         // Ask for the leader before the new node runs: until it is added it knows none.
         let leader = c.leader();
@@ -824,4 +830,403 @@ fn a_data_dir_knows_its_node_and_cluster_and_a_wiped_node_rejoins() {
             got.text
         );
     }
+}
+
+/// Clients on a few hot records, through every node: linearizable reads and updates with
+/// If-Match, each recorded with its invoke and completion time for the linearizability
+/// checker (`support::linearizable`).
+struct Hot {
+    stop: Arc<AtomicBool>,
+    history: Arc<linearizable::History>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Hot {
+    /// Creates `keys` records through node `via`, then starts `threads` clients on `addrs`.
+    fn start(c: &Cluster, via: usize, keys: usize, threads: usize) -> Hot {
+        use linearizable::{Event, History, Op};
+        let history = Arc::new(History::default());
+        let token = shop().token("admin").to_string();
+        let mut ids = Vec::new();
+        for k in 0..keys {
+            let invoke = Instant::now();
+            let a = call(
+                "POST",
+                &c.url(via, "/api/categories"),
+                Some(&token),
+                Some(
+                    &json!({"name": format!("hot-{k}-{}", rand::random::<u32>()), "description": "v0"}),
+                ),
+                &[],
+            );
+            assert_eq!(a.status, 201, "{}", a.text);
+            let id = a.json["id"].as_str().unwrap().to_string();
+            history.record(Event {
+                key: id.clone(),
+                op: Op::Create { value: "v0".into() },
+                invoke,
+                complete: Some(Instant::now()),
+            });
+            ids.push(id);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let addrs = c.addrs();
+        let workers = (0..threads)
+            .map(|t| {
+                let (stop, history, ids, addrs, token) = (
+                    stop.clone(),
+                    history.clone(),
+                    ids.clone(),
+                    addrs.clone(),
+                    token.clone(),
+                );
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(4))
+                        .build();
+                    let mut known = vec![1u64; ids.len()];
+                    let mut n = 0usize;
+                    while !stop.load(Ordering::Relaxed) && n < 5000 {
+                        n += 1;
+                        let k = (t * 7 + n * 3) % ids.len();
+                        let url = format!(
+                            "http://{}/api/categories/{}",
+                            addrs[(t + n) % addrs.len()],
+                            ids[k]
+                        );
+                        let invoke = Instant::now();
+                        let record = |op: Op, done: bool| {
+                            history.record(Event {
+                                key: ids[k].clone(),
+                                op,
+                                invoke,
+                                complete: done.then(Instant::now),
+                            })
+                        };
+                        if n % 2 == 0 {
+                            let r = agent.get(&format!("{url}?consistency=linearizable")).call();
+                            match r {
+                                Ok(r) => {
+                                    let v: Value = r.into_json().unwrap();
+                                    let version = v["version"].as_u64().unwrap();
+                                    known[k] = version;
+                                    let seen = Some((
+                                        version,
+                                        v["description"].as_str().unwrap().to_string(),
+                                    ));
+                                    record(Op::Read { seen }, true);
+                                }
+                                Err(ureq::Error::Status(404, _)) => {
+                                    record(Op::Read { seen: None }, true)
+                                }
+                                // No answer, or no leader to confirm with: a read changes nothing.
+                                Err(_) => {}
+                            }
+                        } else {
+                            let value = format!("t{t}-{n}");
+                            let expect = known[k];
+                            let r = agent
+                                .request("PATCH", &url)
+                                .set("authorization", &format!("Bearer {token}"))
+                                .set("if-match", &format!("\"{expect}\""))
+                                .set("content-type", "application/merge-patch+json")
+                                .send_string(&json!({"description": value}).to_string());
+                            let update = |ok| Op::Update {
+                                expect,
+                                value: value.clone(),
+                                ok,
+                            };
+                            match r {
+                                Ok(r) => {
+                                    let v: Value = r.into_json().unwrap();
+                                    assert_eq!(v["version"].as_u64(), Some(expect + 1), "{v}");
+                                    known[k] = expect + 1;
+                                    record(update(Some(true)), true);
+                                }
+                                Err(ureq::Error::Status(412, _)) => {
+                                    record(update(Some(false)), true);
+                                    // Learn the version again with the next read.
+                                }
+                                Err(ureq::Error::Status(404, _)) => {
+                                    record(Op::Read { seen: None }, true)
+                                }
+                                Err(ureq::Error::Status(code, r)) => {
+                                    assert!(
+                                        matches!(code, 503 | 507),
+                                        "{code}: {:?}",
+                                        r.into_string()
+                                    );
+                                    record(update(None), false);
+                                }
+                                // Never sent: nothing happened.
+                                Err(ureq::Error::Transport(e))
+                                    if e.kind() == ureq::ErrorKind::ConnectionFailed => {}
+                                Err(ureq::Error::Transport(_)) => record(update(None), false),
+                            }
+                        }
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                })
+            })
+            .collect();
+        Hot {
+            stop,
+            history,
+            workers,
+        }
+    }
+
+    /// Stops the clients and checks the history: every record's operations linearizable.
+    fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            w.join().unwrap();
+        }
+        let events = self.history.events();
+        let done = events.iter().filter(|e| e.complete.is_some()).count();
+        assert!(done > 20, "too few operations completed: {done}");
+        eprintln!(
+            "linearizability: {} operations ({} unknown) checked",
+            events.len(),
+            events.len() - done
+        );
+        if let Err(e) = linearizable::check(&events) {
+            panic!("{e}");
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts `n` nodes, each on its own loopback address (127.0.0.11, .12, ...) behind a
+    /// proxy that the test can cut per source address (see `support::proxy`): the
+    /// `--peers` list names the proxies, so all Raft traffic passes them.
+    fn start_proxied(n: usize) -> (Cluster, Vec<proxy::Proxy>) {
+        let tmp = tempfile::tempdir().unwrap();
+        let ports = free_ports(n);
+        let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.{}", 11 + i)).collect();
+        let proxies: Vec<proxy::Proxy> = (0..n)
+            .map(|i| proxy::Proxy::start(format!("{}:{}", hosts[i], ports[i]).parse().unwrap()))
+            .collect();
+        let peers = proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}={}", i + 1, p.addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = (0..n)
+            .map(|i| Node {
+                id: i as u64 + 1,
+                host: hosts[i].clone(),
+                port: ports[i],
+                data: tmp.path().join(format!("d{}", i + 1)),
+                server: None,
+            })
+            .collect();
+        let mut c = Cluster {
+            _tmp: tmp,
+            nodes,
+            peers,
+            extra: Vec::new(),
+        };
+        for i in 0..n {
+            c.up(i);
+        }
+        (c, proxies)
+    }
+
+    fn ip(&self, i: usize) -> std::net::IpAddr {
+        self.nodes[i].host.parse().unwrap()
+    }
+}
+
+/// Who claims to lead, per term.
+fn claim_leaders(c: &Cluster, claims: &mut BTreeMap<u64, std::collections::BTreeSet<u64>>) {
+    for i in running(c) {
+        if let Some(s) = c.status(i) {
+            if s["state"] == "Leader" {
+                let term = s["term"].as_u64().unwrap();
+                claims
+                    .entry(term)
+                    .or_default()
+                    .insert(s["node_id"].as_u64().unwrap());
+            }
+        }
+    }
+}
+
+/// Creates through every node, recording which node acknowledged each and when.
+fn timed_writes(
+    c: &Cluster,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<(usize, Instant, Value)>> {
+    let addrs = c.addrs();
+    let token = shop().token("admin").to_string();
+    std::thread::spawn(move || {
+        let threads: Vec<_> = (0..addrs.len() * 2)
+            .map(|w| {
+                let (addrs, token, stop) = (addrs.clone(), token.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let agent = ureq::AgentBuilder::new()
+                        .timeout(Duration::from_secs(4))
+                        .build();
+                    let node = w % addrs.len();
+                    let mut out = Vec::new();
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) && n < 10_000 {
+                        n += 1;
+                        let r = agent
+                            .post(&format!("http://{}/api/categories", addrs[node]))
+                            .set("authorization", &format!("Bearer {token}"))
+                            .set("content-type", "application/json")
+                            .send_string(&json!({"name": format!("p{w}-{n}")}).to_string());
+                        match r {
+                            Ok(r) => out.push((node, Instant::now(), r.into_json().unwrap())),
+                            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                        }
+                    }
+                    out
+                })
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    })
+}
+
+#[test]
+fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
+    let (c, proxies) = Cluster::start_proxied(3);
+    let leader = c.leader();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = timed_writes(&c, stop.clone());
+    let hot = Hot::start(&c, leader, 3, 4);
+    std::thread::sleep(Duration::from_millis(1000));
+    // Cut the leader off from both followers, both ways.
+    let cut = Instant::now();
+    for j in (0..3).filter(|j| *j != leader) {
+        proxies[j].block(c.ip(leader));
+        proxies[leader].block(c.ip(j));
+    }
+    let mut claims = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_leader = loop {
+        claim_leaders(&c, &mut claims);
+        let views: Vec<Option<u64>> = (0..3)
+            .filter(|j| *j != leader)
+            .map(|j| c.status(j).and_then(|s| s["leader"].as_u64()))
+            .collect();
+        if let [Some(a), Some(b)] = views[..] {
+            if a == b && a != c.nodes[leader].id {
+                break a;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the majority elected no leader: {views:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!(
+        "majority elected node {new_leader} after {:?}",
+        cut.elapsed()
+    );
+    // Let the majority take writes while the old leader is alone.
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        claim_leaders(&c, &mut claims);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let heal = Instant::now();
+    for p in &proxies {
+        p.heal();
+    }
+    std::thread::sleep(Duration::from_millis(2000));
+    stop.store(true, Ordering::Relaxed);
+    let acked = writes.join().unwrap();
+    hot.finish();
+    // The isolated old leader acknowledged nothing while it was cut off (a write it had
+    // committed just before may still be answered right after the cut).
+    let grace = Duration::from_millis(300);
+    let alone: Vec<_> = acked
+        .iter()
+        .filter(|(node, at, _)| *node == leader && *at > cut + grace && *at < heal)
+        .collect();
+    assert!(
+        alone.is_empty(),
+        "the isolated leader acknowledged {} writes",
+        alone.len()
+    );
+    let majority = acked
+        .iter()
+        .filter(|(node, at, _)| *node != leader && *at > cut + grace && *at < heal)
+        .count();
+    assert!(
+        majority > 0,
+        "the majority acknowledged nothing during the partition"
+    );
+    for (term, leaders) in &claims {
+        assert!(
+            leaders.len() <= 1,
+            "term {term} had several leaders: {leaders:?}"
+        );
+    }
+    c.converge();
+    let acked: BTreeMap<String, Value> = acked
+        .into_iter()
+        .map(|(_, _, v)| (v["id"].as_str().unwrap().to_string(), v))
+        .collect();
+    assert_everywhere(&c, &acked);
+}
+
+#[test]
+fn a_one_way_partition_of_the_leader_heals_into_one_log() {
+    let (c, proxies) = Cluster::start_proxied(3);
+    let leader = c.leader();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = timed_writes(&c, stop.clone());
+    let hot = Hot::start(&c, leader, 3, 4);
+    std::thread::sleep(Duration::from_millis(1000));
+    // The leader's messages no longer reach the followers; theirs still reach it.
+    for j in (0..3).filter(|j| *j != leader) {
+        proxies[j].block(c.ip(leader));
+    }
+    let mut claims = BTreeMap::new();
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        claim_leaders(&c, &mut claims);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let others: Vec<Option<u64>> = (0..3)
+        .filter(|j| *j != leader)
+        .map(|j| c.status(j).and_then(|s| s["leader"].as_u64()))
+        .collect();
+    assert!(
+        others
+            .iter()
+            .all(|l| l.is_some() && *l != Some(c.nodes[leader].id)),
+        "the followers moved on: {others:?}"
+    );
+    for p in &proxies {
+        p.heal();
+    }
+    std::thread::sleep(Duration::from_millis(2000));
+    claim_leaders(&c, &mut claims);
+    stop.store(true, Ordering::Relaxed);
+    let acked = writes.join().unwrap();
+    hot.finish();
+    for (term, leaders) in &claims {
+        assert!(
+            leaders.len() <= 1,
+            "term {term} had several leaders: {leaders:?}"
+        );
+    }
+    c.leader();
+    c.converge();
+    let acked: BTreeMap<String, Value> = acked
+        .into_iter()
+        .map(|(_, _, v)| (v["id"].as_str().unwrap().to_string(), v))
+        .collect();
+    assert_everywhere(&c, &acked);
 }

@@ -217,6 +217,7 @@ fn cluster_options(
             secret,
             insecure: flags.insecure,
             tuning: config.cluster.clone(),
+            bind_ip: outgoing_ip(config),
             ..crate::raft::node::ClusterOptions::single(own_addr.to_string())
         });
     };
@@ -247,7 +248,14 @@ fn cluster_options(
         secret,
         insecure: flags.insecure,
         tuning: config.cluster.clone(),
+        bind_ip: outgoing_ip(config),
     })
+}
+
+/// Calls to peers leave from the address the node listens on, unless it listens on all.
+fn outgoing_ip(config: &Config) -> Option<std::net::IpAddr> {
+    let host = config.server.host;
+    (!host.is_unspecified()).then_some(host)
 }
 
 fn serve(

@@ -84,6 +84,16 @@ impl Engine {
         }
     }
 
+    /// Waits until this node has applied everything the leader had committed when asked
+    /// (a linearizable read barrier).
+    async fn confirm(&self) -> Result<(), ApiError> {
+        self.store
+            .cluster()
+            .linearizable()
+            .await
+            .map_err(|e| ApiError::unavailable(format!("cannot confirm the record's state: {e}")))
+    }
+
     /// Runs the schema check again on what a hook returned.
     fn recheck(
         &self,
@@ -164,9 +174,22 @@ impl Engine {
     ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
+        // This node's state may lag behind the leader's: a missing record or another
+        // version is only answered (404, 412) once a linearizable read confirms it.
+        let mut confirmed = false;
         for _ in 0..MAX_RETRIES {
-            let old = self
-                .get(&model.name, id)
+            let current = self.get(&model.name, id);
+            let stale = match (&current, if_match) {
+                (None, _) => true,
+                (Some(old), Some(v)) => v != version_of(old),
+                _ => false,
+            };
+            if stale && !confirmed {
+                self.confirm().await?;
+                confirmed = true;
+                continue;
+            }
+            let old = current
                 .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
             let old_version = version_of(&old);
             if let Some(v) = if_match.filter(|v| *v != old_version) {
@@ -260,9 +283,15 @@ impl Engine {
     ) -> Result<(), ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
-        let old = self
-            .get(&model.name, id)
-            .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
+        let old = match self.get(&model.name, id) {
+            Some(old) => old,
+            // Not here yet, perhaps: ask the leader before answering 404.
+            None => {
+                self.confirm().await?;
+                self.get(&model.name, id)
+                    .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?
+            }
+        };
         hooks.before_delete(ctx, &old)?;
         let command = Command::Delete {
             model: model.name.clone(),

@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod linearizable;
+pub mod proxy;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -204,8 +207,10 @@ impl Server {
         args: &[&str],
     ) -> Server {
         let mut cmd = Command::new(bin);
-        cmd.current_dir(project)
-            .args(["serve", "--host", "127.0.0.1"]);
+        cmd.current_dir(project).arg("serve");
+        if !args.contains(&"--host") {
+            cmd.args(["--host", "127.0.0.1"]);
+        }
         if !args.contains(&"--port") {
             cmd.args(["--port", "0"]);
         }

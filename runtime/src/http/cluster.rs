@@ -223,7 +223,7 @@ pub(crate) async fn members(
                 method,
                 &leader.addr,
                 &path,
-                c.secret.as_deref(),
+                &c.link,
                 authorization.as_deref(),
                 &body,
                 timeout,

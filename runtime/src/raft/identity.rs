@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use openraft::Raft;
 
-use super::network::call_json;
+use super::network::{call_json, Link};
 use super::node::{ClusterOptions, StartError};
 use super::TypeConfig;
 
@@ -74,7 +74,10 @@ pub(crate) async fn check(
             hyper::Method::GET,
             addr,
             "/_cluster/status",
-            opts.secret.as_deref(),
+            &Link {
+                secret: opts.secret.clone(),
+                from: opts.bind_ip,
+            },
             &(),
             Duration::from_secs(1),
         )
@@ -113,12 +116,7 @@ pub(crate) fn create(meta: &sled::Tree) -> Result<String, sled::Error> {
 }
 
 /// A node that does not know its cluster's id yet asks its leader for it.
-pub(crate) async fn learn(
-    raft: &Raft<TypeConfig>,
-    node_id: u64,
-    secret: Option<&str>,
-    meta: &sled::Tree,
-) {
+pub(crate) async fn learn(raft: &Raft<TypeConfig>, node_id: u64, link: &Link, meta: &sled::Tree) {
     if cluster_id(meta).is_some() {
         return;
     }
@@ -133,7 +131,7 @@ pub(crate) async fn learn(
         hyper::Method::GET,
         &leader.addr,
         "/_cluster/status",
-        secret,
+        link,
         &(),
         Duration::from_secs(2),
     )

@@ -236,9 +236,11 @@ impl LogStore {
 
     fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<u64>> {
         let bytes = serde_json::to_vec(value).map_err(|e| io_error(Io::Write, e))?;
-        self.meta
-            .insert(key, bytes)
-            .map_err(|e| io_error(Io::Write, e))?;
+        if let Err(e) = self.meta.insert(key, bytes) {
+            self.health
+                .fail(&format!("writing the Raft state ({key})"), &e);
+            return Err(io_error(Io::Write, e));
+        }
         Ok(())
     }
 

@@ -28,6 +28,42 @@ use super::TypeConfig;
 /// The header that carries the cluster secret.
 pub const SECRET_HEADER: &str = "x-lithair-cluster-secret";
 
+/// How this node calls its peers: with the cluster secret, from its own address.
+#[derive(Clone, Debug, Default)]
+pub struct Link {
+    /// The cluster secret sent with every call.
+    pub secret: Option<String>,
+    /// The local address calls leave from (the address the node listens on), so that
+    /// peers see one address per node; None: chosen by the system.
+    pub from: Option<std::net::IpAddr>,
+}
+
+impl Link {
+    /// Opens a TCP connection to `addr` from [`Link::from`].
+    async fn connect(&self, addr: &str) -> std::io::Result<tokio::net::TcpStream> {
+        let Some(from) = self.from else {
+            return tokio::net::TcpStream::connect(addr).await;
+        };
+        let mut last = std::io::Error::other(format!("{addr} resolves to no address"));
+        for target in tokio::net::lookup_host(addr).await? {
+            if target.is_ipv4() != from.is_ipv4() {
+                continue;
+            }
+            let socket = if from.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(std::net::SocketAddr::new(from, 0))?;
+            match socket.connect(target).await {
+                Ok(s) => return Ok(s),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+}
+
 /// Why a call to another node failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CallError {
@@ -48,11 +84,11 @@ pub async fn call_json<Req: Serialize, Resp: DeserializeOwned>(
     method: hyper::Method,
     addr: &str,
     path: &str,
-    secret: Option<&str>,
+    link: &Link,
     body: &Req,
     timeout: Duration,
 ) -> Result<Resp, CallError> {
-    call_as(method, addr, path, secret, None, body, timeout).await
+    call_as(method, addr, path, link, None, body, timeout).await
 }
 
 /// [`call_json`] with the caller's `Authorization` header passed on (a request a
@@ -61,7 +97,7 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
     method: hyper::Method,
     addr: &str,
     path: &str,
-    secret: Option<&str>,
+    link: &Link,
     authorization: Option<&str>,
     body: &Req,
     timeout: Duration,
@@ -72,7 +108,8 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
     };
     let call = async {
         let bytes = serde_json::to_vec(body).map_err(|e| unreachable(e.to_string()))?;
-        let stream = tokio::net::TcpStream::connect(addr)
+        let stream = link
+            .connect(addr)
             .await
             .map_err(|e| unreachable(e.to_string()))?;
         let _ = stream.set_nodelay(true);
@@ -87,7 +124,7 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
             .uri(path)
             .header("host", addr)
             .header("content-type", "application/json");
-        if let Some(s) = secret {
+        if let Some(s) = &link.secret {
             req = req.header(SECRET_HEADER, s);
         }
         if let Some(a) = authorization {
@@ -129,15 +166,15 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
 /// Makes connections to peers.
 #[derive(Clone, Debug)]
 pub struct Network {
-    /// The cluster secret sent with every call.
-    pub secret: Option<String>,
+    /// How calls are made.
+    pub link: Link,
 }
 
 /// A connection to one peer.
 pub struct Connection {
     target: u64,
     addr: String,
-    secret: Option<String>,
+    link: Link,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -147,7 +184,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             target,
             addr: node.addr.clone(),
-            secret: self.secret.clone(),
+            link: self.link.clone(),
         }
     }
 }
@@ -168,7 +205,7 @@ impl Connection {
             hyper::Method::POST,
             &self.addr,
             path,
-            self.secret.as_deref(),
+            &self.link,
             rpc,
             option.hard_ttl(),
         )

@@ -13,7 +13,7 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 
 use super::identity;
 use super::log_store::LogStore;
-use super::network::{call_json, Network};
+use super::network::{call_json, Link, Network};
 use super::state_machine::StateMachine;
 use super::wal::Wal;
 use super::{Answers, Applied, Batch, TypeConfig};
@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub insecure: bool,
     /// Timing and sizes from `[cluster]`.
     pub tuning: ClusterConfig,
+    /// The address calls to peers leave from (the one the node listens on; None: any).
+    pub bind_ip: Option<std::net::IpAddr>,
 }
 
 impl ClusterOptions {
@@ -49,6 +51,7 @@ impl ClusterOptions {
             secret: None,
             insecure: false,
             tuning: ClusterConfig::default(),
+            bind_ip: None,
         }
     }
 }
@@ -63,6 +66,8 @@ pub struct Cluster {
     pub secret: Option<String>,
     /// Whether Raft messages are taken without a secret.
     pub insecure: bool,
+    /// How this node calls its peers.
+    pub link: Link,
     batcher: mpsc::Sender<Pending>,
     /// Held by every part that keeps the database open; see [`Cluster::shutdown`].
     holders: Arc<()>,
@@ -131,9 +136,11 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| fail(&e))?;
-        let network = Network {
+        let link = Link {
             secret: opts.secret.clone(),
+            from: opts.bind_ip,
         };
+        let network = Network { link: link.clone() };
         let raft = Raft::new(opts.node_id, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| fail(&e))?;
@@ -178,7 +185,7 @@ impl Cluster {
         let batcher = spawn_batcher(
             Writer {
                 raft: raft.clone(),
-                secret: opts.secret.clone(),
+                link: link.clone(),
                 timeout: writes.0,
                 health,
             },
@@ -188,7 +195,7 @@ impl Cluster {
         spawn_backfill(Backfill {
             raft: raft.clone(),
             node_id: opts.node_id,
-            secret: opts.secret.clone(),
+            link: link.clone(),
             events: events.clone(),
             meta: meta.clone(),
             scratch: dir.with_file_name("events-fetch.tmp"),
@@ -201,6 +208,7 @@ impl Cluster {
                 node_id: opts.node_id,
                 secret: opts.secret,
                 insecure: opts.insecure,
+                link,
                 batcher,
                 holders,
                 stop,
@@ -264,7 +272,7 @@ impl Cluster {
                         hyper::Method::POST,
                         &leader.addr,
                         "/_raft/read_index",
-                        self.secret.as_deref(),
+                        &self.link,
                         &(),
                         Duration::from_secs(10),
                     )
@@ -313,7 +321,7 @@ type Pending = (Stamped, oneshot::Sender<Result<Event, Refused>>);
 #[derive(Clone)]
 struct Writer {
     raft: Raft<TypeConfig>,
-    secret: Option<String>,
+    link: Link,
     /// How long a batch may take to be answered (the request deadline).
     timeout: Duration,
     health: Arc<crate::store::health::Health>,
@@ -381,10 +389,18 @@ const MAX_BATCH: usize = 1024;
 async fn write_batch(w: &Writer, commands: Vec<Stamped>) -> Result<Answers, Refused> {
     let raft = &w.raft;
     let batch = Batch::new(commands);
-    // A storage fault ends the Raft core; its error says less than the fault.
-    let failed = |e: String| match w.health.fault() {
-        Some(f) => Refused::Fault(f.clone()),
-        None => Refused::Storage(e),
+    // A storage fault ends the Raft core; its error says less than the fault. A core
+    // that stopped for any other reason is a fault too: this node writes no more.
+    let failed = |e: String| {
+        if w.health.fault().is_none() {
+            if let Err(fatal) = &raft.metrics().borrow().running_state {
+                w.health.fail("the Raft core stopped", fatal);
+            }
+        }
+        match w.health.fault() {
+            Some(f) => Refused::Fault(f.clone()),
+            None => Refused::Storage(e),
+        }
     };
     loop {
         // A follower that knows the leader hands the batch over at once.
@@ -414,7 +430,7 @@ async fn write_batch(w: &Writer, commands: Vec<Stamped>) -> Result<Answers, Refu
             hyper::Method::POST,
             &leader.addr,
             "/_raft/propose",
-            w.secret.as_deref(),
+            &w.link,
             &batch,
             w.timeout,
         )
@@ -447,7 +463,7 @@ fn answer(applied: Applied) -> Result<Event, Refused> {
 struct Backfill {
     raft: Raft<TypeConfig>,
     node_id: u64,
-    secret: Option<String>,
+    link: Link,
     events: Arc<std::sync::Mutex<Wal>>,
     meta: sled::Tree,
     /// Where fetched events are gathered before they join the log.
@@ -473,7 +489,7 @@ fn spawn_backfill(mut b: Backfill) {
             let mut stopped = b.stopped.clone();
             tokio::select! {
                 r = async {
-                    identity::learn(&b.raft, b.node_id, b.secret.as_deref(), &b.meta).await;
+                    identity::learn(&b.raft, b.node_id, &b.link, &b.meta).await;
                     backfill_once(&b).await
                 } => match r {
                     Ok(0) => {}
@@ -527,7 +543,7 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
             hyper::Method::GET,
             &leader,
             &format!("/_raft/events?from={next}&to={to}"),
-            b.secret.as_deref(),
+            &b.link,
             &(),
             Duration::from_secs(30),
         )
