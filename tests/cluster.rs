@@ -903,7 +903,7 @@ impl Hot {
                                 complete: done.then(Instant::now),
                             })
                         };
-                        if n % 2 == 0 {
+                        if n.is_multiple_of(2) {
                             let r = agent.get(&format!("{url}?consistency=linearizable")).call();
                             match r {
                                 Ok(r) => {
