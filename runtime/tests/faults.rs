@@ -466,3 +466,182 @@ async fn a_write_past_its_deadline_answers_timeout() {
     fail::remove("raft-log-sync");
     scenario.teardown();
 }
+
+/// A node of an in-process cluster: its store behind the real HTTP server (Raft messages
+/// travel over HTTP on loopback between the nodes).
+struct Node {
+    engine: Arc<lithair_runtime::engine::Engine>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: tokio::task::JoinHandle<()>,
+}
+
+const CLUSTER_SECRET: &str = "in-process-cluster-secret";
+
+async fn node(
+    dir: &std::path::Path,
+    id: u64,
+    peers: &BTreeMap<u64, String>,
+    listener: tokio::net::TcpListener,
+) -> Node {
+    let spec = Arc::new(spec());
+    let mut tuning = lithair_runtime::config::ClusterConfig::default();
+    tuning.snapshot_every = 40;
+    tuning.keep_after_snapshot = 0;
+    tuning.election_timeout_ms = 600;
+    tuning.heartbeat_interval_ms = 100;
+    let node = ClusterOptions {
+        node_id: id,
+        peers: peers.clone(),
+        secret: Some(CLUSTER_SECRET.into()),
+        insecure: false,
+        tuning,
+        bind_ip: None,
+    };
+    let store = Store::open(dir, &spec.spec, StoreOptions::new(SyncMode::Always, node))
+        .await
+        .unwrap();
+    let engine = Arc::new(lithair_runtime::engine::Engine::new(
+        spec.clone(),
+        Default::default(),
+        store,
+    ));
+    let auth = lithair_runtime::auth::Authenticator::new(&[], &spec).unwrap();
+    let opts = lithair_runtime::http::ServeOptions {
+        max_body_bytes: 1 << 20,
+        header_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            let _ = lithair_runtime::http::serve(listener, engine, auth, None, opts, async {
+                let _ = stopped.await;
+            })
+            .await;
+        }
+    });
+    Node {
+        engine,
+        stop: Some(stop),
+        served,
+    }
+}
+
+impl Node {
+    fn store(&self) -> &Store {
+        &self.engine.store
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = self.served.await;
+    }
+}
+
+/// A follower whose snapshot install fails stops taking writes; restarted, it catches up
+/// through a snapshot and holds every acknowledged write and the same event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_snapshot_install_stops_the_follower_and_a_restart_catches_up() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    let mut peers = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let mut listeners = listeners.into_iter();
+    let dir = |id: u64| tmp.path().join(format!("d{id}"));
+    let n1 = node(&dir(1), 1, &peers, listeners.next().unwrap()).await;
+    let n2 = node(&dir(2), 2, &peers, listeners.next().unwrap()).await;
+    let third = listeners.next().unwrap();
+    // Two of three nodes: a quorum. Write enough for the log to be purged past a snapshot.
+    fn leader<'a>(nodes: [&'a Node; 2]) -> Option<&'a Store> {
+        nodes
+            .into_iter()
+            .find(|n| {
+                let m = n.store().cluster().raft.metrics().borrow().clone();
+                m.current_leader == Some(m.id)
+            })
+            .map(|n| n.store())
+    }
+    let mut acked = Vec::new();
+    for _ in 0..200 {
+        if leader([&n1, &n2]).is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..150 {
+        let store = leader([&n1, &n2]).expect("a leader");
+        acked.push(
+            store
+                .propose(create(&format!("c{i}"), i), actor())
+                .await
+                .unwrap(),
+        );
+    }
+    fail::cfg("snapshot-install", "return").unwrap();
+    let n3 = node(&dir(3), 3, &peers, third).await;
+    let health = n3.store().health().clone();
+    wait_for(|| health.fault().is_some()).await;
+    assert!(
+        health.fault().unwrap().what.contains("snapshot"),
+        "{:?}",
+        health.fault()
+    );
+    assert!(n3.store().ready().is_err());
+    match n3.store().propose(create("on-3", 0), actor()).await {
+        Err(Refused::Fault(_)) => {}
+        other => panic!("a faulted node took a write: {other:?}"),
+    }
+    // Writes go on through the other two.
+    for i in 150..170 {
+        let store = leader([&n1, &n2]).expect("a leader");
+        acked.push(
+            store
+                .propose(create(&format!("c{i}"), i), actor())
+                .await
+                .unwrap(),
+        );
+    }
+    fail::remove("snapshot-install");
+    n3.stop().await;
+    let again = tokio::net::TcpListener::bind(&peers[&3]).await.unwrap();
+    let n3 = node(&dir(3), 3, &peers, again).await;
+    for _ in 0..600 {
+        if n3.store().read(|s| s.models["Item"].records.len()) == acked.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for ev in &acked {
+        assert!(n3.store().get("Item", ev.aggregate_id).is_some(), "{ev:?}");
+    }
+    // The events the snapshot skipped are fetched: the same log as the leader's.
+    let reference = leader([&n1, &n2]).unwrap().events().unwrap();
+    let mut same = false;
+    for _ in 0..300 {
+        let mine = n3.store().events().unwrap();
+        if mine.len() == reference.len() {
+            let ids = |e: &[lithair_runtime::store::event::Event]| {
+                e.iter().map(|e| e.event_id).collect::<Vec<_>>()
+            };
+            assert_eq!(ids(&mine), ids(&reference));
+            same = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(same, "node 3 did not fetch the events its snapshot skipped");
+    assert_eq!(n3.store().ready(), Ok(()));
+    for n in [n1, n2, n3] {
+        n.stop().await;
+    }
+    scenario.teardown();
+}

@@ -102,9 +102,38 @@ impl LogStore {
         let meta = db.open_tree("raft_meta")?;
         let wal_dir = dir.with_file_name("raft-log");
         let wal = Wal::open(&wal_dir)?;
-        let purged: Option<LogId<u64>> = meta
+        let mut purged: Option<LogId<u64>> = meta
             .get("last_purged")?
             .and_then(|v| serde_json::from_slice(&v).ok());
+        // The purge point never passes the state machine's applied state: a node that
+        // stopped between purging its log for a snapshot and installing it (a failed
+        // install) still holds the entries (segments leave the disk only once a
+        // checkpoint covers them), and takes the purge point back to what it applied.
+        let applied = applied_log_id(&db)?;
+        if let Some(p) = purged.filter(|p| applied.is_none_or(|a| a.index < p.index)) {
+            let from = applied.map_or(1, |a| a.index + 1);
+            if wal.first_index().is_some_and(|f| f > from) {
+                return Err(LogOpenError::Missing {
+                    dir: wal_dir.display().to_string(),
+                    first: wal.first_index().unwrap_or(0),
+                    purged: from - 1,
+                });
+            }
+            tracing::warn!(
+                purged = p.index,
+                applied = from - 1,
+                "the log was purged past the applied state (a snapshot install did not finish); the purge point goes back"
+            );
+            match applied {
+                Some(a) => {
+                    meta.insert("last_purged", serde_json::to_vec(&a).unwrap_or_default())?;
+                }
+                None => {
+                    meta.remove("last_purged")?;
+                }
+            }
+            purged = applied;
+        }
         if let (Some(first), Some(purged)) = (wal.first_index(), purged) {
             if first > purged.index + 1 {
                 return Err(LogOpenError::Missing {
@@ -251,6 +280,19 @@ impl LogStore {
             .map(|b| serde_json::from_slice(&b).map_err(|e| io_error(Io::ReadLogs, e)))
             .transpose()
     }
+}
+
+/// The log id the state machine recorded as applied (`meta`/`applied`).
+fn applied_log_id(db: &sled::Db) -> Result<Option<LogId<u64>>, sled::Error> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        applied: Option<LogId<u64>>,
+    }
+    Ok(db
+        .open_tree("meta")?
+        .get(crate::store::APPLIED)?
+        .and_then(|v| serde_json::from_slice::<Head>(&v).ok())
+        .and_then(|h| h.applied))
 }
 
 fn lock(wal: &Mutex<Wal>) -> MutexGuard<'_, Wal> {

@@ -716,7 +716,10 @@ pub(crate) fn checkpoint_thread(
     std::thread::Builder::new()
         .name("lithair-checkpoint".into())
         .spawn(move || {
+            // Locals drop in reverse order: the trees (and so the database) go before the
+            // holder that `Cluster::shutdown` counts.
             let _holder = holder;
+            let (tree, meta) = (tree, meta);
             let mut pending: Option<(Vec<u8>, crate::raft::wal::Syncer)> = None;
             // Snapshots that failed, by model: merged into that model's next one.
             let mut unsaved: HashMap<String, snapshot::Job> = HashMap::new();
