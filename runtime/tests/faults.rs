@@ -484,11 +484,13 @@ async fn node(
     listener: tokio::net::TcpListener,
 ) -> Node {
     let spec = Arc::new(spec());
-    let mut tuning = lithair_runtime::config::ClusterConfig::default();
-    tuning.snapshot_every = 40;
-    tuning.keep_after_snapshot = 0;
-    tuning.election_timeout_ms = 600;
-    tuning.heartbeat_interval_ms = 100;
+    let tuning = lithair_runtime::config::ClusterConfig {
+        snapshot_every: 40,
+        keep_after_snapshot: 0,
+        election_timeout_ms: 600,
+        heartbeat_interval_ms: 100,
+        ..Default::default()
+    };
     let node = ClusterOptions {
         node_id: id,
         peers: peers.clone(),
@@ -561,7 +563,7 @@ async fn a_failed_snapshot_install_stops_the_follower_and_a_restart_catches_up()
     let n2 = node(&dir(2), 2, &peers, listeners.next().unwrap()).await;
     let third = listeners.next().unwrap();
     // Two of three nodes: a quorum. Write enough for the log to be purged past a snapshot.
-    fn leader<'a>(nodes: [&'a Node; 2]) -> Option<&'a Store> {
+    fn leader(nodes: [&Node; 2]) -> Option<&Store> {
         nodes
             .into_iter()
             .find(|n| {
