@@ -1237,3 +1237,80 @@ fn a_one_way_partition_of_the_leader_heals_into_one_log() {
         .collect();
     assert_everywhere(&c, &acked);
 }
+
+impl Cluster {
+    /// Plans one more node behind a proxy of its own (not started, not a member yet).
+    fn plan_proxied(&mut self, proxies: &mut Vec<proxy::Proxy>) -> usize {
+        let i = self.nodes.len();
+        let host = format!("127.0.0.{}", 11 + i);
+        let port = free_ports(1)[0];
+        let p = proxy::Proxy::start(format!("{host}:{port}").parse().unwrap());
+        self.peers = format!("{},{}={}", self.peers, i + 1, p.addr);
+        self.nodes.push(Node {
+            id: i as u64 + 1,
+            host,
+            port,
+            data: self._tmp.path().join(format!("d{}", i + 1)),
+            server: None,
+        });
+        proxies.push(p);
+        i
+    }
+
+    /// Cuts node `i` off from every other node, both ways.
+    fn isolate(&self, i: usize, proxies: &[proxy::Proxy]) {
+        for j in (0..proxies.len()).filter(|j| *j != i) {
+            proxies[j].block(self.ip(i));
+            proxies[i].block(self.ip(j));
+        }
+    }
+}
+
+#[test]
+fn a_membership_change_completes_while_a_follower_is_cut_off() {
+    let s = shop();
+    let (mut c, mut proxies) = Cluster::start_proxied(3);
+    let leader = c.leader();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = timed_writes(&c, stop.clone());
+    let hot = Hot::start(&c, leader, 3, 3);
+    std::thread::sleep(Duration::from_millis(800));
+    let new = c.plan_proxied(&mut proxies);
+    c.up(new);
+    // A follower is cut off; the leader, the other follower and the new node are a
+    // majority of the old and of the new configuration.
+    let cut = (0..3).find(|i| *i != leader).unwrap();
+    c.isolate(cut, &proxies);
+    let body = json!({"id": c.nodes[new].id, "addr": proxies[new].addr.to_string()});
+    let added = call(
+        "POST",
+        &c.url(leader, "/_cluster/members"),
+        Some(s.token("admin")),
+        Some(&body),
+        &[],
+    );
+    assert_eq!(added.status, 200, "{}", added.text);
+    assert_eq!(added.json["members"], json!([1, 2, 3, 4]), "{}", added.text);
+    std::thread::sleep(Duration::from_millis(1000));
+    for p in &proxies {
+        p.heal();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    stop.store(true, Ordering::Relaxed);
+    let acked = writes.join().unwrap();
+    hot.finish();
+    c.leader();
+    c.converge();
+    for i in 0..4 {
+        assert_eq!(
+            c.status(i).unwrap()["members"],
+            json!([1, 2, 3, 4]),
+            "node {i}"
+        );
+    }
+    let acked: BTreeMap<String, Value> = acked
+        .into_iter()
+        .map(|(_, _, v)| (v["id"].as_str().unwrap().to_string(), v))
+        .collect();
+    assert_everywhere(&c, &acked);
+}

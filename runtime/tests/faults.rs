@@ -14,29 +14,12 @@ use std::time::Duration;
 
 use lithair_runtime::config::SyncMode;
 use lithair_runtime::raft::node::ClusterOptions;
-use lithair_runtime::spec::CompiledSpec;
-use lithair_runtime::store::event::{Actor, Record, Stored};
-use lithair_runtime::store::{Command, Refused, Store, StoreOptions};
+use lithair_runtime::store::{Refused, Store, StoreOptions};
 use serde_json::json;
 use uuid::Uuid;
 
-const SPEC: &str = r#"{
-  "service": {"name": "t"},
-  "roles": [],
-  "models": [{
-    "name": "Item", "snake": "item", "path": "/api/items",
-    "operations": ["list", "get", "create", "update", "patch", "delete"],
-    "permissions": {"read": [], "create": [], "update": [], "delete": []},
-    "fields": [
-      {"name": "code", "type": {"kind": "string"}, "unique": true},
-      {"name": "n", "type": {"kind": "int"}}
-    ]
-  }]
-}"#;
-
-fn spec() -> CompiledSpec {
-    CompiledSpec::from_json(SPEC).unwrap()
-}
+mod common;
+use common::*;
 
 fn opts(snapshot_every: u64) -> StoreOptions {
     let mut node = ClusterOptions::single("127.0.0.1:0");
@@ -50,46 +33,9 @@ fn opts(snapshot_every: u64) -> StoreOptions {
     }
 }
 
-async fn close(store: Store) {
-    store.cluster().shutdown().await;
-    drop(store);
-}
-
-fn actor() -> Actor {
-    Actor {
-        name: "test".into(),
-        roles: vec![],
-    }
-}
-
-fn record(code: &str, n: i64) -> Record {
-    let v = json!({"id": Uuid::new_v4().to_string(), "code": code, "n": n,
-        "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "version": 1});
-    v.as_object().unwrap().clone()
-}
-
-fn create(code: &str, n: i64) -> Command {
-    Command::Create {
-        model: "Item".into(),
-        record: Stored::new(record(code, n)),
-    }
-}
-
 /// Sets record `id` to `n` (a new version).
 async fn bump(store: &Store, id: Uuid, n: i64) -> Result<(), Refused> {
-    let old = store.get("Item", id).expect("record");
-    let version = old.get("version").and_then(|v| v.as_u64()).unwrap();
-    let mut next = old.record.clone();
-    next.insert("n".into(), json!(n));
-    next.insert("version".into(), json!(version + 1));
-    let replace = Command::Replace {
-        model: "Item".into(),
-        id,
-        record: Stored::new(next),
-        expected_version: version,
-        from_client: false,
-    };
-    store.propose(replace, actor()).await.map(|_| ())
+    try_bump(store, id, n).await
 }
 
 async fn wait_for(mut done: impl FnMut() -> bool) {

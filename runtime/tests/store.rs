@@ -9,61 +9,19 @@ use std::time::Duration;
 use lithair_runtime::config::SyncMode;
 use lithair_runtime::raft::node::ClusterOptions;
 use lithair_runtime::spec::CompiledSpec;
-use lithair_runtime::store::event::{Actor, Record, Stored};
+use lithair_runtime::store::event::Stored;
 use lithair_runtime::store::{Command, OpenError, Refused, Store, StoreOptions};
 use serde_json::json;
 use uuid::Uuid;
 
-const SPEC: &str = r#"{
-  "service": {"name": "t"},
-  "roles": [],
-  "models": [{
-    "name": "Item", "snake": "item", "path": "/api/items",
-    "operations": ["list", "get", "create", "update", "patch", "delete"],
-    "permissions": {"read": [], "create": [], "update": [], "delete": []},
-    "fields": [
-      {"name": "code", "type": {"kind": "string"}, "unique": true},
-      {"name": "n", "type": {"kind": "int"}}
-    ]
-  }]
-}"#;
-
-fn spec() -> CompiledSpec {
-    CompiledSpec::from_json(SPEC).unwrap()
-}
+mod common;
+use common::*;
 
 fn opts(sync: SyncMode, snapshot_every: u64) -> StoreOptions {
     StoreOptions {
         flush_interval: Duration::from_millis(5),
         snapshot_every,
         ..StoreOptions::new(sync, ClusterOptions::single("127.0.0.1:0"))
-    }
-}
-
-/// Stops the store's Raft node so that the database can be opened again (no final flush:
-/// what is on disk is what the sync setting put there).
-async fn close(store: Store) {
-    store.cluster().shutdown().await;
-    drop(store);
-}
-
-fn actor() -> Actor {
-    Actor {
-        name: "test".into(),
-        roles: vec![],
-    }
-}
-
-fn record(code: &str, n: i64) -> Record {
-    let v = json!({"id": Uuid::new_v4().to_string(), "code": code, "n": n, "created_at": "2024-01-01T00:00:00Z",
-        "updated_at": "2024-01-01T00:00:00Z", "version": 1});
-    v.as_object().unwrap().clone()
-}
-
-fn create(code: &str, n: i64) -> Command {
-    Command::Create {
-        model: "Item".into(),
-        record: Stored::new(record(code, n)),
     }
 }
 
@@ -178,19 +136,7 @@ async fn versions_are_checked_in_the_writer() {
 
 /// Proposes a new version of record `id` with `n`.
 async fn bump(store: &Store, id: Uuid, n: i64) {
-    let old = store.get("Item", id).unwrap();
-    let version = old.get("version").and_then(|v| v.as_u64()).unwrap();
-    let mut next = old.record.clone();
-    next.insert("n".into(), json!(n));
-    next.insert("version".into(), json!(version + 1));
-    let replace = Command::Replace {
-        model: "Item".into(),
-        id,
-        record: Stored::new(next),
-        expected_version: version,
-        from_client: false,
-    };
-    store.propose(replace, actor()).await.unwrap();
+    try_bump(store, id, n).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

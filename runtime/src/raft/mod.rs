@@ -10,6 +10,7 @@
 // the same type so that `?` works across them.
 #![allow(clippy::result_large_err)]
 
+pub mod disk;
 pub mod identity;
 pub mod log_store;
 pub mod network;
