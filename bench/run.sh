@@ -135,13 +135,13 @@ if [ "$only" = all ] || [ "$only" = lists ]; then
   term0=$(curl -s "http://$addr/_cluster/status" | sed -n 's/.*"term":\([0-9]*\).*/\1/p')
   for round in 1 2; do
     echo "-- round $round: creates alone"
-    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="a$round$(date +%s%N | tail -c 9)" \
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="A$round$(date +%s%N | tail -c 9)" \
       wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://$addr" | summary
     echo "-- round $round: creates beside 8 clients of GET /api/products?sort=-name&limit=20"
     LITHAIR_TOKEN=$editor LITHAIR_PATH="/api/products?sort=-name&limit=20" \
       wrk -t1 -c8 -d"$DURATION" -s bench/get.lua "http://$addr" > "$work/lists-wrk.txt" 2>&1 &
     lists_wrk=$!
-    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="b$round$(date +%s%N | tail -c 9)" \
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="B$round$(date +%s%N | tail -c 9)" \
       wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://$addr" | summary
     wait "$lists_wrk" || true
     grep -E "Requests/sec|Non-2xx" "$work/lists-wrk.txt" | sed 's/^/   lists: /'

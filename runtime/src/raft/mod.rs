@@ -1,5 +1,7 @@
-//! Raft consensus with openraft 0.9: the log storage and the state machine on sled, the
-//! network over HTTP under `/_raft/*`, and the node that ties them together.
+//! Raft consensus with openraft 0.9: the log storage (a write-ahead log, `wal.rs`, on
+//! the file seam of `disk.rs`) and the state machine, the network over HTTP under
+//! `/_raft/*`, the data dir's identity (`identity.rs`), and the node that ties them
+//! together.
 //!
 //! Every write of a service goes through here; a node without `--peers` is a cluster of
 //! one. The storage is proven with `openraft::testing::Suite` (see

@@ -6,14 +6,18 @@
 //! durable per the `sync` setting (one flush plus `fdatasync` for a whole group of
 //! appends), committed, and then applied by the state machine, which decides each command
 //! against the state (unique values, If-Match versions, refs: in log order, so every
-//! replica decides the same), appends the events to the `events` tree and publishes them
-//! to the in-memory [`State`] that reads are served from. Nothing is visible to readers
-//! before it is committed.
+//! replica decides the same), appends the events to the event log (`events/`, a
+//! write-ahead log) and publishes them to the in-memory [`State`] that reads are served
+//! from. Nothing is visible to readers before it is committed.
 //!
 //! Snapshots: once a model has `snapshot_every` events since its last snapshot, the
 //! records it changed since are written to the `state` tree with the new snapshot's
 //! sequence number, in one atomic batch (see `snapshot.rs`). A restart loads that tree
 //! and replays only the events after it.
+//!
+//! Faults ([`health`]): a failed write or sync of either log, or a failed checkpoint,
+//! stops this node's writes until it is restarted; a snapshot that fails is merged into
+//! the model's next one. Either way a restart replays more, never less.
 
 pub mod decide;
 pub mod event;
