@@ -806,14 +806,39 @@ fn a_data_dir_knows_its_node_and_cluster_and_a_wiped_node_rejoins() {
     c.up(1);
 
     // Node 1 (the lowest id, which initialized the cluster) loses its disk: started empty,
-    // it joins the cluster it belonged to instead of starting a second one.
+    // it joins the cluster it belonged to instead of starting a second one. It may have
+    // voted before: it grants no vote until it has caught up. With the leader frozen it
+    // cannot catch up, so the third node, alone with it, elects nobody.
     let first = 0;
     c.nodes[first].server.as_mut().unwrap().kill9();
     c.nodes[first].server = None;
     std::fs::remove_dir_all(&c.nodes[first].data).unwrap();
+    let leader = c.leader();
+    let pid = c.nodes[leader].server.as_ref().unwrap().pid() as i32;
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
     c.up(first);
+    let third = (0..3).find(|i| *i != first && *i != leader).unwrap();
+    std::thread::sleep(Duration::from_millis(4000));
+    let wiped = c.status(first).unwrap();
+    assert_eq!(wiped["voting"], json!(false), "{wiped}");
+    let alone = c.status(third).unwrap();
+    assert_ne!(
+        alone["state"], "Leader",
+        "elected with a wiped node's vote: {alone}"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
     c.leader();
     c.converge();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.status(first).unwrap()["voting"] != json!(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the wiped node never votes again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let status = c.status(first).unwrap();
     assert_eq!(status["cluster_id"], json!(cluster_id), "{status}");
     for id in &ids {

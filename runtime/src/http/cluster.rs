@@ -97,7 +97,23 @@ pub(crate) async fn raft_rpc(
                 )?)
                 .await,
         ),
-        "vote" => respond::json(200, &c.raft.vote(parse(&bytes)?).await),
+        "vote" => {
+            let rpc: openraft::raft::VoteRequest<u64> = parse(&bytes)?;
+            if c.may_vote() {
+                respond::json(200, &c.raft.vote(rpc).await)
+            } else {
+                // Rejoined with an empty data dir and not caught up: no vote, and the
+                // request changes nothing here.
+                let m = c.raft.metrics().borrow().clone();
+                let refused: Result<_, openraft::error::RaftError<u64>> =
+                    Ok(openraft::raft::VoteResponse {
+                        vote: m.vote,
+                        vote_granted: false,
+                        last_log_id: m.last_applied,
+                    });
+                respond::json(200, &refused)
+            }
+        }
         "snapshot" => {
             let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = parse(&bytes)?;
             respond::json(200, &c.raft.install_snapshot(rpc).await)
@@ -123,6 +139,7 @@ pub(crate) fn status(app: &App) -> Resp {
             "term": m.current_term,
             "members": members,
             "learners": learners,
+            "voting": app.engine.store.cluster().may_vote(),
             "last_applied": m.last_applied.map(|l| l.index),
             "state": format!("{:?}", m.state),
         }),

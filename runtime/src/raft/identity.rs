@@ -9,7 +9,10 @@
 //!
 //! A node with an empty data dir whose peers answer with a cluster joins that cluster
 //! (the leader brings it up to date); the lowest id initializes a new cluster only when
-//! no peer answers with one, so a wiped node does not start a second cluster.
+//! no peer answers with one, so a wiped node does not start a second cluster. Such a
+//! node may have voted before it lost its data dir: it grants no vote until it has
+//! caught up with the log its peers had applied when it started, so it cannot vote a
+//! second time in a term it has forgotten.
 
 use std::time::Duration;
 
@@ -29,6 +32,14 @@ const CLUSTER_ID: &str = "cluster_id";
 struct PeerView {
     node_id: u64,
     cluster_id: Option<String>,
+    #[serde(default)]
+    last_applied: Option<u64>,
+}
+
+/// What the peers said at start.
+pub(crate) struct Peers {
+    /// The log index the answering peer had applied.
+    pub applied: u64,
 }
 
 /// The cluster id this data dir belongs to, if it knows it.
@@ -40,11 +51,11 @@ pub fn cluster_id(meta: &sled::Tree) -> Option<String> {
 }
 
 /// Checks the data dir against `opts` and the peers (see the module's doc); answers the
-/// cluster id the peers form, if any answered with one.
+/// cluster the peers form, if any answered with one.
 pub(crate) async fn check(
     meta: &sled::Tree,
     opts: &ClusterOptions,
-) -> Result<Option<String>, StartError> {
+) -> Result<Option<Peers>, StartError> {
     let err = |m: String| StartError(m);
     match meta.get(NODE_ID).map_err(|e| err(e.to_string()))? {
         Some(v) => {
@@ -65,7 +76,7 @@ pub(crate) async fn check(
         }
     }
     let mine = cluster_id(meta);
-    let mut theirs: Option<(u64, String)> = None;
+    let mut theirs: Option<(u64, String, u64)> = None;
     for (id, addr) in &opts.peers {
         if *id == opts.node_id {
             continue;
@@ -84,11 +95,11 @@ pub(crate) async fn check(
         .await;
         let Ok(view) = view else { continue };
         if let Some(cid) = view.cluster_id {
-            theirs = Some((view.node_id, cid));
+            theirs = Some((view.node_id, cid, view.last_applied.unwrap_or(0)));
             break;
         }
     }
-    let Some((peer, cid)) = theirs else {
+    let Some((peer, cid, applied)) = theirs else {
         return Ok(None);
     };
     match &mine {
@@ -105,7 +116,8 @@ pub(crate) async fn check(
                 .map_err(|e| err(e.to_string()))?;
         }
     }
-    Ok(Some(cid))
+    tracing::info!(cluster_id = %cid, peer, applied, "the peers form a cluster: joining it");
+    Ok(Some(Peers { applied }))
 }
 
 /// Makes a new cluster id (the node that initializes the cluster).

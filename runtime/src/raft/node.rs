@@ -68,6 +68,8 @@ pub struct Cluster {
     pub insecure: bool,
     /// How this node calls its peers.
     pub link: Link,
+    /// The log index this node must have applied before it grants votes (0: none).
+    votes_from: u64,
     batcher: mpsc::Sender<Pending>,
     /// Held by every part that keeps the database open; see [`Cluster::shutdown`].
     holders: Arc<()>,
@@ -108,7 +110,18 @@ impl Cluster {
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
         let meta = db.open_tree("meta").map_err(|e| fail(&e))?;
+        let fresh = db
+            .open_tree("raft_meta")
+            .and_then(|t| t.get("vote"))
+            .map_err(|e| fail(&e))?
+            .is_none();
         let peers_cluster = identity::check(&meta, &opts).await?;
+        // A node that joins a running cluster with an empty data dir may have voted
+        // before it lost it: no vote until it has caught up (see `identity`).
+        let votes_from = match &peers_cluster {
+            Some(p) if fresh && p.applied > 0 => p.applied,
+            _ => 0,
+        };
         let holders = Arc::new(());
         let events = loaded.events.clone();
         let health = loaded.health.clone();
@@ -209,6 +222,7 @@ impl Cluster {
                 secret: opts.secret,
                 insecure: opts.insecure,
                 link,
+                votes_from,
                 batcher,
                 holders,
                 stop,
@@ -233,6 +247,18 @@ impl Cluster {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         tracing::warn!("the Raft node still holds the store after 10 s");
+    }
+
+    /// Whether this node grants votes: not before it has caught up, when it joined a
+    /// running cluster with an empty data dir.
+    pub fn may_vote(&self) -> bool {
+        self.votes_from == 0
+            || self
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .is_some_and(|l| l.index >= self.votes_from)
     }
 
     /// Proposes a stamped command. Concurrent proposals are batched into one log entry
