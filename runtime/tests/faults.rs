@@ -445,9 +445,11 @@ async fn node(
         tuning,
         bind_ip: None,
     };
-    let store = Store::open(dir, &spec.spec, StoreOptions::new(SyncMode::Always, node))
-        .await
-        .unwrap();
+    let opts = StoreOptions {
+        write_timeout: Duration::from_secs(3),
+        ..StoreOptions::new(SyncMode::Always, node)
+    };
+    let store = Store::open(dir, &spec.spec, opts).await.unwrap();
     let engine = Arc::new(lithair_runtime::engine::Engine::new(
         spec.clone(),
         Default::default(),
@@ -589,6 +591,126 @@ async fn a_failed_snapshot_install_stops_the_follower_and_a_restart_catches_up()
     assert!(same, "node 3 did not fetch the events its snapshot skipped");
     assert_eq!(n3.store().ready(), Ok(()));
     for n in [n1, n2, n3] {
+        n.stop().await;
+    }
+    scenario.teardown();
+}
+
+/// A deposed leader whose log must be cut back (its entries never committed) and whose
+/// truncation fails stops taking writes; restarted, it takes the new leader's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_truncation_of_the_raft_log_stops_the_node_and_a_restart_recovers() {
+    let scenario = fail::FailScenario::setup();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut peers = BTreeMap::new();
+    let mut listeners = Vec::new();
+    for id in 1..=3u64 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        peers.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let dir = |id: u64| tmp.path().join(format!("d{id}"));
+    let rebind = |id: u64| {
+        let addr = peers[&id].clone();
+        async move { tokio::net::TcpListener::bind(addr).await.unwrap() }
+    };
+    let mut listeners = listeners.into_iter();
+    let n1 = node(&dir(1), 1, &peers, listeners.next().unwrap()).await;
+    let n2 = node(&dir(2), 2, &peers, listeners.next().unwrap()).await;
+    let n3 = node(&dir(3), 3, &peers, listeners.next().unwrap()).await;
+    let is_leader = |n: &Node| {
+        let m = n.store().cluster().raft.metrics().borrow().clone();
+        m.current_leader == Some(m.id)
+    };
+    let mut nodes = vec![Some(n1), Some(n2), Some(n3)];
+    let mut leader = None;
+    for _ in 0..200 {
+        leader = nodes.iter().position(|n| n.as_ref().is_some_and(is_leader));
+        if leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let leader = leader.expect("a leader");
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let store = nodes[leader].as_ref().unwrap().store();
+        acked.push(
+            store
+                .propose(create(&format!("t{i}"), i), actor())
+                .await
+                .unwrap(),
+        );
+    }
+    // The followers stop; the leader appends writes it cannot commit.
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    for f in &followers {
+        nodes[*f].take().unwrap().stop().await;
+    }
+    for i in 0..3 {
+        let store = nodes[leader].as_ref().unwrap().store();
+        match store.propose(create(&format!("lost{i}"), i), actor()).await {
+            Err(Refused::Timeout) => {}
+            other => panic!("a write without quorum: {other:?}"),
+        }
+    }
+    nodes[leader].take().unwrap().stop().await;
+    // The followers come back and elect one of them; it writes over those entries.
+    for f in &followers {
+        let id = *f as u64 + 1;
+        nodes[*f] = Some(node(&dir(id), id, &peers, rebind(id).await).await);
+    }
+    let mut new_leader = None;
+    for _ in 0..200 {
+        new_leader = followers
+            .iter()
+            .copied()
+            .find(|f| nodes[*f].as_ref().is_some_and(is_leader));
+        if new_leader.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let new_leader = new_leader.expect("a new leader");
+    for i in 0..20 {
+        let store = nodes[new_leader].as_ref().unwrap().store();
+        acked.push(
+            store
+                .propose(create(&format!("n{i}"), i), actor())
+                .await
+                .unwrap(),
+        );
+    }
+    // The old leader returns and must cut its uncommitted entries: the cut fails.
+    fail::cfg("raft-log-truncate", "return").unwrap();
+    let id = leader as u64 + 1;
+    let old = node(&dir(id), id, &peers, rebind(id).await).await;
+    let health = old.store().health().clone();
+    wait_for(|| health.fault().is_some()).await;
+    assert!(
+        health.fault().unwrap().what.contains("truncating"),
+        "{:?}",
+        health.fault()
+    );
+    fail::remove("raft-log-truncate");
+    old.stop().await;
+    let old = node(&dir(id), id, &peers, rebind(id).await).await;
+    for _ in 0..400 {
+        if old.store().read(|s| s.models["Item"].records.len()) == acked.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    for ev in &acked {
+        assert!(old.store().get("Item", ev.aggregate_id).is_some(), "{ev:?}");
+    }
+    assert_eq!(
+        old.store().read(|s| s.models["Item"].records.len()),
+        acked.len(),
+        "an uncommitted write survived"
+    );
+    old.stop().await;
+    for n in nodes.into_iter().flatten() {
         n.stop().await;
     }
     scenario.teardown();
