@@ -60,21 +60,35 @@ impl Cluster {
 
     /// Starts `n` nodes; `extra` goes to every node's `serve`.
     fn start_with(n: usize, extra: Vec<String>) -> Cluster {
-        let tmp = tempfile::tempdir().unwrap();
         let ports = free_ports(n);
-        let peers = ports
+        let hosts = vec!["127.0.0.1".to_string(); n];
+        let peers: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        Self::launch(hosts, ports, peers, extra)
+    }
+
+    /// Starts node `i + 1` on `hosts[i]:ports[i]`, every node with the `--peers` list of
+    /// the addresses in `peers`.
+    fn launch(
+        hosts: Vec<String>,
+        ports: Vec<u16>,
+        peers: Vec<String>,
+        extra: Vec<String>,
+    ) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let list = peers
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1))
+            .map(|(i, a)| format!("{}={a}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
-        let nodes = ports
-            .iter()
+        let nodes = hosts
+            .into_iter()
+            .zip(ports)
             .enumerate()
-            .map(|(i, p)| Node {
+            .map(|(i, (host, port))| Node {
                 id: i as u64 + 1,
-                host: "127.0.0.1".into(),
-                port: *p,
+                host,
+                port,
                 data: tmp.path().join(format!("d{}", i + 1)),
                 server: None,
             })
@@ -82,10 +96,10 @@ impl Cluster {
         let mut c = Cluster {
             _tmp: tmp,
             nodes,
-            peers,
+            peers: list,
             extra,
         };
-        for i in 0..n {
+        for i in 0..peers.len() {
             c.up(i);
         }
         c
@@ -1026,37 +1040,13 @@ impl Cluster {
     /// proxy that the test can cut per source address (see `support::proxy`): the
     /// `--peers` list names the proxies, so all Raft traffic passes them.
     fn start_proxied(n: usize) -> (Cluster, Vec<proxy::Proxy>) {
-        let tmp = tempfile::tempdir().unwrap();
         let ports = free_ports(n);
         let hosts: Vec<String> = (0..n).map(|i| format!("127.0.0.{}", 11 + i)).collect();
         let proxies: Vec<proxy::Proxy> = (0..n)
             .map(|i| proxy::Proxy::start(format!("{}:{}", hosts[i], ports[i]).parse().unwrap()))
             .collect();
-        let peers = proxies
-            .iter()
-            .enumerate()
-            .map(|(i, p)| format!("{}={}", i + 1, p.addr))
-            .collect::<Vec<_>>()
-            .join(",");
-        let nodes = (0..n)
-            .map(|i| Node {
-                id: i as u64 + 1,
-                host: hosts[i].clone(),
-                port: ports[i],
-                data: tmp.path().join(format!("d{}", i + 1)),
-                server: None,
-            })
-            .collect();
-        let mut c = Cluster {
-            _tmp: tmp,
-            nodes,
-            peers,
-            extra: Vec::new(),
-        };
-        for i in 0..n {
-            c.up(i);
-        }
-        (c, proxies)
+        let peers = proxies.iter().map(|p| p.addr.to_string()).collect();
+        (Self::launch(hosts, ports, peers, Vec::new()), proxies)
     }
 
     fn ip(&self, i: usize) -> std::net::IpAddr {
