@@ -1052,6 +1052,32 @@ impl Cluster {
     fn ip(&self, i: usize) -> std::net::IpAddr {
         self.nodes[i].host.parse().unwrap()
     }
+
+    /// Plans one more node behind a proxy of its own (not started, not a member yet).
+    fn plan_proxied(&mut self, proxies: &mut Vec<proxy::Proxy>) -> usize {
+        let i = self.nodes.len();
+        let host = format!("127.0.0.{}", 11 + i);
+        let port = free_ports(1)[0];
+        let p = proxy::Proxy::start(format!("{host}:{port}").parse().unwrap());
+        self.peers = format!("{},{}={}", self.peers, i + 1, p.addr);
+        self.nodes.push(Node {
+            id: i as u64 + 1,
+            host,
+            port,
+            data: self._tmp.path().join(format!("d{}", i + 1)),
+            server: None,
+        });
+        proxies.push(p);
+        i
+    }
+
+    /// Cuts node `i` off from every other node, both ways.
+    fn isolate(&self, i: usize, proxies: &[proxy::Proxy]) {
+        for j in (0..proxies.len()).filter(|j| *j != i) {
+            proxies[j].block(self.ip(i));
+            proxies[i].block(self.ip(j));
+        }
+    }
 }
 
 /// Who claims to lead, per term.
@@ -1067,6 +1093,14 @@ fn claim_leaders(c: &Cluster, claims: &mut BTreeMap<u64, std::collections::BTree
             }
         }
     }
+}
+
+/// Acknowledged records by id, as `assert_everywhere` takes them.
+fn by_id(acked: Vec<(usize, Instant, Value)>) -> BTreeMap<String, Value> {
+    acked
+        .into_iter()
+        .map(|(_, _, v)| (v["id"].as_str().unwrap().to_string(), v))
+        .collect()
 }
 
 /// Creates through every node, recording which node acknowledged each and when.
@@ -1120,10 +1154,7 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
     std::thread::sleep(Duration::from_millis(1000));
     // Cut the leader off from both followers, both ways.
     let cut = Instant::now();
-    for j in (0..3).filter(|j| *j != leader) {
-        proxies[j].block(c.ip(leader));
-        proxies[leader].block(c.ip(j));
-    }
+    c.isolate(leader, &proxies);
     let mut claims = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     let new_leader = loop {
@@ -1153,6 +1184,9 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
         claim_leaders(&c, &mut claims);
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The old leader, heard by no quorum, is not ready.
+    let ready = call("GET", &c.url(leader, "/ready"), None, None, &[]);
+    assert_eq!(ready.status, 503, "{}", ready.text);
     let heal = Instant::now();
     for p in &proxies {
         p.heal();
@@ -1188,11 +1222,7 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
         );
     }
     c.converge();
-    let acked: BTreeMap<String, Value> = acked
-        .into_iter()
-        .map(|(_, _, v)| (v["id"].as_str().unwrap().to_string(), v))
-        .collect();
-    assert_everywhere(&c, &acked);
+    assert_everywhere(&c, &by_id(acked));
 }
 
 #[test]
@@ -1246,39 +1276,7 @@ fn a_one_way_partition_of_the_leader_heals_into_one_log() {
     }
     c.leader();
     c.converge();
-    let acked: BTreeMap<String, Value> = acked
-        .into_iter()
-        .map(|(_, _, v)| (v["id"].as_str().unwrap().to_string(), v))
-        .collect();
-    assert_everywhere(&c, &acked);
-}
-
-impl Cluster {
-    /// Plans one more node behind a proxy of its own (not started, not a member yet).
-    fn plan_proxied(&mut self, proxies: &mut Vec<proxy::Proxy>) -> usize {
-        let i = self.nodes.len();
-        let host = format!("127.0.0.{}", 11 + i);
-        let port = free_ports(1)[0];
-        let p = proxy::Proxy::start(format!("{host}:{port}").parse().unwrap());
-        self.peers = format!("{},{}={}", self.peers, i + 1, p.addr);
-        self.nodes.push(Node {
-            id: i as u64 + 1,
-            host,
-            port,
-            data: self._tmp.path().join(format!("d{}", i + 1)),
-            server: None,
-        });
-        proxies.push(p);
-        i
-    }
-
-    /// Cuts node `i` off from every other node, both ways.
-    fn isolate(&self, i: usize, proxies: &[proxy::Proxy]) {
-        for j in (0..proxies.len()).filter(|j| *j != i) {
-            proxies[j].block(self.ip(i));
-            proxies[i].block(self.ip(j));
-        }
-    }
+    assert_everywhere(&c, &by_id(acked));
 }
 
 #[test]
@@ -1323,9 +1321,5 @@ fn a_membership_change_completes_while_a_follower_is_cut_off() {
             "node {i}"
         );
     }
-    let acked: BTreeMap<String, Value> = acked
-        .into_iter()
-        .map(|(_, _, v)| (v["id"].as_str().unwrap().to_string(), v))
-        .collect();
-    assert_everywhere(&c, &acked);
+    assert_everywhere(&c, &by_id(acked));
 }

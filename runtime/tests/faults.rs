@@ -715,3 +715,19 @@ async fn a_failed_truncation_of_the_raft_log_stops_the_node_and_a_restart_recove
     }
     scenario.teardown();
 }
+
+/// A node that is shutting down is not ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_shutting_down_is_not_ready() {
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec();
+    let store = Store::open(dir.path(), &spec.spec, opts(1000))
+        .await
+        .unwrap();
+    assert_eq!(store.ready(), Ok(()));
+    store.shutdown().await.unwrap();
+    let reason = store.ready().unwrap_err();
+    assert!(reason.contains("shutting down"), "{reason}");
+    scenario.teardown();
+}

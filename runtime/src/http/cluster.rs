@@ -29,7 +29,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 fn has_secret(c: &Cluster, req: &Request<Incoming>) -> bool {
-    match &c.secret {
+    match &c.link.secret {
         // Without a secret, only a cluster started with --insecure-cluster listens to
         // Raft messages; a single node refuses them.
         None => c.insecure,
@@ -166,7 +166,7 @@ pub(crate) async fn members(
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if !has_secret(c, &req) || c.secret.is_none() {
+    if !has_secret(c, &req) || c.link.secret.is_none() {
         let who = app.auth.authenticate(
             req.headers()
                 .get(hyper::header::AUTHORIZATION)

@@ -42,6 +42,23 @@ pub(crate) struct Peers {
     pub applied: u64,
 }
 
+/// Asks the node at `addr` what it knows of its cluster.
+async fn ask(
+    addr: &str,
+    link: &Link,
+    timeout: Duration,
+) -> Result<PeerView, super::network::CallError> {
+    call_json(
+        hyper::Method::GET,
+        addr,
+        "/_cluster/status",
+        link,
+        &(),
+        timeout,
+    )
+    .await
+}
+
 /// The cluster id this data dir belongs to, if it knows it.
 pub fn cluster_id(meta: &sled::Tree) -> Option<String> {
     meta.get(CLUSTER_ID)
@@ -50,11 +67,12 @@ pub fn cluster_id(meta: &sled::Tree) -> Option<String> {
         .and_then(|v| String::from_utf8(v.to_vec()).ok())
 }
 
-/// Checks the data dir against `opts` and the peers (see the module's doc); answers the
-/// cluster the peers form, if any answered with one.
+/// Checks the data dir against `opts` and the peers, asked through `link` (see the
+/// module's doc); answers what the first peer in a cluster said, if any answered.
 pub(crate) async fn check(
     meta: &sled::Tree,
     opts: &ClusterOptions,
+    link: &Link,
 ) -> Result<Option<Peers>, StartError> {
     let err = |m: String| StartError(m);
     match meta.get(NODE_ID).map_err(|e| err(e.to_string()))? {
@@ -81,18 +99,7 @@ pub(crate) async fn check(
         if *id == opts.node_id {
             continue;
         }
-        let view: Result<PeerView, _> = call_json(
-            hyper::Method::GET,
-            addr,
-            "/_cluster/status",
-            &Link {
-                secret: opts.secret.clone(),
-                from: opts.bind_ip,
-            },
-            &(),
-            Duration::from_secs(1),
-        )
-        .await;
+        let view = ask(addr, link, Duration::from_secs(1)).await;
         let Ok(view) = view else { continue };
         if let Some(cid) = view.cluster_id {
             theirs = Some((view.node_id, cid, view.last_applied.unwrap_or(0)));
@@ -139,15 +146,7 @@ pub(crate) async fn learn(raft: &Raft<TypeConfig>, node_id: u64, link: &Link, me
             .and_then(|l| m.membership_config.membership().get_node(&l).cloned())
     };
     let Some(leader) = leader else { return };
-    let view: Result<PeerView, _> = call_json(
-        hyper::Method::GET,
-        &leader.addr,
-        "/_cluster/status",
-        link,
-        &(),
-        Duration::from_secs(2),
-    )
-    .await;
+    let view = ask(&leader.addr, link, Duration::from_secs(2)).await;
     if let Ok(PeerView {
         cluster_id: Some(cid),
         ..

@@ -10,6 +10,11 @@
 //! The state machine's sled store is not flushed per write: the log is what makes a write
 //! durable, and anything the store lost in a crash is applied again from it. Before the
 //! log is purged, the store is flushed, so a purged entry is always in the store.
+//!
+//! A failed write or sync of the log, or of the store before a purge, is a storage fault
+//! (`store::health`): no sync is tried again, and the node takes no write until restarted.
+//! At open, a purge point past the state machine's applied state (a snapshot install that
+//! did not finish) is taken back to it.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -126,7 +131,9 @@ impl LogStore {
             );
             match applied {
                 Some(a) => {
-                    meta.insert("last_purged", serde_json::to_vec(&a).unwrap_or_default())?;
+                    let bytes = serde_json::to_vec(&a)
+                        .map_err(|e| sled::Error::Unsupported(e.to_string()))?;
+                    meta.insert("last_purged", bytes)?;
                 }
                 None => {
                     meta.remove("last_purged")?;

@@ -62,11 +62,9 @@ pub struct Cluster {
     pub raft: Raft<TypeConfig>,
     /// This node's id.
     pub node_id: u64,
-    /// The cluster secret.
-    pub secret: Option<String>,
     /// Whether Raft messages are taken without a secret.
     pub insecure: bool,
-    /// How this node calls its peers.
+    /// How this node calls its peers (with the cluster secret, `link.secret`).
     pub link: Link,
     /// The log index this node must have applied before it grants votes (0: none).
     votes_from: u64,
@@ -115,7 +113,11 @@ impl Cluster {
             .and_then(|t| t.get("vote"))
             .map_err(|e| fail(&e))?
             .is_none();
-        let peers_cluster = identity::check(&meta, &opts).await?;
+        let link = Link {
+            secret: opts.secret.clone(),
+            from: opts.bind_ip,
+        };
+        let peers_cluster = identity::check(&meta, &opts, &link).await?;
         // A node that joins a running cluster with an empty data dir may have voted
         // before it lost it: no vote until it has caught up (see `identity`).
         let votes_from = match &peers_cluster {
@@ -149,10 +151,6 @@ impl Cluster {
         }
         .validate()
         .map_err(|e| fail(&e))?;
-        let link = Link {
-            secret: opts.secret.clone(),
-            from: opts.bind_ip,
-        };
         let network = Network { link: link.clone() };
         let raft = Raft::new(opts.node_id, Arc::new(config), network, log, sm)
             .await
@@ -219,7 +217,6 @@ impl Cluster {
             Cluster {
                 raft,
                 node_id: opts.node_id,
-                secret: opts.secret,
                 insecure: opts.insecure,
                 link,
                 votes_from,
@@ -504,7 +501,8 @@ const FETCH_PAGE: u64 = 2000;
 /// A node that installed a Raft snapshot holds only the events after it. This task fetches
 /// the earlier ones from the leader (every node applied the same log, so they are the same
 /// events) and puts them in front of the log, so that every node ends up holding the whole
-/// event log.
+/// event log. Each round it also learns the cluster's id from the leader while this node
+/// does not know it yet (see `identity`).
 fn spawn_backfill(mut b: Backfill) {
     tokio::spawn(async move {
         loop {

@@ -4,9 +4,11 @@
 //! commands; applying one decides unique values, versions and refs against the state
 //! (deterministic on every replica), appends the event (sequence numbers stay gap-free:
 //! blank and membership entries make no event) and publishes the record to the in-memory
-//! state that reads are served from. The events, the last applied log id and the
-//! membership are written in one sled batch, so they never disagree after a crash. The
-//! Raft log is already durable, so applying needs no flush of its own.
+//! state that reads are served from. The events go to the event log (one `pwrite`); the
+//! checkpoint thread syncs it and only then records the last applied log id and the
+//! membership, so the recorded state never covers an event that is not on disk. The
+//! Raft log is already durable, so applying needs no flush of its own. After a storage
+//! fault (`store::health`) nothing more is applied.
 //!
 //! Two kinds of snapshot, for two purposes:
 //! - the store's incremental snapshots in the `state` tree (per model, every
@@ -172,6 +174,8 @@ impl Recent {
         }
     }
 
+    /// Remembers the key of the event at `seq`; it leaves the window with that event (in
+    /// [`Recent::remember`]).
     fn remember_key(&mut self, seq: u64, key: IdempotencyKey) {
         self.by_key
             .insert(key.id.clone(), (seq, key.request.clone()));

@@ -1,10 +1,12 @@
-//! The Raft log on disk: an append-only write-ahead log in segment files.
+//! A write-ahead log in segment files: the Raft log (`raft-log` in the data dir) and the
+//! event log (`events`) are each one. Its file operations go through the seam of
+//! `disk.rs` (the real file system, or a simulated disk in the power-cut tests).
 //!
 //! A log only ever appends at its end, cuts its end (a conflicting leader) and drops its
 //! beginning (after a snapshot), so it needs no B-tree: each append is one `pwrite` at the
 //! end of the active segment, and making a group of appends durable is one `fdatasync`.
 //!
-//! Layout: files `<first index, 20 digits>.wal` in the `raft-log` folder. A record is
+//! Layout: files `<first index, 20 digits>.wal` in the log's folder. A record is
 //! `len: u32 LE | crc32: u32 LE | index: u64 LE | payload (len bytes)`, the CRC covering
 //! the index and the payload. At open every record is checked: a damaged or half-written
 //! record at the end of the last segment is the trace of a crash during an append that was
