@@ -12,6 +12,7 @@
 // the same type so that `?` works across them.
 #![allow(clippy::result_large_err)]
 
+mod backfill;
 pub mod disk;
 pub mod identity;
 pub mod log_store;
