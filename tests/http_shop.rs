@@ -762,7 +762,15 @@ fn a_single_node_is_a_raft_group_of_one_that_refuses_raft_messages() {
     assert_eq!(status.json["state"], "Leader");
     let before = status.json["last_applied"].as_u64().unwrap_or(0);
     category(&server, "Through Raft");
-    let after = call("GET", &server.url("/_cluster/status"), None, None, &[]);
+    // openraft publishes its metrics a moment after it answers: wait for them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after = loop {
+        let after = call("GET", &server.url("/_cluster/status"), None, None, &[]);
+        if after.json["last_applied"].as_u64().unwrap_or(0) > before || Instant::now() > deadline {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         after.json["last_applied"].as_u64().unwrap_or(0) > before,
         "the write was a Raft log entry: {}",
