@@ -9,7 +9,7 @@
 //! - [`validate`]: request bodies checked against the schema, every field at once;
 //! - [`hooks`]: the bridge to the user's typed hooks and actions;
 //! - [`engine`]: operations on records, turned into commands;
-//! - [`store`]: the event-sourced store on sled (group commit, snapshots, recovery);
+//! - [`store`]: the event-sourced store (group commit, snapshots, recovery, the data dir);
 //! - [`config`] and [`cli`]: `lithair.toml`, `LITHAIR_*`, flags; `serve` and `token new`.
 
 pub mod auth;

@@ -1,13 +1,15 @@
 //! The Raft log storage and state machine pass openraft's own storage test suite, on a
-//! real sled database in a temp dir.
+//! real data dir in a temp dir.
 
 use lithair_runtime::config::SyncMode;
 use lithair_runtime::raft::log_store::LogStore;
 use lithair_runtime::raft::state_machine::StateMachine;
 use lithair_runtime::raft::TypeConfig;
 use lithair_runtime::spec::{CompiledSpec, ServiceSpec};
+use lithair_runtime::store::data_dir::DataDir;
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
+use std::sync::Arc;
 
 const SPEC: &str = r#"{
   "service": {"name": "t"},
@@ -29,14 +31,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<u64>> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("store");
-        let db = sled::open(&path).expect("sled");
-        let sm = StateMachine::open(&db, dir.path(), &self.spec)?;
+        let data = Arc::new(DataDir::open(dir.path()).expect("data dir"));
+        let sm = StateMachine::open(data.clone(), &self.spec)?;
         let log = LogStore::open(
-            db.clone(),
-            &path,
+            &data,
             (SyncMode::Always, std::time::Duration::from_millis(10)),
             (sm.events(), sm.checkpoints()),
+            sm.applied(),
             sm.health(),
             Default::default(),
         )
@@ -86,8 +87,8 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
     let logs: Vec<Vec<String>> = (0..2)
         .map(|_| {
             let dir = tempfile::tempdir().unwrap();
-            let db = sled::open(dir.path().join("store")).unwrap();
-            let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
+            let data = Arc::new(DataDir::open(dir.path()).unwrap());
+            let mut sm = StateMachine::open(data, &spec).unwrap();
             let answers: Vec<Applied> = rt
                 .block_on(sm.apply(entries.clone()))
                 .unwrap()
@@ -142,7 +143,7 @@ fn a_command_sent_twice_is_applied_once() {
         key: None,
     };
     let entry = |i: u64| entry(i, &stamped);
-    let (dir, db, mut sm, rt) = fresh(&spec);
+    let (_dir, db, mut sm, rt) = fresh(&spec);
     let first = rt.block_on(sm.apply(vec![entry(1)])).unwrap();
     let again = rt.block_on(sm.apply(vec![entry(2)])).unwrap();
     assert!(matches!(first[0][0], Applied::Done(_)));
@@ -158,7 +159,7 @@ fn a_command_sent_twice_is_applied_once() {
         .unwrap();
     assert!(rt.block_on(checkpointed).unwrap());
     drop(sm);
-    let mut sm = StateMachine::open(&db, dir.path(), &spec).unwrap();
+    let mut sm = StateMachine::open(db.clone(), &spec).unwrap();
     let after_restart = rt.block_on(sm.apply(vec![entry(3)])).unwrap();
     assert_eq!(first, after_restart);
     assert_eq!(event_log(&sm).len(), 1);
@@ -240,13 +241,13 @@ fn fresh(
     spec: &ServiceSpec,
 ) -> (
     tempfile::TempDir,
-    sled::Db,
+    Arc<DataDir>,
     StateMachine,
     tokio::runtime::Runtime,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("store")).unwrap();
-    let sm = StateMachine::open(&db, dir.path(), spec).unwrap();
+    let db = Arc::new(DataDir::open(dir.path()).unwrap());
+    let sm = StateMachine::open(db.clone(), spec).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();

@@ -1,6 +1,6 @@
-//! The event store on a real sled database in a temp dir, written through a single-node
-//! Raft group: durability across reopen, a gap-free log, group commit, decisions taken
-//! in the state machine, and refusal of damaged data.
+//! The event store on a real data dir in a temp dir, written through a single-node Raft
+//! group: durability across reopen, a gap-free log, group commit, decisions taken in the
+//! state machine, and refusal of damaged data.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -317,29 +317,44 @@ async fn a_newer_format_is_refused() {
     )
     .await;
     {
-        let db = open_raw(dir.path()).await;
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", b"99".to_vec())
-            .unwrap();
-        db.flush().unwrap();
+        use lithair_runtime::raft::disk::OsDisk;
+        use lithair_runtime::raft::slot::Slot;
+        let node = Slot::new(Arc::new(OsDisk), dir.path(), "node");
+        let mut info: serde_json::Value =
+            serde_json::from_slice(&node.read().unwrap().unwrap()).unwrap();
+        info["format"] = json!(99);
+        node.write(&serde_json::to_vec(&info).unwrap()).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(matches!(
         Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 1000)).await,
         Err(OpenError::NewerFormat { found: 99, .. })
     ));
 }
 
-/// Opens the store's sled folder directly, retrying while the old handle lets go.
-async fn open_raw(dir: &std::path::Path) -> sled::Db {
-    for _ in 0..100 {
-        if let Ok(db) = sled::open(dir.join("store")) {
-            return db;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("store still locked")
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_of_the_sled_era_is_refused_with_a_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("store")).unwrap();
+    let err = Store::open(dir.path(), &spec().spec, opts(SyncMode::Always, 1000))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(matches!(err, OpenError::OlderFormat { .. }), "{err}");
+    assert!(err.to_string().contains("empty data dir"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_on_the_same_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), &spec().spec, opts(SyncMode::Always, 1000))
+        .await
+        .unwrap();
+    let err = Store::open(dir.path(), &spec().spec, opts(SyncMode::Always, 1000))
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert!(err.to_string().contains("another process"), "{err}");
+    close(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,7 @@ use super::identity;
 use super::network::{call_json, Link};
 use super::wal::Wal;
 use super::TypeConfig;
+use crate::store::data_dir::DataDir;
 
 /// What the backfill task needs.
 pub(crate) struct Backfill {
@@ -17,10 +18,11 @@ pub(crate) struct Backfill {
     pub(crate) node_id: u64,
     pub(crate) link: Link,
     pub(crate) events: Arc<std::sync::Mutex<Wal>>,
-    pub(crate) meta: sled::Tree,
     /// Where fetched events are gathered before they join the log.
     pub(crate) scratch: std::path::PathBuf,
     pub(crate) stopped: tokio::sync::watch::Receiver<bool>,
+    /// The data dir (dropped before the holder).
+    pub(crate) dir: Arc<DataDir>,
     pub(crate) _holder: Arc<()>,
 }
 
@@ -42,7 +44,7 @@ pub(crate) fn spawn_backfill(mut b: Backfill) {
             let mut stopped = b.stopped.clone();
             tokio::select! {
                 r = async {
-                    identity::learn(&b.raft, b.node_id, &b.link, &b.meta).await;
+                    identity::learn(&b.raft, b.node_id, &b.link, &b.dir).await;
                     backfill_once(&b).await
                 } => match r {
                     Ok(0) => {}
@@ -57,21 +59,9 @@ pub(crate) fn spawn_backfill(mut b: Backfill) {
 
 /// One attempt: answers how many events joined the log.
 async fn backfill_once(b: &Backfill) -> Result<u64, String> {
-    // Read together under the log's lock, which installing a snapshot holds while it
-    // moves both.
-    let (start, complete) = {
-        let log = crate::store::lock_events(&b.events);
-        let complete = complete_from(&b.meta)?;
-        let start = log.start().max(1);
-        if start < complete {
-            // Fetched before a crash that came before this note.
-            set_complete_from(&b.meta, start)?;
-            (start, start)
-        } else {
-            (start, complete)
-        }
-    };
-    let missing_to = start.min(complete).saturating_sub(1);
+    // The log holds every event from its start on: the ones before are missing.
+    let start = crate::store::lock_events(&b.events).start().max(1);
+    let missing_to = start - 1;
     if missing_to == 0 {
         return Ok(0);
     }
@@ -135,7 +125,7 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
         return Ok(0);
     };
     let mut log = crate::store::lock_events(&b.events);
-    if log.start().max(1) != start || complete_from(&b.meta)? != complete {
+    if log.start().max(1) != start {
         // A snapshot was installed meanwhile: these events may no longer fit.
         let _ = std::fs::remove_file(&b.scratch);
         return Err("the log moved while fetching; starting over".into());
@@ -144,16 +134,5 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
         let _ = std::fs::remove_file(&b.scratch);
         return Err(e.to_string());
     }
-    set_complete_from(&b.meta, first)?;
     Ok(start - first)
-}
-
-fn complete_from(meta: &sled::Tree) -> Result<u64, String> {
-    crate::store::events_complete_from(meta).map_err(|e| e.to_string())
-}
-
-fn set_complete_from(meta: &sled::Tree, from: u64) -> Result<(), String> {
-    meta.insert(crate::store::EVENTS_FROM, &from.to_be_bytes())
-        .map(|_| ())
-        .map_err(|e| e.to_string())
 }

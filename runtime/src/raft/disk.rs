@@ -1,6 +1,7 @@
-//! The file operations of the write-ahead logs (`wal.rs`), behind a small seam: the real
-//! file system ([`OsDisk`]) in a service, and in tests a simulated disk that keeps only
-//! what was synced (`sim`), to check what a power cut leaves behind.
+//! The file operations of the store (the write-ahead logs of `wal.rs` and the files of
+//! `slot.rs`), behind a small seam: the real file system ([`OsDisk`]) in a service, and in
+//! tests a simulated disk that keeps only what was synced (`sim`), to check what a power
+//! cut leaves behind.
 
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -8,7 +9,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-/// An open segment file.
+/// An open file.
 pub trait DiskFile: Send + Sync {
     /// The whole content.
     fn read_all(&self) -> std::io::Result<Vec<u8>>;
@@ -22,7 +23,7 @@ pub trait DiskFile: Send + Sync {
     fn sync(&self) -> std::io::Result<()>;
 }
 
-/// The folder operations of a log.
+/// The folder operations of the store.
 pub trait Disk: Send + Sync {
     /// Creates `dir` and its parents.
     fn create_dir_all(&self, dir: &Path) -> std::io::Result<()>;
@@ -110,13 +111,47 @@ impl Disk for OsDisk {
 /// content of a file as of its last sync (plus, at random, a prefix of what was appended
 /// after it, as pages the kernel wrote back on its own), and the entries of a folder as
 /// of its last sync (the idea of ALICE and LazyFS).
+///
+/// The power can also go at a chosen point: [`SimDisk::cut_power_after`] lets a number of
+/// changes (writes, syncs, creations, renames, removals) through, and fails every change
+/// after them, as a machine that lost power does no more; [`SimDisk::cut_power`] then
+/// decides what the disk kept and [`SimDisk::power_on`] lets a new process use it.
 #[cfg(test)]
 pub mod sim {
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::{Arc, Mutex};
 
     use super::{Disk, DiskFile};
+
+    /// Whether the disk still has power, and how many changes it takes before it goes.
+    #[derive(Default)]
+    struct Power {
+        off: AtomicBool,
+        left: Mutex<Option<u64>>,
+    }
+
+    impl Power {
+        /// Accounts for one change: an error once the power is gone.
+        fn change(&self) -> std::io::Result<()> {
+            if self.off.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("the power is off"));
+            }
+            let mut left = lock(&self.left);
+            match left.as_mut() {
+                Some(0) => {
+                    self.off.store(true, Ordering::SeqCst);
+                    Err(std::io::Error::other("the power is off"))
+                }
+                Some(n) => {
+                    *n -= 1;
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+    }
 
     #[derive(Default)]
     struct Inode {
@@ -124,7 +159,7 @@ pub mod sim {
         durable: Mutex<Vec<u8>>,
     }
 
-    struct SimFile(Arc<Inode>);
+    struct SimFile(Arc<Inode>, Arc<Power>);
 
     fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         m.lock().unwrap_or_else(|p| p.into_inner())
@@ -146,6 +181,7 @@ pub mod sim {
         }
 
         fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            self.1.change()?;
             let mut data = lock(&self.0.data);
             let end = offset as usize + buf.len();
             if data.len() < end {
@@ -156,11 +192,13 @@ pub mod sim {
         }
 
         fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.1.change()?;
             lock(&self.0.data).resize(len as usize, 0);
             Ok(())
         }
 
         fn sync(&self) -> std::io::Result<()> {
+            self.1.change()?;
             let data = lock(&self.0.data).clone();
             *lock(&self.0.durable) = data;
             Ok(())
@@ -177,6 +215,7 @@ pub mod sim {
     #[derive(Default)]
     pub struct SimDisk {
         folders: Mutex<BTreeMap<PathBuf, Folder>>,
+        power: Arc<Power>,
     }
 
     fn split(path: &Path) -> std::io::Result<(PathBuf, String)> {
@@ -191,9 +230,27 @@ pub mod sim {
     }
 
     impl SimDisk {
+        /// Lets `changes` more changes through; the power goes at the next one.
+        pub fn cut_power_after(&self, changes: u64) {
+            *lock(&self.power.left) = Some(changes);
+        }
+
+        /// Whether the power went (by [`SimDisk::cut_power_after`]).
+        pub fn is_off(&self) -> bool {
+            self.power.off.load(Ordering::SeqCst)
+        }
+
+        /// Turns the power on again (after [`SimDisk::cut_power`]), for a new process.
+        pub fn power_on(&self) {
+            *lock(&self.power.left) = None;
+            self.power.off.store(false, Ordering::SeqCst);
+        }
+
         /// Cuts the power: every folder goes back to its synced entries, every file to its
         /// synced content plus, when it only grew since, the first `keep(unsynced bytes)`
         /// of what it gained.
+        ///
+        /// Whoever used the disk must be gone by then, or its power off.
         pub fn cut_power(&self, mut keep: impl FnMut(usize) -> usize) {
             let mut folders = lock(&self.folders);
             let mut done: Vec<*const Inode> = Vec::new();
@@ -222,6 +279,9 @@ pub mod sim {
 
     impl Disk for SimDisk {
         fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+            if !lock(&self.folders).contains_key(dir) {
+                self.power.change()?;
+            }
             lock(&self.folders).entry(dir.to_path_buf()).or_default();
             Ok(())
         }
@@ -234,6 +294,9 @@ pub mod sim {
 
         fn open(&self, path: &Path, create: bool) -> std::io::Result<Arc<dyn DiskFile>> {
             let (dir, name) = split(path)?;
+            if create {
+                self.power.change()?;
+            }
             let mut folders = lock(&self.folders);
             let folder = folders.get_mut(&dir).ok_or_else(missing)?;
             let inode = match folder.current.get(&name) {
@@ -250,11 +313,12 @@ pub mod sim {
                 }
                 None => return Err(missing()),
             };
-            Ok(Arc::new(SimFile(inode)))
+            Ok(Arc::new(SimFile(inode, self.power.clone())))
         }
 
         fn remove(&self, path: &Path) -> std::io::Result<()> {
             let (dir, name) = split(path)?;
+            self.power.change()?;
             let mut folders = lock(&self.folders);
             let folder = folders.get_mut(&dir).ok_or_else(missing)?;
             folder.current.remove(&name).map(|_| ()).ok_or_else(missing)
@@ -262,6 +326,7 @@ pub mod sim {
 
         fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
             let ((fdir, fname), (tdir, tname)) = (split(from)?, split(to)?);
+            self.power.change()?;
             let mut folders = lock(&self.folders);
             let inode = folders
                 .get_mut(&fdir)
@@ -276,6 +341,7 @@ pub mod sim {
         }
 
         fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+            self.power.change()?;
             let mut folders = lock(&self.folders);
             let folder = folders.get_mut(dir).ok_or_else(missing)?;
             folder.durable = folder.current.clone();

@@ -21,11 +21,7 @@ use openraft::Raft;
 use super::network::{call_json, Link};
 use super::node::{ClusterOptions, StartError};
 use super::TypeConfig;
-
-/// Key in the `meta` tree: the node id this data dir belongs to.
-const NODE_ID: &str = "node_id";
-/// Key in the `meta` tree: the id of the cluster this data dir belongs to.
-const CLUSTER_ID: &str = "cluster_id";
+use crate::store::data_dir::DataDir;
 
 /// What a peer says about its cluster.
 #[derive(serde::Deserialize)]
@@ -59,27 +55,16 @@ async fn ask(
     .await
 }
 
-/// The cluster id this data dir belongs to, if it knows it.
-pub fn cluster_id(meta: &sled::Tree) -> Option<String> {
-    meta.get(CLUSTER_ID)
-        .ok()
-        .flatten()
-        .and_then(|v| String::from_utf8(v.to_vec()).ok())
-}
-
 /// Checks the data dir against `opts` and the peers, asked through `link` (see the
 /// module's doc); answers what the first peer in a cluster said, if any answered.
 pub(crate) async fn check(
-    meta: &sled::Tree,
+    dir: &DataDir,
     opts: &ClusterOptions,
     link: &Link,
 ) -> Result<Option<Peers>, StartError> {
     let err = |m: String| StartError(m);
-    match meta.get(NODE_ID).map_err(|e| err(e.to_string()))? {
-        Some(v) => {
-            let stored = <[u8; 8]>::try_from(v.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| err("the data dir's node id is damaged".into()))?;
+    match dir.node_info().node_id {
+        Some(stored) => {
             if stored != opts.node_id {
                 return Err(err(format!(
                     "this data dir belongs to node {stored}, not to node {}: start it with \
@@ -89,11 +74,11 @@ pub(crate) async fn check(
             }
         }
         None => {
-            meta.insert(NODE_ID, &opts.node_id.to_be_bytes())
+            dir.update_node_info(|i| i.node_id = Some(opts.node_id))
                 .map_err(|e| err(e.to_string()))?;
         }
     }
-    let mine = cluster_id(meta);
+    let mine = dir.node_info().cluster_id;
     let mut theirs: Option<(u64, String, u64)> = None;
     for (id, addr) in &opts.peers {
         if *id == opts.node_id {
@@ -119,7 +104,7 @@ pub(crate) async fn check(
         }
         Some(_) => {}
         None => {
-            meta.insert(CLUSTER_ID, cid.as_bytes())
+            dir.update_node_info(|i| i.cluster_id = Some(cid.clone()))
                 .map_err(|e| err(e.to_string()))?;
         }
     }
@@ -128,15 +113,15 @@ pub(crate) async fn check(
 }
 
 /// Makes a new cluster id (the node that initializes the cluster).
-pub(crate) fn create(meta: &sled::Tree) -> Result<String, sled::Error> {
+pub(crate) fn create(dir: &DataDir) -> std::io::Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
-    meta.insert(CLUSTER_ID, id.as_bytes())?;
+    dir.update_node_info(|i| i.cluster_id = Some(id.clone()))?;
     Ok(id)
 }
 
 /// A node that does not know its cluster's id yet asks its leader for it.
-pub(crate) async fn learn(raft: &Raft<TypeConfig>, node_id: u64, link: &Link, meta: &sled::Tree) {
-    if cluster_id(meta).is_some() {
+pub(crate) async fn learn(raft: &Raft<TypeConfig>, node_id: u64, link: &Link, dir: &DataDir) {
+    if dir.node_info().cluster_id.is_some() {
         return;
     }
     let leader = {
@@ -152,7 +137,10 @@ pub(crate) async fn learn(raft: &Raft<TypeConfig>, node_id: u64, link: &Link, me
         ..
     }) = view
     {
-        if meta.insert(CLUSTER_ID, cid.as_bytes()).is_ok() {
+        if dir
+            .update_node_info(|i| i.cluster_id = Some(cid.clone()))
+            .is_ok()
+        {
             tracing::info!(cluster_id = %cid, "learned the cluster's id from the leader");
         }
     }

@@ -1,17 +1,21 @@
 //! The Raft log in a write-ahead log of its own (see `wal.rs`; folder `raft-log` in the
-//! data dir), and the vote, committed id and purge point in sled (`raft_meta`).
+//! data dir), and the vote, committed id and purge point in the data dir's `raft-state`
+//! file (replaced whole and atomically, see `slot.rs`).
 //!
 //! `append` answers through openraft's `LogFlushed` callback only once the entries are
 //! durable as the `sync` setting says (`always`: one `fdatasync` of the log for every group
 //! of appends waiting; `periodic`: a task syncs every `flush_interval`; `never`: left to
 //! the operating system). Acknowledging earlier could lose committed entries when a
-//! majority crashes. The vote is always made durable before `save_vote` returns.
+//! majority crashes. The vote is always made durable before `save_vote` returns; the
+//! committed id is written with it and with the purge point (openraft needs it only as a
+//! hint).
 //!
-//! The state machine's sled store is not flushed per write: the log is what makes a write
-//! durable, and anything the store lost in a crash is applied again from it. Before the
-//! log is purged, the store is flushed, so a purged entry is always in the store.
+//! The state machine's files are not synced per write: the log is what makes a write
+//! durable, and anything they lost in a crash is applied again from it. Before purged
+//! entries leave the disk, the state machine's checkpoint covers them and the purge point
+//! is durable, so a purged entry is always in the event log.
 //!
-//! A failed write or sync of the log, or of the store before a purge, is a storage fault
+//! A failed write or sync of the log or of `raft-state` is a storage fault
 //! (`store::health`): no sync is tried again, and the node takes no write until restarted.
 //! At open, a purge point past the state machine's applied state (a snapshot install that
 //! did not finish) is taken back to it.
@@ -19,28 +23,59 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
+use serde::{Deserialize, Serialize};
 
+use super::slot::{Slot, SlotError};
 use super::wal::{Wal, WalError};
 use super::{io_error, Io, TypeConfig};
 use crate::config::SyncMode;
+use crate::store::data_dir::DataDir;
 use crate::store::health::Health;
+
+/// What the `raft-state` file holds.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RaftState {
+    /// The vote.
+    pub vote: Option<Vote<u64>>,
+    /// The last entry known committed, when this was written.
+    pub committed: Option<LogId<u64>>,
+    /// The last entry purged.
+    pub last_purged: Option<LogId<u64>>,
+}
+
+impl RaftState {
+    /// Reads the `raft-state` file of `dir` (defaults when it was never written).
+    pub fn load(dir: &DataDir) -> Result<RaftState, SlotError> {
+        let slot = dir.slot("raft-state");
+        match slot.read()? {
+            None => Ok(RaftState::default()),
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| SlotError::Damaged {
+                path: slot.path().display().to_string(),
+                what: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The `raft-state` file and what it holds in memory (newer than the file between
+/// writes: the committed id, and a purge point until its segments go).
+struct Persisted {
+    slot: Slot,
+    now: Mutex<RaftState>,
+    /// Held while the file is written, so that writes land in order.
+    writing: Mutex<()>,
+}
 
 /// The log store; cheap to clone (shared handles).
 #[derive(Clone)]
 pub struct LogStore {
-    db: sled::Db,
-    /// The sled folder.
-    dir: std::path::PathBuf,
-    meta: sled::Tree,
+    state: Arc<Persisted>,
     wal: Arc<Mutex<Wal>>,
-    /// The state machine's event log: synced with sled before the log is purged.
-    events: Arc<Mutex<Wal>>,
     /// The state machine's checkpoint thread, waited for before the log is purged.
     checkpoints: std::sync::mpsc::Sender<crate::store::Checkpoint>,
     sync: SyncMode,
@@ -51,7 +86,7 @@ pub struct LogStore {
     tail: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
     /// Whether this node may still write (see `store::health`).
     health: Arc<Health>,
-    /// Counts the holders of the database (see `Cluster::shutdown`).
+    /// Counts the holders of the data dir (see `Cluster::shutdown`).
     _holder: Arc<()>,
 }
 
@@ -61,9 +96,12 @@ const TAIL: usize = 512;
 /// Why the log store cannot open.
 #[derive(Debug, thiserror::Error)]
 pub enum LogOpenError {
-    /// sled refused.
+    /// The `raft-state` file is unusable.
     #[error("{0}")]
-    Sled(#[from] sled::Error),
+    State(#[from] SlotError),
+    /// The file system refused.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
     /// The write-ahead log is unusable.
     #[error("{0}")]
     Wal(#[from] WalError),
@@ -84,37 +122,36 @@ fn wal_io(kind: Io) -> impl Fn(WalError) -> StorageError<u64> {
 }
 
 impl LogStore {
-    /// Opens the log store: the vote and purge point in the sled database `db` (whose
-    /// folder is `dir`), the log in the folder `raft-log` beside it.
+    /// Opens the log store of the data dir `dir`: the vote and purge point in its
+    /// `raft-state` file, the log in its folder `raft-log`. `applied` is what the state
+    /// machine has applied.
     ///
     /// With `sync = "always"`, appends are acknowledged by a flusher task: it takes every
     /// append waiting, makes them durable with one `fdatasync`, then answers them all.
     /// openraft keeps appending meanwhile, so concurrent client writes share a flush.
     /// Must be called within a tokio runtime.
     pub fn open(
-        db: sled::Db,
-        dir: &Path,
+        dir: &DataDir,
         sync: (SyncMode, Duration),
         state_machine: (
             Arc<Mutex<Wal>>,
             std::sync::mpsc::Sender<crate::store::Checkpoint>,
         ),
+        applied: Option<LogId<u64>>,
         health: Arc<Health>,
         holder: Arc<()>,
     ) -> Result<Self, LogOpenError> {
         let (events, checkpoints) = state_machine;
         let (sync, flush_interval) = sync;
-        let meta = db.open_tree("raft_meta")?;
-        let wal_dir = dir.with_file_name("raft-log");
-        let wal = Wal::open(&wal_dir)?;
-        let mut purged: Option<LogId<u64>> = meta
-            .get("last_purged")?
-            .and_then(|v| serde_json::from_slice(&v).ok());
+        let slot = dir.slot("raft-state");
+        let mut raft_state = RaftState::load(dir)?;
+        let wal_dir = dir.path().join("raft-log");
+        let wal = dir.wal("raft-log")?;
+        let mut purged = raft_state.last_purged;
         // The purge point never passes the state machine's applied state: a node that
         // stopped between purging its log for a snapshot and installing it (a failed
         // install) still holds the entries (segments leave the disk only once a
         // checkpoint covers them), and takes the purge point back to what it applied.
-        let applied = applied_log_id(&db)?;
         if let Some(p) = purged.filter(|p| applied.is_none_or(|a| a.index < p.index)) {
             let from = applied.map_or(1, |a| a.index + 1);
             if wal.first_index().is_some_and(|f| f > from) {
@@ -129,16 +166,9 @@ impl LogStore {
                 applied = from - 1,
                 "the log was purged past the applied state (a snapshot install did not finish); the purge point goes back"
             );
-            match applied {
-                Some(a) => {
-                    let bytes = serde_json::to_vec(&a)
-                        .map_err(|e| sled::Error::Unsupported(e.to_string()))?;
-                    meta.insert("last_purged", bytes)?;
-                }
-                None => {
-                    meta.remove("last_purged")?;
-                }
-            }
+            raft_state.last_purged = applied;
+            let bytes = serde_json::to_vec(&raft_state).map_err(std::io::Error::other)?;
+            slot.write(&bytes)?;
             purged = applied;
         }
         if let (Some(first), Some(purged)) = (wal.first_index(), purged) {
@@ -216,11 +246,12 @@ impl LogStore {
             });
         }
         Ok(LogStore {
-            dir: dir.to_path_buf(),
-            db,
-            meta,
+            state: Arc::new(Persisted {
+                slot,
+                now: Mutex::new(raft_state),
+                writing: Mutex::new(()),
+            }),
             wal,
-            events,
             checkpoints,
             sync,
             flushes,
@@ -234,48 +265,31 @@ impl LogStore {
         self.tail.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes everything written so far durable: the event log, then sled (flush, then
-    /// fdatasync).
-    async fn make_durable(&self) -> std::io::Result<()> {
+    /// What the `raft-state` file is to hold, in memory.
+    fn raft_state(&self) -> MutexGuard<'_, RaftState> {
+        self.state.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the `raft-state` file with what it holds in memory now, durably; `what`
+    /// names the change for a fault, `kind` for openraft.
+    async fn persist(&self, what: &str, kind: Io) -> Result<(), StorageError<u64>> {
         if let Some(f) = self.health.fault() {
-            return Err(std::io::Error::other(f.what.clone()));
+            return Err(io_error(kind, &f.what));
         }
-        let (db, dir) = (self.db.clone(), self.dir.clone());
-        let events = lock(&self.events).syncer();
-        let done = tokio::task::spawn_blocking(move || {
-            events.sync()?;
-            fail::fail_point!("store-flush", |_| Err(std::io::Error::other(
-                "failpoint store-flush"
-            )));
-            crate::store::flush(&db, &dir).map_err(std::io::Error::other)
+        let state = self.state.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let _turn = state.writing.lock().unwrap_or_else(|p| p.into_inner());
+            let now = state.now.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let bytes = serde_json::to_vec(&now).map_err(std::io::Error::other)?;
+            state.slot.write(&bytes)
         })
         .await
         .map_err(std::io::Error::other)
         .and_then(|r| r);
-        if let Err(e) = &done {
-            self.health.fail("making the store durable", e);
-        }
-        done
-    }
-
-    fn get_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &str,
-    ) -> Result<Option<T>, StorageError<u64>> {
-        match self.meta.get(key).map_err(|e| io_error(Io::Read, e))? {
-            None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| io_error(Io::Read, e)),
-        }
-    }
-
-    fn put_meta<T: serde::Serialize>(&self, key: &str, value: &T) -> Result<(), StorageError<u64>> {
-        let bytes = serde_json::to_vec(value).map_err(|e| io_error(Io::Write, e))?;
-        if let Err(e) = self.meta.insert(key, bytes) {
+        if let Err(e) = written {
             self.health
-                .fail(&format!("writing the Raft state ({key})"), &e);
-            return Err(io_error(Io::Write, e));
+                .fail(&format!("writing the Raft state ({what})"), &e);
+            return Err(io_error(kind, e));
         }
         Ok(())
     }
@@ -287,19 +301,6 @@ impl LogStore {
             .map(|b| serde_json::from_slice(&b).map_err(|e| io_error(Io::ReadLogs, e)))
             .transpose()
     }
-}
-
-/// The log id the state machine recorded as applied (`meta`/`applied`).
-fn applied_log_id(db: &sled::Db) -> Result<Option<LogId<u64>>, sled::Error> {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        applied: Option<LogId<u64>>,
-    }
-    Ok(db
-        .open_tree("meta")?
-        .get(crate::store::APPLIED)?
-        .and_then(|v| serde_json::from_slice::<Head>(&v).ok())
-        .and_then(|h| h.applied))
 }
 
 fn lock(wal: &Mutex<Wal>) -> MutexGuard<'_, Wal> {
@@ -354,7 +355,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
-        let last_purged: Option<LogId<u64>> = self.get_meta("last_purged")?;
+        let last_purged = self.raft_state().last_purged;
         let newest = self.tail().last_key_value().map(|(_, e)| e.log_id);
         let last = match newest {
             Some(id) => Some(id),
@@ -379,26 +380,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.put_meta("vote", vote)?;
+        self.raft_state().vote = Some(*vote);
         // A vote must never be forgotten, whatever the sync setting.
-        self.make_durable()
-            .await
-            .map_err(|e| io_error(Io::WriteVote, e))
+        self.persist("the vote", Io::WriteVote).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
-        self.get_meta("vote")
+        Ok(self.raft_state().vote)
     }
 
     async fn save_committed(
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        self.put_meta("committed", &committed)
+        // Kept in memory; written with the next vote or purge point.
+        self.raft_state().committed = committed;
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
-        Ok(self.get_meta::<Option<LogId<u64>>>("committed")?.flatten())
+        Ok(self.raft_state().committed)
     }
 
     async fn append<I>(
@@ -465,10 +466,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         // Logically purged now; the entries leave the disk in the background, once the
-        // state machine's checkpoint covers them and is durable together with the purge
-        // point: a crash in between leaves extra entries, never a hole. Raft does not
-        // wait for the flush.
-        self.put_meta("last_purged", &log_id)?;
+        // state machine's checkpoint covers them and the purge point is durable: a crash
+        // in between leaves extra entries, never a hole. Raft does not wait for it.
+        self.raft_state().last_purged = Some(log_id);
         self.tail().retain(|index, _| *index > log_id.index);
         lock(&self.wal).forget(log_id.index);
         let store = self.clone();
@@ -479,8 +479,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 // The state machine stopped, or its checkpoint failed: keep the entries.
                 return;
             }
-            if let Err(e) = store.make_durable().await {
-                tracing::error!(error = %e, "cannot make the store durable; the log is kept");
+            if store.persist("the purge point", Io::Write).await.is_err() {
+                tracing::error!("cannot record the purge point; the log is kept");
                 return;
             }
             let wal = store.wal.clone();

@@ -1,5 +1,6 @@
-//! Raft consensus with openraft 0.9: the log storage (a write-ahead log, `wal.rs`, on
-//! the file seam of `disk.rs`) and the state machine, the network over HTTP under
+//! Raft consensus with openraft 0.9: the log storage (a write-ahead log, `wal.rs`, and a
+//! small file replaced whole, `slot.rs`, both on the file seam of `disk.rs`) and the
+//! state machine, the network over HTTP under
 //! `/_raft/*`, the data dir's identity (`identity.rs`), and the node that ties them
 //! together.
 //!
@@ -18,6 +19,7 @@ pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod slot;
 pub mod state_machine;
 pub mod wal;
 
@@ -89,7 +91,6 @@ openraft::declare_raft_types!(
 /// Which storage operation failed.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Io {
-    Read,
     Write,
     ReadLogs,
     WriteLogs,
@@ -103,7 +104,6 @@ pub(crate) fn io_error(kind: Io, e: impl std::fmt::Display) -> openraft::Storage
     use openraft::StorageIOError as E;
     let io = std::io::Error::other(e.to_string());
     let err: E<u64> = match kind {
-        Io::Read => E::read(&io),
         Io::Write => E::write(&io),
         Io::ReadLogs => E::read_logs(&io),
         Io::WriteLogs => E::write_logs(&io),

@@ -5,7 +5,6 @@
 //! the events a snapshot skipped is in `backfill.rs`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 
 use super::backfill::{spawn_backfill, Backfill};
 use super::identity;
-use super::log_store::LogStore;
+use super::log_store::{LogStore, RaftState};
 use super::network::{call_json, Link, Network};
 use super::state_machine::StateMachine;
 use super::{Answers, Applied, Batch, TypeConfig};
@@ -72,7 +71,7 @@ pub struct Cluster {
     /// The log index this node must have applied before it grants votes (0: none).
     votes_from: u64,
     batcher: mpsc::Sender<Pending>,
-    /// Held by every part that keeps the database open; see [`Cluster::shutdown`].
+    /// Held by every part that uses the data dir; see [`Cluster::shutdown`].
     holders: Arc<()>,
     /// Tells background tasks to end.
     stop: tokio::sync::watch::Sender<bool>,
@@ -97,12 +96,9 @@ impl std::fmt::Debug for Cluster {
 pub struct StartError(pub String);
 
 impl Cluster {
-    /// Starts the node on the sled database `db` (folder `dir`) with the log's `sync`
-    /// setting and flush interval; answers the node and the state that reads are served
-    /// from.
+    /// Starts the node on the recovered data dir `loaded` with the log's `sync` setting
+    /// and flush interval; answers the node and the state that reads are served from.
     pub(crate) async fn start(
-        db: &sled::Db,
-        dir: &Path,
         spec: &ServiceSpec,
         sync: (SyncMode, Duration),
         opts: ClusterOptions,
@@ -110,17 +106,13 @@ impl Cluster {
         writes: (Duration, usize),
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
-        let meta = db.open_tree("meta").map_err(|e| fail(&e))?;
-        let fresh = db
-            .open_tree("raft_meta")
-            .and_then(|t| t.get("vote"))
-            .map_err(|e| fail(&e))?
-            .is_none();
+        let dir = loaded.dir.clone();
+        let fresh = RaftState::load(&dir).map_err(|e| fail(&e))?.vote.is_none();
         let link = Link {
             secret: opts.secret.clone(),
             from: opts.bind_ip,
         };
-        let peers_cluster = identity::check(&meta, &opts, &link).await?;
+        let peers_cluster = identity::check(&dir, &opts, &link).await?;
         // A node that joins a running cluster with an empty data dir may have voted
         // before it lost it: no vote until it has caught up (see `identity`).
         let votes_from = match &peers_cluster {
@@ -130,12 +122,12 @@ impl Cluster {
         let holders = Arc::new(());
         let events = loaded.events.clone();
         let health = loaded.health.clone();
-        let sm = StateMachine::new(db, spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
+        let sm = StateMachine::new(spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
         let log = LogStore::open(
-            db.clone(),
-            dir,
+            &dir,
             sync,
             (events.clone(), sm.checkpoints()),
+            sm.applied(),
             health.clone(),
             holders.clone(),
         )
@@ -165,7 +157,7 @@ impl Cluster {
             && peers_cluster.is_none()
             && !raft.is_initialized().await.map_err(|e| fail(&e))?
         {
-            identity::create(&meta).map_err(|e| fail(&e))?;
+            identity::create(&dir).map_err(|e| fail(&e))?;
             let members: BTreeMap<u64, BasicNode> = opts
                 .peers
                 .iter()
@@ -195,6 +187,18 @@ impl Cluster {
             {
                 tracing::warn!(error = %e, "no leader after 10 s");
             }
+            // Every entry of the only voter's log is committed once it leads: reads are
+            // served once they are applied, so a restart shows every acknowledged write.
+            if let Err(e) = raft
+                .wait(Some(Duration::from_secs(10)))
+                .metrics(
+                    |m| m.last_applied.map(|l| l.index) >= m.last_log_index,
+                    "the log is applied",
+                )
+                .await
+            {
+                tracing::warn!(error = %e, "the log is not applied after 10 s");
+            }
         }
         let batcher = spawn_batcher(
             Writer {
@@ -211,8 +215,8 @@ impl Cluster {
             node_id: opts.node_id,
             link: link.clone(),
             events: events.clone(),
-            meta: meta.clone(),
-            scratch: dir.with_file_name("events-fetch.tmp"),
+            scratch: dir.path().join("events-fetch.tmp"),
+            dir: dir.clone(),
             stopped,
             _holder: holders.clone(),
         });
@@ -234,7 +238,7 @@ impl Cluster {
     }
 
     /// Stops the node and waits (up to 10 s) until the log store, the state machine and
-    /// their tasks have let go of the database, so that it can be opened again.
+    /// their tasks have let go of the data dir, so that it can be opened again.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
         if let Err(e) = self.raft.shutdown().await {
@@ -246,7 +250,7 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        tracing::warn!("the Raft node still holds the store after 10 s");
+        tracing::warn!("the Raft node still holds the data dir after 10 s");
     }
 
     /// Whether this node grants votes: not before it has caught up, when it joined a

@@ -10,13 +10,14 @@
 //! Raft log is already durable, so applying needs no flush of its own. After a storage
 //! fault (`store::health`) nothing more is applied.
 //!
-//! Two kinds of snapshot, for two purposes:
-//! - the store's incremental snapshots in the `state` tree (per model, every
-//!   `snapshot_every` events), which bound the replay at restart;
-//! - openraft's snapshot, which lets the log be purged and brings a lagging node up to
-//!   date. Building one is O(1): it freezes the persistent maps of the state. Its bytes
-//!   are produced only when a follower needs them (openraft 0.9 keeps only the meta of a
-//!   built snapshot), and after a restart the current state stands in for it.
+//! Snapshots, in one format (`store::snapshot`), for two purposes:
+//! - the store's own, in the data dir's `snapshot` file (when `snapshot_every` events of a
+//!   model make one worth it), which bounds the replay at restart;
+//! - openraft's, which lets the log be purged and brings a lagging node up to date.
+//!   Building one is O(1): it freezes the persistent maps of the state. Its bytes are
+//!   produced only when a follower needs them (openraft 0.9 keeps only the meta of a
+//!   built snapshot), and after a restart the current state stands in for it. A node
+//!   that installs one keeps its bytes as its `snapshot` file.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::Cursor;
@@ -27,21 +28,20 @@ use openraft::{
     BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sled::Transactional;
 use uuid::Uuid;
 
 use super::wal::Wal;
 use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
 use crate::spec::ServiceSpec;
+use crate::store::data_dir::DataDir;
 use crate::store::decide::{Decider, IdempotencyKey, Overlay};
-use crate::store::event::{Record, Stored};
 use crate::store::health::Health;
+use crate::store::snapshot::{Image, Window};
 use crate::store::state::State;
 use crate::store::{Loaded, Refused, Stats};
 
-/// The applied state, in the `meta` tree under [`APPLIED`](crate::store::APPLIED): written
-/// after the events it covers.
+/// The applied state, in the data dir's `applied` file (written after the events it
+/// covers) and in every snapshot.
 #[derive(Serialize, Deserialize)]
 struct AppliedState {
     applied: Option<LogId<u64>>,
@@ -50,80 +50,20 @@ struct AppliedState {
     last_seq: u64,
 }
 
-/// The bytes of an openraft snapshot: every record, as of event `last_seq`.
-#[derive(Deserialize)]
-struct SnapshotData {
-    last_seq: u64,
-    models: Vec<(String, Vec<Record>)>,
-    /// The duplicate-detection window: `(sequence number, event id)` of the newest
-    /// events, so that a node starting from this snapshot decides resent commands as
-    /// every other node does.
-    #[serde(default)]
-    recent: Vec<(u64, Uuid)>,
-    /// The idempotency keys of the same window.
-    #[serde(default)]
-    keys: Vec<(u64, IdempotencyKey)>,
-}
-
-/// An O(1) copy of the state, frozen when a snapshot was built or installed.
+/// An openraft snapshot: its meta, and the state frozen when it was built or installed.
 #[derive(Clone)]
 struct Frozen {
     meta: SnapshotMeta<u64, BasicNode>,
-    last_seq: u64,
-    models: Vec<(String, imbl::OrdMap<Uuid, Arc<Stored>>)>,
-    recent: Vec<(u64, Uuid)>,
-    keys: Vec<(u64, IdempotencyKey)>,
+    image: Image,
 }
 
 impl Frozen {
-    fn of(state: &State, meta: SnapshotMeta<u64, BasicNode>, recent: &Recent) -> Self {
-        let mut models: Vec<_> = state
-            .models
-            .iter()
-            .map(|(m, ms)| (m.clone(), ms.records.clone()))
-            .collect();
-        models.sort_by(|a, b| a.0.cmp(&b.0));
-        Frozen {
-            meta,
-            last_seq: state.last_seq,
-            models,
-            recent: recent.order.iter().copied().collect(),
-            keys: recent.key_order.iter().cloned().collect(),
-        }
-    }
-
-    /// The snapshot's bytes, built from the records' stored JSON text (nothing is
-    /// serialised again).
-    fn encode(&self) -> Result<Vec<u8>, StorageError<u64>> {
-        let mut out = Vec::new();
-        out.extend_from_slice(format!("{{\"last_seq\":{},\"models\":[", self.last_seq).as_bytes());
-        for (i, (model, records)) in self.models.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.push(b'[');
-            out.extend(serde_json::to_vec(model).map_err(write_err)?);
-            out.extend_from_slice(b",[");
-            for (j, r) in records.values().enumerate() {
-                if j > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(&r.json);
-            }
-            out.extend_from_slice(b"]]");
-        }
-        out.extend_from_slice(b"],\"recent\":");
-        out.extend(serde_json::to_vec(&self.recent).map_err(write_err)?);
-        out.extend_from_slice(b",\"keys\":");
-        out.extend(serde_json::to_vec(&self.keys).map_err(write_err)?);
-        out.push(b'}');
-        Ok(out)
-    }
-
+    /// The snapshot with its bytes: the image, framed as a `snapshot` file is.
     fn snapshot(&self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
+        let bytes = self.image.to_bytes().map_err(write_err)?;
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(self.encode()?)),
+            snapshot: Box::new(Cursor::new(super::slot::frame(bytes))),
         })
     }
 }
@@ -181,15 +121,34 @@ impl Recent {
             .insert(key.id.clone(), (seq, key.request.clone()));
         self.key_order.push_back((seq, key));
     }
+
+    /// The window of `events` with their keys (oldest first), trimmed to its size.
+    fn of(events: Window) -> Self {
+        let mut window = Recent::default();
+        let from = events
+            .events
+            .last()
+            .map_or(0, |(newest, _)| newest.saturating_sub(RECENT as u64 - 1));
+        for (seq, key) in events.keys.into_iter().filter(|(seq, _)| *seq >= from) {
+            window.remember_key(seq, key);
+        }
+        for (seq, id) in events.events.into_iter().filter(|(seq, _)| *seq >= from) {
+            window.remember(seq, id);
+        }
+        window
+    }
+
+    /// Its events and keys, oldest first (for a snapshot).
+    fn export(&self) -> Window {
+        Window {
+            events: self.order.iter().copied().collect(),
+            keys: self.key_order.iter().cloned().collect(),
+        }
+    }
 }
 
 /// How many of the newest events duplicate detection looks back on.
 const RECENT: usize = 100_000;
-
-/// Key in the `meta` tree: the duplicate-detection window of the last snapshot installed.
-const RECENT_KEY: &str = "recent";
-/// Key in the `meta` tree: the idempotency keys of that window.
-const RECENT_KEYS: &str = "recent_keys";
 
 /// The state machine.
 pub struct StateMachine {
@@ -198,12 +157,8 @@ pub struct StateMachine {
     decider: Decider,
     /// The event log (sequence number -> event JSON).
     events: Arc<Mutex<Wal>>,
-    /// The store and its folder (flushed when a snapshot is installed).
-    db: sled::Db,
-    path: std::path::PathBuf,
-    /// The store's incremental snapshots (`state` tree).
-    snapshots: sled::Tree,
-    meta: sled::Tree,
+    /// The data dir (its `snapshot` file is replaced when a snapshot is installed).
+    dir: Arc<DataDir>,
     applied: Option<LogId<u64>>,
     membership: StoredMembership<u64, BasicNode>,
     /// The last openraft snapshot built or installed.
@@ -227,156 +182,68 @@ fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
     io_error(Io::WriteStateMachine, e)
 }
 
-fn state_from(spec: &ServiceSpec, data: SnapshotData) -> Result<State, StorageError<u64>> {
-    let mut state = State::new(spec);
-    for (model, records) in data.models {
-        if !state.models.contains_key(&model) {
-            continue;
-        }
-        for mut r in records {
-            let id = r
-                .get("id")
-                .and_then(Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| read_err("a snapshot record has no id"))?;
-            state.upcast(&model, &mut r);
-            if let Some(ms) = state.models.get_mut(&model) {
-                ms.put(id, Some(Arc::new(Stored::new(r))));
-            }
-        }
-    }
-    state.last_seq = data.last_seq;
-    Ok(state)
-}
-
 impl StateMachine {
-    /// Opens the state machine of the store `db` (folder `path`) on its own: loads the
-    /// state with default settings. The service uses [`StateMachine::new`] through the
-    /// store.
-    pub fn open(
-        db: &sled::Db,
-        dir: &std::path::Path,
-        spec: &ServiceSpec,
-    ) -> Result<Self, StorageError<u64>> {
+    /// Opens the state machine of the data dir `dir` on its own: loads the state with
+    /// default settings. The service uses [`StateMachine::new`] through the store.
+    pub fn open(dir: Arc<DataDir>, spec: &ServiceSpec) -> Result<Self, StorageError<u64>> {
         let stats = Arc::new(Stats::default());
-        let mut events = crate::store::open_events(dir).map_err(read_err)?;
-        let state =
-            crate::store::load_state(db, &mut events, dir, spec, &stats).map_err(read_err)?;
+        let mut events = crate::store::open_events(&dir).map_err(read_err)?;
+        let recovered =
+            crate::store::load_state(&dir, &mut events, spec, &stats).map_err(read_err)?;
         let snapshot_every = crate::store::snapshot_periods(spec, 1000);
         let loaded = Loaded {
-            state,
-            path: dir.join("store"),
+            recovered,
+            dir,
             events: Arc::new(Mutex::new(events)),
             stats,
             snapshot_every,
             health: Arc::default(),
         };
-        Self::new(db, spec, loaded, Arc::new(()))
+        Self::new(spec, loaded, Arc::new(()))
     }
 
-    /// The state machine over a loaded state.
+    /// The state machine over a recovered state.
     pub(crate) fn new(
-        db: &sled::Db,
         spec: &ServiceSpec,
         loaded: Loaded,
         holder: Arc<()>,
     ) -> Result<Self, StorageError<u64>> {
-        let snapshots = db.open_tree("state").map_err(read_err)?;
-        let meta = db.open_tree("meta").map_err(read_err)?;
-        let (applied, membership) = match meta.get(crate::store::APPLIED).map_err(read_err)? {
+        let recovered = loaded.recovered;
+        let (applied, membership) = match &recovered.applied {
             Some(v) => {
-                let a: AppliedState = serde_json::from_slice(&v).map_err(read_err)?;
+                let a: AppliedState = serde_json::from_slice(v).map_err(read_err)?;
                 (a.applied, a.membership)
             }
             None => (None, StoredMembership::default()),
         };
         let checkpoints = crate::store::checkpoint_thread(
-            db,
+            &loaded.dir,
             loaded.stats.clone(),
             loaded.health.clone(),
             holder.clone(),
         )
         .map_err(write_err)?;
-        let mut sm = StateMachine {
+        Ok(StateMachine {
             spec: spec.clone(),
-            state: Arc::new(RwLock::new(loaded.state)),
+            state: Arc::new(RwLock::new(recovered.state)),
             decider: Decider::new(spec),
             events: loaded.events,
-            db: db.clone(),
-            path: loaded.path,
-            snapshots,
-            meta,
+            dir: loaded.dir,
             applied,
             membership,
             frozen: Arc::default(),
-            recent: Recent::default(),
+            recent: Recent::of(recovered.window),
             stats: loaded.stats,
             snapshot_every: loaded.snapshot_every,
             checkpoints,
             health: loaded.health,
             holder,
-        };
-        sm.remember_recent_events()?;
-        Ok(sm)
+        })
     }
 
-    /// Fills the duplicate detection from the newest events of the log, so that a batch
-    /// sent again across a restart is still answered, not applied twice.
-    fn remember_recent_events(&mut self) -> Result<(), StorageError<u64>> {
-        #[derive(Deserialize)]
-        struct Ids {
-            event_id: Uuid,
-            sequence_number: u64,
-            #[serde(default)]
-            idempotency_key: Option<IdempotencyKey>,
-        }
-        let last = self
-            .state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .last_seq;
-        let from = last.saturating_sub(RECENT as u64 - 1).max(1);
-        let mut newest = Vec::new();
-        let mut keys = Vec::new();
-        let log = crate::store::lock_events(&self.events);
-        let held_from = log.first_index().unwrap_or(last + 1);
-        if from < held_from {
-            // Before the log's start (a snapshot was installed): the window it carried.
-            if let Some(v) = self.meta.get(RECENT_KEY).map_err(read_err)? {
-                let carried: Vec<(u64, Uuid)> = serde_json::from_slice(&v).map_err(read_err)?;
-                newest.extend(
-                    carried
-                        .into_iter()
-                        .filter(|(seq, _)| *seq >= from && *seq < held_from),
-                );
-            }
-            if let Some(v) = self.meta.get(RECENT_KEYS).map_err(read_err)? {
-                let carried: Vec<(u64, IdempotencyKey)> =
-                    serde_json::from_slice(&v).map_err(read_err)?;
-                keys.extend(
-                    carried
-                        .into_iter()
-                        .filter(|(seq, _)| *seq >= from && *seq < held_from),
-                );
-            }
-        }
-        for seq in from.max(held_from)..=last {
-            if let Some(bytes) = log.read(seq).map_err(read_err)? {
-                let ids: Ids = serde_json::from_slice(&bytes).map_err(read_err)?;
-                newest.push((ids.sequence_number, ids.event_id));
-                if let Some(key) = ids.idempotency_key {
-                    keys.push((ids.sequence_number, key));
-                }
-            }
-        }
-        drop(log);
-        for (seq, key) in keys {
-            self.recent.remember_key(seq, key);
-        }
-        for (seq, id) in newest {
-            self.recent.remember(seq, id);
-        }
-        Ok(())
+    /// The log id it has applied up to.
+    pub fn applied(&self) -> Option<LogId<u64>> {
+        self.applied
     }
 
     /// The event log it writes.
@@ -531,7 +398,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut count = 0;
         // The entries are committed (durable in the Raft log): readers may see their
         // effects before the event log has them.
-        let (last_seq, jobs) = {
+        let (last_seq, image) = {
             let state_lock = self.state.clone();
             let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
             for entry in entries {
@@ -553,12 +420,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     }
                 }
             }
-            let jobs = if count > 0 {
-                crate::store::snapshots_due(&mut state, &self.snapshot_every)
+            let image = if count > 0 && state.snapshot_due(&self.snapshot_every) {
+                state.mark_snapshot();
+                Some(Image::of(
+                    &state,
+                    self.applied_bytes(state.last_seq)?,
+                    self.recent.export(),
+                ))
             } else {
-                Vec::new()
+                None
             };
-            (state.last_seq, jobs)
+            (state.last_seq, image)
         };
         // The events go to the log now (the page cache); the checkpoint thread syncs them
         // and then records the applied state, off the apply path. A crash before that
@@ -584,10 +456,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             self.stats.events.fetch_add(count, Ordering::Relaxed);
         }
         // After the events: a snapshot never stands ahead of the events it summarises.
-        for job in jobs {
+        if let Some(image) = image {
             if self
                 .checkpoints
-                .send(crate::store::Checkpoint::Snapshot(job))
+                .send(crate::store::Checkpoint::Snapshot(image))
                 .is_err()
             {
                 tracing::error!("the snapshot writer stopped");
@@ -607,8 +479,17 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             last_membership: self.membership.clone(),
             snapshot_id,
         };
+        let applied = serde_json::to_vec(&AppliedState {
+            applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            last_seq: state.last_seq,
+        })
+        .unwrap_or_default();
         Builder {
-            frozen: Frozen::of(&state, meta, &self.recent),
+            frozen: Frozen {
+                meta,
+                image: Image::of(&state, applied, self.recent.export()),
+            },
             slot: self.frozen.clone(),
             _holder: self.holder.clone(),
         }
@@ -637,53 +518,35 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 "the checkpoint before installing a snapshot failed",
             ));
         }
-        let _ = self.checkpoints.send(crate::store::Checkpoint::Discard);
-        let mut data: SnapshotData =
-            serde_json::from_slice(snapshot.get_ref()).map_err(read_err)?;
-        let carried = std::mem::take(&mut data.recent);
-        let carried_keys = std::mem::take(&mut data.keys);
-        let carried_bytes = serde_json::to_vec(&carried).map_err(write_err)?;
-        let carried_keys_bytes = serde_json::to_vec(&carried_keys).map_err(write_err)?;
-        let mut new_state = state_from(&self.spec, data)?;
-        let seq = new_state.last_seq;
+        let framed = snapshot.into_inner();
+        let content = super::slot::unframe(&framed).map_err(read_err)?;
+        let loaded = crate::store::snapshot::decode(content, &self.spec, &Stats::default())
+            .map_err(read_err)?;
+        let carried: AppliedState = serde_json::from_slice(&loaded.applied).map_err(read_err)?;
+        if carried.applied != meta.last_log_id {
+            return Err(read_err(format!(
+                "the snapshot's data stands at {:?}, its meta at {:?}",
+                carried.applied, meta.last_log_id
+            )));
+        }
+        let seq = loaded.state.last_seq;
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        let applied = self.applied_bytes(seq)?;
-        // The store's snapshot tree becomes this snapshot, the log of events is complete
-        // from the next sequence on, and the applied state moves: all at once.
-        let old_keys: Vec<sled::IVec> = self
-            .snapshots
-            .iter()
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(write_err)?;
-        let mut records = sled::Batch::default();
-        for key in old_keys {
-            records.remove(key);
-        }
-        crate::store::snapshot::fill(&mut records, &mut new_state, seq);
-        {
-            // Under the event log's lock: the backfill task reads `events_from` and the
-            // log's start together.
+        let syncer = {
+            // Under the event log's lock: the backfill task reads the log's start and
+            // puts fetched events in front of it.
             let mut log = crate::store::lock_events(&self.events);
             let installed = (|| {
                 fail::fail_point!("snapshot-install", |_| Err(
                     "failpoint snapshot-install".to_string()
                 ));
-                (&self.snapshots, &self.meta)
-                    .transaction(|(s, m)| {
-                        s.apply_batch(&records)?;
-                        m.insert(crate::store::APPLIED, applied.as_slice())?;
-                        m.insert(crate::store::EVENTS_FROM, &(seq + 1).to_be_bytes())?;
-                        m.insert(RECENT_KEY, carried_bytes.as_slice())?;
-                        m.insert(RECENT_KEYS, carried_keys_bytes.as_slice())?;
-                        Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
-                    })
-                    .map_err(|e| format!("{e:?}"))?;
-                // Durable before the old events go: a crash in between finds the new
-                // state (and realigns the log at start), never the old state without its
-                // events.
-                crate::store::flush(&self.db, &self.path)?;
+                // The new snapshot (with its applied state) is durable before the old
+                // events go: a crash in between finds the new state and realigns the log
+                // at start, never the old state without its events.
+                self.dir
+                    .slot("snapshot")
+                    .write_framed(&framed)
+                    .map_err(|e| e.to_string())?;
                 // The event log continues after the snapshot.
                 log.restart_at(seq + 1).map_err(|e| e.to_string())?;
                 log.syncer().sync().map_err(|e| e.to_string())
@@ -692,18 +555,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 self.health.fail("installing a Raft snapshot", &e);
                 return Err(write_err(e));
             }
+            log.syncer()
+        };
+        // The `applied` file follows (until it does, a start takes the snapshot's).
+        let checkpoint = crate::store::Checkpoint::Applied {
+            state: self.applied_bytes(seq)?,
+            syncer,
+        };
+        if self.checkpoints.send(checkpoint).is_err() {
+            return Err(write_err("the checkpoint thread stopped"));
         }
         // The duplicate-detection window is the snapshot's, as on the node that built it.
-        self.recent = Recent::default();
-        for (seq, key) in carried_keys {
-            self.recent.remember_key(seq, key);
-        }
-        for (seq, id) in carried {
-            self.recent.remember(seq, id);
-        }
-        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some(Frozen::of(&new_state, meta.clone(), &self.recent));
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = new_state;
+        self.recent = Recent::of(loaded.window);
+        *self.frozen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Frozen {
+            meta: meta.clone(),
+            image: Image::of(&loaded.state, loaded.applied, self.recent.export()),
+        });
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = loaded.state;
         tracing::info!(snapshot = %meta.snapshot_id, sequence = seq, "snapshot installed");
         Ok(())
     }

@@ -28,7 +28,7 @@ pub struct Health {
 }
 
 /// Whether an error message is the operating system's "no space left on device"
-/// (errors reach here as text through openraft and sled).
+/// (errors reach here as text through openraft).
 pub fn is_no_space(message: &str) -> bool {
     message.contains("os error 28") || message.contains("No space left on device")
 }

@@ -1,4 +1,4 @@
-//! The event-sourced store on sled, written through Raft.
+//! The event-sourced store, written through Raft.
 //!
 //! Every write is a [`Command`], stamped by the node that took it and proposed to the
 //! node's Raft group (`crate::raft`): a single node is a cluster of one, so there is one
@@ -10,25 +10,28 @@
 //! write-ahead log) and publishes them to the in-memory [`State`] that reads are served
 //! from. Nothing is visible to readers before it is committed.
 //!
-//! Snapshots: once a model has `snapshot_every` events since its last snapshot, the
-//! records it changed since are written to the `state` tree with the new snapshot's
-//! sequence number, in one atomic batch (see `snapshot.rs`). A restart loads that tree
-//! and replays only the events after it.
+//! Snapshots: once a model has `snapshot_every` events since the last snapshot (and a
+//! snapshot saves at least half of the replay, see [`State::snapshot_due`]), every record
+//! is written to the data dir's `snapshot` file from a frozen copy of the state, off the
+//! apply path (see `snapshot.rs`). A restart loads it and replays only the events after
+//! it. The data dir's files are listed in `data_dir.rs`.
 //!
 //! Faults ([`health`]): a failed write or sync of either log, or a failed checkpoint,
-//! stops this node's writes until it is restarted; a snapshot that fails is merged into
-//! the model's next one. Either way a restart replays more, never less.
+//! stops this node's writes until it is restarted; a snapshot that fails leaves the
+//! previous one. Either way a restart replays more, never less.
 
 mod checkpoint;
+pub mod data_dir;
 pub mod decide;
 pub mod event;
 pub mod health;
+#[cfg(test)]
+mod power_cuts;
 pub mod snapshot;
 pub mod state;
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -40,6 +43,7 @@ use crate::config::SyncMode;
 use crate::raft::node::{Cluster, ClusterOptions};
 use crate::raft::wal::Wal;
 use crate::spec::ServiceSpec;
+use data_dir::DataDir;
 use decide::Stamped;
 use event::{Actor, Event, Record, Stored, FORMAT};
 use state::State;
@@ -50,12 +54,15 @@ pub use checkpoint::Checkpoint;
 /// Why the store cannot open.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// sled refused the folder (damaged files, permissions, another process).
+    /// The file system refused (permissions, another process holds the data dir).
     #[error("cannot open the store in {path}: {message}")]
-    Sled { path: String, message: String },
+    Io { path: String, message: String },
     /// The store was written by a newer runtime.
     #[error("the store in {path} has format {found}, newer than this runtime understands ({FORMAT}); upgrade lithair-runtime")]
     NewerFormat { path: String, found: u32 },
+    /// The data dir was written by an earlier runtime whose files this one does not read.
+    #[error("the data dir {path} was written by an earlier lithair-runtime (it holds a sled folder `store`), whose files this runtime no longer reads; start the earlier runtime on it to export the records, or give this node an empty data dir")]
+    OlderFormat { path: String },
     /// Some entry cannot be read.
     #[error("the store in {path} is damaged: {what}. Refusing to start rather than drop data; restore a backup or move the folder away")]
     Corrupt { path: String, what: String },
@@ -184,8 +191,7 @@ impl StoreOptions {
 
 /// The store: a handle shared by all requests.
 pub struct Store {
-    db: sled::Db,
-    path: PathBuf,
+    dir: Arc<DataDir>,
     events: Arc<Mutex<Wal>>,
     state: Arc<RwLock<State>>,
     /// Counters.
@@ -197,114 +203,93 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store").field("dir", &self.dir).finish()
     }
 }
 
-/// Opens (or creates) the sled database of a store and checks its format.
-fn open_db(dir: &Path) -> Result<(sled::Db, PathBuf), OpenError> {
-    let path = dir.join("store");
-    let shown = path.display().to_string();
-    let sled_err = |e: sled::Error| OpenError::Sled {
-        path: shown.clone(),
-        message: e.to_string(),
-    };
-    std::fs::create_dir_all(dir).map_err(|e| OpenError::Sled {
-        path: shown.clone(),
-        message: e.to_string(),
-    })?;
-    // Writes are made durable by the Raft log (see `raft::log_store`); sled holds
-    // snapshots and metadata, written out in the background, and is flushed before the
-    // log is purged and at shutdown.
-    // Reads are served from memory: sled's own cache only serves writes and the start.
-    let db = sled::Config::new()
-        .cache_capacity(64 * 1024 * 1024)
-        .path(&path)
-        .flush_every_ms(Some(500))
-        .mode(sled::Mode::HighThroughput)
-        .open()
-        .map_err(sled_err)?;
-    let meta = db.open_tree("meta").map_err(sled_err)?;
-    match meta.get("format").map_err(sled_err)? {
-        Some(v) => {
-            let found = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse::<u32>().ok())
-                .ok_or_else(|| OpenError::Corrupt {
-                    path: shown.clone(),
-                    what: "meta/format is not a number".into(),
-                })?;
-            if found > FORMAT {
-                return Err(OpenError::NewerFormat { path: shown, found });
-            }
-        }
-        None => {
-            // Every event carries its own format too, checked when it is read.
-            meta.insert("format", FORMAT.to_string().as_bytes())
-                .map_err(sled_err)?;
-            meta.insert(
-                "created_by",
-                format!("lithair-runtime {}", env!("CARGO_PKG_VERSION")).as_bytes(),
-            )
-            .map_err(sled_err)?;
-            db.flush().map_err(sled_err)?;
-        }
-    }
-
-    Ok((db, path))
-}
-
-/// Key in the `meta` tree: the state machine's applied state (see `raft::state_machine`).
-pub(crate) const APPLIED: &str = "applied";
-
-/// Opens the event log of the store in `dir` (folder `events`).
-pub(crate) fn open_events(dir: &Path) -> Result<Wal, OpenError> {
-    let path = dir.join("events");
-    Wal::open(&path).map_err(|e| OpenError::Corrupt {
-        path: path.display().to_string(),
+/// Opens the event log of the data dir (folder `events`).
+pub(crate) fn open_events(dir: &DataDir) -> Result<Wal, OpenError> {
+    dir.wal("events").map_err(|e| OpenError::Corrupt {
+        path: dir.path().join("events").display().to_string(),
         what: e.to_string(),
     })
 }
 
-/// Loads the state of the store: each model's snapshot from the `state` tree of `db`,
-/// then the events after it from `events`, checked for gaps, damage and newer formats.
+/// What a start recovers from the data dir: the state, and what the state machine needs
+/// besides (see [`load_state`]).
+pub(crate) struct Recovered {
+    /// The state as of the applied state.
+    pub state: State,
+    /// The applied state to start from (the state machine's JSON), if any.
+    pub applied: Option<Vec<u8>>,
+    /// The duplicate-detection window, as of the state.
+    pub window: snapshot::Window,
+}
+
+/// Loads the state of the data dir `dir`: its snapshot, then the events after it from
+/// `events`, checked for gaps, damage and newer formats, up to the applied state.
 ///
-/// Events past the applied state (written just before a crash, whose applied state was
-/// not) are cut off: the Raft log applies them again, identically.
+/// The applied state is the newer of the `applied` file and the one stored with the
+/// snapshot (a node that installed a Raft snapshot may have stopped before recording it).
+/// Events past it (written just before a crash, whose applied state was not) are cut off:
+/// the Raft log applies them again, identically. A log that ends before the snapshot (a
+/// crash right after installing one) continues after it.
 pub(crate) fn load_state(
-    db: &sled::Db,
+    dir: &DataDir,
     events: &mut Wal,
-    path: &Path,
     spec: &ServiceSpec,
     stats: &Stats,
-) -> Result<State, OpenError> {
-    let shown = path.display().to_string();
-    let sled_err = |e: sled::Error| OpenError::Sled {
-        path: shown.clone(),
-        message: e.to_string(),
-    };
+) -> Result<Recovered, OpenError> {
+    let shown = dir.path().display().to_string();
     let corrupt = |what: String| OpenError::Corrupt {
         path: shown.clone(),
         what,
     };
-    let meta = db.open_tree("meta").map_err(sled_err)?;
-    let snapshots = db.open_tree("state").map_err(sled_err)?;
-    let mut state = State::new(spec);
-    let snapshot_seqs = snapshot::load(&snapshots, &mut state, stats).map_err(corrupt)?;
-    // A node that installed a Raft snapshot holds only the events after it.
-    let complete_from = events_complete_from(&meta).map_err(sled_err)?;
+    let (mut state, snapshot_applied, mut window) = match dir
+        .slot("snapshot")
+        .read()
+        .map_err(|e| corrupt(e.to_string()))?
+    {
+        Some(bytes) => {
+            let loaded = snapshot::decode(&bytes, spec, stats)
+                .map_err(|e| corrupt(format!("the snapshot cannot be read: {e}")))?;
+            (loaded.state, Some(loaded.applied), loaded.window)
+        }
+        None => (State::new(spec), None, snapshot::Window::default()),
+    };
+    let snapshot_seq = state.last_seq;
+    let recorded = dir
+        .slot("applied")
+        .read()
+        .map_err(|e| corrupt(e.to_string()))?;
+    // What is needed of an applied state here: its log index and last event.
     #[derive(serde::Deserialize)]
-    struct AppliedSeq {
+    struct Head {
+        applied: Option<Index>,
         last_seq: u64,
     }
-    let applied_seq = match meta.get(APPLIED).map_err(sled_err)? {
-        Some(v) => {
-            serde_json::from_slice::<AppliedSeq>(&v)
-                .map_err(|e| corrupt(format!("the applied state cannot be read ({e})")))?
-                .last_seq
-        }
-        None => 0,
+    #[derive(serde::Deserialize)]
+    struct Index {
+        index: u64,
+    }
+    let head = |bytes: &Option<Vec<u8>>| -> Result<Option<(u64, u64)>, OpenError> {
+        bytes
+            .as_ref()
+            .map(|b| {
+                serde_json::from_slice::<Head>(b)
+                    .map(|h| (h.applied.map_or(0, |a| a.index), h.last_seq))
+                    .map_err(|e| corrupt(format!("the applied state cannot be read ({e})")))
+            })
+            .transpose()
     };
+    let (from_file, from_snapshot) = (head(&recorded)?, head(&snapshot_applied)?);
+    let (applied, applied_seq) = match (from_file, from_snapshot) {
+        (Some(f), Some(s)) if s > f => (snapshot_applied, s.1),
+        (Some(f), _) => (recorded, f.1),
+        (None, Some(s)) => (snapshot_applied, s.1),
+        (None, None) => (None, 0),
+    };
+    let applied_seq = applied_seq.max(snapshot_seq);
     let held = events.last_index().unwrap_or(0);
     if held > applied_seq {
         tracing::info!(
@@ -316,77 +301,74 @@ pub(crate) fn load_state(
             .truncate(applied_seq + 1)
             .map_err(|e| corrupt(e.to_string()))?;
     }
-    let newest_snapshot = snapshot_seqs.values().copied().max().unwrap_or(0);
-    let needed = applied_seq.max(newest_snapshot);
-    if needed >= complete_from && events.last_index().unwrap_or(0) < needed {
-        return Err(corrupt(format!(
-            "the event log ends at {} but the state was applied up to {needed} \
-             (was the machine powered off with sync = \"periodic\" or \"never\"?)",
-            events.last_index().unwrap_or(0)
-        )));
-    }
-    // A crash right after installing a Raft snapshot left the log as it was before it:
-    // it continues after the snapshot.
-    if complete_from > 1
-        && events.start() < complete_from
-        && events.last_index().unwrap_or(0) + 1 < complete_from
-    {
+    // The last event the log stands for: an empty log that continues after a gap (a Raft
+    // snapshot was installed) stands for the events before it.
+    let held_to = |events: &Wal| {
         events
-            .restart_at(complete_from)
+            .last_index()
+            .unwrap_or(events.start().saturating_sub(1))
+    };
+    // A crash right after installing a Raft snapshot left the log as it was before it:
+    // it continues after the snapshot (the events before it are fetched again).
+    if snapshot_seq > 0 && held_to(events) < snapshot_seq {
+        events
+            .restart_at(snapshot_seq + 1)
             .map_err(|e| corrupt(e.to_string()))?;
     }
-    // Replay from the oldest snapshot any model has; skip events a model's snapshot covers.
-    let from = state
-        .models
-        .keys()
-        .map(|m| snapshot_seqs.get(m).copied().unwrap_or(0))
-        .min()
-        .unwrap_or(0);
-    let mut replayed = 0u64;
-    let start = (from + 1).max(complete_from);
-    let last = events.last_index().unwrap_or(0);
+    let last = held_to(events);
+    if last < applied_seq {
+        return Err(corrupt(format!(
+            "the event log ends at {last} but the state was applied up to {applied_seq} \
+             (was the machine powered off with sync = \"periodic\" or \"never\"?)"
+        )));
+    }
+    let start = snapshot_seq + 1;
     if start <= last && events.first_index().is_none_or(|f| f > start) {
         return Err(corrupt(format!(
             "the event log starts at {} but the state needs the events from {start}",
             events.first_index().unwrap_or(0)
         )));
     }
-    // What is needed to skip an event a snapshot covers, read without building the rest.
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        format: u32,
-        sequence_number: u64,
-        #[serde(borrow)]
-        model: std::borrow::Cow<'a, str>,
-    }
+    let mut replayed = 0u64;
     for seq in start..=last {
         let bytes = events
             .read(seq)
             .map_err(|e| corrupt(e.to_string()))?
             .ok_or_else(|| corrupt(format!("event {seq} is missing")))?;
-        let head: Head = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(format!("event {seq} cannot be read ({e})")))?;
-        if head.sequence_number != seq {
+        let ev: Event = match serde_json::from_slice(&bytes) {
+            Ok(ev) => ev,
+            Err(e) => {
+                #[derive(serde::Deserialize)]
+                struct Format {
+                    format: u32,
+                }
+                if let Ok(f) = serde_json::from_slice::<Format>(&bytes) {
+                    if f.format > FORMAT {
+                        return Err(OpenError::NewerFormat {
+                            path: shown.clone(),
+                            found: f.format,
+                        });
+                    }
+                }
+                return Err(corrupt(format!("event {seq} cannot be read ({e})")));
+            }
+        };
+        if ev.sequence_number != seq {
             return Err(corrupt(format!(
                 "event log has a gap or mismatch at sequence {seq}"
             )));
         }
-        if head.format > FORMAT {
+        if ev.format > FORMAT {
             return Err(OpenError::NewerFormat {
                 path: shown.clone(),
-                found: head.format,
+                found: ev.format,
             });
         }
-        state.last_seq = state.last_seq.max(seq);
-        if snapshot_seqs
-            .get(head.model.as_ref())
-            .is_some_and(|s| *s >= seq)
-        {
-            continue;
-        }
-        let ev: Event = serde_json::from_slice(&bytes)
-            .map_err(|e| corrupt(format!("event {seq} cannot be read ({e})")))?;
         state.apply(&ev);
+        window.events.push((seq, ev.event_id));
+        if let Some(key) = ev.idempotency_key {
+            window.keys.push((seq, *key));
+        }
         replayed += 1;
     }
     stats.replayed_events.store(replayed, Ordering::Relaxed);
@@ -397,40 +379,50 @@ pub(crate) fn load_state(
         replayed_events = replayed,
         "store loaded"
     );
-    Ok(state)
+    Ok(Recovered {
+        state,
+        applied,
+        window,
+    })
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`: loads snapshots, replays the tail, and starts
-    /// the node's Raft group (joining or bootstrapping its cluster; a single node is a
-    /// cluster of one).
+    /// Opens (or creates) the store in `dir`: loads the snapshot, replays the tail, and
+    /// starts the node's Raft group (joining or bootstrapping its cluster; a single node
+    /// is a cluster of one).
     pub async fn open(
         dir: &Path,
         spec: &ServiceSpec,
         opts: StoreOptions,
     ) -> Result<Store, OpenError> {
-        let (db, path) = {
-            let owned = dir.to_path_buf();
-            tokio::task::spawn_blocking(move || open_db(&owned))
-                .await
-                .map_err(|e| OpenError::Sled {
-                    path: dir.display().to_string(),
-                    message: e.to_string(),
-                })??
-        };
+        let owned = dir.to_path_buf();
+        let data_dir = tokio::task::spawn_blocking(move || DataDir::open(&owned))
+            .await
+            .map_err(|e| OpenError::Io {
+                path: dir.display().to_string(),
+                message: e.to_string(),
+            })??;
+        Self::open_in(Arc::new(data_dir), spec, opts).await
+    }
+
+    /// Opens the store in an open data dir (on any disk: tests cut its power).
+    pub(crate) async fn open_in(
+        dir: Arc<DataDir>,
+        spec: &ServiceSpec,
+        opts: StoreOptions,
+    ) -> Result<Store, OpenError> {
         let stats = Arc::new(Stats::default());
         let health = Arc::new(health::Health::default());
-        let (state, events) = {
-            let (db, path, spec, stats) = (db.clone(), path.clone(), spec.clone(), stats.clone());
-            let owned = dir.to_path_buf();
+        let (recovered, events) = {
+            let (owned, spec, stats) = (dir.clone(), spec.clone(), stats.clone());
             tokio::task::spawn_blocking(move || {
                 let mut events = open_events(&owned)?;
-                let state = load_state(&db, &mut events, &path, &spec, &stats)?;
-                Ok::<_, OpenError>((state, events))
+                let recovered = load_state(&owned, &mut events, &spec, &stats)?;
+                Ok::<_, OpenError>((recovered, events))
             })
             .await
-            .map_err(|e| OpenError::Sled {
-                path: dir.display().to_string(),
+            .map_err(|e| OpenError::Io {
+                path: dir.path().display().to_string(),
                 message: e.to_string(),
             })??
         };
@@ -438,16 +430,14 @@ impl Store {
         let snapshot_every = snapshot_periods(spec, opts.snapshot_every);
         let node_id = opts.node.node_id.to_string();
         let loaded = Loaded {
-            state,
-            path: path.clone(),
+            recovered,
+            dir: dir.clone(),
             events: events.clone(),
             stats: stats.clone(),
             snapshot_every,
             health: health.clone(),
         };
         let (node, state) = Cluster::start(
-            &db,
-            &path,
             spec,
             (opts.sync, opts.flush_interval),
             opts.node.clone(),
@@ -455,13 +445,12 @@ impl Store {
             (opts.write_timeout, opts.max_pending_writes),
         )
         .await
-        .map_err(|e| OpenError::Sled {
-            path: path.display().to_string(),
+        .map_err(|e| OpenError::Io {
+            path: dir.path().display().to_string(),
             message: e.to_string(),
         })?;
         Ok(Store {
-            db,
-            path,
+            dir,
             events,
             state,
             stats,
@@ -473,10 +462,7 @@ impl Store {
 
     /// The id of the cluster this node belongs to, once it knows it.
     pub fn cluster_id(&self) -> Option<String> {
-        self.db
-            .open_tree("meta")
-            .ok()
-            .and_then(|m| crate::raft::identity::cluster_id(&m))
+        self.dir.node_info().cluster_id
     }
 
     /// The node's write health (see [`health`]).
@@ -554,15 +540,13 @@ impl Store {
         self.cluster.propose(stamped).await
     }
 
-    /// Stops the node's Raft group and waits until it has released the database; then
-    /// flushes. Writes proposed afterwards are refused.
+    /// Stops the node's Raft group and waits until its parts have let go of the data dir
+    /// (the checkpoint thread records the applied state last). Writes proposed afterwards
+    /// are refused.
     pub async fn shutdown(&self) -> Result<(), String> {
         self.health.stopping();
         self.cluster.shutdown().await;
-        let (db, path) = (self.db.clone(), self.path.clone());
-        tokio::task::spawn_blocking(move || flush(&db, &path))
-            .await
-            .map_err(|e| e.to_string())?
+        Ok(())
     }
 
     /// Reads through the current state.
@@ -574,11 +558,6 @@ impl Store {
     /// The record `id` of `model`.
     pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Stored>> {
         self.read(|s| s.get(model, id))
-    }
-
-    /// Flushes everything to disk.
-    pub fn flush(&self) -> Result<(), String> {
-        flush(&self.db, &self.path)
     }
 
     /// The events from `from` to `to` (inclusive) that this node holds, as a JSON array
@@ -612,29 +591,6 @@ pub(crate) fn lock_events(events: &Mutex<Wal>) -> std::sync::MutexGuard<'_, Wal>
     events.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Flushes sled, then `fdatasync`s its log file (sled's own flush ends in
-/// `sync_file_range`, which does not survive a power loss).
-pub(crate) fn flush(db: &sled::Db, path: &Path) -> Result<(), String> {
-    db.flush().map_err(|e| e.to_string())?;
-    if let Ok(f) = File::open(path.join("db")) {
-        f.sync_data().map_err(|e| e.to_string())?;
-    }
-    Ok(())
-}
-
-/// Key in the `meta` tree: the first sequence number from which the event log is complete
-/// (absent: 1). A node that installs a Raft snapshot holds only the events after it.
-pub(crate) const EVENTS_FROM: &str = "events_from";
-
-/// The first sequence number from which this node's event log is complete.
-pub(crate) fn events_complete_from(meta: &sled::Tree) -> Result<u64, sled::Error> {
-    Ok(meta
-        .get(EVENTS_FROM)?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(1))
-}
-
 /// Each model's snapshot period: its own `snapshot_every`, or `default`.
 pub(crate) fn snapshot_periods(spec: &ServiceSpec, default: u64) -> HashMap<String, u64> {
     spec.models
@@ -643,11 +599,11 @@ pub(crate) fn snapshot_periods(spec: &ServiceSpec, default: u64) -> HashMap<Stri
         .collect()
 }
 
-/// What the state machine starts from: the loaded state and the store's settings.
+/// What the state machine starts from: the recovered state and the store's settings.
 pub(crate) struct Loaded {
-    pub state: State,
-    /// The sled folder.
-    pub path: PathBuf,
+    pub recovered: Recovered,
+    /// The data dir.
+    pub dir: Arc<DataDir>,
     /// The event log (shared with the store's readers).
     pub events: Arc<Mutex<Wal>>,
     pub stats: Arc<Stats>,
@@ -655,29 +611,6 @@ pub(crate) struct Loaded {
     pub snapshot_every: HashMap<String, u64>,
     /// The node's write health.
     pub health: Arc<health::Health>,
-}
-
-/// Takes the incremental snapshot of every model that is due (see `snapshot.rs`).
-///
-/// A model is due once it has `snapshot_every` events since its last snapshot and the
-/// snapshot would save at least half of their replay: it writes one record per record
-/// changed, the replay reads one event per event. A model whose events mostly create
-/// records (each one changed once) is rebuilt from its events, which cost the same to
-/// read as a snapshot, and writing each record a second time is spared.
-pub(crate) fn snapshots_due(state: &mut State, every: &HashMap<String, u64>) -> Vec<snapshot::Job> {
-    let seq = state.last_seq;
-    let due: Vec<String> = state
-        .models
-        .iter()
-        .filter(|(model, ms)| {
-            ms.since_snapshot >= every.get(*model).copied().unwrap_or(1000)
-                && ms.dirty.len() as u64 * 2 <= ms.since_snapshot
-        })
-        .map(|(model, _)| model.clone())
-        .collect();
-    due.iter()
-        .filter_map(|model| snapshot::take(state, model, seq))
-        .collect()
 }
 
 pub(crate) fn record_id(r: &Record) -> Result<Uuid, Refused> {

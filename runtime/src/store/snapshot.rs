@@ -1,175 +1,205 @@
-//! Snapshots of the state in the `state` tree, written incrementally.
+//! The store's snapshot: every record of every model as of one event, with the state
+//! machine's applied state and the duplicate-detection window at that event.
 //!
-//! The tree holds every record of a model as of the model's last snapshot
-//! (`<model>\0<id: 16 bytes>` -> JSON) and a marker `\xff<model>` -> the sequence number
-//! that snapshot stands at. Taking a snapshot writes only the records changed since the
-//! previous one, together with the new marker, in one atomic sled batch: its cost is
-//! bounded by `snapshot_every`, not by the size of the model, and the tree always matches
-//! its marker exactly. A restart loads the tree and replays only the events after it.
-//! A snapshot that fails to be written is merged into the model's next one
-//! ([`Job::absorb`]), so a marker never moves past records the tree does not hold.
+//! One format serves both snapshots: the one in the data dir's `snapshot` file, which
+//! bounds the replay at restart (a restart loads it and replays only the events after
+//! it), and openraft's, which brings a lagging node up to date (a node that installs one
+//! keeps its bytes as its own `snapshot` file). It is encoded from an [`Image`], an O(1)
+//! frozen copy of the state (persistent maps), off the apply path, and read back with one
+//! sequential read.
+//!
+//! Layout: `"LTHSNAP1" | header length: u32 LE | header (JSON) | records`, where the
+//! header holds the last event's sequence number, the applied state (as the state machine
+//! encoded it), the window, and each model's name with its record count; the records
+//! follow in the header's order, each `length: u32 LE | the record's JSON text`. On disk
+//! and on the wire the whole is framed by `raft::slot` (length and checksum).
 
-use std::collections::HashMap;
+use std::io::Write;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::decide::IdempotencyKey;
 use super::event::{Record, Stored};
 use super::state::State;
 use super::Stats;
+use crate::spec::ServiceSpec;
 
-fn record_key(model: &str, id: &Uuid) -> Vec<u8> {
-    let mut k = Vec::with_capacity(model.len() + 17);
-    k.extend_from_slice(model.as_bytes());
-    k.push(0);
-    k.extend_from_slice(id.as_bytes());
-    k
+const MAGIC: &[u8; 8] = b"LTHSNAP1";
+
+/// The duplicate-detection window of the state machine at one event, oldest first.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    /// `(sequence number, event id)` of the newest events.
+    pub events: Vec<(u64, Uuid)>,
+    /// The idempotency keys of the same events.
+    pub keys: Vec<(u64, IdempotencyKey)>,
 }
 
-fn marker_key(model: &str) -> Vec<u8> {
-    let mut k = vec![0xff];
-    k.extend_from_slice(model.as_bytes());
-    k
+/// The state as of one event, frozen (cheap to take: the maps are shared).
+#[derive(Clone)]
+pub struct Image {
+    /// The last event it holds.
+    pub last_seq: u64,
+    /// The state machine's applied state at that event (its own JSON).
+    pub applied: Vec<u8>,
+    /// Each model's records, by model name.
+    pub models: Vec<(String, imbl::OrdMap<Uuid, Arc<Stored>>)>,
+    /// The duplicate-detection window at that event.
+    pub window: Window,
 }
 
-/// The records of one model changed since its last snapshot, to be written with the
-/// new marker: taken from the state in O(changed), written by [`store`] off the apply path.
-pub struct Job {
-    model: String,
-    seq: u64,
-    /// Record id -> its JSON text (None: deleted).
-    changed: Vec<(Uuid, Option<bytes::Bytes>)>,
+#[derive(Serialize, Deserialize)]
+struct Header<'a> {
+    last_seq: u64,
+    #[serde(borrow)]
+    applied: &'a serde_json::value::RawValue,
+    models: Vec<(String, u64)>,
+    recent: Vec<(u64, Uuid)>,
+    keys: Vec<(u64, IdempotencyKey)>,
 }
 
-impl Job {
-    /// How many records the snapshot writes or removes.
-    pub fn len(&self) -> usize {
-        self.changed.len()
-    }
-
-    /// Whether no record changed.
-    pub fn is_empty(&self) -> bool {
-        self.changed.is_empty()
-    }
-
-    /// The model.
-    pub fn model(&self) -> &str {
-        &self.model
-    }
-
-    /// Takes in an older snapshot of the same model that could not be written: its
-    /// records that changed since are in this one already (newer); the others have not
-    /// changed since, so the older text is still theirs at this snapshot's sequence.
-    pub fn absorb(&mut self, older: Job) {
-        let newer: std::collections::HashSet<Uuid> =
-            self.changed.iter().map(|(id, _)| *id).collect();
-        self.changed.extend(
-            older
-                .changed
-                .into_iter()
-                .filter(|(id, _)| !newer.contains(id)),
-        );
-    }
+/// A snapshot read back: the state, and what the state machine needs besides.
+pub struct Loaded {
+    /// The state as of `state.last_seq`.
+    pub state: State,
+    /// The applied state stored with it.
+    pub applied: Vec<u8>,
+    /// The duplicate-detection window stored with it.
+    pub window: Window,
 }
 
-/// Takes the records of `model` changed since its last snapshot, for a snapshot at `seq`.
-pub fn take(state: &mut State, model: &str, seq: u64) -> Option<Job> {
-    let ms = state.models.get_mut(model)?;
-    let changed = ms
-        .dirty
-        .drain()
-        .map(|id| (id, ms.records.get(&id).map(|r| r.json.clone())))
-        .collect();
-    ms.since_snapshot = 0;
-    ms.snapshot_seq = seq;
-    Some(Job {
-        model: model.to_string(),
-        seq,
-        changed,
-    })
-}
-
-/// Writes a snapshot taken by [`take`]: the changed records and the new marker, in one
-/// atomic batch.
-pub fn store(tree: &sled::Tree, job: &Job) -> Result<(), String> {
-    fail::fail_point!("snapshot-store", |_| Err("failpoint snapshot-store".into()));
-    let mut batch = sled::Batch::default();
-    for (id, json) in &job.changed {
-        let key = record_key(&job.model, id);
-        match json {
-            Some(j) => batch.insert(key, &j[..]),
-            None => batch.remove(key),
+impl Image {
+    /// Freezes `state`, with the state machine's `applied` state and window.
+    pub fn of(state: &State, applied: Vec<u8>, window: Window) -> Self {
+        let mut models: Vec<_> = state
+            .models
+            .iter()
+            .map(|(m, ms)| (m.clone(), ms.records.clone()))
+            .collect();
+        models.sort_by(|a, b| a.0.cmp(&b.0));
+        Image {
+            last_seq: state.last_seq,
+            applied,
+            models,
+            window,
         }
     }
-    batch.insert(marker_key(&job.model), &job.seq.to_be_bytes());
-    tree.apply_batch(batch).map_err(|e| e.to_string())
+
+    /// How many records it holds.
+    pub fn records(&self) -> usize {
+        self.models.iter().map(|(_, r)| r.len()).sum()
+    }
+
+    /// Writes it to `out`, from the records' stored JSON text (nothing is serialised
+    /// again).
+    pub fn encode(&self, out: &mut impl Write) -> std::io::Result<()> {
+        let applied: &serde_json::value::RawValue = serde_json::from_slice(&self.applied)
+            .map_err(|e| std::io::Error::other(format!("the applied state: {e}")))?;
+        let header = Header {
+            last_seq: self.last_seq,
+            applied,
+            models: self
+                .models
+                .iter()
+                .map(|(m, r)| (m.clone(), r.len() as u64))
+                .collect(),
+            recent: self.window.events.clone(),
+            keys: self.window.keys.clone(),
+        };
+        let header = serde_json::to_vec(&header).map_err(std::io::Error::other)?;
+        out.write_all(MAGIC)?;
+        out.write_all(&len32(header.len())?.to_le_bytes())?;
+        out.write_all(&header)?;
+        for (_, records) in &self.models {
+            for r in records.values() {
+                out.write_all(&len32(r.json.len())?.to_le_bytes())?;
+                out.write_all(&r.json)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Its bytes, as [`Image::encode`] writes them.
+    pub fn to_bytes(&self) -> std::io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        self.encode(&mut out)?;
+        Ok(out)
+    }
 }
 
-/// Loads each model's snapshot into `state`; answers model -> sequence it stands at.
-pub fn load(
-    tree: &sled::Tree,
-    state: &mut State,
-    stats: &Stats,
-) -> Result<HashMap<String, u64>, String> {
-    let mut out = HashMap::new();
-    let models: Vec<String> = state.models.keys().cloned().collect();
-    for model in models {
-        let Some(marker) = tree
-            .get(marker_key(&model))
-            .map_err(|e| format!("snapshot of {model} cannot be read: {e}"))?
-        else {
-            continue;
-        };
-        let seq = <[u8; 8]>::try_from(marker.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| format!("the snapshot marker of {model} is damaged"))?;
-        let mut prefix = model.as_bytes().to_vec();
-        prefix.push(0);
-        let mut loaded = 0u64;
-        for item in tree.scan_prefix(&prefix) {
-            let (k, v) = item.map_err(|e| format!("snapshot of {model} cannot be read: {e}"))?;
-            let id = k
-                .get(prefix.len()..)
-                .and_then(|b| Uuid::from_slice(b).ok())
-                .ok_or_else(|| format!("a key of the snapshot of {model} is damaged"))?;
-            let mut r: Record = serde_json::from_slice(&v)
-                .map_err(|e| format!("record {id} in the snapshot of {model} is damaged: {e}"))?;
+fn len32(n: usize) -> std::io::Result<u32> {
+    u32::try_from(n).map_err(|_| std::io::Error::other("a record of 4 GiB or more"))
+}
+
+/// Reads `bytes` (written by [`Image::encode`]) into a state for `spec`; counts the
+/// records in `stats`. Records of models the schema no longer has are skipped; records
+/// written before a field with a default existed get it.
+pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded, String> {
+    let mut at = 0usize;
+    let mut take = |n: usize| -> Result<&[u8], String> {
+        let piece = bytes
+            .get(at..at + n)
+            .ok_or_else(|| format!("the snapshot ends early, at byte {at}"))?;
+        at += n;
+        Ok(piece)
+    };
+    if take(8)? != MAGIC {
+        return Err("this is not a lithair snapshot".into());
+    }
+    let len = |b: &[u8]| -> usize {
+        let mut four = [0u8; 4];
+        four.copy_from_slice(b);
+        u32::from_le_bytes(four) as usize
+    };
+    let header_len = len(take(4)?);
+    let header: Header =
+        serde_json::from_slice(take(header_len)?).map_err(|e| format!("its header: {e}"))?;
+    let mut state = State::new(spec);
+    let mut loaded = 0u64;
+    for (model, count) in &header.models {
+        for _ in 0..*count {
+            let n = len(take(4)?);
+            let text = take(n)?;
+            let mut r: Record = serde_json::from_slice(text)
+                .map_err(|e| format!("a record of {model} cannot be read: {e}"))?;
+            if !state.models.contains_key(model) {
+                continue;
+            }
+            let id = r
+                .get("id")
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .ok_or_else(|| format!("a record of {model} has no valid id"))?;
             // The stored text is reused unless the record gained defaults.
-            let stored = if state.upcast(&model, &mut r) {
+            let stored = if state.upcast(model, &mut r) {
                 Stored::new(r)
             } else {
                 Stored {
                     record: r,
-                    json: bytes::Bytes::copy_from_slice(&v),
+                    json: bytes::Bytes::copy_from_slice(text),
                 }
             };
-            if let Some(ms) = state.models.get_mut(&model) {
+            if let Some(ms) = state.models.get_mut(model) {
                 ms.put(id, Some(Arc::new(stored)));
             }
             loaded += 1;
         }
-        if let Some(ms) = state.models.get_mut(&model) {
-            ms.snapshot_seq = seq;
-            ms.dirty.clear();
-        }
-        state.last_seq = state.last_seq.max(seq);
-        stats.snapshot_records.fetch_add(loaded, Ordering::Relaxed);
-        out.insert(model, seq);
     }
-    Ok(out)
-}
-
-/// Adds every record of `state` to `batch`, each model at sequence `seq`: what replaces
-/// the tree when a node installs a Raft snapshot (the caller removes the old keys).
-pub fn fill(batch: &mut sled::Batch, state: &mut State, seq: u64) {
-    for (model, ms) in state.models.iter_mut() {
-        for (id, r) in ms.records.iter() {
-            batch.insert(record_key(model, id), &r.json[..]);
-        }
-        batch.insert(marker_key(model), &seq.to_be_bytes());
-        ms.dirty.clear();
-        ms.since_snapshot = 0;
-        ms.snapshot_seq = seq;
+    if at != bytes.len() {
+        return Err(format!("{} bytes follow the last record", bytes.len() - at));
     }
+    state.last_seq = header.last_seq;
+    state.mark_snapshot();
+    stats.snapshot_records.fetch_add(loaded, Ordering::Relaxed);
+    Ok(Loaded {
+        state,
+        applied: header.applied.get().as_bytes().to_vec(),
+        window: Window {
+            events: header.recent,
+            keys: header.keys,
+        },
+    })
 }

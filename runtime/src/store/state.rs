@@ -19,12 +19,8 @@ pub struct ModelState {
     pub records: imbl::OrdMap<Uuid, Arc<Stored>>,
     /// field -> canonical value -> ids holding it.
     pub indexes: HashMap<String, HashMap<String, IdSet>>,
-    /// Events of this model applied since its last snapshot.
+    /// Events of this model applied since the last snapshot.
     pub since_snapshot: u64,
-    /// Sequence number of the model's last snapshot (0: none).
-    pub snapshot_seq: u64,
-    /// Records changed since the last snapshot (written by the next one).
-    pub dirty: std::collections::HashSet<Uuid>,
 }
 
 /// The ids holding one indexed value. Most values of unique or selective fields are held
@@ -139,6 +135,10 @@ pub struct State {
     pub models: HashMap<String, ModelState>,
     /// Last event applied.
     pub last_seq: u64,
+    /// Events applied since the last snapshot (taken or loaded).
+    pub since_snapshot: u64,
+    /// How many records the last snapshot held.
+    pub snapshot_records: u64,
     /// Per model: fields with a default, which records written before the field existed get.
     defaults: HashMap<String, Vec<(String, Value)>>,
 }
@@ -168,6 +168,8 @@ impl State {
         State {
             models,
             last_seq: 0,
+            since_snapshot: 0,
+            snapshot_records: 0,
             defaults,
         }
     }
@@ -203,8 +205,8 @@ impl State {
         }
         if let Some(ms) = self.models.get_mut(&ev.model) {
             ms.put(ev.aggregate_id, next.map(|r| Arc::new(Stored::new(r))));
-            ms.dirty.insert(ev.aggregate_id);
             ms.since_snapshot += 1;
+            self.since_snapshot += 1;
         }
     }
 
@@ -213,9 +215,40 @@ impl State {
         self.last_seq = self.last_seq.max(ev.sequence_number);
         if let Some(ms) = self.models.get_mut(&ev.model) {
             ms.put(ev.aggregate_id, record);
-            ms.dirty.insert(ev.aggregate_id);
             ms.since_snapshot += 1;
+            self.since_snapshot += 1;
         }
+    }
+
+    /// How many records it holds.
+    pub fn records(&self) -> u64 {
+        self.models.values().map(|ms| ms.records.len() as u64).sum()
+    }
+
+    /// Notes that a snapshot of the state as it is now was taken (or loaded).
+    pub fn mark_snapshot(&mut self) {
+        for ms in self.models.values_mut() {
+            ms.since_snapshot = 0;
+        }
+        self.since_snapshot = 0;
+        self.snapshot_records = self.records();
+    }
+
+    /// Whether a snapshot is due: a model had `every` (its period; 1000 when absent)
+    /// events since the last one, and the snapshot saves at least half of the replay a
+    /// restart would do without it. A restart reads one record per record of the last
+    /// snapshot plus one event per event since; with a new snapshot, one per record now.
+    /// A store whose events mostly create records saves nothing: it is rebuilt from its
+    /// events, which cost the same to read as a snapshot, and is spared writing every
+    /// record a second time.
+    pub fn snapshot_due(&self, every: &HashMap<String, u64>) -> bool {
+        let period_reached = self
+            .models
+            .iter()
+            .any(|(m, ms)| ms.since_snapshot >= every.get(m).copied().unwrap_or(1000));
+        let without = self.snapshot_records + self.since_snapshot;
+        let saved = without.saturating_sub(self.records());
+        period_reached && saved * 2 >= self.since_snapshot
     }
 
     /// The record `id` of `model`.
