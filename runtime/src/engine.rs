@@ -172,6 +172,20 @@ impl Engine {
         patch: bool,
         if_match: Option<u64>,
     ) -> Result<Arc<Stored>, ApiError> {
+        self.update_once(ctx, id, body, patch, if_match, None).await
+    }
+
+    /// Like [`Engine::update`]; with an idempotency `key`, an update sent again with the
+    /// same key writes nothing again and is answered with the record as it is.
+    pub async fn update_once(
+        &self,
+        ctx: &HookContext,
+        id: Uuid,
+        body: Value,
+        patch: bool,
+        if_match: Option<u64>,
+        key: Option<crate::store::decide::IdempotencyKey>,
+    ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
         // This node's state may lag behind the leader's: a missing record or another
@@ -238,7 +252,11 @@ impl Engine {
                 expected_version: old_version,
                 from_client: if_match.is_some(),
             };
-            match self.store.propose(command, Self::actor(ctx)).await {
+            match self
+                .store
+                .propose_once(command, Self::actor(ctx), key.clone())
+                .await
+            {
                 Ok(_) => {
                     let stored = self.get(&model.name, id).ok_or_else(|| {
                         ApiError::not_found(format!(

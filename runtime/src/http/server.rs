@@ -23,7 +23,7 @@ use super::respond::{self, Resp};
 use crate::auth::{authorize, Authenticator, Principal};
 use crate::engine::Engine;
 use crate::error::ApiError;
-use crate::hooks::{ActionContext, HookContext};
+use crate::hooks::{ActionContext, ActionKey, HookContext};
 use crate::spec::{ActionSpec, ModelSpec, Operation};
 use crate::store::decide::IdempotencyKey;
 use crate::store::version_of;
@@ -356,11 +356,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 &action.permission,
                 &format!("run {}.{}", m.name, action.name),
             )?;
-            if req.headers().contains_key(IDEMPOTENCY_KEY) {
-                return Err(ApiError::bad_request(
-                    "Idempotency-Key is not supported on actions yet; it works on POST to a collection",
-                ));
-            }
+            let key = idempotency_key(&req)?;
             let id = match raw_id {
                 Some(raw) => {
                     let id = Uuid::parse_str(raw).map_err(|_| {
@@ -374,10 +370,15 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 None => None,
             };
             let body = read_json(app, req, false).await?;
+            let key = key.map(|k| {
+                let request = serde_json::to_vec(&body).unwrap_or_default();
+                ActionKey::new(IdempotencyKey::new(&principal.name, &path, &k, &request))
+            });
             let ctx = ActionContext {
                 engine: app.engine.clone(),
                 principal: (*principal).clone(),
                 model: m.name.clone(),
+                key,
             };
             let out = app
                 .engine

@@ -61,6 +61,24 @@ impl IdempotencyKey {
             request: hex::encode(Sha256::digest(body)),
         }
     }
+
+    /// The key of write number `n` (from 0) that an action sent with this key makes, to
+    /// record `id` of `model`: an action run again with the same key makes its writes under
+    /// the same keys, so each is answered with the first run's event instead of being
+    /// written again. The request digest stays the action's.
+    pub fn nth_write(&self, n: u64, model: &str, id: &Uuid) -> Self {
+        use sha2::{Digest, Sha256};
+        let mut derived = Sha256::new();
+        derived.update(self.id.as_bytes());
+        derived.update(n.to_le_bytes());
+        derived.update((model.len() as u64).to_le_bytes());
+        derived.update(model.as_bytes());
+        derived.update(id.as_bytes());
+        IdempotencyKey {
+            id: hex::encode(derived.finalize()),
+            request: self.request.clone(),
+        }
+    }
 }
 
 /// Field names with their ref targets and unique flags, per model, for decisions.
