@@ -68,7 +68,13 @@ impl DataDir {
             path: shown.clone(),
             message: e.to_string(),
         };
-        std::fs::create_dir_all(path).map_err(io)?;
+        if !path.exists() {
+            std::fs::create_dir_all(path).map_err(io)?;
+            // The new folder's entry is durable before anything is written in it.
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                OsDisk.sync_dir(parent).map_err(io)?;
+            }
+        }
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -165,9 +171,17 @@ impl DataDir {
         Slot::new(self.disk.clone(), &self.path, name)
     }
 
-    /// Opens the log in the folder `name`.
+    /// Opens (or creates) the log in the folder `name`.
     pub fn wal(&self, name: &str) -> Result<Wal, WalError> {
-        Wal::open_on(self.disk.clone(), &self.path.join(name), self.segment_bytes)
+        let wal = Wal::open_on(self.disk.clone(), &self.path.join(name), self.segment_bytes)?;
+        // The folder's entry in the data dir is durable before anything in it counts.
+        self.disk
+            .sync_dir(&self.path)
+            .map_err(|source| WalError::Io {
+                path: self.path.display().to_string(),
+                source,
+            })?;
+        Ok(wal)
     }
 
     /// What the `node` file says.
