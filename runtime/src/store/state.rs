@@ -235,20 +235,23 @@ impl State {
     }
 
     /// Whether a snapshot is due: a model had `every` (its period; 1000 when absent)
-    /// events since the last one, and the snapshot saves at least half of the replay a
-    /// restart would do without it. A restart reads one record per record of the last
-    /// snapshot plus one event per event since; with a new snapshot, one per record now.
-    /// A store whose events mostly create records saves nothing: it is rebuilt from its
-    /// events, which cost the same to read as a snapshot, and is spared writing every
-    /// record a second time.
+    /// events since the last one, and the snapshot pays for itself:
+    /// - it saves at least half of the replay a restart would do without it (a restart
+    ///   reads one record per record of the last snapshot plus one event per event since;
+    ///   with a new snapshot, one per record now). A store whose events mostly create
+    ///   records saves nothing: it is rebuilt from its events, which cost the same to read
+    ///   as a snapshot, and is spared writing every record a second time;
+    /// - it writes at most twice as many records as there were events since the last one,
+    ///   so snapshots of a large store cost at most two record writes per event.
     pub fn snapshot_due(&self, every: &HashMap<String, u64>) -> bool {
         let period_reached = self
             .models
             .iter()
             .any(|(m, ms)| ms.since_snapshot >= every.get(m).copied().unwrap_or(1000));
+        let records = self.records();
         let without = self.snapshot_records + self.since_snapshot;
-        let saved = without.saturating_sub(self.records());
-        period_reached && saved * 2 >= self.since_snapshot
+        let saved = without.saturating_sub(records);
+        period_reached && saved * 2 >= self.since_snapshot && self.since_snapshot * 2 >= records
     }
 
     /// The record `id` of `model`.
