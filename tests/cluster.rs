@@ -871,6 +871,66 @@ fn a_data_dir_knows_its_node_and_cluster_and_a_wiped_node_rejoins() {
     }
 }
 
+/// The lowest node loses its disk while its peers are down too: started alone and empty,
+/// it does not initialize a second cluster; when the peers come back it joins theirs and
+/// catches up.
+#[test]
+fn a_wiped_lowest_node_with_its_peers_down_waits_and_joins_their_cluster() {
+    let mut c = Cluster::start(3);
+    let leader = c.leader();
+    let ids: Vec<String> = (0..3)
+        .map(|n| {
+            let a = call(
+                "POST",
+                &c.url(leader, "/api/categories"),
+                Some(shop().token("admin")),
+                Some(&json!({"name": format!("kept-{n}")})),
+                &[],
+            );
+            assert_eq!(a.status, 201, "{}", a.text);
+            a.json["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    c.converge();
+    let cluster_id = c.status(1).unwrap()["cluster_id"].clone();
+    for i in 0..3 {
+        c.nodes[i].server.as_mut().unwrap().kill9();
+        c.nodes[i].server = None;
+    }
+    std::fs::remove_dir_all(&c.nodes[0].data).unwrap();
+    c.up(0);
+    std::thread::sleep(Duration::from_millis(2500));
+    let waiting = c.status(0).unwrap();
+    assert_eq!(waiting["cluster_id"], Value::Null, "{waiting}");
+    assert_eq!(waiting["leader"], Value::Null, "{waiting}");
+    c.up(1);
+    c.up(2);
+    c.leader();
+    c.converge();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while c.status(0).unwrap()["cluster_id"] != cluster_id {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never joined the old cluster"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for id in &ids {
+        let got = call(
+            "GET",
+            &c.url(0, &format!("/api/categories/{id}")),
+            None,
+            None,
+            &[],
+        );
+        assert_eq!(
+            got.status, 200,
+            "record {id} on the wiped node: {}",
+            got.text
+        );
+    }
+}
+
 /// Clients on a few hot records, through every node: linearizable reads and updates with
 /// If-Match, each recorded with its invoke and completion time for the linearizability
 /// checker (`support::linearizable`).

@@ -8,11 +8,13 @@
 //! - with a data dir of another cluster than the one its peers form.
 //!
 //! A node with an empty data dir whose peers answer with a cluster joins that cluster
-//! (the leader brings it up to date); the lowest id initializes a new cluster only when
-//! no peer answers with one, so a wiped node does not start a second cluster. Such a
-//! node may have voted before it lost its data dir: it grants no vote until it has
-//! caught up with the log its peers had applied when it started, so it cannot vote a
-//! second time in a term it has forgotten.
+//! (the leader brings it up to date). The lowest id initializes a new cluster only once a
+//! majority of the members (itself included) answer with none and nothing applied
+//! ([`found`]): until then it waits, listening, so a wiped node whose peers are down does
+//! not start a second cluster when they come back. A wiped node may have voted before it
+//! lost its data dir: when its peers answered at start, it grants no vote until it has
+//! caught up with the log they had applied, so it cannot vote a second time in a term it
+//! has forgotten.
 
 use std::time::Duration;
 
@@ -117,6 +119,86 @@ pub(crate) fn create(dir: &DataDir) -> std::io::Result<String> {
     let id = uuid::Uuid::new_v4().to_string();
     dir.update_node_info(|i| i.cluster_id = Some(id.clone()))?;
     Ok(id)
+}
+
+/// What the lowest node of a new data dir waits for before it initializes a cluster.
+pub(crate) struct Founding {
+    pub(crate) raft: Raft<TypeConfig>,
+    pub(crate) opts: ClusterOptions,
+    pub(crate) link: Link,
+    pub(crate) dir: std::sync::Arc<DataDir>,
+    pub(crate) stopped: tokio::sync::watch::Receiver<bool>,
+    /// Counts this task among the data dir's holders (dropped after `dir`).
+    pub(crate) _holder: std::sync::Arc<()>,
+}
+
+/// How often the peers are asked while founding.
+const FOUNDING_ROUND: Duration = Duration::from_millis(500);
+
+/// Initializes the cluster of `f.opts.peers` once a majority of them (this node included)
+/// answer that they are in no cluster and have applied nothing; gives up as soon as one
+/// answers with a cluster (this node then joins it: its leader brings it up to date).
+pub(crate) async fn found(mut f: Founding) {
+    let members = f.opts.peers.len();
+    let mut waiting_logged = false;
+    loop {
+        let mut fresh = 1; // this node
+        let mut cluster = None;
+        for (id, addr) in &f.opts.peers {
+            if *id == f.opts.node_id {
+                continue;
+            }
+            match ask(addr, &f.link, Duration::from_secs(1)).await {
+                Ok(PeerView {
+                    cluster_id: Some(cid),
+                    node_id,
+                    ..
+                }) => {
+                    cluster = Some((node_id, cid));
+                    break;
+                }
+                Ok(view) if view.last_applied.unwrap_or(0) == 0 => fresh += 1,
+                _ => {}
+            }
+        }
+        if let Some((peer, cid)) = cluster {
+            tracing::info!(cluster_id = %cid, peer, "the peers form a cluster: joining it instead of starting one");
+            if let Err(e) = f.dir.update_node_info(|i| i.cluster_id = Some(cid.clone())) {
+                tracing::warn!(error = %e, "cannot record the cluster's id");
+            }
+            return;
+        }
+        if fresh * 2 > members {
+            match create(&f.dir) {
+                Ok(_) => {
+                    let nodes = f
+                        .opts
+                        .peers
+                        .iter()
+                        .map(|(id, addr)| (*id, openraft::BasicNode { addr: addr.clone() }))
+                        .collect::<std::collections::BTreeMap<_, _>>();
+                    tracing::info!(node_id = f.opts.node_id, members = ?f.opts.peers, "initializing the cluster");
+                    if let Err(e) = f.raft.initialize(nodes).await {
+                        tracing::error!(error = %e, "cannot initialize the cluster");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot record a new cluster id"),
+            }
+            return;
+        }
+        if !waiting_logged {
+            tracing::info!(
+                answering_fresh = fresh,
+                members,
+                "waiting for a majority of the members before initializing the cluster"
+            );
+            waiting_logged = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOUNDING_ROUND) => {}
+            _ = f.stopped.changed() => return,
+        }
+    }
 }
 
 /// A node that does not know its cluster's id yet asks its leader for it.

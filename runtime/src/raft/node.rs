@@ -151,20 +151,34 @@ impl Cluster {
             .await
             .map_err(|e| fail(&e))?;
         let lowest = opts.peers.keys().next().copied();
+        let alone = opts.peers.len() == 1 && opts.peers.contains_key(&opts.node_id);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         // A node with an empty data dir whose peers already form a cluster joins it
-        // instead of starting another.
+        // instead of starting another; the lowest id of a new cluster starts it, at once
+        // when it is its only member, else once a majority is there (see `identity`).
         if lowest == Some(opts.node_id)
             && peers_cluster.is_none()
             && !raft.is_initialized().await.map_err(|e| fail(&e))?
         {
-            identity::create(&dir).map_err(|e| fail(&e))?;
-            let members: BTreeMap<u64, BasicNode> = opts
-                .peers
-                .iter()
-                .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-                .collect();
-            tracing::info!(node_id = opts.node_id, members = ?opts.peers, "initializing the cluster");
-            raft.initialize(members).await.map_err(|e| fail(&e))?;
+            if alone {
+                identity::create(&dir).map_err(|e| fail(&e))?;
+                let members: BTreeMap<u64, BasicNode> = opts
+                    .peers
+                    .iter()
+                    .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+                    .collect();
+                tracing::info!(node_id = opts.node_id, "initializing a cluster of one");
+                raft.initialize(members).await.map_err(|e| fail(&e))?;
+            } else {
+                tokio::spawn(identity::found(identity::Founding {
+                    raft: raft.clone(),
+                    opts: opts.clone(),
+                    link: link.clone(),
+                    dir: dir.clone(),
+                    stopped: stopped.clone(),
+                    _holder: holders.clone(),
+                }));
+            }
         }
         // The only voter leads at once instead of after an election timeout, and the
         // node answers writes as soon as it listens.
@@ -175,7 +189,6 @@ impl Cluster {
             .membership()
             .voter_ids()
             .collect();
-        let alone = opts.peers.len() == 1 && opts.peers.contains_key(&opts.node_id);
         if voters == [opts.node_id] || (alone && voters.len() <= 1) {
             if let Err(e) = raft.trigger().elect().await {
                 tracing::warn!(error = %e, "cannot trigger the election");
@@ -209,7 +222,6 @@ impl Cluster {
             },
             writes.1,
         );
-        let (stop, stopped) = tokio::sync::watch::channel(false);
         spawn_backfill(Backfill {
             raft: raft.clone(),
             node_id: opts.node_id,
