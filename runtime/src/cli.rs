@@ -10,7 +10,8 @@ use clap::{Parser, Subcommand};
 use crate::auth::{self, Authenticator};
 use crate::config::{Config, Overrides};
 use crate::engine::Engine;
-use crate::http::{self, ServeOptions};
+use crate::http::firewall::{Firewall, Rules};
+use crate::http::{self, Live, ServeOptions};
 use crate::spec::SpecError;
 use crate::store::{Store, StoreOptions};
 use crate::Service;
@@ -279,6 +280,7 @@ fn serve(
         })?;
         let addr = listener.local_addr()?;
         let node = cluster_options(cluster, &config, addr)?;
+        let peers = peer_ips(&node);
         let store_opts = StoreOptions {
             sync: config.storage.sync,
             flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
@@ -292,15 +294,77 @@ fn serve(
         tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), sync = ?config.storage.sync, "serving");
         // A line on stdout that scripts and tests can wait for.
         println!("listening on http://{addr}");
-        let opts = ServeOptions {
-            max_body_bytes: config.server.max_body_bytes,
-            header_timeout: Duration::from_secs(config.server.header_timeout_secs),
-            drain_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_millis(config.server.request_timeout_ms),
-        };
-        http::serve(listener, engine, auth, service.openapi, opts, shutdown_signal()).await?;
+        let opts = ServeOptions::of(&config.server);
+        warn_unadmitted_peers(&config.firewall, &peers);
+        let firewall = Firewall::new(Rules::new(&config.firewall, peers.clone()));
+        let live = Live::new(firewall, auth);
+        spawn_reload(live.clone(), path, required, flags, peers, service.spec.clone());
+        http::serve(listener, engine, live, service.openapi, opts, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+/// The addresses of the cluster's members (never rate limited).
+fn peer_ips(node: &crate::raft::node::ClusterOptions) -> Vec<std::net::IpAddr> {
+    node.peers
+        .values()
+        .filter_map(|addr| addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .collect()
+}
+
+/// A firewall that keeps a cluster member out breaks the cluster: say so at start.
+fn warn_unadmitted_peers(config: &crate::config::FirewallConfig, peers: &[std::net::IpAddr]) {
+    let rules = Rules::new(config, Vec::new());
+    for ip in peers.iter().filter(|ip| !rules.admits(**ip)) {
+        tracing::warn!(peer = %ip, "the firewall refuses this cluster member: Raft messages from it will get 403");
+    }
+}
+
+/// On `SIGHUP`, reads the configuration again and puts its `[firewall]` and its tokens in
+/// force; a file that does not load keeps the settings in force, and the log says why.
+/// Other sections take effect at the next start.
+fn spawn_reload(
+    live: Live,
+    path: PathBuf,
+    required: bool,
+    flags: Overrides,
+    peers: Vec<std::net::IpAddr>,
+    spec: Arc<crate::spec::CompiledSpec>,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot watch SIGHUP: no reload");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let (p, f) = (path.clone(), flags.clone());
+            let loaded = tokio::task::spawn_blocking(move || Config::load(&p, required, &f))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+            let loaded = loaded.and_then(|config| {
+                Authenticator::new(&config.auth.tokens, &spec)
+                    .map(|auth| (config, auth))
+                    .map_err(|e| format!("{}: {e}", path.display()))
+            });
+            match loaded {
+                Ok((config, auth)) => {
+                    warn_unadmitted_peers(&config.firewall, &peers);
+                    live.firewall
+                        .replace(Rules::new(&config.firewall, peers.clone()));
+                    live.replace_tokens(auth);
+                    tracing::info!(path = %path.display(), "reloaded the firewall and the tokens");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the configuration does not load; the settings in force stay")
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

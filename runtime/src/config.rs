@@ -20,6 +20,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[cluster]`.
     pub cluster: ClusterConfig,
+    /// `[firewall]`.
+    pub firewall: FirewallConfig,
 }
 
 /// `[server]`.
@@ -37,6 +39,14 @@ pub struct ServerConfig {
     /// Deadline of a request, milliseconds: a write not answered by then gets 503 with
     /// `Retry-After` (its outcome is unknown).
     pub request_timeout_ms: u64,
+    /// Most open connections in total; more are closed at accept.
+    pub max_connections: usize,
+    /// Most open connections from one address; more are closed at accept.
+    pub max_connections_per_ip: usize,
+    /// The whole request body must arrive within this, milliseconds (else 408).
+    pub body_timeout_ms: u64,
+    /// `[server.cors]`.
+    pub cors: CorsConfig,
 }
 
 impl Default for ServerConfig {
@@ -47,8 +57,64 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             header_timeout_secs: 10,
             request_timeout_ms: 10_000,
+            max_connections: 4096,
+            max_connections_per_ip: 256,
+            body_timeout_ms: 10_000,
+            cors: CorsConfig::default(),
         }
     }
+}
+
+/// `[server.cors]`: cross-origin requests from browsers (off unless origins are listed).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CorsConfig {
+    /// Origins allowed (`https://app.example.com`), or `["*"]` for any.
+    pub allow_origins: Vec<String>,
+}
+
+/// A CIDR block (`203.0.113.0/24`); a bare address is a block of one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            return Ok(Cidr(net.trunc()));
+        }
+        if let Ok(ip) = text.parse::<IpAddr>() {
+            return Ok(Cidr(ipnet::IpNet::from(ip)));
+        }
+        Err(serde::de::Error::custom(format!(
+            "\"{text}\" is not a CIDR block (like \"203.0.113.0/24\") or an address"
+        )))
+    }
+}
+
+/// `[firewall]`: who may connect, and how often.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FirewallConfig {
+    /// Blocks allowed to connect; empty: everyone.
+    pub allow: Vec<Cidr>,
+    /// Blocks refused (403); deny wins over allow.
+    pub deny: Vec<Cidr>,
+    /// Proxies whose `X-Forwarded-For` / `Forwarded` name the client; nobody else's are
+    /// believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `[firewall.rate_limit]`.
+    pub rate_limit: RateLimitConfig,
+}
+
+/// `[firewall.rate_limit]`: per client address, GCRA.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second; 0: no limit.
+    pub per_ip: u32,
+    /// Requests allowed at once above the sustained rate (0: as many as `per_ip`).
+    pub burst: u32,
 }
 
 /// When writes reach the disk.
@@ -279,6 +345,34 @@ impl Config {
                 "storage.max_pending_writes must be at least 1".into(),
             ));
         }
+        if self.server.max_connections == 0 || self.server.max_connections_per_ip == 0 {
+            return Err(ConfigError::Invalid(
+                "server.max_connections and server.max_connections_per_ip must be at least 1"
+                    .into(),
+            ));
+        }
+        if self.server.body_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "server.body_timeout_ms must be at least 1".into(),
+            ));
+        }
+        if self.firewall.rate_limit.per_ip == 0 && self.firewall.rate_limit.burst > 0 {
+            return Err(ConfigError::Invalid(
+                "firewall.rate_limit.burst needs firewall.rate_limit.per_ip (0 turns the limit off)"
+                    .into(),
+            ));
+        }
+        for origin in &self.server.cors.allow_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && hyper::header::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return Err(ConfigError::Invalid(format!(
+                    "server.cors.allow_origins: \"{origin}\" is not an origin (like \"https://app.example.com\", without a path) or \"*\""
+                )));
+            }
+        }
         if self.server.header_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "server.header_timeout_secs must be at least 1".into(),
@@ -372,6 +466,66 @@ mod tests {
         for (bad, says) in [
             ("[server]\nrequest_timeout_ms = 0\n", "request_timeout_ms"),
             ("[storage]\nmax_pending_writes = 0\n", "max_pending_writes"),
+        ] {
+            std::fs::write(&path, bad).unwrap();
+            let err = Config::load(&path, true, &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn firewall_and_connection_limits_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lithair.toml");
+        std::fs::write(
+            &path,
+            "[server]\nmax_connections = 10\nmax_connections_per_ip = 2\nbody_timeout_ms = 500\n\
+             [server.cors]\nallow_origins = [\"https://app.example.com\"]\n\
+             [firewall]\nallow = [\"10.0.0.0/8\", \"192.0.2.7\"]\ndeny = [\"10.9.0.0/16\"]\n\
+             trusted_proxies = [\"::1\"]\n[firewall.rate_limit]\nper_ip = 100\nburst = 200\n",
+        )
+        .unwrap();
+        let c = Config::load(&path, true, &Overrides::default()).unwrap();
+        assert_eq!(c.server.max_connections, 10);
+        assert_eq!(c.server.max_connections_per_ip, 2);
+        assert_eq!(c.server.body_timeout_ms, 500);
+        assert_eq!(c.server.cors.allow_origins, vec!["https://app.example.com"]);
+        assert_eq!(c.firewall.allow.len(), 2);
+        assert_eq!(c.firewall.allow[1].0.to_string(), "192.0.2.7/32");
+        assert_eq!(c.firewall.trusted_proxies[0].0.to_string(), "::1/128");
+        assert_eq!(
+            (c.firewall.rate_limit.per_ip, c.firewall.rate_limit.burst),
+            (100, 200)
+        );
+        let d = Config::default();
+        assert_eq!(
+            (
+                d.server.max_connections,
+                d.server.max_connections_per_ip,
+                d.server.body_timeout_ms,
+                d.firewall.rate_limit.per_ip
+            ),
+            (4096, 256, 10_000, 0)
+        );
+        for (bad, says) in [
+            ("[firewall]\ndeny = [\"10.0.0.0/33\"]\n", "not a CIDR block"),
+            (
+                "[firewall]\nallow = [\"example.com\"]\n",
+                "not a CIDR block",
+            ),
+            (
+                "[firewall.rate_limit]\nburst = 5\n",
+                "needs firewall.rate_limit.per_ip",
+            ),
+            ("[firewall.rate_limit]\nper_second = 5\n", "unknown field"),
+            ("[server]\nmax_connections = 0\n", "max_connections"),
+            ("[server]\nbody_timeout_ms = 0\n", "body_timeout_ms"),
+            (
+                "[server.cors]\nallow_origins = [\"https://a.example/\"]\n",
+                "is not an origin",
+            ),
         ] {
             std::fs::write(&path, bad).unwrap();
             let err = Config::load(&path, true, &Overrides::default())

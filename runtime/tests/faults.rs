@@ -464,16 +464,18 @@ async fn node(
     ));
     let auth = lithair_runtime::auth::Authenticator::new(&[], &spec).unwrap();
     let opts = lithair_runtime::http::ServeOptions {
-        max_body_bytes: 1 << 20,
-        header_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
+        ..lithair_runtime::http::ServeOptions::of(&Default::default())
     };
+    let firewall = lithair_runtime::http::firewall::Firewall::new(
+        lithair_runtime::http::firewall::Rules::new(&Default::default(), vec![]),
+    );
+    let live = lithair_runtime::http::Live::new(firewall, auth);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = tokio::spawn({
         let engine = engine.clone();
         async move {
-            let _ = lithair_runtime::http::serve(listener, engine, auth, None, opts, async {
+            let _ = lithair_runtime::http::serve(listener, engine, live, None, opts, async {
                 let _ = stopped.await;
             })
             .await;

@@ -155,6 +155,18 @@ impl Example {
 
 /// Mints a token with the service binary and appends its table to the project's lithair.toml.
 pub fn mint_token(bin: &Path, project: &Path, name: &str, roles: &[&str]) -> String {
+    mint_token_into(bin, project, &project.join("lithair.toml"), name, roles)
+}
+
+/// Mints a token with the service binary (run in `project`) and appends its table to
+/// `config`.
+pub fn mint_token_into(
+    bin: &Path,
+    project: &Path,
+    config: &Path,
+    name: &str,
+    roles: &[&str],
+) -> String {
     let mut cmd = Command::new(bin);
     cmd.current_dir(project)
         .args(["token", "new", "--name", name]);
@@ -179,8 +191,8 @@ pub fn mint_token(bin: &Path, project: &Path, name: &str, roles: &[&str]) -> Str
         .to_string();
     let mut f = std::fs::OpenOptions::new()
         .append(true)
-        .open(project.join("lithair.toml"))
-        .expect("lithair.toml");
+        .open(config)
+        .expect("the configuration file");
     f.write_all(&out.stdout).expect("append token");
     token
 }

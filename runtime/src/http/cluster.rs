@@ -167,7 +167,7 @@ pub(crate) async fn members(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if !has_secret(c, &req) || c.link.secret.is_none() {
-        let who = app.auth.authenticate(
+        let who = app.auth().authenticate(
             req.headers()
                 .get(hyper::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),

@@ -1,13 +1,17 @@
-//! The HTTP layer: hyper server, limits, routing and the CRUD endpoints.
+//! The HTTP layer: hyper server, the request pipeline and the endpoints.
 //!
-//! The order of a request's stages is the seed's data flow: limits (body size, header
-//! timeout) → router → permission check → JSON parse and validation → hooks → store. The
-//! permission check runs before validation on purpose: an anonymous caller learns nothing
-//! about the schema's rules, and refusing early is cheaper.
+//! The order of a request's stages is the seed's data flow, composed in one place
+//! (`pipeline.rs`): connection limits → security headers → firewall (allow/deny, rate
+//! limit) → CORS → deadline → router → authentication → permission check → JSON parse
+//! and validation → hooks → store. The permission check runs before validation on
+//! purpose: an anonymous caller learns nothing about the schema's rules, and refusing
+//! early is cheaper.
 
 mod cluster;
+pub mod firewall;
 pub mod list;
-mod respond;
+mod pipeline;
+pub mod respond;
 mod server;
 
-pub use server::{serve, ServeOptions};
+pub use server::{serve, Live, ServeOptions};

@@ -1,23 +1,27 @@
 //! The hyper server, the router and the endpoints.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use uuid::Uuid;
 
+use super::firewall::{ClientIp, Firewall, PeerAddr};
 use super::list::ListQuery;
 use super::respond::{self, Resp};
 use crate::auth::{authorize, Authenticator, Principal};
@@ -33,37 +37,159 @@ use crate::store::version_of;
 pub struct ServeOptions {
     /// Largest body.
     pub max_body_bytes: usize,
-    /// Header read timeout.
+    /// Header read timeout (also how long an idle keep-alive connection stays open).
     pub header_timeout: Duration,
     /// How long in-flight requests may take at shutdown.
     pub drain_timeout: Duration,
     /// The deadline of every request (Raft messages excepted).
     pub request_timeout: Duration,
+    /// How long the whole body may take to arrive (else 408).
+    pub body_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Most open connections from one address.
+    pub max_connections_per_ip: usize,
+    /// Origins allowed cross-origin (`[server.cors]`; empty: none).
+    pub cors_origins: Vec<String>,
+}
+
+impl ServeOptions {
+    /// The settings of `[server]` in `config`.
+    pub fn of(config: &crate::config::ServerConfig) -> Self {
+        ServeOptions {
+            max_body_bytes: config.max_body_bytes,
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            drain_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            cors_origins: config.cors.allow_origins.clone(),
+        }
+    }
+}
+
+/// What may change while the service runs (`SIGHUP`): the firewall's rules and the
+/// tokens. Requests read the current ones; open connections stay.
+#[derive(Clone)]
+pub struct Live {
+    /// The firewall.
+    pub firewall: Firewall,
+    tokens: Arc<RwLock<Arc<Authenticator>>>,
+}
+
+impl Live {
+    /// The settings a service starts with.
+    pub fn new(firewall: Firewall, tokens: Authenticator) -> Self {
+        Live {
+            firewall,
+            tokens: Arc::new(RwLock::new(Arc::new(tokens))),
+        }
+    }
+
+    /// The tokens in force.
+    pub fn tokens(&self) -> Arc<Authenticator> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Puts `tokens` in force for the requests that come after.
+    pub fn replace_tokens(&self, tokens: Authenticator) {
+        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+    }
 }
 
 pub(crate) struct App {
     pub(crate) engine: Arc<Engine>,
-    pub(crate) auth: Authenticator,
+    live: Live,
     lists: super::list::Workers,
     openapi: Option<&'static str>,
     opts: ServeOptions,
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish and flushes the store.
+impl App {
+    /// The tokens in force.
+    pub(crate) fn auth(&self) -> Arc<Authenticator> {
+        self.live.tokens()
+    }
+}
+
+/// Open connections, in total and per address: a connection over either cap is closed
+/// at accept, before anything is read.
+struct Connections {
+    total: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_total: usize,
+    max_per_ip: usize,
+}
+
+/// One admitted connection; counted until dropped.
+struct Admitted {
+    connections: Arc<Connections>,
+    ip: IpAddr,
+}
+
+impl Connections {
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = per_ip.get(&ip).copied().unwrap_or(0);
+        if mine >= self.max_per_ip || self.total.load(Ordering::Relaxed) >= self.max_total {
+            return None;
+        }
+        per_ip.insert(ip, mine + 1);
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Some(Admitted {
+            connections: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let c = &self.connections;
+        let mut per_ip = c.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        match per_ip.get_mut(&self.ip) {
+            Some(n) if *n > 1 => *n -= 1,
+            _ => {
+                per_ip.remove(&self.ip);
+            }
+        }
+        c.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish and stops the store.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
-    auth: Authenticator,
+    live: Live,
     openapi: Option<&'static str>,
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let firewall = live.firewall.clone();
+    firewall.spawn_cleanup(Duration::from_secs(10));
     let app = Arc::new(App {
         engine: engine.clone(),
-        auth,
+        live,
         lists: super::list::Workers::start(),
         openapi,
         opts: opts.clone(),
+    });
+    let stack = super::pipeline::stack(
+        Endpoints { app },
+        firewall,
+        &opts.cors_origins,
+        opts.request_timeout,
+    );
+    let connections = Arc::new(Connections {
+        total: AtomicUsize::new(0),
+        per_ip: Mutex::new(HashMap::new()),
+        max_total: opts.max_connections,
+        max_per_ip: opts.max_connections_per_ip,
     });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -79,15 +205,23 @@ pub async fn serve(
                         continue;
                     }
                 };
+                let Some(admitted) = connections.admit(peer.ip()) else {
+                    tracing::debug!(%peer, "connection refused: too many open connections");
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
-                let app = app.clone();
-                let svc = service_fn(move |req| handle(app.clone(), req, peer));
+                let svc = tower::ServiceExt::map_request(stack.clone(), move |mut req: Request<Incoming>| {
+                    req.extensions_mut().insert(PeerAddr(peer));
+                    req
+                });
                 let conn = http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(opts.header_timeout)
-                    .serve_connection(TokioIo::new(stream), svc);
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
+                    let _admitted = admitted;
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
@@ -105,52 +239,52 @@ pub async fn serve(
         _ = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("some requests did not finish in time"),
     }
     match engine.store.shutdown().await {
-        Ok(()) => tracing::info!("Raft node stopped, store flushed; bye"),
-        Err(e) => tracing::error!(error = %e, "final flush failed"),
+        Ok(()) => tracing::info!("Raft node stopped; bye"),
+        Err(e) => tracing::error!(error = %e, "the store did not stop cleanly"),
     }
     Ok(())
 }
 
-async fn handle(
+/// The endpoints: the innermost stage of the pipeline (see `pipeline.rs`).
+#[derive(Clone)]
+struct Endpoints {
     app: Arc<App>,
-    req: Request<Incoming>,
-    peer: SocketAddr,
-) -> Result<Resp, Infallible> {
+}
+
+impl tower::Service<Request<Incoming>> for Endpoints {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let app = self.app.clone();
+        Box::pin(async move { Ok(handle(&app, req).await) })
+    }
+}
+
+async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Resp {
     // Only pay for the request log line when it is wanted.
     let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
         (
             req.method().clone(),
             req.uri().path().to_string(),
+            req.extensions().get::<ClientIp>().map(|c| c.0),
             std::time::Instant::now(),
         )
     });
-    // One deadline for every request; Raft messages (snapshots can be large) have theirs.
-    let resp = if req.uri().path().starts_with("/_raft/") {
-        route(&app, req).await
-    } else {
-        let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-        let deadline = app.opts.request_timeout;
-        match tokio::time::timeout(deadline, route(&app, req)).await {
-            Ok(r) => r,
-            Err(_) if safe => Err(ApiError::overloaded(format!(
-                "the request did not finish within {} ms; retry",
-                deadline.as_millis()
-            ))),
-            Err(_) => Err(ApiError::outcome_unknown(format!(
-                "the request did not finish within {} ms",
-                deadline.as_millis()
-            ))),
-        }
-    };
-    let resp = match resp {
+    let resp = match route(app, req).await {
         Ok(r) => r,
         Err(e) => respond::problem(&e),
     };
-    if let Some((method, path, started)) = log {
-        tracing::debug!(%method, %path, status = resp.status().as_u16(), %peer,
+    if let Some((method, path, client, started)) = log {
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), client = ?client,
             micros = started.elapsed().as_micros() as u64, "request");
     }
-    Ok(resp)
+    resp
 }
 
 /// Where a path leads.
@@ -214,7 +348,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
     }
     let target =
         resolve(app, &path).ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
-    let principal = app.auth.authenticate(
+    let principal = app.auth().authenticate(
         req.headers()
             .get(hyper::header::AUTHORIZATION)
             .map(|v| v.as_bytes()),
@@ -478,9 +612,20 @@ async fn read_json(app: &App, req: Request<Incoming>, patch: bool) -> Result<Val
         .headers()
         .get(hyper::header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap_or("").to_ascii_lowercase());
-    let bytes: Bytes = Limited::new(req.into_body(), limit)
-        .collect()
+    let within = app.opts.body_timeout;
+    let collected = tokio::time::timeout(within, Limited::new(req.into_body(), limit).collect())
         .await
+        .map_err(|_| {
+            ApiError::new(
+                408,
+                "Request Timeout",
+                format!(
+                    "the request body did not arrive within {} ms",
+                    within.as_millis()
+                ),
+            )
+        })?;
+    let bytes: Bytes = collected
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()

@@ -1,0 +1,314 @@
+//! The firewall: the first stage of the pipeline after the connection limits. It finds
+//! the client's address (the socket's peer, or what a trusted proxy says in
+//! `X-Forwarded-For` / `Forwarded`), refuses denied addresses with 403, and applies the
+//! per-address rate limit (GCRA, `governor`) with 429, `Retry-After` and the IETF draft's
+//! `RateLimit-Policy` / `RateLimit` headers.
+//!
+//! Raft messages (`/_raft/*`), `/health` and the cluster's own peers are never rate
+//! limited. The rules can be replaced while the service runs (`SIGHUP`), without
+//! dropping connections: every request reads the current ones.
+
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use hyper::header::{HeaderMap, HeaderValue};
+use hyper::Request;
+use ipnet::IpNet;
+
+use super::pipeline::{call, BoxFuture, Step};
+use super::respond::{self, Resp};
+use crate::config::FirewallConfig;
+use crate::error::ApiError;
+
+/// The socket address a request came from (set by the connection).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The client's address as the firewall decided it (set by the firewall, for the stages
+/// after it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+type Limiter =
+    RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
+
+/// The per-address rate limit.
+struct RateLimit {
+    limiter: Limiter,
+    per_ip: u32,
+    burst: u32,
+    /// `RateLimit-Policy`, made once.
+    policy: HeaderValue,
+}
+
+/// The firewall's rules, as read from `[firewall]`.
+pub struct Rules {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    trusted_proxies: Vec<IpNet>,
+    limit: Option<RateLimit>,
+    /// The cluster's peers: never rate limited.
+    peers: Vec<IpAddr>,
+}
+
+fn contains(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+/// An IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`) is the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+impl Rules {
+    /// The rules of `config`; `peers` are the cluster's members' addresses.
+    pub fn new(config: &FirewallConfig, peers: Vec<IpAddr>) -> Self {
+        let limit = NonZeroU32::new(config.rate_limit.per_ip).map(|per_ip| {
+            let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(per_ip);
+            let quota = Quota::per_second(per_ip).allow_burst(burst);
+            // The window in which a whole burst comes back, in seconds (at least 1).
+            let window = burst.get().div_ceil(per_ip.get()).max(1);
+            let policy = format!("\"per-ip\";q={};w={window}", burst.get());
+            RateLimit {
+                limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
+                per_ip: per_ip.get(),
+                burst: burst.get(),
+                policy: HeaderValue::from_str(&policy)
+                    .unwrap_or_else(|_| HeaderValue::from_static("\"per-ip\"")),
+            }
+        });
+        Rules {
+            allow: config.allow.iter().map(|c| c.0).collect(),
+            deny: config.deny.iter().map(|c| c.0).collect(),
+            trusted_proxies: config.trusted_proxies.iter().map(|c| c.0).collect(),
+            limit,
+            peers: peers.into_iter().map(canonical).collect(),
+        }
+    }
+
+    /// The client's address: the socket's `peer`, or, when the peer is a trusted proxy,
+    /// the nearest address in the forwarding headers that is not one.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let peer = canonical(peer);
+        if !contains(&self.trusted_proxies, peer) {
+            return peer;
+        }
+        // The chain, client first: `Forwarded: for=…` if present, else `X-Forwarded-For`.
+        let mut chain: Vec<IpAddr> = forwarded_for(headers);
+        if chain.is_empty() {
+            chain = x_forwarded_for(headers);
+        }
+        chain
+            .into_iter()
+            .rev()
+            .map(canonical)
+            .find(|ip| !contains(&self.trusted_proxies, *ip))
+            .unwrap_or(peer)
+    }
+
+    /// Whether `ip` may talk to the service at all.
+    pub fn admits(&self, ip: IpAddr) -> bool {
+        if contains(&self.deny, ip) {
+            return false;
+        }
+        self.allow.is_empty() || contains(&self.allow, ip)
+    }
+
+    /// Removes the rate limit's state of addresses idle long enough to have their whole
+    /// burst back: what keeps its memory bounded by the addresses active lately.
+    pub fn forget_idle(&self) {
+        if let Some(l) = &self.limit {
+            l.limiter.retain_recent();
+            l.limiter.shrink_to_fit();
+        }
+    }
+
+    /// How many addresses the rate limit holds state for.
+    pub fn tracked(&self) -> usize {
+        self.limit.as_ref().map_or(0, |l| l.limiter.len())
+    }
+}
+
+fn x_forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
+    headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|part| parse_ip(part.trim()))
+        .collect()
+}
+
+fn forwarded_for(headers: &HeaderMap) -> Vec<IpAddr> {
+    headers
+        .get_all("forwarded")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|element| {
+            element.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| parse_ip(v.trim().trim_matches('"')))
+                    .flatten()
+            })
+        })
+        .collect()
+}
+
+/// An address as forwarding headers write it: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    if let Ok(ip) = s.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    s.parse::<SocketAddr>().ok().map(|a| a.ip())
+}
+
+/// The rules in force, replaceable at run time.
+#[derive(Clone)]
+pub struct Firewall {
+    rules: Arc<RwLock<Arc<Rules>>>,
+}
+
+impl Firewall {
+    /// A firewall with `rules`.
+    pub fn new(rules: Rules) -> Self {
+        Firewall {
+            rules: Arc::new(RwLock::new(Arc::new(rules))),
+        }
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Puts `rules` in force for the requests that come after.
+    pub fn replace(&self, rules: Rules) {
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+    }
+
+    /// Forgets idle addresses every `every`, as long as the firewall is used.
+    pub fn spawn_cleanup(&self, every: Duration) {
+        let weak = Arc::downgrade(&self.rules);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(rules) = weak.upgrade() else { break };
+                let current = rules.read().unwrap_or_else(|p| p.into_inner()).clone();
+                drop(rules);
+                current.forget_idle();
+            }
+        });
+    }
+}
+
+/// What the firewall decided for one request.
+enum Verdict {
+    /// Go on; the `RateLimit` header to add, if the request is limited.
+    Pass(Option<HeaderValue>),
+    /// Refused.
+    Refuse(ApiError),
+}
+
+fn decide<B>(rules: &Rules, req: &mut Request<B>) -> Verdict {
+    let peer = req
+        .extensions()
+        .get::<PeerAddr>()
+        .map(|p| p.0.ip())
+        .unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let ip = rules.client_ip(peer, req.headers());
+    req.extensions_mut().insert(ClientIp(ip));
+    if !rules.admits(ip) {
+        return Verdict::Refuse(ApiError::new(
+            403,
+            "Forbidden",
+            format!("requests from {ip} are not allowed here"),
+        ));
+    }
+    let path = req.uri().path();
+    let exempt = path.starts_with("/_raft/") || path == "/health" || rules.peers.contains(&ip);
+    let Some(limit) = rules.limit.as_ref().filter(|_| !exempt) else {
+        return Verdict::Pass(None);
+    };
+    match limit.limiter.check_key(&ip) {
+        Ok(state) => {
+            let left = state.remaining_burst_capacity();
+            // Seconds until the whole burst is back at the sustained rate.
+            let reset = (limit.burst - left.min(limit.burst)).div_ceil(limit.per_ip);
+            Verdict::Pass(HeaderValue::from_str(&format!("\"per-ip\";r={left};t={reset}")).ok())
+        }
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            let secs = secs.max(1);
+            let mut e = ApiError::new(
+                429,
+                "Too Many Requests",
+                format!(
+                    "more than {} requests per second (bursts of {}) from {ip}; retry in {secs} s",
+                    limit.per_ip, limit.burst
+                ),
+            );
+            e.headers.push(("retry-after", secs.to_string()));
+            if let Ok(policy) = limit.policy.to_str() {
+                e.headers.push(("ratelimit-policy", policy.to_string()));
+            }
+            e.headers
+                .push(("ratelimit", format!("\"per-ip\";r=0;t={secs}")));
+            Verdict::Refuse(e)
+        }
+    }
+}
+
+impl<S, B> Step<S, B> for Firewall
+where
+    S: tower::Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
+        let rules = self.rules();
+        let verdict = decide(&rules, &mut req);
+        let policy = rules.limit.as_ref().map(|l| l.policy.clone());
+        Box::pin(async move {
+            match verdict {
+                Verdict::Refuse(e) => {
+                    let mut r = respond::problem(&e);
+                    if e.status == 403 {
+                        r.headers_mut()
+                            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    r
+                }
+                Verdict::Pass(state) => {
+                    let mut r = call(inner, req).await;
+                    if let (Some(policy), Some(state)) = (policy, state) {
+                        r.headers_mut().insert("ratelimit-policy", policy);
+                        r.headers_mut().insert("ratelimit", state);
+                    }
+                    r
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,478 @@
+//! The request pipeline, composed in one place in the order of the seed's data flow:
+//!
+//! ```text
+//! connection limits (at accept, in `server.rs`)
+//!   → security headers (on every answer, refusals included)
+//!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
+//!   → CORS (when `[server.cors]` lists origins)
+//!   → the request deadline (`[server] request_timeout_ms`)
+//!   → the endpoints: router, authentication, authorization, body (size and time
+//!     limits), validation, hooks, store (`server.rs`)
+//! ```
+//!
+//! Each stage is a tower layer; the stages that do not depend on the endpoints are
+//! generic over the request body, so they are tested on their own.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::{Method, Request};
+use tower::{Layer, Service};
+
+use super::firewall::Firewall;
+use super::respond::{self, Resp};
+use crate::error::ApiError;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What one stage does around the rest of the pipeline (`inner`, ready to be called).
+pub trait Step<S, B>: Clone + Send + Sync + 'static {
+    /// Answers `req`, calling `inner` or not.
+    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp>;
+}
+
+/// A stage as a tower layer: wraps the rest of the pipeline in a [`Stage`].
+#[derive(Clone, Debug)]
+pub struct StageLayer<T>(pub T);
+
+impl<S, T: Clone> Layer<S> for StageLayer<T> {
+    type Service = Stage<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Stage {
+            inner,
+            step: self.0.clone(),
+        }
+    }
+}
+
+/// A stage in front of the rest of the pipeline (`S`), as a tower service.
+#[derive(Clone, Debug)]
+pub struct Stage<S, T> {
+    inner: S,
+    step: T,
+}
+
+impl<S, T, B> Service<Request<B>> for Stage<S, T>
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone,
+    T: Step<S, B>,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Resp, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        // The service that was made ready answers; a clone waits for the next call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let answer = self.step.run(inner, req);
+        Box::pin(async move { Ok(answer.await) })
+    }
+}
+
+/// Calls the rest of the pipeline (whose error type is `Infallible`).
+pub(crate) async fn call<S, B>(mut inner: S, req: Request<B>) -> Resp
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible>,
+{
+    match inner.call(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}
+
+/// Composes the pipeline around `endpoints`.
+pub(crate) fn stack<S, B>(
+    endpoints: S,
+    firewall: Firewall,
+    cors: &[String],
+    deadline: Duration,
+) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    tower::ServiceBuilder::new()
+        .layer(StageLayer(SecurityHeaders))
+        .layer(StageLayer(firewall))
+        .option_layer(cors_layer(cors))
+        .layer(StageLayer(Deadline { deadline }))
+        .service(endpoints)
+}
+
+/// The CORS layer of `[server.cors] allow_origins` (none when it is empty).
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    let headers = [
+        "authorization",
+        "content-type",
+        "if-match",
+        "idempotency-key",
+        "x-lithair-consistency",
+    ];
+    let exposed = [
+        "etag",
+        "location",
+        "retry-after",
+        "ratelimit",
+        "ratelimit-policy",
+    ];
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers(headers.map(hyper::header::HeaderName::from_static))
+            .expose_headers(exposed.map(hyper::header::HeaderName::from_static))
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Adds `X-Content-Type-Options: nosniff` to every answer, and `Cache-Control: no-store`
+/// to errors and to answers to authenticated requests (unless the answer set its own).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SecurityHeaders;
+
+impl<S, B> Step<S, B> for SecurityHeaders
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp> {
+        let authenticated = req.headers().contains_key(hyper::header::AUTHORIZATION);
+        Box::pin(async move {
+            let mut r = call(inner, req).await;
+            r.headers_mut().insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            let error = r.status().as_u16() >= 400;
+            if (error || authenticated) && !r.headers().contains_key(CACHE_CONTROL) {
+                r.headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            }
+            r
+        })
+    }
+}
+
+/// One deadline for every request (Raft messages, which may carry large snapshots, have
+/// their own): past it, 503 with `Retry-After`, saying that a write's outcome is unknown.
+#[derive(Clone, Copy, Debug)]
+pub struct Deadline {
+    /// How long a request may take.
+    pub deadline: Duration,
+}
+
+impl<S, B> Step<S, B> for Deadline
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp> {
+        let deadline = self.deadline;
+        if req.uri().path().starts_with("/_raft/") {
+            return Box::pin(call(inner, req));
+        }
+        let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+        Box::pin(async move {
+            match tokio::time::timeout(deadline, call(inner, req)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let ms = deadline.as_millis();
+                    let e = if safe {
+                        ApiError::overloaded(format!(
+                            "the request did not finish within {ms} ms; retry"
+                        ))
+                    } else {
+                        ApiError::outcome_unknown(format!(
+                            "the request did not finish within {ms} ms"
+                        ))
+                    };
+                    respond::problem(&e)
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Cidr, FirewallConfig, RateLimitConfig};
+    use crate::http::firewall::{PeerAddr, Rules};
+    use std::net::SocketAddr;
+    use tower::ServiceExt;
+
+    /// An endpoint that answers 200, or sleeps first when asked to.
+    fn endpoint(
+    ) -> impl Service<Request<()>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
+    {
+        tower::service_fn(|req: Request<()>| async move {
+            if req.uri().path() == "/slow" {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            if req.uri().path() == "/fail" {
+                return Ok::<_, Infallible>(respond::problem(&ApiError::bad_request("no")));
+            }
+            Ok(respond::json(200, &serde_json::json!({"ok": true})))
+        })
+    }
+
+    fn request(from: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {
+        let mut b = Request::builder().uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let mut req = b.body(()).unwrap_or_default();
+        let addr: SocketAddr = from.parse().unwrap_or(([127, 0, 0, 1], 1).into());
+        req.extensions_mut().insert(PeerAddr(addr));
+        req
+    }
+
+    fn cidrs(list: &[&str]) -> Vec<Cidr> {
+        list.iter()
+            .filter_map(|s| s.parse::<ipnet::IpNet>().ok().map(Cidr))
+            .collect()
+    }
+
+    fn with(config: FirewallConfig) -> Firewall {
+        Firewall::new(Rules::new(&config, vec![]))
+    }
+
+    async fn status<S>(svc: &S, req: Request<()>) -> (u16, Resp)
+    where
+        S: Service<Request<()>, Response = Resp, Error = Infallible> + Clone,
+    {
+        match svc.clone().oneshot(req).await {
+            Ok(r) => (r.status().as_u16(), r),
+            Err(never) => match never {},
+        }
+    }
+
+    #[tokio::test]
+    async fn deny_wins_over_allow_and_allow_keeps_everyone_else_out() {
+        let fw = with(FirewallConfig {
+            allow: cidrs(&["127.0.0.0/8"]),
+            deny: cidrs(&["127.0.0.66/32"]),
+            ..Default::default()
+        });
+        let svc = stack(endpoint(), fw, &[], Duration::from_secs(5));
+        assert_eq!(status(&svc, request("127.0.0.5:9", "/x", &[])).await.0, 200);
+        let (code, r) = status(&svc, request("127.0.0.66:9", "/x", &[])).await;
+        assert_eq!(code, 403);
+        assert_eq!(r.headers()["connection"], "close");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        assert_eq!(status(&svc, request("10.1.2.3:9", "/x", &[])).await.0, 403);
+        assert_eq!(status(&svc, request("[::1]:9", "/x", &[])).await.0, 403);
+        // An IPv4 address mapped into IPv6 is the IPv4 address.
+        assert_eq!(
+            status(&svc, request("[::ffff:127.0.0.66]:9", "/x", &[]))
+                .await
+                .0,
+            403
+        );
+    }
+
+    #[tokio::test]
+    async fn forwarding_headers_count_only_from_trusted_proxies() {
+        let fw = with(FirewallConfig {
+            deny: cidrs(&["203.0.113.0/24"]),
+            trusted_proxies: cidrs(&["127.0.0.2/32", "10.0.0.0/8"]),
+            ..Default::default()
+        });
+        let svc = stack(endpoint(), fw, &[], Duration::from_secs(5));
+        let spoof = [("x-forwarded-for", "198.51.100.7")];
+        let denied = [("x-forwarded-for", "203.0.113.9, 10.0.0.4")];
+        // From anyone else, the header is ignored: the socket's peer decides.
+        assert_eq!(
+            status(&svc, request("127.0.0.3:9", "/x", &denied)).await.0,
+            200
+        );
+        // From the proxy, the nearest untrusted address in the chain is the client.
+        assert_eq!(
+            status(&svc, request("127.0.0.2:9", "/x", &denied)).await.0,
+            403
+        );
+        assert_eq!(
+            status(&svc, request("127.0.0.2:9", "/x", &spoof)).await.0,
+            200
+        );
+        let forwarded = [("forwarded", "for=\"203.0.113.1:4711\";proto=https")];
+        assert_eq!(
+            status(&svc, request("127.0.0.2:9", "/x", &forwarded))
+                .await
+                .0,
+            403
+        );
+    }
+
+    #[tokio::test]
+    async fn the_rate_limit_answers_429_with_retry_after_and_the_draft_headers() {
+        let fw = with(FirewallConfig {
+            rate_limit: RateLimitConfig {
+                per_ip: 2,
+                burst: 3,
+            },
+            ..Default::default()
+        });
+        let svc = stack(endpoint(), fw.clone(), &[], Duration::from_secs(5));
+        for left in (0..3).rev() {
+            let (code, r) = status(&svc, request("127.0.0.9:1", "/x", &[])).await;
+            assert_eq!(code, 200);
+            assert_eq!(r.headers()["ratelimit-policy"], "\"per-ip\";q=3;w=2");
+            let state = r.headers()["ratelimit"]
+                .to_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                state.starts_with(&format!("\"per-ip\";r={left};")),
+                "{state}"
+            );
+        }
+        let (code, r) = status(&svc, request("127.0.0.9:1", "/x", &[])).await;
+        assert_eq!(code, 429);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert_eq!(r.headers()["ratelimit"], "\"per-ip\";r=0;t=1");
+        // Another address has its own budget; /health and Raft messages have none.
+        assert_eq!(
+            status(&svc, request("127.0.0.10:1", "/x", &[])).await.0,
+            200
+        );
+        assert_eq!(
+            status(&svc, request("127.0.0.9:1", "/health", &[])).await.0,
+            200
+        );
+        assert_eq!(
+            status(&svc, request("127.0.0.9:1", "/_raft/vote", &[]))
+                .await
+                .0,
+            200
+        );
+        assert_eq!(fw.rules().tracked(), 2);
+    }
+
+    #[tokio::test]
+    async fn cluster_peers_are_never_rate_limited() {
+        let config = FirewallConfig {
+            rate_limit: RateLimitConfig {
+                per_ip: 1,
+                burst: 1,
+            },
+            ..Default::default()
+        };
+        let fw = Firewall::new(Rules::new(
+            &config,
+            vec!["127.0.0.7".parse().unwrap_or([127, 0, 0, 7].into())],
+        ));
+        let svc = stack(endpoint(), fw, &[], Duration::from_secs(5));
+        for _ in 0..5 {
+            assert_eq!(status(&svc, request("127.0.0.7:1", "/x", &[])).await.0, 200);
+        }
+    }
+
+    #[tokio::test]
+    async fn idle_addresses_are_forgotten() {
+        let fw = with(FirewallConfig {
+            rate_limit: RateLimitConfig {
+                per_ip: 1000,
+                burst: 1,
+            },
+            ..Default::default()
+        });
+        let svc = stack(endpoint(), fw.clone(), &[], Duration::from_secs(5));
+        for i in 0..200u32 {
+            let from = format!("127.0.{}.{}:1", i / 250, i % 250 + 1);
+            assert_eq!(status(&svc, request(&from, "/x", &[])).await.0, 200);
+        }
+        assert_eq!(fw.rules().tracked(), 200);
+        // A burst of one at 1000/s is back after a millisecond.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        fw.rules().forget_idle();
+        assert_eq!(fw.rules().tracked(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_deadline_answers_503_saying_the_outcome_is_unknown() {
+        let svc = stack(
+            endpoint(),
+            with(FirewallConfig::default()),
+            &[],
+            Duration::from_millis(50),
+        );
+        let mut req = request("127.0.0.1:1", "/slow", &[]);
+        *req.method_mut() = Method::POST;
+        let (code, r) = status(&svc, req).await;
+        assert_eq!(code, 503);
+        assert!(r.headers().contains_key("retry-after"));
+    }
+
+    #[tokio::test]
+    async fn security_headers_and_cors() {
+        let svc = stack(
+            endpoint(),
+            with(FirewallConfig::default()),
+            &["https://app.example.com".to_string()],
+            Duration::from_secs(5),
+        );
+        let (_, plain) = status(&svc, request("127.0.0.1:1", "/x", &[])).await;
+        assert_eq!(plain.headers()["x-content-type-options"], "nosniff");
+        assert!(!plain.headers().contains_key("cache-control"));
+        let (_, authed) = status(
+            &svc,
+            request("127.0.0.1:1", "/x", &[("authorization", "Bearer x")]),
+        )
+        .await;
+        assert_eq!(authed.headers()["cache-control"], "no-store");
+        let (_, failed) = status(&svc, request("127.0.0.1:1", "/fail", &[])).await;
+        assert_eq!(failed.headers()["cache-control"], "no-store");
+        let mut preflight = request(
+            "127.0.0.1:1",
+            "/api/items",
+            &[
+                ("origin", "https://app.example.com"),
+                ("access-control-request-method", "PATCH"),
+                ("access-control-request-headers", "authorization, if-match"),
+            ],
+        );
+        *preflight.method_mut() = Method::OPTIONS;
+        let (_, r) = status(&svc, preflight).await;
+        assert_eq!(
+            r.headers()["access-control-allow-origin"],
+            "https://app.example.com"
+        );
+        let (_, other) = status(
+            &svc,
+            request("127.0.0.1:1", "/x", &[("origin", "https://evil.example")]),
+        )
+        .await;
+        assert!(!other.headers().contains_key("access-control-allow-origin"));
+    }
+}
