@@ -7,6 +7,7 @@
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
 #   bash bench/run.sh cluster                    # only the Raft benchmarks
 #   LIST_RECORDS=160000 bash bench/run.sh lists  # durable creates with and without heavy lists
+#   bash bench/run.sh firewall                   # GET and POST with the firewall on and off
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
 # bench/README.md with the machine's description.
@@ -49,9 +50,9 @@ start() {
   echo "server did not start: $(cat "$log")" >&2; exit 1
 }
 
-serve_shop() { # serve_shop NAME SYNC
+serve_shop() { # serve_shop NAME SYNC [CONFIG]
   rm -rf "$work/data-$1"
-  start "$1" env LITHAIR_SYNC="$2" LITHAIR_LOG=warn "$shop" serve --config "$work/shop/lithair.toml" --port 0 --data-dir "$work/data-$1"
+  start "$1" env LITHAIR_SYNC="$2" LITHAIR_LOG=warn "$shop" serve --config "${3:-$work/shop/lithair.toml}" --port 0 --data-dir "$work/data-$1"
 }
 
 summary() { # the lines of wrk's output worth keeping; a run with errors is not a result
@@ -91,6 +92,47 @@ if [ "$only" = all ] || [ "$only" = http ]; then
     curl -s "http://$addr/metrics" | grep -E "^lithair_store_(events|batches)_total"
     kill "${pids[-1]}"
   done
+fi
+
+if [ "$only" = all ] || [ "$only" = firewall ]; then
+  # The same GET by id with the firewall's rules and rate limit on (limits too high to
+  # trigger) and off, alternating, beside the bare hyper baseline.
+  fw=$work/shop/firewall.toml
+  sed -e 's|^allow = \[\]|allow = ["127.0.0.0/8", "10.0.0.0/8"]|' \
+      -e 's|^deny = \[\]|deny = ["203.0.113.0/24", "198.51.100.0/24"]|' \
+      -e 's|^per_ip = 0|per_ip = 100000000|' -e 's|^burst = 0|burst = 100000000|' \
+      "$work/shop/lithair.toml" > "$fw"
+  grep -q '^per_ip = 100000000' "$fw" || { echo "the firewall config was not written" >&2; exit 1; }
+  start hello "$CARGO_TARGET_DIR/release/examples/hello_baseline" 127.0.0.1:0
+  hello_addr=$addr
+  serve_shop fw-off always
+  off_addr=$addr
+  cat=$(category)
+  off_id=$(curl -s -XPOST "http://$addr/api/products" -H "authorization: Bearer $editor" -H 'content-type: application/json' \
+    -d "{\"name\":\"x\",\"sku\":\"GET-1\",\"price\":1,\"category\":\"$cat\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  serve_shop fw-on always "$fw"
+  on_addr=$addr
+  cat=$(category)
+  on_id=$(curl -s -XPOST "http://$addr/api/products" -H "authorization: Bearer $editor" -H 'content-type: application/json' \
+    -d "{\"name\":\"x\",\"sku\":\"GET-1\",\"price\":1,\"category\":\"$cat\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  curl -si "http://$on_addr/api/products/$on_id" -H "authorization: Bearer $editor" | grep -qi '^ratelimit:' \
+    || { echo "the firewall is not on" >&2; exit 1; }
+  for round in 1 2 3; do
+    echo "== 10. baseline: bare hyper, GET, $CONNS connections, $DURATION (round $round)"
+    wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://$hello_addr/" | summary
+    echo "== 10. GET /api/products/{id}, firewall off, $CONNS connections, $DURATION (round $round)"
+    LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$off_id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$off_addr" | summary
+    echo "== 10. GET /api/products/{id}, firewall and rate limit on, $CONNS connections, $DURATION (round $round)"
+    LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$on_id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$on_addr" | summary
+  done
+  for which in off on; do
+    a_var=${which}_addr
+    echo "== 10. POST /api/products, sync=always, firewall $which, $CONNS connections, $DURATION"
+    cat=$(addr=${!a_var} category)
+    LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$(date +%s%N | tail -c 9)" \
+      wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://${!a_var}" | summary
+  done
+  kill "${pids[-1]}" "${pids[-2]}" "${pids[-3]}"
 fi
 
 if [ "$only" = all ] || [ "$only" = restart ]; then

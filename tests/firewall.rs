@@ -201,6 +201,34 @@ fn the_rate_limit_lets_through_the_burst_plus_the_sustained_rate() {
 }
 
 #[test]
+fn the_rate_limit_forgets_idle_addresses() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // A burst of 10 at 1000/s is whole again 10 ms after the last request.
+    let path = config(
+        dir.path(),
+        "many.toml",
+        &[("per_ip = 0", "per_ip = 1000"), ("burst = 0", "burst = 10")],
+    );
+    let server = serve(&dir, &path);
+    let tracked = || metric(&server, "lithair_firewall_tracked_addresses");
+    for i in 0..300u32 {
+        let from = [127, 1, (i / 200) as u8, (i % 200 + 1) as u8];
+        assert_eq!(get_from(from, server.addr, "/api/categories", "").0, 200);
+    }
+    // The metrics requests come from 127.0.0.1: one more address.
+    assert!(tracked() >= 300, "{} addresses tracked", tracked());
+    let deadline = Instant::now() + Duration::from_secs(25);
+    while tracked() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "idle addresses are never forgotten: {}",
+            tracked()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
 fn connections_are_capped_per_address_and_in_total() {
     let dir = tempfile::tempdir().expect("tmp");
     let path = config(

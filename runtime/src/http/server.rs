@@ -107,6 +107,7 @@ pub(crate) struct App {
     lists: super::list::Workers,
     openapi: Option<&'static str>,
     opts: ServeOptions,
+    connections: Arc<Connections>,
 }
 
 impl App {
@@ -172,12 +173,19 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let firewall = live.firewall.clone();
     firewall.spawn_cleanup(Duration::from_secs(10));
+    let connections = Arc::new(Connections {
+        total: AtomicUsize::new(0),
+        per_ip: Mutex::new(HashMap::new()),
+        max_total: opts.max_connections,
+        max_per_ip: opts.max_connections_per_ip,
+    });
     let app = Arc::new(App {
         engine: engine.clone(),
         live,
         lists: super::list::Workers::start(),
         openapi,
         opts: opts.clone(),
+        connections: connections.clone(),
     });
     let stack = super::pipeline::stack(
         Endpoints { app },
@@ -185,12 +193,6 @@ pub async fn serve(
         &opts.cors_origins,
         opts.request_timeout,
     );
-    let connections = Arc::new(Connections {
-        total: AtomicUsize::new(0),
-        per_ip: Mutex::new(HashMap::new()),
-        max_total: opts.max_connections,
-        max_per_ip: opts.max_connections_per_ip,
-    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -672,12 +674,16 @@ fn metrics(app: &App) -> Resp {
          # TYPE lithair_store_replayed_events gauge\nlithair_store_replayed_events {}\n\
          # TYPE lithair_store_snapshot_records_loaded gauge\nlithair_store_snapshot_records_loaded {}\n\
          # TYPE lithair_store_records gauge\nlithair_store_records {records}\n\
-         # TYPE lithair_store_last_sequence gauge\nlithair_store_last_sequence {last_seq}\n",
+         # TYPE lithair_store_last_sequence gauge\nlithair_store_last_sequence {last_seq}\n\
+         # TYPE lithair_http_open_connections gauge\nlithair_http_open_connections {}\n\
+         # TYPE lithair_firewall_tracked_addresses gauge\nlithair_firewall_tracked_addresses {}\n",
         s.events.load(Ordering::Relaxed),
         s.batches.load(Ordering::Relaxed),
         s.snapshots.load(Ordering::Relaxed),
         s.replayed_events.load(Ordering::Relaxed),
         s.snapshot_records.load(Ordering::Relaxed),
+        app.connections.total.load(Ordering::Relaxed),
+        app.live.firewall.rules().tracked(),
     );
     respond::text(200, "text/plain; version=0.0.4", body)
 }
