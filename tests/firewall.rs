@@ -190,6 +190,11 @@ fn the_rate_limit_lets_through_the_burst_plus_the_sustained_rate() {
         refusal.contains("ratelimit: \"per-ip\";r=0;t=1"),
         "{refusal}"
     );
+    // A node of one exempts nobody: its own address is limited like any other.
+    let mut local = connect_from([127, 0, 0, 1], server.addr);
+    let (status, head) = exchange(&mut local, &get("/api/categories", ""));
+    assert_eq!(status, 200, "{head}");
+    assert!(head.contains("ratelimit-policy: "), "{head}");
     // /health is never limited; another address has its own budget.
     for _ in 0..30 {
         assert_eq!(exchange(&mut s, &get("/health", "")).0, 200);

@@ -304,11 +304,13 @@ fn serve(
     })
 }
 
-/// The addresses of the cluster's members (never rate limited).
+/// The addresses of the cluster's other members (never rate limited). A node's own
+/// address is not one: a node of one exempts nobody.
 fn peer_ips(node: &crate::raft::node::ClusterOptions) -> Vec<std::net::IpAddr> {
     node.peers
-        .values()
-        .filter_map(|addr| addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
+        .iter()
+        .filter(|(id, _)| **id != node.node_id)
+        .filter_map(|(_, addr)| addr.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()))
         .collect()
 }
 

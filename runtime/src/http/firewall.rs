@@ -4,7 +4,7 @@
 //! per-address rate limit (GCRA, `governor`) with 429, `Retry-After` and the IETF draft's
 //! `RateLimit-Policy` / `RateLimit` headers.
 //!
-//! Raft messages (`/_raft/*`), `/health` and the cluster's own peers are never rate
+//! Raft messages (`/_raft/*`), `/health` and the cluster's other members are never rate
 //! limited. The rules can be replaced while the service runs (`SIGHUP`), without
 //! dropping connections: every request reads the current ones.
 
