@@ -11,7 +11,9 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -182,28 +184,28 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse::<SocketAddr>().ok().map(|a| a.ip())
 }
 
-/// The rules in force, replaceable at run time.
+/// The rules in force, replaceable at run time (read without a lock: `arc-swap`).
 #[derive(Clone)]
 pub struct Firewall {
-    rules: Arc<RwLock<Arc<Rules>>>,
+    rules: Arc<ArcSwap<Rules>>,
 }
 
 impl Firewall {
     /// A firewall with `rules`.
     pub fn new(rules: Rules) -> Self {
         Firewall {
-            rules: Arc::new(RwLock::new(Arc::new(rules))),
+            rules: Arc::new(ArcSwap::from_pointee(rules)),
         }
     }
 
     /// The rules in force.
     pub fn rules(&self) -> Arc<Rules> {
-        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.rules.load_full()
     }
 
     /// Puts `rules` in force for the requests that come after.
     pub fn replace(&self, rules: Rules) {
-        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rules);
+        self.rules.store(Arc::new(rules));
     }
 
     /// Forgets idle addresses every `every`, as long as the firewall is used.
@@ -214,9 +216,7 @@ impl Firewall {
             loop {
                 tick.tick().await;
                 let Some(rules) = weak.upgrade() else { break };
-                let current = rules.read().unwrap_or_else(|p| p.into_inner()).clone();
-                drop(rules);
-                current.forget_idle();
+                rules.load().forget_idle();
             }
         });
     }
@@ -287,9 +287,10 @@ where
     B: Send + 'static,
 {
     fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
-        let rules = self.rules();
+        let rules = self.rules.load();
         let verdict = decide(&rules, &mut req);
         let policy = rules.limit.as_ref().map(|l| l.policy.clone());
+        drop(rules);
         Box::pin(async move {
             match verdict {
                 Verdict::Refuse(e) => {

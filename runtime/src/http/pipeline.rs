@@ -65,7 +65,7 @@ where
 {
     type Response = Resp;
     type Error = Infallible;
-    type Future = BoxFuture<Result<Resp, Infallible>>;
+    type Future = Answer;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -75,8 +75,18 @@ where
         // The service that was made ready answers; a clone waits for the next call.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
-        let answer = self.step.run(inner, req);
-        Box::pin(async move { Ok(answer.await) })
+        Answer(self.step.run(inner, req))
+    }
+}
+
+/// The answer of a stage, as a tower service's future (which cannot fail).
+pub struct Answer(pub(crate) BoxFuture<Resp>);
+
+impl Future for Answer {
+    type Output = Result<Resp, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
     }
 }
 

@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -75,7 +74,7 @@ impl ServeOptions {
 pub struct Live {
     /// The firewall.
     pub firewall: Firewall,
-    tokens: Arc<RwLock<Arc<Authenticator>>>,
+    tokens: Arc<arc_swap::ArcSwap<Authenticator>>,
 }
 
 impl Live {
@@ -83,21 +82,18 @@ impl Live {
     pub fn new(firewall: Firewall, tokens: Authenticator) -> Self {
         Live {
             firewall,
-            tokens: Arc::new(RwLock::new(Arc::new(tokens))),
+            tokens: Arc::new(arc_swap::ArcSwap::from_pointee(tokens)),
         }
     }
 
-    /// The tokens in force.
-    pub fn tokens(&self) -> Arc<Authenticator> {
-        self.tokens
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// The tokens in force (read without a lock).
+    pub fn tokens(&self) -> arc_swap::Guard<Arc<Authenticator>> {
+        self.tokens.load()
     }
 
     /// Puts `tokens` in force for the requests that come after.
     pub fn replace_tokens(&self, tokens: Authenticator) {
-        *self.tokens.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tokens);
+        self.tokens.store(Arc::new(tokens));
     }
 }
 
@@ -112,7 +108,7 @@ pub(crate) struct App {
 
 impl App {
     /// The tokens in force.
-    pub(crate) fn auth(&self) -> Arc<Authenticator> {
+    pub(crate) fn auth(&self) -> arc_swap::Guard<Arc<Authenticator>> {
         self.live.tokens()
     }
 }
@@ -256,7 +252,7 @@ struct Endpoints {
 impl tower::Service<Request<Incoming>> for Endpoints {
     type Response = Resp;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Resp, Infallible>> + Send>>;
+    type Future = super::pipeline::Answer;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -264,7 +260,7 @@ impl tower::Service<Request<Incoming>> for Endpoints {
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
         let app = self.app.clone();
-        Box::pin(async move { Ok(handle(&app, req).await) })
+        super::pipeline::Answer(Box::pin(async move { handle(&app, req).await }))
     }
 }
 
