@@ -46,8 +46,9 @@ struct RateLimit {
     limiter: Limiter,
     per_ip: u32,
     burst: u32,
-    /// `RateLimit-Policy`, made once.
-    policy: HeaderValue,
+    /// `RateLimit-Policy`. Kept as text: each answer gets a value of its own, so that
+    /// answers on different cores share no reference count.
+    policy: String,
 }
 
 /// The firewall's rules, as read from `[firewall]`.
@@ -89,8 +90,7 @@ impl Rules {
                 limiter: RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>(),
                 per_ip: per_ip.get(),
                 burst: burst.get(),
-                policy: HeaderValue::from_str(&policy)
-                    .unwrap_or_else(|_| HeaderValue::from_static("\"per-ip\"")),
+                policy,
             }
         });
         Rules {
@@ -224,8 +224,9 @@ impl Firewall {
 
 /// What the firewall decided for one request.
 enum Verdict {
-    /// Go on; the `RateLimit` header to add, if the request is limited.
-    Pass(Option<HeaderValue>),
+    /// Go on; the `RateLimit-Policy` and `RateLimit` headers to add, if the request is
+    /// limited.
+    Pass(Option<(HeaderValue, HeaderValue)>),
     /// Refused.
     Refuse(ApiError),
 }
@@ -255,7 +256,8 @@ fn decide<B>(rules: &Rules, req: &mut Request<B>) -> Verdict {
             let left = state.remaining_burst_capacity();
             // Seconds until the whole burst is back at the sustained rate.
             let reset = (limit.burst - left.min(limit.burst)).div_ceil(limit.per_ip);
-            Verdict::Pass(HeaderValue::from_str(&format!("\"per-ip\";r={left};t={reset}")).ok())
+            let state = HeaderValue::from_str(&format!("\"per-ip\";r={left};t={reset}"));
+            Verdict::Pass(HeaderValue::from_str(&limit.policy).ok().zip(state.ok()))
         }
         Err(not_until) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -270,9 +272,7 @@ fn decide<B>(rules: &Rules, req: &mut Request<B>) -> Verdict {
                 ),
             );
             e.headers.push(("retry-after", secs.to_string()));
-            if let Ok(policy) = limit.policy.to_str() {
-                e.headers.push(("ratelimit-policy", policy.to_string()));
-            }
+            e.headers.push(("ratelimit-policy", limit.policy.clone()));
             e.headers
                 .push(("ratelimit", format!("\"per-ip\";r=0;t={secs}")));
             Verdict::Refuse(e)
@@ -289,7 +289,6 @@ where
     fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
         let rules = self.rules.load();
         let verdict = decide(&rules, &mut req);
-        let policy = rules.limit.as_ref().map(|l| l.policy.clone());
         drop(rules);
         Box::pin(async move {
             match verdict {
@@ -303,7 +302,7 @@ where
                 }
                 Verdict::Pass(state) => {
                     let mut r = call(inner, req).await;
-                    if let (Some(policy), Some(state)) = (policy, state) {
+                    if let Some((policy, state)) = state {
                         r.headers_mut().insert("ratelimit-policy", policy);
                         r.headers_mut().insert("ratelimit", state);
                     }
