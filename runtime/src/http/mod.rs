@@ -2,8 +2,8 @@
 //!
 //! The order of a request's stages is the seed's data flow, composed in one place
 //! (`pipeline.rs`): connection limits → security headers → firewall (allow/deny, rate
-//! limit) → CORS → deadline → router → authentication → permission check → JSON parse
-//! and validation → hooks → store. The permission check runs before validation on
+//! limit) → CORS → deadline → router → authentication → permission check (`router.rs`)
+//! → JSON parse and validation → hooks → store. The permission check runs before validation on
 //! purpose: an anonymous caller learns nothing about the schema's rules, and refusing
 //! early is cheaper.
 
@@ -12,6 +12,7 @@ pub mod firewall;
 pub mod list;
 mod pipeline;
 pub mod respond;
+pub mod router;
 mod server;
 
 pub use server::{serve, Live, ServeOptions};

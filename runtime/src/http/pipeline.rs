@@ -6,8 +6,9 @@
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
 //!   → CORS (when `[server.cors]` lists origins)
 //!   → the request deadline (`[server] request_timeout_ms`)
-//!   → the endpoints: router, authentication, authorization, body (size and time
-//!     limits), validation, hooks, store (`server.rs`)
+//!   → router (404, 405) → authentication (401) → authorization (401/403) (`router.rs`)
+//!   → the endpoints: body (size and time limits), validation, hooks, store
+//!     (`server.rs`)
 //! ```
 //!
 //! Each stage is a tower layer; the stages that do not depend on the endpoints are
@@ -25,7 +26,11 @@ use tower::{Layer, Service};
 
 use super::firewall::Firewall;
 use super::respond::{self, Resp};
+use super::router::{Authenticate, Authorize, Router};
+use super::server::Live;
 use crate::error::ApiError;
+use crate::spec::CompiledSpec;
+use std::sync::Arc;
 
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -101,9 +106,31 @@ where
     }
 }
 
-/// Composes the pipeline around `endpoints`.
+/// Composes the pipeline around `endpoints`, for the schema `spec`.
 pub(crate) fn stack<S, B>(
     endpoints: S,
+    spec: Arc<CompiledSpec>,
+    live: Live,
+    cors: &[String],
+    deadline: Duration,
+) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    let firewall = live.firewall.clone();
+    let routed = tower::ServiceBuilder::new()
+        .layer(StageLayer(Router { spec: spec.clone() }))
+        .layer(StageLayer(Authenticate { live }))
+        .layer(StageLayer(Authorize { spec }))
+        .service(endpoints);
+    outer(routed, firewall, cors, deadline)
+}
+
+/// The stages before the router: security headers, firewall, CORS, deadline.
+fn outer<S, B>(
+    inner: S,
     firewall: Firewall,
     cors: &[String],
     deadline: Duration,
@@ -118,7 +145,7 @@ where
         .layer(StageLayer(firewall))
         .option_layer(cors_layer(cors))
         .layer(StageLayer(Deadline { deadline }))
-        .service(endpoints)
+        .service(inner)
 }
 
 /// The CORS layer of `[server.cors] allow_origins` (none when it is empty).
@@ -293,7 +320,7 @@ mod tests {
             deny: cidrs(&["127.0.0.66/32"]),
             ..Default::default()
         });
-        let svc = stack(endpoint(), fw, &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5));
         assert_eq!(status(&svc, request("127.0.0.5:9", "/x", &[])).await.0, 200);
         let (code, r) = status(&svc, request("127.0.0.66:9", "/x", &[])).await;
         assert_eq!(code, 403);
@@ -318,7 +345,7 @@ mod tests {
             trusted_proxies: cidrs(&["127.0.0.2/32", "10.0.0.0/8"]),
             ..Default::default()
         });
-        let svc = stack(endpoint(), fw, &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5));
         let spoof = [("x-forwarded-for", "198.51.100.7")];
         let denied = [("x-forwarded-for", "203.0.113.9, 10.0.0.4")];
         // From anyone else, the header is ignored: the socket's peer decides.
@@ -353,7 +380,7 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = stack(endpoint(), fw.clone(), &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5));
         for left in (0..3).rev() {
             let (code, r) = status(&svc, request("127.0.0.9:1", "/x", &[])).await;
             assert_eq!(code, 200);
@@ -402,7 +429,7 @@ mod tests {
             &config,
             vec!["127.0.0.7".parse().unwrap_or([127, 0, 0, 7].into())],
         ));
-        let svc = stack(endpoint(), fw, &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5));
         for _ in 0..5 {
             assert_eq!(status(&svc, request("127.0.0.7:1", "/x", &[])).await.0, 200);
         }
@@ -417,7 +444,7 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = stack(endpoint(), fw.clone(), &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5));
         for i in 0..200u32 {
             let from = format!("127.0.{}.{}:1", i / 250, i % 250 + 1);
             assert_eq!(status(&svc, request(&from, "/x", &[])).await.0, 200);
@@ -431,7 +458,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_deadline_answers_503_saying_the_outcome_is_unknown() {
-        let svc = stack(
+        let svc = outer(
             endpoint(),
             with(FirewallConfig::default()),
             &[],
@@ -446,7 +473,7 @@ mod tests {
 
     #[tokio::test]
     async fn security_headers_and_cors() {
-        let svc = stack(
+        let svc = outer(
             endpoint(),
             with(FirewallConfig::default()),
             &["https://app.example.com".to_string()],

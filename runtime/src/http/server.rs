@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::{Method, Request};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
@@ -23,11 +23,12 @@ use uuid::Uuid;
 use super::firewall::{ClientIp, Firewall, PeerAddr};
 use super::list::ListQuery;
 use super::respond::{self, Resp};
-use crate::auth::{authorize, Authenticator, Principal};
+use super::router::{ModelOp, Route};
+use crate::auth::{Authenticator, Principal};
 use crate::engine::Engine;
 use crate::error::ApiError;
 use crate::hooks::{ActionContext, ActionKey, HookContext};
-use crate::spec::{ActionSpec, ModelSpec, Operation};
+use crate::spec::{ModelSpec, Operation};
 use crate::store::decide::IdempotencyKey;
 use crate::store::version_of;
 
@@ -167,8 +168,8 @@ pub async fn serve(
     opts: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let firewall = live.firewall.clone();
-    firewall.spawn_cleanup(Duration::from_secs(10));
+    live.firewall.spawn_cleanup(Duration::from_secs(10));
+    let stages = live.clone();
     let connections = Arc::new(Connections {
         total: AtomicUsize::new(0),
         per_ip: Mutex::new(HashMap::new()),
@@ -183,9 +184,11 @@ pub async fn serve(
         opts: opts.clone(),
         connections: connections.clone(),
     });
+    let spec = app.engine.spec.clone();
     let stack = super::pipeline::stack(
         Endpoints { app },
-        firewall,
+        spec,
+        stages,
         &opts.cors_origins,
         opts.request_timeout,
     );
@@ -285,154 +288,77 @@ async fn handle(app: &Arc<App>, req: Request<Incoming>) -> Resp {
     resp
 }
 
-/// Where a path leads.
-enum Target<'a> {
-    Collection(&'a ModelSpec),
-    Item(&'a ModelSpec, &'a str),
-    Action(&'a ModelSpec, Option<&'a str>, &'a str),
-}
-
-fn resolve<'a>(app: &'a App, path: &'a str) -> Option<Target<'a>> {
-    for m in &app.engine.spec.spec.models {
-        if path == m.path {
-            return Some(Target::Collection(m));
-        }
-        let Some(rest) = path
-            .strip_prefix(m.path.as_str())
-            .and_then(|r| r.strip_prefix('/'))
-        else {
-            continue;
-        };
-        // A collection action's path is a fixed word; it wins over an id.
-        if m.actions.iter().any(|a| !a.on_record() && a.path == rest) {
-            return Some(Target::Action(m, None, rest));
-        }
-        return Some(match rest.split_once('/') {
-            None => Target::Item(m, rest),
-            Some((id, tail)) => Target::Action(m, Some(id), tail),
-        });
-    }
-    None
-}
-
+/// The endpoints: the route and the caller come from the router and authentication
+/// stages (see `router.rs`), which have refused what they had to.
 async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let path = req.uri().path().to_string();
-    let method = req.method().clone();
-    match path.as_str() {
-        "/_cluster/status" => return only_get(&method, || super::cluster::status(app)),
-        "/health" => return only_get(&method, || respond::json(200, &json!({"status": "ok"}))),
-        "/ready" => {
-            return only_get(&method, || match app.engine.store.ready() {
+    let route = match req.extensions().get::<Route>() {
+        Some(r) => r.clone(),
+        None => super::router::resolve(&app.engine.spec.spec, req.method(), &path)?,
+    };
+    let principal = req
+        .extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Principal::anonymous()));
+    let r = match route {
+        Route::ClusterStatus => return Ok(super::cluster::status(app)),
+        Route::Health => return Ok(respond::json(200, &json!({"status": "ok"}))),
+        Route::Ready => {
+            return Ok(match app.engine.store.ready() {
                 Ok(()) => respond::json(200, &json!({"status": "ready"})),
                 Err(reason) => respond::json(503, &json!({"status": "unready", "reason": reason})),
             })
         }
-        "/metrics" => return only_get(&method, || metrics(app)),
-        "/openapi.json" => {
+        Route::Metrics => return Ok(metrics(app)),
+        Route::OpenApi => {
             return match app.openapi {
-                Some(doc) => only_get(&method, || {
-                    respond::text(200, "application/json", doc.to_string())
-                }),
+                Some(doc) => Ok(respond::text(200, "application/json", doc.to_string())),
                 None => Err(ApiError::not_found("this service has no OpenAPI document")),
             }
         }
-        _ => {}
-    }
-    if let Some(rpc) = path.strip_prefix("/_raft/") {
-        return super::cluster::raft_rpc(app, rpc, req).await;
-    }
-    if path == "/_cluster/members" || path.starts_with("/_cluster/members/") {
-        return super::cluster::members(app, &path, req).await;
-    }
-    let target =
-        resolve(app, &path).ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
-    let principal = app.auth().authenticate(
-        req.headers()
-            .get(hyper::header::AUTHORIZATION)
-            .map(|v| v.as_bytes()),
-    )?;
-    match target {
-        Target::Collection(m) => {
-            let allow = allowed(
-                m,
-                &[
-                    (Method::GET, Operation::List),
-                    (Method::POST, Operation::Create),
-                ],
-            );
-            if method == Method::GET && m.operations.contains(&Operation::List) {
-                authorize(
-                    &principal,
-                    m.permissions.for_op(Operation::List),
-                    &format!("list {}", m.name),
-                )?;
-                let query = ListQuery::parse(m, req.uri().query())?;
-                if super::cluster::wants_linearizable(req.uri().query(), req.headers())? {
-                    super::cluster::linearizable(app).await?;
-                }
-                // A frozen view (O(1)) under the lock; the filtering and sorting run on the
-                // list workers, at a lower priority than writes and Raft.
-                let view = app.engine.store.read(|s| query.view(s, m));
-                let page = app.lists.run(query, view).await?;
-                Ok(respond::json_bytes(200, page))
-            } else if method == Method::POST && m.operations.contains(&Operation::Create) {
-                authorize(
-                    &principal,
-                    m.permissions.for_op(Operation::Create),
-                    &format!("create {}", m.name),
-                )?;
-                let key = idempotency_key(&req)?;
-                let body = read_json(app, req, false).await?;
-                let key = key.map(|k| {
-                    let request = serde_json::to_vec(&body).unwrap_or_default();
-                    IdempotencyKey::new(&principal.name, &m.path, &k, &request)
-                });
-                let ctx = hook_ctx(&principal, m, Operation::Create);
-                let record = app.engine.create_once(&ctx, body, key).await?;
-                let id = record
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let etag = format!("\"{}\"", version_of(&record));
-                let r = respond::json_bytes(201, record.json.clone());
-                let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
-                Ok(respond::with_header(r, "etag", &etag))
-            } else {
-                Err(ApiError::method_not_allowed(&allow))
+        Route::Raft(rpc) => return super::cluster::raft_rpc(app, &rpc, req).await,
+        Route::Members => return super::cluster::members(app, &path, req).await,
+        Route::Model(r) => r,
+    };
+    let m = r.model(&app.engine.spec.spec);
+    let op = match r.op {
+        ModelOp::Crud(op) => op,
+        ModelOp::Action(a) => return action(app, req, &principal, m, a, r.id, &path).await,
+    };
+    match (op, r.id) {
+        (Operation::List, _) => {
+            let query = ListQuery::parse(m, req.uri().query())?;
+            if super::cluster::wants_linearizable(req.uri().query(), req.headers())? {
+                super::cluster::linearizable(app).await?;
             }
+            // A frozen view (O(1)) under the lock; the filtering and sorting run on the
+            // list workers, at a lower priority than writes and Raft.
+            let view = app.engine.store.read(|s| query.view(s, m));
+            let page = app.lists.run(query, view).await?;
+            Ok(respond::json_bytes(200, page))
         }
-        Target::Item(m, raw_id) => {
-            let allow = allowed(
-                m,
-                &[
-                    (Method::GET, Operation::Get),
-                    (Method::PUT, Operation::Update),
-                    (Method::PATCH, Operation::Patch),
-                    (Method::DELETE, Operation::Delete),
-                ],
-            );
-            let op = match method {
-                Method::GET => Operation::Get,
-                Method::PUT => Operation::Update,
-                Method::PATCH => Operation::Patch,
-                Method::DELETE => Operation::Delete,
-                _ => return Err(ApiError::method_not_allowed(&allow)),
-            };
-            if !m.operations.contains(&op) {
-                return Err(ApiError::method_not_allowed(&allow));
-            }
-            authorize(
-                &principal,
-                m.permissions.for_op(op),
-                &format!("{} {}", verb(op), m.name),
-            )?;
-            let id = Uuid::parse_str(raw_id).map_err(|_| {
-                ApiError::not_found(format!(
-                    "no {} with id \"{raw_id}\" (ids are UUIDs)",
-                    m.name
-                ))
-            })?;
+        (Operation::Create, _) => {
+            let key = idempotency_key(&req)?;
+            let body = read_json(app, req, false).await?;
+            let key = key.map(|k| {
+                let request = serde_json::to_vec(&body).unwrap_or_default();
+                IdempotencyKey::new(&principal.name, &m.path, &k, &request)
+            });
+            let ctx = hook_ctx(&principal, m, Operation::Create);
+            let record = app.engine.create_once(&ctx, body, key).await?;
+            let id = record
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let etag = format!("\"{}\"", version_of(&record));
+            let r = respond::json_bytes(201, record.json.clone());
+            let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
+            Ok(respond::with_header(r, "etag", &etag))
+        }
+        (_, None) => Err(ApiError::not_found(format!("nothing at {path}"))),
+        (op, Some(id)) => {
             let if_match = if_match(&req)?;
             match op {
                 Operation::Get => {
@@ -470,56 +396,43 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError>
                 }
             }
         }
-        Target::Action(m, raw_id, tail) => {
-            let candidates: Vec<&ActionSpec> = m
-                .actions
-                .iter()
-                .filter(|a| a.on_record() == raw_id.is_some() && a.tail() == tail)
-                .collect();
-            if candidates.is_empty() {
-                return Err(ApiError::not_found(format!("nothing at {path}")));
-            }
-            let Some(action) = candidates.iter().find(|a| a.method == method.as_str()) else {
-                let allow: Vec<&str> = candidates.iter().map(|a| a.method.as_str()).collect();
-                return Err(ApiError::method_not_allowed(&allow));
-            };
-            authorize(
-                &principal,
-                &action.permission,
-                &format!("run {}.{}", m.name, action.name),
-            )?;
-            let key = idempotency_key(&req)?;
-            let id = match raw_id {
-                Some(raw) => {
-                    let id = Uuid::parse_str(raw).map_err(|_| {
-                        ApiError::not_found(format!("no {} with id \"{raw}\"", m.name))
-                    })?;
-                    if app.engine.get(&m.name, id).is_none() {
-                        return Err(ApiError::not_found(format!("no {} with this id", m.name)));
-                    }
-                    Some(id)
-                }
-                None => None,
-            };
-            let body = read_json(app, req, false).await?;
-            let key = key.map(|k| {
-                let request = serde_json::to_vec(&body).unwrap_or_default();
-                ActionKey::new(IdempotencyKey::new(&principal.name, &path, &k, &request))
-            });
-            let ctx = ActionContext {
-                engine: app.engine.clone(),
-                principal: (*principal).clone(),
-                model: m.name.clone(),
-                key,
-            };
-            let out = app
-                .engine
-                .hooks(&m.name)
-                .action(&action.name, ctx, id, body)
-                .await?;
-            Ok(respond::json(out.status, &out.body))
+    }
+}
+
+/// Runs action number `index` of `m` (on record `id`, for a record action).
+async fn action(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    principal: &Principal,
+    m: &ModelSpec,
+    index: usize,
+    id: Option<Uuid>,
+    path: &str,
+) -> Result<Resp, ApiError> {
+    let action = &m.actions[index];
+    let key = idempotency_key(&req)?;
+    if let Some(id) = id {
+        if app.engine.get(&m.name, id).is_none() {
+            return Err(ApiError::not_found(format!("no {} with this id", m.name)));
         }
     }
+    let body = read_json(app, req, false).await?;
+    let key = key.map(|k| {
+        let request = serde_json::to_vec(&body).unwrap_or_default();
+        ActionKey::new(IdempotencyKey::new(&principal.name, path, &k, &request))
+    });
+    let ctx = ActionContext {
+        engine: app.engine.clone(),
+        principal: principal.clone(),
+        model: m.name.clone(),
+        key,
+    };
+    let out = app
+        .engine
+        .hooks(&m.name)
+        .action(&action.name, ctx, id, body)
+        .await?;
+    Ok(respond::json(out.status, &out.body))
 }
 
 /// The header a client sends to make a POST safe to retry.
@@ -538,43 +451,11 @@ fn idempotency_key(req: &Request<Incoming>) -> Result<Option<String>, ApiError> 
     Ok(Some(text.to_string()))
 }
 
-fn verb(op: Operation) -> &'static str {
-    match op {
-        Operation::List => "list",
-        Operation::Get => "read",
-        Operation::Create => "create",
-        Operation::Update | Operation::Patch => "update",
-        Operation::Delete => "delete",
-    }
-}
-
 fn hook_ctx(principal: &Principal, m: &ModelSpec, op: Operation) -> HookContext {
     HookContext {
         principal: principal.clone(),
         model: m.name.clone(),
         operation: op,
-    }
-}
-
-fn allowed(m: &ModelSpec, pairs: &[(Method, Operation)]) -> Vec<&'static str> {
-    pairs
-        .iter()
-        .filter(|(_, op)| m.operations.contains(op))
-        .map(|(method, _)| match *method {
-            Method::GET => "GET",
-            Method::POST => "POST",
-            Method::PUT => "PUT",
-            Method::PATCH => "PATCH",
-            _ => "DELETE",
-        })
-        .collect()
-}
-
-fn only_get(method: &Method, f: impl FnOnce() -> Resp) -> Result<Resp, ApiError> {
-    if method == Method::GET {
-        Ok(f())
-    } else {
-        Err(ApiError::method_not_allowed(&["GET"]))
     }
 }
 

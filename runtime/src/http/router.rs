@@ -1,0 +1,475 @@
+//! The router, authentication and authorization stages of the pipeline.
+//!
+//! The router resolves a request once into a [`Route`]: for the API, the model, the
+//! operation (or action) and the record id, with the roles it needs (404 and 405 here).
+//! Authentication then finds the caller once (401 for a bad token), and authorization
+//! checks the route's roles once (401 for anonymous callers, 403 for tokens without the
+//! role). The endpoints find the route and the caller in the request's extensions.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::{Method, Request};
+use tower::Service;
+use uuid::Uuid;
+
+use super::pipeline::{call, BoxFuture, Step};
+use super::respond::{self, Resp};
+use super::server::Live;
+use crate::auth::{authorize, Principal};
+use crate::error::ApiError;
+use crate::spec::{CompiledSpec, ModelSpec, Operation, ServiceSpec};
+
+/// Where a request leads.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Route {
+    /// `GET /health`.
+    Health,
+    /// `GET /ready`.
+    Ready,
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /openapi.json`.
+    OpenApi,
+    /// `GET /_cluster/status`.
+    ClusterStatus,
+    /// `/_raft/<rpc>` (the cluster secret is checked there).
+    Raft(String),
+    /// `/_cluster/members[/<id>]` (its admin check is its own).
+    Members,
+    /// The API of a model.
+    Model(ModelRoute),
+}
+
+/// A request to the API of a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelRoute {
+    /// The model's index in the schema.
+    pub model: usize,
+    /// What is asked.
+    pub op: ModelOp,
+    /// The record, for item operations and record actions.
+    pub id: Option<Uuid>,
+}
+
+/// An operation of a model's API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelOp {
+    /// A CRUD operation.
+    Crud(Operation),
+    /// The action at this index of the model's actions.
+    Action(usize),
+}
+
+impl ModelRoute {
+    /// The model.
+    pub fn model<'a>(&self, spec: &'a ServiceSpec) -> &'a ModelSpec {
+        &spec.models[self.model]
+    }
+
+    /// The roles it needs.
+    pub fn roles<'a>(&self, spec: &'a ServiceSpec) -> &'a [String] {
+        let m = self.model(spec);
+        match self.op {
+            ModelOp::Crud(op) => m.permissions.for_op(op),
+            ModelOp::Action(a) => &m.actions[a].permission,
+        }
+    }
+
+    /// What it does, for messages ("create Product", "run Product.restock").
+    pub fn what(&self, spec: &ServiceSpec) -> String {
+        let m = self.model(spec);
+        match self.op {
+            ModelOp::Crud(op) => format!("{} {}", verb(op), m.name),
+            ModelOp::Action(a) => format!("run {}.{}", m.name, m.actions[a].name),
+        }
+    }
+}
+
+fn verb(op: Operation) -> &'static str {
+    match op {
+        Operation::List => "list",
+        Operation::Get => "read",
+        Operation::Create => "create",
+        Operation::Update | Operation::Patch => "update",
+        Operation::Delete => "delete",
+    }
+}
+
+fn method_name(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        _ => "DELETE",
+    }
+}
+
+/// The methods of `pairs` whose operation `m` offers (for `Allow`).
+fn allowed(m: &ModelSpec, pairs: &[(Method, Operation)]) -> Vec<&'static str> {
+    pairs
+        .iter()
+        .filter(|(_, op)| m.operations.contains(op))
+        .map(|(method, _)| method_name(method))
+        .collect()
+}
+
+/// Resolves `method` `path` (404, 405).
+pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route, ApiError> {
+    let fixed = match path {
+        "/health" => Some(Route::Health),
+        "/ready" => Some(Route::Ready),
+        "/metrics" => Some(Route::Metrics),
+        "/openapi.json" => Some(Route::OpenApi),
+        "/_cluster/status" => Some(Route::ClusterStatus),
+        _ => None,
+    };
+    if let Some(route) = fixed {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed(&["GET"]));
+        }
+        return Ok(route);
+    }
+    if let Some(rpc) = path.strip_prefix("/_raft/") {
+        return Ok(Route::Raft(rpc.to_string()));
+    }
+    if path == "/_cluster/members" || path.starts_with("/_cluster/members/") {
+        return Ok(Route::Members);
+    }
+    let nothing = || ApiError::not_found(format!("nothing at {path}"));
+    for (index, m) in spec.models.iter().enumerate() {
+        if path == m.path {
+            let allow = allowed(
+                m,
+                &[
+                    (Method::GET, Operation::List),
+                    (Method::POST, Operation::Create),
+                ],
+            );
+            let op = match *method {
+                Method::GET => Operation::List,
+                Method::POST => Operation::Create,
+                _ => return Err(ApiError::method_not_allowed(&allow)),
+            };
+            if !m.operations.contains(&op) {
+                return Err(ApiError::method_not_allowed(&allow));
+            }
+            return Ok(model(index, ModelOp::Crud(op), None));
+        }
+        let Some(rest) = path
+            .strip_prefix(m.path.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        else {
+            continue;
+        };
+        // A collection action's path is a fixed word; it wins over an id.
+        let (raw_id, tail) = if m.actions.iter().any(|a| !a.on_record() && a.path == rest) {
+            (None, Some(rest))
+        } else {
+            match rest.split_once('/') {
+                None => (Some(rest), None),
+                Some((id, tail)) => (Some(id), Some(tail)),
+            }
+        };
+        let Some(tail) = tail else {
+            let raw = raw_id.unwrap_or_default();
+            let allow = allowed(
+                m,
+                &[
+                    (Method::GET, Operation::Get),
+                    (Method::PUT, Operation::Update),
+                    (Method::PATCH, Operation::Patch),
+                    (Method::DELETE, Operation::Delete),
+                ],
+            );
+            let op = match *method {
+                Method::GET => Operation::Get,
+                Method::PUT => Operation::Update,
+                Method::PATCH => Operation::Patch,
+                Method::DELETE => Operation::Delete,
+                _ => return Err(ApiError::method_not_allowed(&allow)),
+            };
+            if !m.operations.contains(&op) {
+                return Err(ApiError::method_not_allowed(&allow));
+            }
+            let id = Uuid::parse_str(raw).map_err(|_| {
+                ApiError::not_found(format!("no {} with id \"{raw}\" (ids are UUIDs)", m.name))
+            })?;
+            return Ok(model(index, ModelOp::Crud(op), Some(id)));
+        };
+        let candidates: Vec<(usize, &crate::spec::ActionSpec)> = m
+            .actions
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.on_record() == raw_id.is_some() && a.tail() == tail)
+            .collect();
+        if candidates.is_empty() {
+            return Err(nothing());
+        }
+        let Some((action, _)) = candidates.iter().find(|(_, a)| a.method == method.as_str()) else {
+            let allow: Vec<&str> = candidates.iter().map(|(_, a)| a.method.as_str()).collect();
+            return Err(ApiError::method_not_allowed(&allow));
+        };
+        let id = match raw_id {
+            Some(raw) => Some(
+                Uuid::parse_str(raw)
+                    .map_err(|_| ApiError::not_found(format!("no {} with id \"{raw}\"", m.name)))?,
+            ),
+            None => None,
+        };
+        return Ok(model(index, ModelOp::Action(*action), id));
+    }
+    Err(nothing())
+}
+
+fn model(model: usize, op: ModelOp, id: Option<Uuid>) -> Route {
+    Route::Model(ModelRoute { model, op, id })
+}
+
+/// The router stage: puts the request's [`Route`] in its extensions.
+#[derive(Clone)]
+pub struct Router {
+    /// The schema.
+    pub spec: Arc<CompiledSpec>,
+}
+
+impl<S, B> Step<S, B> for Router
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
+        match resolve(&self.spec.spec, req.method(), req.uri().path()) {
+            Ok(route) => {
+                req.extensions_mut().insert(route);
+                Box::pin(call(inner, req))
+            }
+            Err(e) => Box::pin(async move { respond::problem(&e) }),
+        }
+    }
+}
+
+/// The authentication stage: for the API, puts the caller (`Arc<Principal>`) in the
+/// request's extensions.
+#[derive(Clone)]
+pub struct Authenticate {
+    /// The tokens in force.
+    pub live: Live,
+}
+
+impl<S, B> Step<S, B> for Authenticate
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
+        if matches!(req.extensions().get::<Route>(), Some(Route::Model(_))) {
+            let header = req.headers().get(hyper::header::AUTHORIZATION);
+            match self
+                .live
+                .tokens()
+                .authenticate(header.map(|v| v.as_bytes()))
+            {
+                Ok(principal) => {
+                    req.extensions_mut().insert(principal);
+                }
+                Err(e) => return Box::pin(async move { respond::problem(&e) }),
+            }
+        }
+        Box::pin(call(inner, req))
+    }
+}
+
+/// The authorization stage: the caller must have one of the route's roles.
+#[derive(Clone)]
+pub struct Authorize {
+    /// The schema.
+    pub spec: Arc<CompiledSpec>,
+}
+
+impl<S, B> Step<S, B> for Authorize
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp> {
+        if let Some(Route::Model(route)) = req.extensions().get::<Route>() {
+            let spec = &self.spec.spec;
+            let anonymous = Arc::new(Principal::anonymous());
+            let who = req
+                .extensions()
+                .get::<Arc<Principal>>()
+                .unwrap_or(&anonymous);
+            if let Err(e) = authorize(who, route.roles(spec), &route.what(spec)) {
+                return Box::pin(async move { respond::problem(&e) });
+            }
+        }
+        Box::pin(call(inner, req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{Authenticator, TokenConfig};
+    use crate::http::firewall::{Firewall, Rules};
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    const SPEC: &str = r#"{
+      "service": {"name": "t"},
+      "roles": [{"name": "editor", "inherits": []}],
+      "models": [{
+        "name": "Item", "snake": "item", "path": "/api/items",
+        "operations": ["list", "get", "create", "delete"],
+        "permissions": {"read": ["public"], "create": ["editor"], "update": ["editor"], "delete": ["editor"]},
+        "fields": [{"name": "n", "type": {"kind": "int"}}],
+        "actions": [
+          {"name": "restock", "method": "POST", "path": "{id}/restock", "permission": ["editor"]},
+          {"name": "report", "method": "GET", "path": "report", "permission": ["public"]}
+        ]
+      }]
+    }"#;
+
+    const TOKEN: &str = "lth_test_token";
+    /// A token with no role.
+    const PLAIN: &str = "lth_plain_token";
+
+    fn stages() -> impl Service<Request<()>, Response = Resp, Error = Infallible> + Clone {
+        let spec = Arc::new(CompiledSpec::from_json(SPEC).expect("spec"));
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(TOKEN.as_bytes()));
+        let plain = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(PLAIN.as_bytes()));
+        let tokens = Authenticator::new(
+            &[
+                TokenConfig {
+                    name: "ed".into(),
+                    sha256: hash,
+                    roles: vec!["editor".into()],
+                },
+                TokenConfig {
+                    name: "plain".into(),
+                    sha256: plain,
+                    roles: vec![],
+                },
+            ],
+            &spec,
+        )
+        .expect("tokens");
+        let live = Live::new(
+            Firewall::new(Rules::new(&Default::default(), vec![])),
+            tokens,
+        );
+        // The endpoint answers with what the stages left: the route, and the caller.
+        let endpoint = tower::service_fn(|req: Request<()>| async move {
+            let route = req.extensions().get::<Route>().cloned();
+            let who = req
+                .extensions()
+                .get::<Arc<Principal>>()
+                .map(|p| p.name.clone());
+            Ok::<_, Infallible>(respond::json(
+                200,
+                &serde_json::json!({"route": format!("{route:?}"), "who": who}),
+            ))
+        });
+        tower::ServiceBuilder::new()
+            .layer(super::super::pipeline::StageLayer(Router {
+                spec: spec.clone(),
+            }))
+            .layer(super::super::pipeline::StageLayer(Authenticate { live }))
+            .layer(super::super::pipeline::StageLayer(Authorize { spec }))
+            .layer(super::super::pipeline::StageLayer(
+                super::super::pipeline::Deadline {
+                    deadline: Duration::from_secs(5),
+                },
+            ))
+            .service(endpoint)
+    }
+
+    async fn ask(method: Method, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = b.body(()).expect("request");
+        let r = match stages().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        };
+        let status = r.status().as_u16();
+        let allow = r
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        (
+            status,
+            format!("{allow}|{}", String::from_utf8_lossy(&body)),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_router_resolves_once_with_404_and_405() {
+        let id = Uuid::new_v4();
+        let (s, text) = ask(Method::GET, "/api/items", None).await;
+        assert_eq!(s, 200, "{text}");
+        assert!(text.contains("Crud(List)"), "{text}");
+        assert_eq!(ask(Method::GET, "/api/nothing", None).await.0, 404);
+        let (s, text) = ask(Method::PUT, "/api/items", None).await;
+        assert_eq!((s, text.split('|').next()), (405, Some("GET, POST")));
+        // Update is not offered: 405 names what is.
+        let (s, text) = ask(Method::PUT, &format!("/api/items/{id}"), Some(TOKEN)).await;
+        assert_eq!((s, text.split('|').next()), (405, Some("GET, DELETE")));
+        assert_eq!(ask(Method::GET, "/api/items/not-a-uuid", None).await.0, 404);
+        let (s, text) = ask(Method::GET, "/api/items/report", None).await;
+        assert_eq!(s, 200, "{text}");
+        assert!(text.contains("Action(1)"), "{text}");
+        let (s, text) = ask(
+            Method::GET,
+            &format!("/api/items/{id}/restock"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!((s, text.split('|').next()), (405, Some("POST")));
+        assert_eq!(ask(Method::POST, "/health", None).await.0, 405);
+        assert_eq!(ask(Method::GET, "/health", None).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn authentication_and_authorization_happen_once_each() {
+        let id = Uuid::new_v4();
+        // A bad token is refused whatever the route needs.
+        assert_eq!(ask(Method::GET, "/api/items", Some("wrong")).await.0, 401);
+        // Anonymous: 401 where a role is needed; a token without the role would be 403.
+        assert_eq!(ask(Method::POST, "/api/items", None).await.0, 401);
+        assert_eq!(ask(Method::POST, "/api/items", Some(PLAIN)).await.0, 403);
+        assert_eq!(ask(Method::GET, "/api/items", Some(PLAIN)).await.0, 200);
+        let (s, text) = ask(Method::POST, "/api/items", Some(TOKEN)).await;
+        assert_eq!(s, 200, "{text}");
+        assert!(text.contains("\"who\":\"ed\""), "{text}");
+        let (s, text) = ask(
+            Method::POST,
+            &format!("/api/items/{id}/restock"),
+            Some(TOKEN),
+        )
+        .await;
+        assert_eq!(s, 200, "{text}");
+        assert!(text.contains(&id.to_string()), "{text}");
+        assert_eq!(
+            ask(Method::POST, &format!("/api/items/{id}/restock"), None)
+                .await
+                .0,
+            401
+        );
+        // Operational routes need no token here.
+        assert_eq!(ask(Method::GET, "/ready", Some("wrong")).await.0, 200);
+    }
+}
