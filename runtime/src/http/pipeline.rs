@@ -41,6 +41,37 @@ pub trait Step<S, B>: Clone + Send + Sync + 'static {
     fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp>;
 }
 
+/// A part of the pipeline that answers through a shared reference: what lets a stage
+/// hand the rest of the pipeline to its future with one reference count, instead of
+/// cloning every stage below it for every request.
+pub trait Next<B>: Send + Sync + 'static {
+    /// Answers `req`.
+    fn answer(&self, req: Request<B>) -> BoxFuture<Resp>;
+}
+
+/// The rest of the pipeline as a stage's future holds it: shared, and a tower service.
+pub struct Shared<S>(Arc<S>);
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<S: Next<B>, B> Service<Request<B>> for Shared<S> {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Answer(self.0.answer(req))
+    }
+}
+
 /// A stage as a tower layer: wraps the rest of the pipeline in a [`Stage`].
 #[derive(Clone, Debug)]
 pub struct StageLayer<T>(pub T);
@@ -50,37 +81,82 @@ impl<S, T: Clone> Layer<S> for StageLayer<T> {
 
     fn layer(&self, inner: S) -> Self::Service {
         Stage {
-            inner,
+            inner: Shared(Arc::new(inner)),
             step: self.0.clone(),
         }
     }
 }
 
 /// A stage in front of the rest of the pipeline (`S`), as a tower service.
-#[derive(Clone, Debug)]
 pub struct Stage<S, T> {
-    inner: S,
+    inner: Shared<S>,
     step: T,
+}
+
+impl<S, T: Clone> Clone for Stage<S, T> {
+    fn clone(&self) -> Self {
+        Stage {
+            inner: self.inner.clone(),
+            step: self.step.clone(),
+        }
+    }
+}
+
+impl<S, T, B> Next<B> for Stage<S, T>
+where
+    S: Next<B>,
+    T: Step<Shared<S>, B>,
+    B: 'static,
+{
+    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+        self.step.run(self.inner.clone(), req)
+    }
 }
 
 impl<S, T, B> Service<Request<B>> for Stage<S, T>
 where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone,
-    T: Step<S, B>,
+    S: Next<B>,
+    T: Step<Shared<S>, B>,
+    B: 'static,
 {
     type Response = Resp;
     type Error = Infallible;
     type Future = Answer;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        // The service that was made ready answers; a clone waits for the next call.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        Answer(self.step.run(inner, req))
+        Answer(self.answer(req))
+    }
+}
+
+/// Any tower service as a part of the pipeline (cloned for each request): how a service
+/// that is not a stage (CORS, a test's endpoint) sits below a stage.
+#[derive(Clone)]
+pub struct Leaf<S>(pub S);
+
+/// Wraps the rest of the pipeline in a [`Leaf`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeafLayer;
+
+impl<S> Layer<S> for LeafLayer {
+    type Service = Leaf<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Leaf(inner)
+    }
+}
+
+impl<S, B> Next<B> for Leaf<S>
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+        Box::pin(call(self.0.clone(), req))
     }
 }
 
@@ -115,8 +191,7 @@ pub(crate) fn stack<S, B>(
     deadline: Duration,
 ) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
 where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Next<B>,
     B: Send + 'static,
 {
     let firewall = live.firewall.clone();
@@ -136,13 +211,13 @@ fn outer<S, B>(
     deadline: Duration,
 ) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
 where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Next<B>,
     B: Send + 'static,
 {
     tower::ServiceBuilder::new()
         .layer(StageLayer(SecurityHeaders))
         .layer(StageLayer(firewall))
+        .layer(LeafLayer)
         .option_layer(cors_layer(cors))
         .layer(StageLayer(Deadline { deadline }))
         .service(inner)
@@ -268,10 +343,13 @@ mod tests {
     use tower::ServiceExt;
 
     /// An endpoint that answers 200, or sleeps first when asked to.
-    fn endpoint(
-    ) -> impl Service<Request<()>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
-    {
-        tower::service_fn(|req: Request<()>| async move {
+    fn endpoint() -> Leaf<
+        impl Service<Request<()>, Response = Resp, Error = Infallible, Future: Send>
+            + Clone
+            + Send
+            + Sync,
+    > {
+        Leaf(tower::service_fn(|req: Request<()>| async move {
             if req.uri().path() == "/slow" {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -279,7 +357,7 @@ mod tests {
                 return Ok::<_, Infallible>(respond::problem(&ApiError::bad_request("no")));
             }
             Ok(respond::json(200, &serde_json::json!({"ok": true})))
-        })
+        }))
     }
 
     fn request(from: &str, path: &str, headers: &[(&str, &str)]) -> Request<()> {

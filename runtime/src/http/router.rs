@@ -386,6 +386,7 @@ mod tests {
                     deadline: Duration::from_secs(5),
                 },
             ))
+            .layer(super::super::pipeline::LeafLayer)
             .service(endpoint)
     }
 

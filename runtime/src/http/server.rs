@@ -1,12 +1,11 @@
 //! The hyper server, the router and the endpoints.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -252,18 +251,10 @@ struct Endpoints {
     app: Arc<App>,
 }
 
-impl tower::Service<Request<Incoming>> for Endpoints {
-    type Response = Resp;
-    type Error = Infallible;
-    type Future = super::pipeline::Answer;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+impl super::pipeline::Next<Incoming> for Endpoints {
+    fn answer(&self, req: Request<Incoming>) -> super::pipeline::BoxFuture<Resp> {
         let app = self.app.clone();
-        super::pipeline::Answer(Box::pin(async move { handle(&app, req).await }))
+        Box::pin(async move { handle(&app, req).await })
     }
 }
 
