@@ -4,7 +4,9 @@
 //! traits that its handler files implement; this crate does the rest, in the order of
 //! the seed's data flow:
 //!
-//! - [`http`]: the hyper server, limits, router and the CRUD endpoints;
+//! - [`http`]: the hyper server and the request pipeline as tower stages (connection
+//!   limits, security headers, firewall and rate limit, CORS, deadline, router,
+//!   authentication, authorization), then the CRUD endpoints;
 //! - [`auth`]: bearer API tokens and role checks (deny by default);
 //! - [`validate`]: request bodies checked against the schema, every field at once;
 //! - [`hooks`]: the bridge to the user's typed hooks and actions;
