@@ -122,6 +122,43 @@ impl Cluster {
         self.nodes[i].server = Some(server);
     }
 
+    /// Creates `n` categories named `<prefix>-<k>` through node `i`; answers their ids.
+    fn categories(&self, i: usize, prefix: &str, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|k| {
+                let a = call(
+                    "POST",
+                    &self.url(i, "/api/categories"),
+                    Some(shop().token("admin")),
+                    Some(&json!({"name": format!("{prefix}-{k}")})),
+                    &[],
+                );
+                assert_eq!(a.status, 201, "{}", a.text);
+                a.json["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    }
+
+    /// Every category of `ids` can be read on node `i`.
+    fn assert_categories_on(&self, i: usize, ids: &[String]) {
+        for id in ids {
+            let got = call(
+                "GET",
+                &self.url(i, &format!("/api/categories/{id}")),
+                None,
+                None,
+                &[],
+            );
+            assert_eq!(
+                got.status,
+                200,
+                "record {id} on node {}: {}",
+                i + 1,
+                got.text
+            );
+        }
+    }
+
     fn url(&self, i: usize, path: &str) -> String {
         format!("http://{}{path}", self.addr(i))
     }
@@ -759,19 +796,7 @@ fn refused_start(data: &Path, args: &[&str]) -> String {
 fn a_data_dir_knows_its_node_and_cluster_and_a_wiped_node_rejoins() {
     let mut c = Cluster::start(3);
     let leader = c.leader();
-    let ids: Vec<String> = (0..5)
-        .map(|n| {
-            let a = call(
-                "POST",
-                &c.url(leader, "/api/categories"),
-                Some(shop().token("admin")),
-                Some(&json!({"name": format!("known-{n}")})),
-                &[],
-            );
-            assert_eq!(a.status, 201, "{}", a.text);
-            a.json["id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let ids = c.categories(leader, "known", 5);
     // Every node learns the cluster's id.
     let deadline = Instant::now() + Duration::from_secs(20);
     let cluster_id = loop {
@@ -855,20 +880,7 @@ fn a_data_dir_knows_its_node_and_cluster_and_a_wiped_node_rejoins() {
     }
     let status = c.status(first).unwrap();
     assert_eq!(status["cluster_id"], json!(cluster_id), "{status}");
-    for id in &ids {
-        let got = call(
-            "GET",
-            &c.url(first, &format!("/api/categories/{id}")),
-            None,
-            None,
-            &[],
-        );
-        assert_eq!(
-            got.status, 200,
-            "record {id} on the wiped node: {}",
-            got.text
-        );
-    }
+    c.assert_categories_on(first, &ids);
 }
 
 /// The lowest node loses its disk while its peers are down too: started alone and empty,
@@ -878,19 +890,7 @@ fn a_data_dir_knows_its_node_and_cluster_and_a_wiped_node_rejoins() {
 fn a_wiped_lowest_node_with_its_peers_down_waits_and_joins_their_cluster() {
     let mut c = Cluster::start(3);
     let leader = c.leader();
-    let ids: Vec<String> = (0..3)
-        .map(|n| {
-            let a = call(
-                "POST",
-                &c.url(leader, "/api/categories"),
-                Some(shop().token("admin")),
-                Some(&json!({"name": format!("kept-{n}")})),
-                &[],
-            );
-            assert_eq!(a.status, 201, "{}", a.text);
-            a.json["id"].as_str().unwrap().to_string()
-        })
-        .collect();
+    let ids = c.categories(leader, "kept", 3);
     c.converge();
     let cluster_id = c.status(1).unwrap()["cluster_id"].clone();
     for i in 0..3 {
@@ -915,20 +915,7 @@ fn a_wiped_lowest_node_with_its_peers_down_waits_and_joins_their_cluster() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    for id in &ids {
-        let got = call(
-            "GET",
-            &c.url(0, &format!("/api/categories/{id}")),
-            None,
-            None,
-            &[],
-        );
-        assert_eq!(
-            got.status, 200,
-            "record {id} on the wiped node: {}",
-            got.text
-        );
-    }
+    c.assert_categories_on(0, &ids);
 }
 
 /// Clients on a few hot records, through every node: linearizable reads and updates with

@@ -295,8 +295,9 @@ fn serve(
         // A line on stdout that scripts and tests can wait for.
         println!("listening on http://{addr}");
         let opts = ServeOptions::of(&config.server);
-        warn_unadmitted_peers(&config.firewall, &peers);
-        let firewall = Firewall::new(Rules::new(&config.firewall, peers.clone()));
+        let rules = Rules::new(&config.firewall, peers.clone());
+        warn_unadmitted_peers(&rules, &peers);
+        let firewall = Firewall::new(rules);
         let live = Live::new(firewall, auth);
         spawn_reload(live.clone(), path, required, flags, peers, service.spec.clone());
         http::serve(listener, engine, live, service.openapi, opts, shutdown_signal()).await?;
@@ -315,8 +316,7 @@ fn peer_ips(node: &crate::raft::node::ClusterOptions) -> Vec<std::net::IpAddr> {
 }
 
 /// A firewall that keeps a cluster member out breaks the cluster: say so at start.
-fn warn_unadmitted_peers(config: &crate::config::FirewallConfig, peers: &[std::net::IpAddr]) {
-    let rules = Rules::new(config, Vec::new());
+fn warn_unadmitted_peers(rules: &Rules, peers: &[std::net::IpAddr]) {
     for ip in peers.iter().filter(|ip| !rules.admits(**ip)) {
         tracing::warn!(peer = %ip, "the firewall refuses this cluster member: Raft messages from it will get 403");
     }
@@ -355,9 +355,9 @@ fn spawn_reload(
             });
             match loaded {
                 Ok((config, auth)) => {
-                    warn_unadmitted_peers(&config.firewall, &peers);
-                    live.firewall
-                        .replace(Rules::new(&config.firewall, peers.clone()));
+                    let rules = Rules::new(&config.firewall, peers.clone());
+                    warn_unadmitted_peers(&rules, &peers);
+                    live.firewall.replace(rules);
                     live.replace_tokens(auth);
                     tracing::info!(path = %path.display(), "reloaded the firewall and the tokens");
                 }

@@ -1,4 +1,5 @@
-//! The hyper server, the router and the endpoints.
+//! The hyper server (accepting connections within their caps), the endpoints, and
+//! `/metrics`. The stages in front of the endpoints are composed in `pipeline.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -117,7 +117,7 @@ impl Slot {
 
     /// The content, as framed on disk (trailer checked); None when the slot was never
     /// written.
-    pub fn read_framed(&self) -> Result<Option<Vec<u8>>, SlotError> {
+    fn read_framed(&self) -> Result<Option<Vec<u8>>, SlotError> {
         let path = self.path();
         let shown = || path.display().to_string();
         let file = match self.disk.open(&path, false) {
@@ -156,9 +156,9 @@ impl Slot {
         w.commit()
     }
 
-    /// Replaces the content with `framed`, which already ends with its trailer (checked).
+    /// Replaces the content with `framed`, which already ends with its trailer, checked
+    /// by the caller (with [`unframe`], which it needs anyway to read the content).
     pub fn write_framed(&self, framed: &[u8]) -> std::io::Result<()> {
-        unframe(framed).map_err(std::io::Error::other)?;
         let file = self.disk.open(&self.tmp(), true)?;
         let mut offset = 0u64;
         for piece in framed.chunks(CHUNK) {

@@ -161,11 +161,6 @@ impl DataDir {
         &self.path
     }
 
-    /// The file seam it is on.
-    pub fn disk(&self) -> &Arc<dyn Disk> {
-        &self.disk
-    }
-
     /// The file `name` of the data dir (see the module doc).
     pub fn slot(&self, name: &str) -> Slot {
         Slot::new(self.disk.clone(), &self.path, name)
