@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lithair_runtime::config::SyncMode;
+use lithair_runtime::domain::event::{Actor, Stored};
 use lithair_runtime::raft::node::ClusterOptions;
 use lithair_runtime::spec::CompiledSpec;
-use lithair_runtime::store::event::{Actor, Stored};
 use lithair_runtime::store::{Command, Store, StoreOptions};
 use serde_json::Value;
 
@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
         while let Some(r) = pending.join_next().await {
             r?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }
-        store.shutdown().await.map_err(anyhow::Error::msg)?;
+        store.shutdown().await;
         anyhow::Ok(())
     })?;
     println!(

@@ -176,6 +176,17 @@ fn roles_text(allowed: &[String]) -> String {
     }
 }
 
+/// The `[[auth.tokens]]` table of a token whose hash is `hash`, as `lithair.toml` holds it.
+pub fn token_table(name: &str, hash: &str, roles: &[String]) -> String {
+    let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    let roles: Vec<String> = roles.iter().map(|r| text(r)).collect();
+    format!(
+        "[[auth.tokens]]\nname = {}\nsha256 = \"{hash}\"\nroles = [{}]\n",
+        text(name),
+        roles.join(", ")
+    )
+}
+
 /// A new random token (URL-safe, 256 bits) and its sha256.
 pub fn mint() -> (String, String) {
     use rand::RngCore;

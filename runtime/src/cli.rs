@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -159,22 +158,8 @@ fn token_new(service: &Service, name: &str, roles: &[String]) -> anyhow::Result<
     eprintln!("token (shown once; give it to the client): {token}");
     eprintln!("append the table below to lithair.toml and restart the service:");
     println!();
-    println!("[[auth.tokens]]");
-    println!("name = {}", toml_string(name));
-    println!("sha256 = \"{hash}\"");
-    println!(
-        "roles = [{}]",
-        roles
-            .iter()
-            .map(|r| toml_string(r))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    print!("{}", auth::token_table(name, &hash, roles));
     Ok(())
-}
-
-fn toml_string(s: &str) -> String {
-    serde_json::to_string(s).unwrap_or_default()
 }
 
 /// The cluster flags of `serve`.
@@ -281,14 +266,7 @@ fn serve(
         let addr = listener.local_addr()?;
         let node = cluster_options(cluster, &config, addr)?;
         let peers = peer_ips(&node);
-        let store_opts = StoreOptions {
-            sync: config.storage.sync,
-            flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
-            snapshot_every: config.storage.snapshot_every,
-            node,
-            write_timeout: Duration::from_millis(config.server.request_timeout_ms),
-            max_pending_writes: config.storage.max_pending_writes,
-        };
+        let store_opts = StoreOptions::of(&config, node);
         let store = Store::open(&config.storage.data_dir, &service.spec.spec, store_opts).await?;
         let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
         tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), sync = ?config.storage.sync, "serving");

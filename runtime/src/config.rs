@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::auth::TokenConfig;
+pub use crate::auth::TokenConfig;
 
 /// The whole file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -270,6 +270,17 @@ impl Config {
         if let Some(d) = &flags.data_dir {
             config.storage.data_dir = d.clone();
         }
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Reads settings from TOML `text` alone (no environment, no flags), as a test or a
+    /// tool builds a service; `source` names the text in errors.
+    pub fn from_toml(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let config = toml::from_str::<Config>(text).map_err(|e| ConfigError::Parse {
+            path: source.to_string(),
+            message: e.to_string(),
+        })?;
         config.check()?;
         Ok(config)
     }

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::domain::decide::IdempotencyKey;
+use crate::domain::event::{Actor, Record, Stored};
+use crate::domain::version_of;
 use crate::error::ApiError;
-use crate::hooks::{HookContext, ModelHooks, NoHooks};
+use crate::hooks::{BoxFuture, HookContext, ModelHooks, NoHooks, Records};
 use crate::spec::{CompiledSpec, ModelSpec};
-use crate::store::event::{Actor, Record, Stored};
-use crate::store::{version_of, Command, Refused, Store};
+use crate::store::{Command, Refused, Store};
 use crate::validate::{self, Mode};
 
 /// How often a write computed from a stale read is retried before giving up with 409.
@@ -109,21 +111,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Creates a record from a request body.
+    /// Creates a record from a request body (checked against the schema first).
+    #[cfg(any(test, feature = "testing"))]
     pub async fn create(&self, ctx: &HookContext, body: Value) -> Result<Arc<Stored>, ApiError> {
-        self.create_once(ctx, body, None).await
-    }
-
-    /// Creates a record; with an idempotency `key`, a request sent again with the same key
-    /// is answered with the record the first one created, and nothing is written again.
-    pub async fn create_once(
-        &self,
-        ctx: &HookContext,
-        body: Value,
-        key: Option<crate::store::decide::IdempotencyKey>,
-    ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let fields = validate::check_body(&self.spec, model, body, Mode::Create, None)?;
+        self.create_checked(ctx, fields, None).await
+    }
+
+    /// Creates a record from `fields`, a body the schema check has passed (the body stage
+    /// of the pipeline checks it). With an idempotency `key`, a request sent again with
+    /// the same key is answered with the record the first one created, and nothing is
+    /// written again.
+    pub async fn create_checked(
+        &self,
+        ctx: &HookContext,
+        fields: Map<String, Value>,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Arc<Stored>, ApiError> {
+        let model = self.model(&ctx.model)?;
         let now = now();
         let mut record = Map::new();
         record.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
@@ -184,7 +190,7 @@ impl Engine {
         body: Value,
         patch: bool,
         if_match: Option<u64>,
-        key: Option<crate::store::decide::IdempotencyKey>,
+        key: Option<IdempotencyKey>,
     ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
@@ -281,17 +287,6 @@ impl Engine {
         ))
     }
 
-    /// Applies a JSON merge patch (for actions).
-    pub async fn patch(
-        &self,
-        ctx: &HookContext,
-        id: Uuid,
-        patch: Value,
-        if_match: Option<u64>,
-    ) -> Result<Arc<Stored>, ApiError> {
-        self.update(ctx, id, patch, true, if_match).await
-    }
-
     /// Deletes a record (a tombstone event).
     pub async fn delete(
         &self,
@@ -325,6 +320,22 @@ impl Engine {
     }
 }
 
+impl Records for Engine {
+    fn record(&self, model: &str, id: Uuid) -> Option<Arc<Stored>> {
+        self.get(model, id)
+    }
+
+    fn patch_once<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+        id: Uuid,
+        patch: Value,
+        key: Option<IdempotencyKey>,
+    ) -> BoxFuture<'a, Result<Arc<Stored>, ApiError>> {
+        Box::pin(self.update_once(ctx, id, patch, true, None, key))
+    }
+}
+
 /// The server's metadata of a record, which hooks may not change.
 fn metadata_of(record: &Record) -> Vec<(&'static str, Option<Value>)> {
     validate::METADATA
@@ -349,4 +360,105 @@ fn restore_metadata(record: &mut Record, metadata: Vec<(&'static str, Option<Val
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Principal;
+    use crate::config::SyncMode;
+    use crate::domain::decide::IdempotencyKey;
+    use crate::hooks::{ActionContext, ActionKey};
+    use crate::raft::node::ClusterOptions;
+    use crate::spec::CompiledSpec;
+    use crate::spec::Operation;
+    use crate::store::{Store, StoreOptions};
+    use serde_json::json;
+
+    const SPEC: &str = r#"{
+      "service": {"name": "t"},
+      "roles": [],
+      "models": [{
+        "name": "Item", "snake": "item", "path": "/api/items",
+        "operations": ["list", "get", "create", "update", "patch", "delete"],
+        "permissions": {"read": [], "create": [], "update": [], "delete": []},
+        "fields": [{"name": "stock", "type": {"kind": "int"}}]
+      }]
+    }"#;
+
+    /// A non-idempotent action (it adds to the stock it reads), run as a retry would run
+    /// it.
+    async fn restock(
+        engine: &Arc<Engine>,
+        id: Uuid,
+        key: Option<&str>,
+        units: i64,
+    ) -> Result<Value, ApiError> {
+        let principal = Principal {
+            name: "clerk".into(),
+            roles: vec![],
+            effective: Default::default(),
+        };
+        let body = serde_json::to_vec(&json!({ "units": units })).unwrap_or_default();
+        let ctx = ActionContext {
+            records: engine.clone(),
+            principal,
+            model: "Item".into(),
+            key: key.map(|k| {
+                ActionKey::new(IdempotencyKey::new(
+                    "clerk",
+                    "/api/items/x/restock",
+                    k,
+                    &body,
+                ))
+            }),
+        };
+        let stock = ctx
+            .get(id)
+            .and_then(|r| r["stock"].as_i64())
+            .unwrap_or_default();
+        ctx.patch(id, json!({ "stock": stock + units })).await
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_action_run_again_with_its_key_writes_nothing_twice() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = Arc::new(CompiledSpec::from_json(SPEC).expect("spec"));
+        let opts = StoreOptions::new(SyncMode::Always, ClusterOptions::single("127.0.0.1:0"));
+        let store = Store::open(dir.path(), &spec.spec, opts)
+            .await
+            .expect("store");
+        let engine = Arc::new(Engine::new(spec, Default::default(), store));
+        let ctx = HookContext {
+            principal: Principal {
+                name: "clerk".into(),
+                roles: vec![],
+                effective: Default::default(),
+            },
+            model: "Item".into(),
+            operation: Operation::Create,
+        };
+        let item = engine
+            .create(&ctx, json!({"stock": 10}))
+            .await
+            .expect("create");
+        let id = Uuid::parse_str(item["id"].as_str().unwrap_or_default()).expect("id");
+        let first = restock(&engine, id, Some("r-1"), 3)
+            .await
+            .expect("first run");
+        assert_eq!(first["stock"], json!(13));
+        // The client retries: the action runs again, its write is answered, not made.
+        let again = restock(&engine, id, Some("r-1"), 3).await.expect("retry");
+        assert_eq!(again["stock"], json!(13));
+        assert_eq!(again["version"], first["version"]);
+        // The same key with another request is the client's mistake.
+        let other = restock(&engine, id, Some("r-1"), 5).await;
+        assert_eq!(other.map(|_| ()).map_err(|e| e.status), Err(422));
+        // A new key, or none, is a new request.
+        let next = restock(&engine, id, Some("r-2"), 3).await.expect("new key");
+        assert_eq!(next["stock"], json!(16));
+        let plain = restock(&engine, id, None, 1).await.expect("no key");
+        assert_eq!(plain["stock"], json!(17));
+        engine.store.shutdown().await;
+    }
 }

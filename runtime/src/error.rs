@@ -200,7 +200,7 @@ impl ApiError {
 
     /// 507 (disk full) or 503 (another storage failure) once the node stopped taking
     /// writes; the outcome of a write that was in flight is unknown.
-    pub fn storage_fault(fault: &crate::store::health::Fault) -> Self {
+    pub fn storage_fault(fault: &crate::domain::health::Fault) -> Self {
         let (status, title) = if fault.no_space {
             (507, "Insufficient Storage")
         } else {

@@ -12,10 +12,10 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::engine::Engine;
+use crate::domain::decide::IdempotencyKey;
+use crate::domain::event::Stored;
 use crate::error::{ApiError, FieldError};
 use crate::spec::Operation;
-use crate::store::decide::IdempotencyKey;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -67,13 +67,30 @@ impl ActionResponse {
 /// first run's events instead of being written again.
 #[derive(Clone)]
 pub struct ActionContext {
-    pub(crate) engine: Arc<Engine>,
+    pub(crate) records: Arc<dyn Records>,
     /// The caller.
     pub principal: Principal,
     /// The action's model.
     pub model: String,
     /// The request's `Idempotency-Key`, and how many writes the action has made.
     pub(crate) key: Option<Arc<ActionKey>>,
+}
+
+/// What an action reaches of the records (the engine implements it): the current record,
+/// and a merge patch through the same write path as `PATCH`.
+pub(crate) trait Records: Send + Sync {
+    /// The current record `id` of `model`.
+    fn record(&self, model: &str, id: Uuid) -> Option<Arc<Stored>>;
+
+    /// Applies merge patch `patch` to record `id` of `ctx.model`, with hooks; `key` makes
+    /// it safe to run again.
+    fn patch_once<'a>(
+        &'a self,
+        ctx: &'a HookContext,
+        id: Uuid,
+        patch: Value,
+        key: Option<IdempotencyKey>,
+    ) -> BoxFuture<'a, Result<Arc<Stored>, ApiError>>;
 }
 
 /// The `Idempotency-Key` of an action's request, as its writes use it.
@@ -101,8 +118,8 @@ impl ActionKey {
 impl ActionContext {
     /// The current record `id` of the action's model, as JSON.
     pub fn get(&self, id: Uuid) -> Option<Value> {
-        self.engine
-            .get(&self.model, id)
+        self.records
+            .record(&self.model, id)
             .map(|r| Value::Object(r.record.clone()))
     }
 
@@ -125,10 +142,7 @@ impl ActionContext {
             operation: Operation::Patch,
         };
         let key = self.key.as_ref().map(|k| k.next(&self.model, &id));
-        let record = self
-            .engine
-            .update_once(&ctx, id, patch, true, None, key)
-            .await?;
+        let record = self.records.patch_once(&ctx, id, patch, key).await?;
         Ok(Value::Object(record.record.clone()))
     }
 }
@@ -352,102 +366,5 @@ impl ModelHooks for NoHooks {
         _: Value,
     ) -> BoxFuture<'a, ActionResult> {
         Box::pin(async move { Err(ApiError::unknown_action(name)) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::SyncMode;
-    use crate::raft::node::ClusterOptions;
-    use crate::spec::CompiledSpec;
-    use crate::store::{Store, StoreOptions};
-    use serde_json::json;
-
-    const SPEC: &str = r#"{
-      "service": {"name": "t"},
-      "roles": [],
-      "models": [{
-        "name": "Item", "snake": "item", "path": "/api/items",
-        "operations": ["list", "get", "create", "update", "patch", "delete"],
-        "permissions": {"read": [], "create": [], "update": [], "delete": []},
-        "fields": [{"name": "stock", "type": {"kind": "int"}}]
-      }]
-    }"#;
-
-    /// A non-idempotent action (it adds to the stock it reads), run as a retry would run
-    /// it.
-    async fn restock(
-        engine: &Arc<Engine>,
-        id: Uuid,
-        key: Option<&str>,
-        units: i64,
-    ) -> Result<Value, ApiError> {
-        let principal = Principal {
-            name: "clerk".into(),
-            roles: vec![],
-            effective: Default::default(),
-        };
-        let body = serde_json::to_vec(&json!({ "units": units })).unwrap_or_default();
-        let ctx = ActionContext {
-            engine: engine.clone(),
-            principal,
-            model: "Item".into(),
-            key: key.map(|k| {
-                ActionKey::new(IdempotencyKey::new(
-                    "clerk",
-                    "/api/items/x/restock",
-                    k,
-                    &body,
-                ))
-            }),
-        };
-        let stock = ctx
-            .get(id)
-            .and_then(|r| r["stock"].as_i64())
-            .unwrap_or_default();
-        ctx.patch(id, json!({ "stock": stock + units })).await
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn an_action_run_again_with_its_key_writes_nothing_twice() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let spec = Arc::new(CompiledSpec::from_json(SPEC).expect("spec"));
-        let opts = StoreOptions::new(SyncMode::Always, ClusterOptions::single("127.0.0.1:0"));
-        let store = Store::open(dir.path(), &spec.spec, opts)
-            .await
-            .expect("store");
-        let engine = Arc::new(Engine::new(spec, Default::default(), store));
-        let ctx = HookContext {
-            principal: Principal {
-                name: "clerk".into(),
-                roles: vec![],
-                effective: Default::default(),
-            },
-            model: "Item".into(),
-            operation: Operation::Create,
-        };
-        let item = engine
-            .create(&ctx, json!({"stock": 10}))
-            .await
-            .expect("create");
-        let id = Uuid::parse_str(item["id"].as_str().unwrap_or_default()).expect("id");
-        let first = restock(&engine, id, Some("r-1"), 3)
-            .await
-            .expect("first run");
-        assert_eq!(first["stock"], json!(13));
-        // The client retries: the action runs again, its write is answered, not made.
-        let again = restock(&engine, id, Some("r-1"), 3).await.expect("retry");
-        assert_eq!(again["stock"], json!(13));
-        assert_eq!(again["version"], first["version"]);
-        // The same key with another request is the client's mistake.
-        let other = restock(&engine, id, Some("r-1"), 5).await;
-        assert_eq!(other.map(|_| ()).map_err(|e| e.status), Err(422));
-        // A new key, or none, is a new request.
-        let next = restock(&engine, id, Some("r-2"), 3).await.expect("new key");
-        assert_eq!(next["stock"], json!(16));
-        let plain = restock(&engine, id, None, 1).await.expect("no key");
-        assert_eq!(plain["stock"], json!(17));
-        engine.store.shutdown().await.expect("shutdown");
     }
 }

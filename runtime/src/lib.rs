@@ -4,33 +4,63 @@
 //! traits that its handler files implement; this crate does the rest, in the order of
 //! the seed's data flow:
 //!
-//! - [`http`]: the hyper server and the request pipeline as tower stages (connection
+//! - `http`: the hyper server and the request pipeline as tower stages (connection
 //!   limits, security headers, firewall and rate limit, CORS, deadline, router,
-//!   authentication, authorization), then the CRUD endpoints;
-//! - [`auth`]: bearer API tokens and role checks (deny by default);
-//! - [`validate`]: request bodies checked against the schema, every field at once;
-//! - [`hooks`]: the bridge to the user's typed hooks and actions;
-//! - [`engine`]: operations on records, turned into commands;
-//! - [`store`]: the event-sourced store (group commit, snapshots, recovery, the data dir);
-//! - [`config`] and [`cli`]: `lithair.toml`, `LITHAIR_*`, flags; `serve` and `token new`.
+//!   authentication, authorization, body), then the endpoints;
+//! - `auth`: bearer API tokens and role checks (deny by default);
+//! - `validate`: request bodies checked against the schema, every field at once;
+//! - `hooks`: the bridge to the user's typed hooks and actions;
+//! - `engine`: operations on records (hooks, stamps), turned into commands;
+//! - `store`: the facade the engine writes and reads through (open, propose, read,
+//!   shutdown), over `domain` (commands, events, state, the decision rule, snapshots; no
+//!   I/O), `raft` (consensus, the data dir, recovery, checkpoints) and `wal` (the logs and
+//!   small files on one file seam, a leaf);
+//! - [`config`] and `cli`: `lithair.toml`, `LITHAIR_*`, flags; `serve` and `token new`.
+//!
+//! The public API is what a generated crate needs: [`Service`], [`main`], [`prelude`],
+//! [`error`] and [`config`]. The feature `testing` makes the parts above public too, and
+//! adds `testing` (a service's whole pipeline in process) for tests.
 
-pub mod auth;
-pub mod cli;
 pub mod config;
-pub mod engine;
 pub mod error;
-pub mod hooks;
-pub mod http;
-pub mod raft;
-pub mod spec;
-pub mod store;
-pub mod validate;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+/// The runtime's own parts: public with the `testing` feature (the runtime's tests, its
+/// examples and benchmarks reach them), private to the crate otherwise. A generated crate
+/// needs only [`Service`], [`main`], [`prelude`], [`error`] and [`config`].
+macro_rules! internal {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[cfg(feature = "testing")]
+        pub mod $name;
+        $(#[$doc])*
+        #[cfg(not(feature = "testing"))]
+        pub(crate) mod $name;
+    )*};
+}
+
+internal! {
+    auth;
+    cli;
+    domain;
+    engine;
+    hooks;
+    http;
+    raft;
+    spec;
+    store;
+    validate;
+    wal;
+}
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// The allocator of every lithair service (feature `mimalloc`, on by default).
-#[cfg(feature = "mimalloc")]
+/// The allocator of every lithair service (feature `mimalloc`, on by default). Not in the
+/// crate's own unit-test build, which links the crate a second time (as its
+/// dev-dependency with the `testing` feature) and would have two.
+#[cfg(all(feature = "mimalloc", not(test)))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -44,11 +74,13 @@ pub use uuid;
 
 /// What generated code and handler files import.
 pub mod prelude {
+    pub use crate::auth::Principal;
     pub use crate::error::{ApiError, FieldError};
     pub use crate::hooks::{
         typed_hooks, ActionContext, ActionResponse, ActionResult, BoxFuture, HookContext,
         HookResult, ModelHooks, TypedHooks,
     };
+    pub use crate::spec::Operation;
     pub use chrono::{DateTime, NaiveDate, Utc};
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{json, Value};
@@ -83,10 +115,5 @@ impl Service {
     pub fn with_hooks(mut self, model: &str, hooks: Box<dyn hooks::ModelHooks>) -> Self {
         self.hooks.insert(model.to_string(), hooks);
         self
-    }
-
-    /// The compiled schema.
-    pub fn spec(&self) -> &spec::CompiledSpec {
-        &self.spec
     }
 }

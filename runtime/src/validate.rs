@@ -238,11 +238,6 @@ fn check_value(
     }
 }
 
-/// The value under which a field is indexed (unique and indexed fields): canonical JSON.
-pub fn index_key(v: &Value) -> String {
-    v.to_string()
-}
-
 /// Applies an RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {

@@ -2,11 +2,11 @@
 //! real data dir in a temp dir.
 
 use lithair_runtime::config::SyncMode;
+use lithair_runtime::raft::data_dir::DataDir;
 use lithair_runtime::raft::log_store::LogStore;
 use lithair_runtime::raft::state_machine::StateMachine;
 use lithair_runtime::raft::TypeConfig;
 use lithair_runtime::spec::{CompiledSpec, ServiceSpec};
-use lithair_runtime::store::data_dir::DataDir;
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::StorageError;
 use std::sync::Arc;
@@ -56,10 +56,10 @@ fn openraft_storage_suite() {
 /// refusals included (the second claim of a unique value).
 #[test]
 fn replicas_applying_the_same_entries_hold_identical_logs() {
+    use lithair_runtime::domain::decide::Stamped;
+    use lithair_runtime::domain::event::{Actor, Stored};
+    use lithair_runtime::domain::Command;
     use lithair_runtime::raft::{Applied, Batch};
-    use lithair_runtime::store::decide::Stamped;
-    use lithair_runtime::store::event::{Actor, Stored};
-    use lithair_runtime::store::Command;
     use openraft::storage::RaftStateMachine;
     use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
 
@@ -119,10 +119,10 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
 /// answered from the first application, not applied again.
 #[test]
 fn a_command_sent_twice_is_applied_once() {
+    use lithair_runtime::domain::decide::Stamped;
+    use lithair_runtime::domain::event::{Actor, Stored};
+    use lithair_runtime::domain::Command;
     use lithair_runtime::raft::Applied;
-    use lithair_runtime::store::decide::Stamped;
-    use lithair_runtime::store::event::{Actor, Stored};
-    use lithair_runtime::store::Command;
     use openraft::storage::RaftStateMachine;
 
     let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
@@ -155,7 +155,7 @@ fn a_command_sent_twice_is_applied_once() {
     // The window is rebuilt from the event log at start: the same after a restart.
     let (done, checkpointed) = tokio::sync::oneshot::channel();
     sm.checkpoints()
-        .send(lithair_runtime::store::Checkpoint::Barrier(done))
+        .send(lithair_runtime::raft::Checkpoint::Barrier(done))
         .unwrap();
     assert!(rt.block_on(checkpointed).unwrap());
     drop(sm);
@@ -167,10 +167,10 @@ fn a_command_sent_twice_is_applied_once() {
 
 #[test]
 fn a_refused_command_sent_again_is_decided_again() {
+    use lithair_runtime::domain::decide::Stamped;
+    use lithair_runtime::domain::event::{Actor, Stored};
+    use lithair_runtime::domain::Command;
     use lithair_runtime::raft::Applied;
-    use lithair_runtime::store::decide::Stamped;
-    use lithair_runtime::store::event::{Actor, Stored};
-    use lithair_runtime::store::Command;
     use openraft::storage::RaftStateMachine;
 
     let spec = CompiledSpec::from_json(SPEC).unwrap().spec;
@@ -229,7 +229,7 @@ fn a_refused_command_sent_again_is_decided_again() {
 }
 
 /// A log entry at index `i` carrying one command.
-fn entry(i: u64, s: &lithair_runtime::store::decide::Stamped) -> openraft::Entry<TypeConfig> {
+fn entry(i: u64, s: &lithair_runtime::domain::decide::Stamped) -> openraft::Entry<TypeConfig> {
     openraft::Entry {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i),
         payload: openraft::EntryPayload::Normal(lithair_runtime::raft::Batch::new(vec![s.clone()])),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lithair_runtime::config::SyncMode;
+use lithair_runtime::domain::event::Stored;
 use lithair_runtime::raft::node::ClusterOptions;
 use lithair_runtime::spec::CompiledSpec;
-use lithair_runtime::store::event::Stored;
 use lithair_runtime::store::{Command, OpenError, Refused, Store, StoreOptions};
 use serde_json::json;
 use uuid::Uuid;
@@ -267,7 +267,7 @@ async fn events_past_the_applied_state_are_cut_at_start() {
     // An event written just before a crash, whose applied state never was: no Raft entry
     // stands behind this one, so nothing applies it again.
     {
-        use lithair_runtime::raft::wal::Wal;
+        use lithair_runtime::wal::Wal;
         let mut log = Wal::open(&dir.path().join("events")).unwrap();
         let last = log.read(5).unwrap().unwrap();
         let mut extra: serde_json::Value = serde_json::from_slice(&last).unwrap();
@@ -317,8 +317,8 @@ async fn a_newer_format_is_refused() {
     )
     .await;
     {
-        use lithair_runtime::raft::disk::OsDisk;
-        use lithair_runtime::raft::slot::Slot;
+        use lithair_runtime::wal::disk::OsDisk;
+        use lithair_runtime::wal::slot::Slot;
         let node = Slot::new(Arc::new(OsDisk), dir.path(), "node");
         let mut info: serde_json::Value =
             serde_json::from_slice(&node.read().unwrap().unwrap()).unwrap();

@@ -2,70 +2,64 @@
 //! the node's event log), `/_cluster/status`, and
 //! membership changes (`/_cluster/members`, admin role or cluster secret).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use hyper::{Method, Request};
-use openraft::{BasicNode, ChangeMembers};
-use serde::Deserialize;
 use serde_json::json;
 
+use super::app::App;
+use super::body::BodyLimits;
 use super::respond::{self, Resp};
-use super::server::App;
 use crate::error::ApiError;
+use crate::raft::api::{Change, ChangeError, NewMember, Rpc};
 use crate::raft::network::SECRET_HEADER;
-use crate::raft::node::Cluster;
-use crate::raft::TypeConfig;
 
 /// Raft messages (appends carry many entries, snapshots come in chunks of a few MiB).
 const RPC_BODY_LIMIT: usize = 64 * 1024 * 1024;
 
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// A membership change's body.
+const MEMBER_BODY_LIMIT: usize = 64 * 1024;
+
+fn secret_of<B>(req: &Request<B>) -> Option<&[u8]> {
+    req.headers().get(SECRET_HEADER).map(|v| v.as_bytes())
 }
 
-fn has_secret(c: &Cluster, req: &Request<Incoming>) -> bool {
-    match &c.link.secret {
-        // Without a secret, only a cluster started with --insecure-cluster listens to
-        // Raft messages; a single node refuses them.
-        None => c.insecure,
-        Some(s) => req
-            .headers()
-            .get(SECRET_HEADER)
-            .is_some_and(|v| same(v.as_bytes(), s.as_bytes())),
-    }
+/// How long a Raft message's body may take at least (a large append or snapshot chunk on
+/// a slow link); `[server] body_timeout_ms` when it is longer.
+const RPC_BODY_TIME: Duration = Duration::from_secs(60);
+
+async fn body<B>(app: &App, req: Request<B>, max_bytes: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let within = match max_bytes {
+        RPC_BODY_LIMIT => app.opts.body_timeout.max(RPC_BODY_TIME),
+        _ => app.opts.body_timeout,
+    };
+    let limits = BodyLimits { max_bytes, within };
+    super::body::collect(req.into_body(), &limits).await
 }
 
-async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    Limited::new(req.into_body(), limit)
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .map_err(|_| ApiError::payload_too_large(limit))
-}
-
-fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request(format!("not a Raft message: {e}")))
-}
-
-/// `POST /_raft/{append,vote,snapshot,propose}`.
-pub(crate) async fn raft_rpc(
+/// `POST /_raft/{append,vote,snapshot,propose,read_index}`, `GET /_raft/events`.
+pub(crate) async fn raft_rpc<B>(
     app: &Arc<App>,
-    rpc: &str,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+    name: &str,
+    req: Request<B>,
+) -> Result<Resp, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let c = app.engine.store.cluster();
-    if !has_secret(c, &req) {
+    if !c.accepts(secret_of(&req)) {
         return Err(ApiError::unauthorized(
             "Raft messages need the cluster secret",
         ));
     }
-    if rpc == "events" && req.method() == Method::GET {
+    if name == "events" && req.method() == Method::GET {
         // The node's event log (`?from=&to=`: a range), for operators, for the tests that
         // compare replicas, and for a node fetching the events a snapshot skipped.
         let (mut from, mut to) = (1, u64::MAX);
@@ -84,89 +78,46 @@ pub(crate) async fn raft_rpc(
             .map_err(ApiError::internal)?;
         return Ok(respond::json_bytes(200, body.into()));
     }
+    let rpc =
+        Rpc::named(name).ok_or_else(|| ApiError::not_found(format!("no Raft message {name}")))?;
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed(&["POST"]));
     }
-    let bytes = body(req, RPC_BODY_LIMIT).await?;
-    Ok(match rpc {
-        "append" => respond::json(
-            200,
-            &c.raft
-                .append_entries(parse::<openraft::raft::AppendEntriesRequest<TypeConfig>>(
-                    &bytes,
-                )?)
-                .await,
-        ),
-        "vote" => {
-            let rpc: openraft::raft::VoteRequest<u64> = parse(&bytes)?;
-            if c.may_vote() {
-                respond::json(200, &c.raft.vote(rpc).await)
-            } else {
-                // Rejoined with an empty data dir and not caught up: no vote, and the
-                // request changes nothing here.
-                let m = c.raft.metrics().borrow().clone();
-                let refused: Result<_, openraft::error::RaftError<u64>> =
-                    Ok(openraft::raft::VoteResponse {
-                        vote: m.vote,
-                        vote_granted: false,
-                        last_log_id: m.last_applied,
-                    });
-                respond::json(200, &refused)
-            }
-        }
-        "snapshot" => {
-            let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> = parse(&bytes)?;
-            respond::json(200, &c.raft.install_snapshot(rpc).await)
-        }
-        "propose" => respond::json(200, &c.propose_as_leader(parse(&bytes)?).await),
-        "read_index" => respond::json(200, &c.read_index_as_leader().await),
-        _ => return Err(ApiError::not_found(format!("no Raft message {rpc}"))),
-    })
+    let bytes = body(app, req, RPC_BODY_LIMIT).await?;
+    let answer = c
+        .rpc(rpc, &bytes)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(respond::json_bytes(200, answer.into()))
 }
 
 /// `GET /_cluster/status`.
 pub(crate) fn status(app: &App) -> Resp {
-    let m = app.engine.store.cluster().raft.metrics().borrow().clone();
-    let cluster_id = app.engine.store.cluster_id();
-    let members: Vec<u64> = m.membership_config.membership().voter_ids().collect();
-    let learners: Vec<u64> = m.membership_config.membership().learner_ids().collect();
-    respond::json(
-        200,
-        &json!({
-            "node_id": m.id,
-            "cluster_id": cluster_id,
-            "leader": m.current_leader,
-            "term": m.current_term,
-            "members": members,
-            "learners": learners,
-            "voting": app.engine.store.cluster().may_vote(),
-            "last_applied": m.last_applied.map(|l| l.index),
-            "state": format!("{:?}", m.state),
-        }),
-    )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewMember {
-    id: u64,
-    addr: String,
+    let status = app.engine.store.cluster().status();
+    let mut body = serde_json::to_value(&status).unwrap_or_default();
+    body["cluster_id"] = json!(app.engine.store.cluster_id());
+    respond::json(200, &body)
 }
 
 /// `POST /_cluster/members` adds a node (as a learner, then a voter);
-/// `DELETE /_cluster/members/{id}` removes one.
-pub(crate) async fn members(
+/// `DELETE /_cluster/members/{id}` removes one. The admin role, or the cluster secret on a
+/// cluster that has one.
+pub(crate) async fn members<B>(
     app: &Arc<App>,
     path: &str,
-    req: Request<Incoming>,
-) -> Result<Resp, ApiError> {
+    req: Request<B>,
+) -> Result<Resp, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let c = app.engine.store.cluster();
     let authorization = req
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if !has_secret(c, &req) || c.link.secret.is_none() {
+    if !c.has_secret() || !c.accepts(secret_of(&req)) {
         let who = app.auth().authenticate(
             req.headers()
                 .get(hyper::header::AUTHORIZATION)
@@ -176,7 +127,15 @@ pub(crate) async fn members(
     }
     let method = req.method().clone();
     let change = match (method, path.strip_prefix("/_cluster/members").unwrap_or("")) {
-        (Method::POST, "") => Change::Add(parse(&body(req, 64 * 1024).await?)?),
+        (Method::POST, "") => {
+            let bytes = body(app, req, MEMBER_BODY_LIMIT).await?;
+            let member: NewMember = serde_json::from_slice(&bytes).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "a new member is {{\"id\": <number>, \"addr\": \"host:port\"}}: {e}"
+                ))
+            })?;
+            Change::Add(member)
+        }
         (Method::DELETE, rest) if rest.len() > 1 => Change::Remove(
             rest[1..]
                 .parse()
@@ -187,82 +146,19 @@ pub(crate) async fn members(
         }
         _ => return Err(ApiError::method_not_allowed(&["POST", "DELETE"])),
     };
-    let result = match &change {
-        Change::Add(m) => match c
-            .raft
-            .add_learner(
-                m.id,
-                BasicNode {
-                    addr: m.addr.clone(),
-                },
-                true,
-            )
-            .await
-        {
-            Ok(_) => {
-                c.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([m.id])), false)
-                    .await
-            }
-            Err(e) => Err(e),
-        },
-        Change::Remove(id) => {
-            c.raft
-                .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), false)
-                .await
-        }
-    };
-    match result {
-        Ok(_) => Ok(status(app)),
+    match c.change_members(&change).await {
+        Ok(()) => Ok(status(app)),
         // Only the leader changes membership: hand the request to it, with the secret.
-        Err(openraft::error::RaftError::APIError(
-            openraft::error::ClientWriteError::ForwardToLeader(f),
-        )) => {
-            let leader = f
-                .leader_node
-                .ok_or_else(|| ApiError::unavailable("no leader right now; retry"))?;
-            let (method, path, body) = match &change {
-                Change::Add(m) => (
-                    Method::POST,
-                    "/_cluster/members".to_string(),
-                    json!({"id": m.id, "addr": m.addr}),
-                ),
-                Change::Remove(id) => (
-                    Method::DELETE,
-                    format!("/_cluster/members/{id}"),
-                    serde_json::Value::Null,
-                ),
-            };
-            let timeout = std::time::Duration::from_secs(60);
-            // With the secret, and with the caller's token (which is all an insecure
-            // cluster checks).
-            let answer: serde_json::Value = crate::raft::network::call_as(
-                method,
-                &leader.addr,
-                &path,
-                &c.link,
-                authorization.as_deref(),
-                &body,
-                timeout,
-            )
-            .await
-            .map_err(|e| {
-                ApiError::unavailable(format!("the leader did not take the change: {e}"))
-            })?;
+        Err(ChangeError::NotLeader(leader)) => {
+            let answer = c
+                .forward_change(&leader, &change, authorization.as_deref())
+                .await
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
             Ok(respond::json(200, &answer))
         }
-        Err(e) => Err(ApiError::new(
-            409,
-            "Conflict",
-            format!("membership change refused: {e}"),
-        )),
+        Err(e @ ChangeError::NoLeader) => Err(ApiError::unavailable(e.to_string())),
+        Err(e) => Err(ApiError::new(409, "Conflict", e.to_string())),
     }
-}
-
-/// A membership change.
-enum Change {
-    Add(NewMember),
-    Remove(u64),
 }
 
 /// For `?consistency=linearizable` reads: waits until this node's state is linearizable.

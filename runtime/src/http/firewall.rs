@@ -24,8 +24,8 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::Request;
 use ipnet::IpNet;
 
-use super::pipeline::{call, BoxFuture, Step};
 use super::respond::{self, Resp};
+use super::stage::{call, BoxFuture, Step};
 use crate::config::FirewallConfig;
 use crate::error::ApiError;
 

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::domain::event::Stored;
+use crate::domain::state::State;
 use crate::error::ApiError;
 use crate::spec::{FieldType, ModelSpec};
-use crate::store::event::Stored;
-use crate::store::state::State;
 
 /// A model's records as of one moment, for a list to work on without the state's lock.
 #[derive(Default)]

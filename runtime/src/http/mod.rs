@@ -7,12 +7,17 @@
 //! purpose: an anonymous caller learns nothing about the schema's rules, and refusing
 //! early is cheaper.
 
+pub(crate) mod app;
+pub mod body;
 mod cluster;
+mod endpoints;
 pub mod firewall;
 pub mod list;
-mod pipeline;
+pub(crate) mod pipeline;
 pub mod respond;
 pub mod router;
 mod server;
+pub mod stage;
 
-pub use server::{serve, Live, ServeOptions};
+pub use app::{Live, ServeOptions};
+pub use server::serve;

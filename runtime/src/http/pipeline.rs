@@ -7,200 +7,59 @@
 //!   → CORS (when `[server.cors]` lists origins)
 //!   → the request deadline (`[server] request_timeout_ms`)
 //!   → router (404, 405) → authentication (401) → authorization (401/403) (`router.rs`)
-//!   → the endpoints: body (size and time limits), validation, hooks, store
-//!     (`server.rs`)
+//!   → body: size and time limits, JSON, a create's schema check (`body.rs`)
+//!   → the endpoints: hooks and the store, through the engine (`endpoints.rs`)
 //! ```
 //!
 //! Each stage is a tower layer; the stages that do not depend on the endpoints are
 //! generic over the request body, so they are tested on their own.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::header::{HeaderValue, CACHE_CONTROL};
 use hyper::{Method, Request};
-use tower::{Layer, Service};
+use tower::Service;
 
+use super::app::App;
+use super::body::{BodyLimits, ReadBody};
+use super::endpoints::Endpoints;
 use super::firewall::Firewall;
 use super::respond::{self, Resp};
 use super::router::{Authenticate, Authorize, Router};
-use super::server::Live;
+use super::stage::{call, BoxFuture, LeafLayer, Next, StageLayer, Step};
 use crate::error::ApiError;
-use crate::spec::CompiledSpec;
-use std::sync::Arc;
 
-/// A boxed, sendable future.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// What one stage does around the rest of the pipeline (`inner`, ready to be called).
-pub trait Step<S, B>: Clone + Send + Sync + 'static {
-    /// Answers `req`, calling `inner` or not.
-    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp>;
-}
-
-/// A part of the pipeline that answers through a shared reference: what lets a stage
-/// hand the rest of the pipeline to its future with one reference count, instead of
-/// cloning every stage below it for every request.
-pub trait Next<B>: Send + Sync + 'static {
-    /// Answers `req`.
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp>;
-}
-
-/// The rest of the pipeline as a stage's future holds it: shared, and a tower service.
-pub struct Shared<S>(Arc<S>);
-
-impl<S> Clone for Shared<S> {
-    fn clone(&self) -> Self {
-        Shared(self.0.clone())
-    }
-}
-
-impl<S: Next<B>, B> Service<Request<B>> for Shared<S> {
-    type Response = Resp;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        Answer(self.0.answer(req))
-    }
-}
-
-/// A stage as a tower layer: wraps the rest of the pipeline in a [`Stage`].
-#[derive(Clone, Debug)]
-pub struct StageLayer<T>(pub T);
-
-impl<S, T: Clone> Layer<S> for StageLayer<T> {
-    type Service = Stage<S, T>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Stage {
-            inner: Shared(Arc::new(inner)),
-            step: self.0.clone(),
-        }
-    }
-}
-
-/// A stage in front of the rest of the pipeline (`S`), as a tower service.
-pub struct Stage<S, T> {
-    inner: Shared<S>,
-    step: T,
-}
-
-impl<S, T: Clone> Clone for Stage<S, T> {
-    fn clone(&self) -> Self {
-        Stage {
-            inner: self.inner.clone(),
-            step: self.step.clone(),
-        }
-    }
-}
-
-impl<S, T, B> Next<B> for Stage<S, T>
-where
-    S: Next<B>,
-    T: Step<Shared<S>, B>,
-    B: 'static,
-{
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
-        self.step.run(self.inner.clone(), req)
-    }
-}
-
-impl<S, T, B> Service<Request<B>> for Stage<S, T>
-where
-    S: Next<B>,
-    T: Step<Shared<S>, B>,
-    B: 'static,
-{
-    type Response = Resp;
-    type Error = Infallible;
-    type Future = Answer;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        Answer(self.answer(req))
-    }
-}
-
-/// Any tower service as a part of the pipeline (cloned for each request): how a service
-/// that is not a stage (CORS, a test's endpoint) sits below a stage.
-#[derive(Clone)]
-pub struct Leaf<S>(pub S);
-
-/// Wraps the rest of the pipeline in a [`Leaf`].
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LeafLayer;
-
-impl<S> Layer<S> for LeafLayer {
-    type Service = Leaf<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Leaf(inner)
-    }
-}
-
-impl<S, B> Next<B> for Leaf<S>
-where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
-        Box::pin(call(self.0.clone(), req))
-    }
-}
-
-/// The answer of a stage, as a tower service's future (which cannot fail).
-pub struct Answer(pub(crate) BoxFuture<Resp>);
-
-impl Future for Answer {
-    type Output = Result<Resp, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map(Ok)
-    }
-}
-
-/// Calls the rest of the pipeline (whose error type is `Infallible`).
-pub(crate) async fn call<S, B>(mut inner: S, req: Request<B>) -> Resp
-where
-    S: Service<Request<B>, Response = Resp, Error = Infallible>,
-{
-    match inner.call(req).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    }
-}
-
-/// Composes the pipeline around `endpoints`, for the schema `spec`.
-pub(crate) fn stack<S, B>(
-    endpoints: S,
-    spec: Arc<CompiledSpec>,
-    live: Live,
-    cors: &[String],
-    deadline: Duration,
+/// The whole pipeline of `app`, for request bodies of type `B` (hyper's `Incoming` when
+/// served; any body in tests), in the order of the module doc.
+pub(crate) fn stack<B>(
+    app: Arc<App>,
 ) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
 where
-    S: Next<B>,
-    B: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let firewall = live.firewall.clone();
+    let spec = app.engine.spec.clone();
+    let limits = BodyLimits {
+        max_bytes: app.opts.max_body_bytes,
+        within: app.opts.body_timeout,
+    };
     let routed = tower::ServiceBuilder::new()
         .layer(StageLayer(Router { spec: spec.clone() }))
-        .layer(StageLayer(Authenticate { live }))
-        .layer(StageLayer(Authorize { spec }))
-        .service(endpoints);
-    outer(routed, firewall, cors, deadline)
+        .layer(StageLayer(Authenticate {
+            live: app.live.clone(),
+        }))
+        .layer(StageLayer(Authorize { spec: spec.clone() }))
+        .layer(ReadBody { spec, limits })
+        .service(Endpoints { app: app.clone() });
+    outer(
+        routed,
+        app.live.firewall.clone(),
+        &app.opts.cors_origins,
+        app.opts.request_timeout,
+    )
 }
 
 /// The stages before the router: security headers, firewall, CORS, deadline.
@@ -339,6 +198,7 @@ mod tests {
     use super::*;
     use crate::config::{Cidr, FirewallConfig, RateLimitConfig};
     use crate::http::firewall::{PeerAddr, Rules};
+    use crate::http::stage::Leaf;
     use std::net::SocketAddr;
     use tower::ServiceExt;
 

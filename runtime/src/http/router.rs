@@ -13,9 +13,9 @@ use hyper::{Method, Request};
 use tower::Service;
 use uuid::Uuid;
 
-use super::pipeline::{call, BoxFuture, Step};
+use super::app::Live;
 use super::respond::{self, Resp};
-use super::server::Live;
+use super::stage::{call, BoxFuture, Step};
 use crate::auth::{authorize, Principal};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, ModelSpec, Operation, ServiceSpec};
@@ -384,17 +384,17 @@ mod tests {
             ))
         });
         tower::ServiceBuilder::new()
-            .layer(super::super::pipeline::StageLayer(Router {
+            .layer(super::super::stage::StageLayer(Router {
                 spec: spec.clone(),
             }))
-            .layer(super::super::pipeline::StageLayer(Authenticate { live }))
-            .layer(super::super::pipeline::StageLayer(Authorize { spec }))
-            .layer(super::super::pipeline::StageLayer(
+            .layer(super::super::stage::StageLayer(Authenticate { live }))
+            .layer(super::super::stage::StageLayer(Authorize { spec }))
+            .layer(super::super::stage::StageLayer(
                 super::super::pipeline::Deadline {
                     deadline: Duration::from_secs(5),
                 },
             ))
-            .layer(super::super::pipeline::LeafLayer)
+            .layer(super::super::stage::LeafLayer)
             .service(endpoint)
     }
 

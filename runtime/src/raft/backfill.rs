@@ -8,9 +8,9 @@ use openraft::Raft;
 
 use super::identity;
 use super::network::{call_json, Link};
-use super::wal::Wal;
 use super::TypeConfig;
-use crate::store::data_dir::DataDir;
+use crate::raft::data_dir::DataDir;
+use crate::wal::Wal;
 
 /// What the backfill task needs.
 pub(crate) struct Backfill {
@@ -60,7 +60,7 @@ pub(crate) fn spawn_backfill(mut b: Backfill) {
 /// One attempt: answers how many events joined the log.
 async fn backfill_once(b: &Backfill) -> Result<u64, String> {
     // The log holds every event from its start on: the ones before are missing.
-    let start = crate::store::lock_events(&b.events).start().max(1);
+    let start = crate::raft::lock_events(&b.events).start().max(1);
     let missing_to = start - 1;
     if missing_to == 0 {
         return Ok(0);
@@ -124,7 +124,7 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
     let Some(first) = first else {
         return Ok(0);
     };
-    let mut log = crate::store::lock_events(&b.events);
+    let mut log = crate::raft::lock_events(&b.events);
     if log.start().max(1) != start {
         // A snapshot was installed meanwhile: these events may no longer fit.
         let _ = std::fs::remove_file(&b.scratch);

@@ -23,7 +23,7 @@ use openraft::Raft;
 use super::network::{call_json, Link};
 use super::node::{ClusterOptions, StartError};
 use super::TypeConfig;
-use crate::store::data_dir::DataDir;
+use crate::raft::data_dir::DataDir;
 
 /// What a peer says about its cluster.
 #[derive(serde::Deserialize)]

@@ -1,6 +1,6 @@
-//! The Raft log in a write-ahead log of its own (see `wal.rs`; folder `raft-log` in the
+//! The Raft log in a write-ahead log of its own (see `crate::wal`; folder `raft-log` in the
 //! data dir), and the vote, committed id and purge point in the data dir's `raft-state`
-//! file (replaced whole and atomically, see `slot.rs`).
+//! file (replaced whole and atomically, see `wal::slot`).
 //!
 //! `append` answers through openraft's `LogFlushed` callback only once the entries are
 //! durable as the `sync` setting says (`always`: one `fdatasync` of the log for every group
@@ -16,7 +16,7 @@
 //! is durable, so a purged entry is always in the event log.
 //!
 //! A failed write or sync of the log or of `raft-state` is a storage fault
-//! (`store::health`): no sync is tried again, and the node takes no write until restarted.
+//! (`domain::health`): no sync is tried again, and the node takes no write until restarted.
 //! At open, a purge point past the state machine's applied state (a snapshot install that
 //! did not finish) is taken back to it.
 
@@ -30,12 +30,12 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
 use serde::{Deserialize, Serialize};
 
-use super::slot::{Slot, SlotError};
-use super::wal::{Wal, WalError};
 use super::{io_error, Io, TypeConfig};
 use crate::config::SyncMode;
-use crate::store::data_dir::DataDir;
-use crate::store::health::Health;
+use crate::domain::health::Health;
+use crate::raft::data_dir::DataDir;
+use crate::wal::slot::{Slot, SlotError};
+use crate::wal::{Wal, WalError};
 
 /// What the `raft-state` file holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -77,14 +77,14 @@ pub struct LogStore {
     state: Arc<Persisted>,
     wal: Arc<Mutex<Wal>>,
     /// The state machine's checkpoint thread, waited for before the log is purged.
-    checkpoints: std::sync::mpsc::Sender<crate::store::Checkpoint>,
+    checkpoints: std::sync::mpsc::Sender<crate::raft::Checkpoint>,
     sync: SyncMode,
     /// Appends waiting for the next flush (group commit); see [`LogStore::open`].
     flushes: tokio::sync::mpsc::UnboundedSender<LogFlushed<TypeConfig>>,
     /// The newest entries, as appended: applying and replicating them reads them from
     /// here instead of decoding them again. Always a contiguous tail of the log.
     tail: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
-    /// Whether this node may still write (see `store::health`).
+    /// Whether this node may still write (see `domain::health`).
     health: Arc<Health>,
     /// Counts the holders of the data dir (see `Cluster::shutdown`).
     _holder: Arc<()>,
@@ -135,7 +135,7 @@ impl LogStore {
         sync: (SyncMode, Duration),
         state_machine: (
             Arc<Mutex<Wal>>,
-            std::sync::mpsc::Sender<crate::store::Checkpoint>,
+            std::sync::mpsc::Sender<crate::raft::Checkpoint>,
         ),
         applied: Option<LogId<u64>>,
         health: Arc<Health>,
@@ -474,7 +474,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let store = self.clone();
         tokio::spawn(async move {
             let (done, checkpointed) = tokio::sync::oneshot::channel();
-            let barrier = crate::store::Checkpoint::Barrier(done);
+            let barrier = crate::raft::Checkpoint::Barrier(done);
             if store.checkpoints.send(barrier).is_err() || checkpointed.await != Ok(true) {
                 // The state machine stopped, or its checkpoint failed: keep the entries.
                 return;

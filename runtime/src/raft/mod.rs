@@ -1,35 +1,47 @@
-//! Raft consensus with openraft 0.9: the log storage (a write-ahead log, `wal.rs`, and a
-//! small file replaced whole, `slot.rs`, both on the file seam of `disk.rs`) and the
-//! state machine, the network over HTTP under
-//! `/_raft/*`, the data dir's identity (`identity.rs`), and the node that ties them
-//! together.
+//! Raft consensus with openraft 0.9, and the store's I/O around it: the data dir
+//! (`data_dir.rs`), the Raft log store (`log_store.rs`, on the logs and slots of
+//! [`crate::wal`]), the state machine with its recovery (`recover.rs`) and checkpoint
+//! thread (`checkpoint.rs`), the network over HTTP under `/_raft/*` (`network.rs`), the
+//! data dir's identity (`identity.rs`), the node that ties them together (`node.rs`),
+//! and what the rest of the runtime asks of it (`api.rs`: status, readiness, membership,
+//! the messages peers send).
 //!
 //! Every write of a service goes through here; a node without `--peers` is a cluster of
 //! one. The storage is proven with `openraft::testing::Suite` (see
 //! `tests/raft_storage.rs`). The state machine applies stamped commands through the
-//! store's [`Decider`](crate::store::decide::Decider), so every replica decides alike.
+//! store's [`Decider`](crate::domain::decide::Decider), so every replica decides alike.
 
 // openraft's trait methods return its `StorageError`, which is large; our helpers return
 // the same type so that `?` works across them.
 #![allow(clippy::result_large_err)]
 
+pub mod api;
 mod backfill;
-pub mod disk;
+mod checkpoint;
+pub mod data_dir;
 pub mod identity;
 pub mod log_store;
 pub mod network;
 pub mod node;
-pub mod slot;
+mod recover;
 pub mod state_machine;
-pub mod wal;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::decide::Stamped;
-use crate::store::event::Event;
-use crate::store::Refused;
+use crate::domain::decide::Stamped;
+use crate::domain::event::Event;
+use crate::domain::health::Health;
+use crate::domain::{Refused, Stats};
+use crate::spec::ServiceSpec;
+use crate::wal::Wal;
+use data_dir::DataDir;
+
+pub(crate) use checkpoint::checkpoint_thread;
+pub use checkpoint::Checkpoint;
+pub(crate) use recover::{load_state, open_events, Recovered};
 
 /// The payload of a normal log entry: the commands that reached the leader together.
 ///
@@ -112,4 +124,31 @@ pub(crate) fn io_error(kind: Io, e: impl std::fmt::Display) -> openraft::Storage
         Io::WriteStateMachine => E::write_state_machine(&io),
     };
     err.into()
+}
+
+/// Locks the event log.
+pub(crate) fn lock_events(events: &Mutex<Wal>) -> std::sync::MutexGuard<'_, Wal> {
+    events.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Each model's snapshot period: its own `snapshot_every`, or `default`.
+pub(crate) fn snapshot_periods(spec: &ServiceSpec, default: u64) -> HashMap<String, u64> {
+    spec.models
+        .iter()
+        .map(|m| (m.name.clone(), m.snapshot_every.unwrap_or(default).max(1)))
+        .collect()
+}
+
+/// What the state machine starts from: the recovered state and the store's settings.
+pub(crate) struct Loaded {
+    pub recovered: Recovered,
+    /// The data dir.
+    pub dir: Arc<DataDir>,
+    /// The event log (shared with the store's readers).
+    pub events: Arc<Mutex<Wal>>,
+    pub stats: Arc<Stats>,
+    /// Snapshot period per model.
+    pub snapshot_every: HashMap<String, u64>,
+    /// The node's write health.
+    pub health: Arc<Health>,
 }

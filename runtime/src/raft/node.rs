@@ -13,18 +13,20 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, Raft, SnapshotPolicy};
 
+use super::api::{LeaderError, ReadError};
 use super::backfill::{spawn_backfill, Backfill};
 use super::identity;
 use super::log_store::{LogStore, RaftState};
 use super::network::{call_json, Link, Network};
 use super::state_machine::StateMachine;
+use super::Loaded;
 use super::{Answers, Applied, Batch, TypeConfig};
 use crate::config::{ClusterConfig, SyncMode};
+use crate::domain::decide::Stamped;
+use crate::domain::event::Event;
+use crate::domain::state::State;
+use crate::domain::Refused;
 use crate::spec::ServiceSpec;
-use crate::store::decide::Stamped;
-use crate::store::event::Event;
-use crate::store::state::State;
-use crate::store::{Loaded, Refused};
 
 /// How a node joins its cluster.
 #[derive(Clone, Debug)]
@@ -61,13 +63,13 @@ impl ClusterOptions {
 /// A running Raft node.
 pub struct Cluster {
     /// The openraft handle.
-    pub raft: Raft<TypeConfig>,
+    pub(super) raft: Raft<TypeConfig>,
     /// This node's id.
     pub node_id: u64,
     /// Whether Raft messages are taken without a secret.
-    pub insecure: bool,
+    pub(super) insecure: bool,
     /// How this node calls its peers (with the cluster secret, `link.secret`).
-    pub link: Link,
+    pub(super) link: Link,
     /// The log index this node must have applied before it grants votes (0: none).
     votes_from: u64,
     batcher: mpsc::Sender<Pending>,
@@ -79,7 +81,7 @@ pub struct Cluster {
     write_timeout: Duration,
     /// The election timeout, ms (a leader that heard from no quorum for twice as long is
     /// not ready).
-    pub election_timeout_ms: u64,
+    pub(super) election_timeout_ms: u64,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -299,7 +301,7 @@ impl Cluster {
     /// Makes this node's state linearizable for a read: the leader confirms its leadership
     /// with a quorum (read index); a follower asks the leader for that index and waits
     /// until it has applied it.
-    pub async fn linearizable(&self) -> Result<(), String> {
+    pub async fn linearizable(&self) -> Result<(), ReadError> {
         for _ in 0..20 {
             match self.raft.ensure_linearizable().await {
                 Ok(_) => return Ok(()),
@@ -310,7 +312,7 @@ impl Cluster {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     };
-                    let index: Result<Result<Option<u64>, String>, _> = call_json(
+                    let index: Result<Result<Option<u64>, LeaderError>, _> = call_json(
                         hyper::Method::POST,
                         &leader.addr,
                         "/_raft/read_index",
@@ -325,34 +327,34 @@ impl Cluster {
                                 .wait(Some(Duration::from_secs(10)))
                                 .applied_index_at_least(index, "linearizable read")
                                 .await
-                                .map_err(|e| e.to_string())?;
+                                .map_err(|e| ReadError::Raft(e.to_string()))?;
                             return Ok(());
                         }
                         Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(ReadError::Raft(e.to_string())),
             }
         }
-        Err("no leader could confirm the read; retry".into())
+        Err(ReadError::NoLeader)
     }
 
     /// The read index, answered as the leader (for a follower's linearizable read).
-    pub async fn read_index_as_leader(&self) -> Result<Option<u64>, String> {
+    pub async fn read_index_as_leader(&self) -> Result<Option<u64>, LeaderError> {
         self.raft
             .ensure_linearizable()
             .await
             .map(|l| l.map(|l| l.index))
-            .map_err(|e| e.to_string())
+            .map_err(|e| LeaderError::Raft(e.to_string()))
     }
 
     /// Runs a batch forwarded by a follower (this node should be the leader).
-    pub async fn propose_as_leader(&self, batch: Batch) -> Result<(Answers, u64), String> {
+    pub async fn propose_as_leader(&self, batch: Batch) -> Result<(Answers, u64), LeaderError> {
         match tokio::time::timeout(self.write_timeout, self.raft.client_write(batch)).await {
             Ok(written) => written
                 .map(|r| (r.data, r.log_id.index))
-                .map_err(|e| e.to_string()),
-            Err(_) => Err("the write did not commit in time; it may still commit".into()),
+                .map_err(|e| LeaderError::Raft(e.to_string())),
+            Err(_) => Err(LeaderError::Timeout),
         }
     }
 }
@@ -366,7 +368,7 @@ struct Writer {
     link: Link,
     /// How long a batch may take to be answered (the request deadline).
     timeout: Duration,
-    health: Arc<crate::store::health::Health>,
+    health: Arc<crate::domain::health::Health>,
 }
 
 /// Batches proposals: while up to two batches are in flight, new proposals wait (up to
@@ -468,7 +470,7 @@ async fn write_batch(w: &Writer, commands: Vec<Stamped>) -> Result<Answers, Refu
                 Err(e) => return Err(failed(e.to_string())),
             },
         };
-        let forwarded: Result<Result<(Answers, u64), String>, _> = call_json(
+        let forwarded: Result<Result<(Answers, u64), LeaderError>, _> = call_json(
             hyper::Method::POST,
             &leader.addr,
             "/_raft/propose",

@@ -1,6 +1,6 @@
 //! The Raft state machine: the store's state and event log, applied from committed entries.
 //!
-//! Each normal entry carries a batch of [`Stamped`](crate::store::decide::Stamped)
+//! Each normal entry carries a batch of [`Stamped`](crate::domain::decide::Stamped)
 //! commands; applying one decides unique values, versions and refs against the state
 //! (deterministic on every replica), appends the event (sequence numbers stay gap-free:
 //! blank and membership entries make no event) and publishes the record to the in-memory
@@ -8,9 +8,9 @@
 //! checkpoint thread syncs it and only then records the last applied log id and the
 //! membership, so the recorded state never covers an event that is not on disk. The
 //! Raft log is already durable, so applying needs no flush of its own. After a storage
-//! fault (`store::health`) nothing more is applied.
+//! fault (`domain::health`) nothing more is applied.
 //!
-//! Snapshots, in one format (`store::snapshot`), for two purposes:
+//! Snapshots, in one format (`domain::snapshot`), for two purposes:
 //! - the store's own, in the data dir's `snapshot` file (when `snapshot_every` events of a
 //!   model make one worth it), which bounds the replay at restart;
 //! - openraft's, which lets the log be purged and brings a lagging node up to date.
@@ -30,15 +30,16 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::wal::Wal;
+use super::Loaded;
 use super::{io_error, Answers, Applied, Batch, Io, TypeConfig};
+use crate::domain::decide::{Decider, IdempotencyKey, Overlay};
+use crate::domain::health::Health;
+use crate::domain::snapshot::{Image, Window};
+use crate::domain::state::State;
+use crate::domain::{Refused, Stats};
+use crate::raft::data_dir::DataDir;
 use crate::spec::ServiceSpec;
-use crate::store::data_dir::DataDir;
-use crate::store::decide::{Decider, IdempotencyKey, Overlay};
-use crate::store::health::Health;
-use crate::store::snapshot::{Image, Window};
-use crate::store::state::State;
-use crate::store::{Loaded, Refused, Stats};
+use crate::wal::Wal;
 
 /// The applied state, in the data dir's `applied` file (written after the events it
 /// covers) and in every snapshot.
@@ -63,7 +64,7 @@ impl Frozen {
         let bytes = self.image.to_bytes().map_err(write_err)?;
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(super::slot::frame(bytes))),
+            snapshot: Box::new(Cursor::new(crate::wal::slot::frame(bytes))),
         })
     }
 }
@@ -167,9 +168,9 @@ pub struct StateMachine {
     recent: Recent,
     stats: Arc<Stats>,
     snapshot_every: HashMap<String, u64>,
-    /// To the checkpoint thread (applied state, snapshots; see `store::checkpoint_thread`).
-    checkpoints: std::sync::mpsc::Sender<crate::store::Checkpoint>,
-    /// Whether this node may still write (see `store::health`).
+    /// To the checkpoint thread (applied state, snapshots; see `raft::checkpoint`).
+    checkpoints: std::sync::mpsc::Sender<crate::raft::Checkpoint>,
+    /// Whether this node may still write (see `domain::health`).
     health: Arc<Health>,
     holder: Arc<()>,
 }
@@ -185,12 +186,13 @@ fn write_err(e: impl std::fmt::Display) -> StorageError<u64> {
 impl StateMachine {
     /// Opens the state machine of the data dir `dir` on its own: loads the state with
     /// default settings. The service uses [`StateMachine::new`] through the store.
+    #[cfg(any(test, feature = "testing"))]
     pub fn open(dir: Arc<DataDir>, spec: &ServiceSpec) -> Result<Self, StorageError<u64>> {
         let stats = Arc::new(Stats::default());
-        let mut events = crate::store::open_events(&dir).map_err(read_err)?;
+        let mut events = crate::raft::open_events(&dir).map_err(read_err)?;
         let recovered =
-            crate::store::load_state(&dir, &mut events, spec, &stats).map_err(read_err)?;
-        let snapshot_every = crate::store::snapshot_periods(spec, 1000);
+            crate::raft::load_state(&dir, &mut events, spec, &stats).map_err(read_err)?;
+        let snapshot_every = crate::raft::snapshot_periods(spec, 1000);
         let loaded = Loaded {
             recovered,
             dir,
@@ -216,7 +218,7 @@ impl StateMachine {
             }
             None => (None, StoredMembership::default()),
         };
-        let checkpoints = crate::store::checkpoint_thread(
+        let checkpoints = crate::raft::checkpoint_thread(
             &loaded.dir,
             loaded.stats.clone(),
             loaded.health.clone(),
@@ -247,16 +249,18 @@ impl StateMachine {
     }
 
     /// The event log it writes.
+    #[cfg(any(test, feature = "testing"))]
     pub fn events(&self) -> Arc<Mutex<Wal>> {
         self.events.clone()
     }
 
-    /// Its checkpoint thread (see `store::checkpoint_thread`).
-    pub fn checkpoints(&self) -> std::sync::mpsc::Sender<crate::store::Checkpoint> {
+    /// Its checkpoint thread (see `raft::checkpoint`).
+    pub fn checkpoints(&self) -> std::sync::mpsc::Sender<crate::raft::Checkpoint> {
         self.checkpoints.clone()
     }
 
-    /// Its write health (see `store::health`).
+    /// Its write health (see `domain::health`).
+    #[cfg(any(test, feature = "testing"))]
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
     }
@@ -274,7 +278,7 @@ impl StateMachine {
         earlier: &[Answers],
         now: &[Applied],
     ) -> Result<Applied, StorageError<u64>> {
-        let held = crate::store::lock_events(&self.events)
+        let held = crate::raft::lock_events(&self.events)
             .read(seq)
             .map_err(read_err)?;
         if let Some(bytes) = held {
@@ -310,7 +314,7 @@ impl StateMachine {
     fn apply_batch(
         &mut self,
         state: &mut State,
-        commands: Vec<crate::store::decide::Stamped>,
+        commands: Vec<crate::domain::decide::Stamped>,
         writes: &mut Vec<(u64, Vec<u8>)>,
         responses: &[Answers],
     ) -> Result<(Answers, u64), StorageError<u64>> {
@@ -436,14 +440,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         // and then records the applied state, off the apply path. A crash before that
         // applies the same entries again from the Raft log, identically.
         let syncer = {
-            let mut log = crate::store::lock_events(&self.events);
+            let mut log = crate::raft::lock_events(&self.events);
             if let Err(e) = log.append(&writes) {
                 self.health.fail("appending to the event log", &e);
                 return Err(write_err(e));
             }
             log.syncer()
         };
-        let checkpoint = crate::store::Checkpoint::Applied {
+        let checkpoint = crate::raft::Checkpoint::Applied {
             state: self.applied_bytes(last_seq)?,
             syncer,
         };
@@ -459,7 +463,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let Some(image) = image {
             if self
                 .checkpoints
-                .send(crate::store::Checkpoint::Snapshot(image))
+                .send(crate::raft::Checkpoint::Snapshot(image))
                 .is_err()
             {
                 tracing::error!("the snapshot writer stopped");
@@ -510,7 +514,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (done, written) = tokio::sync::oneshot::channel();
         if self
             .checkpoints
-            .send(crate::store::Checkpoint::Barrier(done))
+            .send(crate::raft::Checkpoint::Barrier(done))
             .is_err()
             || written.await != Ok(true)
         {
@@ -519,8 +523,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             ));
         }
         let framed = snapshot.into_inner();
-        let content = super::slot::unframe(&framed).map_err(read_err)?;
-        let loaded = crate::store::snapshot::decode(content, &self.spec, &Stats::default())
+        let content = crate::wal::slot::unframe(&framed).map_err(read_err)?;
+        let loaded = crate::domain::snapshot::decode(content, &self.spec, &Stats::default())
             .map_err(read_err)?;
         let carried: AppliedState = serde_json::from_slice(&loaded.applied).map_err(read_err)?;
         if carried.applied != meta.last_log_id {
@@ -535,7 +539,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let syncer = {
             // Under the event log's lock: the backfill task reads the log's start and
             // puts fetched events in front of it.
-            let mut log = crate::store::lock_events(&self.events);
+            let mut log = crate::raft::lock_events(&self.events);
             let installed = (|| {
                 fail::fail_point!("snapshot-install", |_| Err(
                     "failpoint snapshot-install".to_string()
@@ -558,7 +562,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             log.syncer()
         };
         // The `applied` file follows (until it does, a start takes the snapshot's).
-        let checkpoint = crate::store::Checkpoint::Applied {
+        let checkpoint = crate::raft::Checkpoint::Applied {
             state: self.applied_bytes(seq)?,
             syncer,
         };

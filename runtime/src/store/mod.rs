@@ -1,4 +1,5 @@
-//! The event-sourced store, written through Raft.
+//! The event-sourced store, written through Raft: the facade the engine uses (open,
+//! propose, read, shutdown) over the domain ([`crate::domain`]) and its I/O ([`crate::raft`]).
 //!
 //! Every write is a [`Command`], stamped by the node that took it and proposed to the
 //! node's Raft group (`crate::raft`): a single node is a cluster of one, so there is one
@@ -13,150 +14,61 @@
 //! Snapshots: once a model has `snapshot_every` events since the last snapshot (and a
 //! snapshot saves at least half of the replay, see [`State::snapshot_due`]), every record
 //! is written to the data dir's `snapshot` file from a frozen copy of the state, off the
-//! apply path (see `snapshot.rs`). A restart loads it and replays only the events after
-//! it. The data dir's files are listed in `data_dir.rs`.
+//! apply path (see `domain/snapshot.rs`). A restart loads it and replays only the events after
+//! it. The data dir's files are listed in `raft/data_dir.rs`.
 //!
-//! Faults ([`health`]): a failed write or sync of either log, or a failed checkpoint,
+//! Faults ([`crate::domain::health`]): a failed write or sync of either log, or a failed checkpoint,
 //! stops this node's writes until it is restarted; a snapshot that fails leaves the
 //! previous one. Either way a restart replays more, never less.
 
-mod checkpoint;
-pub mod data_dir;
-pub mod decide;
-pub mod event;
-pub mod health;
 #[cfg(test)]
 mod power_cuts;
-mod recover;
-pub mod snapshot;
-pub mod state;
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde_json::Value;
 use uuid::Uuid;
 
 use crate::config::SyncMode;
+use crate::domain::decide::{IdempotencyKey, Stamped};
+use crate::domain::event::{Actor, Event, Stored};
+use crate::domain::health::Health;
+use crate::domain::state::State;
+use crate::domain::Stats;
+use crate::raft::data_dir::DataDir;
 use crate::raft::node::{Cluster, ClusterOptions};
-use crate::raft::wal::Wal;
+use crate::raft::{load_state, lock_events, open_events, snapshot_periods, Loaded};
 use crate::spec::ServiceSpec;
-use data_dir::DataDir;
-use decide::Stamped;
-use event::{Actor, Event, Record, Stored, FORMAT};
-use state::State;
+use crate::wal::{Wal, WalError};
 
-pub(crate) use checkpoint::checkpoint_thread;
-pub use checkpoint::Checkpoint;
-pub(crate) use recover::{load_state, open_events, Recovered};
+pub use crate::domain::{Command, Refused};
+pub use crate::raft::data_dir::OpenError;
 
-/// Why the store cannot open.
+/// Why the node is not ready to serve writes (`/ready` answers 503 with it).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    /// The node is stopping.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// A storage failure stopped the node's writes.
+    #[error("the store stopped taking writes after a storage failure ({0}); restart the node once the cause is fixed")]
+    Fault(String),
+    /// The node's Raft group cannot take writes.
+    #[error(transparent)]
+    Raft(#[from] crate::raft::api::NotReady),
+}
+
+/// Why the event log could not be read back.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Debug, thiserror::Error)]
-pub enum OpenError {
-    /// The file system refused (permissions, another process holds the data dir).
-    #[error("cannot open the store in {path}: {message}")]
-    Io { path: String, message: String },
-    /// The store was written by a newer runtime.
-    #[error("the store in {path} has format {found}, newer than this runtime understands ({FORMAT}); upgrade lithair-runtime")]
-    NewerFormat { path: String, found: u32 },
-    /// The data dir was written by an earlier runtime whose files this one does not read.
-    #[error("the data dir {path} was written by an earlier lithair-runtime (it holds a sled folder `store`), whose files this runtime no longer reads; start the earlier runtime on it to export the records, or give this node an empty data dir")]
-    OlderFormat { path: String },
-    /// Some entry cannot be read.
-    #[error("the store in {path} is damaged: {what}. Refusing to start rather than drop data; restore a backup or move the folder away")]
-    Corrupt { path: String, what: String },
-}
-
-/// A write, as proposed to the store.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub enum Command {
-    /// Create `record` (complete: id, timestamps and version stamped).
-    Create {
-        /// Model.
-        model: String,
-        /// The new record.
-        record: Stored,
-    },
-    /// Replace record `id`, which must still be at `expected_version`.
-    Replace {
-        /// Model.
-        model: String,
-        /// Record id.
-        id: Uuid,
-        /// The whole new record.
-        record: Stored,
-        /// The version the change was computed from.
-        expected_version: u64,
-        /// Whether that version came from the client's If-Match (412) or from our read (retry).
-        from_client: bool,
-    },
-    /// Delete record `id`.
-    Delete {
-        /// Model.
-        model: String,
-        /// Record id.
-        id: Uuid,
-        /// The version the client saw, if it sent If-Match.
-        expected_version: Option<u64>,
-    },
-}
-
-/// Why a command was refused.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub enum Refused {
-    /// No such record.
-    NotFound,
-    /// The record changed since the version given.
-    VersionMismatch {
-        /// Its version now.
-        current: u64,
-        /// Whether the expected version came from the client.
-        from_client: bool,
-    },
-    /// A unique field's value is taken.
-    Unique {
-        /// Field.
-        field: String,
-        /// The holder.
-        holder: Uuid,
-    },
-    /// A ref points at no record.
-    MissingRef {
-        /// Field (with index for lists).
-        field: String,
-        /// Target model.
-        model: String,
-        /// The missing id.
-        id: String,
-    },
-    /// The write could not be completed; its outcome is unknown (it may still commit).
-    Storage(String),
-    /// This node stopped taking writes after a storage failure (until it is restarted).
-    Fault(health::Fault),
-    /// The request's deadline passed before the write was answered; it may still commit.
-    Timeout,
-    /// Too many writes are waiting already: refused at once, nothing was written.
-    Overloaded,
-    /// The Idempotency-Key was used before for a different request.
-    KeyReused,
-}
-
-/// Counters the store exposes (also at `/metrics`).
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Events replayed at the last start (after snapshots).
-    pub replayed_events: AtomicU64,
-    /// Records loaded from snapshots at the last start.
-    pub snapshot_records: AtomicU64,
-    /// Batches committed.
-    pub batches: AtomicU64,
-    /// Events committed.
-    pub events: AtomicU64,
-    /// Snapshots written.
-    pub snapshots: AtomicU64,
+pub enum ReadEventsError {
+    /// The log's files.
+    #[error(transparent)]
+    Log(#[from] WalError),
+    /// An event that does not parse.
+    #[error("an event does not parse: {0}")]
+    Decode(#[from] serde_json::Error),
 }
 
 /// Settings of a store.
@@ -178,7 +90,21 @@ pub struct StoreOptions {
 }
 
 impl StoreOptions {
+    /// The settings of `[storage]` and the write deadline of `[server]` in `config`, for
+    /// node `node`.
+    pub fn of(config: &crate::config::Config, node: ClusterOptions) -> Self {
+        StoreOptions {
+            sync: config.storage.sync,
+            flush_interval: Duration::from_millis(config.storage.flush_interval_ms),
+            snapshot_every: config.storage.snapshot_every,
+            node,
+            write_timeout: Duration::from_millis(config.server.request_timeout_ms),
+            max_pending_writes: config.storage.max_pending_writes,
+        }
+    }
+
     /// Default settings with `sync`, for node `node`.
+    #[cfg(any(test, feature = "testing"))]
     pub fn new(sync: SyncMode, node: ClusterOptions) -> Self {
         StoreOptions {
             sync,
@@ -200,7 +126,7 @@ pub struct Store {
     pub stats: Arc<Stats>,
     node_id: String,
     cluster: Arc<Cluster>,
-    health: Arc<health::Health>,
+    health: Arc<Health>,
 }
 
 impl std::fmt::Debug for Store {
@@ -235,7 +161,7 @@ impl Store {
         opts: StoreOptions,
     ) -> Result<Store, OpenError> {
         let stats = Arc::new(Stats::default());
-        let health = Arc::new(health::Health::default());
+        let health = Arc::new(Health::default());
         let (recovered, events) = {
             let (owned, spec, stats) = (dir.clone(), spec.clone(), stats.clone());
             tokio::task::spawn_blocking(move || {
@@ -288,45 +214,21 @@ impl Store {
         self.dir.node_info().cluster_id
     }
 
-    /// The node's write health (see [`health`]).
-    pub fn health(&self) -> &Arc<health::Health> {
+    /// The node's write health (see [`Health`]).
+    pub fn health(&self) -> &Arc<Health> {
         &self.health
     }
 
-    /// Whether this node is ready to serve writes: its Raft core runs, a leader is known,
-    /// the store is writable and the node is not shutting down; otherwise why not.
-    pub fn ready(&self) -> Result<(), String> {
+    /// Whether this node is ready to serve writes: the node is not shutting down, the
+    /// store is writable, and its Raft side is ready (see [`Cluster::ready`]).
+    pub fn ready(&self) -> Result<(), NotReady> {
         if self.health.is_stopping() {
-            return Err("the node is shutting down".into());
+            return Err(NotReady::ShuttingDown);
         }
         if let Some(f) = self.health.fault() {
-            return Err(format!(
-                "the store stopped taking writes after a storage failure ({}); restart the node once the cause is fixed",
-                f.what
-            ));
+            return Err(NotReady::Fault(f.what.clone()));
         }
-        let metrics = self.cluster.raft.metrics();
-        let m = metrics.borrow();
-        if let Err(e) = &m.running_state {
-            return Err(format!("the Raft core has stopped: {e}"));
-        }
-        if m.current_leader.is_none() {
-            return Err(
-                "no Raft leader is known (an election is going on, or no quorum is reachable)"
-                    .into(),
-            );
-        }
-        let voters = m.membership_config.membership().voter_ids().count();
-        let patience = 2 * self.cluster.election_timeout_ms;
-        if m.state == openraft::ServerState::Leader
-            && voters > 1
-            && m.millis_since_quorum_ack.is_none_or(|ms| ms > patience)
-        {
-            return Err(format!(
-                "this leader has heard from no quorum for more than {patience} ms"
-            ));
-        }
-        Ok(())
+        self.cluster.ready().map_err(NotReady::Raft)
     }
 
     /// The node's Raft group.
@@ -341,13 +243,13 @@ impl Store {
     }
 
     /// Like [`Store::propose`], for a request that carries an `Idempotency-Key`: `key` is
-    /// the key's digest (see [`decide::Stamped::key`]). A command proposed again with the
+    /// the key's digest (see [`Stamped::key`]). A command proposed again with the
     /// same key is answered with the first one's event, on every replica.
     pub async fn propose_once(
         &self,
         command: Command,
         actor: Actor,
-        key: Option<decide::IdempotencyKey>,
+        key: Option<IdempotencyKey>,
     ) -> Result<Event, Refused> {
         if let Some(f) = self.health.fault() {
             return Err(Refused::Fault(f.clone()));
@@ -366,10 +268,9 @@ impl Store {
     /// Stops the node's Raft group and waits until its parts have let go of the data dir
     /// (the checkpoint thread records the applied state last). Writes proposed afterwards
     /// are refused.
-    pub async fn shutdown(&self) -> Result<(), String> {
+    pub async fn shutdown(&self) {
         self.health.stopping();
         self.cluster.shutdown().await;
-        Ok(())
     }
 
     /// Reads through the current state.
@@ -385,12 +286,12 @@ impl Store {
 
     /// The events from `from` to `to` (inclusive) that this node holds, as a JSON array
     /// built from the stored text (for peers fetching what they miss).
-    pub fn events_json(&self, from: u64, to: u64) -> Result<Vec<u8>, String> {
+    pub fn events_json(&self, from: u64, to: u64) -> Result<Vec<u8>, WalError> {
         let log = lock_events(&self.events);
         let mut out = vec![b'['];
         if let (Some(first), Some(last)) = (log.first_index(), log.last_index()) {
             for seq in from.max(first)..=to.min(last) {
-                if let Some(bytes) = log.read(seq).map_err(|e| e.to_string())? {
+                if let Some(bytes) = log.read(seq)? {
                     if out.len() > 1 {
                         out.push(b',');
                     }
@@ -404,46 +305,8 @@ impl Store {
 
     /// Every event this node holds, in order (for tests and tools; a node that installed
     /// a Raft snapshot holds the events after it until it has fetched the earlier ones).
-    pub fn events(&self) -> Result<Vec<Event>, String> {
-        serde_json::from_slice(&self.events_json(1, u64::MAX)?).map_err(|e| e.to_string())
+    #[cfg(any(test, feature = "testing"))]
+    pub fn events(&self) -> Result<Vec<Event>, ReadEventsError> {
+        Ok(serde_json::from_slice(&self.events_json(1, u64::MAX)?)?)
     }
-}
-
-/// Locks the event log.
-pub(crate) fn lock_events(events: &Mutex<Wal>) -> std::sync::MutexGuard<'_, Wal> {
-    events.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Each model's snapshot period: its own `snapshot_every`, or `default`.
-pub(crate) fn snapshot_periods(spec: &ServiceSpec, default: u64) -> HashMap<String, u64> {
-    spec.models
-        .iter()
-        .map(|m| (m.name.clone(), m.snapshot_every.unwrap_or(default).max(1)))
-        .collect()
-}
-
-/// What the state machine starts from: the recovered state and the store's settings.
-pub(crate) struct Loaded {
-    pub recovered: Recovered,
-    /// The data dir.
-    pub dir: Arc<DataDir>,
-    /// The event log (shared with the store's readers).
-    pub events: Arc<Mutex<Wal>>,
-    pub stats: Arc<Stats>,
-    /// Snapshot period per model.
-    pub snapshot_every: HashMap<String, u64>,
-    /// The node's write health.
-    pub health: Arc<health::Health>,
-}
-
-pub(crate) fn record_id(r: &Record) -> Result<Uuid, Refused> {
-    r.get("id")
-        .and_then(Value::as_str)
-        .and_then(|s| Uuid::parse_str(s).ok())
-        .ok_or_else(|| Refused::Storage("a record without a valid id was proposed".into()))
-}
-
-/// The `version` of a record.
-pub fn version_of(r: &Record) -> u64 {
-    r.get("version").and_then(Value::as_u64).unwrap_or(0)
 }

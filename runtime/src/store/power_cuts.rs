@@ -1,4 +1,4 @@
-//! Power cuts of the whole store, on the simulated disk of `raft::disk::sim` (which keeps
+//! Power cuts of the whole store, on the simulated disk of `wal::disk::sim` (which keeps
 //! only what was synced): a running store cut at random points across appends, segment
 //! rotations, checkpoints, snapshots and purges, and a follower cut at every point of a
 //! snapshot install. After each cut the store must open again and hold every write it
@@ -15,17 +15,19 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use uuid::Uuid;
 
-use super::data_dir::DataDir;
-use super::decide::Stamped;
-use super::event::{Actor, Stored};
-use super::{Command, Loaded, Stats, Store, StoreOptions};
+use super::{Store, StoreOptions};
 use crate::config::{ClusterConfig, SyncMode};
-use crate::raft::disk::sim::SimDisk;
-use crate::raft::disk::Disk;
+use crate::domain::decide::Stamped;
+use crate::domain::event::{Actor, Stored};
+use crate::domain::{Command, Stats};
+use crate::raft::data_dir::DataDir;
 use crate::raft::node::ClusterOptions;
 use crate::raft::state_machine::StateMachine;
+use crate::raft::Loaded;
 use crate::raft::{Batch, TypeConfig};
 use crate::spec::{CompiledSpec, ServiceSpec};
+use crate::wal::disk::sim::SimDisk;
+use crate::wal::disk::Disk;
 
 const SPEC: &str = r#"{
   "service": {"name": "t"},
@@ -62,7 +64,7 @@ const DATA: &str = "/data";
 
 /// Opens a data dir on `disk` with small log segments (so that purges remove some).
 fn data_dir(disk: &Arc<SimDisk>) -> Arc<DataDir> {
-    let d: Arc<dyn crate::raft::disk::Disk> = disk.clone();
+    let d: Arc<dyn crate::wal::disk::Disk> = disk.clone();
     Arc::new(DataDir::open_on(d, Path::new(DATA), 2048, None).expect("the data dir opens"))
 }
 
@@ -115,7 +117,7 @@ fn power_cuts_of_a_running_store_lose_no_acknowledged_write() {
                     .map(|n| {
                         (
                             n,
-                            super::version_of(&store.get("Item", *id).unwrap().record),
+                            crate::domain::version_of(&store.get("Item", *id).unwrap().record),
                         )
                     });
                 let ok = now == k.acked || (k.maybe.is_some() && now == k.maybe);
@@ -143,7 +145,7 @@ fn power_cuts_of_a_running_store_lose_no_acknowledged_write() {
                     let Some(old) = store.get("Item", id) else {
                         continue;
                     };
-                    let version = super::version_of(&old.record);
+                    let version = crate::domain::version_of(&old.record);
                     let n = rng.gen_range(0..1_000_000);
                     let code = old.get("code").and_then(|c| c.as_str()).unwrap_or("");
                     let command = Command::Replace {
@@ -322,7 +324,7 @@ fn power_cuts_during_a_snapshot_install_leave_the_old_state_or_the_new_one() {
         let (done, recorded) = tokio::sync::oneshot::channel();
         follower
             .checkpoints()
-            .send(super::Checkpoint::Barrier(done))
+            .send(crate::raft::Checkpoint::Barrier(done))
             .expect("checkpoint thread");
         assert_eq!(rt.block_on(recorded), Ok(true));
         disk.cut_power_after(cut);
@@ -334,7 +336,7 @@ fn power_cuts_during_a_snapshot_install_leave_the_old_state_or_the_new_one() {
         let (done, recorded) = tokio::sync::oneshot::channel();
         let _ = follower
             .checkpoints()
-            .send(super::Checkpoint::Barrier(done));
+            .send(crate::raft::Checkpoint::Barrier(done));
         let _ = rt.block_on(recorded);
         completed = installed && !disk.is_off();
         disk.cut_power_after(0);

@@ -2,8 +2,8 @@
 
 #![allow(dead_code)]
 
+use lithair_runtime::domain::event::{Actor, Record, Stored};
 use lithair_runtime::spec::CompiledSpec;
-use lithair_runtime::store::event::{Actor, Record, Stored};
 use lithair_runtime::store::{Command, Refused, Store};
 use serde_json::json;
 use uuid::Uuid;

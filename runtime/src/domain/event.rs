@@ -126,11 +126,6 @@ pub fn changes(old: &Record, new: &Record) -> Map<String, Value> {
 }
 
 impl Event {
-    /// The key of the event in the log: its sequence number, big-endian.
-    pub fn key(&self) -> [u8; 8] {
-        self.sequence_number.to_be_bytes()
-    }
-
     /// Applies the event to the previous state of its record.
     pub fn apply(&self, previous: Option<&Record>) -> Option<Record> {
         match self.kind {

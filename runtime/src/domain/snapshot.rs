@@ -12,7 +12,7 @@
 //! header holds the last event's sequence number, the applied state (as the state machine
 //! encoded it), the window, and each model's name with its record count; the records
 //! follow in the header's order, each `length: u32 LE | the record's JSON text`. On disk
-//! and on the wire the whole is framed by `raft::slot` (length and checksum).
+//! and on the wire the whole is framed by `wal::slot` (length and checksum).
 
 use std::io::Write;
 use std::sync::atomic::Ordering;

@@ -1,31 +1,45 @@
 //! The data dir of a node: its two logs and its few files, all on the file seam of
-//! `raft::disk`, held by one process at a time.
+//! `wal::disk`, held by one process at a time.
 //!
 //! ```text
 //! LOCK        held (flock) while a process uses the data dir
 //! node        identity and format: format, created_by, node_id, cluster_id (JSON)
 //! raft-state  the Raft vote, committed id and purge point (JSON)
 //! applied     the state machine's applied state: log id, membership, last event (JSON)
-//! snapshot    every record as of one event (see `snapshot.rs`)
+//! snapshot    every record as of one event (see `domain::snapshot`)
 //! raft-log/   the Raft log (a write-ahead log)
 //! events/     the event log (a write-ahead log)
 //! ```
 //!
-//! The four files are slots (`raft::slot`): each replaced whole, atomically and durably.
+//! The four files are slots (`wal::slot`): each replaced whole, atomically and durably.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use super::event::FORMAT;
-use super::OpenError;
-use crate::raft::disk::{Disk, OsDisk};
-use crate::raft::slot::Slot;
-use crate::raft::wal::{Wal, WalError};
+use crate::domain::event::FORMAT;
+use crate::wal::disk::{Disk, OsDisk};
+use crate::wal::slot::Slot;
+use crate::wal::{Wal, WalError, SEGMENT_BYTES};
 
-/// A new segment of a log is started once the active one passes this size.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// Why the store cannot open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The file system refused (permissions, another process holds the data dir).
+    #[error("cannot open the store in {path}: {message}")]
+    Io { path: String, message: String },
+    /// The store was written by a newer runtime.
+    #[error("the store in {path} has format {found}, newer than this runtime understands ({FORMAT}); upgrade lithair-runtime")]
+    NewerFormat { path: String, found: u32 },
+    /// The data dir was written by an earlier runtime whose files this one does not read.
+    #[error("the data dir {path} was written by an earlier lithair-runtime (it holds a sled folder `store`), whose files this runtime no longer reads; start the earlier runtime on it to export the records, or give this node an empty data dir")]
+    OlderFormat { path: String },
+    /// Some entry cannot be read.
+    #[error("the store in {path} is damaged: {what}. Refusing to start rather than drop data; restore a backup or move the folder away")]
+    Corrupt { path: String, what: String },
+}
+
 
 /// What the `node` file holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

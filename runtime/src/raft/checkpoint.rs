@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::data_dir::DataDir;
-use super::{health, snapshot, Stats};
-use crate::raft::slot::Slot;
+use crate::domain::{health, snapshot, Stats};
+use crate::wal::slot::Slot;
 
 /// How long the applied state on disk may lag behind the one in memory while nothing
 /// asks for it: what a restart applies again from the Raft log.
@@ -24,7 +24,7 @@ pub enum Checkpoint {
         /// The applied state, encoded.
         state: Vec<u8>,
         /// What syncs the event log up to it.
-        syncer: crate::raft::wal::Syncer,
+        syncer: crate::wal::Syncer,
     },
     /// Write this snapshot (sent after the `Applied` that covers its events).
     Snapshot(snapshot::Image),
@@ -56,12 +56,12 @@ pub(crate) fn checkpoint_thread(
         .name("lithair-checkpoint".into())
         .spawn(move || {
             let _holder = holder;
-            let mut pending: Option<(Vec<u8>, crate::raft::wal::Syncer)> = None;
+            let mut pending: Option<(Vec<u8>, crate::wal::Syncer)> = None;
             let mut recorded_at = Instant::now();
             // Records the pending applied state; answers whether everything sent so far
             // is recorded (false for good after a fault).
             let record =
-                |p: &mut Option<(Vec<u8>, crate::raft::wal::Syncer)>, at: &mut Instant| -> bool {
+                |p: &mut Option<(Vec<u8>, crate::wal::Syncer)>, at: &mut Instant| -> bool {
                     if health.fault().is_some() {
                         *p = None;
                         return false;

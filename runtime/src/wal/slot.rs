@@ -248,8 +248,8 @@ impl Write for SlotWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::super::disk::sim::SimDisk;
     use super::*;
+    use crate::wal::disk::sim::SimDisk;
 
     #[test]
     fn a_power_cut_leaves_the_old_content_or_the_new_one() {

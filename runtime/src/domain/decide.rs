@@ -15,7 +15,7 @@ use super::event::{self, Actor, Event, EventKind, Stored, FORMAT};
 use super::state::State;
 use super::{record_id, version_of, Command, Refused};
 use crate::spec::ServiceSpec;
-use crate::validate::index_key;
+use super::state::index_key;
 
 /// A command as proposed: stamped by the node that received it, so applying it is
 /// deterministic everywhere.

@@ -10,7 +10,6 @@ use uuid::Uuid;
 
 use super::event::{Event, Record, Stored};
 use crate::spec::ServiceSpec;
-use crate::validate::index_key;
 
 /// One model's records and indexes.
 #[derive(Clone, Debug, Default)]
@@ -258,4 +257,9 @@ impl State {
     pub fn get(&self, model: &str, id: Uuid) -> Option<Arc<Stored>> {
         self.models.get(model)?.records.get(&id).cloned()
     }
+}
+
+/// The value under which a field is indexed (unique and indexed fields): canonical JSON.
+pub fn index_key(v: &Value) -> String {
+    v.to_string()
 }

@@ -17,13 +17,17 @@ use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::disk::{Disk, DiskFile, OsDisk};
+pub mod disk;
+pub mod slot;
+
+use disk::{Disk, DiskFile};
 
 /// Bytes of a record's header.
 const HEADER: u64 = 16;
 
-/// A new segment is started once the active one passes this size.
-const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+/// A new segment is started once the active one passes this size (the data dir's logs use
+/// it; tests pass smaller ones).
+pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Why the log cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -196,8 +200,9 @@ impl Syncer {
 
 impl Wal {
     /// Opens (or creates) the log in `dir`, checking every record.
+    #[cfg(any(test, feature = "testing"))]
     pub fn open(dir: &Path) -> Result<Wal, WalError> {
-        Self::open_on(Arc::new(OsDisk), dir, SEGMENT_BYTES)
+        Self::open_on(Arc::new(disk::OsDisk), dir, SEGMENT_BYTES)
     }
 
     /// Opens the log in `dir` on `disk`, starting a new segment every `segment_bytes`.
@@ -674,7 +679,7 @@ mod tests {
     /// that was not written).
     #[test]
     fn power_cuts_keep_every_synced_entry_and_the_log_always_opens() {
-        use super::super::disk::sim::SimDisk;
+        use super::disk::sim::SimDisk;
         use rand::{Rng, SeedableRng};
         let dir = Path::new("/sim/log");
         let mut cuts = 0;

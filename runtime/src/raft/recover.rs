@@ -4,11 +4,12 @@
 use std::sync::atomic::Ordering;
 
 use super::data_dir::DataDir;
-use super::event::{Event, FORMAT};
-use super::state::State;
-use super::{snapshot, OpenError, Stats};
-use crate::raft::wal::Wal;
+use super::data_dir::OpenError;
+use crate::domain::event::{Event, FORMAT};
+use crate::domain::state::State;
+use crate::domain::{snapshot, Stats};
 use crate::spec::ServiceSpec;
+use crate::wal::Wal;
 
 /// Opens the event log of the data dir (folder `events`).
 pub(crate) fn open_events(dir: &DataDir) -> Result<Wal, OpenError> {

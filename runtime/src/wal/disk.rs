@@ -1,4 +1,4 @@
-//! The file operations of the store (the write-ahead logs of `wal.rs` and the files of
+//! The file operations of the store (the write-ahead logs of `wal/mod.rs` and the files of
 //! `slot.rs`), behind a small seam: the real file system ([`OsDisk`]) in a service, and in
 //! tests a simulated disk that keeps only what was synced (`sim`), to check what a power
 //! cut leaves behind.

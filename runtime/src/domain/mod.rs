@@ -1,0 +1,121 @@
+//! The store's domain, without I/O: the commands a write proposes, the events they
+//! become, the in-memory state reads are served from, the decision rule that turns a
+//! command into events against that state (`decide.rs`, the same on every replica), the
+//! snapshot format (`snapshot.rs`) and the node's write health (`health.rs`).
+//!
+//! The I/O around it (the logs, the data dir, recovery and checkpoints) is in
+//! [`crate::raft`]; the facade the engine uses is [`crate::store`].
+
+pub mod decide;
+pub mod event;
+pub mod health;
+pub mod snapshot;
+pub mod state;
+
+use std::sync::atomic::AtomicU64;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use event::{Record, Stored};
+
+/// A write, as proposed to the store.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum Command {
+    /// Create `record` (complete: id, timestamps and version stamped).
+    Create {
+        /// Model.
+        model: String,
+        /// The new record.
+        record: Stored,
+    },
+    /// Replace record `id`, which must still be at `expected_version`.
+    Replace {
+        /// Model.
+        model: String,
+        /// Record id.
+        id: Uuid,
+        /// The whole new record.
+        record: Stored,
+        /// The version the change was computed from.
+        expected_version: u64,
+        /// Whether that version came from the client's If-Match (412) or from our read (retry).
+        from_client: bool,
+    },
+    /// Delete record `id`.
+    Delete {
+        /// Model.
+        model: String,
+        /// Record id.
+        id: Uuid,
+        /// The version the client saw, if it sent If-Match.
+        expected_version: Option<u64>,
+    },
+}
+
+/// Why a command was refused.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Refused {
+    /// No such record.
+    NotFound,
+    /// The record changed since the version given.
+    VersionMismatch {
+        /// Its version now.
+        current: u64,
+        /// Whether the expected version came from the client.
+        from_client: bool,
+    },
+    /// A unique field's value is taken.
+    Unique {
+        /// Field.
+        field: String,
+        /// The holder.
+        holder: Uuid,
+    },
+    /// A ref points at no record.
+    MissingRef {
+        /// Field (with index for lists).
+        field: String,
+        /// Target model.
+        model: String,
+        /// The missing id.
+        id: String,
+    },
+    /// The write could not be completed; its outcome is unknown (it may still commit).
+    Storage(String),
+    /// This node stopped taking writes after a storage failure (until it is restarted).
+    Fault(health::Fault),
+    /// The request's deadline passed before the write was answered; it may still commit.
+    Timeout,
+    /// Too many writes are waiting already: refused at once, nothing was written.
+    Overloaded,
+    /// The Idempotency-Key was used before for a different request.
+    KeyReused,
+}
+
+/// Counters the store exposes (also at `/metrics`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Events replayed at the last start (after snapshots).
+    pub replayed_events: AtomicU64,
+    /// Records loaded from snapshots at the last start.
+    pub snapshot_records: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Events committed.
+    pub events: AtomicU64,
+    /// Snapshots written.
+    pub snapshots: AtomicU64,
+}
+
+pub(crate) fn record_id(r: &Record) -> Result<Uuid, Refused> {
+    r.get("id")
+        .and_then(Value::as_str)
+        .and_then(|s| Uuid::parse_str(s).ok())
+        .ok_or_else(|| Refused::Storage("a record without a valid id was proposed".into()))
+}
+
+/// The `version` of a record.
+pub fn version_of(r: &Record) -> u64 {
+    r.get("version").and_then(Value::as_u64).unwrap_or(0)
+}

@@ -1,0 +1,113 @@
+//! What every request's stages and endpoints share: the engine, the settings, and what
+//! may change while the service runs ([`Live`]).
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::firewall::Firewall;
+use super::list::Workers;
+use crate::auth::Authenticator;
+use crate::engine::Engine;
+
+/// Settings of the HTTP server.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Largest body.
+    pub max_body_bytes: usize,
+    /// Header read timeout (also how long an idle keep-alive connection stays open).
+    pub header_timeout: Duration,
+    /// How long in-flight requests may take at shutdown.
+    pub drain_timeout: Duration,
+    /// The deadline of every request (Raft messages excepted).
+    pub request_timeout: Duration,
+    /// How long the whole body may take to arrive (else 408).
+    pub body_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Most open connections from one address.
+    pub max_connections_per_ip: usize,
+    /// Origins allowed cross-origin (`[server.cors]`; empty: none).
+    pub cors_origins: Vec<String>,
+}
+
+impl ServeOptions {
+    /// The settings of `[server]` in `config`.
+    pub fn of(config: &crate::config::ServerConfig) -> Self {
+        ServeOptions {
+            max_body_bytes: config.max_body_bytes,
+            header_timeout: Duration::from_secs(config.header_timeout_secs),
+            drain_timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_millis(config.request_timeout_ms),
+            body_timeout: Duration::from_millis(config.body_timeout_ms),
+            max_connections: config.max_connections,
+            max_connections_per_ip: config.max_connections_per_ip,
+            cors_origins: config.cors.allow_origins.clone(),
+        }
+    }
+}
+
+/// What may change while the service runs (`SIGHUP`): the firewall's rules and the
+/// tokens. Requests read the current ones; open connections stay.
+#[derive(Clone)]
+pub struct Live {
+    /// The firewall.
+    pub firewall: Firewall,
+    tokens: Arc<arc_swap::ArcSwap<Authenticator>>,
+}
+
+impl Live {
+    /// The settings a service starts with.
+    pub fn new(firewall: Firewall, tokens: Authenticator) -> Self {
+        Live {
+            firewall,
+            tokens: Arc::new(arc_swap::ArcSwap::from_pointee(tokens)),
+        }
+    }
+
+    /// The tokens in force (read without a lock).
+    pub fn tokens(&self) -> arc_swap::Guard<Arc<Authenticator>> {
+        self.tokens.load()
+    }
+
+    /// Puts `tokens` in force for the requests that come after.
+    pub fn replace_tokens(&self, tokens: Authenticator) {
+        self.tokens.store(Arc::new(tokens));
+    }
+}
+
+/// The service as its stages and endpoints see it.
+pub(crate) struct App {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) live: Live,
+    /// The list workers (filtering and sorting off the request path).
+    pub(crate) lists: Workers,
+    pub(crate) openapi: Option<&'static str>,
+    pub(crate) opts: ServeOptions,
+    /// Open connections (counted at accept, in `server.rs`).
+    pub(crate) open_connections: Arc<AtomicUsize>,
+}
+
+impl App {
+    /// The app of `engine`, with its list workers started.
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        live: Live,
+        openapi: Option<&'static str>,
+        opts: ServeOptions,
+    ) -> Self {
+        App {
+            engine,
+            live,
+            lists: Workers::start(),
+            openapi,
+            opts,
+            open_connections: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The tokens in force.
+    pub(crate) fn auth(&self) -> arc_swap::Guard<Arc<Authenticator>> {
+        self.live.tokens()
+    }
+}

@@ -1,0 +1,308 @@
+//! The endpoints, innermost in the pipeline: the route, the caller and the body come from
+//! the stages before them (`router.rs`, `body.rs`), which refused what they had to; here
+//! the engine runs the hooks and writes through the store.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use hyper::Request;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::app::App;
+use super::body::Payload;
+use super::cluster;
+use super::firewall::ClientIp;
+use super::list::ListQuery;
+use super::respond::{self, Resp};
+use super::router::{ModelOp, Route};
+use super::stage::{BoxFuture, Next};
+use crate::auth::Principal;
+use crate::domain::decide::IdempotencyKey;
+use crate::domain::version_of;
+use crate::error::ApiError;
+use crate::hooks::{ActionContext, ActionKey, HookContext};
+use crate::spec::{ModelSpec, Operation};
+
+/// The endpoints: the innermost stage of the pipeline (see `pipeline.rs`).
+#[derive(Clone)]
+pub(crate) struct Endpoints {
+    pub(crate) app: Arc<App>,
+}
+
+impl<B> Next<Payload<B>> for Endpoints
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn answer(&self, req: Request<Payload<B>>) -> BoxFuture<Resp> {
+        let app = self.app.clone();
+        Box::pin(async move { handle(&app, req).await })
+    }
+}
+
+async fn handle<B>(app: &Arc<App>, req: Request<Payload<B>>) -> Resp
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // Only pay for the request log line when it is wanted.
+    let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_string(),
+            req.extensions().get::<ClientIp>().map(|c| c.0),
+            std::time::Instant::now(),
+        )
+    });
+    let resp = match route(app, req).await {
+        Ok(r) => r,
+        Err(e) => respond::problem(&e),
+    };
+    if let Some((method, path, client, started)) = log {
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), client = ?client,
+            micros = started.elapsed().as_micros() as u64, "request");
+    }
+    resp
+}
+
+/// Answers the route the router resolved, for the caller authentication found.
+async fn route<B>(app: &Arc<App>, req: Request<Payload<B>>) -> Result<Resp, ApiError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<Route>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal("the request reached the endpoints unrouted"))?;
+    let principal = req
+        .extensions()
+        .get::<Arc<Principal>>()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Principal::anonymous()));
+    let r = match route {
+        Route::ClusterStatus => return Ok(cluster::status(app)),
+        Route::Health => return Ok(respond::json(200, &json!({"status": "ok"}))),
+        Route::Ready => {
+            return Ok(match app.engine.store.ready() {
+                Ok(()) => respond::json(200, &json!({"status": "ready"})),
+                Err(reason) => respond::json(
+                    503,
+                    &json!({"status": "unready", "reason": reason.to_string()}),
+                ),
+            })
+        }
+        Route::Metrics => return Ok(metrics(app)),
+        Route::OpenApi => {
+            return match app.openapi {
+                Some(doc) => Ok(respond::text(200, "application/json", doc.to_string())),
+                None => Err(ApiError::not_found("this service has no OpenAPI document")),
+            }
+        }
+        Route::Raft(rpc) => return cluster::raft_rpc(app, &rpc, unread(req)?).await,
+        Route::Members => return cluster::members(app, &path, unread(req)?).await,
+        Route::Model(r) => r,
+    };
+    let m = r.model(&app.engine.spec.spec);
+    let op = match r.op {
+        ModelOp::Crud(op) => op,
+        ModelOp::Action(a) => return action(app, req, &principal, m, a, r.id, &path).await,
+    };
+    match (op, r.id) {
+        (Operation::List, _) => {
+            let query = ListQuery::parse(m, req.uri().query())?;
+            if cluster::wants_linearizable(req.uri().query(), req.headers())? {
+                cluster::linearizable(app).await?;
+            }
+            // A frozen view (O(1)) under the lock; the filtering and sorting run on the
+            // list workers, at a lower priority than writes and Raft.
+            let view = app.engine.store.read(|s| query.view(s, m));
+            let page = app.lists.run(query, view).await?;
+            Ok(respond::json_bytes(200, page))
+        }
+        (Operation::Create, _) => {
+            let key = idempotency_key(req.headers())?;
+            let Payload::Checked(fields) = req.into_body() else {
+                return Err(ApiError::internal(
+                    "a create reached the endpoints unchecked",
+                ));
+            };
+            let key = key.map(|k| {
+                let request = serde_json::to_vec(&fields).unwrap_or_default();
+                IdempotencyKey::new(&principal.name, &m.path, &k, &request)
+            });
+            let ctx = hook_ctx(&principal, m, Operation::Create);
+            let record = app.engine.create_checked(&ctx, fields, key).await?;
+            let id = record
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let etag = format!("\"{}\"", version_of(&record));
+            let r = respond::json_bytes(201, record.json.clone());
+            let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
+            Ok(respond::with_header(r, "etag", &etag))
+        }
+        (_, None) => Err(ApiError::not_found(format!("nothing at {path}"))),
+        (op, Some(id)) => {
+            let if_match = if_match(req.headers())?;
+            match op {
+                Operation::Get => {
+                    if cluster::wants_linearizable(req.uri().query(), req.headers())? {
+                        cluster::linearizable(app).await?;
+                    }
+                    let r = app.engine.get(&m.name, id).ok_or_else(|| {
+                        ApiError::not_found(format!("no {} with this id", m.name))
+                    })?;
+                    let etag = format!("\"{}\"", version_of(&r));
+                    Ok(respond::with_header(
+                        respond::json_bytes(200, r.json.clone()),
+                        "etag",
+                        &etag,
+                    ))
+                }
+                Operation::Update | Operation::Patch => {
+                    let body = req.into_body().into_json();
+                    let ctx = hook_ctx(&principal, m, op);
+                    let r = app
+                        .engine
+                        .update(&ctx, id, body, op == Operation::Patch, if_match)
+                        .await?;
+                    let etag = format!("\"{}\"", version_of(&r));
+                    Ok(respond::with_header(
+                        respond::json_bytes(200, r.json.clone()),
+                        "etag",
+                        &etag,
+                    ))
+                }
+                _ => {
+                    let ctx = hook_ctx(&principal, m, op);
+                    app.engine.delete(&ctx, id, if_match).await?;
+                    Ok(respond::empty(204))
+                }
+            }
+        }
+    }
+}
+
+/// Runs action number `index` of `m` (on record `id`, for a record action).
+async fn action<B>(
+    app: &Arc<App>,
+    req: Request<Payload<B>>,
+    principal: &Principal,
+    m: &ModelSpec,
+    index: usize,
+    id: Option<Uuid>,
+    path: &str,
+) -> Result<Resp, ApiError> {
+    let action = &m.actions[index];
+    let key = idempotency_key(req.headers())?;
+    if let Some(id) = id {
+        if app.engine.get(&m.name, id).is_none() {
+            return Err(ApiError::not_found(format!("no {} with this id", m.name)));
+        }
+    }
+    let body = req.into_body().into_json();
+    let key = key.map(|k| {
+        let request = serde_json::to_vec(&body).unwrap_or_default();
+        ActionKey::new(IdempotencyKey::new(&principal.name, path, &k, &request))
+    });
+    let ctx = ActionContext {
+        records: app.engine.clone(),
+        principal: principal.clone(),
+        model: m.name.clone(),
+        key,
+    };
+    let out = app
+        .engine
+        .hooks(&m.name)
+        .action(&action.name, ctx, id, body)
+        .await?;
+    Ok(respond::json(out.status, &out.body))
+}
+
+/// The body of a route whose endpoint reads it itself (the body stage left it unread).
+fn unread<B>(req: Request<Payload<B>>) -> Result<Request<B>, ApiError> {
+    let (parts, payload) = req.into_parts();
+    match payload {
+        Payload::Unread(body) => Ok(Request::from_parts(parts, body)),
+        _ => Err(ApiError::internal(
+            "the body stage read a body meant for its endpoint",
+        )),
+    }
+}
+
+/// The header a client sends to make a POST safe to retry.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` of a request: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters");
+    let text = v.to_str().map_err(|_| bad())?.trim();
+    if text.is_empty() || text.len() > 255 || !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(text.to_string()))
+}
+
+fn hook_ctx(principal: &Principal, m: &ModelSpec, op: Operation) -> HookContext {
+    HookContext {
+        principal: principal.clone(),
+        model: m.name.clone(),
+        operation: op,
+    }
+}
+
+/// The version an `If-Match` header names (`"3"`, `W/"3"`; `*` names none).
+fn if_match(headers: &hyper::HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(v) = headers.get(hyper::header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::precondition_failed("If-Match is not valid text"))?
+        .trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    bare.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::precondition_failed(format!("If-Match {text} names no version of this record"))
+    })
+}
+
+fn metrics(app: &App) -> Resp {
+    let s = &app.engine.store.stats;
+    let (records, last_seq) = app.engine.store.read(|st| {
+        (
+            st.models.values().map(|m| m.records.len()).sum::<usize>(),
+            st.last_seq,
+        )
+    });
+    let body = format!(
+        "# TYPE lithair_store_events_total counter\nlithair_store_events_total {}\n\
+         # TYPE lithair_store_batches_total counter\nlithair_store_batches_total {}\n\
+         # TYPE lithair_store_snapshots_total counter\nlithair_store_snapshots_total {}\n\
+         # TYPE lithair_store_replayed_events gauge\nlithair_store_replayed_events {}\n\
+         # TYPE lithair_store_snapshot_records_loaded gauge\nlithair_store_snapshot_records_loaded {}\n\
+         # TYPE lithair_store_records gauge\nlithair_store_records {records}\n\
+         # TYPE lithair_store_last_sequence gauge\nlithair_store_last_sequence {last_seq}\n\
+         # TYPE lithair_http_open_connections gauge\nlithair_http_open_connections {}\n\
+         # TYPE lithair_firewall_tracked_addresses gauge\nlithair_firewall_tracked_addresses {}\n",
+        s.events.load(Ordering::Relaxed),
+        s.batches.load(Ordering::Relaxed),
+        s.snapshots.load(Ordering::Relaxed),
+        s.replayed_events.load(Ordering::Relaxed),
+        s.snapshot_records.load(Ordering::Relaxed),
+        app.open_connections.load(Ordering::Relaxed),
+        app.live.firewall.rules().tracked(),
+    );
+    respond::text(200, "text/plain; version=0.0.4", body)
+}

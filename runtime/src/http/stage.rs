@@ -1,0 +1,180 @@
+//! The machinery every stage of the pipeline is built from: a [`Step`] is what one stage
+//! does around the rest of the pipeline; [`StageLayer`] makes it a tower layer; [`Next`]
+//! and [`Shared`] hand the rest of the pipeline to a stage's future with one reference
+//! count; [`Leaf`] puts any tower service (CORS, a test's endpoint) below a stage.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::Request;
+use tower::{Layer, Service};
+
+use super::respond::Resp;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What one stage does around the rest of the pipeline (`inner`, ready to be called).
+pub trait Step<S, B>: Clone + Send + Sync + 'static {
+    /// Answers `req`, calling `inner` or not.
+    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp>;
+}
+
+/// A part of the pipeline that answers through a shared reference: what lets a stage
+/// hand the rest of the pipeline to its future with one reference count, instead of
+/// cloning every stage below it for every request.
+pub trait Next<B>: Send + Sync + 'static {
+    /// Answers `req`.
+    fn answer(&self, req: Request<B>) -> BoxFuture<Resp>;
+}
+
+/// The rest of the pipeline as a stage's future holds it: shared, and a tower service.
+pub struct Shared<S>(Arc<S>);
+
+impl<S> Shared<S> {
+    /// Shares `inner`.
+    pub fn new(inner: S) -> Self {
+        Shared(Arc::new(inner))
+    }
+
+    /// Answers `req` through the shared part.
+    pub fn answer<B>(&self, req: Request<B>) -> BoxFuture<Resp>
+    where
+        S: Next<B>,
+    {
+        self.0.answer(req)
+    }
+}
+
+impl<S> Clone for Shared<S> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<S: Next<B>, B> Service<Request<B>> for Shared<S> {
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Answer(self.0.answer(req))
+    }
+}
+
+/// A stage as a tower layer: wraps the rest of the pipeline in a [`Stage`].
+#[derive(Clone, Debug)]
+pub struct StageLayer<T>(pub T);
+
+impl<S, T: Clone> Layer<S> for StageLayer<T> {
+    type Service = Stage<S, T>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Stage {
+            inner: Shared(Arc::new(inner)),
+            step: self.0.clone(),
+        }
+    }
+}
+
+/// A stage in front of the rest of the pipeline (`S`), as a tower service.
+pub struct Stage<S, T> {
+    inner: Shared<S>,
+    step: T,
+}
+
+impl<S, T: Clone> Clone for Stage<S, T> {
+    fn clone(&self) -> Self {
+        Stage {
+            inner: self.inner.clone(),
+            step: self.step.clone(),
+        }
+    }
+}
+
+impl<S, T, B> Next<B> for Stage<S, T>
+where
+    S: Next<B>,
+    T: Step<Shared<S>, B>,
+    B: 'static,
+{
+    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+        self.step.run(self.inner.clone(), req)
+    }
+}
+
+impl<S, T, B> Service<Request<B>> for Stage<S, T>
+where
+    S: Next<B>,
+    T: Step<Shared<S>, B>,
+    B: 'static,
+{
+    type Response = Resp;
+    type Error = Infallible;
+    type Future = Answer;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        Answer(self.answer(req))
+    }
+}
+
+/// Any tower service as a part of the pipeline (cloned for each request): how a service
+/// that is not a stage (CORS, a test's endpoint) sits below a stage.
+#[derive(Clone)]
+pub struct Leaf<S>(pub S);
+
+/// Wraps the rest of the pipeline in a [`Leaf`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LeafLayer;
+
+impl<S> Layer<S> for LeafLayer {
+    type Service = Leaf<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Leaf(inner)
+    }
+}
+
+impl<S, B> Next<B> for Leaf<S>
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
+    S::Future: Send,
+    B: Send + 'static,
+{
+    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+        Box::pin(call(self.0.clone(), req))
+    }
+}
+
+/// The answer of a stage, as a tower service's future (which cannot fail).
+pub struct Answer(pub(crate) BoxFuture<Resp>);
+
+impl Future for Answer {
+    type Output = Result<Resp, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
+    }
+}
+
+/// Calls the rest of the pipeline (whose error type is `Infallible`).
+pub(crate) async fn call<S, B>(mut inner: S, req: Request<B>) -> Resp
+where
+    S: Service<Request<B>, Response = Resp, Error = Infallible>,
+{
+    match inner.call(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}

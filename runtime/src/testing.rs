@@ -1,0 +1,173 @@
+//! A service's whole pipeline in process, for tests (feature `testing`): the same stages,
+//! endpoints, engine and store as `serve`, on a data dir the test chooses, called without a
+//! socket. The many status-code cases of the HTTP contract are tested this way; what only
+//! a built binary shows (signals, a kill, a full disk, real connections) is tested end to
+//! end.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use serde_json::Value;
+use tower::util::BoxCloneSyncService;
+use tower::ServiceExt;
+
+use crate::auth::Authenticator;
+use crate::config::{Config, ConfigError};
+use crate::engine::Engine;
+use crate::http::app::{App, Live, ServeOptions};
+use crate::http::firewall::{Firewall, PeerAddr, Rules};
+use crate::raft::node::ClusterOptions;
+use crate::store::{OpenError, Store, StoreOptions};
+use crate::Service;
+
+/// Why an in-process service did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The settings.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The tokens of `[auth]`.
+    #[error("[auth]: {0}")]
+    Tokens(#[from] crate::auth::AuthConfigError),
+    /// The store.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+}
+
+/// A running service without a listener.
+pub struct InProcess {
+    app: Arc<App>,
+    stack: BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>,
+}
+
+/// An answer, read whole.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    /// The status code.
+    pub status: u16,
+    /// The headers.
+    pub headers: hyper::HeaderMap,
+    /// The body as JSON (`null` when empty or not JSON).
+    pub json: Value,
+    /// The body's bytes.
+    pub bytes: Bytes,
+}
+
+impl Answer {
+    /// A header's value, as text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl InProcess {
+    /// Opens the store of `service` in `data_dir` with the settings of `config` (a
+    /// `lithair.toml`'s text) and builds its pipeline. A single node: a Raft group of one.
+    pub async fn start(
+        service: Service,
+        config: &str,
+        data_dir: &Path,
+    ) -> Result<InProcess, StartError> {
+        let config = Config::from_toml(config, "lithair.toml")?;
+        let tokens = Authenticator::new(&config.auth.tokens, &service.spec)?;
+        let node = ClusterOptions::single("127.0.0.1:0");
+        let store = Store::open(
+            data_dir,
+            &service.spec.spec,
+            StoreOptions::of(&config, node),
+        )
+        .await?;
+        let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
+        let firewall = Firewall::new(Rules::new(&config.firewall, Vec::new()));
+        let live = Live::new(firewall, tokens);
+        let opts = ServeOptions::of(&config.server);
+        let app = Arc::new(App::new(engine, live, service.openapi, opts));
+        let stack =
+            BoxCloneSyncService::new(crate::http::pipeline::stack::<Full<Bytes>>(app.clone()));
+        Ok(InProcess { app, stack })
+    }
+
+    /// Sends `req` through the pipeline, as if from `127.0.0.1:40000` unless the request
+    /// carries its own [`PeerAddr`].
+    pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Response<Full<Bytes>> {
+        if req.extensions().get::<PeerAddr>().is_none() {
+            let from = SocketAddr::from(([127, 0, 0, 1], 40000));
+            req.extensions_mut().insert(PeerAddr(from));
+        }
+        match self.stack.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Sends `method path` with `headers` and a JSON `body` (if any; sent as
+    /// `application/json`), and reads the answer whole.
+    pub async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut b = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let bytes = match body {
+            Some(v) => {
+                if !headers
+                    .iter()
+                    .any(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+                {
+                    b = b.header("content-type", "application/json");
+                }
+                Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+            }
+            None => Bytes::new(),
+        };
+        let req = match b.body(Full::new(bytes)) {
+            Ok(r) => r,
+            Err(e) => panic!("the test built a bad request ({method} {path}): {e}"),
+        };
+        read(self.call(req).await).await
+    }
+
+    /// The store (to look at what a request wrote).
+    pub fn store(&self) -> &Store {
+        &self.app.engine.store
+    }
+
+    /// Stops the store and lets go of the data dir.
+    pub async fn shutdown(self) {
+        self.app.engine.store.shutdown().await;
+    }
+}
+
+/// Mints a token named `name` with `roles`: answers the bearer value and the
+/// `[[auth.tokens]]` table to put in the config.
+pub fn mint_token(name: &str, roles: &[&str]) -> (String, String) {
+    let (token, hash) = crate::auth::mint();
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    (token, crate::auth::token_table(name, &hash, &roles))
+}
+
+/// Reads an answer whole.
+pub async fn read(r: Response<Full<Bytes>>) -> Answer {
+    let (parts, body) = r.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bytes,
+    }
+}

@@ -1,0 +1,510 @@
+//! The shop's HTTP contract, in process: the schema is compiled from `examples/shop.yaml`
+//! by the generator's library, and the runtime's whole pipeline (firewall, router,
+//! authentication, authorization, body, endpoints, engine, a real store in a temp dir) is
+//! called without a socket. The status codes, validation, permissions and list queries
+//! are tested here; `http_shop.rs` keeps what only the built binary shows.
+
+use std::collections::HashMap;
+
+use lithair_runtime::testing::{mint_token, Answer, InProcess};
+use lithair_runtime::Service;
+use serde_json::{json, Value};
+
+/// The shop's `spec.json` and OpenAPI document, as `lithair-gen` writes them.
+fn shop_schema() -> (String, &'static str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/shop.yaml");
+    let text = std::fs::read_to_string(path).expect("examples/shop.yaml");
+    let schema = lithair_gen::schema::check(&text).unwrap_or_else(|d| {
+        panic!(
+            "{}",
+            lithair_gen::schema::render_diagnostics("shop.yaml", &text, &d, false)
+        )
+    });
+    let spec = serde_json::to_string(&schema).expect("spec.json");
+    let openapi = serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
+        .expect("openapi.json");
+    (spec, Box::leak(openapi.into_boxed_str()))
+}
+
+/// A running shop with one token per role.
+struct Shop {
+    svc: InProcess,
+    tokens: HashMap<&'static str, String>,
+    _dir: tempfile::TempDir,
+}
+
+impl Shop {
+    async fn start() -> Shop {
+        Shop::with_config("").await
+    }
+
+    /// Starts with `extra` settings after the tokens.
+    async fn with_config(extra: &str) -> Shop {
+        let (spec, openapi) = shop_schema();
+        let service = Service::from_spec_json(&spec)
+            .expect("spec")
+            .with_openapi(openapi);
+        let mut config = String::new();
+        let mut tokens = HashMap::new();
+        for role in ["viewer", "editor", "admin"] {
+            let (token, table) = mint_token(role, &[role]);
+            config.push_str(&table);
+            tokens.insert(role, token);
+        }
+        config.push_str(extra);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let svc = InProcess::start(service, &config, dir.path())
+            .await
+            .expect("start the shop");
+        Shop {
+            svc,
+            tokens,
+            _dir: dir,
+        }
+    }
+
+    /// `method path` as `role` (None: anonymous), with a JSON body and more headers.
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        role: Option<&str>,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Answer {
+        let bearer = role.map(|r| format!("Bearer {}", self.tokens[r]));
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(b) = &bearer {
+            all.push(("authorization", b));
+        }
+        self.svc.send(method, path, &all, body).await
+    }
+
+    async fn get(&self, path: &str) -> Answer {
+        self.call("GET", path, None, None, &[]).await
+    }
+
+    async fn category(&self, name: &str) -> String {
+        let a = self
+            .call(
+                "POST",
+                "/api/categories",
+                Some("editor"),
+                Some(&json!({ "name": name })),
+                &[],
+            )
+            .await;
+        assert_eq!(a.status, 201, "{}", a.json);
+        a.json["id"].as_str().expect("id").to_string()
+    }
+
+    async fn product(&self, cat: &str, sku: &str, price: f64) -> Answer {
+        let body =
+            json!({"name": format!("Item {sku}"), "sku": sku, "price": price, "category": cat});
+        self.call("POST", "/api/products", Some("editor"), Some(&body), &[])
+            .await
+    }
+
+    /// Sends `body` as it is, with `content_type`.
+    async fn raw(&self, method: &str, path: &str, content_type: &str, body: &[u8]) -> Answer {
+        let token = format!("Bearer {}", self.tokens["editor"]);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", token)
+            .header("content-type", content_type)
+            .body(http_body_util::Full::new(bytes::Bytes::copy_from_slice(
+                body,
+            )))
+            .expect("request");
+        lithair_runtime::testing::read(self.svc.call(req).await).await
+    }
+}
+
+fn prices(a: &Answer) -> Vec<f64> {
+    a.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|p| p["price"].as_f64().expect("price"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crud_follows_the_http_contract() {
+    let shop = Shop::start().await;
+    let ed = Some("editor");
+    let cat = shop.category("Tools").await;
+
+    let created = shop.product(&cat, "HM-1", 9.5).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let id = created.json["id"].as_str().expect("id").to_string();
+    let item = format!("/api/products/{id}");
+    assert_eq!(created.header("location"), Some(item.as_str()));
+    assert_eq!(created.header("etag"), Some("\"1\""));
+    assert_eq!(created.json["stock"], 0, "default applied");
+    assert_eq!(created.json["status"], "draft");
+    assert_eq!(created.json["version"], 1);
+
+    let got = shop.get(&item).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("etag"), Some("\"1\""));
+    assert_eq!(got.json, created.json);
+
+    // PATCH is a JSON merge patch; PUT replaces.
+    let patch = json!({"stock": 5, "tags": ["a"]});
+    let patched = shop
+        .call("PATCH", &item, ed, Some(&patch), &[("if-match", "\"1\"")])
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.json);
+    assert_eq!(patched.json["stock"], 5);
+    assert_eq!(patched.json["name"], "Item HM-1");
+    assert_eq!(patched.json["version"], 2);
+    assert_eq!(patched.header("etag"), Some("\"2\""));
+    let stale = shop
+        .call(
+            "PATCH",
+            &item,
+            ed,
+            Some(&json!({"stock": 6})),
+            &[("if-match", "\"1\"")],
+        )
+        .await;
+    assert_eq!(stale.status, 412);
+    let mut full = patched.json.clone();
+    full["price"] = json!(12.0);
+    let put = shop.call("PUT", &item, ed, Some(&full), &[]).await;
+    assert_eq!(put.status, 200, "{}", put.json);
+    assert_eq!(put.json["price"], 12.0);
+    assert_eq!(put.json["created_at"], created.json["created_at"]);
+    let merge = shop
+        .raw(
+            "PATCH",
+            &item,
+            "application/merge-patch+json",
+            b"{\"stock\": 7}",
+        )
+        .await;
+    assert_eq!(merge.status, 200, "{}", merge.json);
+    assert_eq!(merge.json["stock"], 7);
+
+    // Immutable and unique fields; several failing fields at once.
+    let immut = shop
+        .call("PATCH", &item, ed, Some(&json!({"sku": "OTHER"})), &[])
+        .await;
+    assert_eq!(immut.status, 422);
+    assert_eq!(immut.json["errors"][0]["code"], "immutable");
+    let dup = shop.product(&cat, "HM-1", 1.0).await;
+    assert_eq!(dup.status, 409, "{}", dup.json);
+    assert_eq!(dup.header("content-type"), Some("application/problem+json"));
+    let bad = json!({"name": "", "sku": "lower case", "price": -1, "stock": "many", "status": "gone", "extra": true});
+    let bad = shop
+        .call("POST", "/api/products", ed, Some(&bad), &[])
+        .await;
+    assert_eq!(bad.status, 422);
+    let fields: Vec<&str> = bad.json["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    for f in [
+        "name", "sku", "price", "stock", "status", "category", "extra",
+    ] {
+        assert!(fields.contains(&f), "{f} missing from {fields:?}");
+    }
+    let nobody = "00000000-0000-4000-8000-000000000000";
+    let missing_ref = shop.product(nobody, "REF-1", 1.0).await;
+    assert_eq!(missing_ref.status, 422);
+    assert_eq!(missing_ref.json["errors"][0]["code"], "ref");
+
+    // Status codes of the contract.
+    assert_eq!(
+        shop.get(&format!("/api/products/{nobody}")).await.status,
+        404
+    );
+    assert_eq!(shop.get("/api/products/not-a-uuid").await.status, 404);
+    let not_allowed = shop.call("DELETE", "/api/products", ed, None, &[]).await;
+    assert_eq!(not_allowed.status, 405);
+    assert_eq!(not_allowed.header("allow"), Some("GET, POST"));
+    let text = shop.raw("POST", "/api/products", "text/plain", b"{}").await;
+    assert_eq!(text.status, 415);
+    let cut = shop
+        .raw("POST", "/api/products", "application/json", b"{\"a\":")
+        .await;
+    assert_eq!(cut.status, 400);
+    // The schema has the action; without a handler behind it (the runtime's default) it
+    // is not found.
+    let action = shop
+        .call(
+            "POST",
+            &format!("{item}/restock"),
+            ed,
+            Some(&json!({"units": 3})),
+            &[],
+        )
+        .await;
+    assert_eq!(action.status, 404, "{}", action.json);
+
+    let deleted = shop.call("DELETE", &item, Some("admin"), None, &[]).await;
+    assert_eq!(deleted.status, 204);
+    assert_eq!(shop.get(&item).await.status, 404);
+    let again = shop.call("DELETE", &item, Some("admin"), None, &[]).await;
+    assert_eq!(again.status, 404);
+    assert_eq!(shop.get("/health").await.status, 200);
+    assert_eq!(shop.get("/ready").await.status, 200);
+    let api = shop.get("/openapi.json").await;
+    assert_eq!(api.json["openapi"], "3.1.0");
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pages_sorts_and_filters() {
+    let shop = Shop::start().await;
+    let cat = shop.category("Lists").await;
+    for (i, price) in [5.0, 1.0, 4.0, 2.0, 3.0].iter().enumerate() {
+        let p = shop.product(&cat, &format!("L-{i}"), *price).await;
+        assert_eq!(p.status, 201, "{}", p.json);
+    }
+    let all = shop.get("/api/products?sort=price").await;
+    assert_eq!(prices(&all), vec![1.0, 2.0, 3.0, 4.0, 5.0]);
+    assert_eq!(all.json["total"], 5);
+    let page = shop.get("/api/products?sort=-price&limit=2&offset=1").await;
+    assert_eq!(prices(&page), vec![4.0, 3.0]);
+    assert_eq!(page.json["total"], 5);
+    let some = shop.get("/api/products?sku=L-3").await;
+    assert_eq!(some.json["total"], 1);
+    assert_eq!(some.json["items"][0]["price"], 2.0);
+    let id = some.json["items"][0]["id"].as_str().expect("id");
+    let published = json!({"status": "published"});
+    let path = format!("/api/products/{id}");
+    let p = shop
+        .call("PATCH", &path, Some("editor"), Some(&published), &[])
+        .await;
+    assert_eq!(p.status, 200, "{}", p.json);
+    let published = shop.get("/api/products?status=published").await;
+    assert_eq!(published.json["total"], 1, "indexed filter sees the change");
+    for bad in [
+        "/api/products?status=nope",
+        "/api/products?colour=red",
+        "/api/products?sort=colour",
+        "/api/products?limit=-1",
+    ] {
+        assert_eq!(shop.get(bad).await.status, 400, "{bad}");
+    }
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_queries_are_bounded() {
+    let shop = Shop::start().await;
+    let nine = "name,-name,id,-id,created_at,updated_at,version,-version,description";
+    let a = shop.get(&format!("/api/categories?sort={nine}")).await;
+    assert_eq!(a.status, 400, "{}", a.json);
+    assert!(
+        a.json["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 8 sort keys"),
+        "{}",
+        a.json
+    );
+    let filters: Vec<String> = (0..17).map(|i| format!("name=n{i}")).collect();
+    let a = shop
+        .get(&format!("/api/categories?{}", filters.join("&")))
+        .await;
+    assert_eq!(a.status, 400, "{}", a.json);
+    assert!(
+        a.json["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("at most 16 filters"),
+        "{}",
+        a.json
+    );
+    let ok = shop.get("/api/categories?sort=-name,id&name=x").await;
+    assert_eq!(ok.status, 200, "{}", ok.json);
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permissions_per_role_deny_by_default() {
+    let shop = Shop::start().await;
+    let body = json!({"name": "Perm"});
+    let cats = "/api/categories";
+    let anonymous = shop.call("POST", cats, None, Some(&body), &[]).await;
+    assert_eq!(anonymous.status, 401);
+    let nonsense = shop
+        .svc
+        .send(
+            "POST",
+            cats,
+            &[("authorization", "Bearer nonsense")],
+            Some(&body),
+        )
+        .await;
+    assert_eq!(nonsense.status, 401);
+    let viewer = shop
+        .call("POST", cats, Some("viewer"), Some(&body), &[])
+        .await;
+    assert_eq!(viewer.status, 403);
+    let created = shop
+        .call("POST", cats, Some("editor"), Some(&body), &[])
+        .await;
+    assert_eq!(created.status, 201);
+    let id = created.json["id"].as_str().expect("id");
+    let one = format!("{cats}/{id}");
+    let editor = shop.call("DELETE", &one, Some("editor"), None, &[]).await;
+    assert_eq!(editor.status, 403);
+    // admin inherits editor: it may create too, and delete.
+    let adm = json!({"name": "Adm"});
+    let admin = shop
+        .call("POST", cats, Some("admin"), Some(&adm), &[])
+        .await;
+    assert_eq!(admin.status, 201);
+    let admin = shop.call("DELETE", &one, Some("admin"), None, &[]).await;
+    assert_eq!(admin.status, 204);
+    // Customers: anyone may sign up, only viewers (and roles above) may read.
+    let signup = json!({"email": "a@b.co", "name": "A"});
+    let c = shop
+        .call("POST", "/api/customers", None, Some(&signup), &[])
+        .await;
+    assert_eq!(c.status, 201, "{}", c.json);
+    assert_eq!(shop.get("/api/customers").await.status, 401);
+    for role in ["viewer", "admin"] {
+        let a = shop
+            .call("GET", "/api/customers", Some(role), None, &[])
+            .await;
+        assert_eq!(a.status, 200, "{role}");
+    }
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_4xx_never_a_5xx() {
+    let shop = Shop::start().await;
+    let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"{".to_vec(), "application/json"),
+        (b"[1,2".to_vec(), "application/json"),
+        (b"\"just a string\"".to_vec(), "application/json"),
+        (b"{\"name\": 12}".to_vec(), "application/json"),
+        (b"{\"name\": 1e999999}".to_vec(), "application/json"),
+        (b"{\"name\": \"\xff\xfe\"}".to_vec(), "application/json"),
+        (deep.into_bytes(), "application/json"),
+        (
+            b"{\"name\": \"ok\", \"unknown\": {\"a\": [1,2,3]}}".to_vec(),
+            "application/json",
+        ),
+        (b"{\"name\": \"x\"}".to_vec(), "text/html"),
+        (b"".to_vec(), "application/json"),
+    ];
+    for (body, ctype) in cases {
+        let a = shop.raw("POST", "/api/categories", ctype, &body).await;
+        assert!(
+            (400..500).contains(&a.status),
+            "body {:?}… got {}",
+            String::from_utf8_lossy(&body[..body.len().min(40)]),
+            a.status
+        );
+    }
+    let big = vec![b' '; 2 * 1024 * 1024];
+    let a = shop
+        .raw("POST", "/api/categories", "application/json", &big)
+        .await;
+    assert_eq!(a.status, 413);
+    let id = shop.category("Odd").await;
+    for p in [
+        "/api/categories/".to_string(),
+        format!("/api/categories/{id}/nothing"),
+        "/api/categories/%ZZ".to_string(),
+        "/api/categories?limit=abc".to_string(),
+        "/api/categories?%ff=1".to_string(),
+        "/nowhere".to_string(),
+        "/api/products/1/restock/more".to_string(),
+    ] {
+        let status = shop.get(&p).await.status;
+        assert!((400..500).contains(&status), "{p} got {status}");
+    }
+    let one = format!("/api/categories/{id}");
+    let a = shop
+        .call(
+            "PATCH",
+            &one,
+            Some("editor"),
+            Some(&json!({})),
+            &[("if-match", "\"abc\"")],
+        )
+        .await;
+    assert_eq!(a.status, 412);
+    assert_eq!(shop.get("/health").await.status, 200, "still alive");
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_makes_a_create_safe_to_retry() {
+    let shop = Shop::start().await;
+    let url = "/api/categories";
+    let ed = Some("editor");
+    let body = json!({"name": "Once"});
+    let key = [("idempotency-key", "order-7f3a")];
+    let first = shop.call("POST", url, ed, Some(&body), &key).await;
+    assert_eq!(first.status, 201, "{}", first.json);
+    let again = shop.call("POST", url, ed, Some(&body), &key).await;
+    assert_eq!(again.status, 201, "{}", again.json);
+    assert_eq!(again.json["id"], first.json["id"]);
+    // The same key with another body is the client's mistake.
+    let twice = json!({"name": "Twice"});
+    let other = shop.call("POST", url, ed, Some(&twice), &key).await;
+    assert_eq!(other.status, 422, "{}", other.json);
+    // Without a key, the same body is a new request (and here a unique clash).
+    let plain = shop.call("POST", url, ed, Some(&body), &[]).await;
+    assert_eq!(plain.status, 409, "{}", plain.json);
+    let empty = [("idempotency-key", "")];
+    let bad = shop.call("POST", url, ed, Some(&body), &empty).await;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    assert_eq!(shop.get(url).await.json["total"], 1);
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_carries_the_security_headers() {
+    let shop =
+        Shop::with_config("[server.cors]\nallow_origins = [\"https://shop.example\"]\n").await;
+    let ok = shop.get("/api/categories").await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.header("x-content-type-options"), Some("nosniff"));
+    let refused = shop
+        .call("DELETE", "/api/categories", None, None, &[])
+        .await;
+    assert_eq!(refused.status, 405);
+    assert_eq!(refused.header("cache-control"), Some("no-store"));
+    let authed = shop
+        .call("GET", "/api/categories", Some("viewer"), None, &[])
+        .await;
+    assert_eq!(authed.header("cache-control"), Some("no-store"));
+    let cors = shop
+        .svc
+        .send(
+            "GET",
+            "/api/categories",
+            &[("origin", "https://shop.example")],
+            None,
+        )
+        .await;
+    assert_eq!(
+        cors.header("access-control-allow-origin"),
+        Some("https://shop.example")
+    );
+    let elsewhere = shop
+        .svc
+        .send(
+            "GET",
+            "/api/categories",
+            &[("origin", "https://evil.example")],
+            None,
+        )
+        .await;
+    assert_eq!(elsewhere.header("access-control-allow-origin"), None);
+    shop.svc.shutdown().await;
+}
