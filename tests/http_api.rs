@@ -474,6 +474,22 @@ async fn every_answer_carries_the_security_headers() {
     let ok = shop.get("/api/categories").await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("x-content-type-options"), Some("nosniff"));
+    // Every answer names its request: the client's id, or a new one.
+    let made = ok.header("x-request-id").expect("a request id").to_string();
+    let next = shop.get("/nowhere").await;
+    assert_eq!(next.status, 404);
+    let other = next.header("x-request-id").expect("a request id on a 404");
+    assert_ne!(other, made);
+    let mine = shop
+        .svc
+        .send(
+            "GET",
+            "/api/categories",
+            &[("x-request-id", "client-7")],
+            None,
+        )
+        .await;
+    assert_eq!(mine.header("x-request-id"), Some("client-7"));
     let refused = shop
         .call("DELETE", "/api/categories", None, None, &[])
         .await;

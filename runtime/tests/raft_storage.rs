@@ -3,7 +3,7 @@
 
 use lithair_runtime::config::SyncMode;
 use lithair_runtime::raft::data_dir::DataDir;
-use lithair_runtime::raft::log_store::LogStore;
+use lithair_runtime::raft::log_store::{Durability, LogStore};
 use lithair_runtime::raft::state_machine::StateMachine;
 use lithair_runtime::raft::TypeConfig;
 use lithair_runtime::spec::{CompiledSpec, ServiceSpec};
@@ -33,15 +33,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("temp dir");
         let data = Arc::new(DataDir::open(dir.path()).expect("data dir"));
         let sm = StateMachine::open(data.clone(), &self.spec)?;
-        let log = LogStore::open(
-            &data,
-            (SyncMode::Always, std::time::Duration::from_millis(10)),
-            (sm.events(), sm.checkpoints()),
-            sm.applied(),
-            sm.health(),
-            Default::default(),
-        )
-        .expect("log store");
+        let durability = Durability {
+            sync: SyncMode::Always,
+            flush_interval: std::time::Duration::from_millis(10),
+        };
+        let log = LogStore::open(&data, durability, &sm, Default::default()).expect("log store");
         Ok((dir, log, sm))
     }
 }

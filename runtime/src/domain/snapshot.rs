@@ -134,20 +134,41 @@ fn len32(n: usize) -> std::io::Result<u32> {
     u32::try_from(n).map_err(|_| std::io::Error::other("a record of 4 GiB or more"))
 }
 
+/// Why a snapshot cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    /// It ends before its content does.
+    #[error("the snapshot ends early, at byte {0}")]
+    EndsEarly(usize),
+    /// It does not start with the snapshot's magic bytes.
+    #[error("this is not a lithair snapshot")]
+    NotASnapshot,
+    /// Its header does not parse.
+    #[error("its header: {0}")]
+    Header(serde_json::Error),
+    /// A record does not parse.
+    #[error("a record of {0} cannot be read: {1}")]
+    Record(String, serde_json::Error),
+    /// A record has no valid id.
+    #[error("a record of {0} has no valid id")]
+    NoId(String),
+    /// Bytes follow the last record.
+    #[error("{0} bytes follow the last record")]
+    Trailing(usize),
+}
+
 /// Reads `bytes` (written by [`Image::encode`]) into a state for `spec`; counts the
 /// records in `stats`. Records of models the schema no longer has are skipped; records
 /// written before a field with a default existed get it.
-pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded, String> {
+pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded, Unreadable> {
     let mut at = 0usize;
-    let mut take = |n: usize| -> Result<&[u8], String> {
-        let piece = bytes
-            .get(at..at + n)
-            .ok_or_else(|| format!("the snapshot ends early, at byte {at}"))?;
+    let mut take = |n: usize| -> Result<&[u8], Unreadable> {
+        let piece = bytes.get(at..at + n).ok_or(Unreadable::EndsEarly(at))?;
         at += n;
         Ok(piece)
     };
     if take(8)? != MAGIC {
-        return Err("this is not a lithair snapshot".into());
+        return Err(Unreadable::NotASnapshot);
     }
     let len = |b: &[u8]| -> usize {
         let mut four = [0u8; 4];
@@ -156,15 +177,15 @@ pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded,
     };
     let header_len = len(take(4)?);
     let header: Header =
-        serde_json::from_slice(take(header_len)?).map_err(|e| format!("its header: {e}"))?;
+        serde_json::from_slice(take(header_len)?).map_err(Unreadable::Header)?;
     let mut state = State::new(spec);
     let mut loaded = 0u64;
     for (model, count) in &header.models {
         for _ in 0..*count {
             let n = len(take(4)?);
             let text = take(n)?;
-            let mut r: Record = serde_json::from_slice(text)
-                .map_err(|e| format!("a record of {model} cannot be read: {e}"))?;
+            let mut r: Record =
+                serde_json::from_slice(text).map_err(|e| Unreadable::Record(model.clone(), e))?;
             if !state.models.contains_key(model) {
                 continue;
             }
@@ -172,7 +193,7 @@ pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded,
                 .get("id")
                 .and_then(serde_json::Value::as_str)
                 .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| format!("a record of {model} has no valid id"))?;
+                .ok_or_else(|| Unreadable::NoId(model.clone()))?;
             // The stored text is reused unless the record gained defaults.
             let stored = if state.upcast(model, &mut r) {
                 Stored::new(r)
@@ -189,7 +210,7 @@ pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded,
         }
     }
     if at != bytes.len() {
-        return Err(format!("{} bytes follow the last record", bytes.len() - at));
+        return Err(Unreadable::Trailing(bytes.len() - at));
     }
     state.last_seq = header.last_seq;
     state.mark_snapshot();

@@ -1,9 +1,11 @@
 //! The HTTP layer: hyper server, the request pipeline and the endpoints.
 //!
 //! The order of a request's stages is the seed's data flow, composed in one place
-//! (`pipeline.rs`): connection limits → security headers → firewall (allow/deny, rate
-//! limit) → CORS → deadline → router → authentication → permission check (`router.rs`)
-//! → JSON parse and validation → hooks → store. The permission check runs before validation on
+//! (`pipeline.rs`): connection limits (`server.rs`) → request id → security headers →
+//! firewall: allow/deny, rate limit (`firewall.rs`) → CORS → deadline → router →
+//! authentication → permission check (`router.rs`) → body: limits, JSON, a create's
+//! schema check (`body.rs`) → the endpoints: hooks and the store through the engine
+//! (`endpoints.rs`, `cluster.rs`). The permission check runs before the body is read on
 //! purpose: an anonymous caller learns nothing about the schema's rules, and refusing
 //! early is cheaper.
 

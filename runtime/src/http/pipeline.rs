@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! connection limits (at accept, in `server.rs`)
+//!   → sensitive headers (`Authorization`, `Cookie`, the cluster secret: never shown) and
+//!     the request id (`X-Request-Id`: the client's or a new one, on every answer)
 //!   → security headers (on every answer, refusals included)
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
 //!   → CORS (when `[server.cors]` lists origins)
@@ -15,12 +17,15 @@
 //! generic over the request body, so they are tested on their own.
 
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::header::{HeaderValue, CACHE_CONTROL};
+use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL};
 use hyper::{Method, Request};
 use tower::Service;
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use super::app::App;
 use super::body::{BodyLimits, ReadBody};
@@ -62,7 +67,8 @@ where
     )
 }
 
-/// The stages before the router: security headers, firewall, CORS, deadline.
+/// The stages before the router: sensitive headers and the request id, security
+/// headers, firewall, CORS, deadline.
 fn outer<S, B>(
     inner: S,
     firewall: Firewall,
@@ -74,12 +80,52 @@ where
     B: Send + 'static,
 {
     tower::ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(StageLayer(SecurityHeaders))
         .layer(StageLayer(firewall))
         .layer(LeafLayer)
         .option_layer(cors_layer(cors))
         .layer(StageLayer(Deadline { deadline }))
         .service(inner)
+}
+
+/// The header that names a request: the client's, or one this node makes; every answer
+/// carries it back.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Headers whose values are secrets: marked sensitive, so that no log or debug output
+/// shows them.
+const SENSITIVE: [HeaderName; 3] = [
+    hyper::header::AUTHORIZATION,
+    hyper::header::COOKIE,
+    HeaderName::from_static(crate::raft::network::SECRET_HEADER),
+];
+
+/// Makes request ids: a random prefix per process and a counter (unique per node,
+/// without a system call per request).
+#[derive(Clone)]
+struct RequestIds {
+    prefix: u32,
+    next: Arc<AtomicU64>,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        RequestIds {
+            prefix: rand::random(),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+}
+
+impl MakeRequestId for RequestIds {
+    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:08x}-{n:x}", self.prefix);
+        HeaderValue::from_str(&id).ok().map(RequestId::new)
+    }
 }
 
 /// The CORS layer of `[server.cors] allow_origins` (none when it is empty).
@@ -94,6 +140,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
     let headers = [
+        "x-request-id",
         "authorization",
         "content-type",
         "if-match",
@@ -101,6 +148,7 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
         "x-lithair-consistency",
     ];
     let exposed = [
+        "x-request-id",
         "etag",
         "location",
         "retry-after",

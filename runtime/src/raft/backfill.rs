@@ -7,10 +7,10 @@ use std::time::Duration;
 use openraft::Raft;
 
 use super::identity;
-use super::network::{call_json, Link};
+use super::network::{call_json, CallError, Link};
 use super::TypeConfig;
 use crate::raft::data_dir::DataDir;
-use crate::wal::Wal;
+use crate::wal::{Wal, WalError};
 
 /// What the backfill task needs.
 pub(crate) struct Backfill {
@@ -57,8 +57,33 @@ pub(crate) fn spawn_backfill(mut b: Backfill) {
     });
 }
 
+/// Why one attempt did not complete (it is tried again a second later).
+#[derive(Debug, thiserror::Error)]
+enum BackfillError {
+    #[error("no other node leads")]
+    NoLeader,
+    #[error("the leader's address is unknown")]
+    LeaderAddress,
+    #[error(transparent)]
+    Call(#[from] CallError),
+    #[error("an event without a sequence number")]
+    NoSequence,
+    #[error("the leader sent event {0} out of order")]
+    OutOfOrder(u64),
+    #[error("the leader's events stopped short")]
+    StoppedShort,
+    #[error("an event cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Log(#[from] WalError),
+    #[error("the log moved while fetching; starting over")]
+    Moved,
+    #[error("a blocking task ended: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// One attempt: answers how many events joined the log.
-async fn backfill_once(b: &Backfill) -> Result<u64, String> {
+async fn backfill_once(b: &Backfill) -> Result<u64, BackfillError> {
     // The log holds every event from its start on: the ones before are missing.
     let start = crate::raft::lock_events(&b.events).start().max(1);
     let missing_to = start - 1;
@@ -68,15 +93,15 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
     let leader = {
         let m = b.raft.metrics().borrow().clone();
         let Some(id) = m.current_leader.filter(|l| *l != b.node_id) else {
-            return Err("no other node leads".into());
+            return Err(BackfillError::NoLeader);
         };
         m.membership_config
             .membership()
             .get_node(&id)
             .map(|n| n.addr.clone())
-            .ok_or("the leader's address is unknown")?
+            .ok_or(BackfillError::LeaderAddress)?
     };
-    let _ = std::fs::remove_file(&b.scratch);
+    let _ = tokio::fs::remove_file(&b.scratch).await;
     let mut first: Option<u64> = None;
     let mut expect: Option<u64> = None;
     let mut next = 1;
@@ -90,21 +115,20 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
             &(),
             Duration::from_secs(30),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let mut entries = Vec::with_capacity(page.len());
         for ev in &page {
             let seq = ev["sequence_number"]
                 .as_u64()
-                .ok_or("an event without a sequence number")?;
+                .ok_or(BackfillError::NoSequence)?;
             // Contiguous from the first one received (which may be after 1, when the
             // leader itself started from a snapshot).
             if expect.is_some_and(|e| e != seq) {
-                return Err(format!("the leader sent event {seq} out of order"));
+                return Err(BackfillError::OutOfOrder(seq));
             }
             expect = Some(seq + 1);
             first.get_or_insert(seq);
-            entries.push((seq, serde_json::to_vec(ev).map_err(|e| e.to_string())?));
+            entries.push((seq, serde_json::to_vec(ev)?));
         }
         let Some(last) = entries.last().map(|(s, _)| *s) else {
             if first.is_none() {
@@ -112,27 +136,29 @@ async fn backfill_once(b: &Backfill) -> Result<u64, String> {
                 next = to + 1;
                 continue;
             }
-            return Err("the leader's events stopped short".into());
+            return Err(BackfillError::StoppedShort);
         };
         let (scratch, chunk) = (b.scratch.clone(), entries);
-        tokio::task::spawn_blocking(move || Wal::write_segment(&scratch, &chunk))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        tokio::task::spawn_blocking(move || Wal::write_segment(&scratch, &chunk)).await??;
         next = last + 1;
     }
     let Some(first) = first else {
         return Ok(0);
     };
-    let mut log = crate::raft::lock_events(&b.events);
-    if log.start().max(1) != start {
-        // A snapshot was installed meanwhile: these events may no longer fit.
-        let _ = std::fs::remove_file(&b.scratch);
-        return Err("the log moved while fetching; starting over".into());
-    }
-    if let Err(e) = log.adopt(&b.scratch, first) {
-        let _ = std::fs::remove_file(&b.scratch);
-        return Err(e.to_string());
-    }
-    Ok(start - first)
+    // The log's files change: off the async threads.
+    let (events, scratch) = (b.events.clone(), b.scratch.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut log = crate::raft::lock_events(&events);
+        let adopted = if log.start().max(1) != start {
+            // A snapshot was installed meanwhile: these events may no longer fit.
+            Err(BackfillError::Moved)
+        } else {
+            log.adopt(&scratch, first).map_err(BackfillError::from)
+        };
+        if adopted.is_err() {
+            let _ = std::fs::remove_file(&scratch);
+        }
+        adopted.map(|()| start - first)
+    })
+    .await?
 }

@@ -48,7 +48,7 @@ pub(crate) fn checkpoint_thread(
     stats: Arc<Stats>,
     health: Arc<health::Health>,
     holder: Arc<()>,
-) -> Result<std::sync::mpsc::Sender<Checkpoint>, String> {
+) -> std::io::Result<std::sync::mpsc::Sender<Checkpoint>> {
     let applied = dir.slot("applied");
     let snapshots = dir.slot("snapshot");
     let (tx, rx) = std::sync::mpsc::channel::<Checkpoint>();
@@ -122,8 +122,7 @@ pub(crate) fn checkpoint_thread(
                 }
             }
             record(&mut pending, &mut recorded_at);
-        })
-        .map_err(|e| e.to_string())?;
+        })?;
     Ok(tx)
 }
 

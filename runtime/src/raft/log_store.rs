@@ -30,6 +30,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, RaftLogReader, StorageError, Vote};
 use serde::{Deserialize, Serialize};
 
+use super::state_machine::StateMachine;
 use super::{io_error, Io, TypeConfig};
 use crate::config::SyncMode;
 use crate::domain::health::Health;
@@ -48,15 +49,24 @@ pub struct RaftState {
     pub last_purged: Option<LogId<u64>>,
 }
 
+/// How the Raft log is made durable (`[storage] sync`, `flush_interval_ms`).
+#[derive(Clone, Copy, Debug)]
+pub struct Durability {
+    /// When appends are synced.
+    pub sync: SyncMode,
+    /// For periodic sync: how often.
+    pub flush_interval: Duration,
+}
+
 impl RaftState {
     /// Reads the `raft-state` file of `dir` (defaults when it was never written).
     pub fn load(dir: &DataDir) -> Result<RaftState, SlotError> {
         let slot = dir.slot("raft-state");
         match slot.read()? {
             None => Ok(RaftState::default()),
-            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| SlotError::Damaged {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|source| SlotError::Unparsable {
                 path: slot.path().display().to_string(),
-                what: e.to_string(),
+                source,
             }),
         }
     }
@@ -132,17 +142,18 @@ impl LogStore {
     /// Must be called within a tokio runtime.
     pub fn open(
         dir: &DataDir,
-        sync: (SyncMode, Duration),
-        state_machine: (
-            Arc<Mutex<Wal>>,
-            std::sync::mpsc::Sender<crate::raft::Checkpoint>,
-        ),
-        applied: Option<LogId<u64>>,
-        health: Arc<Health>,
+        durability: Durability,
+        state_machine: &StateMachine,
         holder: Arc<()>,
     ) -> Result<Self, LogOpenError> {
-        let (events, checkpoints) = state_machine;
-        let (sync, flush_interval) = sync;
+        let events = state_machine.events();
+        let checkpoints = state_machine.checkpoints();
+        let applied = state_machine.applied();
+        let health = state_machine.health();
+        let Durability {
+            sync,
+            flush_interval,
+        } = durability;
         let slot = dir.slot("raft-state");
         let mut raft_state = RaftState::load(dir)?;
         let wal_dir = dir.path().join("raft-log");

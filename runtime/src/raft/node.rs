@@ -16,12 +16,12 @@ use openraft::{BasicNode, Raft, SnapshotPolicy};
 use super::api::{LeaderError, ReadError};
 use super::backfill::{spawn_backfill, Backfill};
 use super::identity;
-use super::log_store::{LogStore, RaftState};
+use super::log_store::{Durability, LogStore, RaftState};
 use super::network::{call_json, Link, Network};
 use super::state_machine::StateMachine;
 use super::Loaded;
 use super::{Answers, Applied, Batch, TypeConfig};
-use crate::config::{ClusterConfig, SyncMode};
+use crate::config::ClusterConfig;
 use crate::domain::decide::Stamped;
 use crate::domain::event::Event;
 use crate::domain::state::State;
@@ -58,6 +58,15 @@ impl ClusterOptions {
             bind_ip: None,
         }
     }
+}
+
+/// The limits of a write (`[server] request_timeout_ms`, `[storage] max_pending_writes`).
+#[derive(Clone, Copy, Debug)]
+pub struct WriteLimits {
+    /// How long a write may wait for its answer.
+    pub timeout: Duration,
+    /// Most writes waiting to enter the Raft log; more are refused at once.
+    pub max_pending: usize,
 }
 
 /// A running Raft node.
@@ -102,10 +111,10 @@ impl Cluster {
     /// and flush interval; answers the node and the state that reads are served from.
     pub(crate) async fn start(
         spec: &ServiceSpec,
-        sync: (SyncMode, Duration),
+        durability: Durability,
         opts: ClusterOptions,
         loaded: Loaded,
-        writes: (Duration, usize),
+        writes: WriteLimits,
     ) -> Result<(Cluster, Arc<RwLock<State>>), StartError> {
         let fail = |e: &dyn std::fmt::Display| StartError(e.to_string());
         let dir = loaded.dir.clone();
@@ -125,15 +134,7 @@ impl Cluster {
         let events = loaded.events.clone();
         let health = loaded.health.clone();
         let sm = StateMachine::new(spec, loaded, holders.clone()).map_err(|e| fail(&e))?;
-        let log = LogStore::open(
-            &dir,
-            sync,
-            (events.clone(), sm.checkpoints()),
-            sm.applied(),
-            health.clone(),
-            holders.clone(),
-        )
-        .map_err(|e| fail(&e))?;
+        let log = LogStore::open(&dir, durability, &sm, holders.clone()).map_err(|e| fail(&e))?;
         let state = sm.state();
         let t = &opts.tuning;
         let config = openraft::Config {
@@ -219,10 +220,10 @@ impl Cluster {
             Writer {
                 raft: raft.clone(),
                 link: link.clone(),
-                timeout: writes.0,
+                timeout: writes.timeout,
                 health,
             },
-            writes.1,
+            writes.max_pending,
         );
         spawn_backfill(Backfill {
             raft: raft.clone(),
@@ -244,7 +245,7 @@ impl Cluster {
                 batcher,
                 holders,
                 stop,
-                write_timeout: writes.0,
+                write_timeout: writes.timeout,
                 election_timeout_ms: opts.tuning.election_timeout_ms,
             },
             state,

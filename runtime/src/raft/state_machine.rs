@@ -249,7 +249,6 @@ impl StateMachine {
     }
 
     /// The event log it writes.
-    #[cfg(any(test, feature = "testing"))]
     pub fn events(&self) -> Arc<Mutex<Wal>> {
         self.events.clone()
     }
@@ -260,7 +259,6 @@ impl StateMachine {
     }
 
     /// Its write health (see `domain::health`).
-    #[cfg(any(test, feature = "testing"))]
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
     }

@@ -37,7 +37,8 @@ use crate::domain::health::Health;
 use crate::domain::state::State;
 use crate::domain::Stats;
 use crate::raft::data_dir::DataDir;
-use crate::raft::node::{Cluster, ClusterOptions};
+use crate::raft::log_store::Durability;
+use crate::raft::node::{Cluster, ClusterOptions, WriteLimits};
 use crate::raft::{load_state, lock_events, open_events, snapshot_periods, Loaded};
 use crate::spec::ServiceSpec;
 use crate::wal::{Wal, WalError};
@@ -186,13 +187,15 @@ impl Store {
             snapshot_every,
             health: health.clone(),
         };
-        let (node, state) = Cluster::start(
-            spec,
-            (opts.sync, opts.flush_interval),
-            opts.node.clone(),
-            loaded,
-            (opts.write_timeout, opts.max_pending_writes),
-        )
+        let durability = Durability {
+            sync: opts.sync,
+            flush_interval: opts.flush_interval,
+        };
+        let writes = WriteLimits {
+            timeout: opts.write_timeout,
+            max_pending: opts.max_pending_writes,
+        };
+        let (node, state) = Cluster::start(spec, durability, opts.node.clone(), loaded, writes)
         .await
         .map_err(|e| OpenError::Io {
             path: dir.path().display().to_string(),

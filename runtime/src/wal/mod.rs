@@ -50,6 +50,12 @@ pub enum WalError {
         /// What is wrong.
         what: String,
     },
+    /// An entry does not fit a record (its length is a `u32`).
+    #[error("entry {index} is larger than 4 GiB")]
+    TooLarge {
+        /// The entry's index.
+        index: u64,
+    },
 }
 
 /// Where an entry is.
@@ -131,12 +137,11 @@ fn encode(
     entries: &[(u64, Vec<u8>)],
     segment: u64,
     mut offset: u64,
-) -> Result<(Vec<u8>, Vec<Loc>), String> {
+) -> Result<(Vec<u8>, Vec<Loc>), WalError> {
     let mut buf = Vec::new();
     let mut locs = Vec::with_capacity(entries.len());
     for (index, payload) in entries {
-        let len = u32::try_from(payload.len())
-            .map_err(|_| format!("entry {index} is larger than 4 GiB"))?;
+        let len = u32::try_from(payload.len()).map_err(|_| WalError::TooLarge { index: *index })?;
         buf.extend_from_slice(&len.to_le_bytes());
         buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
         buf.extend_from_slice(&index.to_le_bytes());
@@ -368,11 +373,7 @@ impl Wal {
             return Ok(());
         };
         let (buf, locs) =
-            encode(entries, segment, active.len).map_err(|what| WalError::Corrupt {
-                path: active.path.display().to_string(),
-                offset: active.len,
-                what,
-            })?;
+            encode(entries, segment, active.len)?;
         let offset = active.len + buf.len() as u64;
         fail::fail_point!(&format!("{}-write", self.name), |_| Err(io_err(
             &active.path
@@ -411,11 +412,7 @@ impl Wal {
             .append(true)
             .open(path)
             .map_err(io_err(path))?;
-        let (buf, _) = encode(entries, 0, 0).map_err(|what| WalError::Corrupt {
-            path: path.display().to_string(),
-            offset: 0,
-            what,
-        })?;
+        let (buf, _) = encode(entries, 0, 0)?;
         use std::io::Write;
         file.write_all(&buf).map_err(io_err(path))?;
         file.sync_data().map_err(io_err(path))

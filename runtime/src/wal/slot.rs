@@ -40,8 +40,33 @@ pub enum SlotError {
         /// The file.
         path: String,
         /// What is wrong.
-        what: String,
+        what: Damage,
     },
+    /// The content is whole but does not parse as what the slot holds.
+    #[error("{path} cannot be read: {source}")]
+    Unparsable {
+        /// The file.
+        path: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+/// What is wrong with a framed content (see [`unframe`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// Shorter than the trailer.
+    #[error("{0} bytes are too few")]
+    TooShort(usize),
+    /// No trailer at the end.
+    #[error("it does not end with the slot trailer")]
+    NoTrailer,
+    /// The trailer names another length.
+    #[error("its length does not match its trailer")]
+    Length,
+    /// The checksum differs.
+    #[error("its checksum does not match")]
+    Checksum,
 }
 
 /// Appends the trailer to `content`: what a slot holds (and what a Raft snapshot sends).
@@ -55,23 +80,23 @@ pub fn frame(mut content: Vec<u8>) -> Vec<u8> {
 }
 
 /// The content of `framed` (see [`frame`]), once its trailer is checked.
-pub fn unframe(framed: &[u8]) -> Result<&[u8], String> {
+pub fn unframe(framed: &[u8]) -> Result<&[u8], Damage> {
     let Some(body_len) = framed.len().checked_sub(TRAILER) else {
-        return Err(format!("{} bytes are too few", framed.len()));
+        return Err(Damage::TooShort(framed.len()));
     };
     let (body, trailer) = framed.split_at(body_len);
     if &trailer[12..] != MAGIC {
-        return Err("it does not end with the slot trailer".into());
+        return Err(Damage::NoTrailer);
     }
     let mut crc = [0u8; 4];
     crc.copy_from_slice(&trailer[..4]);
     let mut len = [0u8; 8];
     len.copy_from_slice(&trailer[4..12]);
     if u64::from_le_bytes(len) != body.len() as u64 {
-        return Err("its length does not match its trailer".into());
+        return Err(Damage::Length);
     }
     if crc32fast::hash(body) != u32::from_le_bytes(crc) {
-        return Err("its checksum does not match".into());
+        return Err(Damage::Checksum);
     }
     Ok(body)
 }
