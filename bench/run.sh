@@ -8,6 +8,7 @@
 #   bash bench/run.sh cluster                    # only the Raft benchmarks
 #   LIST_RECORDS=160000 bash bench/run.sh lists  # durable creates with and without heavy lists
 #   bash bench/run.sh firewall                   # GET and POST with the firewall on and off
+#   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
 # bench/README.md with the machine's description.
@@ -59,6 +60,12 @@ summary() { # the lines of wrk's output worth keeping; a run with errors is not 
   tee "$work/last-wrk.txt" | grep -E "Requests/sec|Latency  |  50%|  99%|Non-2xx|Socket errors" || true
   if grep -q "Non-2xx" "$work/last-wrk.txt"; then echo "!! some requests failed: the figures above are not valid" >&2; fi
 }
+
+rate() { sed -n 's/^Requests\/sec: *//p' "$work/last-wrk.txt"; }
+
+# median RATIO...: the middle one (the machine's speed drifts between runs; neighbouring
+# runs are compared, and the median of the rounds is the figure to report).
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 category() {
   curl -s -XPOST "http://$addr/api/categories" -H "authorization: Bearer $editor" \
@@ -117,14 +124,30 @@ if [ "$only" = all ] || [ "$only" = firewall ]; then
     -d "{\"name\":\"x\",\"sku\":\"GET-1\",\"price\":1,\"category\":\"$cat\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
   curl -si "http://$on_addr/api/products/$on_id" -H "authorization: Bearer $editor" | grep -qi '^ratelimit:' \
     || { echo "the firewall is not on" >&2; exit 1; }
-  for round in 1 2 3; do
+  off_bare=(); on_off=()
+  for round in $(seq 1 "${ROUNDS:-5}"); do
     echo "== 10. baseline: bare hyper, GET, $CONNS connections, $DURATION (round $round)"
     wrk -t2 -c"$CONNS" -d"$DURATION" --latency "http://$hello_addr/" | summary
-    echo "== 10. GET /api/products/{id}, firewall off, $CONNS connections, $DURATION (round $round)"
-    LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$off_id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$off_addr" | summary
-    echo "== 10. GET /api/products/{id}, firewall and rate limit on, $CONNS connections, $DURATION (round $round)"
-    LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$on_id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$on_addr" | summary
+    bare=$(rate)
+    # Odd rounds measure off then on, even rounds on then off: the one measured right
+    # after the baseline has no systematic advantage.
+    order="off on"; [ $((round % 2)) = 0 ] && order="on off"
+    for which in $order; do
+      if [ "$which" = off ]; then
+        echo "== 10. GET /api/products/{id}, firewall off, $CONNS connections, $DURATION (round $round)"
+        LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$off_id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$off_addr" | summary
+        off=$(rate)
+      else
+        echo "== 10. GET /api/products/{id}, firewall and rate limit on, $CONNS connections, $DURATION (round $round)"
+        LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$on_id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$on_addr" | summary
+        on=$(rate)
+      fi
+    done
+    off_bare+=("$(awk -v a="$off" -v b="$bare" 'BEGIN {printf "%.2f", a / b}')")
+    on_off+=("$(awk -v a="$on" -v b="$off" 'BEGIN {printf "%.2f", a / b}')")
   done
+  echo "== 10. GET firewall off / bare hyper, per round: ${off_bare[*]}; median $(median "${off_bare[@]}")"
+  echo "== 10. GET firewall on / firewall off, per round: ${on_off[*]}; median $(median "${on_off[@]}")"
   for which in off on; do
     a_var=${which}_addr
     echo "== 10. POST /api/products, sync=always, firewall $which, $CONNS connections, $DURATION"

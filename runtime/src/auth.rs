@@ -63,7 +63,7 @@ impl Principal {
 /// Token lookup, built once at start.
 #[derive(Debug)]
 pub struct Authenticator {
-    by_hash: HashMap<String, Arc<Principal>>,
+    by_hash: HashMap<[u8; 32], Arc<Principal>>,
     anonymous: Arc<Principal>,
 }
 
@@ -90,10 +90,9 @@ impl Authenticator {
     pub fn new(tokens: &[TokenConfig], spec: &CompiledSpec) -> Result<Self, AuthConfigError> {
         let mut by_hash = HashMap::new();
         for t in tokens {
-            let hash = t.sha256.to_ascii_lowercase();
-            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(AuthConfigError::BadHash(t.name.clone()));
-            }
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(t.sha256.as_bytes(), &mut hash)
+                .map_err(|_| AuthConfigError::BadHash(t.name.clone()))?;
             let mut effective = BTreeSet::from(["public".to_string()]);
             for r in &t.roles {
                 let Some(all) = spec.effective_roles.get(r) else {
@@ -141,7 +140,7 @@ impl Authenticator {
                 "use `Authorization: Bearer <token>`",
             ));
         };
-        let hash = hex::encode(Sha256::digest(token.trim().as_bytes()));
+        let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
         self.by_hash
             .get(&hash)
             .cloned()

@@ -139,19 +139,23 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+        let (parts, body) = req.into_parts();
+        let (patch, create) = match takes(parts.extensions.get::<Route>()) {
+            // Nothing to wait for: handed on at once.
+            Takes::Nothing => return self.inner.answer(Request::from_parts(parts, Payload::Empty)),
+            Takes::Raw => {
+                return self
+                    .inner
+                    .answer(Request::from_parts(parts, Payload::Unread(body)))
+            }
+            Takes::Json { patch, create } => (patch, create),
+        };
         let inner = self.inner.clone();
         let read = self.read.clone();
         Box::pin(async move {
-            let (parts, body) = req.into_parts();
-            let payload = match takes(parts.extensions.get::<Route>()) {
-                Takes::Nothing => Payload::Empty,
-                Takes::Raw => Payload::Unread(body),
-                Takes::Json { patch, create } => {
-                    match read.json(&parts.headers, body, patch, create).await {
-                        Ok(p) => p,
-                        Err(e) => return respond::problem(&e),
-                    }
-                }
+            let payload = match read.json(&parts.headers, body, patch, create).await {
+                Ok(p) => p,
+                Err(e) => return respond::problem(&e),
             };
             inner.answer(Request::from_parts(parts, payload)).await
         })

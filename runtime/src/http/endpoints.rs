@@ -19,7 +19,6 @@ use super::router::{ModelOp, Route};
 use super::stage::{BoxFuture, Next};
 use crate::auth::Principal;
 use crate::domain::decide::IdempotencyKey;
-use crate::domain::version_of;
 use crate::error::ApiError;
 use crate::hooks::{ActionContext, ActionKey, HookContext};
 use crate::spec::{ModelSpec, Operation};
@@ -142,10 +141,8 @@ where
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            let etag = format!("\"{}\"", version_of(&record));
-            let r = respond::json_bytes(201, record.json.clone());
-            let r = respond::with_header(r, "location", &format!("{}/{id}", m.path));
-            Ok(respond::with_header(r, "etag", &etag))
+            let r = respond::record(201, &record);
+            Ok(respond::with_header(r, "location", &format!("{}/{id}", m.path)))
         }
         (_, None) => Err(ApiError::not_found(format!("nothing at {path}"))),
         (op, Some(id)) => {
@@ -158,12 +155,7 @@ where
                     let r = app.engine.get(&m.name, id).ok_or_else(|| {
                         ApiError::not_found(format!("no {} with this id", m.name))
                     })?;
-                    let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(
-                        respond::json_bytes(200, r.json.clone()),
-                        "etag",
-                        &etag,
-                    ))
+                    Ok(respond::record(200, &r))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = req.into_body().into_json();
@@ -172,12 +164,7 @@ where
                         .engine
                         .update(&ctx, id, body, op == Operation::Patch, if_match)
                         .await?;
-                    let etag = format!("\"{}\"", version_of(&r));
-                    Ok(respond::with_header(
-                        respond::json_bytes(200, r.json.clone()),
-                        "etag",
-                        &etag,
-                    ))
+                    Ok(respond::record(200, &r))
                 }
                 _ => {
                     let ctx = hook_ctx(&principal, m, op);

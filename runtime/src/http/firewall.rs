@@ -8,7 +8,6 @@
 //! limited. The rules can be replaced while the service runs (`SIGHUP`), without
 //! dropping connections: every request reads the current ones.
 
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -25,7 +24,7 @@ use hyper::Request;
 use ipnet::IpNet;
 
 use super::respond::{self, Resp};
-use super::stage::{call, BoxFuture, Step};
+use super::stage::{BoxFuture, Next, Step};
 use crate::config::FirewallConfig;
 use crate::error::ApiError;
 
@@ -280,35 +279,30 @@ fn decide<B>(rules: &Rules, req: &mut Request<B>) -> Verdict {
     }
 }
 
-impl<S, B> Step<S, B> for Firewall
-where
-    S: tower::Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
+impl<B: Send + 'static> Step<B> for Firewall {
+    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
         let rules = self.rules.load();
         let verdict = decide(&rules, &mut req);
         drop(rules);
-        Box::pin(async move {
-            match verdict {
-                Verdict::Refuse(e) => {
-                    let mut r = respond::problem(&e);
-                    if e.status == 403 {
-                        r.headers_mut()
-                            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    r
+        match verdict {
+            Verdict::Refuse(e) => {
+                let mut r = respond::problem(&e);
+                if e.status == 403 {
+                    r.headers_mut()
+                        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                Verdict::Pass(state) => {
-                    let mut r = call(inner, req).await;
-                    if let Some((policy, state)) = state {
-                        r.headers_mut().insert("ratelimit-policy", policy);
-                        r.headers_mut().insert("ratelimit", state);
-                    }
-                    r
-                }
+                Box::pin(std::future::ready(r))
             }
-        })
+            Verdict::Pass(None) => next.answer(req),
+            Verdict::Pass(Some((policy, state))) => {
+                let answer = next.answer(req);
+                Box::pin(async move {
+                    let mut r = answer.await;
+                    r.headers_mut().insert("ratelimit-policy", policy);
+                    r.headers_mut().insert("ratelimit", state);
+                    r
+                })
+            }
+        }
     }
 }

@@ -33,7 +33,7 @@ use super::endpoints::Endpoints;
 use super::firewall::Firewall;
 use super::respond::{self, Resp};
 use super::router::{Authenticate, Authorize, Router};
-use super::stage::{call, BoxFuture, LeafLayer, Next, StageLayer, Step};
+use super::stage::{call, BoxFuture, Next, Shared, StageLayer, Step};
 use crate::error::ApiError;
 
 /// The whole pipeline of `app`, for request bodies of type `B` (hyper's `Incoming` when
@@ -85,8 +85,7 @@ where
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(StageLayer(SecurityHeaders))
         .layer(StageLayer(firewall))
-        .layer(LeafLayer)
-        .option_layer(cors_layer(cors))
+        .layer(CorsStage(cors_layer(cors)))
         .layer(StageLayer(Deadline { deadline }))
         .service(inner)
 }
@@ -171,21 +170,53 @@ fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
     )
 }
 
+/// tower-http's CORS in the pipeline, when `[server.cors]` lists origins; otherwise the
+/// rest of the pipeline as it is.
+#[derive(Clone)]
+struct CorsStage(Option<tower_http::cors::CorsLayer>);
+
+impl<S> tower::Layer<S> for CorsStage {
+    type Service = WithCors<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let inner = Shared::new(inner);
+        WithCors {
+            cors: self.0.as_ref().map(|l| tower::Layer::layer(l, inner.clone())),
+            inner,
+        }
+    }
+}
+
+/// The rest of the pipeline, behind CORS if it is on.
+struct WithCors<S> {
+    inner: Shared<S>,
+    cors: Option<tower_http::cors::Cors<Shared<S>>>,
+}
+
+impl<S, B> Next<B> for WithCors<S>
+where
+    S: Next<B>,
+    B: Send + 'static,
+{
+    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+        match &self.cors {
+            Some(cors) => Box::pin(call(cors.clone(), req)),
+            None => self.inner.answer(req),
+        }
+    }
+}
+
 /// Adds `X-Content-Type-Options: nosniff` to every answer, and `Cache-Control: no-store`
 /// to errors and to answers to authenticated requests (unless the answer set its own).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SecurityHeaders;
 
-impl<S, B> Step<S, B> for SecurityHeaders
-where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp> {
+impl<B: Send + 'static> Step<B> for SecurityHeaders {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
         let authenticated = req.headers().contains_key(hyper::header::AUTHORIZATION);
+        let answer = next.answer(req);
         Box::pin(async move {
-            let mut r = call(inner, req).await;
+            let mut r = answer.await;
             r.headers_mut().insert(
                 "x-content-type-options",
                 HeaderValue::from_static("nosniff"),
@@ -208,20 +239,16 @@ pub struct Deadline {
     pub deadline: Duration,
 }
 
-impl<S, B> Step<S, B> for Deadline
-where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp> {
+impl<B: Send + 'static> Step<B> for Deadline {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
         let deadline = self.deadline;
         if req.uri().path().starts_with("/_raft/") {
-            return Box::pin(call(inner, req));
+            return next.answer(req);
         }
         let safe = matches!(*req.method(), Method::GET | Method::HEAD);
+        let answer = next.answer(req);
         Box::pin(async move {
-            match tokio::time::timeout(deadline, call(inner, req)).await {
+            match tokio::time::timeout(deadline, answer).await {
                 Ok(r) => r,
                 Err(_) => {
                     let ms = deadline.as_millis();

@@ -6,16 +6,14 @@
 //! checks the route's roles once (401 for anonymous callers, 403 for tokens without the
 //! role). The endpoints find the route and the caller in the request's extensions.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use hyper::{Method, Request};
-use tower::Service;
 use uuid::Uuid;
 
 use super::app::Live;
 use super::respond::{self, Resp};
-use super::stage::{call, BoxFuture, Step};
+use super::stage::{BoxFuture, Next, Step};
 use crate::auth::{authorize, Principal};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, ModelSpec, Operation, ServiceSpec};
@@ -234,17 +232,12 @@ pub struct Router {
     pub spec: Arc<CompiledSpec>,
 }
 
-impl<S, B> Step<S, B> for Router
-where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
+impl<B: Send + 'static> Step<B> for Router {
+    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
         match resolve(&self.spec.spec, req.method(), req.uri().path()) {
             Ok(route) => {
                 req.extensions_mut().insert(route);
-                Box::pin(call(inner, req))
+                next.answer(req)
             }
             Err(e) => Box::pin(async move { respond::problem(&e) }),
         }
@@ -259,13 +252,8 @@ pub struct Authenticate {
     pub live: Live,
 }
 
-impl<S, B> Step<S, B> for Authenticate
-where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    fn run(&self, inner: S, mut req: Request<B>) -> BoxFuture<Resp> {
+impl<B: Send + 'static> Step<B> for Authenticate {
+    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
         if matches!(req.extensions().get::<Route>(), Some(Route::Model(_))) {
             let header = req.headers().get(hyper::header::AUTHORIZATION);
             match self
@@ -276,10 +264,10 @@ where
                 Ok(principal) => {
                     req.extensions_mut().insert(principal);
                 }
-                Err(e) => return Box::pin(async move { respond::problem(&e) }),
+                Err(e) => return Box::pin(std::future::ready(respond::problem(&e))),
             }
         }
-        Box::pin(call(inner, req))
+        next.answer(req)
     }
 }
 
@@ -290,13 +278,8 @@ pub struct Authorize {
     pub spec: Arc<CompiledSpec>,
 }
 
-impl<S, B> Step<S, B> for Authorize
-where
-    S: Service<Request<B>, Response = Resp, Error = Infallible> + Send + 'static,
-    S::Future: Send,
-    B: Send + 'static,
-{
-    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp> {
+impl<B: Send + 'static> Step<B> for Authorize {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
         if let Some(Route::Model(route)) = req.extensions().get::<Route>() {
             let spec = &self.spec.spec;
             let roles = route.roles(spec);
@@ -312,17 +295,19 @@ where
             if !who.may(roles) {
                 let refused = authorize(who, roles, &route.what(spec));
                 if let Err(e) = refused {
-                    return Box::pin(async move { respond::problem(&e) });
+                    return Box::pin(std::future::ready(respond::problem(&e)));
                 }
             }
         }
-        Box::pin(call(inner, req))
+        next.answer(req)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::convert::Infallible;
+    use tower::Service;
     use crate::auth::{Authenticator, TokenConfig};
     use crate::http::firewall::{Firewall, Rules};
     use std::time::Duration;

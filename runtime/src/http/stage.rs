@@ -1,7 +1,7 @@
 //! The machinery every stage of the pipeline is built from: a [`Step`] is what one stage
 //! does around the rest of the pipeline; [`StageLayer`] makes it a tower layer; [`Next`]
 //! and [`Shared`] hand the rest of the pipeline to a stage's future with one reference
-//! count; [`Leaf`] puts any tower service (CORS, a test's endpoint) below a stage.
+//! count; [`Leaf`] puts any tower service (a test's endpoint) below a stage.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,10 +17,14 @@ use super::respond::Resp;
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// What one stage does around the rest of the pipeline (`inner`, ready to be called).
-pub trait Step<S, B>: Clone + Send + Sync + 'static {
-    /// Answers `req`, calling `inner` or not.
-    fn run(&self, inner: S, req: Request<B>) -> BoxFuture<Resp>;
+/// What one stage does around the rest of the pipeline (`next`).
+///
+/// A stage that only looks at the request hands it on with `next.answer(req)` and returns
+/// that future as it is: no allocation and no copy of the request of its own. A stage that
+/// also changes the answer wraps that future (which holds the request, not this stage).
+pub trait Step<B>: Clone + Send + Sync + 'static {
+    /// Answers `req`, through `next` or not.
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp>;
 }
 
 /// A part of the pipeline that answers through a shared reference: what lets a stage
@@ -102,18 +106,18 @@ impl<S, T: Clone> Clone for Stage<S, T> {
 impl<S, T, B> Next<B> for Stage<S, T>
 where
     S: Next<B>,
-    T: Step<Shared<S>, B>,
+    T: Step<B>,
     B: 'static,
 {
     fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
-        self.step.run(self.inner.clone(), req)
+        self.step.run(self.inner.0.as_ref(), req)
     }
 }
 
 impl<S, T, B> Service<Request<B>> for Stage<S, T>
 where
     S: Next<B>,
-    T: Step<Shared<S>, B>,
+    T: Step<B>,
     B: 'static,
 {
     type Response = Resp;
@@ -130,14 +134,17 @@ where
 }
 
 /// Any tower service as a part of the pipeline (cloned for each request): how a service
-/// that is not a stage (CORS, a test's endpoint) sits below a stage.
+/// that is not a stage (a test's endpoint) sits below a stage.
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone)]
 pub struct Leaf<S>(pub S);
 
 /// Wraps the rest of the pipeline in a [`Leaf`].
+#[cfg(any(test, feature = "testing"))]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LeafLayer;
 
+#[cfg(any(test, feature = "testing"))]
 impl<S> Layer<S> for LeafLayer {
     type Service = Leaf<S>;
 
@@ -146,6 +153,7 @@ impl<S> Layer<S> for LeafLayer {
     }
 }
 
+#[cfg(any(test, feature = "testing"))]
 impl<S, B> Next<B> for Leaf<S>
 where
     S: Service<Request<B>, Response = Resp, Error = Infallible> + Clone + Send + Sync + 'static,
