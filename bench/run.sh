@@ -178,6 +178,20 @@ if [ "$only" = all ] || [ "$only" = restart ]; then
     echo "restart $attempt: listening after $(awk "BEGIN {printf \"%.2f\", $t1 - $t0}") s, RSS $((rss / 1024)) MiB"
     grep -o 'snapshot_records=[0-9]* replayed_events=[0-9]*' "$work/restart-$attempt.log" | head -1 || true
     curl -s "http://$addr/api/products?limit=1" | grep -o '"total":[0-9]*'
+    if [ "$attempt" = 2 ]; then
+      # Pages of the whole model: the default order and an indexed field are read from
+      # their ordered indexes; an unindexed sort orders every row (timed with curl).
+      for q in "limit=20" "sort=name&limit=20" "sort=-name&limit=20&offset=1000"; do
+        echo "== 5. GET /api/products?$q at $RECORDS products, 4 connections, 5s"
+        wrk -t1 -c4 -d5s --latency "http://$addr/api/products?$q" | summary
+      done
+      for q in "sort=price&limit=20"; do
+        t=$(curl -s -o /dev/null -w '%{time_total}' "http://$addr/api/products?$q")
+        echo "== 5. GET /api/products?$q at $RECORDS products (unindexed, one request): ${t} s"
+      done
+      rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+      echo "RSS after the lists: $((rss / 1024)) MiB"
+    fi
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 fi

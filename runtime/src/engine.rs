@@ -375,16 +375,7 @@ mod tests {
     use crate::store::{Store, StoreOptions};
     use serde_json::json;
 
-    const SPEC: &str = r#"{
-      "service": {"name": "t"},
-      "roles": [],
-      "models": [{
-        "name": "Item", "snake": "item", "path": "/api/items",
-        "operations": ["list", "get", "create", "update", "patch", "delete"],
-        "permissions": {"read": [], "create": [], "update": [], "delete": []},
-        "fields": [{"name": "stock", "type": {"kind": "int"}}]
-      }]
-    }"#;
+    use crate::spec::fixtures::STOCK as SPEC;
 
     /// A non-idempotent action (it adds to the stock it reads), run as a retry would run
     /// it.

@@ -78,3 +78,19 @@ impl CompiledSpec {
         self.spec.models.iter().find(|m| m.name == name)
     }
 }
+
+/// Schemas the runtime's unit tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    /// One model, `Item`, with an int `stock`; every operation open to everyone.
+    pub const STOCK: &str = r#"{
+      "service": {"name": "t"},
+      "roles": [],
+      "models": [{
+        "name": "Item", "snake": "item", "path": "/api/items",
+        "operations": ["list", "get", "create", "update", "patch", "delete"],
+        "permissions": {"read": [], "create": [], "update": [], "delete": []},
+        "fields": [{"name": "stock", "type": {"kind": "int"}}]
+      }]
+    }"#;
+}

@@ -1,6 +1,8 @@
-//! The in-memory state the store serves reads from: records per model and the
-//! secondary indexes of `unique` and `indexed` fields. Only the Raft state machine changes it, by
-//! applying committed events; readers take a read lock.
+//! The in-memory state the store serves reads from: records per model, the secondary
+//! indexes of `unique` and `indexed` fields (value → ids), and the ordered indexes of the
+//! default list order (`created_at`) and of `indexed` fields (value, id in order), which
+//! let a sorted page read only the rows it returns. Only the Raft state machine changes
+//! it, by applying committed events; readers take a read lock.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,8 +20,66 @@ pub struct ModelState {
     pub records: imbl::OrdMap<Uuid, Arc<Stored>>,
     /// field -> canonical value -> ids holding it.
     pub indexes: HashMap<String, HashMap<String, IdSet>>,
+    /// field -> every record's (value, id), in list order: `created_at` and each
+    /// `indexed` field. Persistent, so a list's frozen view of one is O(1).
+    pub ordered: HashMap<String, imbl::OrdSet<(SortKey, Uuid)>>,
     /// Events of this model applied since the last snapshot.
     pub since_snapshot: u64,
+}
+
+/// A value as an ordered index keeps it, in the order lists compare values: a missing
+/// value or `null` first, then numbers by value, strings by their bytes, booleans (a
+/// field's values share one JSON type, so kinds never meet in one index).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SortKey {
+    /// Absent or `null`.
+    Missing,
+    /// A boolean.
+    Bool(bool),
+    /// A number.
+    Num(Num),
+    /// A string.
+    Str(String),
+    /// An array or object, by its JSON text.
+    Other(String),
+}
+
+/// A JSON number, totally ordered (JSON has no NaN; `-0` equals `0`).
+#[derive(Clone, Copy, Debug)]
+pub struct Num(f64);
+
+impl PartialEq for Num {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Num {}
+
+impl PartialOrd for Num {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Num {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl SortKey {
+    /// The key of a record's value.
+    pub fn of(v: Option<&Value>) -> SortKey {
+        match v {
+            None | Some(Value::Null) => SortKey::Missing,
+            Some(Value::Bool(b)) => SortKey::Bool(*b),
+            // `+ 0.0` turns -0 into 0, which lists compare as equal.
+            Some(Value::Number(n)) => SortKey::Num(Num(n.as_f64().unwrap_or(0.0) + 0.0)),
+            Some(Value::String(s)) => SortKey::Str(s.clone()),
+            Some(other) => SortKey::Other(other.to_string()),
+        }
+    }
 }
 
 /// The ids holding one indexed value. Most values of unique or selective fields are held
@@ -75,6 +135,9 @@ fn set_is_empty(s: &IdSet) -> bool {
 
 impl ModelState {
     fn unindex(&mut self, id: Uuid, r: &Record) {
+        for (field, set) in self.ordered.iter_mut() {
+            set.remove(&(SortKey::of(r.get(field)), id));
+        }
         for (field, idx) in self.indexes.iter_mut() {
             if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
                 let key = index_key(v);
@@ -88,6 +151,9 @@ impl ModelState {
     }
 
     fn index(&mut self, id: Uuid, r: &Record) {
+        for (field, set) in self.ordered.iter_mut() {
+            set.insert((SortKey::of(r.get(field)), id));
+        }
         for (field, idx) in self.indexes.iter_mut() {
             if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
                 match idx.get_mut(&index_key(v)) {
@@ -150,6 +216,11 @@ impl State {
             let mut ms = ModelState::default();
             for f in m.fields.iter().filter(|f| f.unique || f.indexed) {
                 ms.indexes.insert(f.name.clone(), HashMap::new());
+            }
+            ms.ordered
+                .insert("created_at".to_string(), imbl::OrdSet::new());
+            for f in m.fields.iter().filter(|f| f.indexed) {
+                ms.ordered.insert(f.name.clone(), imbl::OrdSet::new());
             }
             models.insert(m.name.clone(), ms);
         }

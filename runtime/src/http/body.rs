@@ -283,16 +283,7 @@ mod tests {
     use super::*;
     use http_body_util::Full;
 
-    const SPEC: &str = r#"{
-      "service": {"name": "t"},
-      "roles": [],
-      "models": [{
-        "name": "Item", "snake": "item", "path": "/api/items",
-        "operations": ["list", "get", "create", "update", "patch", "delete"],
-        "permissions": {"read": [], "create": [], "update": [], "delete": []},
-        "fields": [{"name": "stock", "type": {"kind": "int"}}]
-      }]
-    }"#;
+    use crate::spec::fixtures::STOCK as SPEC;
 
     /// An endpoint that answers what it received.
     struct Echo;
