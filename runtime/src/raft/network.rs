@@ -2,10 +2,17 @@
 //! cluster secret in the `x-lithair-cluster-secret` header.
 //!
 //! A request body is the openraft RPC as JSON; the answer is `Result<response, RaftError>`
-//! as JSON. One short-lived HTTP/1.1 connection per call keeps the client simple; on
-//! loopback and LANs the connect costs less than a heartbeat interval.
+//! as JSON. Connections to peers are kept alive and reused ([`Pool`]): a call takes an
+//! idle connection to its peer, or opens one, and gives it back once the answer is read.
+//! A connection idle for [`IDLE`] is not used again (the peer closes idle connections
+//! after its header timeout); a call that fails on a reused connection is sent once
+//! more on a new one (every call between nodes may be sent again: Raft messages are
+//! idempotent, and a forwarded batch that reached the log is answered, not applied,
+//! again).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -28,7 +35,8 @@ use super::TypeConfig;
 /// The header that carries the cluster secret.
 pub const SECRET_HEADER: &str = "x-lithair-cluster-secret";
 
-/// How this node calls its peers: with the cluster secret, from its own address.
+/// How this node calls its peers: with the cluster secret, from its own address, over
+/// kept-alive connections.
 #[derive(Clone, Debug, Default)]
 pub struct Link {
     /// The cluster secret sent with every call.
@@ -36,6 +44,60 @@ pub struct Link {
     /// The local address calls leave from (the address the node listens on), so that
     /// peers see one address per node; None: chosen by the system.
     pub from: Option<std::net::IpAddr>,
+    /// Idle connections to peers (shared by the clones of one node's link).
+    pub pool: Pool,
+}
+
+/// How long an idle connection to a peer is reused (below any sensible header timeout of
+/// the peer, which closes idle connections).
+pub const IDLE: Duration = Duration::from_secs(2);
+
+/// Most idle connections kept per peer.
+const IDLE_PER_PEER: usize = 8;
+
+/// A client connection to a peer.
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Idle connections to one peer, each with when it became idle.
+type Idle = Vec<(Sender, Instant)>;
+
+/// Idle connections to peers, by address.
+#[derive(Clone, Default)]
+pub struct Pool {
+    idle: Arc<Mutex<HashMap<String, Idle>>>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// An idle connection to `addr` that is still open and not idle for too long.
+    fn take(&self, addr: &str) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(addr)?;
+        while let Some((sender, since)) = list.pop() {
+            if since.elapsed() < IDLE && !sender.is_closed() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Gives a connection back after its answer was read whole.
+    fn put(&self, addr: &str, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.entry(addr.to_string()).or_default();
+        list.retain(|(s, since)| since.elapsed() < IDLE && !s.is_closed());
+        if list.len() < IDLE_PER_PEER {
+            list.push((sender, Instant::now()));
+        }
+    }
 }
 
 impl Link {
@@ -107,36 +169,40 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
         message: m,
     };
     let call = async {
-        let bytes = serde_json::to_vec(body).map_err(|e| unreachable(e.to_string()))?;
-        let stream = link
-            .connect(addr)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr)
-            .header("content-type", "application/json");
-        if let Some(s) = &link.secret {
-            req = req.header(SECRET_HEADER, s);
-        }
-        if let Some(a) = authorization {
-            req = req.header(hyper::header::AUTHORIZATION, a);
-        }
-        let req = req
-            .body(Full::new(Bytes::from(bytes)))
-            .map_err(|e| unreachable(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let bytes = Bytes::from(serde_json::to_vec(body).map_err(|e| unreachable(e.to_string()))?);
+        let request = || {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(path)
+                .header("host", addr)
+                .header("content-type", "application/json");
+            if let Some(s) = &link.secret {
+                req = req.header(SECRET_HEADER, s);
+            }
+            if let Some(a) = authorization {
+                req = req.header(hyper::header::AUTHORIZATION, a);
+            }
+            req.body(Full::new(bytes.clone()))
+                .map_err(|e| unreachable(e.to_string()))
+        };
+        let mut reused = link.pool.take(addr);
+        let (sender, resp) = loop {
+            let fresh = reused.is_none();
+            let mut sender = match reused.take() {
+                // Ready once it has finished with its previous answer; an error: closed.
+                Some(mut s) => match s.ready().await {
+                    Ok(()) => s,
+                    Err(_) => continue,
+                },
+                None => open(link, addr).await.map_err(|e| unreachable(e.to_string()))?,
+            };
+            match sender.send_request(request()?).await {
+                Ok(resp) => break (sender, resp),
+                // A kept-alive connection the peer closed meanwhile: once more, on a new one.
+                Err(_) if !fresh => continue,
+                Err(e) => return Err(unreachable(e.to_string())),
+            }
+        };
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
@@ -144,6 +210,7 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
             .await
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
+        link.pool.put(addr, sender);
         if status != 200 {
             return Err(CallError::Bad {
                 addr: addr.to_string(),
@@ -161,6 +228,18 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
         Ok(r) => r,
         Err(_) => Err(unreachable(format!("no answer within {timeout:?}"))),
     }
+}
+
+/// Opens a new connection to `addr` (with `TCP_NODELAY`), its I/O driven by a task of its
+/// own until the last sender of it is dropped.
+async fn open(link: &Link, addr: &str) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = link.connect(addr).await?;
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// Makes connections to peers.
@@ -244,5 +323,84 @@ impl RaftNetwork<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, BasicNode, RaftError<u64>>> {
         self.call("/_raft/vote", &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A peer that answers `{"n": <calls so far>}`, closing the connection after the
+    /// answer when the request's path is `/close`; counts the connections it accepted.
+    async fn peer() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let calls = calls.clone();
+                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    let close = req.uri().path() == "/close";
+                    async move {
+                        let mut r = hyper::Response::new(Full::new(Bytes::from(format!("{{\"n\":{n}}}"))));
+                        if close {
+                            r.headers_mut()
+                                .insert("connection", hyper::header::HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn n(link: &Link, addr: &str, path: &str) -> u64 {
+        let v: serde_json::Value =
+            call_json(hyper::Method::POST, addr, path, link, &(), Duration::from_secs(5))
+                .await
+                .unwrap();
+        v["n"].as_u64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn calls_reuse_a_kept_alive_connection_and_open_a_new_one_when_it_closed() {
+        let (addr, accepted) = peer().await;
+        let link = Link::default();
+        for expected in 1..=5 {
+            assert_eq!(n(&link, &addr, "/").await, expected);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "five calls, one connection");
+        // The peer closes the connection after this answer: the next call opens another.
+        assert_eq!(n(&link, &addr, "/close").await, 6);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(n(&link, &addr, "/").await, 7);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Concurrent calls each take a connection; afterwards they are kept for reuse.
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (link, addr) = (link.clone(), addr.clone());
+                tokio::spawn(async move { n(&link, &addr, "/").await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let before = accepted.load(Ordering::SeqCst);
+        assert!(before <= 2 + 4, "{before}");
+        for _ in 0..4 {
+            n(&link, &addr, "/").await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), before, "kept connections are reused");
+        // A connection idle longer than IDLE is not used again.
+        tokio::time::sleep(IDLE + Duration::from_millis(100)).await;
+        n(&link, &addr, "/").await;
+        assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
     }
 }

@@ -122,6 +122,7 @@ impl Cluster {
         let link = Link {
             secret: opts.secret.clone(),
             from: opts.bind_ip,
+            pool: Default::default(),
         };
         let peers_cluster = identity::check(&dir, &opts, &link).await?;
         // A node that joins a running cluster with an empty data dir may have voted
