@@ -232,11 +232,18 @@ fi
 
 if [ "$only" = all ] || [ "$only" = cluster ]; then
   secret=bench-cluster-secret-0123456789
+  # ELECTION_MS / HEARTBEAT_MS: try other Raft timings than the defaults.
+  cluster_config=$work/shop/lithair.toml
+  if [ -n "${ELECTION_MS:-}" ]; then
+    cluster_config=$work/shop/cluster-timing.toml
+    { cat "$work/shop/lithair.toml"; printf '\n[cluster]\nelection_timeout_ms = %s\nheartbeat_interval_ms = %s\n' "$ELECTION_MS" "${HEARTBEAT_MS:-50}"; } > "$cluster_config"
+  fi
   node() { # node NAME PORT ID PEERS
-    start "$1" env LITHAIR_CLUSTER_SECRET=$secret LITHAIR_LOG=warn "$shop" serve --config "$work/shop/lithair.toml" \
+    start "$1" env LITHAIR_CLUSTER_SECRET=$secret LITHAIR_LOG=warn "$shop" serve --config "$cluster_config" \
       --port "$2" --data-dir "$work/data-$1" --node-id "$3" --peers "$4"
   }
   leader_of() { curl -s "http://127.0.0.1:$1/_cluster/status" | sed -n 's/.*"leader":\([0-9]*\).*/\1/p'; }
+  term_of() { curl -s "http://127.0.0.1:$1/_cluster/status" | sed -n 's/.*"term":\([0-9]*\).*/\1/p'; }
 
   echo "== 6. single node with an explicit --peers 1=self (the same path as 3): POST, sync=always, $CONNS connections, $DURATION"
   rm -rf "$work"/data-raft1
@@ -253,6 +260,7 @@ if [ "$only" = all ] || [ "$only" = cluster ]; then
   for i in 1 2 3; do node "raft3-$i" "1831$i" "$i" "$peers"; done
   sleep 3
   cat=$(category)
+  term_before=$(term_of 18311)
   per=$(( CONNS / 3 ))
   for i in 1 2 3; do
     LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$i$(date +%s%N | tail -c 8)" \
@@ -268,6 +276,7 @@ if [ "$only" = all ] || [ "$only" = cluster ]; then
     total=$(awk "BEGIN {print $total + $r}")
   done
   echo "total: $total creates/s"
+  echo "terms: $term_before before the load, $(term_of 18311) after (each one more is an election)"
 
   echo "== 8. leader kill: time to the first acknowledged write after it"
   leader=$(leader_of 18311)
@@ -281,5 +290,5 @@ if [ "$only" = all ] || [ "$only" = cluster ]; then
     sleep 0.01
   done
   t1=$(date +%s%N)
-  echo "leader $leader killed; first 201 through node $follower after $(( (t1 - t0) / 1000000 )) ms (election timeout 1000-2000 ms)"
+  echo "leader $leader killed; first 201 through node $follower after $(( (t1 - t0) / 1000000 )) ms (election timeout ${ELECTION_MS:-300} ms)"
 fi

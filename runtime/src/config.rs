@@ -194,8 +194,8 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         ClusterConfig {
             secret: None,
-            election_timeout_ms: 1000,
-            heartbeat_interval_ms: 200,
+            election_timeout_ms: 300,
+            heartbeat_interval_ms: 50,
             max_payload_entries: 300,
             snapshot_every: 5000,
             keep_after_snapshot: 1000,

@@ -311,7 +311,7 @@ impl Cluster {
                     f,
                 ))) => {
                     let Some(leader) = f.leader_node else {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(RETRY).await;
                         continue;
                     };
                     let index: Result<Result<Option<u64>, LeaderError>, _> = call_json(
@@ -332,7 +332,7 @@ impl Cluster {
                                 .map_err(|e| ReadError::Raft(e.to_string()))?;
                             return Ok(());
                         }
-                        Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                        Ok(Err(_)) | Err(_) => tokio::time::sleep(RETRY).await,
                     }
                 }
                 Err(e) => return Err(ReadError::Raft(e.to_string())),
@@ -426,6 +426,10 @@ fn spawn_batcher(writer: Writer, capacity: usize) -> mpsc::Sender<Pending> {
     tx
 }
 
+/// How long a write or a read waits before it tries again while no leader is known or the
+/// leader does not answer (a failover takes a few election timeouts).
+const RETRY: Duration = Duration::from_millis(25);
+
 /// Most commands in one log entry.
 const MAX_BATCH: usize = 1024;
 
@@ -464,7 +468,7 @@ async fn write_batch(w: &Writer, commands: Vec<Stamped>) -> Result<Answers, Refu
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     let Some(leader) = f.leader_node else {
                         // An election is going on: wait a little and try again.
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(RETRY).await;
                         continue;
                     };
                     leader
@@ -492,7 +496,7 @@ async fn write_batch(w: &Writer, commands: Vec<Stamped>) -> Result<Answers, Refu
             // The leader changed meanwhile, or is unreachable: try again until the
             // deadline (a batch that reached the log already is answered again, not
             // applied twice).
-            Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Ok(Err(_)) | Err(_) => tokio::time::sleep(RETRY).await,
         }
     }
 }
