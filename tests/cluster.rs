@@ -7,34 +7,24 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::cluster::{free_ports, start_on, Load, SECRET};
 use support::*;
 
 const GEN: &str = env!("CARGO_BIN_EXE_lithair-gen");
-const SECRET: &str = "test-cluster-secret-0123456789";
 
 fn shop() -> &'static Example {
     static SHOP: OnceLock<Example> = OnceLock::new();
     SHOP.get_or_init(|| Example::build(GEN, "shop", &[("admin", &["admin"])]))
 }
 
-/// Ports for the nodes, picked below the kernel's ephemeral range (32768 and up), so the
-/// many short outgoing connections of a test cannot take one between pick and bind.
-fn free_ports(n: usize) -> Vec<u16> {
-    use rand::Rng;
-    let mut rng = rand::thread_rng();
-    let mut ports = Vec::new();
-    while ports.len() < n {
-        let p: u16 = rng.gen_range(20000..32000);
-        if !ports.contains(&p) && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
-            ports.push(p);
-        }
-    }
-    ports
+/// Writers over the nodes at `addrs`, with the admin token.
+fn load(addrs: Vec<String>, writers: usize) -> Load {
+    Load::start(addrs, writers, shop().token("admin"))
 }
 
 struct Node {
@@ -251,90 +241,6 @@ impl Cluster {
     }
 }
 
-fn start_on(bin: &Path, project: &Path, data: &Path, port: u16, args: &[&str]) -> Server {
-    let mut all = vec!["--port".to_string(), port.to_string()];
-    all.extend(args.iter().map(|a| a.to_string()));
-    let all: Vec<&str> = all.iter().map(String::as_str).collect();
-    Server::start_with(
-        bin,
-        project,
-        data,
-        &[("LITHAIR_CLUSTER_SECRET", SECRET)],
-        &all,
-    )
-}
-
-/// Writers that create categories through every running node and record each acknowledged one.
-struct Load {
-    stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<BTreeMap<String, Value>>>,
-    workers: Vec<std::thread::JoinHandle<()>>,
-    attempts: Arc<AtomicUsize>,
-}
-
-impl Load {
-    /// Writers over the nodes at `addrs` (`host:port`).
-    fn start(addrs: Vec<String>, writers: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked = Arc::new(Mutex::new(BTreeMap::new()));
-        let attempts = Arc::new(AtomicUsize::new(0));
-        let workers = (0..writers)
-            .map(|w| {
-                let (stop, acked, attempts, addrs) =
-                    (stop.clone(), acked.clone(), attempts.clone(), addrs.clone());
-                let token = shop().token("admin").to_string();
-                std::thread::spawn(move || {
-                    let agent = ureq::AgentBuilder::new()
-                        .timeout(Duration::from_secs(5))
-                        .build();
-                    let mut n = 0usize;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        attempts.fetch_add(1, Ordering::Relaxed);
-                        let addr = &addrs[(w + n) % addrs.len()];
-                        let body = json!({"name": format!("w{w}-{n}")});
-                        let r = agent
-                            .post(&format!("http://{addr}/api/categories"))
-                            .set("authorization", &format!("Bearer {token}"))
-                            .set("content-type", "application/json")
-                            .send_string(&body.to_string());
-                        match r {
-                            Ok(resp) if resp.status() == 201 => {
-                                if let Ok(v) = resp.into_json::<Value>() {
-                                    let id = v["id"].as_str().unwrap_or_default().to_string();
-                                    acked.lock().unwrap().insert(id, v);
-                                }
-                            }
-                            // Refused or unreachable while a node is down or an election runs.
-                            _ => std::thread::sleep(Duration::from_millis(20)),
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            acked,
-            workers,
-            attempts,
-        }
-    }
-
-    fn finish(self) -> BTreeMap<String, Value> {
-        self.stop.store(true, Ordering::Relaxed);
-        for w in self.workers {
-            let _ = w.join();
-        }
-        let acked = self.acked.lock().unwrap().clone();
-        assert!(
-            !acked.is_empty(),
-            "no write was acknowledged ({} attempts)",
-            self.attempts.load(Ordering::Relaxed)
-        );
-        acked
-    }
-}
-
 fn running(c: &Cluster) -> Vec<usize> {
     (0..c.nodes.len())
         .filter(|i| c.nodes[*i].server.is_some())
@@ -397,7 +303,7 @@ fn assert_records_everywhere(c: &Cluster, acked: &BTreeMap<String, Value>) {
 fn leader_and_follower_kills_lose_no_acknowledged_write() {
     let mut c = Cluster::start(3);
     let leader = c.leader();
-    let load = Load::start(c.addrs(), 6);
+    let load = load(c.addrs(), 6);
     let hot = Hot::start(&c, leader, 3, 3);
     std::thread::sleep(Duration::from_millis(1500));
 
@@ -478,7 +384,7 @@ fn raft_messages_need_the_cluster_secret() {
 fn a_paused_leader_steps_down_without_split_brain() {
     let c = Cluster::start(3);
     let leader = c.leader();
-    let load = Load::start(c.addrs(), 4);
+    let load = load(c.addrs(), 4);
     let hot = Hot::start(&c, leader, 3, 3);
     std::thread::sleep(Duration::from_millis(800));
     let pid = c.nodes[leader].server.as_ref().unwrap().pid() as i32;
@@ -580,7 +486,7 @@ fn membership_grows_to_five_and_shrinks_under_load() {
             server: None,
         });
     }
-    let load = Load::start(c.addrs().into_iter().take(3).collect(), 4);
+    let load = load(c.addrs().into_iter().take(3).collect(), 4);
     for i in 3..5 {
         // Ask for the leader before the new node runs: until it is added it knows none.
         let leader = c.leader();
