@@ -11,6 +11,45 @@ use crate::domain::{snapshot, Stats};
 use crate::spec::ServiceSpec;
 use crate::wal::Wal;
 
+/// How many parsed events the replay's reader may be ahead of the state.
+const REPLAY_AHEAD: usize = 1024;
+
+/// Parses event `seq` of the log: it must be that event, in a format this runtime reads.
+fn parse_event(seq: u64, bytes: &[u8], shown: &str) -> Result<Event, OpenError> {
+    let corrupt = |what: String| OpenError::Corrupt {
+        path: shown.to_string(),
+        what,
+    };
+    let newer = |found: u32| OpenError::NewerFormat {
+        path: shown.to_string(),
+        found,
+    };
+    let ev: Event = match serde_json::from_slice(bytes) {
+        Ok(ev) => ev,
+        Err(e) => {
+            #[derive(serde::Deserialize)]
+            struct Format {
+                format: u32,
+            }
+            if let Ok(f) = serde_json::from_slice::<Format>(bytes) {
+                if f.format > FORMAT {
+                    return Err(newer(f.format));
+                }
+            }
+            return Err(corrupt(format!("event {seq} cannot be read ({e})")));
+        }
+    };
+    if ev.sequence_number != seq {
+        return Err(corrupt(format!(
+            "event log has a gap or mismatch at sequence {seq}"
+        )));
+    }
+    if ev.format > FORMAT {
+        return Err(newer(ev.format));
+    }
+    Ok(ev)
+}
+
 /// Opens the event log of the data dir (folder `events`).
 pub(crate) fn open_events(dir: &DataDir) -> Result<Wal, OpenError> {
     dir.wal("events").map_err(|e| OpenError::Corrupt {
@@ -133,48 +172,42 @@ pub(crate) fn load_state(
             events.first_index().unwrap_or(0)
         )));
     }
+    // The events are read and parsed on a thread of their own while this one applies
+    // them in order (a restart is mostly these two halves).
     let mut replayed = 0u64;
-    for seq in start..=last {
-        let bytes = events
-            .read(seq)
-            .map_err(|e| corrupt(e.to_string()))?
-            .ok_or_else(|| corrupt(format!("event {seq} is missing")))?;
-        let ev: Event = match serde_json::from_slice(&bytes) {
-            Ok(ev) => ev,
-            Err(e) => {
-                #[derive(serde::Deserialize)]
-                struct Format {
-                    format: u32,
-                }
-                if let Ok(f) = serde_json::from_slice::<Format>(&bytes) {
-                    if f.format > FORMAT {
-                        return Err(OpenError::NewerFormat {
-                            path: shown.clone(),
-                            found: f.format,
-                        });
+    let events: &Wal = events;
+    std::thread::scope(|scope| -> Result<(), OpenError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Event, OpenError>>(REPLAY_AHEAD);
+        let shown = &shown;
+        let reader = std::thread::Builder::new()
+            .name("lithair-replay".into())
+            .spawn_scoped(scope, move || {
+                for seq in start..=last {
+                    let read = events
+                        .read(seq)
+                        .map_err(|e| corrupt(e.to_string()))
+                        .and_then(|b| b.ok_or_else(|| corrupt(format!("event {seq} is missing"))))
+                        .and_then(|bytes| parse_event(seq, &bytes, shown));
+                    let failed = read.is_err();
+                    if tx.send(read).is_err() || failed {
+                        return;
                     }
                 }
-                return Err(corrupt(format!("event {seq} cannot be read ({e})")));
+            })
+            .map_err(|e| corrupt(format!("cannot start the replay: {e}")))?;
+        for read in rx {
+            let ev = read?;
+            state.apply(&ev);
+            window.events.push((ev.sequence_number, ev.event_id));
+            if let Some(key) = ev.idempotency_key {
+                window.keys.push((ev.sequence_number, *key));
             }
-        };
-        if ev.sequence_number != seq {
-            return Err(corrupt(format!(
-                "event log has a gap or mismatch at sequence {seq}"
-            )));
+            replayed += 1;
         }
-        if ev.format > FORMAT {
-            return Err(OpenError::NewerFormat {
-                path: shown.clone(),
-                found: ev.format,
-            });
-        }
-        state.apply(&ev);
-        window.events.push((seq, ev.event_id));
-        if let Some(key) = ev.idempotency_key {
-            window.keys.push((seq, *key));
-        }
-        replayed += 1;
-    }
+        reader
+            .join()
+            .map_err(|_| corrupt("the replay stopped".to_string()))
+    })?;
     stats.replayed_events.store(replayed, Ordering::Relaxed);
     tracing::info!(
         path = %shown,
