@@ -5,6 +5,8 @@
 #   bash bench/run.sh            # all benchmarks, 10 s each
 #   DURATION=5s bash bench/run.sh
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
+#   bash bench/run.sh scale                      # the same (1M by default): fill, data dir,
+#                                                # restart, RSS, lists and GET by id at scale
 #   bash bench/run.sh cluster                    # only the Raft benchmarks
 #   LIST_RECORDS=160000 bash bench/run.sh lists  # durable creates with and without heavy lists
 #   bash bench/run.sh firewall                   # GET and POST with the firewall on and off
@@ -158,7 +160,7 @@ if [ "$only" = all ] || [ "$only" = firewall ]; then
   kill "${pids[-1]}" "${pids[-2]}" "${pids[-3]}"
 fi
 
-if [ "$only" = all ] || [ "$only" = restart ]; then
+if [ "$only" = all ] || [ "$only" = restart ] || [ "$only" = scale ]; then
   echo "== 5. restart with $RECORDS products"
   data=$work/data-restart
   rm -rf "$data"
@@ -189,6 +191,9 @@ if [ "$only" = all ] || [ "$only" = restart ]; then
         t=$(curl -s -o /dev/null -w '%{time_total}' "http://$addr/api/products?$q")
         echo "== 5. GET /api/products?$q at $RECORDS products (unindexed, one request): ${t} s"
       done
+      one=$(curl -s "http://$addr/api/products?limit=1" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+      echo "== 5. GET /api/products/{id} at $RECORDS products, $CONNS connections, 5s"
+      LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$one wrk -t2 -c"$CONNS" -d5s --latency -s bench/get.lua "http://$addr" | summary
       rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
       echo "RSS after the lists: $((rss / 1024)) MiB"
     fi
