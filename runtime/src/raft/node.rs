@@ -141,7 +141,10 @@ impl Cluster {
         let config = openraft::Config {
             cluster_name: spec.service.name.clone(),
             election_timeout_min: t.election_timeout_ms,
-            election_timeout_max: t.election_timeout_ms * 2,
+            // openraft's leader lease is the longest timeout: a follower refuses votes for
+            // that long after its leader's last heartbeat. A third more than the shortest
+            // keeps the timeouts apart and the lease short.
+            election_timeout_max: t.election_timeout_ms + t.election_timeout_ms.div_ceil(3),
             heartbeat_interval: t.heartbeat_interval_ms,
             max_payload_entries: t.max_payload_entries,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(t.snapshot_every),
