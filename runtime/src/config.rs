@@ -177,7 +177,7 @@ impl Default for StorageConfig {
 pub struct ClusterConfig {
     /// Shared by every node; Raft RPCs without it are refused (401).
     pub secret: Option<String>,
-    /// A follower that hears no leader for this long (up to twice as long) starts an election.
+    /// A follower that hears no leader for this long (up to a third longer) starts an election.
     pub election_timeout_ms: u64,
     /// How often the leader sends heartbeats.
     pub heartbeat_interval_ms: u64,
