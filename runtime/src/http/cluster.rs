@@ -30,16 +30,27 @@ fn secret_of<B>(req: &Request<B>) -> Option<&[u8]> {
 /// a slow link); `[server] body_timeout_ms` when it is longer.
 const RPC_BODY_TIME: Duration = Duration::from_secs(60);
 
-async fn body<B>(app: &App, req: Request<B>, max_bytes: usize) -> Result<Bytes, ApiError>
+/// The limits of a Raft message's body.
+fn rpc_limits(app: &App) -> BodyLimits {
+    BodyLimits {
+        max_bytes: RPC_BODY_LIMIT,
+        within: app.opts.body_timeout.max(RPC_BODY_TIME),
+    }
+}
+
+/// The limits of a membership change's body.
+fn member_limits(app: &App) -> BodyLimits {
+    BodyLimits {
+        max_bytes: MEMBER_BODY_LIMIT,
+        within: app.opts.body_timeout,
+    }
+}
+
+async fn body<B>(req: Request<B>, limits: BodyLimits) -> Result<Bytes, ApiError>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let within = match max_bytes {
-        RPC_BODY_LIMIT => app.opts.body_timeout.max(RPC_BODY_TIME),
-        _ => app.opts.body_timeout,
-    };
-    let limits = BodyLimits { max_bytes, within };
     super::body::collect(req.into_body(), &limits).await
 }
 
@@ -83,7 +94,7 @@ where
     if req.method() != Method::POST {
         return Err(ApiError::method_not_allowed(&["POST"]));
     }
-    let bytes = body(app, req, RPC_BODY_LIMIT).await?;
+    let bytes = body(req, rpc_limits(app)).await?;
     let answer = c
         .rpc(rpc, &bytes)
         .await
@@ -128,7 +139,7 @@ where
     let method = req.method().clone();
     let change = match (method, path.strip_prefix("/_cluster/members").unwrap_or("")) {
         (Method::POST, "") => {
-            let bytes = body(app, req, MEMBER_BODY_LIMIT).await?;
+            let bytes = body(req, member_limits(app)).await?;
             let member: NewMember = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::bad_request(format!(
                     "a new member is {{\"id\": <number>, \"addr\": \"host:port\"}}: {e}"

@@ -1,7 +1,9 @@
 //! The machinery every stage of the pipeline is built from: a [`Step`] is what one stage
 //! does around the rest of the pipeline; [`StageLayer`] makes it a tower layer; [`Next`]
-//! and [`Shared`] hand the rest of the pipeline to a stage's future with one reference
-//! count; [`Leaf`] puts any tower service (a test's endpoint) below a stage.
+//! is the rest of the pipeline as a stage calls it, by reference (a stage that only looks
+//! at the request returns the rest's own future); [`Shared`] holds the rest behind one
+//! reference count, so that cloning the outer service per request clones no stage below
+//! it; [`Leaf`] puts any tower service (a test's endpoint) below a stage.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -27,15 +29,15 @@ pub trait Step<B>: Clone + Send + Sync + 'static {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp>;
 }
 
-/// A part of the pipeline that answers through a shared reference: what lets a stage
-/// hand the rest of the pipeline to its future with one reference count, instead of
-/// cloning every stage below it for every request.
+/// A part of the pipeline that answers through a shared reference: a stage calls the
+/// rest of the pipeline through it without cloning any stage below it.
 pub trait Next<B>: Send + Sync + 'static {
     /// Answers `req`.
     fn answer(&self, req: Request<B>) -> BoxFuture<Resp>;
 }
 
-/// The rest of the pipeline as a stage's future holds it: shared, and a tower service.
+/// The rest of the pipeline as a stage holds it: shared (a stage that must wait on the
+/// rest, like the body stage, clones one reference into its future), and a tower service.
 pub struct Shared<S>(Arc<S>);
 
 impl<S> Shared<S> {

@@ -21,9 +21,12 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::event::Stored;
-use crate::domain::state::{ModelState, SortKey, State};
+use crate::domain::state::State;
 use crate::error::ApiError;
 use crate::spec::{FieldType, ModelSpec};
+use ordered::InOrder;
+
+mod ordered;
 
 /// A model's records as of one moment, for a list to work on without the state's lock.
 #[derive(Default)]
@@ -33,20 +36,6 @@ pub struct View {
     ids: Option<Vec<Uuid>>,
     /// For a list without filters in an order an index keeps: that order.
     ordered: Option<InOrder>,
-}
-
-/// An order a list can read directly, page by page.
-struct InOrder {
-    by: By,
-    desc: bool,
-}
-
-/// What keeps the order.
-enum By {
-    /// An ordered index: (value, id).
-    Index(imbl::OrdSet<(SortKey, Uuid)>),
-    /// The records themselves, which are kept by id.
-    Id,
 }
 
 /// The threads lists run on (see the module's doc).
@@ -292,35 +281,6 @@ impl ListQuery {
         }
     }
 
-    /// The order to read a page in directly: a list without filters, sorted by nothing
-    /// (the default, `created_at`), by `id`, or by one field with an ordered index. Ties
-    /// are broken by `id` ascending, as the full sort breaks them.
-    fn in_order(&self, ms: &ModelState) -> Option<InOrder> {
-        if !self.filters.is_empty() || self.sort.len() > 1 {
-            return None;
-        }
-        let (field, desc) = match self.sort.first() {
-            Some((f, desc)) => (f.as_str(), *desc),
-            None => ("created_at", false),
-        };
-        let by = match field {
-            "id" => By::Id,
-            f => By::Index(ms.ordered.get(f)?.clone()),
-        };
-        Some(InOrder { by, desc })
-    }
-
-    /// The ids of the page, read from an order.
-    fn page_in_order(&self, view: &View, order: &InOrder) -> Vec<Uuid> {
-        let (skip, take) = (self.offset, self.limit);
-        match (&order.by, order.desc) {
-            (By::Id, false) => view.records.keys().skip(skip).take(take).copied().collect(),
-            (By::Id, true) => view.records.keys().rev().skip(skip).take(take).copied().collect(),
-            (By::Index(set), false) => set.iter().skip(skip).take(take).map(|(_, id)| *id).collect(),
-            (By::Index(set), true) => descending(set, skip, take),
-        }
-    }
-
     /// Runs the query on a view; answers the page as JSON text, made of the records'
     /// stored JSON.
     pub fn run(&self, view: &View) -> bytes::Bytes {
@@ -406,84 +366,6 @@ impl ListQuery {
     }
 }
 
-/// The ids of a page of `set` read from its end: values descending, and within one
-/// value ids ascending (as the full sort breaks ties). The entries of one value are
-/// gathered while there are few of them; a value that many records share is read
-/// forward as a range instead, so it costs only the ids the page takes.
-fn descending(set: &imbl::OrdSet<(SortKey, Uuid)>, skip: usize, take: usize) -> Vec<Uuid> {
-    /// Most entries of one value gathered before it is read as a range.
-    const GATHER: usize = 64;
-    let (lowest, highest) = (Uuid::nil(), Uuid::from_u128(u128::MAX));
-    let mut page = Page {
-        skip,
-        take,
-        out: Vec::with_capacity(take),
-    };
-    // Entries below this bound are still to be read.
-    let mut below: Option<(SortKey, Uuid)> = None;
-    while !page.full() {
-        let entries: Box<dyn Iterator<Item = &(SortKey, Uuid)>> = match &below {
-            None => Box::new(set.iter().rev()),
-            Some(b) => Box::new(set.range(..b.clone()).rev()),
-        };
-        let mut run: Vec<Uuid> = Vec::new();
-        let mut run_key: Option<&SortKey> = None;
-        let mut crowded = None;
-        for (key, id) in entries {
-            if run_key != Some(key) {
-                page.push_all(run.drain(..).rev());
-                if page.full() {
-                    return page.out;
-                }
-                run_key = Some(key);
-            }
-            run.push(*id);
-            if run.len() > GATHER {
-                crowded = Some(key.clone());
-                break;
-            }
-        }
-        match crowded {
-            None => {
-                page.push_all(run.drain(..).rev());
-                break;
-            }
-            Some(key) => {
-                let from = (key.clone(), lowest);
-                page.push_all(set.range(from.clone()..=(key, highest)).map(|(_, id)| *id));
-                below = Some(from);
-            }
-        }
-    }
-    page.out
-}
-
-/// A page being filled: what is still to skip, and how many it takes.
-struct Page {
-    skip: usize,
-    take: usize,
-    out: Vec<Uuid>,
-}
-
-impl Page {
-    fn full(&self) -> bool {
-        self.out.len() >= self.take
-    }
-
-    fn push_all(&mut self, ids: impl Iterator<Item = Uuid>) {
-        for id in ids {
-            if self.full() {
-                return;
-            }
-            if self.skip > 0 {
-                self.skip -= 1;
-            } else {
-                self.out.push(id);
-            }
-        }
-    }
-}
-
 fn equal(a: Option<&Value>, b: &Value) -> bool {
     match (a, b) {
         (Some(Value::Number(x)), Value::Number(y)) => x.as_f64() == y.as_f64(),
@@ -492,6 +374,9 @@ fn equal(a: Option<&Value>, b: &Value) -> bool {
     }
 }
 
+/// The order of values in a list. The ordered indexes keep the same order
+/// (`domain::state::SortKey`); `a_page_read_in_index_order_equals_the_full_sort` checks
+/// that the two agree.
 fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
     match (a, b) {
         (None | Some(Value::Null), None | Some(Value::Null)) => Ordering::Equal,
@@ -613,15 +498,15 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         for round in 0..4 {
             let mut state = State::new(&spec.spec);
-            let mut ids = Vec::new();
+            let mut live = Vec::new();
             for i in 0..400 {
                 // Updates and deletes of records made before.
-                if !ids.is_empty() && rng.gen_bool(0.2) {
-                    let id = ids[rng.gen_range(0..ids.len())];
+                if !live.is_empty() && rng.gen_bool(0.2) {
+                    let id = live[rng.gen_range(0..live.len())];
                     let ms = state.models.get_mut("Item").unwrap();
                     if rng.gen_bool(0.5) {
                         ms.put(id, None);
-                        ids.retain(|x| *x != id);
+                        live.retain(|x| *x != id);
                         continue;
                     }
                 }
@@ -654,7 +539,7 @@ mod tests {
                     .get_mut("Item")
                     .unwrap()
                     .put(id, Some(Arc::new(Stored::new(r))));
-                ids.push(id);
+                live.push(id);
             }
             let sorts = [
                 "", "&sort=created_at", "&sort=-created_at", "&sort=n", "&sort=-n",
@@ -671,7 +556,7 @@ mod tests {
                         ..q.view(&state, model)
                     };
                     let (a, b) = (q.run(&fast), q.run(&slow));
-                    assert_eq!(ids_of(&a), ids_of(&b), "round {round}, sort {sort:?}, offset {offset}, limit {limit}");
+                    assert_eq!(ids(&a), ids(&b), "round {round}, sort {sort:?}, offset {offset}, limit {limit}");
                     assert_eq!(a, b);
                 }
             }
@@ -687,7 +572,4 @@ mod tests {
         serde_json::Number::from_f64(x).map(Value::Number).unwrap()
     }
 
-    fn ids_of(page: &bytes::Bytes) -> Vec<String> {
-        ids(page)
-    }
 }

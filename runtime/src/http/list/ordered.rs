@@ -1,0 +1,132 @@
+//! Lists read in an order the state keeps: without filters, in the default order
+//! (`created_at`), by `id`, or by one `indexed` field, a page is read from the model's
+//! ordered index (or from the records, which are kept by id) instead of sorting every row.
+//! Ties are broken by `id` ascending, as the full sort in `mod.rs` breaks them.
+
+use uuid::Uuid;
+
+use super::{ListQuery, View};
+use crate::domain::state::{ModelState, SortKey};
+
+/// An order a list can read directly, page by page.
+pub(super) struct InOrder {
+    by: By,
+    desc: bool,
+}
+
+/// What keeps the order.
+enum By {
+    /// An ordered index: (value, id).
+    Index(imbl::OrdSet<(SortKey, Uuid)>),
+    /// The records themselves, which are kept by id.
+    Id,
+}
+
+impl ListQuery {
+    /// The order to read a page in directly: a list without filters, sorted by nothing
+    /// (the default, `created_at`), by `id`, or by one field with an ordered index. Ties
+    /// are broken by `id` ascending, as the full sort breaks them.
+    pub(super) fn in_order(&self, ms: &ModelState) -> Option<InOrder> {
+        if !self.filters.is_empty() || self.sort.len() > 1 {
+            return None;
+        }
+        let (field, desc) = match self.sort.first() {
+            Some((f, desc)) => (f.as_str(), *desc),
+            None => ("created_at", false),
+        };
+        let by = match field {
+            "id" => By::Id,
+            f => By::Index(ms.ordered.get(f)?.clone()),
+        };
+        Some(InOrder { by, desc })
+    }
+
+    /// The ids of the page, read from an order.
+    pub(super) fn page_in_order(&self, view: &View, order: &InOrder) -> Vec<Uuid> {
+        let (skip, take) = (self.offset, self.limit);
+        match (&order.by, order.desc) {
+            (By::Id, false) => view.records.keys().skip(skip).take(take).copied().collect(),
+            (By::Id, true) => view.records.keys().rev().skip(skip).take(take).copied().collect(),
+            (By::Index(set), false) => set.iter().skip(skip).take(take).map(|(_, id)| *id).collect(),
+            (By::Index(set), true) => descending(set, skip, take),
+        }
+    }
+}
+
+/// The ids of a page of `set` read from its end: values descending, and within one
+/// value ids ascending (as the full sort breaks ties). The entries of one value are
+/// gathered while there are few of them; a value that many records share is read
+/// forward as a range instead, so it costs only the ids the page takes.
+fn descending(set: &imbl::OrdSet<(SortKey, Uuid)>, skip: usize, take: usize) -> Vec<Uuid> {
+    /// Most entries of one value gathered before it is read as a range.
+    const GATHER: usize = 64;
+    let (lowest, highest) = (Uuid::nil(), Uuid::from_u128(u128::MAX));
+    let mut page = Page {
+        skip,
+        take,
+        out: Vec::with_capacity(take),
+    };
+    // Entries below this bound are still to be read.
+    let mut below: Option<(SortKey, Uuid)> = None;
+    while !page.full() {
+        let entries: Box<dyn Iterator<Item = &(SortKey, Uuid)>> = match &below {
+            None => Box::new(set.iter().rev()),
+            Some(b) => Box::new(set.range(..b.clone()).rev()),
+        };
+        let mut run: Vec<Uuid> = Vec::new();
+        let mut run_key: Option<&SortKey> = None;
+        let mut crowded = None;
+        for (key, id) in entries {
+            if run_key != Some(key) {
+                page.push_all(run.drain(..).rev());
+                if page.full() {
+                    return page.out;
+                }
+                run_key = Some(key);
+            }
+            run.push(*id);
+            if run.len() > GATHER {
+                crowded = Some(key.clone());
+                break;
+            }
+        }
+        match crowded {
+            None => {
+                page.push_all(run.drain(..).rev());
+                break;
+            }
+            Some(key) => {
+                let from = (key.clone(), lowest);
+                page.push_all(set.range(from.clone()..=(key, highest)).map(|(_, id)| *id));
+                below = Some(from);
+            }
+        }
+    }
+    page.out
+}
+
+/// A page being filled: what is still to skip, and how many it takes.
+struct Page {
+    skip: usize,
+    take: usize,
+    out: Vec<Uuid>,
+}
+
+impl Page {
+    fn full(&self) -> bool {
+        self.out.len() >= self.take
+    }
+
+    fn push_all(&mut self, ids: impl Iterator<Item = Uuid>) {
+        for id in ids {
+            if self.full() {
+                return;
+            }
+            if self.skip > 0 {
+                self.skip -= 1;
+            } else {
+                self.out.push(id);
+            }
+        }
+    }
+}
