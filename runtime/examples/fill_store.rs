@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lithair_runtime::config::SyncMode;
-use lithair_runtime::domain::event::{Actor, Stored};
+use lithair_runtime::domain::event::Actor;
 use lithair_runtime::raft::node::ClusterOptions;
 use lithair_runtime::spec::CompiledSpec;
 use lithair_runtime::store::{Command, Store, StoreOptions};
@@ -49,7 +49,7 @@ fn main() -> anyhow::Result<()> {
             record["version"] = Value::from(1);
             let command = Command::Create {
                 model: args[3].clone(),
-                record: Stored::new(record.as_object().cloned().unwrap_or_default()),
+                record: record.as_object().cloned().unwrap_or_default(),
             };
             let store = store.clone();
             pending.spawn(async move {

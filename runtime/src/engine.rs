@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::domain::decide::IdempotencyKey;
-use crate::domain::event::{Actor, Record, Stored};
-use crate::domain::version_of;
+use crate::domain::event::{Actor, Record};
+use crate::domain::row::Stored;
 use crate::error::ApiError;
 use crate::hooks::{BoxFuture, HookContext, ModelHooks, NoHooks, Records};
 use crate::spec::{CompiledSpec, ModelSpec};
@@ -148,7 +148,7 @@ impl Engine {
             .propose_once(
                 Command::Create {
                     model: model.name.clone(),
-                    record: Stored::new(record),
+                    record,
                 },
                 Self::actor(ctx),
                 key,
@@ -159,13 +159,12 @@ impl Engine {
         let stored = self
             .get(&model.name, ev.aggregate_id)
             .or_else(|| {
-                ev.event_data
-                    .as_object()
-                    .cloned()
-                    .map(|m| Arc::new(Stored::new(m)))
+                let created = ev.event_data.as_object()?;
+                self.store
+                    .read(|s| Some(s.models.get(&model.name)?.encode(created)))
             })
             .ok_or_else(|| ApiError::internal("a created record vanished"))?;
-        hooks.after_create(ctx, &stored);
+        hooks.after_create(ctx, &stored.record());
         Ok(stored)
     }
 
@@ -201,7 +200,7 @@ impl Engine {
             let current = self.get(&model.name, id);
             let stale = match (&current, if_match) {
                 (None, _) => true,
-                (Some(old), Some(v)) => v != version_of(old),
+                (Some(old), Some(v)) => v != old.version(),
                 _ => false,
             };
             if stale && !confirmed {
@@ -211,12 +210,13 @@ impl Engine {
             }
             let old = current
                 .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?;
-            let old_version = version_of(&old);
+            let old_version = old.version();
             if let Some(v) = if_match.filter(|v| *v != old_version) {
                 return Err(ApiError::precondition_failed(format!(
                     "If-Match names version {v}, but the record is at version {old_version}"
                 )));
             }
+            let old = old.record();
             let input = if patch {
                 if !body.is_object() {
                     return Err(ApiError::unprocessable(
@@ -225,7 +225,7 @@ impl Engine {
                         "a merge patch must be a JSON object",
                     ));
                 }
-                let mut current = Value::Object(old.record.clone());
+                let mut current = Value::Object(old.clone());
                 validate::merge_patch(&mut current, &body);
                 if let Value::Object(m) = &mut current {
                     for k in ["created_at", "updated_at", "version"] {
@@ -254,7 +254,7 @@ impl Engine {
             let command = Command::Replace {
                 model: model.name.clone(),
                 id,
-                record: Stored::new(record),
+                record,
                 expected_version: old_version,
                 from_client: if_match.is_some(),
             };
@@ -270,7 +270,7 @@ impl Engine {
                             model.name
                         ))
                     })?;
-                    hooks.after_update(ctx, &old, &stored);
+                    hooks.after_update(ctx, &old, &stored.record());
                     return Ok(stored);
                 }
                 // Someone wrote in between and the client did not pin a version: recompute.
@@ -305,6 +305,7 @@ impl Engine {
                     .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?
             }
         };
+        let old = old.record();
         hooks.before_delete(ctx, &old)?;
         let command = Command::Delete {
             model: model.name.clone(),
@@ -433,7 +434,7 @@ mod tests {
             .create(&ctx, json!({"stock": 10}))
             .await
             .expect("create");
-        let id = Uuid::parse_str(item["id"].as_str().unwrap_or_default()).expect("id");
+        let id = item.id().expect("id");
         let first = restock(&engine, id, Some("r-1"), 3)
             .await
             .expect("first run");

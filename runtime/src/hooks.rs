@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::domain::decide::IdempotencyKey;
-use crate::domain::event::Stored;
+use crate::domain::row::Stored;
 use crate::error::{ApiError, FieldError};
 use crate::spec::Operation;
 
@@ -120,7 +120,7 @@ impl ActionContext {
     pub fn get(&self, id: Uuid) -> Option<Value> {
         self.records
             .record(&self.model, id)
-            .map(|r| Value::Object(r.record.clone()))
+            .map(|r| Value::Object(r.record()))
     }
 
     /// The current record, as the generated struct.
@@ -143,7 +143,7 @@ impl ActionContext {
         };
         let key = self.key.as_ref().map(|k| k.next(&self.model, &id));
         let record = self.records.patch_once(&ctx, id, patch, key).await?;
-        Ok(Value::Object(record.record.clone()))
+        Ok(Value::Object(record.record()))
     }
 }
 

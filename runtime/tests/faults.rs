@@ -38,16 +38,6 @@ async fn bump(store: &Store, id: Uuid, n: i64) -> Result<(), Refused> {
     try_bump(store, id, n).await
 }
 
-async fn wait_for(mut done: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("condition not reached in 5 s");
-}
-
 /// Defect (of the incremental snapshots this store had): a snapshot that failed dropped
 /// its records from the changed set, so the next one moved past records it never held,
 /// and a restart lost them. A snapshot now holds every record and replaces the previous
@@ -81,7 +71,7 @@ async fn a_snapshot_that_failed_is_made_good_by_the_next_one() {
     }
     let store = Store::open(dir.path(), &spec.spec, opts(10)).await.unwrap();
     assert!(store.stats.snapshot_records.load(Ordering::Relaxed) >= 3);
-    let n = |i: usize| store.get("Item", ids[i]).map(|r| r.get("n").cloned());
+    let n = |i: usize| store.get("Item", ids[i]).map(|r| r.get("n"));
     assert_eq!(n(0), Some(Some(json!(6))));
     assert_eq!(n(1), Some(Some(json!(7))));
     assert_eq!(n(2), Some(Some(json!(17))));
@@ -285,7 +275,7 @@ async fn every_io_failpoint_under_load_loses_no_acknowledged_write() {
             let r = store
                 .get("Item", *id)
                 .unwrap_or_else(|| panic!("{point}: acknowledged record {id} is missing"));
-            assert_eq!(r.get("n"), Some(&json!(n)), "{point}: record {id}");
+            assert_eq!(r.get("n"), Some(json!(n)), "{point}: record {id}");
         }
         store
             .propose(create(&format!("{point}-after"), 0), actor())

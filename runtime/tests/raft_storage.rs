@@ -53,7 +53,7 @@ fn openraft_storage_suite() {
 #[test]
 fn replicas_applying_the_same_entries_hold_identical_logs() {
     use lithair_runtime::domain::decide::Stamped;
-    use lithair_runtime::domain::event::{Actor, Stored};
+    use lithair_runtime::domain::event::Actor;
     use lithair_runtime::domain::Command;
     use lithair_runtime::raft::{Applied, Batch};
     use openraft::storage::RaftStateMachine;
@@ -67,7 +67,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
             let record = serde_json::json!({"id": id, "code": code, "created_at": "2024-01-01T00:00:00Z",
                 "updated_at": "2024-01-01T00:00:00Z", "version": 1});
             let stamped = Stamped {
-                command: Command::Create { model: "Item".into(), record: Stored::new(record.as_object().unwrap().clone()) },
+                command: Command::Create { model: "Item".into(), record: record.as_object().unwrap().clone() },
                 actor: Actor { name: "t".into(), roles: vec![] },
                 event_id: uuid::Uuid::new_v4(),
                 at: "2024-01-01T00:00:00Z".into(),
@@ -116,7 +116,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
 #[test]
 fn a_command_sent_twice_is_applied_once() {
     use lithair_runtime::domain::decide::Stamped;
-    use lithair_runtime::domain::event::{Actor, Stored};
+    use lithair_runtime::domain::event::Actor;
     use lithair_runtime::domain::Command;
     use lithair_runtime::raft::Applied;
     use openraft::storage::RaftStateMachine;
@@ -127,7 +127,7 @@ fn a_command_sent_twice_is_applied_once() {
     let stamped = Stamped {
         command: Command::Create {
             model: "Item".into(),
-            record: Stored::new(record.as_object().unwrap().clone()),
+            record: record.as_object().unwrap().clone(),
         },
         actor: Actor {
             name: "t".into(),
@@ -164,7 +164,7 @@ fn a_command_sent_twice_is_applied_once() {
 #[test]
 fn a_refused_command_sent_again_is_decided_again() {
     use lithair_runtime::domain::decide::Stamped;
-    use lithair_runtime::domain::event::{Actor, Stored};
+    use lithair_runtime::domain::event::Actor;
     use lithair_runtime::domain::Command;
     use lithair_runtime::raft::Applied;
     use openraft::storage::RaftStateMachine;
@@ -184,13 +184,11 @@ fn a_refused_command_sent_again_is_decided_again() {
     let create = |id: uuid::Uuid| {
         Command::Create {
         model: "Item".into(),
-        record: Stored::new(
-            serde_json::json!({"id": id.to_string(), "code": "taken",
+        record: serde_json::json!({"id": id.to_string(), "code": "taken",
                 "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "version": 1})
             .as_object()
             .unwrap()
             .clone(),
-        ),
     }
     };
     let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());

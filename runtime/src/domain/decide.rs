@@ -11,11 +11,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::event::{self, Actor, Event, EventKind, Stored, FORMAT};
+use super::event::{self, Actor, Event, EventKind, Record, FORMAT};
+use super::row::Stored;
+use super::state::index_key;
 use super::state::State;
 use super::{record_id, version_of, Command, Refused};
 use crate::spec::ServiceSpec;
-use super::state::index_key;
 
 /// A command as proposed: stamped by the node that received it, so applying it is
 /// deterministic everywhere.
@@ -195,7 +196,7 @@ impl Decider {
                     model,
                     id,
                     None,
-                    Some(Arc::new(std::mem::take(record))),
+                    Some(std::mem::take(record)),
                     EventKind::Created,
                 )
             }
@@ -209,7 +210,7 @@ impl Decider {
                 let old = self
                     .current(state, overlay, model, *id)
                     .ok_or(Refused::NotFound)?;
-                let current = version_of(&old);
+                let current = old.version();
                 if current != *expected_version {
                     return Err(Refused::VersionMismatch {
                         current,
@@ -220,7 +221,7 @@ impl Decider {
                     model,
                     *id,
                     Some(old),
-                    Some(Arc::new(std::mem::take(record))),
+                    Some(std::mem::take(record)),
                     EventKind::Updated,
                 )
             }
@@ -232,7 +233,7 @@ impl Decider {
                 let old = self
                     .current(state, overlay, model, *id)
                     .ok_or(Refused::NotFound)?;
-                let current = version_of(&old);
+                let current = old.version();
                 if expected_version.is_some_and(|v| v != current) {
                     return Err(Refused::VersionMismatch {
                         current,
@@ -280,9 +281,15 @@ impl Decider {
                 }
             }
         }
+        let layout = state
+            .models
+            .get(model.as_str())
+            .map(|ms| ms.layout.clone())
+            .ok_or_else(|| Refused::Storage(format!("this node has no model {model}")))?;
+        let old_record: Option<Record> = old.as_ref().map(|o| o.record());
         // Record the batch's effects for the commands after this one.
         for field in self.rules.unique.get(model).into_iter().flatten() {
-            let old_key = old
+            let old_key = old_record
                 .as_ref()
                 .and_then(|o| o.get(field))
                 .filter(|v| !v.is_null())
@@ -305,27 +312,25 @@ impl Decider {
                 }
             }
         }
-        overlay.records.insert((model.clone(), id), new.clone());
-        let event_data = match (&old, &new, kind) {
-            (_, Some(n), EventKind::Created) => Value::Object(n.record.clone()),
+        let version = match &new {
+            Some(n) => version_of(n),
+            None => old.as_ref().map(|o| o.version() + 1).unwrap_or(1),
+        };
+        let event_data = match (&old_record, new, kind) {
+            (_, Some(n), EventKind::Created) => Value::Object(n),
             (Some(o), Some(n), EventKind::Updated) => json!({
-                "changes": event::changes(o, n),
+                "changes": event::changes(o, &n),
                 "updated_at": n.get("updated_at").cloned().unwrap_or(Value::Null),
             }),
             _ => json!({}),
-        };
-        let version = match &new {
-            Some(n) => version_of(n),
-            None => old.as_ref().map(|o| version_of(o) + 1).unwrap_or(1),
         };
         let suffix = match kind {
             EventKind::Created => "Created",
             EventKind::Updated => "Updated",
             EventKind::Deleted => "Deleted",
         };
-        Ok((
-            Event {
-                format: FORMAT,
+        let event = Event {
+            format: FORMAT,
                 event_id: p.event_id,
                 sequence_number: seq,
                 aggregate_id: id,
@@ -337,9 +342,15 @@ impl Decider {
                 created_at: now,
                 node_id: p.node_id.clone(),
                 principal: actor,
-                idempotency_key: p.key.clone().map(Box::new),
-            },
-            new,
-        ))
+            idempotency_key: p.key.clone().map(Box::new),
+        };
+        // The record is what the event makes of the old one, exactly as a replay of the
+        // log makes it (a field set to null, for one, is left out).
+        let stored = event.apply(old_record.as_ref()).map(|mut next| {
+            state.upcast(model, &mut next);
+            Arc::new(Stored::encode(&layout, &next))
+        });
+        overlay.records.insert((model.clone(), id), stored.clone());
+        Ok((event, stored))
     }
 }

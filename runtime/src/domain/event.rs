@@ -11,45 +11,6 @@ pub const FORMAT: u32 = 1;
 /// A record: its fields plus `id`, `created_at`, `updated_at`, `version`.
 pub type Record = Map<String, Value>;
 
-/// A record as the store keeps it: parsed, and as the JSON text that reads answer with
-/// (serialised once, when the record is written, not on every read).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Stored {
-    /// The parsed record.
-    pub record: Record,
-    /// Its JSON text.
-    pub json: bytes::Bytes,
-}
-
-impl Stored {
-    /// Serialises `record` once.
-    pub fn new(record: Record) -> Self {
-        let json = serde_json::to_vec(&record).unwrap_or_default().into();
-        Stored { record, json }
-    }
-}
-
-// On the wire (Raft entries) a stored record travels as its JSON object; the text is
-// rebuilt on arrival.
-impl Serialize for Stored {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.record.serialize(s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Stored {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Record::deserialize(d).map(Stored::new)
-    }
-}
-
-impl std::ops::Deref for Stored {
-    type Target = Record;
-    fn deref(&self) -> &Record {
-        &self.record
-    }
-}
-
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -1,7 +1,8 @@
 //! The store's domain, without I/O: the commands a write proposes, the events they
 //! become, the in-memory state reads are served from, the decision rule that turns a
 //! command into events against that state (`decide.rs`, the same on every replica), the
-//! snapshot format (`snapshot.rs`) and the node's write health (`health.rs`).
+//! compact form records are kept in (`row.rs`), the snapshot format (`snapshot.rs`) and
+//! the node's write health (`health.rs`).
 //!
 //! The I/O around it (the logs, the data dir, recovery and checkpoints) is in
 //! [`crate::raft`]; the facade the engine uses is [`crate::store`].
@@ -9,6 +10,7 @@
 pub mod decide;
 pub mod event;
 pub mod health;
+pub mod row;
 pub mod snapshot;
 pub mod state;
 
@@ -17,7 +19,7 @@ use std::sync::atomic::AtomicU64;
 use serde_json::Value;
 use uuid::Uuid;
 
-use event::{Record, Stored};
+use event::Record;
 
 /// A write, as proposed to the store.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -27,7 +29,7 @@ pub enum Command {
         /// Model.
         model: String,
         /// The new record.
-        record: Stored,
+        record: Record,
     },
     /// Replace record `id`, which must still be at `expected_version`.
     Replace {
@@ -36,7 +38,7 @@ pub enum Command {
         /// Record id.
         id: Uuid,
         /// The whole new record.
-        record: Stored,
+        record: Record,
         /// The version the change was computed from.
         expected_version: u64,
         /// Whether that version came from the client's If-Match (412) or from our read (retry).

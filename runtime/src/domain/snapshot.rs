@@ -8,11 +8,16 @@
 //! frozen copy of the state (persistent maps), off the apply path, and read back with one
 //! sequential read.
 //!
-//! Layout: `"LTHSNAP1" | header length: u32 LE | header (JSON) | records`, where the
+//! Layout: `"LTHSNAP2" | header length: u32 LE | header (JSON) | records`, where the
 //! header holds the last event's sequence number, the applied state (as the state machine
-//! encoded it), the window, and each model's name with its record count; the records
-//! follow in the header's order, each `length: u32 LE | the record's JSON text`. On disk
-//! and on the wire the whole is framed by `wal::slot` (length and checksum).
+//! encoded it), the window, and each model's name, record count and record layout
+//! (`row.rs`); the records follow in the header's order, each `length: u32 LE | the
+//! record's compact bytes`, as the state keeps them. Loading one copies each record's
+//! bytes as they are when the model's layout is still the same (a changed schema
+//! re-encodes them), and builds the indexes of each model on threads of their own. A
+//! snapshot written before records were compact (`"LTHSNAP1"`: each record as its JSON
+//! text) is still read. On disk and on the wire the whole is framed by `wal::slot`
+//! (length and checksum).
 
 use std::io::Write;
 use std::sync::atomic::Ordering;
@@ -22,12 +27,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::decide::IdempotencyKey;
-use super::event::{Record, Stored};
+use super::event::Record;
+use super::row::{Layout, Slot, Stored};
 use super::state::State;
 use super::Stats;
 use crate::spec::ServiceSpec;
 
-const MAGIC: &[u8; 8] = b"LTHSNAP1";
+const MAGIC: &[u8; 8] = b"LTHSNAP2";
+/// Snapshots whose records are JSON text.
+const MAGIC_JSON: &[u8; 8] = b"LTHSNAP1";
 
 /// The duplicate-detection window of the state machine at one event, oldest first.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +46,9 @@ pub struct Window {
     pub keys: Vec<(u64, IdempotencyKey)>,
 }
 
+/// A model's records by id, as the state keeps them.
+pub type Records = imbl::OrdMap<Uuid, Arc<Stored>>;
+
 /// The state as of one event, frozen (cheap to take: the maps are shared).
 #[derive(Clone)]
 pub struct Image {
@@ -45,8 +56,8 @@ pub struct Image {
     pub last_seq: u64,
     /// The state machine's applied state at that event (its own JSON).
     pub applied: Vec<u8>,
-    /// Each model's records, by model name.
-    pub models: Vec<(String, imbl::OrdMap<Uuid, Arc<Stored>>)>,
+    /// Each model's name, layout and records, by model name.
+    pub models: Vec<(String, Arc<Layout>, Records)>,
     /// The duplicate-detection window at that event.
     pub window: Window,
 }
@@ -56,9 +67,19 @@ struct Header<'a> {
     last_seq: u64,
     #[serde(borrow)]
     applied: &'a serde_json::value::RawValue,
-    models: Vec<(String, u64)>,
+    models: Vec<ModelHeader>,
     recent: Vec<(u64, Uuid)>,
     keys: Vec<(u64, IdempotencyKey)>,
+}
+
+/// A model in a snapshot's header.
+#[derive(Serialize, Deserialize)]
+struct ModelHeader {
+    name: String,
+    records: u64,
+    /// The layout of its records (absent in `LTHSNAP1`: they are JSON text).
+    #[serde(default)]
+    slots: Vec<Slot>,
 }
 
 /// A snapshot read back: the state, and what the state machine needs besides.
@@ -77,7 +98,7 @@ impl Image {
         let mut models: Vec<_> = state
             .models
             .iter()
-            .map(|(m, ms)| (m.clone(), ms.records.clone()))
+            .map(|(m, ms)| (m.clone(), ms.layout.clone(), ms.records.clone()))
             .collect();
         models.sort_by(|a, b| a.0.cmp(&b.0));
         Image {
@@ -90,11 +111,10 @@ impl Image {
 
     /// How many records it holds.
     pub fn records(&self) -> usize {
-        self.models.iter().map(|(_, r)| r.len()).sum()
+        self.models.iter().map(|(_, _, r)| r.len()).sum()
     }
 
-    /// Writes it to `out`, from the records' stored JSON text (nothing is serialised
-    /// again).
+    /// Writes it to `out`, from the records' bytes as the state keeps them.
     pub fn encode(&self, out: &mut impl Write) -> std::io::Result<()> {
         let applied: &serde_json::value::RawValue = serde_json::from_slice(&self.applied)
             .map_err(|e| std::io::Error::other(format!("the applied state: {e}")))?;
@@ -104,7 +124,11 @@ impl Image {
             models: self
                 .models
                 .iter()
-                .map(|(m, r)| (m.clone(), r.len() as u64))
+                .map(|(m, layout, r)| ModelHeader {
+                    name: m.clone(),
+                    records: r.len() as u64,
+                    slots: layout.slots().to_vec(),
+                })
                 .collect(),
             recent: self.window.events.clone(),
             keys: self.window.keys.clone(),
@@ -113,10 +137,10 @@ impl Image {
         out.write_all(MAGIC)?;
         out.write_all(&len32(header.len())?.to_le_bytes())?;
         out.write_all(&header)?;
-        for (_, records) in &self.models {
+        for (_, _, records) in &self.models {
             for r in records.values() {
-                out.write_all(&len32(r.json.len())?.to_le_bytes())?;
-                out.write_all(&r.json)?;
+                out.write_all(&len32(r.bytes().len())?.to_le_bytes())?;
+                out.write_all(r.bytes())?;
             }
         }
         Ok(())
@@ -149,6 +173,9 @@ pub enum Unreadable {
     /// A record does not parse.
     #[error("a record of {0} cannot be read: {1}")]
     Record(String, serde_json::Error),
+    /// A record's compact bytes do not read.
+    #[error("a record of {0}: {1}")]
+    Damaged(String, super::row::Damaged),
     /// A record has no valid id.
     #[error("a record of {0} has no valid id")]
     NoId(String),
@@ -163,13 +190,17 @@ pub enum Unreadable {
 pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded, Unreadable> {
     let mut at = 0usize;
     let mut take = |n: usize| -> Result<&[u8], Unreadable> {
-        let piece = bytes.get(at..at + n).ok_or(Unreadable::EndsEarly(at))?;
+        let piece = bytes
+            .get(at..at.saturating_add(n))
+            .ok_or(Unreadable::EndsEarly(at))?;
         at += n;
         Ok(piece)
     };
-    if take(8)? != MAGIC {
-        return Err(Unreadable::NotASnapshot);
-    }
+    let json = match take(8)? {
+        m if m == MAGIC => false,
+        m if m == MAGIC_JSON => true,
+        _ => return Err(Unreadable::NotASnapshot),
+    };
     let len = |b: &[u8]| -> usize {
         let mut four = [0u8; 4];
         four.copy_from_slice(b);
@@ -180,33 +211,38 @@ pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded,
         serde_json::from_slice(take(header_len)?).map_err(Unreadable::Header)?;
     let mut state = State::new(spec);
     let mut loaded = 0u64;
-    for (model, count) in &header.models {
-        for _ in 0..*count {
+    for model in &header.models {
+        let name = &model.name;
+        let current = state.models.get(name).map(|ms| ms.layout.clone());
+        // The records keep their bytes when the layout is the same.
+        let same = current
+            .as_ref()
+            .is_some_and(|l| !json && l.slots() == model.slots.as_slice());
+        let written = Layout::from_slots(model.slots.clone());
+        let mut rows = Vec::with_capacity(usize::try_from(model.records).unwrap_or(0).min(1 << 24));
+        for _ in 0..model.records {
             let n = len(take(4)?);
-            let text = take(n)?;
-            let mut r: Record =
-                serde_json::from_slice(text).map_err(|e| Unreadable::Record(model.clone(), e))?;
-            if !state.models.contains_key(model) {
-                continue;
-            }
-            let id = r
-                .get("id")
-                .and_then(serde_json::Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok())
-                .ok_or_else(|| Unreadable::NoId(model.clone()))?;
-            // The stored text is reused unless the record gained defaults.
-            let stored = if state.upcast(model, &mut r) {
-                Stored::new(r)
+            let piece = take(n)?;
+            let Some(layout) = &current else { continue };
+            let stored = if same {
+                Stored::from_bytes(layout, piece).map_err(|e| Unreadable::Damaged(name.clone(), e))?
             } else {
-                Stored {
-                    record: r,
-                    json: bytes::Bytes::copy_from_slice(text),
-                }
+                let mut r: Record = if json {
+                    serde_json::from_slice(piece).map_err(|e| Unreadable::Record(name.clone(), e))?
+                } else {
+                    Stored::from_bytes(&written, piece)
+                        .map_err(|e| Unreadable::Damaged(name.clone(), e))?
+                        .record()
+                };
+                state.upcast(name, &mut r);
+                Stored::encode(layout, &r)
             };
-            if let Some(ms) = state.models.get_mut(model) {
-                ms.put(id, Some(Arc::new(stored)));
-            }
-            loaded += 1;
+            let id = stored.id().ok_or_else(|| Unreadable::NoId(name.clone()))?;
+            rows.push((id, Arc::new(stored)));
+        }
+        if let Some(ms) = state.models.get_mut(name) {
+            loaded += rows.len() as u64;
+            ms.fill(rows);
         }
     }
     if at != bytes.len() {
@@ -223,4 +259,114 @@ pub fn decode(bytes: &[u8], spec: &ServiceSpec, stats: &Stats) -> Result<Loaded,
             keys: header.keys,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::CompiledSpec;
+    use serde_json::json;
+
+    fn spec(fields: &str) -> ServiceSpec {
+        let text = format!(
+            r#"{{
+              "service": {{"name": "t"}}, "roles": [],
+              "models": [{{
+                "name": "Item", "snake": "item", "path": "/api/items",
+                "operations": ["list"],
+                "permissions": {{"read": [], "create": [], "update": [], "delete": []}},
+                "fields": [{fields}]
+              }}]
+            }}"#
+        );
+        CompiledSpec::from_json(&text).unwrap().spec
+    }
+
+    const NAME: &str = r#"{"name": "name", "type": {"kind": "string"}, "indexed": true}"#;
+    const OLD: &str = r#"{"name": "old", "type": {"kind": "int"}, "optional": true}"#;
+    const STOCK: &str = r#"{"name": "stock", "type": {"kind": "int"}, "default": 7}"#;
+
+    fn item(name: &str) -> Record {
+        json!({"id": Uuid::new_v4().to_string(), "name": name, "old": 1, "version": 1})
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    fn names(state: &State) -> Vec<String> {
+        let ms = &state.models["Item"];
+        ms.ordered["name"]
+            .iter()
+            .map(|(k, _)| format!("{k:?}"))
+            .collect()
+    }
+
+    /// A snapshot read back under the schema it was written with holds the same records
+    /// and indexes; under a changed schema the records are re-encoded: a new field with a
+    /// default gets it, a dropped field stays in the record.
+    #[test]
+    fn a_snapshot_reads_back_under_the_same_and_a_changed_schema() {
+        let before = spec(&format!("{NAME}, {OLD}"));
+        let mut state = State::new(&before);
+        for name in ["b", "a", "c"] {
+            let ms = state.models.get_mut("Item").unwrap();
+            let r = item(name);
+            let id = Uuid::parse_str(r["id"].as_str().unwrap()).unwrap();
+            let stored = ms.encode(&r);
+            ms.put(id, Some(stored));
+        }
+        state.last_seq = 3;
+        let bytes = Image::of(&state, b"{}".to_vec(), Window::default())
+            .to_bytes()
+            .unwrap();
+        let same = decode(&bytes, &before, &Stats::default()).unwrap().state;
+        assert_eq!(same.models["Item"].records, state.models["Item"].records);
+        assert_eq!(names(&same), names(&state));
+        assert_eq!(same.last_seq, 3);
+
+        let after = spec(&format!("{NAME}, {STOCK}"));
+        let changed = decode(&bytes, &after, &Stats::default()).unwrap().state;
+        let ms = &changed.models["Item"];
+        assert_eq!(ms.records.len(), 3);
+        for r in ms.records.values() {
+            assert_eq!(r.get("stock"), Some(json!(7)));
+            assert_eq!(r.get("old"), Some(json!(1)));
+            assert!(Arc::ptr_eq(r.layout(), &ms.layout));
+        }
+        assert_eq!(names(&changed), names(&state));
+    }
+
+    /// A snapshot of the earlier format (records as JSON text) is still read.
+    #[test]
+    fn a_snapshot_with_json_records_is_read() {
+        let spec = spec(NAME);
+        let records = [item("x"), item("y")];
+        let header = json!({
+            "last_seq": 9, "applied": {"k": 1}, "models": [["Item", 2]],
+            "recent": [[9, Uuid::nil()]], "keys": []
+        });
+        let header = serde_json::to_vec(&header).unwrap();
+        let mut bytes = MAGIC_JSON.to_vec();
+        bytes.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&header);
+        for r in &records {
+            let text = serde_json::to_vec(r).unwrap();
+            bytes.extend_from_slice(&(text.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(&text);
+        }
+        let loaded = decode(&bytes, &spec, &Stats::default()).unwrap();
+        assert_eq!(loaded.state.last_seq, 9);
+        assert_eq!(loaded.applied, br#"{"k":1}"#);
+        assert_eq!(loaded.window.events, vec![(9, Uuid::nil())]);
+        let ms = &loaded.state.models["Item"];
+        assert_eq!(ms.records.len(), 2);
+        for r in &records {
+            let id = Uuid::parse_str(r["id"].as_str().unwrap()).unwrap();
+            assert_eq!(ms.records[&id].record(), *r);
+        }
+        // Cut anywhere, it is refused, never read short.
+        for cut in [8, 12, bytes.len() - 1] {
+            assert!(decode(&bytes[..cut], &spec, &Stats::default()).is_err());
+        }
+    }
 }

@@ -10,12 +10,15 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::event::{Event, Record, Stored};
+use super::event::{Event, Record};
+use super::row::{Layout, Stored};
 use crate::spec::ServiceSpec;
 
 /// One model's records and indexes.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ModelState {
+    /// How its records are laid out (`row.rs`).
+    pub layout: Arc<Layout>,
     /// Records by id. A persistent map: cloning it for a snapshot is O(1).
     pub records: imbl::OrdMap<Uuid, Arc<Stored>>,
     /// field -> canonical value -> ids holding it.
@@ -134,13 +137,29 @@ fn set_is_empty(s: &IdSet) -> bool {
 }
 
 impl ModelState {
-    fn unindex(&mut self, id: Uuid, r: &Record) {
+    /// An empty model state of `layout`.
+    pub fn new(layout: Arc<Layout>) -> Self {
+        ModelState {
+            layout,
+            records: Default::default(),
+            indexes: Default::default(),
+            ordered: Default::default(),
+            since_snapshot: 0,
+        }
+    }
+
+    /// Encodes `record` in this model's layout.
+    pub fn encode(&self, record: &Record) -> Arc<Stored> {
+        Arc::new(Stored::encode(&self.layout, record))
+    }
+
+    fn unindex(&mut self, id: Uuid, r: &Stored) {
         for (field, set) in self.ordered.iter_mut() {
-            set.remove(&(SortKey::of(r.get(field)), id));
+            set.remove(&(SortKey::of(r.get(field).as_ref()), id));
         }
         for (field, idx) in self.indexes.iter_mut() {
             if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
-                let key = index_key(v);
+                let key = index_key(&v);
                 if let Some(set) = idx.get_mut(&key) {
                     if set.remove(&id) {
                         idx.remove(&key);
@@ -150,16 +169,16 @@ impl ModelState {
         }
     }
 
-    fn index(&mut self, id: Uuid, r: &Record) {
+    fn index(&mut self, id: Uuid, r: &Stored) {
         for (field, set) in self.ordered.iter_mut() {
-            set.insert((SortKey::of(r.get(field)), id));
+            set.insert((SortKey::of(r.get(field).as_ref()), id));
         }
         for (field, idx) in self.indexes.iter_mut() {
             if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
-                match idx.get_mut(&index_key(v)) {
+                match idx.get_mut(&index_key(&v)) {
                     Some(set) => set.insert(id),
                     None => {
-                        idx.insert(index_key(v), IdSet::One(id));
+                        idx.insert(index_key(&v), IdSet::One(id));
                     }
                 }
             }
@@ -182,6 +201,52 @@ impl ModelState {
         }
     }
 
+    /// Fills an empty model with `rows` (sorted by id, as a snapshot holds them): the
+    /// records and each index are built on threads of their own.
+    pub fn fill(&mut self, rows: Vec<(Uuid, Arc<Stored>)>) {
+        let rows = &rows;
+        let records = || rows.iter().cloned().collect::<imbl::OrdMap<_, _>>();
+        let ordered = |field: &str| -> imbl::OrdSet<(SortKey, Uuid)> {
+            rows.iter()
+                .map(|(id, r)| (SortKey::of(r.get(field).as_ref()), *id))
+                .collect()
+        };
+        let hashed = |field: &str| {
+            let mut idx: HashMap<String, IdSet> = HashMap::new();
+            for (id, r) in rows {
+                if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
+                    match idx.get_mut(&index_key(&v)) {
+                        Some(set) => set.insert(*id),
+                        None => {
+                            idx.insert(index_key(&v), IdSet::One(*id));
+                        }
+                    }
+                }
+            }
+            idx
+        };
+        let ordered_fields: Vec<String> = self.ordered.keys().cloned().collect();
+        let hashed_fields: Vec<String> = self.indexes.keys().cloned().collect();
+        std::thread::scope(|s| {
+            let records = in_background(s, records);
+            let ordered: Vec<_> = ordered_fields
+                .iter()
+                .map(|f| (f, in_background(s, move || ordered(f))))
+                .collect();
+            let hashed: Vec<_> = hashed_fields
+                .iter()
+                .map(|f| (f, in_background(s, move || hashed(f))))
+                .collect();
+            self.records = records.join();
+            for (f, set) in ordered {
+                self.ordered.insert(f.clone(), set.join());
+            }
+            for (f, idx) in hashed {
+                self.indexes.insert(f.clone(), idx.join());
+            }
+        });
+    }
+
     /// Ids whose `field` equals `value` (only for indexed fields).
     pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<Uuid>> {
         let idx = self.indexes.get(field)?;
@@ -193,6 +258,10 @@ impl ModelState {
     }
 }
 
+/// A snapshot is written once the events since the last one are at least this share
+/// (one in N) of the records.
+const SNAPSHOT_RATIO: u64 = 4;
+
 /// Every model's state, and the last applied sequence number.
 #[derive(Clone, Debug, Default)]
 pub struct State {
@@ -202,8 +271,6 @@ pub struct State {
     pub last_seq: u64,
     /// Events applied since the last snapshot (taken or loaded).
     pub since_snapshot: u64,
-    /// How many records the last snapshot held.
-    pub snapshot_records: u64,
     /// Per model: fields with a default, which records written before the field existed get.
     defaults: HashMap<String, Vec<(String, Value)>>,
 }
@@ -213,7 +280,7 @@ impl State {
     pub fn new(spec: &ServiceSpec) -> Self {
         let mut models = HashMap::new();
         for m in &spec.models {
-            let mut ms = ModelState::default();
+            let mut ms = ModelState::new(Layout::of(m));
             for f in m.fields.iter().filter(|f| f.unique || f.indexed) {
                 ms.indexes.insert(f.name.clone(), HashMap::new());
             }
@@ -239,7 +306,6 @@ impl State {
             models,
             last_seq: 0,
             since_snapshot: 0,
-            snapshot_records: 0,
             defaults,
         }
     }
@@ -269,12 +335,13 @@ impl State {
         else {
             return;
         };
-        let mut next = ev.apply(previous.as_deref().map(|s| &s.record));
+        let mut next = ev.apply(previous.map(|s| s.record()).as_ref());
         if let Some(r) = next.as_mut() {
             self.upcast(&ev.model, r);
         }
         if let Some(ms) = self.models.get_mut(&ev.model) {
-            ms.put(ev.aggregate_id, next.map(|r| Arc::new(Stored::new(r))));
+            let next = next.map(|r| ms.encode(&r));
+            ms.put(ev.aggregate_id, next);
             ms.since_snapshot += 1;
             self.since_snapshot += 1;
         }
@@ -301,27 +368,20 @@ impl State {
             ms.since_snapshot = 0;
         }
         self.since_snapshot = 0;
-        self.snapshot_records = self.records();
     }
 
     /// Whether a snapshot is due: a model had `every` (its period; 1000 when absent)
-    /// events since the last one, and the snapshot pays for itself:
-    /// - it saves at least half of the replay a restart would do without it (a restart
-    ///   reads one record per record of the last snapshot plus one event per event since;
-    ///   with a new snapshot, one per record now). A store whose events mostly create
-    ///   records saves nothing: it is rebuilt from its events, which cost the same to read
-    ///   as a snapshot, and is spared writing every record a second time;
-    /// - it writes at most twice as many records as there were events since the last one,
-    ///   so snapshots of a large store cost at most two record writes per event.
+    /// events since the last one, and the events since the last one are at least a
+    /// quarter of the records now. So a restart replays at most a quarter of the store's
+    /// size in events after loading the snapshot (loading a compact record costs a
+    /// fraction of replaying a JSON event), and the snapshots of a large store write at
+    /// most four records per event, on the checkpoint thread.
     pub fn snapshot_due(&self, every: &HashMap<String, u64>) -> bool {
         let period_reached = self
             .models
             .iter()
             .any(|(m, ms)| ms.since_snapshot >= every.get(m).copied().unwrap_or(1000));
-        let records = self.records();
-        let without = self.snapshot_records + self.since_snapshot;
-        let saved = without.saturating_sub(records);
-        period_reached && saved * 2 >= self.since_snapshot && self.since_snapshot * 2 >= records
+        period_reached && self.since_snapshot * SNAPSHOT_RATIO >= self.records()
     }
 
     /// The record `id` of `model`.
@@ -333,4 +393,35 @@ impl State {
 /// The value under which a field is indexed (unique and indexed fields): canonical JSON.
 pub fn index_key(v: &Value) -> String {
     v.to_string()
+}
+
+/// Work started on a thread of a scope, or done at once when no thread can be started.
+enum Background<'scope, T> {
+    Thread(std::thread::ScopedJoinHandle<'scope, T>),
+    Done(T),
+}
+
+fn in_background<'scope, T: Send + 'scope>(
+    s: &'scope std::thread::Scope<'scope, '_>,
+    job: impl Fn() -> T + Send + Sync + 'scope,
+) -> Background<'scope, T> {
+    let job = Arc::new(job);
+    let on_thread = job.clone();
+    match std::thread::Builder::new()
+        .name("lithair-load".into())
+        .spawn_scoped(s, move || on_thread())
+    {
+        Ok(handle) => Background::Thread(handle),
+        Err(_) => Background::Done(job()),
+    }
+}
+
+impl<T> Background<'_, T> {
+    /// Its result; a panic of the thread goes on in this one.
+    fn join(self) -> T {
+        match self {
+            Background::Thread(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            Background::Done(t) => t,
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::Request;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::app::App;
@@ -136,11 +136,7 @@ where
             });
             let ctx = hook_ctx(&principal, m, Operation::Create);
             let record = app.engine.create_checked(&ctx, fields, key).await?;
-            let id = record
-                .get("id")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
+            let id = record.id().map(|id| id.to_string()).unwrap_or_default();
             let r = respond::record(201, &record);
             Ok(respond::with_header(r, "location", &format!("{}/{id}", m.path)))
         }

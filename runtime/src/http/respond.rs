@@ -73,10 +73,11 @@ pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
     r
 }
 
-/// A record as an answer: its stored JSON text, and its version as the `ETag`.
-pub fn record(status: u16, record: &crate::domain::event::Stored) -> Resp {
-    let mut r = json_bytes(status, record.json.clone());
-    let etag = format!("\"{}\"", crate::domain::version_of(record));
+/// A record as an answer: its JSON text (rendered from the stored record), and its
+/// version as the `ETag`.
+pub fn record(status: u16, record: &crate::domain::row::Stored) -> Resp {
+    let mut r = json_bytes(status, record.json());
+    let etag = format!("\"{}\"", record.version());
     if let Ok(v) = hyper::header::HeaderValue::try_from(etag) {
         r.headers_mut().insert(hyper::header::ETAG, v);
     }

@@ -11,11 +11,12 @@
 //! write-ahead log) and publishes them to the in-memory [`State`] that reads are served
 //! from. Nothing is visible to readers before it is committed.
 //!
-//! Snapshots: once a model has `snapshot_every` events since the last snapshot (and a
-//! snapshot saves at least half of the replay, see [`State::snapshot_due`]), every record
-//! is written to the data dir's `snapshot` file from a frozen copy of the state, off the
-//! apply path (see `domain/snapshot.rs`). A restart loads it and replays only the events after
-//! it. The data dir's files are listed in `raft/data_dir.rs`.
+//! Snapshots: once a model has `snapshot_every` events since the last snapshot (and the
+//! events since are at least a quarter of the records, see [`State::snapshot_due`]), every
+//! record is written to the data dir's `snapshot` file in its compact form
+//! (`domain/row.rs`) from a frozen copy of the state, off the apply path (see
+//! `domain/snapshot.rs`). A restart loads it and replays only the events after it. The
+//! data dir's files are listed in `raft/data_dir.rs`.
 //!
 //! Faults ([`crate::domain::health`]): a failed write or sync of either log, or a failed checkpoint,
 //! stops this node's writes until it is restarted; a snapshot that fails leaves the
@@ -32,7 +33,8 @@ use uuid::Uuid;
 
 use crate::config::SyncMode;
 use crate::domain::decide::{IdempotencyKey, Stamped};
-use crate::domain::event::{Actor, Event, Stored};
+use crate::domain::event::{Actor, Event};
+use crate::domain::row::Stored;
 use crate::domain::health::Health;
 use crate::domain::state::State;
 use crate::domain::Stats;

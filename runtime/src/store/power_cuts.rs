@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{Store, StoreOptions};
 use crate::config::{ClusterConfig, SyncMode};
 use crate::domain::decide::Stamped;
-use crate::domain::event::{Actor, Stored};
+use crate::domain::event::{Actor, Record};
 use crate::domain::{Command, Stats};
 use crate::raft::data_dir::DataDir;
 use crate::raft::node::ClusterOptions;
@@ -54,10 +54,10 @@ fn actor() -> Actor {
     }
 }
 
-fn record(id: Uuid, code: &str, n: i64, version: u64) -> Stored {
+fn record(id: Uuid, code: &str, n: i64, version: u64) -> Record {
     let v = json!({"id": id.to_string(), "code": code, "n": n,
         "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z", "version": version});
-    Stored::new(v.as_object().cloned().unwrap_or_default())
+    v.as_object().cloned().unwrap_or_default()
 }
 
 const DATA: &str = "/data";
@@ -117,7 +117,7 @@ fn power_cuts_of_a_running_store_lose_no_acknowledged_write() {
                     .map(|n| {
                         (
                             n,
-                            crate::domain::version_of(&store.get("Item", *id).unwrap().record),
+                            store.get("Item", *id).unwrap().version(),
                         )
                     });
                 let ok = now == k.acked || (k.maybe.is_some() && now == k.maybe);
@@ -145,9 +145,10 @@ fn power_cuts_of_a_running_store_lose_no_acknowledged_write() {
                     let Some(old) = store.get("Item", id) else {
                         continue;
                     };
-                    let version = crate::domain::version_of(&old.record);
+                    let version = old.version();
                     let n = rng.gen_range(0..1_000_000);
-                    let code = old.get("code").and_then(|c| c.as_str()).unwrap_or("");
+                    let code = old.get("code");
+                    let code = code.as_ref().and_then(|c| c.as_str()).unwrap_or("");
                     let command = Command::Replace {
                         model: "Item".into(),
                         id,
@@ -283,7 +284,7 @@ fn values(sm: &StateMachine) -> BTreeMap<Uuid, Option<serde_json::Value>> {
     state.models["Item"]
         .records
         .iter()
-        .map(|(id, r)| (*id, r.get("n").cloned()))
+        .map(|(id, r)| (*id, r.get("n")))
         .collect()
 }
 

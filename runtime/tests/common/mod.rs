@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use lithair_runtime::domain::event::{Actor, Record, Stored};
+use lithair_runtime::domain::event::{Actor, Record};
 use lithair_runtime::spec::CompiledSpec;
 use lithair_runtime::store::{Command, Refused, Store};
 use serde_json::json;
@@ -50,7 +50,7 @@ pub fn record(code: &str, n: i64) -> Record {
 pub fn create(code: &str, n: i64) -> Command {
     Command::Create {
         model: "Item".into(),
-        record: Stored::new(record(code, n)),
+        record: record(code, n),
     }
 }
 
@@ -58,15 +58,26 @@ pub fn create(code: &str, n: i64) -> Command {
 pub async fn try_bump(store: &Store, id: Uuid, n: i64) -> Result<(), Refused> {
     let old = store.get("Item", id).expect("record");
     let version = old.get("version").and_then(|v| v.as_u64()).unwrap();
-    let mut next = old.record.clone();
+    let mut next = old.record();
     next.insert("n".into(), json!(n));
     next.insert("version".into(), json!(version + 1));
     let replace = Command::Replace {
         model: "Item".into(),
         id,
-        record: Stored::new(next),
+        record: next,
         expected_version: version,
         from_client: false,
     };
     store.propose(replace, actor()).await.map(|_| ())
+}
+
+/// Waits up to 5 s for `done`.
+pub async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("condition not reached in 5 s");
 }
