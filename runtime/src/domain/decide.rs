@@ -13,8 +13,7 @@ use uuid::Uuid;
 
 use super::event::{self, Actor, Event, EventKind, Record, FORMAT};
 use super::row::Stored;
-use super::state::index_key;
-use super::state::State;
+use super::state::{SortKey, State};
 use super::{record_id, version_of, Command, Refused};
 use crate::spec::ServiceSpec;
 
@@ -125,7 +124,7 @@ impl Rules {
 #[derive(Default)]
 pub struct Overlay {
     records: HashMap<(String, Uuid), Option<Arc<Stored>>>,
-    claims: HashMap<(String, String, String), Option<Uuid>>,
+    claims: HashMap<(String, String, SortKey), Option<Uuid>>,
 }
 
 /// Decides commands against a state (plus the effects of the batch so far).
@@ -161,18 +160,18 @@ impl Decider {
         overlay: &Overlay,
         model: &str,
         field: &str,
-        key: &str,
+        key: &SortKey,
     ) -> Option<Uuid> {
-        if let Some(c) =
-            overlay
-                .claims
-                .get(&(model.to_string(), field.to_string(), key.to_string()))
+        if let Some(c) = overlay
+            .claims
+            .get(&(model.to_string(), field.to_string(), key.clone()))
         {
             return *c;
         }
-        let ids = state.models.get(model)?.indexes.get(field)?.get(key)?;
+        let index = state.models.get(model)?.index(field)?;
         // Ids whose record the batch already changed are judged by the overlay.
-        ids.iter()
+        index
+            .holders(key)
             .find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
     }
 
@@ -247,7 +246,7 @@ impl Decider {
             for field in self.rules.unique.get(model).into_iter().flatten() {
                 if let Some(v) = new.get(field).filter(|v| !v.is_null()) {
                     if let Some(holder) = self
-                        .holder(state, overlay, model, field, &index_key(v))
+                        .holder(state, overlay, model, field, &SortKey::of(Some(v)))
                         .filter(|h| *h != id)
                     {
                         return Err(Refused::Unique {
@@ -293,12 +292,12 @@ impl Decider {
                 .as_ref()
                 .and_then(|o| o.get(field))
                 .filter(|v| !v.is_null())
-                .map(index_key);
+                .map(|v| SortKey::of(Some(v)));
             let new_key = new
                 .as_ref()
                 .and_then(|n| n.get(field))
                 .filter(|v| !v.is_null())
-                .map(index_key);
+                .map(|v| SortKey::of(Some(v)));
             if old_key != new_key {
                 if let Some(k) = old_key {
                     overlay

@@ -21,6 +21,7 @@ use serde_json::{Map, Number, Value};
 use uuid::Uuid;
 
 use super::event::Record;
+use super::state::SortKey;
 use crate::spec::{FieldType, ModelSpec};
 
 /// The slots of a model's records, in schema order.
@@ -160,6 +161,7 @@ impl Stored {
     }
 
     /// Its layout.
+    #[cfg(any(test, feature = "testing"))]
     pub fn layout(&self) -> &Arc<Layout> {
         &self.layout
     }
@@ -178,6 +180,21 @@ impl Stored {
             r.skip_slot(&slot.values).ok()?;
         }
         r.slot(&self.layout.slots.get(i)?.values).ok()?
+    }
+
+    /// The index key of slot `i`'s value (as `SortKey::of` its value, without building
+    /// the value).
+    pub fn key_at(&self, i: usize) -> SortKey {
+        let mut r = self.reader();
+        let Some(slots) = self.layout.slots.get(..=i) else {
+            return SortKey::Missing;
+        };
+        for slot in &slots[..i] {
+            if r.skip_slot(&slot.values).is_err() {
+                return SortKey::Missing;
+            }
+        }
+        r.sort_key(&slots[i].values).unwrap_or(SortKey::Missing)
     }
 
     /// The value of field `name` (also one the layout has no slot for).
@@ -330,7 +347,7 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 /// The microseconds of `s` if it is a timestamp exactly as the server writes them.
-fn server_time(s: &str) -> Option<i64> {
+pub(super) fn server_time(s: &str) -> Option<i64> {
     // `YYYY-MM-DDTHH:MM:SS.ffffffZ`
     if s.len() != 27 || !s.ends_with('Z') || s.as_bytes()[19] != b'.' {
         return None;
@@ -340,7 +357,8 @@ fn server_time(s: &str) -> Option<i64> {
     (render_time(micros)? == s).then_some(micros)
 }
 
-fn render_time(micros: i64) -> Option<String> {
+/// A timestamp as the server writes them.
+pub(super) fn render_time(micros: i64) -> Option<String> {
     chrono::DateTime::from_timestamp_micros(micros)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
@@ -492,6 +510,41 @@ impl<'a> Reader<'a> {
             return Ok(());
         }
         self.skip(values)
+    }
+
+    /// The next slot's index key.
+    fn sort_key(&mut self, values: &[String]) -> Result<SortKey, Damaged> {
+        let at = self.at;
+        Ok(match self.peek().ok_or(Damaged(at))? {
+            tag::ABSENT | tag::NULL => SortKey::Missing,
+            tag::FALSE => SortKey::Bool(false),
+            tag::TRUE => SortKey::Bool(true),
+            tag::INT => {
+                self.at += 1;
+                SortKey::num(unzigzag(self.varint()?) as f64)
+            }
+            tag::UINT => {
+                self.at += 1;
+                SortKey::num(self.varint()? as f64)
+            }
+            tag::FLOAT => {
+                self.at += 1;
+                SortKey::num(self.float()?)
+            }
+            tag::STR => {
+                self.at += 1;
+                SortKey::Str(self.str()?.into())
+            }
+            tag::TIME => {
+                self.at += 1;
+                SortKey::Time(unzigzag(self.varint()?))
+            }
+            tag::ENUM => {
+                self.at += 1;
+                SortKey::string(self.enum_value(values)?)
+            }
+            _ => SortKey::of(Some(&self.value(values)?)),
+        })
     }
 
     fn value(&mut self, values: &[String]) -> Result<Value, Damaged> {

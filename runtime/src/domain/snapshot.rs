@@ -295,7 +295,7 @@ mod tests {
 
     fn names(state: &State) -> Vec<String> {
         let ms = &state.models["Item"];
-        ms.ordered["name"]
+        ms.index("name").unwrap().entries
             .iter()
             .map(|(k, _)| format!("{k:?}"))
             .collect()

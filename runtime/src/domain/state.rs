@@ -1,17 +1,18 @@
-//! The in-memory state the store serves reads from: records per model, the secondary
-//! indexes of `unique` and `indexed` fields (value → ids), and the ordered indexes of the
-//! default list order (`created_at`) and of `indexed` fields (value, id in order), which
-//! let a sorted page read only the rows it returns. Only the Raft state machine changes
-//! it, by applying committed events; readers take a read lock.
+//! The in-memory state the store serves reads from: records per model, and the ordered
+//! indexes of the default list order (`created_at`) and of every `unique` and `indexed`
+//! field: each record's (value, id), in order. One structure serves both uses: an equality
+//! lookup (a unique value's holder, an indexed filter) reads the range of one value, and a
+//! sorted page reads only the rows it returns. Only the Raft state machine changes the
+//! state, by applying committed events; readers take a read lock.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
 use uuid::Uuid;
 
 use super::event::{Event, Record};
-use super::row::{Layout, Stored};
+use super::row::{server_time, Layout, Stored};
 use crate::spec::ServiceSpec;
 
 /// One model's records and indexes.
@@ -21,19 +22,30 @@ pub struct ModelState {
     pub layout: Arc<Layout>,
     /// Records by id. A persistent map: cloning it for a snapshot is O(1).
     pub records: imbl::OrdMap<Uuid, Arc<Stored>>,
-    /// field -> canonical value -> ids holding it.
-    pub indexes: HashMap<String, HashMap<String, IdSet>>,
-    /// field -> every record's (value, id), in list order: `created_at` and each
-    /// `indexed` field. Persistent, so a list's frozen view of one is O(1).
-    pub ordered: HashMap<String, imbl::OrdSet<(SortKey, Uuid)>>,
+    /// The ordered indexes: `created_at`, then each `unique` or `indexed` field.
+    pub indexes: Vec<Index>,
     /// Events of this model applied since the last snapshot.
     pub since_snapshot: u64,
 }
 
+/// An ordered index of one field: every record's (value, id), in list order. Persistent,
+/// so a list's frozen view of one is O(1).
+#[derive(Clone, Debug)]
+pub struct Index {
+    /// The field.
+    pub field: String,
+    /// Its slot in the model's layout.
+    slot: usize,
+    /// The entries.
+    pub entries: imbl::OrdSet<(SortKey, Uuid)>,
+}
+
 /// A value as an ordered index keeps it, in the order lists compare values: a missing
-/// value or `null` first, then numbers by value, strings by their bytes, booleans (a
-/// field's values share one JSON type, so kinds never meet in one index).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// value or `null` first, then booleans, numbers by value, strings by their bytes (a
+/// field's values share one JSON type, so kinds never meet in one index). A timestamp as
+/// the server writes them (`created_at`, `updated_at`) is kept as its microseconds, which
+/// order as its text does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum SortKey {
     /// Absent or `null`.
     Missing,
@@ -41,13 +53,81 @@ pub enum SortKey {
     Bool(bool),
     /// A number.
     Num(Num),
-    /// A string.
-    Str(String),
+    /// A string that is a timestamp in the server's form: its microseconds since 1970.
+    Time(i64),
+    /// Any other string.
+    Str(Box<str>),
     /// An array or object, by its JSON text.
-    Other(String),
+    Other(Box<str>),
 }
 
-/// A JSON number, totally ordered (JSON has no NaN; `-0` equals `0`).
+impl SortKey {
+    /// The key of a record's value.
+    pub fn of(v: Option<&Value>) -> SortKey {
+        match v {
+            None | Some(Value::Null) => SortKey::Missing,
+            Some(Value::Bool(b)) => SortKey::Bool(*b),
+            Some(Value::Number(n)) => SortKey::num(n.as_f64().unwrap_or(0.0)),
+            Some(Value::String(s)) => SortKey::string(s),
+            Some(other) => SortKey::Other(other.to_string().into()),
+        }
+    }
+
+    /// The key of a number.
+    pub fn num(n: f64) -> SortKey {
+        // `+ 0.0` turns -0 into 0, which lists compare as equal.
+        SortKey::Num(Num(n + 0.0))
+    }
+
+    /// The key of a string.
+    pub fn string(s: &str) -> SortKey {
+        match server_time(s) {
+            Some(t) => SortKey::Time(t),
+            None => SortKey::Str(s.into()),
+        }
+    }
+
+    /// Its rank among the kinds (a timestamp ranks as the string it is).
+    fn rank(&self) -> u8 {
+        match self {
+            SortKey::Missing => 0,
+            SortKey::Bool(_) => 1,
+            SortKey::Num(_) => 2,
+            SortKey::Time(_) | SortKey::Str(_) => 3,
+            SortKey::Other(_) => 4,
+        }
+    }
+}
+
+impl PartialOrd for SortKey {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for SortKey {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use SortKey::*;
+        match (self, other) {
+            (Bool(a), Bool(b)) => a.cmp(b),
+            (Num(a), Num(b)) => a.cmp(b),
+            (Time(a), Time(b)) => a.cmp(b),
+            (Str(a), Str(b)) | (Other(a), Other(b)) => a.cmp(b),
+            // A timestamp and another string compare as text (they are never equal: a
+            // string in the server's form is always kept as a `Time`).
+            (Time(t), Str(s)) => super::row::render_time(*t)
+                .unwrap_or_default()
+                .as_str()
+                .cmp(s),
+            (Str(s), Time(t)) => s
+                .as_ref()
+                .cmp(super::row::render_time(*t).unwrap_or_default().as_str()),
+            _ => self.rank().cmp(&other.rank()),
+        }
+    }
+}
+
+/// A JSON number, totally ordered (JSON has no NaN; `-0` is kept as `0`).
 #[derive(Clone, Copy, Debug)]
 pub struct Num(f64);
 
@@ -58,6 +138,12 @@ impl PartialEq for Num {
 }
 
 impl Eq for Num {}
+
+impl std::hash::Hash for Num {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.0.to_bits().hash(h);
+    }
+}
 
 impl PartialOrd for Num {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -71,79 +157,35 @@ impl Ord for Num {
     }
 }
 
-impl SortKey {
-    /// The key of a record's value.
-    pub fn of(v: Option<&Value>) -> SortKey {
-        match v {
-            None | Some(Value::Null) => SortKey::Missing,
-            Some(Value::Bool(b)) => SortKey::Bool(*b),
-            // `+ 0.0` turns -0 into 0, which lists compare as equal.
-            Some(Value::Number(n)) => SortKey::Num(Num(n.as_f64().unwrap_or(0.0) + 0.0)),
-            Some(Value::String(s)) => SortKey::Str(s.clone()),
-            Some(other) => SortKey::Other(other.to_string()),
-        }
-    }
+/// The entries of one value in an index: from the lowest id to the highest.
+fn value_range(key: &SortKey) -> std::ops::RangeInclusive<(SortKey, Uuid)> {
+    (key.clone(), Uuid::nil())..=(key.clone(), Uuid::max())
 }
 
-/// The ids holding one indexed value. Most values of unique or selective fields are held
-/// by one record: that case takes no allocation of its own.
-#[derive(Clone, Debug)]
-pub enum IdSet {
-    /// One id.
-    One(Uuid),
-    /// Several ids.
-    Many(BTreeSet<Uuid>),
-}
-
-impl IdSet {
-    fn insert(&mut self, id: Uuid) {
-        match self {
-            IdSet::One(x) if *x == id => {}
-            IdSet::One(x) => *self = IdSet::Many(BTreeSet::from([*x, id])),
-            IdSet::Many(set) => {
-                set.insert(id);
-            }
-        }
+impl Index {
+    /// The ids of the records whose value is `key`, in id order.
+    pub fn holders<'a>(&'a self, key: &SortKey) -> impl Iterator<Item = Uuid> + 'a {
+        self.entries.range(value_range(key)).map(|(_, id)| *id)
     }
-
-    /// Removes `id`; answers whether the set is now empty.
-    fn remove(&mut self, id: &Uuid) -> bool {
-        match self {
-            IdSet::One(x) => x == id,
-            IdSet::Many(set) => {
-                set.remove(id);
-                if set.len() == 1 {
-                    if let Some(only) = set.iter().next().copied() {
-                        *self = IdSet::One(only);
-                    }
-                }
-                set_is_empty(self)
-            }
-        }
-    }
-
-    /// The ids, in order.
-    pub fn iter(&self) -> impl Iterator<Item = Uuid> + '_ {
-        let (one, many) = match self {
-            IdSet::One(x) => (Some(*x), None),
-            IdSet::Many(set) => (None, Some(set.iter().copied())),
-        };
-        one.into_iter().chain(many.into_iter().flatten())
-    }
-}
-
-fn set_is_empty(s: &IdSet) -> bool {
-    matches!(s, IdSet::Many(set) if set.is_empty())
 }
 
 impl ModelState {
-    /// An empty model state of `layout`.
-    pub fn new(layout: Arc<Layout>) -> Self {
+    /// An empty model state of `layout`, with an ordered index of each of `fields`.
+    pub fn new(layout: Arc<Layout>, fields: &[&str]) -> Self {
+        let indexes = fields
+            .iter()
+            .filter_map(|f| {
+                Some(Index {
+                    field: f.to_string(),
+                    slot: layout.slot(f)?,
+                    entries: imbl::OrdSet::new(),
+                })
+            })
+            .collect();
         ModelState {
             layout,
             records: Default::default(),
-            indexes: Default::default(),
-            ordered: Default::default(),
+            indexes,
             since_snapshot: 0,
         }
     }
@@ -153,50 +195,28 @@ impl ModelState {
         Arc::new(Stored::encode(&self.layout, record))
     }
 
-    fn unindex(&mut self, id: Uuid, r: &Stored) {
-        for (field, set) in self.ordered.iter_mut() {
-            set.remove(&(SortKey::of(r.get(field).as_ref()), id));
-        }
-        for (field, idx) in self.indexes.iter_mut() {
-            if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
-                let key = index_key(&v);
-                if let Some(set) = idx.get_mut(&key) {
-                    if set.remove(&id) {
-                        idx.remove(&key);
-                    }
-                }
-            }
-        }
-    }
-
-    fn index(&mut self, id: Uuid, r: &Stored) {
-        for (field, set) in self.ordered.iter_mut() {
-            set.insert((SortKey::of(r.get(field).as_ref()), id));
-        }
-        for (field, idx) in self.indexes.iter_mut() {
-            if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
-                match idx.get_mut(&index_key(&v)) {
-                    Some(set) => set.insert(id),
-                    None => {
-                        idx.insert(index_key(&v), IdSet::One(id));
-                    }
-                }
-            }
-        }
+    /// The ordered index of `field`, if it has one.
+    pub fn index(&self, field: &str) -> Option<&Index> {
+        self.indexes.iter().find(|i| i.field == field)
     }
 
     /// Puts (or removes, with `None`) a record, keeping the indexes right.
     pub fn put(&mut self, id: Uuid, record: Option<Arc<Stored>>) {
-        if let Some(old) = self.records.get(&id).cloned() {
-            self.unindex(id, &old);
-        }
-        match record {
-            Some(r) => {
-                self.index(id, &r);
-                self.records.insert(id, r);
+        let old = match &record {
+            Some(r) => self.records.insert(id, r.clone()),
+            None => self.records.remove(&id),
+        };
+        for index in self.indexes.iter_mut() {
+            let before = old.as_ref().map(|o| o.key_at(index.slot));
+            let after = record.as_ref().map(|r| r.key_at(index.slot));
+            if before == after {
+                continue;
             }
-            None => {
-                self.records.remove(&id);
+            if let Some(k) = before {
+                index.entries.remove(&(k, id));
+            }
+            if let Some(k) = after {
+                index.entries.insert((k, id));
             }
         }
     }
@@ -206,55 +226,30 @@ impl ModelState {
     pub fn fill(&mut self, rows: Vec<(Uuid, Arc<Stored>)>) {
         let rows = &rows;
         let records = || rows.iter().cloned().collect::<imbl::OrdMap<_, _>>();
-        let ordered = |field: &str| -> imbl::OrdSet<(SortKey, Uuid)> {
-            rows.iter()
-                .map(|(id, r)| (SortKey::of(r.get(field).as_ref()), *id))
-                .collect()
+        let entries = |slot: usize| -> imbl::OrdSet<(SortKey, Uuid)> {
+            let mut keys: Vec<(SortKey, Uuid)> =
+                rows.iter().map(|(id, r)| (r.key_at(slot), *id)).collect();
+            keys.sort_unstable();
+            keys.into_iter().collect()
         };
-        let hashed = |field: &str| {
-            let mut idx: HashMap<String, IdSet> = HashMap::new();
-            for (id, r) in rows {
-                if let Some(v) = r.get(field).filter(|v| !v.is_null()) {
-                    match idx.get_mut(&index_key(&v)) {
-                        Some(set) => set.insert(*id),
-                        None => {
-                            idx.insert(index_key(&v), IdSet::One(*id));
-                        }
-                    }
-                }
-            }
-            idx
-        };
-        let ordered_fields: Vec<String> = self.ordered.keys().cloned().collect();
-        let hashed_fields: Vec<String> = self.indexes.keys().cloned().collect();
+        let slots: Vec<usize> = self.indexes.iter().map(|i| i.slot).collect();
         std::thread::scope(|s| {
             let records = in_background(s, records);
-            let ordered: Vec<_> = ordered_fields
+            let built: Vec<_> = slots
                 .iter()
-                .map(|f| (f, in_background(s, move || ordered(f))))
-                .collect();
-            let hashed: Vec<_> = hashed_fields
-                .iter()
-                .map(|f| (f, in_background(s, move || hashed(f))))
+                .map(|slot| in_background(s, move || entries(*slot)))
                 .collect();
             self.records = records.join();
-            for (f, set) in ordered {
-                self.ordered.insert(f.clone(), set.join());
-            }
-            for (f, idx) in hashed {
-                self.indexes.insert(f.clone(), idx.join());
+            for (index, entries) in self.indexes.iter_mut().zip(built) {
+                index.entries = entries.join();
             }
         });
     }
 
-    /// Ids whose `field` equals `value` (only for indexed fields).
+    /// Ids whose `field` equals `value`, if the field has an index.
     pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<Uuid>> {
-        let idx = self.indexes.get(field)?;
-        Some(
-            idx.get(&index_key(value))
-                .map(|s| s.iter().collect())
-                .unwrap_or_default(),
-        )
+        let index = self.index(field)?;
+        Some(index.holders(&SortKey::of(Some(value))).collect())
     }
 }
 
@@ -276,20 +271,20 @@ pub struct State {
 }
 
 impl State {
-    /// Empty state with indexes declared for every unique or indexed field.
+    /// Empty state with an ordered index of `created_at` and of every unique or indexed
+    /// field.
     pub fn new(spec: &ServiceSpec) -> Self {
         let mut models = HashMap::new();
         for m in &spec.models {
-            let mut ms = ModelState::new(Layout::of(m));
-            for f in m.fields.iter().filter(|f| f.unique || f.indexed) {
-                ms.indexes.insert(f.name.clone(), HashMap::new());
-            }
-            ms.ordered
-                .insert("created_at".to_string(), imbl::OrdSet::new());
-            for f in m.fields.iter().filter(|f| f.indexed) {
-                ms.ordered.insert(f.name.clone(), imbl::OrdSet::new());
-            }
-            models.insert(m.name.clone(), ms);
+            let fields: Vec<&str> = std::iter::once("created_at")
+                .chain(
+                    m.fields
+                        .iter()
+                        .filter(|f| f.unique || f.indexed)
+                        .map(|f| f.name.as_str()),
+                )
+                .collect();
+            models.insert(m.name.clone(), ModelState::new(Layout::of(m), &fields));
         }
         let defaults = spec
             .models
@@ -390,11 +385,6 @@ impl State {
     }
 }
 
-/// The value under which a field is indexed (unique and indexed fields): canonical JSON.
-pub fn index_key(v: &Value) -> String {
-    v.to_string()
-}
-
 /// Work started on a thread of a scope, or done at once when no thread can be started.
 enum Background<'scope, T> {
     Thread(std::thread::ScopedJoinHandle<'scope, T>),
@@ -423,5 +413,38 @@ impl<T> Background<'_, T> {
             Background::Thread(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
             Background::Done(t) => t,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Keys of strings order and compare as the strings do, whether a string is kept as
+    /// a timestamp or as text.
+    #[test]
+    fn string_keys_order_as_their_text() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut text = || -> String {
+            let minute = rng.gen_range(0..3);
+            let micros = rng.gen_range(0..3);
+            match rng.gen_range(0..4) {
+                0 => format!("2024-01-01T00:0{minute}:00.00000{micros}Z"),
+                1 => format!("2024-01-01T00:0{minute}:00Z"),
+                2 => format!("2024-01-01T00:0{minute}:00.00000{micros}+01:00"),
+                _ => format!("2024-01-01T00:0{minute}"),
+            }
+        };
+        for _ in 0..2000 {
+            let (a, b) = (text(), text());
+            let (ka, kb) = (SortKey::string(&a), SortKey::string(&b));
+            assert_eq!(ka.cmp(&kb), a.cmp(&b), "{a} vs {b}");
+            assert_eq!(ka == kb, a == b, "{a} vs {b}");
+        }
+        assert!(matches!(
+            SortKey::string("2024-01-01T00:00:00.000000Z"),
+            SortKey::Time(_)
+        ));
     }
 }

@@ -88,6 +88,7 @@ pub(crate) fn load_state(
         path: shown.clone(),
         what,
     };
+    let started = std::time::Instant::now();
     let (mut state, snapshot_applied, mut window) = match dir
         .slot("snapshot")
         .read()
@@ -101,6 +102,7 @@ pub(crate) fn load_state(
         None => (State::new(spec), None, snapshot::Window::default()),
     };
     let snapshot_seq = state.last_seq;
+    let snapshot_ms = started.elapsed().as_millis() as u64;
     let recorded = dir
         .slot("applied")
         .read()
@@ -214,6 +216,8 @@ pub(crate) fn load_state(
         last_sequence = state.last_seq,
         snapshot_records = stats.snapshot_records.load(Ordering::Relaxed),
         replayed_events = replayed,
+        snapshot_ms,
+        replay_ms = started.elapsed().as_millis() as u64 - snapshot_ms,
         "store loaded"
     );
     Ok(Recovered {

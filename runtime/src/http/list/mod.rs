@@ -8,11 +8,11 @@
 //! [`MAX_SORT_KEYS`] sort keys and [`MAX_FILTERS`] filters are taken.
 //!
 //! What a list costs: one without filters, in the default order (`created_at`), by `id`,
-//! or by one `indexed` field (either direction) reads only its page (plus its offset)
-//! from an ordered index of the state; `total` is the model's size. Any other list (a
-//! filter, several sort keys, an unindexed field) selects the matching rows (through the
-//! index of an indexed filter when there is one) and orders them: its cost grows with
-//! the rows it selects.
+//! or by one `indexed` or `unique` field (either direction) reads only its page (plus its
+//! offset) from an ordered index of the state; `total` is the model's size. Any other list
+//! (a filter, several sort keys, an unindexed field) selects the matching rows (through
+//! the index of an indexed or unique filter when there is one) and orders them: its cost
+//! grows with the rows it selects.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -533,10 +533,15 @@ mod tests {
                     r.insert("on".into(), Value::Bool(rng.gen_bool(0.5)));
                 }
                 r.insert("plain".into(), Value::from(i));
-                r.insert(
-                    "created_at".into(),
-                    Value::String(format!("2024-01-01T00:{:02}:00Z", rng.gen_range(0..30))),
-                );
+                // Timestamps in the server's form (kept as microseconds by the index)
+                // mixed with others (kept as text).
+                let minute = rng.gen_range(0..30);
+                let at = if rng.gen_bool(0.5) {
+                    format!("2024-01-01T00:{minute:02}:00.000000Z")
+                } else {
+                    format!("2024-01-01T00:{minute:02}:00Z")
+                };
+                r.insert("created_at".into(), Value::String(at));
                 let ms = state.models.get_mut("Item").unwrap();
                 ms.put(id, Some(ms.encode(&r)));
                 live.push(id);

@@ -1,5 +1,5 @@
 //! Lists read in an order the state keeps: without filters, in the default order
-//! (`created_at`), by `id`, or by one `indexed` field, a page is read from the model's
+//! (`created_at`), by `id`, or by one `indexed` or `unique` field, a page is read from the model's
 //! ordered index (or from the records, which are kept by id) instead of sorting every row.
 //! Ties are broken by `id` ascending, as the full sort in `mod.rs` breaks them.
 
@@ -24,7 +24,8 @@ enum By {
 
 impl ListQuery {
     /// The order to read a page in directly: a list without filters, sorted by nothing
-    /// (the default, `created_at`), by `id`, or by one field with an ordered index. Ties
+    /// (the default, `created_at`), by `id`, or by one field with an ordered index (an
+    /// indexed or unique field). Ties
     /// are broken by `id` ascending, as the full sort breaks them.
     pub(super) fn in_order(&self, ms: &ModelState) -> Option<InOrder> {
         if !self.filters.is_empty() || self.sort.len() > 1 {
@@ -36,7 +37,7 @@ impl ListQuery {
         };
         let by = match field {
             "id" => By::Id,
-            f => By::Index(ms.ordered.get(f)?.clone()),
+            f => By::Index(ms.index(f)?.entries.clone()),
         };
         Some(InOrder { by, desc })
     }
