@@ -533,7 +533,7 @@ impl<'a> Reader<'a> {
             }
             tag::STR => {
                 self.at += 1;
-                SortKey::Str(self.str()?.into())
+                SortKey::text(self.str()?)
             }
             tag::TIME => {
                 self.at += 1;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::event::{Event, Record};
+use super::event::{Event, EventKind, Record};
 use super::row::{server_time, Layout, Stored};
 use crate::spec::ServiceSpec;
 
@@ -44,8 +44,9 @@ pub struct Index {
 /// value or `null` first, then booleans, numbers by value, strings by their bytes (a
 /// field's values share one JSON type, so kinds never meet in one index). A timestamp as
 /// the server writes them (`created_at`, `updated_at`) is kept as its microseconds, which
-/// order as its text does.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// order as its text does; a string of up to [`SHORT`] bytes is kept inline, so that
+/// comparing keys reads no memory outside the index.
+#[derive(Clone)]
 pub enum SortKey {
     /// Absent or `null`.
     Missing,
@@ -55,11 +56,16 @@ pub enum SortKey {
     Num(Num),
     /// A string that is a timestamp in the server's form: its microseconds since 1970.
     Time(i64),
-    /// Any other string.
-    Str(Box<str>),
+    /// A string of at most [`SHORT`] bytes: its length and bytes.
+    Short(u8, [u8; SHORT]),
+    /// A longer string.
+    Long(Box<str>),
     /// An array or object, by its JSON text.
     Other(Box<str>),
 }
+
+/// The longest string an index key holds inline (the key is 24 bytes).
+pub const SHORT: usize = 22;
 
 impl SortKey {
     /// The key of a record's value.
@@ -81,9 +87,29 @@ impl SortKey {
 
     /// The key of a string.
     pub fn string(s: &str) -> SortKey {
-        match server_time(s) {
-            Some(t) => SortKey::Time(t),
-            None => SortKey::Str(s.into()),
+        if let Some(t) = server_time(s) {
+            return SortKey::Time(t);
+        }
+        SortKey::text(s)
+    }
+
+    /// The key of a string known not to be a timestamp in the server's form.
+    pub(super) fn text(s: &str) -> SortKey {
+        if s.len() <= SHORT {
+            let mut bytes = [0u8; SHORT];
+            bytes[..s.len()].copy_from_slice(s.as_bytes());
+            SortKey::Short(s.len() as u8, bytes)
+        } else {
+            SortKey::Long(s.into())
+        }
+    }
+
+    /// The bytes of a string key (not of a timestamp).
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            SortKey::Short(n, b) => Some(&b[..usize::from(*n)]),
+            SortKey::Long(s) => Some(s.as_bytes()),
+            _ => None,
         }
     }
 
@@ -93,8 +119,47 @@ impl SortKey {
             SortKey::Missing => 0,
             SortKey::Bool(_) => 1,
             SortKey::Num(_) => 2,
-            SortKey::Time(_) | SortKey::Str(_) => 3,
+            SortKey::Time(_) | SortKey::Short(..) | SortKey::Long(_) => 3,
             SortKey::Other(_) => 4,
+        }
+    }
+}
+
+impl std::fmt::Debug for SortKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SortKey::Missing => f.write_str("Missing"),
+            SortKey::Bool(b) => write!(f, "Bool({b})"),
+            SortKey::Num(n) => write!(f, "Num({})", n.0),
+            SortKey::Time(t) => write!(f, "Time({t})"),
+            SortKey::Other(s) => write!(f, "Other({s:?})"),
+            _ => write!(
+                f,
+                "Str({:?})",
+                String::from_utf8_lossy(self.bytes().unwrap_or_default())
+            ),
+        }
+    }
+}
+
+impl PartialEq for SortKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for SortKey {}
+
+impl std::hash::Hash for SortKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.rank().hash(h);
+        match self {
+            SortKey::Missing => {}
+            SortKey::Bool(b) => b.hash(h),
+            SortKey::Num(n) => n.hash(h),
+            SortKey::Time(t) => t.hash(h),
+            SortKey::Other(s) => s.hash(h),
+            _ => self.bytes().hash(h),
         }
     }
 }
@@ -112,17 +177,18 @@ impl Ord for SortKey {
             (Bool(a), Bool(b)) => a.cmp(b),
             (Num(a), Num(b)) => a.cmp(b),
             (Time(a), Time(b)) => a.cmp(b),
-            (Str(a), Str(b)) | (Other(a), Other(b)) => a.cmp(b),
+            (Other(a), Other(b)) => a.cmp(b),
             // A timestamp and another string compare as text (they are never equal: a
             // string in the server's form is always kept as a `Time`).
-            (Time(t), Str(s)) => super::row::render_time(*t)
-                .unwrap_or_default()
-                .as_str()
-                .cmp(s),
-            (Str(s), Time(t)) => s
-                .as_ref()
-                .cmp(super::row::render_time(*t).unwrap_or_default().as_str()),
-            _ => self.rank().cmp(&other.rank()),
+            (Time(t), _) if other.bytes().is_some() => {
+                let text = super::row::render_time(*t).unwrap_or_default();
+                text.as_bytes().cmp(other.bytes().unwrap_or_default())
+            }
+            (_, Time(_)) if self.bytes().is_some() => other.cmp(self).reverse(),
+            _ => match (self.bytes(), other.bytes()) {
+                (Some(a), Some(b)) => a.cmp(b),
+                _ => self.rank().cmp(&other.rank()),
+            },
         }
     }
 }
@@ -319,9 +385,9 @@ impl State {
         changed
     }
 
-    /// Applies a committed event. Events of models the schema no longer has are skipped
-    /// (their records stay in the log).
-    pub fn apply(&mut self, ev: &Event) {
+    /// Applies a committed event (its data is taken). Events of models the schema no
+    /// longer has are skipped (their records stay in the log).
+    pub fn apply(&mut self, ev: &mut Event) {
         self.last_seq = self.last_seq.max(ev.sequence_number);
         let Some(previous) = self
             .models
@@ -330,7 +396,14 @@ impl State {
         else {
             return;
         };
-        let mut next = ev.apply(previous.map(|s| s.record()).as_ref());
+        let mut next = match (ev.kind, std::mem::take(&mut ev.event_data)) {
+            // The record itself: taken, not copied.
+            (EventKind::Created, Value::Object(record)) => Some(record),
+            (_, data) => {
+                ev.event_data = data;
+                ev.apply(previous.map(|s| s.record()).as_ref())
+            }
+        };
         if let Some(r) = next.as_mut() {
             self.upcast(&ev.model, r);
         }
@@ -446,5 +519,8 @@ mod tests {
             SortKey::string("2024-01-01T00:00:00.000000Z"),
             SortKey::Time(_)
         ));
+        assert!(matches!(SortKey::string(&"x".repeat(SHORT)), SortKey::Short(..)));
+        assert!(matches!(SortKey::string(&"x".repeat(SHORT + 1)), SortKey::Long(_)));
+        assert_eq!(std::mem::size_of::<SortKey>(), 24);
     }
 }

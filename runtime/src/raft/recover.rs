@@ -198,8 +198,8 @@ pub(crate) fn load_state(
             })
             .map_err(|e| corrupt(format!("cannot start the replay: {e}")))?;
         for read in rx {
-            let ev = read?;
-            state.apply(&ev);
+            let mut ev = read?;
+            state.apply(&mut ev);
             window.events.push((ev.sequence_number, ev.event_id));
             if let Some(key) = ev.idempotency_key {
                 window.keys.push((ev.sequence_number, *key));
