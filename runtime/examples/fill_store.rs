@@ -3,6 +3,9 @@
 //!
 //! Run: `fill_store SPEC.json DATA_DIR MODEL COUNT 'TEMPLATE-JSON'` where the template's
 //! string values may contain `{i}`, replaced by the record's number.
+//!
+//! It stops as a crash would (without the last snapshot a shutdown writes), so the next
+//! start replays the events since the store's last snapshot: the worst case of a restart.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -72,7 +75,7 @@ fn main() -> anyhow::Result<()> {
         while let Some(r) = pending.join_next().await {
             r?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
         }
-        store.shutdown().await;
+        store.stop_as_a_crash_would().await;
         anyhow::Ok(())
     })?;
     println!(

@@ -179,7 +179,8 @@ async fn snapshots_bound_the_replay() {
 }
 
 /// A model that only grows is snapshotted too (a compact record loads faster than its
-/// event replays): a restart replays only the tail after the last snapshot.
+/// event replays): a restart after a crash replays only the tail after the last
+/// snapshot, one after a clean shutdown nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_that_only_grows_restarts_from_a_snapshot_and_a_short_tail() {
     let dir = tempfile::tempdir().unwrap();
@@ -206,6 +207,15 @@ async fn a_model_that_only_grows_restarts_from_a_snapshot_and_a_short_tail() {
     assert_eq!(loaded, 30, "the last snapshot, at event 30");
     assert_eq!(replayed, 5);
     assert_eq!(store.read(|s| s.models["Item"].records.len()), 35);
+    // A clean shutdown writes a last snapshot: the next start replays nothing.
+    store.shutdown().await;
+    drop(store);
+    let store = Store::open(dir.path(), &spec.spec, opts(SyncMode::Always, 10))
+        .await
+        .unwrap();
+    assert_eq!(store.stats.snapshot_records.load(Ordering::Relaxed), 35);
+    assert_eq!(store.stats.replayed_events.load(Ordering::Relaxed), 0);
+    assert_eq!(store.events().unwrap().len(), 35);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

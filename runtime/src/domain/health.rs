@@ -25,6 +25,8 @@ pub struct Fault {
 pub struct Health {
     fault: OnceLock<Fault>,
     stopping: AtomicBool,
+    /// The node stops as a crash would: without its last snapshot (tests).
+    abrupt: AtomicBool,
 }
 
 /// Whether an error message is the operating system's "no space left on device"
@@ -58,6 +60,18 @@ impl Health {
     /// Whether the node is shutting down.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Makes the node's shutdown skip its last snapshot, as a crash would (tests of the
+    /// replay after a crash).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn stop_abruptly(&self) {
+        self.abrupt.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the shutdown skips the last snapshot.
+    pub fn is_abrupt(&self) -> bool {
+        self.abrupt.load(Ordering::Relaxed)
     }
 }
 

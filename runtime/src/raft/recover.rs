@@ -12,7 +12,9 @@ use crate::spec::ServiceSpec;
 use crate::wal::Wal;
 
 /// How many parsed events the replay's reader may be ahead of the state.
-const REPLAY_AHEAD: usize = 1024;
+const REPLAY_AHEAD: usize = 4096;
+/// How many events the reader hands over at once.
+const REPLAY_CHUNK: usize = 256;
 
 /// Parses event `seq` of the log: it must be that event, in a format this runtime reads.
 fn parse_event(seq: u64, bytes: &[u8], shown: &str) -> Result<Event, OpenError> {
@@ -179,32 +181,47 @@ pub(crate) fn load_state(
     let mut replayed = 0u64;
     let events: &Wal = events;
     std::thread::scope(|scope| -> Result<(), OpenError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Event, OpenError>>(REPLAY_AHEAD);
+        // Handed over in chunks: one wake-up of the applying thread per chunk.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Event>, OpenError>>(
+            REPLAY_AHEAD / REPLAY_CHUNK,
+        );
         let shown = &shown;
         let reader = std::thread::Builder::new()
             .name("lithair-replay".into())
             .spawn_scoped(scope, move || {
+                let mut chunk = Vec::with_capacity(REPLAY_CHUNK);
                 for seq in start..=last {
                     let read = events
                         .read(seq)
                         .map_err(|e| corrupt(e.to_string()))
                         .and_then(|b| b.ok_or_else(|| corrupt(format!("event {seq} is missing"))))
                         .and_then(|bytes| parse_event(seq, &bytes, shown));
-                    let failed = read.is_err();
-                    if tx.send(read).is_err() || failed {
-                        return;
+                    match read {
+                        Ok(ev) => chunk.push(ev),
+                        Err(e) => {
+                            let _ = tx.send(Ok(std::mem::take(&mut chunk)));
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                    if chunk.len() == REPLAY_CHUNK || seq == last {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(REPLAY_CHUNK));
+                        if tx.send(Ok(full)).is_err() {
+                            return;
+                        }
                     }
                 }
             })
             .map_err(|e| corrupt(format!("cannot start the replay: {e}")))?;
         for read in rx {
-            let mut ev = read?;
-            state.apply(&mut ev);
-            window.events.push((ev.sequence_number, ev.event_id));
-            if let Some(key) = ev.idempotency_key {
-                window.keys.push((ev.sequence_number, *key));
+            for mut ev in read? {
+                state.apply(&mut ev);
+                window.events.push((ev.sequence_number, ev.event_id));
+                if let Some(key) = ev.idempotency_key {
+                    window.keys.push((ev.sequence_number, *key));
+                }
+                replayed += 1;
             }
-            replayed += 1;
         }
         reader
             .join()

@@ -175,6 +175,31 @@ pub struct StateMachine {
     holder: Arc<()>,
 }
 
+/// A state machine that stops (the node shuts down) hands a last snapshot to the
+/// checkpoint thread when events were applied since the last one: the next start loads
+/// it and replays nothing. The checkpoint thread writes it before it ends, and the node's
+/// shutdown waits for that (`Cluster::shutdown`); a crash skips it, and the next start
+/// replays the tail since the last snapshot instead.
+impl Drop for StateMachine {
+    fn drop(&mut self) {
+        if self.health.fault().is_some() || self.health.is_abrupt() {
+            return;
+        }
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        if state.since_snapshot == 0 {
+            return;
+        }
+        let Ok(applied) = self.applied_bytes(state.last_seq) else {
+            return;
+        };
+        let image = Image::of(&state, applied, self.recent.export());
+        drop(state);
+        let _ = self
+            .checkpoints
+            .send(crate::raft::Checkpoint::Snapshot(image));
+    }
+}
+
 fn read_err(e: impl std::fmt::Display) -> StorageError<u64> {
     io_error(Io::ReadStateMachine, e)
 }

@@ -278,6 +278,14 @@ impl Store {
         self.cluster.shutdown().await;
     }
 
+    /// Stops the node as a crash would leave the data dir: without the last snapshot a
+    /// shutdown writes (what is on disk is what the sync setting put there).
+    #[cfg(any(test, feature = "testing"))]
+    pub async fn stop_as_a_crash_would(&self) {
+        self.health.stop_abruptly();
+        self.cluster.shutdown().await;
+    }
+
     /// Reads through the current state.
     pub fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
         let guard = self.state.read().unwrap_or_else(|p| p.into_inner());

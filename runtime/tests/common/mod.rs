@@ -27,10 +27,10 @@ pub fn spec() -> CompiledSpec {
     CompiledSpec::from_json(SPEC).unwrap()
 }
 
-/// Stops the store's Raft node so that the database can be opened again (no final flush:
-/// what is on disk is what the sync setting put there).
+/// Stops the store's Raft node so that the data dir can be opened again, as a crash would
+/// leave it (no last snapshot: what is on disk is what the sync setting put there).
 pub async fn close(store: Store) {
-    store.cluster().shutdown().await;
+    store.stop_as_a_crash_would().await;
     drop(store);
 }
 
