@@ -6,9 +6,10 @@
 //! node        identity and format: format, created_by, node_id, cluster_id (JSON)
 //! raft-state  the Raft vote, committed id and purge point (JSON)
 //! applied     the state machine's applied state: log id, membership, last event (JSON)
-//! snapshot    every record as of one event (see `domain::snapshot`)
-//! raft-log/   the Raft log (a write-ahead log)
-//! events/     the event log (a write-ahead log)
+//! snapshot    every record as of one event, compact (see `domain::snapshot`)
+//! raft-log/   the Raft log (a write-ahead log: segment files, each finished one with its
+//!             index file)
+//! events/     the event log (a write-ahead log, the same way)
 //! ```
 //!
 //! The four files are slots (`wal::slot`): each replaced whole, atomically and durably.

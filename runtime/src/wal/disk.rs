@@ -21,6 +21,8 @@ pub trait DiskFile: Send + Sync {
     fn set_len(&self, len: u64) -> std::io::Result<()>;
     /// Makes the content durable (`fdatasync`).
     fn sync(&self) -> std::io::Result<()>;
+    /// Its length in bytes.
+    fn size(&self) -> std::io::Result<u64>;
 }
 
 /// The folder operations of the store.
@@ -66,6 +68,10 @@ impl DiskFile for OsFile {
 
     fn sync(&self) -> std::io::Result<()> {
         self.0.sync_data()
+    }
+
+    fn size(&self) -> std::io::Result<u64> {
+        Ok(self.0.metadata()?.len())
     }
 }
 
@@ -202,6 +208,10 @@ pub mod sim {
             let data = lock(&self.0.data).clone();
             *lock(&self.0.durable) = data;
             Ok(())
+        }
+
+        fn size(&self) -> std::io::Result<u64> {
+            Ok(lock(&self.0.data).len() as u64)
         }
     }
 

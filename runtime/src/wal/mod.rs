@@ -8,9 +8,16 @@
 //!
 //! Layout: files `<first index, 20 digits>.wal` in the log's folder. A record is
 //! `len: u32 LE | crc32: u32 LE | index: u64 LE | payload (len bytes)`, the CRC covering
-//! the index and the payload. At open every record is checked: a damaged or half-written
-//! record at the end of the last segment is the trace of a crash during an append that was
-//! never acknowledged, and is cut off; damage anywhere else refuses the open.
+//! the index and the payload. A segment that is finished (the log moved on to the next)
+//! gets an index file beside it, `<first index>.idx` (replaced whole, checksummed: the
+//! segment's length and each record's offset), so that opening the log reads only the
+//! index files of finished segments and the whole of the last one: the time to open does
+//! not grow with the history the log holds. Every record read is checked (its CRC and
+//! index). At open every record of the last segment is checked, and of a finished segment
+//! whose index file is missing, damaged or of another length than the segment (then the
+//! index file is written again): a damaged or half-written record at the end of the last
+//! segment is the trace of a crash during an append that was never acknowledged, and is
+//! cut off; damage anywhere else refuses the open, or the read.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::OpenOptions;
@@ -50,6 +57,16 @@ pub enum WalError {
         /// What is wrong.
         what: String,
     },
+    /// A record read from a finished segment is damaged.
+    #[error("{path} is damaged at byte {offset}: {what}")]
+    Damaged {
+        /// The segment.
+        path: String,
+        /// Where.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
     /// An entry does not fit a record (its length is a `u32`).
     #[error("entry {index} is larger than 4 GiB")]
     TooLarge {
@@ -58,13 +75,16 @@ pub enum WalError {
     },
 }
 
-/// Where an entry is.
+/// Where an entry is in its segment (the segment whose first index is the greatest not
+/// above the entry's).
 #[derive(Clone, Copy, Debug)]
 struct Loc {
-    segment: u64,
-    offset: u64,
+    offset: u32,
     len: u32,
 }
+
+/// The magic bytes of a finished segment's index file.
+const INDEX_MAGIC: &[u8; 8] = b"LTHWIDX1";
 
 /// One segment file.
 struct Segment {
@@ -133,27 +153,72 @@ fn decode(rest: &[u8]) -> Result<(u64, &[u8]), (String, bool)> {
 
 /// Encodes entries as records, the first at byte `offset` of `segment`: the bytes and
 /// where each entry lands.
-fn encode(
-    entries: &[(u64, Vec<u8>)],
-    segment: u64,
-    mut offset: u64,
-) -> Result<(Vec<u8>, Vec<Loc>), WalError> {
+fn encode(entries: &[(u64, Vec<u8>)], mut offset: u64) -> Result<(Vec<u8>, Vec<Loc>), WalError> {
     let mut buf = Vec::new();
     let mut locs = Vec::with_capacity(entries.len());
     for (index, payload) in entries {
-        let len = u32::try_from(payload.len()).map_err(|_| WalError::TooLarge { index: *index })?;
+        let too_large = || WalError::TooLarge { index: *index };
+        let len = u32::try_from(payload.len()).map_err(|_| too_large())?;
         buf.extend_from_slice(&len.to_le_bytes());
         buf.extend_from_slice(&crc(*index, payload).to_le_bytes());
         buf.extend_from_slice(&index.to_le_bytes());
         buf.extend_from_slice(payload);
         locs.push(Loc {
-            segment,
-            offset,
+            offset: u32::try_from(offset).map_err(|_| too_large())?,
             len,
         });
         offset += HEADER + len as u64;
     }
     Ok((buf, locs))
+}
+
+/// The name of the index file of the segment starting at `first`.
+fn index_name(first: u64) -> String {
+    format!("{first:020}.idx")
+}
+
+/// An index file's content: the segment's length, then each record's offset.
+fn index_content(len: u64, locs: &[Loc]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + locs.len() * 4);
+    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&(locs.len() as u64).to_le_bytes());
+    for loc in locs {
+        out.extend_from_slice(&loc.offset.to_le_bytes());
+    }
+    out
+}
+
+/// The locations an index file gives for a segment of `len` bytes (None: it is not the
+/// index of a segment of that length).
+fn index_locs(content: &[u8], len: u64) -> Option<Vec<Loc>> {
+    let word = |at: usize| -> Option<u64> {
+        let mut eight = [0u8; 8];
+        eight.copy_from_slice(content.get(at..at + 8)?);
+        Some(u64::from_le_bytes(eight))
+    };
+    if content.get(..8)? != INDEX_MAGIC || word(8)? != len {
+        return None;
+    }
+    let count = usize::try_from(word(16)?).ok()?;
+    let offsets = content.get(24..)?;
+    if offsets.len() != count.checked_mul(4)? || count == 0 {
+        return None;
+    }
+    let offsets: Vec<u64> = offsets
+        .chunks_exact(4)
+        .map(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+        .collect();
+    let mut locs = Vec::with_capacity(count);
+    for (i, offset) in offsets.iter().enumerate() {
+        let end = offsets.get(i + 1).copied().unwrap_or(len);
+        let payload = end.checked_sub(offset + HEADER)?;
+        locs.push(Loc {
+            offset: u32::try_from(*offset).ok()?,
+            len: u32::try_from(payload).ok()?,
+        });
+    }
+    (offsets.first() == Some(&0)).then_some(locs)
 }
 
 fn segment_name(first: u64) -> String {
@@ -204,7 +269,7 @@ impl Syncer {
 }
 
 impl Wal {
-    /// Opens (or creates) the log in `dir`, checking every record.
+    /// Opens (or creates) the log in `dir` (see the module's doc for what is checked).
     #[cfg(any(test, feature = "testing"))]
     pub fn open(dir: &Path) -> Result<Wal, WalError> {
         Self::open_on(Arc::new(disk::OsDisk), dir, SEGMENT_BYTES)
@@ -239,21 +304,103 @@ impl Wal {
         };
         let count = firsts.len();
         for (n, first) in firsts.into_iter().enumerate() {
-            wal.load_segment(first, n + 1 == count)?;
+            let last = n + 1 == count;
+            if last || !wal.load_indexed(first)? {
+                wal.load_segment(first, last)?;
+                if !last {
+                    wal.write_index(first);
+                }
+            }
         }
         Ok(wal)
+    }
+
+    /// Entries before a segment that does not continue the log were purged: a segment
+    /// starts afresh after everything before it was dropped.
+    fn continue_with(&mut self, first: u64) {
+        if self.next_index() != Some(first) {
+            self.locs.clear();
+            self.first = first;
+        }
+    }
+
+    /// Takes a finished segment's entries from its index file, without reading the
+    /// segment; answers false when there is no usable index file.
+    fn load_indexed(&mut self, first: u64) -> Result<bool, WalError> {
+        let index = slot::Slot::new(self.disk.clone(), &self.dir, &index_name(first));
+        let Ok(Some(content)) = index.read() else {
+            return Ok(false);
+        };
+        let path = self.dir.join(segment_name(first));
+        let file = self.disk.open(&path, false).map_err(io_err(&path))?;
+        let len = file.size().map_err(io_err(&path))?;
+        let Some(locs) = index_locs(&content, len) else {
+            return Ok(false);
+        };
+        self.continue_with(first);
+        self.locs.extend(locs);
+        self.segments.insert(first, Segment { file, path, len });
+        Ok(true)
+    }
+
+    /// Writes the index file of the finished segment starting at `first`. A failure
+    /// costs only time: the next open reads the segment instead.
+    fn write_index(&self, first: u64) {
+        let Some(seg) = self.segments.get(&first) else {
+            return;
+        };
+        // Its entries end where the next segment starts (or the log ends).
+        let end = self
+            .segments
+            .range(first + 1..)
+            .next()
+            .map(|(k, _)| *k)
+            .or_else(|| self.next_index());
+        let (Some(end), Some(from)) = (end, first.checked_sub(self.first)) else {
+            return;
+        };
+        let (from, to) = (from as usize, end.saturating_sub(self.first) as usize);
+        if from >= to || to > self.locs.len() {
+            return;
+        }
+        let locs: Vec<Loc> = self.locs.range(from..to).copied().collect();
+        let index = slot::Slot::new(self.disk.clone(), &self.dir, &index_name(first));
+        if let Err(e) = index.write(&index_content(seg.len, &locs)) {
+            tracing::warn!(
+                segment = %seg.path.display(),
+                error = %e,
+                "cannot write the index of a finished log segment; the next start reads the segment"
+            );
+        }
+    }
+
+    /// Removes the segment starting at `first` and its index file.
+    fn remove_segment(&mut self, first: u64) -> Result<(), WalError> {
+        if let Some(seg) = self.segments.remove(&first) {
+            self.remove_index(first);
+            self.disk.remove(&seg.path).map_err(io_err(&seg.path))?;
+            self.dir_changed = true;
+        }
+        Ok(())
+    }
+
+    /// Removes the index file of the segment starting at `first`, if there is one (a
+    /// stale one is never used: it must match the segment's length, and the last segment
+    /// is always read whole).
+    fn remove_index(&self, first: u64) {
+        let path = self.dir.join(index_name(first));
+        if let Err(e) = self.disk.remove(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::debug!(path = %path.display(), error = %e, "a log index file stays");
+            }
+        }
     }
 
     fn load_segment(&mut self, first: u64, last: bool) -> Result<(), WalError> {
         let path = self.dir.join(segment_name(first));
         let file = self.disk.open(&path, false).map_err(io_err(&path))?;
         let bytes = file.read_all().map_err(io_err(&path))?;
-        // Entries before a segment that does not continue the log were purged: a segment
-        // starts afresh after everything before it was dropped.
-        if self.next_index() != Some(first) {
-            self.locs.clear();
-            self.first = first;
-        }
+        self.continue_with(first);
         let mut offset = 0u64;
         let mut expected = first;
         // (what is wrong, whether it can only be an append cut short by a crash)
@@ -272,9 +419,11 @@ impl Wal {
                     false,
                 ));
             }
+            let Ok(at) = u32::try_from(offset) else {
+                break Some((format!("record {index} starts past 4 GiB"), false));
+            };
             self.locs.push_back(Loc {
-                segment: first,
-                offset,
+                offset: at,
                 len: payload.len() as u32,
             });
             offset += HEADER + payload.len() as u64;
@@ -329,9 +478,10 @@ impl Wal {
     }
 
     fn start_segment(&mut self, first: u64) -> Result<(), WalError> {
-        if let Some((_, active)) = self.segments.iter().next_back() {
-            // The finished segment is made durable before the log moves on.
+        if let Some((&finished, active)) = self.segments.iter().next_back() {
+            // The finished segment is made durable before the log moves on, then indexed.
             active.file.sync().map_err(io_err(&active.path))?;
+            self.write_index(finished);
         }
         let path = self.dir.join(segment_name(first));
         let file = self.disk.open(&path, true).map_err(io_err(&path))?;
@@ -346,13 +496,16 @@ impl Wal {
         let Some((first_new, _)) = entries.first() else {
             return Ok(());
         };
+        let bytes: u64 = entries
+            .iter()
+            .map(|(_, p)| HEADER + p.len() as u64)
+            .sum();
         match self.next_index() {
             Some(next) if next == *first_new => {
-                let full = self
-                    .segments
-                    .values()
-                    .next_back()
-                    .is_none_or(|s| s.len >= self.segment_bytes);
+                // Offsets in a segment stay below 4 GiB.
+                let full = self.segments.values().next_back().is_none_or(|s| {
+                    s.len >= self.segment_bytes || s.len + bytes > u64::from(u32::MAX)
+                });
                 if full {
                     self.start_segment(*first_new)?;
                 }
@@ -369,11 +522,10 @@ impl Wal {
                 self.start_segment(*first_new)?;
             }
         }
-        let Some((&segment, active)) = self.segments.iter_mut().next_back() else {
+        let Some(active) = self.segments.values_mut().next_back() else {
             return Ok(());
         };
-        let (buf, locs) =
-            encode(entries, segment, active.len)?;
+        let (buf, locs) = encode(entries, active.len)?;
         let offset = active.len + buf.len() as u64;
         fail::fail_point!(&format!("{}-write", self.name), |_| Err(io_err(
             &active.path
@@ -396,8 +548,9 @@ impl Wal {
         if self.next_index() == Some(index) {
             return Ok(());
         }
-        for (_, seg) in std::mem::take(&mut self.segments) {
-            self.disk.remove(&seg.path).map_err(io_err(&seg.path))?;
+        let firsts: Vec<u64> = self.segments.keys().copied().collect();
+        for first in firsts {
+            self.remove_segment(first)?;
         }
         self.locs.clear();
         self.first = index;
@@ -412,7 +565,7 @@ impl Wal {
             .append(true)
             .open(path)
             .map_err(io_err(path))?;
-        let (buf, _) = encode(entries, 0, 0)?;
+        let (buf, _) = encode(entries, 0)?;
         use std::io::Write;
         file.write_all(&buf).map_err(io_err(path))?;
         file.sync_data().map_err(io_err(path))
@@ -437,8 +590,8 @@ impl Wal {
                 return Err(refuse(format!("record {index} is out of order")));
             }
             locs.push(Loc {
-                segment: first,
-                offset,
+                offset: u32::try_from(offset)
+                    .map_err(|_| refuse(format!("record {index} starts past 4 GiB")))?,
                 len: payload.len() as u32,
             });
             offset += HEADER + payload.len() as u64;
@@ -466,6 +619,9 @@ impl Wal {
             self.locs.push_front(loc);
         }
         self.first = first;
+        if self.segments.len() > 1 {
+            self.write_index(first);
+        }
         Ok(())
     }
 
@@ -488,13 +644,32 @@ impl Wal {
         else {
             return Ok(None);
         };
-        let Some(seg) = self.segments.get(&loc.segment) else {
+        let Some((_, seg)) = self.segments.range(..=index).next_back() else {
             return Ok(None);
         };
-        let mut buf = vec![0u8; loc.len as usize];
+        let mut buf = vec![0u8; HEADER as usize + loc.len as usize];
         seg.file
-            .read_at(&mut buf, loc.offset + HEADER)
+            .read_at(&mut buf, u64::from(loc.offset))
             .map_err(io_err(&seg.path))?;
+        // Checked on every read: a finished segment was not read at open.
+        match decode(&buf) {
+            Ok((found, _)) if found == index => {}
+            Ok((found, _)) => {
+                return Err(WalError::Damaged {
+                    path: seg.path.display().to_string(),
+                    offset: u64::from(loc.offset),
+                    what: format!("record {found} where {index} was expected"),
+                })
+            }
+            Err((what, _)) => {
+                return Err(WalError::Damaged {
+                    path: seg.path.display().to_string(),
+                    offset: u64::from(loc.offset),
+                    what,
+                })
+            }
+        }
+        buf.drain(..HEADER as usize);
         Ok(Some(buf))
     }
 
@@ -517,21 +692,30 @@ impl Wal {
         let Some(cut) = cut else {
             return Ok(());
         };
+        let cut_index = self.first + keep as u64;
+        let Some(segment) = self
+            .segments
+            .range(..=cut_index)
+            .next_back()
+            .map(|(k, _)| *k)
+        else {
+            return Ok(());
+        };
         let later: Vec<u64> = self
             .segments
-            .range(cut.segment + 1..)
+            .range(segment + 1..)
             .map(|(k, _)| *k)
             .collect();
         for first in later {
-            if let Some(seg) = self.segments.remove(&first) {
-                self.disk.remove(&seg.path).map_err(io_err(&seg.path))?;
-                self.dir_changed = true;
-            }
+            self.remove_segment(first)?;
         }
-        if let Some(seg) = self.segments.get_mut(&cut.segment) {
-            seg.file.set_len(cut.offset).map_err(io_err(&seg.path))?;
+        // The cut segment is the last one now: it is read whole at open.
+        self.remove_index(segment);
+        if let Some(seg) = self.segments.get_mut(&segment) {
+            let offset = u64::from(cut.offset);
+            seg.file.set_len(offset).map_err(io_err(&seg.path))?;
             seg.file.sync().map_err(io_err(&seg.path))?;
-            seg.len = cut.offset;
+            seg.len = offset;
         }
         if self.dir_changed {
             self.dir_changed = false;
@@ -560,10 +744,7 @@ impl Wal {
         for pair in firsts.windows(2) {
             // Every entry of segment pair[0] is before pair[1]'s first.
             if pair[1] <= upto + 1 {
-                if let Some(seg) = self.segments.remove(&pair[0]) {
-                    self.disk.remove(&seg.path).map_err(io_err(&seg.path))?;
-                    self.dir_changed = true;
-                }
+                self.remove_segment(pair[0])?;
             }
         }
         Ok(())
@@ -668,6 +849,70 @@ mod tests {
             Err(WalError::Corrupt { what, .. }) => assert!(what.contains("checksum"), "{what}"),
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
+    }
+
+    /// Finished segments are opened from their index files, without reading them; their
+    /// records are checked when read. A missing index, or one of another length than its
+    /// segment, makes the open read the segment (and write the index again).
+    #[test]
+    fn finished_segments_open_from_their_index_and_are_checked_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let open = || Wal::open_on(Arc::new(disk::OsDisk), d, 100);
+        {
+            let mut wal = open().unwrap();
+            for i in 1..=30 {
+                wal.append(&entries(i..i + 1)).unwrap();
+            }
+            wal.syncer().sync().unwrap();
+        }
+        let mut firsts: Vec<u64> = std::fs::read_dir(d)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".wal").map(|n| n.parse().unwrap())
+            })
+            .collect();
+        firsts.sort_unstable();
+        assert!(firsts.len() > 3, "{firsts:?}");
+        let (finished, last) = (&firsts[..firsts.len() - 1], firsts[firsts.len() - 1]);
+        for f in finished {
+            assert!(d.join(index_name(*f)).exists(), "no index of segment {f}");
+        }
+        assert!(!d.join(index_name(last)).exists());
+        let all = |wal: &Wal| -> Vec<Vec<u8>> {
+            (1..=30).map(|i| wal.read(i).unwrap().unwrap()).collect()
+        };
+        let expected: Vec<Vec<u8>> = entries(1..31).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(all(&open().unwrap()), expected);
+
+        // Damage inside a finished segment: the open does not read it, the read refuses.
+        let second = d.join(segment_name(finished[1]));
+        let f = OpenOptions::new().write(true).open(&second).unwrap();
+        f.write_all_at(b"#", HEADER + 1).unwrap();
+        drop(f);
+        let wal = open().unwrap();
+        assert!(matches!(wal.read(finished[1]), Err(WalError::Damaged { .. })));
+        assert!(wal.read(finished[1] + 1).is_ok());
+        drop(wal);
+        // Without its index the segment is read at open, and its damage refuses the open.
+        std::fs::remove_file(d.join(index_name(finished[1]))).unwrap();
+        assert!(matches!(open(), Err(WalError::Corrupt { .. })));
+        let f = OpenOptions::new().write(true).open(&second).unwrap();
+        f.write_all_at(b"n", HEADER + 1).unwrap();
+        drop(f);
+        assert_eq!(all(&open().unwrap()), expected);
+        assert!(d.join(index_name(finished[1])).exists(), "the index is written again");
+
+        // An index of another length than its segment is not used: the segment is read,
+        // and the bytes past its records refuse the open (they are not the log's end).
+        let first = d.join(segment_name(finished[0]));
+        let bytes = std::fs::read(&first).unwrap();
+        std::fs::write(&first, [bytes.clone(), vec![0u8; 8]].concat()).unwrap();
+        assert!(d.join(index_name(finished[0])).exists());
+        assert!(matches!(open(), Err(WalError::Corrupt { .. })));
+        std::fs::write(&first, &bytes).unwrap();
+        assert_eq!(all(&open().unwrap()), expected);
     }
 
     /// Power cuts at random points across appends, syncs, truncations, purges, segment
