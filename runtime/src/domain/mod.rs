@@ -13,6 +13,7 @@ pub mod health;
 pub mod row;
 pub mod snapshot;
 pub mod state;
+pub mod tree;
 
 use std::sync::atomic::AtomicU64;
 

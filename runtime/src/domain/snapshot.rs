@@ -47,7 +47,7 @@ pub struct Window {
 }
 
 /// A model's records by id, as the state keeps them.
-pub type Records = imbl::OrdMap<Uuid, Arc<Stored>>;
+pub type Records = super::tree::Tree<Uuid, Arc<Stored>>;
 
 /// The state as of one event, frozen (cheap to take: the maps are shared).
 #[derive(Clone)]
@@ -362,7 +362,7 @@ mod tests {
         assert_eq!(ms.records.len(), 2);
         for r in &records {
             let id = Uuid::parse_str(r["id"].as_str().unwrap()).unwrap();
-            assert_eq!(ms.records[&id].record(), *r);
+            assert_eq!(ms.records.get(&id).unwrap().record(), *r);
         }
         // Cut anywhere, it is refused, never read short.
         for cut in [8, 12, bytes.len() - 1] {

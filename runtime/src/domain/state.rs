@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::event::{Event, EventKind, Record};
 use super::row::{server_time, Layout, Stored};
+use super::tree::Tree;
 use crate::spec::ServiceSpec;
 
 /// One model's records and indexes.
@@ -21,12 +22,15 @@ pub struct ModelState {
     /// How its records are laid out (`row.rs`).
     pub layout: Arc<Layout>,
     /// Records by id. A persistent map: cloning it for a snapshot is O(1).
-    pub records: imbl::OrdMap<Uuid, Arc<Stored>>,
+    pub records: Tree<Uuid, Arc<Stored>>,
     /// The ordered indexes: `created_at`, then each `unique` or `indexed` field.
     pub indexes: Vec<Index>,
     /// Events of this model applied since the last snapshot.
     pub since_snapshot: u64,
 }
+
+/// An index's entries: (value, id), in list order.
+pub type Entries = Tree<(SortKey, Uuid), ()>;
 
 /// An ordered index of one field: every record's (value, id), in list order. Persistent,
 /// so a list's frozen view of one is O(1).
@@ -37,7 +41,7 @@ pub struct Index {
     /// Its slot in the model's layout.
     slot: usize,
     /// The entries.
-    pub entries: imbl::OrdSet<(SortKey, Uuid)>,
+    pub entries: Entries,
 }
 
 /// A value as an ordered index keeps it, in the order lists compare values: a missing
@@ -231,7 +235,7 @@ fn value_range(key: &SortKey) -> std::ops::RangeInclusive<(SortKey, Uuid)> {
 impl Index {
     /// The ids of the records whose value is `key`, in id order.
     pub fn holders<'a>(&'a self, key: &SortKey) -> impl Iterator<Item = Uuid> + 'a {
-        self.entries.range(value_range(key)).map(|(_, id)| *id)
+        self.entries.range(value_range(key)).map(|((_, id), _)| *id)
     }
 }
 
@@ -244,7 +248,7 @@ impl ModelState {
                 Some(Index {
                     field: f.to_string(),
                     slot: layout.slot(f)?,
-                    entries: imbl::OrdSet::new(),
+                    entries: Tree::new(),
                 })
             })
             .collect();
@@ -282,7 +286,7 @@ impl ModelState {
                 index.entries.remove(&(k, id));
             }
             if let Some(k) = after {
-                index.entries.insert((k, id));
+                index.entries.insert((k, id), ());
             }
         }
     }
@@ -291,12 +295,9 @@ impl ModelState {
     /// records and each index are built on threads of their own.
     pub fn fill(&mut self, rows: Vec<(Uuid, Arc<Stored>)>) {
         let rows = &rows;
-        let records = || rows.iter().cloned().collect::<imbl::OrdMap<_, _>>();
-        let entries = |slot: usize| -> imbl::OrdSet<(SortKey, Uuid)> {
-            let mut keys: Vec<(SortKey, Uuid)> =
-                rows.iter().map(|(id, r)| (r.key_at(slot), *id)).collect();
-            keys.sort_unstable();
-            keys.into_iter().collect()
+        let records = || rows.iter().cloned().collect::<Tree<_, _>>();
+        let entries = |slot: usize| -> Entries {
+            rows.iter().map(|(id, r)| ((r.key_at(slot), *id), ())).collect()
         };
         let slots: Vec<usize> = self.indexes.iter().map(|i| i.slot).collect();
         std::thread::scope(|s| {

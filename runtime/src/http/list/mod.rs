@@ -31,7 +31,7 @@ mod ordered;
 /// A model's records as of one moment, for a list to work on without the state's lock.
 #[derive(Default)]
 pub struct View {
-    records: imbl::OrdMap<Uuid, Arc<Stored>>,
+    records: crate::domain::snapshot::Records,
     /// The ids an indexed filter selects (None: every record is a candidate).
     ids: Option<Vec<Uuid>>,
     /// For a list without filters in an order an index keeps: that order.

@@ -6,7 +6,7 @@
 use uuid::Uuid;
 
 use super::{ListQuery, View};
-use crate::domain::state::{ModelState, SortKey};
+use crate::domain::state::{Entries, ModelState, SortKey};
 
 /// An order a list can read directly, page by page.
 pub(super) struct InOrder {
@@ -17,7 +17,7 @@ pub(super) struct InOrder {
 /// What keeps the order.
 enum By {
     /// An ordered index: (value, id).
-    Index(imbl::OrdSet<(SortKey, Uuid)>),
+    Index(Entries),
     /// The records themselves, which are kept by id.
     Id,
 }
@@ -45,10 +45,16 @@ impl ListQuery {
     /// The ids of the page, read from an order.
     pub(super) fn page_in_order(&self, view: &View, order: &InOrder) -> Vec<Uuid> {
         let (skip, take) = (self.offset, self.limit);
+        let end = skip.saturating_add(take);
+        // Positions are found in O(log n): an offset costs nothing to skip.
         match (&order.by, order.desc) {
-            (By::Id, false) => view.records.keys().skip(skip).take(take).copied().collect(),
-            (By::Id, true) => view.records.keys().rev().skip(skip).take(take).copied().collect(),
-            (By::Index(set), false) => set.iter().skip(skip).take(take).map(|(_, id)| *id).collect(),
+            (By::Id, false) => view.records.iter_at(skip, end).map(|(id, _)| *id).collect(),
+            (By::Id, true) => {
+                let len = view.records.len();
+                let (from, to) = (len.saturating_sub(end), len.saturating_sub(skip));
+                view.records.iter_at(from, to).rev().map(|(id, _)| *id).collect()
+            }
+            (By::Index(set), false) => set.iter_at(skip, end).map(|((_, id), _)| *id).collect(),
             (By::Index(set), true) => descending(set, skip, take),
         }
     }
@@ -58,7 +64,7 @@ impl ListQuery {
 /// value ids ascending (as the full sort breaks ties). The entries of one value are
 /// gathered while there are few of them; a value that many records share is read
 /// forward as a range instead, so it costs only the ids the page takes.
-fn descending(set: &imbl::OrdSet<(SortKey, Uuid)>, skip: usize, take: usize) -> Vec<Uuid> {
+fn descending(set: &Entries, skip: usize, take: usize) -> Vec<Uuid> {
     /// Most entries of one value gathered before it is read as a range.
     const GATHER: usize = 64;
     let (lowest, highest) = (Uuid::nil(), Uuid::from_u128(u128::MAX));
@@ -70,14 +76,14 @@ fn descending(set: &imbl::OrdSet<(SortKey, Uuid)>, skip: usize, take: usize) -> 
     // Entries below this bound are still to be read.
     let mut below: Option<(SortKey, Uuid)> = None;
     while !page.full() {
-        let entries: Box<dyn Iterator<Item = &(SortKey, Uuid)>> = match &below {
-            None => Box::new(set.iter().rev()),
-            Some(b) => Box::new(set.range(..b.clone()).rev()),
+        let entries = match &below {
+            None => set.iter().rev(),
+            Some(b) => set.range(..b.clone()).rev(),
         };
         let mut run: Vec<Uuid> = Vec::new();
         let mut run_key: Option<&SortKey> = None;
         let mut crowded = None;
-        for (key, id) in entries {
+        for ((key, id), _) in entries {
             if run_key != Some(key) {
                 page.push_all(run.drain(..).rev());
                 if page.full() {
@@ -98,7 +104,10 @@ fn descending(set: &imbl::OrdSet<(SortKey, Uuid)>, skip: usize, take: usize) -> 
             }
             Some(key) => {
                 let from = (key.clone(), lowest);
-                page.push_all(set.range(from.clone()..=(key, highest)).map(|(_, id)| *id));
+                page.push_all(
+                    set.range(from.clone()..=(key, highest))
+                        .map(|((_, id), _)| *id),
+                );
                 below = Some(from);
             }
         }
