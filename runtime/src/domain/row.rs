@@ -384,10 +384,7 @@ fn put_value(out: &mut Vec<u8>, v: &Value, values: &[String]) {
             if let Some(i) = values.iter().position(|e| e == s) {
                 out.push(tag::ENUM);
                 put_varint(out, i as u64);
-            } else if let Some(id) = Uuid::try_parse(s)
-                .ok()
-                .filter(|id| s.len() == 36 && id.hyphenated().to_string() == *s)
-            {
+            } else if let Some(id) = canonical_uuid(s) {
                 out.push(tag::UUID);
                 out.extend_from_slice(id.as_bytes());
             } else if let Some(t) = server_time(s) {
@@ -414,6 +411,17 @@ fn put_value(out: &mut Vec<u8>, v: &Value, values: &[String]) {
             }
         }
     }
+}
+
+/// The UUID `s` is, if it is one in its lower-case hyphenated form (the form it is
+/// rendered back in).
+fn canonical_uuid(s: &str) -> Option<Uuid> {
+    if s.len() != 36 {
+        return None;
+    }
+    let id = Uuid::try_parse(s).ok()?;
+    let mut buf = Uuid::encode_buffer();
+    (id.hyphenated().encode_lower(&mut buf) == s).then_some(id)
 }
 
 /// Appends `s` as a JSON string.

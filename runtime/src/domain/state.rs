@@ -322,7 +322,7 @@ impl ModelState {
 
 /// A snapshot is written once the events since the last one are at least this share
 /// (one in N) of the records.
-const SNAPSHOT_RATIO: u64 = 4;
+const SNAPSHOT_RATIO: u64 = 8;
 
 /// Every model's state, and the last applied sequence number.
 #[derive(Clone, Debug, Default)]
@@ -440,11 +440,11 @@ impl State {
     }
 
     /// Whether a snapshot is due: a model had `every` (its period; 1000 when absent)
-    /// events since the last one, and the events since the last one are at least a
-    /// quarter of the records now. So a restart replays at most a quarter of the store's
-    /// size in events after loading the snapshot (loading a compact record costs a
-    /// fraction of replaying a JSON event), and the snapshots of a large store write at
-    /// most four records per event, on the checkpoint thread.
+    /// events since the last one, and the events since the last one are at least an
+    /// eighth of the records now. So a restart after a crash replays at most an eighth of
+    /// the store's size in events after loading the snapshot (loading a compact record
+    /// costs a tenth of replaying a JSON event), and the snapshots of a large store write
+    /// at most eight records per event, on the checkpoint thread.
     pub fn snapshot_due(&self, every: &HashMap<String, u64>) -> bool {
         let period_reached = self
             .models

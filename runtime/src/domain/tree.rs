@@ -104,16 +104,27 @@ impl<K: Ord + Clone, V: Clone> Node<K, V> {
                 let leaf = Arc::make_mut(leaf);
                 match leaf.binary_search_by(|(k, _)| k.cmp(&key)) {
                     Ok(i) => (Some(std::mem::replace(&mut leaf[i].1, value)), None),
-                    Err(i) => {
-                        let at_end = i == leaf.len();
+                    Err(i) if leaf.len() < CAP => {
+                        leaf.reserve_exact(CAP - leaf.len());
                         leaf.insert(i, (key, value));
-                        if leaf.len() <= CAP {
-                            return (None, None);
+                        (None, None)
+                    }
+                    Err(i) => {
+                        // A full leaf: one that grows at its end stays full and the new
+                        // entry starts the next one; others split in half. Every leaf
+                        // has room for CAP entries, so inserts never move it.
+                        let mut right: Vec<(K, V)> = Vec::with_capacity(CAP);
+                        if i == leaf.len() {
+                            right.push((key, value));
+                        } else {
+                            let keep = CAP / 2;
+                            right.extend(leaf.drain(keep..));
+                            if i <= keep {
+                                leaf.insert(i, (key, value));
+                            } else {
+                                right.insert(i - keep, (key, value));
+                            }
                         }
-                        // A leaf that grows at its end stays full; others split in half.
-                        let keep = if at_end { CAP } else { leaf.len() / 2 };
-                        let right: Vec<(K, V)> = leaf.drain(keep..).collect();
-                        leaf.shrink_to_fit();
                         let first = right[0].0.clone();
                         let len = right.len();
                         (
@@ -144,8 +155,8 @@ impl<K: Ord + Clone, V: Clone> Node<K, V> {
                     branch.insert(i + 1, right);
                     if branch.len() > CAP {
                         let keep = if at_end { CAP } else { branch.len() / 2 };
-                        let rest: Vec<Child<K, V>> = branch.drain(keep..).collect();
-                        branch.shrink_to_fit();
+                        let mut rest: Vec<Child<K, V>> = Vec::with_capacity(CAP + 1);
+                        rest.extend(branch.drain(keep..));
                         let first = rest[0].first.clone();
                         let len = rest.iter().map(|c| c.len).sum();
                         return (
@@ -466,16 +477,16 @@ impl<K: Ord + Clone, V: Clone> FromIterator<(K, V)> for Tree<K, V> {
     /// Builds a dense tree: sorted by key (stable: of equal keys the last one stays), then
     /// packed into full leaves and branches.
     fn from_iter<I: IntoIterator<Item = (K, V)>>(items: I) -> Self {
-        let mut items: Vec<(K, V)> = items.into_iter().collect();
-        items.sort_by(|a, b| a.0.cmp(&b.0));
-        // Of equal keys the last one stays.
-        let mut unique: Vec<(K, V)> = Vec::with_capacity(items.len());
-        for item in items {
-            match unique.last_mut() {
-                Some(last) if last.0 == item.0 => *last = item,
-                _ => unique.push(item),
+        let mut unique: Vec<(K, V)> = items.into_iter().collect();
+        unique.sort_by(|a, b| a.0.cmp(&b.0));
+        // Of equal keys the last one stays (in place: `later` is dropped, its value kept).
+        unique.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                std::mem::swap(&mut later.1, &mut kept.1);
             }
-        }
+            same
+        });
         if unique.is_empty() {
             return Tree::new();
         }
@@ -528,6 +539,39 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
 
+    /// Checks a node's shape: sizes within bounds, counts right, keys ordered and above
+    /// their child's `first`; answers (entries, smallest key, largest key).
+    fn check<K: Ord + Clone + std::fmt::Debug, V>(node: &Node<K, V>) -> (usize, Option<K>, Option<K>) {
+        match node {
+            Node::Leaf(l) => {
+                assert!(l.len() <= CAP, "a leaf of {}", l.len());
+                assert!(l.windows(2).all(|w| w[0].0 < w[1].0));
+                (l.len(), l.first().map(|e| e.0.clone()), l.last().map(|e| e.0.clone()))
+            }
+            Node::Branch(b) => {
+                assert!(!b.is_empty() && b.len() <= CAP, "a branch of {}", b.len());
+                let mut total = 0;
+                let mut previous_max: Option<K> = None;
+                let (mut lo, mut hi) = (None, None);
+                for c in b.iter() {
+                    let (n, min, max) = check(&c.node);
+                    assert_eq!(n, c.len);
+                    assert!(n > 0, "an empty child");
+                    let min = min.unwrap();
+                    assert!(c.first <= min);
+                    if let Some(p) = &previous_max {
+                        assert!(*p < c.first, "{p:?} !< {:?}", c.first);
+                    }
+                    lo = lo.or(Some(min));
+                    previous_max = max.clone();
+                    hi = max;
+                    total += n;
+                }
+                (total, lo, hi)
+            }
+        }
+    }
+
     /// Random inserts, replacements and removals, on the tree and on a `BTreeMap`, with
     /// frozen copies taken along the way: the tree always equals the map (length, lookups,
     /// order both ways, ranges of every bound kind, positions), and a copy never changes.
@@ -556,6 +600,9 @@ mod tests {
                 }
             }
             assert_eq!(tree.len(), map.len());
+            if let Some(root) = &tree.root {
+                assert_eq!(check(root).0, map.len());
+            }
             assert!(tree.iter().eq(map.iter()));
             assert!(tree.iter().rev().eq(map.iter().rev()));
             for _ in 0..200 {
