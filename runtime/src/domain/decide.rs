@@ -345,10 +345,17 @@ impl Decider {
         };
         // The record is what the event makes of the old one, exactly as a replay of the
         // log makes it (a field set to null, for one, is left out).
-        let stored = event.apply(old_record.as_ref()).map(|mut next| {
-            state.upcast(model, &mut next);
-            Arc::new(Stored::encode(&layout, &next))
-        });
+        let stored = match (&event.kind, event.event_data.as_object()) {
+            // A created record is its event's data: encoded from there when it lacks no
+            // default (the engine filled them in), without a copy.
+            (EventKind::Created, Some(created)) if !state.lacks_defaults(model, created) => {
+                Some(Arc::new(Stored::encode(&layout, created)))
+            }
+            _ => event.apply(old_record.as_ref()).map(|mut next| {
+                state.upcast(model, &mut next);
+                Arc::new(Stored::encode(&layout, &next))
+            }),
+        };
         overlay.records.insert((model.clone(), id), stored.clone());
         Ok((event, stored))
     }

@@ -292,7 +292,8 @@ impl ModelState {
     }
 
     /// Fills an empty model with `rows` (sorted by id, as a snapshot holds them): the
-    /// records and each index are built on threads of their own.
+    /// records and the indexes are built at once (each a dense tree), on threads of their
+    /// own, as many at a time as there are cores.
     pub fn fill(&mut self, rows: Vec<(Uuid, Arc<Stored>)>) {
         let rows = &rows;
         let records = || rows.iter().cloned().collect::<Tree<_, _>>();
@@ -300,15 +301,22 @@ impl ModelState {
             rows.iter().map(|(id, r)| ((r.key_at(slot), *id), ())).collect()
         };
         let slots: Vec<usize> = self.indexes.iter().map(|i| i.slot).collect();
+        // As many at a time as there are cores: more would only add to the peak memory
+        // (each build sorts a copy of its keys).
+        let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
         std::thread::scope(|s| {
             let records = in_background(s, records);
-            let built: Vec<_> = slots
-                .iter()
-                .map(|slot| in_background(s, move || entries(*slot)))
-                .collect();
+            let mut built = Vec::with_capacity(slots.len());
+            for group in slots.chunks(at_once.saturating_sub(1).max(1)) {
+                let running: Vec<_> = group
+                    .iter()
+                    .map(|slot| in_background(s, move || entries(*slot)))
+                    .collect();
+                built.extend(running.into_iter().map(Background::join));
+            }
             self.records = records.join();
             for (index, entries) in self.indexes.iter_mut().zip(built) {
-                index.entries = entries.join();
+                index.entries = entries;
             }
         });
     }
@@ -376,6 +384,9 @@ impl State {
     /// with a default, gets that default (optional fields stay absent).
     /// Answers whether it changed anything.
     pub fn upcast(&self, model: &str, record: &mut Record) -> bool {
+        if !self.lacks_defaults(model, record) {
+            return false;
+        }
         let mut changed = false;
         for (field, value) in self.defaults.get(model).into_iter().flatten() {
             if !record.contains_key(field) {
@@ -384,6 +395,15 @@ impl State {
             }
         }
         changed
+    }
+
+    /// Whether `record` lacks a field with a default ([`State::upcast`] would add it).
+    pub fn lacks_defaults(&self, model: &str, record: &Record) -> bool {
+        self.defaults
+            .get(model)
+            .into_iter()
+            .flatten()
+            .any(|(field, _)| !record.contains_key(field))
     }
 
     /// Applies a committed event (its data is taken). Events of models the schema no

@@ -97,7 +97,7 @@ pub(crate) fn load_state(
         .map_err(|e| corrupt(e.to_string()))?
     {
         Some(bytes) => {
-            let loaded = snapshot::decode(&bytes, spec, stats)
+            let loaded = snapshot::decode_owned(bytes, spec, stats)
                 .map_err(|e| corrupt(format!("the snapshot cannot be read: {e}")))?;
             (loaded.state, Some(loaded.applied), loaded.window)
         }
