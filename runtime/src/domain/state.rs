@@ -178,6 +178,7 @@ impl Ord for SortKey {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         use SortKey::*;
         match (self, other) {
+            (Short(la, a), Short(lb, b)) => short_cmp(a, *la, b, *lb),
             (Bool(a), Bool(b)) => a.cmp(b),
             (Num(a), Num(b)) => a.cmp(b),
             (Time(a), Time(b)) => a.cmp(b),
@@ -195,6 +196,26 @@ impl Ord for SortKey {
             },
         }
     }
+}
+
+/// Compares two inline strings as their bytes compare: the unused bytes are zeros, so
+/// comparing the whole arrays (as two big-endian integers) and then the lengths gives the
+/// order of the strings (a string is below every longer one it begins), without a call.
+fn short_cmp(a: &[u8; SHORT], la: u8, b: &[u8; SHORT], lb: u8) -> std::cmp::Ordering {
+    let head = |x: &[u8; SHORT]| {
+        let mut h = [0u8; 16];
+        h.copy_from_slice(&x[..16]);
+        u128::from_be_bytes(h)
+    };
+    let tail = |x: &[u8; SHORT]| {
+        let mut t = [0u8; 8];
+        t[..SHORT - 16].copy_from_slice(&x[16..]);
+        u64::from_be_bytes(t)
+    };
+    head(a)
+        .cmp(&head(b))
+        .then_with(|| tail(a).cmp(&tail(b)))
+        .then(la.cmp(&lb))
 }
 
 /// A JSON number, totally ordered (JSON has no NaN; `-0` is kept as `0`).
@@ -301,30 +322,71 @@ impl ModelState {
             rows.iter().map(|(id, r)| ((r.key_at(slot), *id), ())).collect()
         };
         let slots: Vec<usize> = self.indexes.iter().map(|i| i.slot).collect();
-        // As many at a time as there are cores: more would only add to the peak memory
-        // (each build sorts a copy of its keys).
-        let at_once = std::thread::available_parallelism().map_or(2, |n| n.get());
-        std::thread::scope(|s| {
-            let records = in_background(s, records);
-            let mut built = Vec::with_capacity(slots.len());
-            for group in slots.chunks(at_once.saturating_sub(1).max(1)) {
-                let running: Vec<_> = group
-                    .iter()
-                    .map(|slot| in_background(s, move || entries(*slot)))
-                    .collect();
-                built.extend(running.into_iter().map(Background::join));
+        // As many builds at a time as there are cores (more would only add to the peak
+        // memory: each build sorts a copy of its keys). The first worker builds the
+        // records first; all take the indexes one after the other.
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let built: Vec<std::sync::Mutex<Option<Entries>>> =
+            slots.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let work = |first: bool| {
+            let records = first.then(records);
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(slot) = slots.get(i) else {
+                    return records;
+                };
+                let done = entries(*slot);
+                *built[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
             }
-            self.records = records.join();
-            for (index, entries) in self.indexes.iter_mut().zip(built) {
-                index.entries = entries;
+        };
+        let records = std::thread::scope(|s| {
+            let others: Vec<_> = (1..workers.min(slots.len() + 1))
+                .map(|_| in_background(s, || work(false)))
+                .collect();
+            let records = work(true);
+            for other in others {
+                other.join();
             }
+            records
         });
+        self.records = records.unwrap_or_default();
+        for (index, entries) in self.indexes.iter_mut().zip(built) {
+            let entries = entries.into_inner().unwrap_or_else(|p| p.into_inner());
+            index.entries = entries.unwrap_or_default();
+        }
     }
 
     /// Ids whose `field` equals `value`, if the field has an index.
     pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<Uuid>> {
         let index = self.index(field)?;
         Some(index.holders(&SortKey::of(Some(value))).collect())
+    }
+}
+
+/// Encodes created records as a [`State`] does (see [`State::encoder`]).
+pub struct Encoder {
+    layouts: HashMap<String, Arc<Layout>>,
+    defaults: Arc<HashMap<String, Vec<(String, Value)>>>,
+}
+
+impl Encoder {
+    /// The record a create event makes (its data is taken), with the defaults of fields
+    /// added since; None for other events and for models the schema no longer has.
+    pub fn created(&self, ev: &mut Event) -> Option<Arc<Stored>> {
+        if ev.kind != EventKind::Created {
+            return None;
+        }
+        let layout = self.layouts.get(&ev.model)?;
+        let Value::Object(mut record) = std::mem::take(&mut ev.event_data) else {
+            return None;
+        };
+        for (field, value) in self.defaults.get(&ev.model).into_iter().flatten() {
+            if !record.contains_key(field) {
+                record.insert(field.clone(), value.clone());
+            }
+        }
+        Some(Arc::new(Stored::encode(layout, &record)))
     }
 }
 
@@ -342,7 +404,7 @@ pub struct State {
     /// Events applied since the last snapshot (taken or loaded).
     pub since_snapshot: u64,
     /// Per model: fields with a default, which records written before the field existed get.
-    defaults: HashMap<String, Vec<(String, Value)>>,
+    defaults: Arc<HashMap<String, Vec<(String, Value)>>>,
 }
 
 impl State {
@@ -371,12 +433,12 @@ impl State {
                     .filter_map(|f| f.default.clone().map(|d| (f.name.clone(), d)));
                 (m.name.clone(), fields.collect())
             })
-            .collect();
+            .collect::<HashMap<_, _>>();
         State {
             models,
             last_seq: 0,
             since_snapshot: 0,
-            defaults,
+            defaults: Arc::new(defaults),
         }
     }
 
@@ -404,6 +466,33 @@ impl State {
             .into_iter()
             .flatten()
             .any(|(field, _)| !record.contains_key(field))
+    }
+
+    /// What encodes created records as this state would, on another thread (a replay
+    /// encodes them on its reading thread).
+    pub fn encoder(&self) -> Encoder {
+        Encoder {
+            layouts: self
+                .models
+                .iter()
+                .map(|(m, ms)| (m.clone(), ms.layout.clone()))
+                .collect(),
+            defaults: self.defaults.clone(),
+        }
+    }
+
+    /// Applies a committed event, whose record `created` already holds if it is a create
+    /// encoded by [`State::encoder`].
+    pub fn apply_encoded(&mut self, ev: &mut Event, created: Option<Arc<Stored>>) {
+        let Some(record) = created else {
+            return self.apply(ev);
+        };
+        self.last_seq = self.last_seq.max(ev.sequence_number);
+        if let Some(ms) = self.models.get_mut(&ev.model) {
+            ms.put(ev.aggregate_id, Some(record));
+            ms.since_snapshot += 1;
+            self.since_snapshot += 1;
+        }
     }
 
     /// Applies a committed event (its data is taken). Events of models the schema no
@@ -540,6 +629,18 @@ mod tests {
             SortKey::string("2024-01-01T00:00:00.000000Z"),
             SortKey::Time(_)
         ));
+        // Inline strings of every length, with prefixes and NUL bytes among them.
+        let pieces = ["", "a", "ab", "ab\0", "\0", "b", "é", "zz", "a\0b"];
+        for _ in 0..5000 {
+            let mut word = || -> String {
+                let n = rng.gen_range(0..8);
+                (0..n).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect()
+            };
+            let (a, b) = (word(), word());
+            let (ka, kb) = (SortKey::string(&a), SortKey::string(&b));
+            assert_eq!(ka.cmp(&kb), a.cmp(&b), "{a:?} vs {b:?}");
+            assert_eq!(ka == kb, a == b, "{a:?} vs {b:?}");
+        }
         assert!(matches!(SortKey::string(&"x".repeat(SHORT)), SortKey::Short(..)));
         assert!(matches!(SortKey::string(&"x".repeat(SHORT + 1)), SortKey::Long(_)));
         assert_eq!(std::mem::size_of::<SortKey>(), 24);

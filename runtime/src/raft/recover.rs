@@ -2,10 +2,12 @@
 //! checked against the applied state (see [`load_state`]).
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::data_dir::DataDir;
 use super::data_dir::OpenError;
 use crate::domain::event::{Event, FORMAT};
+use crate::domain::row::Stored;
 use crate::domain::state::State;
 use crate::domain::{snapshot, Stats};
 use crate::spec::ServiceSpec;
@@ -176,16 +178,18 @@ pub(crate) fn load_state(
             events.first_index().unwrap_or(0)
         )));
     }
-    // The events are read and parsed on a thread of their own while this one applies
-    // them in order (a restart is mostly these two halves).
+    // The events are read and parsed (and created records encoded) on a thread of their
+    // own while this one applies them in order (a restart is mostly these two halves).
     let mut replayed = 0u64;
     let events: &Wal = events;
     std::thread::scope(|scope| -> Result<(), OpenError> {
         // Handed over in chunks: one wake-up of the applying thread per chunk.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Event>, OpenError>>(
-            REPLAY_AHEAD / REPLAY_CHUNK,
-        );
+        type Chunk = Vec<(Event, Option<Arc<Stored>>)>;
+        let (tx, rx) =
+            std::sync::mpsc::sync_channel::<Result<Chunk, OpenError>>(REPLAY_AHEAD / REPLAY_CHUNK);
         let shown = &shown;
+        // Created records are encoded here too, beside the parsing.
+        let encoder = state.encoder();
         let reader = std::thread::Builder::new()
             .name("lithair-replay".into())
             .spawn_scoped(scope, move || {
@@ -197,7 +201,10 @@ pub(crate) fn load_state(
                         .and_then(|b| b.ok_or_else(|| corrupt(format!("event {seq} is missing"))))
                         .and_then(|bytes| parse_event(seq, &bytes, shown));
                     match read {
-                        Ok(ev) => chunk.push(ev),
+                        Ok(mut ev) => {
+                            let created = encoder.created(&mut ev);
+                            chunk.push((ev, created));
+                        }
                         Err(e) => {
                             let _ = tx.send(Ok(std::mem::take(&mut chunk)));
                             let _ = tx.send(Err(e));
@@ -214,8 +221,8 @@ pub(crate) fn load_state(
             })
             .map_err(|e| corrupt(format!("cannot start the replay: {e}")))?;
         for read in rx {
-            for mut ev in read? {
-                state.apply(&mut ev);
+            for (mut ev, created) in read? {
+                state.apply_encoded(&mut ev, created);
                 window.events.push((ev.sequence_number, ev.event_id));
                 if let Some(key) = ev.idempotency_key {
                     window.keys.push((ev.sequence_number, *key));
