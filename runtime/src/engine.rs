@@ -263,8 +263,20 @@ impl Engine {
                 .propose_once(command, Self::actor(ctx), key.clone())
                 .await
             {
-                Ok(_) => {
-                    let stored = self.get(&model.name, id).ok_or_else(|| {
+                Ok(ev) => {
+                    let stored = match self.get(&model.name, id) {
+                        // This node applied the write (or a later one).
+                        Some(now) if now.version() >= ev.version => Some(now),
+                        // A follower answered by the leader before its own apply caught
+                        // up (its wait is bounded by the deadline): the record as this
+                        // write made it.
+                        _ if ev.version == old_version + 1 => ev.apply(Some(&old)).and_then(|r| {
+                            self.store
+                                .read(|s| Some(s.models.get(&model.name)?.encode(&r)))
+                        }),
+                        now => now,
+                    };
+                    let stored = stored.ok_or_else(|| {
                         ApiError::not_found(format!(
                             "the {} was deleted right after this update",
                             model.name
