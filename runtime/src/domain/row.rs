@@ -359,8 +359,45 @@ pub(super) fn server_time(s: &str) -> Option<i64> {
 
 /// A timestamp as the server writes them.
 pub(super) fn render_time(micros: i64) -> Option<String> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+    let text = time_text(micros)?;
+    String::from_utf8(text.to_vec()).ok()
+}
+
+/// The text of a timestamp as the server writes them, `YYYY-MM-DDTHH:MM:SS.ffffffZ`
+/// (years 0 to 9999, the only ones stored as timestamps), written without formatting
+/// machinery: every GET of a record renders two.
+fn time_text(micros: i64) -> Option<[u8; 27]> {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000);
+    let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (the proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, of_day / 3600);
+    put(14, 2, of_day / 60 % 60);
+    put(17, 2, of_day % 60);
+    put(20, 6, frac);
+    Some(out)
 }
 
 fn put_value(out: &mut Vec<u8>, v: &Value, values: &[String]) {
@@ -656,9 +693,9 @@ impl<'a> Reader<'a> {
                 out.push(b'"');
             }
             tag::TIME => {
-                let t = render_time(unzigzag(self.varint()?)).ok_or(Damaged(at))?;
+                let t = time_text(unzigzag(self.varint()?)).ok_or(Damaged(at))?;
                 out.push(b'"');
-                out.extend_from_slice(t.as_bytes());
+                out.extend_from_slice(&t);
                 out.push(b'"');
             }
             tag::ENUM => write_str(out, self.enum_value(values)?),
@@ -788,6 +825,24 @@ mod tests {
         assert_eq!(stored.version(), 1);
         let text = String::from_utf8(stored.json().to_vec()).unwrap();
         assert!(text.starts_with(&format!("{{\"id\":\"{id}\",\"name\":\"Tea\",\"n\":3,\"status\":\"live\",\"created_at\"")), "{text}");
+    }
+
+    /// Timestamps render as chrono renders them, over the whole range of years kept.
+    #[test]
+    fn timestamps_render_as_chrono_renders_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let lowest = -62_167_219_200_000_000i64; // 0000-01-01
+        let highest = 253_402_300_799_999_999i64; // 9999-12-31T23:59:59.999999
+        let edges = [lowest, highest, 0, -1, 951_782_400_000_000, 4_107_542_399_999_999];
+        for micros in edges.into_iter().chain((0..20_000).map(|_| rng.gen_range(lowest..=highest))) {
+            let theirs = chrono::DateTime::from_timestamp_micros(micros)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            assert_eq!(render_time(micros).as_deref(), Some(theirs.as_str()), "{micros}");
+            assert_eq!(server_time(&theirs), Some(micros));
+        }
+        assert_eq!(render_time(lowest - 1), None);
+        assert_eq!(render_time(highest + 1), None);
     }
 
     #[test]
