@@ -93,4 +93,21 @@ pub(crate) mod fixtures {
         "fields": [{"name": "stock", "type": {"kind": "int"}}]
       }]
     }"#;
+
+    /// A schema of one model, `Item` (listed only), with `fields` (the JSON of its
+    /// field list's entries).
+    pub fn item(fields: &str) -> super::CompiledSpec {
+        let text = format!(
+            r#"{{
+              "service": {{"name": "t"}}, "roles": [],
+              "models": [{{
+                "name": "Item", "snake": "item", "path": "/api/items",
+                "operations": ["list"],
+                "permissions": {{"read": [], "create": [], "update": [], "delete": []}},
+                "fields": [{fields}]
+              }}]
+            }}"#
+        );
+        super::CompiledSpec::from_json(&text).expect("a test schema")
+    }
 }

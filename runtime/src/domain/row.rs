@@ -734,23 +734,12 @@ mod tests {
     use serde_json::json;
 
     fn layout() -> Arc<Layout> {
-        let spec = crate::spec::CompiledSpec::from_json(
-            r#"{
-              "service": {"name": "t"}, "roles": [],
-              "models": [{
-                "name": "Item", "snake": "item", "path": "/api/items",
-                "operations": ["list"],
-                "permissions": {"read": [], "create": [], "update": [], "delete": []},
-                "fields": [
-                  {"name": "name", "type": {"kind": "string"}},
-                  {"name": "n", "type": {"kind": "int"}, "optional": true},
-                  {"name": "status", "type": {"kind": "enum", "values": ["draft", "live"]}},
-                  {"name": "doc", "type": {"kind": "json"}, "optional": true}
-                ]
-              }]
-            }"#,
-        )
-        .unwrap();
+        let spec = crate::spec::fixtures::item(
+            r#"{"name": "name", "type": {"kind": "string"}},
+               {"name": "n", "type": {"kind": "int"}, "optional": true},
+               {"name": "status", "type": {"kind": "enum", "values": ["draft", "live"]}},
+               {"name": "doc", "type": {"kind": "json"}, "optional": true}"#,
+        );
         Layout::of(spec.model("Item").unwrap())
     }
 

@@ -311,22 +311,10 @@ fn parse(bytes: &[u8], spec: &ServiceSpec) -> Result<Parsed, Unreadable> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::CompiledSpec;
     use serde_json::json;
 
     fn spec(fields: &str) -> ServiceSpec {
-        let text = format!(
-            r#"{{
-              "service": {{"name": "t"}}, "roles": [],
-              "models": [{{
-                "name": "Item", "snake": "item", "path": "/api/items",
-                "operations": ["list"],
-                "permissions": {{"read": [], "create": [], "update": [], "delete": []}},
-                "fields": [{fields}]
-              }}]
-            }}"#
-        );
-        CompiledSpec::from_json(&text).unwrap().spec
+        crate::spec::fixtures::item(fields).spec
     }
 
     const NAME: &str = r#"{"name": "name", "type": {"kind": "string"}, "indexed": true}"#;

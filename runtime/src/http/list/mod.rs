@@ -398,21 +398,12 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::CompiledSpec;
+    use crate::spec::fixtures::item;
     use rand::{Rng, SeedableRng};
 
-    const SPEC: &str = r#"{
-      "service": {"name": "t"}, "roles": [],
-      "models": [{
-        "name": "Item", "snake": "item", "path": "/api/items",
-        "operations": ["list"],
-        "permissions": {"read": [], "create": [], "update": [], "delete": []},
-        "fields": [
-          {"name": "name", "type": {"kind": "string"}},
-          {"name": "n", "type": {"kind": "int"}, "optional": true}
-        ]
-      }]
-    }"#;
+    /// An item's `name` and optional `n`.
+    const FIELDS: &str = r#"{"name": "name", "type": {"kind": "string"}},
+        {"name": "n", "type": {"kind": "int"}, "optional": true}"#;
 
     fn ids(page: &bytes::Bytes) -> Vec<String> {
         let v: Value = serde_json::from_slice(page).unwrap();
@@ -428,7 +419,7 @@ mod tests {
     /// with many ties and missing values, at every offset.
     #[test]
     fn a_page_is_the_same_as_the_page_of_a_full_sort() {
-        let spec = CompiledSpec::from_json(SPEC).unwrap();
+        let spec = item(FIELDS);
         let model = spec.model("Item").unwrap();
         let mut state = State::new(&spec.spec);
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -476,27 +467,18 @@ mod tests {
         }
     }
 
-    const INDEXED: &str = r#"{
-      "service": {"name": "t"}, "roles": [],
-      "models": [{
-        "name": "Item", "snake": "item", "path": "/api/items",
-        "operations": ["list"],
-        "permissions": {"read": [], "create": [], "update": [], "delete": []},
-        "fields": [
-          {"name": "name", "type": {"kind": "string"}, "indexed": true},
-          {"name": "n", "type": {"kind": "float"}, "optional": true, "indexed": true},
-          {"name": "on", "type": {"kind": "bool"}, "optional": true, "indexed": true},
-          {"name": "plain", "type": {"kind": "int"}}
-        ]
-      }]
-    }"#;
+    /// Indexed fields of every kind a list sorts by, and one unindexed.
+    const INDEXED: &str = r#"{"name": "name", "type": {"kind": "string"}, "indexed": true},
+        {"name": "n", "type": {"kind": "float"}, "optional": true, "indexed": true},
+        {"name": "on", "type": {"kind": "bool"}, "optional": true, "indexed": true},
+        {"name": "plain", "type": {"kind": "int"}}"#;
 
     /// A page read from an ordered index (or from the records' own order, for `id`)
     /// equals the page of the full sort: random values with many ties, missing and null
     /// values, `-0` and `0`, records updated and deleted, every offset kind.
     #[test]
     fn a_page_read_in_index_order_equals_the_full_sort() {
-        let spec = CompiledSpec::from_json(INDEXED).unwrap();
+        let spec = item(INDEXED);
         let model = spec.model("Item").unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         for round in 0..4 {
