@@ -173,28 +173,28 @@ impl Stored {
         }
     }
 
-    /// The value of slot `i`.
-    pub fn at(&self, i: usize) -> Option<Value> {
+    /// A reader at slot `i`'s value, and that slot's enum values.
+    fn seek(&self, i: usize) -> Option<(Reader<'_>, &[String])> {
         let mut r = self.reader();
-        for slot in self.layout.slots.get(..i)? {
+        let (target, before) = self.layout.slots.get(..=i)?.split_last()?;
+        for slot in before {
             r.skip_slot(&slot.values).ok()?;
         }
-        r.slot(&self.layout.slots.get(i)?.values).ok()?
+        Some((r, &target.values))
+    }
+
+    /// The value of slot `i`.
+    pub fn at(&self, i: usize) -> Option<Value> {
+        let (mut r, values) = self.seek(i)?;
+        r.slot(values).ok()?
     }
 
     /// The index key of slot `i`'s value (as `SortKey::of` its value, without building
     /// the value).
     pub fn key_at(&self, i: usize) -> SortKey {
-        let mut r = self.reader();
-        let Some(slots) = self.layout.slots.get(..=i) else {
-            return SortKey::Missing;
-        };
-        for slot in &slots[..i] {
-            if r.skip_slot(&slot.values).is_err() {
-                return SortKey::Missing;
-            }
-        }
-        r.sort_key(&slots[i].values).unwrap_or(SortKey::Missing)
+        self.seek(i)
+            .and_then(|(mut r, values)| r.sort_key(values).ok())
+            .unwrap_or(SortKey::Missing)
     }
 
     /// The value of field `name` (also one the layout has no slot for).
@@ -219,6 +219,10 @@ impl Stored {
     /// Its id (slot 0).
     pub fn id(&self) -> Option<Uuid> {
         let mut r = self.reader();
+        if r.peek() == Some(tag::UUID) {
+            r.at += 1;
+            return r.uuid().ok();
+        }
         match r.slot(&[]).ok()?? {
             Value::String(s) => Uuid::parse_str(&s).ok(),
             _ => None,
@@ -354,7 +358,7 @@ pub(super) fn server_time(s: &str) -> Option<i64> {
     }
     let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
     let micros = t.timestamp_micros();
-    (render_time(micros)? == s).then_some(micros)
+    (time_text(micros)? == *s.as_bytes()).then_some(micros)
 }
 
 /// A timestamp as the server writes them.
@@ -366,7 +370,7 @@ pub(super) fn render_time(micros: i64) -> Option<String> {
 /// The text of a timestamp as the server writes them, `YYYY-MM-DDTHH:MM:SS.ffffffZ`
 /// (years 0 to 9999, the only ones stored as timestamps), written without formatting
 /// machinery: every GET of a record renders two.
-fn time_text(micros: i64) -> Option<[u8; 27]> {
+pub(super) fn time_text(micros: i64) -> Option<[u8; 27]> {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

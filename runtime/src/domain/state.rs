@@ -186,8 +186,8 @@ impl Ord for SortKey {
             // A timestamp and another string compare as text (they are never equal: a
             // string in the server's form is always kept as a `Time`).
             (Time(t), _) if other.bytes().is_some() => {
-                let text = super::row::render_time(*t).unwrap_or_default();
-                text.as_bytes().cmp(other.bytes().unwrap_or_default())
+                let text = super::row::time_text(*t).unwrap_or_default();
+                text[..].cmp(other.bytes().unwrap_or_default())
             }
             (_, Time(_)) if self.bytes().is_some() => other.cmp(self).reverse(),
             _ => match (self.bytes(), other.bytes()) {
@@ -381,13 +381,26 @@ impl Encoder {
         let Value::Object(mut record) = std::mem::take(&mut ev.event_data) else {
             return None;
         };
-        for (field, value) in self.defaults.get(&ev.model).into_iter().flatten() {
-            if !record.contains_key(field) {
-                record.insert(field.clone(), value.clone());
-            }
-        }
+        add_defaults(&self.defaults, &ev.model, &mut record);
         Some(Arc::new(Stored::encode(layout, &record)))
     }
+}
+
+/// Gives `record` of `model` the default of every field it lacks that has one; answers
+/// whether it added any.
+fn add_defaults(
+    defaults: &HashMap<String, Vec<(String, Value)>>,
+    model: &str,
+    record: &mut Record,
+) -> bool {
+    let mut changed = false;
+    for (field, value) in defaults.get(model).into_iter().flatten() {
+        if !record.contains_key(field) {
+            record.insert(field.clone(), value.clone());
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// A snapshot is written once the events since the last one are at least this share
@@ -446,17 +459,7 @@ impl State {
     /// with a default, gets that default (optional fields stay absent).
     /// Answers whether it changed anything.
     pub fn upcast(&self, model: &str, record: &mut Record) -> bool {
-        if !self.lacks_defaults(model, record) {
-            return false;
-        }
-        let mut changed = false;
-        for (field, value) in self.defaults.get(model).into_iter().flatten() {
-            if !record.contains_key(field) {
-                record.insert(field.clone(), value.clone());
-                changed = true;
-            }
-        }
-        changed
+        add_defaults(&self.defaults, model, record)
     }
 
     /// Whether `record` lacks a field with a default ([`State::upcast`] would add it).

@@ -183,8 +183,9 @@ impl<K: Ord + Clone, V: Clone> Node<K, V> {
             }
             Node::Branch(branch) => {
                 let i = child_for(branch, key);
-                // Look before copying a shared node for nothing.
-                if !branch[i].node.contains(key) {
+                // Look before copying a shared node for nothing (a node of this copy
+                // alone is changed in place, found or not).
+                if Arc::strong_count(branch) > 1 && !branch[i].node.contains(key) {
                     return None;
                 }
                 let branch = Arc::make_mut(branch);

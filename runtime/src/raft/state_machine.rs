@@ -12,7 +12,8 @@
 //!
 //! Snapshots, in one format (`domain::snapshot`), for two purposes:
 //! - the store's own, in the data dir's `snapshot` file (when `snapshot_every` events of a
-//!   model make one worth it), which bounds the replay at restart;
+//!   model make one due, see `State::snapshot_due`, and once more at a clean shutdown),
+//!   which bounds the replay at restart;
 //! - openraft's, which lets the log be purged and brings a lagging node up to date.
 //!   Building one is O(1): it freezes the persistent maps of the state. Its bytes are
 //!   produced only when a follower needs them (openraft 0.9 keeps only the meta of a
