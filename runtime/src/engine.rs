@@ -155,9 +155,12 @@ impl Engine {
             )
             .await
             .map_err(|r| self.refused(model, r))?;
-        // Normally the committed record; if a delete already followed, the created one.
+        fail::fail_point!("engine-answer");
+        // Normally the committed record; if an update or a delete already followed, or
+        // this node has not applied the write yet, the record as it was created.
         let stored = self
             .get(&model.name, ev.aggregate_id)
+            .filter(|now| now.version() == ev.version)
             .or_else(|| {
                 let created = ev.event_data.as_object()?;
                 self.store
@@ -264,16 +267,21 @@ impl Engine {
                 .await
             {
                 Ok(ev) => {
+                    // Tests hold the answer here while a later write lands.
+                    fail::fail_point!("engine-answer");
+                    // The answer is the record as this write made it, never a later
+                    // one: its version is the ETag the client writes against next.
                     let stored = match self.get(&model.name, id) {
-                        // This node applied the write (or a later one).
-                        Some(now) if now.version() >= ev.version => Some(now),
-                        // A follower answered by the leader before its own apply caught
-                        // up (its wait is bounded by the deadline): the record as this
-                        // write made it.
+                        // This node applied the write, and nothing after it yet.
+                        Some(now) if now.version() == ev.version => Some(now),
+                        // A later write is applied here already, or (a follower answered
+                        // by the leader) this node's apply has not caught up yet.
                         _ if ev.version == old_version + 1 => ev.apply(Some(&old)).and_then(|r| {
                             self.store
                                 .read(|s| Some(s.models.get(&model.name)?.encode(&r)))
                         }),
+                        // Accepted before (sent again with its idempotency key): the
+                        // record as it is.
                         now => now,
                     };
                     let stored = stored.ok_or_else(|| {

@@ -724,3 +724,112 @@ async fn a_node_shutting_down_is_not_ready() {
     assert_eq!(reason, NotReady::ShuttingDown);
     scenario.teardown();
 }
+
+/// Defect: a write was answered with the record as this node held it when the answer
+/// was built, and a later write could be applied by then: the client got the later
+/// version (its next If-Match) and the later write's values as its own. The answer is
+/// now the record as its own write made it, for an update and for a create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_write_is_answered_with_its_own_version_when_a_later_one_applied_first() {
+    use lithair_runtime::auth::Principal;
+    use lithair_runtime::engine::Engine;
+    use lithair_runtime::hooks::HookContext;
+    use lithair_runtime::spec::Operation;
+    use std::sync::mpsc;
+
+    let scenario = fail::FailScenario::setup();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = Arc::new(spec());
+    let store = Store::open(dir.path(), &spec.spec, opts(1000))
+        .await
+        .unwrap();
+    let engine = Arc::new(Engine::new(spec, Default::default(), store));
+    let ctx = |operation| HookContext {
+        principal: Principal {
+            name: "clerk".into(),
+            roles: vec![],
+            effective: Default::default(),
+        },
+        model: "Item".into(),
+        operation,
+    };
+    // Holds the next write that reaches its answer until the test lets it go.
+    let hold = || {
+        let (arrived, wait_arrived) = mpsc::channel::<()>();
+        let (release, wait_release) = mpsc::channel::<()>();
+        let once = std::sync::Mutex::new(Some((arrived, wait_release)));
+        fail::cfg_callback("engine-answer", move || {
+            let first = once.lock().unwrap().take();
+            if let Some((arrived, wait_release)) = first {
+                let _ = arrived.send(());
+                // The worker hands its queued tasks to another thread while it waits.
+                tokio::task::block_in_place(|| {
+                    let _ = wait_release.recv_timeout(Duration::from_secs(10));
+                });
+            }
+        })
+        .unwrap();
+        (wait_arrived, release)
+    };
+
+    // A create, answered after an update of its record landed.
+    let (arrived, release) = hold();
+    let create = tokio::spawn({
+        let engine = engine.clone();
+        let ctx = ctx(Operation::Create);
+        async move { engine.create(&ctx, json!({"code": "a", "n": 1})).await }
+    });
+    tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the create reached its answer");
+    let id = engine.store.read(|s| {
+        let records = &s.models["Item"].records;
+        records
+            .iter()
+            .next()
+            .map(|(id, _)| *id)
+            .expect("the record")
+    });
+    let later = engine
+        .update(&ctx(Operation::Patch), id, json!({"n": 2}), true, Some(1))
+        .await
+        .expect("the later update");
+    assert_eq!(later.version(), 2);
+    release.send(()).unwrap();
+    let created = create.await.unwrap().expect("create");
+    assert_eq!(
+        (created.version(), created.record()["n"].clone()),
+        (1, json!(1))
+    );
+
+    // An update, answered after the next update landed.
+    let (arrived, release) = hold();
+    let update = tokio::spawn({
+        let engine = engine.clone();
+        let ctx = ctx(Operation::Patch);
+        async move {
+            engine
+                .update(&ctx, id, json!({"n": 3}), true, Some(2))
+                .await
+        }
+    });
+    tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the update reached its answer");
+    let next = engine
+        .update(&ctx(Operation::Patch), id, json!({"n": 4}), true, Some(3))
+        .await
+        .expect("the next update");
+    assert_eq!(next.version(), 4);
+    release.send(()).unwrap();
+    let updated = update.await.unwrap().expect("update");
+    assert_eq!(
+        (updated.version(), updated.record()["n"].clone()),
+        (3, json!(3))
+    );
+    fail::remove("engine-answer");
+    engine.store.shutdown().await;
+    scenario.teardown();
+}
