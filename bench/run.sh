@@ -188,12 +188,14 @@ if [ "$only" = all ] || [ "$only" = restart ] || [ "$only" = scale ]; then
       # back to the system, and list latencies have a tail of 3-30 ms: measured after.
       sleep 3
       # Pages of the whole model: the default order and an indexed field are read from
-      # their ordered indexes; an unindexed sort orders every row (timed with curl).
-      for q in "limit=20" "sort=name&limit=20" "sort=-name&limit=20&offset=1000"; do
+      # their ordered indexes, and so is a range of that field (a ninth of the names);
+      # an unindexed sort or range orders or checks every row (timed with curl).
+      for q in "limit=20" "sort=name&limit=20" "sort=-name&limit=20&offset=1000" \
+        "sort=-name&name%5Bgte%5D=Product%205&name%5Blt%5D=Product%206&limit=20"; do
         echo "== 5. GET /api/products?$q at $RECORDS products, 4 connections, 5s"
         wrk -t1 -c4 -d5s --latency "http://$addr/api/products?$q" | summary
       done
-      for q in "sort=price&limit=20"; do
+      for q in "sort=price&limit=20" "price%5Bgte%5D=9&limit=20"; do
         t=$(curl -s -o /dev/null -w '%{time_total}' "http://$addr/api/products?$q")
         echo "== 5. GET /api/products?$q at $RECORDS products (unindexed, one request): ${t} s"
       done

@@ -284,7 +284,29 @@ async fn list_pages_sorts_and_filters() {
     assert_eq!(p.status, 200, "{}", p.json);
     let published = shop.get("/api/products?status=published").await;
     assert_eq!(published.json["total"], 1, "indexed filter sees the change");
+    // Ranges, with the brackets as they are or percent-encoded, and `ne`.
+    let range = shop
+        .get("/api/products?price[gt]=1.5&price%5Blte%5D=4&sort=-price")
+        .await;
+    assert_eq!(prices(&range), vec![4.0, 3.0, 2.0]);
+    assert_eq!(range.json["total"], 3);
+    let others = shop
+        .get("/api/products?status[ne]=published&sort=price")
+        .await;
+    assert_eq!(prices(&others), vec![1.0, 3.0, 4.0, 5.0]);
+    let since = shop
+        .get(&format!(
+            "/api/products?created_at[gte]={}&limit=1",
+            page.json["items"][0]["created_at"]
+                .as_str()
+                .expect("created_at")
+        ))
+        .await;
+    assert_eq!(since.status, 200, "{}", since.json);
+    assert!(since.json["total"].as_u64().expect("total") >= 1);
     for bad in [
+        "/api/products?status[gt]=draft",
+        "/api/products?price[about]=3",
         "/api/products?status=nope",
         "/api/products?colour=red",
         "/api/products?sort=colour",

@@ -166,12 +166,44 @@ pub fn document(schema: &Schema) -> Value {
                 json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
                 json!({"name": "sort", "in": "query", "description": "Comma-separated fields; `-` before a field sorts descending.", "schema": {"type": "string"}}),
             ];
-            for f in m
+            // `field=value`, and `field[op]=value`: eq and ne on every filterable field,
+            // the ranges on the ordered types (and on the server's timestamps).
+            let datetime = FieldType::Datetime;
+            let fields = m
                 .fields
                 .iter()
                 .filter(|f| !matches!(f.ty, FieldType::Json | FieldType::List { .. }))
-            {
-                params.push(json!({"name": f.name, "in": "query", "description": "Equality filter.", "schema": type_schema(&f.ty)}));
+                .map(|f| (f.name.as_str(), &f.ty))
+                .chain([("created_at", &datetime), ("updated_at", &datetime)]);
+            for (name, ty) in fields {
+                let schema = type_schema(ty);
+                let ordered = matches!(
+                    ty,
+                    FieldType::String
+                        | FieldType::Text
+                        | FieldType::Int
+                        | FieldType::Float
+                        | FieldType::Date
+                        | FieldType::Datetime
+                );
+                params.push(json!({"name": name, "in": "query", "description": "Equality filter.", "schema": schema}));
+                let ops: &[(&str, &str)] = if ordered {
+                    &[
+                        ("eq", "equal to"),
+                        ("ne", "not equal to"),
+                        ("gt", "greater than"),
+                        ("gte", "at least"),
+                        ("lt", "less than"),
+                        ("lte", "at most"),
+                    ]
+                } else {
+                    &[("eq", "equal to"), ("ne", "not equal to")]
+                };
+                for (op, says) in ops {
+                    params.push(json!({"name": format!("{name}[{op}]"), "in": "query",
+                        "description": format!("Records whose `{name}` is {says} the value (a record without one matches no filter)."),
+                        "schema": schema}));
+                }
             }
             collection.insert("get".into(), json!({
                 "tags": tag, "operationId": format!("list_{}", m.snake), "summary": format!("List {} records", m.name),

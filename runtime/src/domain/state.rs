@@ -1,8 +1,8 @@
 //! The in-memory state the store serves reads from: records per model, and the ordered
 //! indexes of the default list order (`created_at`) and of every `unique` and `indexed`
-//! field: each record's (value, id), in order. One structure serves both uses: an equality
-//! lookup (a unique value's holder, an indexed filter) reads the range of one value, and a
-//! sorted page reads only the rows it returns. Only the Raft state machine changes the
+//! field: each record's (value, id), in order. One structure serves every use: a unique
+//! value's holder is the range of one value, a list's filters on an indexed field select
+//! a range of values, and a sorted page reads only the rows it returns. Only the Raft state machine changes the
 //! state, by applying committed events; readers take a read lock.
 
 use std::collections::HashMap;
@@ -117,8 +117,9 @@ impl SortKey {
         }
     }
 
-    /// Its rank among the kinds (a timestamp ranks as the string it is).
-    fn rank(&self) -> u8 {
+    /// Its rank among the kinds (a timestamp ranks as the string it is): keys of one
+    /// rank are values of one JSON type.
+    pub fn rank(&self) -> u8 {
         match self {
             SortKey::Missing => 0,
             SortKey::Bool(_) => 1,
@@ -355,12 +356,6 @@ impl ModelState {
             let entries = entries.into_inner().unwrap_or_else(|p| p.into_inner());
             index.entries = entries.unwrap_or_default();
         }
-    }
-
-    /// Ids whose `field` equals `value`, if the field has an index.
-    pub fn lookup(&self, field: &str, value: &Value) -> Option<Vec<Uuid>> {
-        let index = self.index(field)?;
-        Some(index.holders(&SortKey::of(Some(value))).collect())
     }
 }
 

@@ -316,8 +316,15 @@ impl<K: Ord + Clone, V: Clone> Tree<K, V> {
 
     /// The entries whose keys are in `range`, in key order (either direction).
     pub fn range(&self, range: impl RangeBounds<K>) -> Iter<'_, K, V> {
+        let (from, to) = self.positions(range);
+        self.iter_at(from, to)
+    }
+
+    /// The positions `from..to` (in key order) of the entries whose keys are in
+    /// `range`, found in O(log n): how many entries are below it, and below its end.
+    pub fn positions(&self, range: impl RangeBounds<K>) -> (usize, usize) {
         let Some(root) = self.root.as_ref().filter(|_| !self.is_empty()) else {
-            return self.iter_at(0, 0);
+            return (0, 0);
         };
         let from = match range.start_bound() {
             Bound::Included(k) => root.rank(k, false),
@@ -329,7 +336,7 @@ impl<K: Ord + Clone, V: Clone> Tree<K, V> {
             Bound::Excluded(k) => root.rank(k, false),
             Bound::Unbounded => self.len(),
         };
-        self.iter_at(from, to.max(from))
+        (from, to.max(from))
     }
 
     /// The entries at positions `from..to` (in key order), found in O(log n).

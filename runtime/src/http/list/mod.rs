@@ -1,4 +1,5 @@
-//! `GET /api/<plural>`: pagination, sorting and equality filters.
+//! `GET /api/<plural>`: pagination, sorting and filters (`filter.rs`: equality and
+//! ranges).
 //!
 //! A list never holds the state's lock while it works: under the lock it takes a frozen
 //! [`View`] of the model (the records are a persistent map, so this is O(1), plus the ids
@@ -7,12 +8,13 @@
 //! delay neither the applies of the Raft state machine nor its heartbeats. At most
 //! [`MAX_SORT_KEYS`] sort keys and [`MAX_FILTERS`] filters are taken.
 //!
-//! What a list costs: one without filters, in the default order (`created_at`), by `id`,
-//! or by one `indexed` or `unique` field (either direction) reads only its page (plus its
-//! offset) from an ordered index of the state; `total` is the model's size. Any other list
-//! (a filter, several sort keys, an unindexed field) selects the matching rows (through
-//! the index of an indexed or unique filter when there is one) and orders them: its cost
-//! grows with the rows it selects.
+//! What a list costs: one in the default order (`created_at`), by `id`, or by one
+//! `indexed` or `unique` field (either direction), without filters or with filters on
+//! that same field only (equality and ranges, not `ne`), reads only its page (its offset
+//! costs nothing) from an ordered index of the state, and counts its `total` there in
+//! O(log n). Any other list (filters on other fields, several sort keys, an unindexed
+//! field) selects the matching rows (through the index of the first filtered field that
+//! has one) and orders them: its cost grows with the rows it selects.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
@@ -23,9 +25,11 @@ use uuid::Uuid;
 use crate::domain::row::Stored;
 use crate::domain::state::State;
 use crate::error::ApiError;
-use crate::spec::{FieldType, ModelSpec};
+use crate::spec::ModelSpec;
+use filter::Filter;
 use ordered::InOrder;
 
+mod filter;
 mod ordered;
 
 /// A model's records as of one moment, for a list to work on without the state's lock.
@@ -120,7 +124,7 @@ pub struct ListQuery {
     limit: usize,
     offset: usize,
     sort: Vec<(String, bool)>,
-    filters: Vec<(String, Value)>,
+    filters: Vec<Filter>,
 }
 
 fn decode(s: &str) -> Result<String, ApiError> {
@@ -162,48 +166,6 @@ pub fn pairs(query: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
             Ok((decode(k)?, decode(v)?))
         })
         .collect()
-}
-
-fn filter_value(f: &crate::spec::FieldSpec, raw: &str) -> Result<Value, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "filter `{}`: \"{raw}\" is not a valid {}",
-            f.name,
-            describe(&f.ty)
-        ))
-    };
-    Ok(match &f.ty {
-        FieldType::Int => Value::from(raw.parse::<i64>().map_err(|_| bad())?),
-        FieldType::Float => serde_json::Number::from_f64(raw.parse::<f64>().map_err(|_| bad())?)
-            .map(Value::Number)
-            .ok_or_else(bad)?,
-        FieldType::Bool => Value::Bool(raw.parse::<bool>().map_err(|_| bad())?),
-        FieldType::Enum { values } if !values.iter().any(|v| v == raw) => return Err(bad()),
-        FieldType::Uuid | FieldType::Ref { .. } if Uuid::parse_str(raw).is_err() => {
-            return Err(bad())
-        }
-        FieldType::Json | FieldType::List { .. } => {
-            return Err(ApiError::bad_request(format!(
-                "`{}` cannot be filtered on (it is a {})",
-                f.name,
-                describe(&f.ty)
-            )))
-        }
-        _ => Value::String(raw.to_string()),
-    })
-}
-
-fn describe(t: &FieldType) -> &'static str {
-    match t {
-        FieldType::Int => "integer",
-        FieldType::Float => "number",
-        FieldType::Bool => "boolean (true or false)",
-        FieldType::Enum { .. } => "value of the enum",
-        FieldType::Uuid | FieldType::Ref { .. } => "UUID",
-        FieldType::Json => "json value",
-        FieldType::List { .. } => "list",
-        _ => "string",
-    }
 }
 
 impl ListQuery {
@@ -252,10 +214,7 @@ impl ListQuery {
                     }
                 }
                 name => {
-                    let f = model.field(name).ok_or_else(|| {
-                        ApiError::bad_request(format!("unknown query parameter `{name}`: use limit, offset, sort or a field of {}", model.name))
-                    })?;
-                    q.filters.push((name.to_string(), filter_value(f, &v)?));
+                    q.filters.push(Filter::parse(model, name, &v)?);
                     if q.filters.len() > MAX_FILTERS {
                         return Err(ApiError::bad_request(format!(
                             "at most {MAX_FILTERS} filters are taken"
@@ -268,32 +227,46 @@ impl ListQuery {
     }
 
     /// What the query needs of the state, frozen (taken under the state's lock, O(1)
-    /// plus the ids of the first indexed filter).
+    /// plus the ids that the filters on the first filtered field with an ordered index
+    /// select, when the page is not read in order).
     pub fn view(&self, state: &State, model: &ModelSpec) -> View {
         let Some(ms) = state.models.get(&model.name) else {
             return View::default();
         };
+        let ordered = self.in_order(ms);
+        let ids = if ordered.is_some() {
+            None
+        } else {
+            self.filters.iter().filter(|f| f.uses_index()).find_map(|first| {
+                let index = ms.index(&first.field)?;
+                let on_it = self
+                    .filters
+                    .iter()
+                    .filter(|f| f.field == first.field && f.uses_index());
+                let ids = index.entries.range(filter::bounds(on_it)).map(|((_, id), _)| *id);
+                Some(ids.collect())
+            })
+        };
         View {
             records: ms.records.clone(),
-            // Use an index for the first indexed filter, if any.
-            ids: self.filters.iter().find_map(|(f, v)| ms.lookup(f, v)),
-            ordered: self.in_order(ms),
+            ids,
+            ordered,
         }
     }
 
     /// Runs the query on a view; answers the page as JSON text.
     pub fn run(&self, view: &View) -> bytes::Bytes {
         if let Some(order) = &view.ordered {
-            let rows = self
-                .page_in_order(view, order)
+            let (ids, total) = self.page_in_order(view, order);
+            let rows = ids
                 .into_iter()
                 .filter_map(|id| view.records.get(&id).cloned());
-            return self.page(rows, view.records.len());
+            return self.page(rows, total);
         }
         let matches = |r: &Arc<Stored>| {
             self.filters
                 .iter()
-                .all(|(f, v)| equal(r.get(f).as_ref(), v))
+                .all(|f| f.matches(r.get(&f.field).as_ref()))
         };
         let rows: Vec<Arc<Stored>> = match &view.ids {
             Some(ids) => ids
@@ -369,14 +342,6 @@ impl ListQuery {
     }
 }
 
-fn equal(a: Option<&Value>, b: &Value) -> bool {
-    match (a, b) {
-        (Some(Value::Number(x)), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Some(x), y) => x == y,
-        (None, _) => false,
-    }
-}
-
 /// The order of values in a list. The ordered indexes keep the same order
 /// (`domain::state::SortKey`); `a_page_read_in_index_order_equals_the_full_sort` checks
 /// that the two agree.
@@ -400,6 +365,7 @@ mod tests {
     use super::*;
     use crate::spec::fixtures::item;
     use rand::{Rng, SeedableRng};
+    use serde_json::json;
 
     /// An item's `name` and optional `n`.
     const FIELDS: &str = r#"{"name": "name", "type": {"kind": "string"}},
@@ -553,6 +519,172 @@ mod tests {
                 assert!(q.view(&state, model).ordered.is_none(), "{query}");
             }
         }
+    }
+
+    /// Filters with every operator, on indexed fields (read as an index range, in order
+    /// or as the candidates of a sort) and on unindexed ones (checked row by row), select
+    /// exactly what a plain comparison of the values selects, `total` counts that, and
+    /// every page equals the page of the full sort of the selection.
+    #[test]
+    fn filters_select_what_a_plain_comparison_selects() {
+        let spec = item(INDEXED);
+        let model = spec.model("Item").unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut state = State::new(&spec.spec);
+        let mut rows = Vec::new();
+        for i in 0..500 {
+            let id = Uuid::new_v4();
+            let mut r = serde_json::Map::new();
+            r.insert("id".into(), Value::String(id.to_string()));
+            r.insert("name".into(), Value::String(format!("n{}", rng.gen_range(0..40))));
+            match rng.gen_range(0..4) {
+                0 => {}
+                1 => {
+                    r.insert("n".into(), Value::Null);
+                }
+                _ => {
+                    r.insert("n".into(), json_f64(rng.gen_range(-8..8) as f64 / 4.0));
+                }
+            }
+            if rng.gen_bool(0.8) {
+                r.insert("on".into(), Value::Bool(rng.gen_bool(0.5)));
+            }
+            r.insert("plain".into(), Value::from(i % 37));
+            let at = format!("2024-01-01T00:{:02}:00.{:06}Z", rng.gen_range(0..10), i);
+            r.insert("created_at".into(), Value::String(at));
+            let ms = state.models.get_mut("Item").unwrap();
+            ms.put(id, Some(ms.encode(&r)));
+            rows.push(r);
+        }
+        // What a filter passes, compared plainly.
+        let passes = |r: &serde_json::Map<String, Value>, field: &str, op: &str, raw: &str| {
+            use std::cmp::Ordering::*;
+            let o = match (r.get(field), field) {
+                (None | Some(Value::Null), _) => return false,
+                (Some(v), "n" | "plain") => {
+                    let (a, b) = (v.as_f64().unwrap(), raw.parse::<f64>().unwrap());
+                    a.partial_cmp(&b).unwrap()
+                }
+                (Some(Value::Bool(b)), "on") => b.cmp(&raw.parse::<bool>().unwrap()),
+                (Some(v), "created_at") => {
+                    let t = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap();
+                    t(v.as_str().unwrap()).cmp(&t(raw))
+                }
+                (Some(v), _) => v.as_str().unwrap().cmp(raw),
+            };
+            match op {
+                "eq" => o == Equal,
+                "ne" => o != Equal,
+                "gt" => o == Greater,
+                "gte" => o != Less,
+                "lt" => o == Less,
+                _ => o != Greater,
+            }
+        };
+        let ops = ["eq", "ne", "gt", "gte", "lt", "lte"];
+        let value = |rng: &mut rand::rngs::StdRng, field: &str| match field {
+            "n" => format!("{}", rng.gen_range(-9..9) as f64 / 4.0),
+            "plain" => format!("{}", rng.gen_range(0..40)),
+            "on" => format!("{}", rng.gen_bool(0.5)),
+            "created_at" => format!("2024-01-01T01:{:02}:00+01:00", rng.gen_range(0..11)),
+            _ => format!("n{}", rng.gen_range(0..45)),
+        };
+        let sorts = ["", "&sort=n", "&sort=-n", "&sort=name", "&sort=-name", "&sort=plain", "&sort=-created_at"];
+        let mut read_in_order = 0;
+        for round in 0..300 {
+            // Filters on one field (often the sort field) or on several.
+            let sort = sorts[round % sorts.len()];
+            let sorted_by = sort.trim_start_matches("&sort=").trim_start_matches('-');
+            let sorted_by = if sorted_by.is_empty() { "created_at" } else { sorted_by };
+            let mut filters = Vec::new();
+            for _ in 0..rng.gen_range(1..4) {
+                let field = if rng.gen_bool(0.6) {
+                    sorted_by
+                } else {
+                    ["n", "name", "plain", "on", "created_at"][rng.gen_range(0..5)]
+                };
+                let op = if field == "on" { ops[rng.gen_range(0..2)] } else { ops[rng.gen_range(0..6)] };
+                filters.push((field, op, value(&mut rng, field)));
+            }
+            let query: String = filters
+                .iter()
+                .map(|(f, op, v)| format!("&{f}%5B{op}%5D={}", v.replace('+', "%2B")))
+                .collect();
+            let expected: std::collections::BTreeSet<String> = rows
+                .iter()
+                .filter(|r| filters.iter().all(|(f, op, v)| passes(r, f, op, v)))
+                .map(|r| r["id"].as_str().unwrap().to_string())
+                .collect();
+            let all = ListQuery::parse(model, Some(&format!("limit=1000{sort}{query}"))).unwrap();
+            let view = all.view(&state, model);
+            read_in_order += usize::from(view.ordered.is_some());
+            let page = all.run(&view);
+            let got: Value = serde_json::from_slice(&page).unwrap();
+            assert_eq!(got["total"], json!(expected.len()), "{query}{sort}");
+            let full = ids(&page);
+            assert_eq!(full.iter().cloned().collect::<std::collections::BTreeSet<_>>(), expected, "{query}{sort}");
+            // Pages, read as the view reads them and by the full sort of every row.
+            for (offset, limit) in [(0, 3), (4, 10), (expected.len().saturating_sub(2), 5)] {
+                let q = ListQuery::parse(model, Some(&format!("limit={limit}&offset={offset}{sort}{query}"))).unwrap();
+                let slow = View { ordered: None, ids: None, ..q.view(&state, model) };
+                let page = q.run(&q.view(&state, model));
+                assert_eq!(page, q.run(&slow), "{query}{sort} at {offset}");
+                let expected: Vec<String> = full.iter().skip(offset).take(limit).cloned().collect();
+                assert_eq!(ids(&page), expected, "{query}{sort} at {offset}");
+            }
+        }
+        assert!(read_in_order > 50, "only {read_in_order} lists were read in index order");
+    }
+
+    /// Filters a field's type cannot take are the client's mistake, each named.
+    #[test]
+    fn a_filter_the_field_cannot_take_is_a_400() {
+        let spec = item(r#"{"name": "name", "type": {"kind": "string"}},
+            {"name": "on", "type": {"kind": "bool"}},
+            {"name": "born", "type": {"kind": "date"}},
+            {"name": "at", "type": {"kind": "datetime"}},
+            {"name": "tags", "type": {"kind": "list", "item": {"kind": "string"}}}"#);
+        let model = spec.model("Item").unwrap();
+        for (query, says) in [
+            ("on[gt]=true", "takes eq and ne only"),
+            ("name[like]=a", "unknown filter operator `like`"),
+            ("born=", "is not a valid date"),
+            ("born[gte]=2024-13-01", "is not a valid date"),
+            ("at[lt]=yesterday", "is not a valid RFC 3339 timestamp"),
+            ("created_at[gt]=2024-01-01", "is not a valid RFC 3339 timestamp"),
+            ("tags=a", "cannot be filtered on"),
+            ("nope[gt]=1", "unknown query parameter `nope[gt]`"),
+        ] {
+            let e = ListQuery::parse(model, Some(query)).unwrap_err();
+            assert_eq!(e.status, 400, "{query}");
+            assert!(e.detail.contains(says), "{query}: {}", e.detail);
+        }
+        for query in ["name[gte]=a&name[lt]=b", "born[lte]=2024-01-01", "at[gt]=2024-01-01T00:00:00%2B02:00", "on[ne]=true", "created_at[gte]=2024-01-01T00:00:00Z", "updated_at[lt]=2024-01-01T00:00:00.5Z"] {
+            assert!(ListQuery::parse(model, Some(query)).is_ok(), "{query}");
+        }
+    }
+
+    /// A `datetime` field's values keep their offsets: its filters compare instants.
+    #[test]
+    fn datetime_filters_compare_instants_not_text() {
+        let spec = item(r#"{"name": "at", "type": {"kind": "datetime"}, "indexed": true}"#);
+        let model = spec.model("Item").unwrap();
+        let mut state = State::new(&spec.spec);
+        for at in ["2024-01-01T10:00:00+02:00", "2024-01-01T09:00:00Z", "2024-01-01T07:30:00Z"] {
+            let id = Uuid::new_v4();
+            let r = json!({"id": id.to_string(), "at": at, "created_at": "2024-01-01T00:00:00.000000Z"});
+            let ms = state.models.get_mut("Item").unwrap();
+            ms.put(id, Some(ms.encode(r.as_object().unwrap())));
+        }
+        let count = |query: &str| {
+            let q = ListQuery::parse(model, Some(query)).unwrap();
+            let v: Value = serde_json::from_slice(&q.run(&q.view(&state, model))).unwrap();
+            v["total"].as_u64().unwrap()
+        };
+        // 10:00+02:00 is 08:00Z.
+        assert_eq!(count("at[gte]=2024-01-01T08:00:00Z"), 2);
+        assert_eq!(count("at=2024-01-01T08:00:00Z"), 1);
+        assert_eq!(count("at[lt]=2024-01-01T08:00:00Z&at[ne]=2024-01-01T07:30:00%2B00:00"), 0);
     }
 
     fn json_f64(x: f64) -> Value {

@@ -1,10 +1,15 @@
-//! Lists read in an order the state keeps: without filters, in the default order
-//! (`created_at`), by `id`, or by one `indexed` or `unique` field, a page is read from the model's
-//! ordered index (or from the records, which are kept by id) instead of sorting every row.
-//! Ties are broken by `id` ascending, as the full sort in `mod.rs` breaks them.
+//! Lists read in an order the state keeps: in the default order (`created_at`), by `id`,
+//! or by one `indexed` or `unique` field, without filters or with filters on that field
+//! only, a page is read from the model's ordered index (or from the records, which are
+//! kept by id) instead of sorting every row: the filters select one range of the index
+//! (`filter::bounds`). Ties are broken by `id` ascending, as the full sort in `mod.rs`
+//! breaks them.
+
+use std::ops::Bound;
 
 use uuid::Uuid;
 
+use super::filter::{self, Probe};
 use super::{ListQuery, View};
 use crate::domain::state::{Entries, ModelState, SortKey};
 
@@ -12,6 +17,8 @@ use crate::domain::state::{Entries, ModelState, SortKey};
 pub(super) struct InOrder {
     by: By,
     desc: bool,
+    /// The entries of the index the filters select (everything without filters).
+    range: (Bound<Probe>, Bound<Probe>),
 }
 
 /// What keeps the order.
@@ -23,48 +30,81 @@ enum By {
 }
 
 impl ListQuery {
-    /// The order to read a page in directly: a list without filters, sorted by nothing
-    /// (the default, `created_at`), by `id`, or by one field with an ordered index (an
-    /// indexed or unique field). Ties
-    /// are broken by `id` ascending, as the full sort breaks them.
+    /// The order to read a page in directly: a list sorted by nothing (the default,
+    /// `created_at`), by `id`, or by one field with an ordered index (an indexed or
+    /// unique field), without filters or with filters on that field alone that the
+    /// index can select (not `ne`). Ties are broken by `id` ascending, as the full sort
+    /// breaks them.
     pub(super) fn in_order(&self, ms: &ModelState) -> Option<InOrder> {
-        if !self.filters.is_empty() || self.sort.len() > 1 {
+        if self.sort.len() > 1 {
             return None;
         }
         let (field, desc) = match self.sort.first() {
             Some((f, desc)) => (f.as_str(), *desc),
             None => ("created_at", false),
         };
+        if !self
+            .filters
+            .iter()
+            .all(|f| f.field == field && f.uses_index())
+        {
+            return None;
+        }
         let by = match field {
-            "id" => By::Id,
+            "id" if self.filters.is_empty() => By::Id,
+            "id" => return None,
             f => By::Index(ms.index(f)?.entries.clone()),
         };
-        Some(InOrder { by, desc })
+        let range = match self.filters.is_empty() {
+            true => (Bound::Unbounded, Bound::Unbounded),
+            false => filter::bounds(&self.filters),
+        };
+        Some(InOrder { by, desc, range })
     }
 
-    /// The ids of the page, read from an order.
-    pub(super) fn page_in_order(&self, view: &View, order: &InOrder) -> Vec<Uuid> {
+    /// The ids of the page, read from an order, and how many records the list selects.
+    pub(super) fn page_in_order(&self, view: &View, order: &InOrder) -> (Vec<Uuid>, usize) {
         let (skip, take) = (self.offset, self.limit);
-        let end = skip.saturating_add(take);
         // Positions are found in O(log n): an offset costs nothing to skip.
         match (&order.by, order.desc) {
-            (By::Id, false) => view.records.iter_at(skip, end).map(|(id, _)| *id).collect(),
+            (By::Id, false) => {
+                let end = skip.saturating_add(take);
+                let ids = view.records.iter_at(skip, end).map(|(id, _)| *id);
+                (ids.collect(), view.records.len())
+            }
             (By::Id, true) => {
                 let len = view.records.len();
+                let end = skip.saturating_add(take);
                 let (from, to) = (len.saturating_sub(end), len.saturating_sub(skip));
-                view.records.iter_at(from, to).rev().map(|(id, _)| *id).collect()
+                let ids = view.records.iter_at(from, to).rev().map(|(id, _)| *id);
+                (ids.collect(), len)
             }
-            (By::Index(set), false) => set.iter_at(skip, end).map(|((_, id), _)| *id).collect(),
-            (By::Index(set), true) => descending(set, skip, take),
+            (By::Index(set), false) => {
+                let (from, to) = set.positions(order.range.clone());
+                let start = from.saturating_add(skip).min(to);
+                let end = start.saturating_add(take).min(to);
+                let ids = set.iter_at(start, end).map(|((_, id), _)| *id);
+                (ids.collect(), to - from)
+            }
+            (By::Index(set), true) => {
+                let (from, to) = set.positions(order.range.clone());
+                (descending(set, &order.range, skip, take), to - from)
+            }
         }
     }
 }
 
-/// The ids of a page of `set` read from its end: values descending, and within one
-/// value ids ascending (as the full sort breaks ties). The entries of one value are
-/// gathered while there are few of them; a value that many records share is read
-/// forward as a range instead, so it costs only the ids the page takes.
-fn descending(set: &Entries, skip: usize, take: usize) -> Vec<Uuid> {
+/// The ids of a page of `set`'s entries in `range`, read from its end: values
+/// descending, and within one value ids ascending (as the full sort breaks ties). The
+/// entries of one value are gathered while there are few of them; a value that many
+/// records share is read forward as a range instead, so it costs only the ids the page
+/// takes.
+fn descending(
+    set: &Entries,
+    range: &(Bound<Probe>, Bound<Probe>),
+    skip: usize,
+    take: usize,
+) -> Vec<Uuid> {
     /// Most entries of one value gathered before it is read as a range.
     const GATHER: usize = 64;
     let (lowest, highest) = (Uuid::nil(), Uuid::from_u128(u128::MAX));
@@ -77,8 +117,10 @@ fn descending(set: &Entries, skip: usize, take: usize) -> Vec<Uuid> {
     let mut below: Option<(SortKey, Uuid)> = None;
     while !page.full() {
         let entries = match &below {
-            None => set.iter().rev(),
-            Some(b) => set.range(..b.clone()).rev(),
+            None => set.range(range.clone()).rev(),
+            Some(b) => set
+                .range((range.0.clone(), Bound::Excluded(b.clone())))
+                .rev(),
         };
         let mut run: Vec<Uuid> = Vec::new();
         let mut run_key: Option<&SortKey> = None;
