@@ -12,7 +12,7 @@
 //! from. Nothing is visible to readers before it is committed.
 //!
 //! Snapshots: once a model has `snapshot_every` events since the last snapshot (and the
-//! events since are at least an eighth of the records, see [`State::snapshot_due`]), every
+//! events since are at least a twelfth of the records, see [`State::snapshot_due`]), every
 //! record is written to the data dir's `snapshot` file in its compact form
 //! (`domain/row.rs`) from a frozen copy of the state, off the apply path (see
 //! `domain/snapshot.rs`). A restart loads it and replays only the events after it. The
