@@ -10,6 +10,7 @@
 #   bash bench/run.sh cluster                    # only the Raft benchmarks
 #   LIST_RECORDS=160000 bash bench/run.sh lists  # durable creates with and without heavy lists
 #   bash bench/run.sh firewall                   # GET and POST with the firewall on and off
+#   bash bench/run.sh jwt                        # GET by id with an API token and with a JWT
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -28,7 +29,7 @@ command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; ex
 
 echo "== building (release)"
 cargo build --release -q -p lithair-gen
-cargo build --release -q -p lithair-runtime --example hello_baseline --example fill_store
+cargo build --release -q -p lithair-runtime --example hello_baseline --example fill_store --example mint_jwt
 rm -rf "$work/shop"
 "$CARGO_TARGET_DIR/release/lithair-gen" new "$work/shop" --schema examples/shop.yaml >/dev/null
 cp Cargo.lock "$work/shop/"
@@ -158,6 +159,30 @@ if [ "$only" = all ] || [ "$only" = firewall ]; then
       wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://${!a_var}" | summary
   done
   kill "${pids[-1]}" "${pids[-2]}" "${pids[-3]}"
+fi
+
+if [ "$only" = all ] || [ "$only" = jwt ]; then
+  # GET by id with an API token and with an RS256 JWT (the key read once, at start; each
+  # request's signature verified), alternating, same service.
+  jwt_config=$work/shop/jwt.toml
+  cp runtime/tests/keys/rsa.pub "$work/shop/bench-idp.pem"
+  { cat "$work/shop/lithair.toml"; printf '\n[auth.jwt]\nalgorithms = ["RS256"]\npublic_key_file = "bench-idp.pem"\n'; } > "$jwt_config"
+  serve_shop jwt always "$jwt_config"
+  jwt=$("$CARGO_TARGET_DIR/release/examples/mint_jwt" runtime/tests/keys/rsa.key editor)
+  cat=$(category)
+  id=$(curl -s -XPOST "http://$addr/api/products" -H "authorization: Bearer $jwt" -H 'content-type: application/json' \
+    -d "{\"name\":\"x\",\"sku\":\"JWT-1\",\"price\":1,\"category\":\"$cat\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  ratios=()
+  for round in $(seq 1 "${ROUNDS:-3}"); do
+    echo "== 11. GET /api/products/{id} with an API token, $CONNS connections, $DURATION (round $round)"
+    LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$addr" | summary
+    token_rate=$(rate)
+    echo "== 11. GET /api/products/{id} with an RS256 JWT, $CONNS connections, $DURATION (round $round)"
+    LITHAIR_TOKEN=$jwt LITHAIR_PATH=/api/products/$id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$addr" | summary
+    ratios+=("$(awk -v a="$(rate)" -v b="$token_rate" 'BEGIN {printf "%.2f", a / b}')")
+  done
+  echo "== 11. GET with a JWT / with an API token, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
+  kill "${pids[-1]}"
 fi
 
 if [ "$only" = all ] || [ "$only" = restart ] || [ "$only" = scale ]; then

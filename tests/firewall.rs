@@ -374,3 +374,54 @@ fn sighup_reloads_the_firewall_and_the_tokens_and_a_bad_file_keeps_them() {
     assert_eq!(exchange(&mut kept, &get("/health", "")).0, 200);
     assert_eq!(create(&late, "Kept"), 201, "the tokens in force stay");
 }
+
+/// `[auth.jwt]` in a built service: the key file is named relative to the configuration
+/// file, a JWT signed with that key is let in, and `SIGHUP` reads a replaced key: the
+/// tokens of the old key are refused after it, those of the new one let in.
+#[test]
+fn a_jwt_key_is_read_beside_the_config_and_again_on_sighup() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime/tests/keys");
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::copy(keys.join("rsa.pub"), dir.path().join("idp.pem")).expect("key");
+    let path = config(dir.path(), "jwt.toml", &[]);
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str("\n[auth.jwt]\nalgorithms = [\"RS256\"]\npublic_key_file = \"idp.pem\"\n");
+    std::fs::write(&path, text).expect("write config");
+    let server = serve(&dir, &path);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 600;
+    let token = |key: &str| {
+        let pem = std::fs::read(keys.join(key)).expect("private key");
+        let claims = serde_json::json!({"sub": "alice", "exp": exp, "roles": ["admin"]});
+        encode(
+            &Header::new(Algorithm::RS256),
+            &claims,
+            &EncodingKey::from_rsa_pem(&pem).expect("rsa key"),
+        )
+        .expect("sign")
+    };
+    let (first, second) = (token("rsa.key"), token("rsa2.key"));
+    let create = |token: &str, name: &str| {
+        let body = format!("{{\"name\": \"{name}\"}}");
+        let request = format!(
+            "POST /api/categories HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(&mut connect_from([127, 0, 0, 15], server.addr), &request)
+    };
+    assert_eq!(create(&first, "By JWT").0, 201);
+    assert_eq!(create(&second, "Other key").0, 401);
+    std::fs::copy(keys.join("rsa2.pub"), dir.path().join("idp.pem")).expect("key");
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while create(&second, "New key").0 != 201 {
+        assert!(Instant::now() < deadline, "the reload never took effect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(create(&first, "Old key").0, 401);
+}

@@ -1,11 +1,18 @@
-//! Who is calling: bearer API tokens from `lithair.toml`, and the permission check.
+//! Who is calling: bearer API tokens from `lithair.toml` and JWTs from an identity
+//! provider (`[auth.jwt]`, see `auth/jwt.rs`), and the permission check.
 //!
-//! A token is stored only as the hex sha256 of its text. Roles inherit per the schema.
-//! Deny by default: an operation with no roles is refused to everyone; `public` lets
-//! anonymous callers in.
+//! An API token is stored only as the hex sha256 of its text. A bearer value is taken as
+//! an API token when it has the `lth_` prefix of the tokens `token new` mints (or when no
+//! JWT is configured), and as a JWT otherwise. Roles inherit per the schema. Deny by
+//! default: an operation with no roles is refused to everyone; `public` lets anonymous
+//! callers in.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::Arc;
+
+mod jwt;
+pub use jwt::{JwtConfig, JwtConfigError, JwtVerifier};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -60,12 +67,26 @@ impl Principal {
     }
 }
 
-/// Token lookup, built once at start.
+/// Token lookup and JWT keys, built at start and again on `SIGHUP`.
 #[derive(Debug)]
 pub struct Authenticator {
     by_hash: HashMap<[u8; 32], Arc<Principal>>,
     anonymous: Arc<Principal>,
+    jwt: Option<JwtVerifier>,
+    /// Each schema role with the roles it inherits (for the roles of a JWT).
+    effective_roles: HashMap<String, BTreeSet<String>>,
+    /// JWTs verified already: the sha256 of the token -> its caller and the last second
+    /// it is taken. A token cannot change, and neither can the keys of this
+    /// authenticator (a reload builds a new one), so only the time is checked again.
+    verified: std::sync::Mutex<HashMap<[u8; 32], Verified>>,
 }
+
+/// A verified JWT's caller, and the last second the token is taken.
+type Verified = (Arc<Principal>, u64);
+
+/// Most verified JWTs remembered; at this many the map is emptied (the tokens in use are
+/// verified again, once each).
+const VERIFIED_JWTS: usize = 10_000;
 
 /// Why the token configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +104,9 @@ pub enum AuthConfigError {
     /// Two tokens share a hash.
     #[error("token \"{0}\": the same sha256 is configured twice")]
     Duplicate(String),
+    /// `[auth.jwt]` is unusable.
+    #[error(transparent)]
+    Jwt(#[from] JwtConfigError),
 }
 
 impl Authenticator {
@@ -122,7 +146,65 @@ impl Authenticator {
         Ok(Authenticator {
             by_hash,
             anonymous: Arc::new(Principal::anonymous()),
+            jwt: None,
+            effective_roles: spec.effective_roles.clone(),
+            verified: Default::default(),
         })
+    }
+
+    /// Builds the lookup of `[auth]`: its tokens, and the keys of `[auth.jwt]` (key files
+    /// named relative to `base`, the configuration file's directory).
+    pub fn from_config(
+        auth: &crate::config::AuthConfig,
+        spec: &CompiledSpec,
+        base: &Path,
+    ) -> Result<Self, AuthConfigError> {
+        let mut this = Self::new(&auth.tokens, spec)?;
+        this.jwt = auth
+            .jwt
+            .as_ref()
+            .map(|c| JwtVerifier::new(c, base))
+            .transpose()?;
+        Ok(this)
+    }
+
+    /// The caller a verified JWT names: its subject, with the token's roles that the
+    /// schema declares (others are ignored).
+    fn jwt_principal(&self, jwt: &JwtVerifier, token: &str) -> Result<Arc<Principal>, ApiError> {
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let lock = || self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((who, expires)) = lock().get(&hash) {
+            if now <= *expires {
+                return Ok(who.clone());
+            }
+        }
+        let claims = jwt.verify(token)?;
+        let expires = claims.expires;
+        let mut effective = BTreeSet::from(["public".to_string()]);
+        let mut roles = Vec::new();
+        for role in claims.roles {
+            match self.effective_roles.get(&role) {
+                Some(all) => {
+                    effective.extend(all.iter().cloned());
+                    roles.push(role);
+                }
+                None => tracing::debug!(%role, subject = %claims.subject, "a JWT role the schema does not declare is ignored"),
+            }
+        }
+        let who = Arc::new(Principal {
+            name: claims.subject,
+            roles,
+            effective,
+        });
+        let mut verified = lock();
+        if verified.len() >= VERIFIED_JWTS {
+            verified.clear();
+        }
+        verified.insert(hash, (who.clone(), expires));
+        Ok(who)
     }
 
     /// The caller of a request, from its `Authorization` header (None: anonymous).
@@ -140,7 +222,11 @@ impl Authenticator {
                 "use `Authorization: Bearer <token>`",
             ));
         };
-        let hash: [u8; 32] = Sha256::digest(token.trim().as_bytes()).into();
+        let token = token.trim();
+        if let Some(jwt) = self.jwt.as_ref().filter(|_| !token.starts_with("lth_")) {
+            return self.jwt_principal(jwt, token);
+        }
+        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         self.by_hash
             .get(&hash)
             .cloned()

@@ -1,6 +1,6 @@
 //! The generated binary's command line: `serve` and `token new`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -265,7 +265,7 @@ fn serve(
     let required = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from("lithair.toml"));
     let config = Config::load(&path, required, &flags)?;
-    let auth = Authenticator::new(&config.auth.tokens, &service.spec)
+    let auth = Authenticator::from_config(&config.auth, &service.spec, config_dir(&path))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     no_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -340,7 +340,7 @@ fn spawn_reload(
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
             let loaded = loaded.and_then(|config| {
-                Authenticator::new(&config.auth.tokens, &spec)
+                Authenticator::from_config(&config.auth, &spec, config_dir(&path))
                     .map(|auth| (config, auth))
                     .map_err(|e| format!("{}: {e}", path.display()))
             });
@@ -375,4 +375,9 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
     tracing::info!("signal received");
+}
+
+/// The directory the files a configuration names are taken from: the file's own.
+fn config_dir(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
 }

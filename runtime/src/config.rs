@@ -209,6 +209,8 @@ impl Default for ClusterConfig {
 pub struct AuthConfig {
     /// `[[auth.tokens]]`.
     pub tokens: Vec<TokenConfig>,
+    /// `[auth.jwt]`: tokens of an identity provider (none: API tokens only).
+    pub jwt: Option<crate::auth::JwtConfig>,
 }
 
 /// Why the configuration is unusable.

@@ -74,7 +74,8 @@ impl InProcess {
         data_dir: &Path,
     ) -> Result<InProcess, StartError> {
         let config = Config::from_toml(config, "lithair.toml")?;
-        let tokens = Authenticator::new(&config.auth.tokens, &service.spec)?;
+        // Key files are named by absolute paths here (or from the working directory).
+        let tokens = Authenticator::from_config(&config.auth, &service.spec, Path::new(""))?;
         let node = ClusterOptions::single("127.0.0.1:0");
         let store = Store::open(
             data_dir,

@@ -296,7 +296,7 @@ pub fn document(schema: &Schema) -> Value {
         "paths": paths,
         "components": {
             "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API token from lithair.toml `[[auth.tokens]]`."}}
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "description": "An API token from lithair.toml `[[auth.tokens]]`, or a JWT of the identity provider `[auth.jwt]` names."}}
         }
     })
 }
