@@ -425,3 +425,94 @@ fn a_jwt_key_is_read_beside_the_config_and_again_on_sighup() {
     }
     assert_eq!(create(&first, "Old key").0, 401);
 }
+
+/// `token new --expires` writes an `expires_at` that the service enforces, and
+/// `token list` shows names, roles and expiry, never a hash.
+#[test]
+fn a_token_expires_and_token_list_shows_it_without_its_hash() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = config(dir.path(), "expiring.toml", &[]);
+    let s = shop();
+    let out = std::process::Command::new(&s.bin)
+        .current_dir(&s.dir)
+        .args([
+            "token",
+            "new",
+            "--name",
+            "brief",
+            "--role",
+            "admin",
+            "--expires",
+            "10s",
+        ])
+        .output()
+        .expect("token new");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(table.contains("expires_at = \""), "{table}");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let token = err
+        .lines()
+        .find_map(|l| l.split("give it to the client): ").nth(1))
+        .expect("token")
+        .trim()
+        .to_string();
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str(&table);
+    std::fs::write(&path, &text).expect("write");
+    let list = std::process::Command::new(&s.bin)
+        .current_dir(&s.dir)
+        .args([
+            "token",
+            "list",
+            "--config",
+            path.to_str().unwrap_or_default(),
+        ])
+        .output()
+        .expect("token list");
+    let listed = String::from_utf8_lossy(&list.stdout).to_string();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+    let line = listed
+        .lines()
+        .find(|l| l.starts_with("brief "))
+        .expect("the token's line");
+    assert!(
+        line.contains("admin") && line.contains('T') && !line.contains("never"),
+        "{listed}"
+    );
+    assert!(
+        listed.lines().any(|l| l.contains("never")),
+        "the admin token does not expire: {listed}"
+    );
+    assert!(
+        !listed.contains("sha256")
+            && !text
+                .split("sha256 = \"")
+                .skip(1)
+                .any(|h| listed.contains(&h[..64])),
+        "{listed}"
+    );
+    let server = serve(&dir, &path);
+    let create = |name: &str| {
+        let body = format!("{{\"name\": \"{name}\"}}");
+        let request = format!(
+            "POST /api/categories HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        exchange(&mut connect_from([127, 0, 0, 16], server.addr), &request).0
+    };
+    assert_eq!(create("Before"), 201);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while create("After") != 401 {
+        assert!(Instant::now() < deadline, "the token never expired");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

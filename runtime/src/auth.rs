@@ -30,6 +30,9 @@ pub struct TokenConfig {
     pub sha256: String,
     /// Roles the token carries.
     pub roles: Vec<String>,
+    /// When the token stops being taken (RFC 3339; never when absent).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// The caller of a request.
@@ -70,7 +73,8 @@ impl Principal {
 /// Token lookup and JWT keys, built at start and again on `SIGHUP`.
 #[derive(Debug)]
 pub struct Authenticator {
-    by_hash: HashMap<[u8; 32], Arc<Principal>>,
+    /// The API tokens: the caller, and when the token expires (Unix seconds).
+    by_hash: HashMap<[u8; 32], (Arc<Principal>, Option<i64>)>,
     anonymous: Arc<Principal>,
     jwt: Option<JwtVerifier>,
     /// Each schema role with the roles it inherits (for the roles of a JWT).
@@ -104,6 +108,9 @@ pub enum AuthConfigError {
     /// Two tokens share a hash.
     #[error("token \"{0}\": the same sha256 is configured twice")]
     Duplicate(String),
+    /// An `expires_at` that is not a timestamp.
+    #[error("token \"{0}\": expires_at must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z")]
+    BadExpiry(String),
     /// `[auth.jwt]` is unusable.
     #[error(transparent)]
     Jwt(#[from] JwtConfigError),
@@ -139,7 +146,16 @@ impl Authenticator {
                 roles: t.roles.clone(),
                 effective,
             };
-            if by_hash.insert(hash, Arc::new(p)).is_some() {
+            let expires = t
+                .expires_at
+                .as_deref()
+                .map(|at| {
+                    chrono::DateTime::parse_from_rfc3339(at)
+                        .map(|t| t.timestamp())
+                        .map_err(|_| AuthConfigError::BadExpiry(t.name.clone()))
+                })
+                .transpose()?;
+            if by_hash.insert(hash, (Arc::new(p), expires)).is_some() {
                 return Err(AuthConfigError::Duplicate(t.name.clone()));
             }
         }
@@ -227,10 +243,19 @@ impl Authenticator {
             return self.jwt_principal(jwt, token);
         }
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        self.by_hash
-            .get(&hash)
-            .cloned()
-            .ok_or_else(|| ApiError::unauthorized("unknown token"))
+        let Some((who, expires)) = self.by_hash.get(&hash) else {
+            return Err(ApiError::unauthorized("unknown token"));
+        };
+        if let Some(at) = expires.filter(|at| chrono::Utc::now().timestamp() >= *at) {
+            let when = chrono::DateTime::from_timestamp(at, 0)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_default();
+            return Err(ApiError::unauthorized(format!(
+                "token \"{}\" expired at {when}",
+                who.name
+            )));
+        }
+        Ok(who.clone())
     }
 }
 
@@ -262,14 +287,43 @@ fn roles_text(allowed: &[String]) -> String {
 }
 
 /// The `[[auth.tokens]]` table of a token whose hash is `hash`, as `lithair.toml` holds it.
-pub fn token_table(name: &str, hash: &str, roles: &[String]) -> String {
+pub fn token_table(name: &str, hash: &str, roles: &[String], expires_at: Option<&str>) -> String {
     let text = |s: &str| serde_json::to_string(s).unwrap_or_default();
     let roles: Vec<String> = roles.iter().map(|r| text(r)).collect();
+    let expires = expires_at
+        .map(|at| format!("expires_at = {}\n", text(at)))
+        .unwrap_or_default();
     format!(
-        "[[auth.tokens]]\nname = {}\nsha256 = \"{hash}\"\nroles = [{}]\n",
+        "[[auth.tokens]]\nname = {}\nsha256 = \"{hash}\"\nroles = [{}]\n{expires}",
         text(name),
         roles.join(", ")
     )
+}
+
+/// The moment a token minted now with `--expires span` expires: `span` is a whole number
+/// of seconds, minutes, hours, days or weeks (`90s`, `30m`, `12h`, `30d`, `2w`).
+pub fn expiry(span: &str) -> Result<String, String> {
+    let bad = || format!("--expires {span:?}: use a whole number and a unit: 90s, 30m, 12h, 30d or 2w");
+    let split = span.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = span.split_at(split);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    let span = n
+        .checked_mul(seconds)
+        .and_then(chrono::TimeDelta::try_seconds)
+        .filter(|d| d.num_seconds() > 0)
+        .ok_or_else(bad)?;
+    let at = chrono::Utc::now()
+        .checked_add_signed(span)
+        .ok_or_else(bad)?;
+    Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// A new random token (URL-safe, 256 bits) and its sha256.
@@ -280,4 +334,60 @@ pub fn mint() -> (String, String) {
     let token = format!("lth_{}", hex::encode(bytes));
     let hash = hex::encode(Sha256::digest(token.as_bytes()));
     (token, hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"{"service": {"name": "t"}, "roles": [{"name": "editor", "inherits": []}], "models": []}"#;
+
+    fn token(expires_at: Option<&str>) -> (String, TokenConfig) {
+        let (text, sha256) = mint();
+        let config = TokenConfig {
+            name: "ci".into(),
+            sha256,
+            roles: vec!["editor".into()],
+            expires_at: expires_at.map(String::from),
+        };
+        (text, config)
+    }
+
+    #[test]
+    fn an_expired_token_is_refused_and_says_when_it_expired() {
+        let spec = CompiledSpec::from_json(SPEC).expect("spec");
+        let (past, past_config) = token(Some("2020-01-01T00:00:00Z"));
+        let (future, future_config) = token(Some(&expiry("1d").expect("expiry")));
+        let (never, never_config) = token(None);
+        let auth = Authenticator::new(&[past_config, future_config, never_config], &spec)
+            .expect("tokens");
+        let call = |t: &str| auth.authenticate(Some(format!("Bearer {t}").as_bytes()));
+        let e = call(&past).expect_err("expired");
+        assert_eq!(e.status, 401);
+        assert_eq!(e.detail, "token \"ci\" expired at 2020-01-01T00:00:00Z");
+        assert!(call(&future).is_ok());
+        assert!(call(&never).is_ok());
+        let (_, bad) = token(Some("next week"));
+        let e = Authenticator::new(&[bad], &spec).expect_err("a bad expiry");
+        assert!(e.to_string().contains("expires_at must be an RFC 3339 timestamp"), "{e}");
+    }
+
+    #[test]
+    fn expiry_spans_take_a_number_and_a_unit() {
+        let now = chrono::Utc::now();
+        let at = |span: &str| {
+            let text = expiry(span).expect(span);
+            let t = chrono::DateTime::parse_from_rfc3339(&text).expect("timestamp");
+            (t.with_timezone(&chrono::Utc) - now).num_seconds()
+        };
+        assert!((89..=91).contains(&at("90s")));
+        assert!((1799..=1801).contains(&at("30m")));
+        assert!((30 * 86_400 - 1..=30 * 86_400 + 1).contains(&at("30d")));
+        assert!((14 * 86_400 - 1..=14 * 86_400 + 1).contains(&at("2w")));
+        for bad in ["", "30", "d", "30x", "-1d", "0h", "1.5d", "99999999999999w"] {
+            assert!(expiry(bad).is_err(), "{bad}");
+        }
+        let table = token_table("ci", "00", &["editor".into()], Some("2027-01-01T00:00:00Z"));
+        assert!(table.ends_with("expires_at = \"2027-01-01T00:00:00Z\"\n"), "{table}");
+    }
 }

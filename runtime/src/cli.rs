@@ -1,4 +1,4 @@
-//! The generated binary's command line: `serve` and `token new`.
+//! The generated binary's command line: `serve`, `token new` and `token list`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -71,6 +71,15 @@ enum TokenCommand {
         /// A role from lithair.yaml; repeat for several.
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
+        /// How long the token is taken: 90s, 30m, 12h, 30d, 2w (never expires without).
+        #[arg(long, value_name = "SPAN")]
+        expires: Option<String>,
+    },
+    /// List the tokens of lithair.toml: names, roles and expiry (never their hashes).
+    List {
+        /// The configuration file.
+        #[arg(long, value_name = "FILE", default_value = "lithair.toml")]
+        config: PathBuf,
     },
 }
 
@@ -138,8 +147,16 @@ pub fn main(service: Result<Service, SpecError>) -> ExitCode {
             },
         ),
         Command::Token {
-            command: TokenCommand::New { name, roles },
-        } => token_new(&service, &name, &roles),
+            command:
+                TokenCommand::New {
+                    name,
+                    roles,
+                    expires,
+                },
+        } => token_new(&service, &name, &roles, expires.as_deref()),
+        Command::Token {
+            command: TokenCommand::List { config },
+        } => token_list(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -150,7 +167,16 @@ pub fn main(service: Result<Service, SpecError>) -> ExitCode {
     }
 }
 
-fn token_new(service: &Service, name: &str, roles: &[String]) -> anyhow::Result<()> {
+fn token_new(
+    service: &Service,
+    name: &str,
+    roles: &[String],
+    expires: Option<&str>,
+) -> anyhow::Result<()> {
+    let expires_at = expires
+        .map(auth::expiry)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     for r in roles {
         if !service.spec.effective_roles.contains_key(r) {
             let known: Vec<&str> = service
@@ -168,9 +194,31 @@ fn token_new(service: &Service, name: &str, roles: &[String]) -> anyhow::Result<
     }
     let (token, hash) = auth::mint();
     eprintln!("token (shown once; give it to the client): {token}");
-    eprintln!("append the table below to lithair.toml and restart the service:");
+    eprintln!("append the table below to lithair.toml, then send the service SIGHUP (or restart it):");
     println!();
-    print!("{}", auth::token_table(name, &hash, roles));
+    print!(
+        "{}",
+        auth::token_table(name, &hash, roles, expires_at.as_deref())
+    );
+    Ok(())
+}
+
+/// Prints the tokens of `path`: name, roles, expiry (the hashes stay in the file).
+fn token_list(path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(path, true, &Overrides::default())?;
+    let now = chrono::Utc::now();
+    println!("{:<24} {:<32} expires", "name", "roles");
+    for t in &config.auth.tokens {
+        let expires = match t.expires_at.as_deref() {
+            None => "never".to_string(),
+            Some(at) => match chrono::DateTime::parse_from_rfc3339(at) {
+                Ok(when) if when <= now => format!("{at} (expired)"),
+                Ok(_) => at.to_string(),
+                Err(_) => format!("{at} (not a timestamp: the service refuses this file)"),
+            },
+        };
+        println!("{:<24} {:<32} {expires}", t.name, t.roles.join(","));
+    }
     Ok(())
 }
 

@@ -15,7 +15,7 @@
 //!   shutdown), over `domain` (commands, events, state, the decision rule, snapshots; no
 //!   I/O), `raft` (consensus, the data dir, recovery, checkpoints) and `wal` (the logs and
 //!   small files on one file seam, a leaf);
-//! - [`config`] and `cli`: `lithair.toml`, `LITHAIR_*`, flags; `serve` and `token new`.
+//! - [`config`] and `cli`: `lithair.toml`, `LITHAIR_*`, flags; `serve`, `token new` and `token list`.
 //!
 //! The public API is what a generated crate needs: [`Service`], [`main`], [`prelude`],
 //! [`error`] and [`config`]. The feature `testing` makes the parts above public too, and

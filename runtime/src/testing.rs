@@ -154,7 +154,7 @@ impl InProcess {
 pub fn mint_token(name: &str, roles: &[&str]) -> (String, String) {
     let (token, hash) = crate::auth::mint();
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
-    (token, crate::auth::token_table(name, &hash, &roles))
+    (token, crate::auth::token_table(name, &hash, &roles, None))
 }
 
 /// Reads an answer whole.

@@ -342,11 +342,13 @@ mod tests {
                     name: "ed".into(),
                     sha256: hash,
                     roles: vec!["editor".into()],
+                    expires_at: None,
                 },
                 TokenConfig {
                     name: "plain".into(),
                     sha256: plain,
                     roles: vec![],
+                    expires_at: None,
                 },
             ],
             &spec,
