@@ -546,3 +546,82 @@ async fn every_answer_carries_the_security_headers() {
     assert_eq!(elsewhere.header("access-control-allow-origin"), None);
     shop.svc.shutdown().await;
 }
+
+/// `/metrics` and `/openapi.json` are public unless `[server] metrics_roles` and
+/// `openapi_roles` name roles; membership changes take the roles of `[cluster]
+/// admin_roles` (default `admin`); a role the schema does not declare stops the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operational_routes_take_the_roles_the_config_names() {
+    let open = Shop::start().await;
+    assert_eq!(open.get("/metrics").await.status, 200);
+    assert_eq!(open.get("/openapi.json").await.status, 200);
+    // Default membership roles: admin only (the id is checked after the role).
+    assert_eq!(member(&open, "editor").await, 403);
+    assert_eq!(member(&open, "admin").await, 404);
+    open.svc.shutdown().await;
+
+    let guarded = Shop::with_config(
+        "\n[server]\nmetrics_roles = [\"admin\"]\nopenapi_roles = [\"viewer\"]\n\n[cluster]\nadmin_roles = [\"editor\"]\n",
+    )
+    .await;
+    let status = |a: Answer| a.status;
+    assert_eq!(status(guarded.get("/metrics").await), 401);
+    assert_eq!(
+        status(
+            guarded
+                .call("GET", "/metrics", Some("editor"), None, &[])
+                .await
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            guarded
+                .call("GET", "/metrics", Some("admin"), None, &[])
+                .await
+        ),
+        200
+    );
+    assert_eq!(status(guarded.get("/openapi.json").await), 401);
+    // viewer, and editor through what it inherits.
+    assert_eq!(
+        status(
+            guarded
+                .call("GET", "/openapi.json", Some("editor"), None, &[])
+                .await
+        ),
+        200
+    );
+    assert_eq!(
+        status(guarded.get("/health").await),
+        200,
+        "health stays public"
+    );
+    assert_eq!(member(&guarded, "viewer").await, 403);
+    assert_eq!(member(&guarded, "editor").await, 404);
+    guarded.svc.shutdown().await;
+
+    let (spec, openapi) = shop_schema();
+    for bad in [
+        "[server]\nmetrics_roles = [\"ops\"]\n",
+        "[cluster]\nadmin_roles = [\"root\"]\n",
+    ] {
+        let service = Service::from_spec_json(&spec)
+            .expect("spec")
+            .with_openapi(openapi);
+        let dir = tempfile::tempdir().expect("temp dir");
+        let e = InProcess::start(service, bad, dir.path())
+            .await
+            .err()
+            .expect("a role the schema lacks");
+        assert!(e.to_string().contains("unknown role"), "{e}");
+    }
+}
+
+/// A membership change (of a member id that is not a number, so nothing changes) as
+/// `role`: 403 without the role, 404 past the role check.
+async fn member(shop: &Shop, role: &str) -> u16 {
+    shop.call("DELETE", "/_cluster/members/x", Some(role), None, &[])
+        .await
+        .status
+}

@@ -315,6 +315,8 @@ fn serve(
     let config = Config::load(&path, required, &flags)?;
     let auth = Authenticator::from_config(&config.auth, &service.spec, config_dir(&path))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let planes = http::Planes::of(&config, &service.spec)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     no_huge_pages();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -333,7 +335,7 @@ fn serve(
         tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), sync = ?config.storage.sync, "serving");
         // A line on stdout that scripts and tests can wait for.
         println!("listening on http://{addr}");
-        let opts = ServeOptions::of(&config.server);
+        let opts = ServeOptions::of(&config.server).with_planes(planes);
         let rules = Rules::new(&config.firewall, peers.clone());
         warn_unadmitted_peers(&rules, &peers);
         let firewall = Firewall::new(rules);

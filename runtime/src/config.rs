@@ -47,6 +47,10 @@ pub struct ServerConfig {
     pub body_timeout_ms: u64,
     /// `[server.cors]`.
     pub cors: CorsConfig,
+    /// Who may read `/metrics` (empty: anyone).
+    pub metrics_roles: Vec<String>,
+    /// Who may read `/openapi.json` (empty: anyone).
+    pub openapi_roles: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -61,6 +65,8 @@ impl Default for ServerConfig {
             max_connections_per_ip: 256,
             body_timeout_ms: 10_000,
             cors: CorsConfig::default(),
+            metrics_roles: Vec::new(),
+            openapi_roles: Vec::new(),
         }
     }
 }
@@ -188,6 +194,9 @@ pub struct ClusterConfig {
     /// Log entries kept after a snapshot, so a briefly lagging follower catches up from the
     /// log instead of receiving a whole snapshot.
     pub keep_after_snapshot: u64,
+    /// Who may change the members with a token (`admin` when the schema has that role;
+    /// set, every role must be one of the schema's).
+    pub admin_roles: Option<Vec<String>>,
 }
 
 impl Default for ClusterConfig {
@@ -199,6 +208,7 @@ impl Default for ClusterConfig {
             max_payload_entries: 300,
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
+            admin_roles: None,
         }
     }
 }

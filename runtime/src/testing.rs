@@ -37,6 +37,9 @@ pub enum StartError {
     /// The store.
     #[error(transparent)]
     Open(#[from] OpenError),
+    /// The roles of the operational routes.
+    #[error("{0}")]
+    Planes(String),
 }
 
 /// A running service without a listener.
@@ -86,7 +89,8 @@ impl InProcess {
         let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
         let firewall = Firewall::new(Rules::new(&config.firewall, Vec::new()));
         let live = Live::new(firewall, tokens);
-        let opts = ServeOptions::of(&config.server);
+        let planes = crate::http::Planes::of(&config, &service.spec).map_err(StartError::Planes)?;
+        let opts = ServeOptions::of(&config.server).with_planes(planes);
         let app = Arc::new(App::new(engine, live, service.openapi, opts));
         let stack =
             BoxCloneSyncService::new(crate::http::pipeline::stack::<Full<Bytes>>(app.clone()));

@@ -9,6 +9,7 @@ use super::firewall::Firewall;
 use super::list::Workers;
 use crate::auth::Authenticator;
 use crate::engine::Engine;
+use crate::spec::CompiledSpec;
 
 /// Settings of the HTTP server.
 #[derive(Clone, Debug)]
@@ -29,6 +30,51 @@ pub struct ServeOptions {
     pub max_connections_per_ip: usize,
     /// Origins allowed cross-origin (`[server.cors]`; empty: none).
     pub cors_origins: Vec<String>,
+    /// Who may read `/metrics` and `/openapi.json`, and change the cluster's members.
+    pub planes: Arc<Planes>,
+}
+
+/// The roles of the operational routes.
+#[derive(Clone, Debug, Default)]
+pub struct Planes {
+    /// `/metrics` (empty: anyone).
+    pub metrics: Vec<String>,
+    /// `/openapi.json` (empty: anyone).
+    pub openapi: Vec<String>,
+    /// Membership changes made with a token (empty: none; the cluster secret still may).
+    pub admin: Vec<String>,
+}
+
+impl Planes {
+    /// The roles of `[server] metrics_roles, openapi_roles` and `[cluster] admin_roles`,
+    /// each checked against the schema's roles (`public` is taken too). Without
+    /// `admin_roles`, membership changes take `admin` when the schema declares it.
+    pub fn of(config: &crate::config::Config, spec: &CompiledSpec) -> Result<Self, String> {
+        let check = |key: &str, roles: &[String]| -> Result<Vec<String>, String> {
+            for r in roles {
+                if r != "public" && !spec.effective_roles.contains_key(r) {
+                    let mut known: Vec<&str> =
+                        spec.spec.roles.iter().map(|r| r.name.as_str()).collect();
+                    known.push("public");
+                    return Err(format!(
+                        "{key}: unknown role \"{r}\" (roles in lithair.yaml: {})",
+                        known.join(", ")
+                    ));
+                }
+            }
+            Ok(roles.to_vec())
+        };
+        let admin = match &config.cluster.admin_roles {
+            Some(roles) => check("[cluster] admin_roles", roles)?,
+            None if spec.effective_roles.contains_key("admin") => vec!["admin".to_string()],
+            None => Vec::new(),
+        };
+        Ok(Planes {
+            metrics: check("[server] metrics_roles", &config.server.metrics_roles)?,
+            openapi: check("[server] openapi_roles", &config.server.openapi_roles)?,
+            admin,
+        })
+    }
 }
 
 impl ServeOptions {
@@ -43,7 +89,15 @@ impl ServeOptions {
             max_connections: config.max_connections,
             max_connections_per_ip: config.max_connections_per_ip,
             cors_origins: config.cors.allow_origins.clone(),
+            // Set with `with_planes`: their roles are checked against the schema.
+            planes: Arc::default(),
         }
+    }
+
+    /// These options with the operational roles `planes`.
+    pub fn with_planes(mut self, planes: Planes) -> Self {
+        self.planes = Arc::new(planes);
+        self
     }
 }
 

@@ -134,7 +134,7 @@ where
                 .get(hyper::header::AUTHORIZATION)
                 .map(|v| v.as_bytes()),
         )?;
-        crate::auth::authorize(&who, &["admin".to_string()], "change the cluster's members")?;
+        crate::auth::authorize(&who, &app.opts.planes.admin, "change the cluster's members")?;
     }
     let method = req.method().clone();
     let change = match (method, path.strip_prefix("/_cluster/members").unwrap_or("")) {

@@ -21,5 +21,5 @@ pub mod router;
 mod server;
 pub mod stage;
 
-pub use app::{Live, ServeOptions};
+pub use app::{Live, Planes, ServeOptions};
 pub use server::serve;

@@ -55,8 +55,12 @@ where
         .layer(StageLayer(Router { spec: spec.clone() }))
         .layer(StageLayer(Authenticate {
             live: app.live.clone(),
+            planes: app.opts.planes.clone(),
         }))
-        .layer(StageLayer(Authorize { spec: spec.clone() }))
+        .layer(StageLayer(Authorize {
+            spec: spec.clone(),
+            planes: app.opts.planes.clone(),
+        }))
         .layer(ReadBody { spec, limits })
         .service(Endpoints { app: app.clone() });
     outer(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use hyper::{Method, Request};
 use uuid::Uuid;
 
-use super::app::Live;
+use super::app::{Live, Planes};
 use super::respond::{self, Resp};
 use super::stage::{BoxFuture, Next, Step};
 use crate::auth::{authorize, Principal};
@@ -244,17 +244,30 @@ impl<B: Send + 'static> Step<B> for Router {
     }
 }
 
-/// The authentication stage: for the API, puts the caller (`Arc<Principal>`) in the
-/// request's extensions.
+/// The roles an operational route needs (None: anyone may, unauthenticated).
+fn plane_roles<'a>(planes: &'a Planes, route: Option<&Route>) -> Option<&'a [String]> {
+    let roles = match route? {
+        Route::Metrics => &planes.metrics,
+        Route::OpenApi => &planes.openapi,
+        _ => return None,
+    };
+    (!roles.is_empty()).then_some(roles.as_slice())
+}
+
+/// The authentication stage: for the API (and `/metrics` or `/openapi.json` when roles
+/// guard them), puts the caller (`Arc<Principal>`) in the request's extensions.
 #[derive(Clone)]
 pub struct Authenticate {
     /// The tokens in force.
     pub live: Live,
+    /// The roles of the operational routes.
+    pub planes: Arc<Planes>,
 }
 
 impl<B: Send + 'static> Step<B> for Authenticate {
     fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
-        if matches!(req.extensions().get::<Route>(), Some(Route::Model(_))) {
+        let route = req.extensions().get::<Route>();
+        if matches!(route, Some(Route::Model(_))) || plane_roles(&self.planes, route).is_some() {
             let header = req.headers().get(hyper::header::AUTHORIZATION);
             match self
                 .live
@@ -276,10 +289,27 @@ impl<B: Send + 'static> Step<B> for Authenticate {
 pub struct Authorize {
     /// The schema.
     pub spec: Arc<CompiledSpec>,
+    /// The roles of the operational routes.
+    pub planes: Arc<Planes>,
 }
 
 impl<B: Send + 'static> Step<B> for Authorize {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+        let route = req.extensions().get::<Route>();
+        if let Some(roles) = plane_roles(&self.planes, route) {
+            let anonymous = Principal::anonymous();
+            let who = req
+                .extensions()
+                .get::<Arc<Principal>>()
+                .map_or(&anonymous, |p| p.as_ref());
+            let what = match route {
+                Some(Route::Metrics) => "read the metrics",
+                _ => "read the OpenAPI document",
+            };
+            if let Err(e) = authorize(who, roles, what) {
+                return Box::pin(std::future::ready(respond::problem(&e)));
+            }
+        }
         if let Some(Route::Model(route)) = req.extensions().get::<Route>() {
             let spec = &self.spec.spec;
             let roles = route.roles(spec);
@@ -374,8 +404,14 @@ mod tests {
             .layer(super::super::stage::StageLayer(Router {
                 spec: spec.clone(),
             }))
-            .layer(super::super::stage::StageLayer(Authenticate { live }))
-            .layer(super::super::stage::StageLayer(Authorize { spec }))
+            .layer(super::super::stage::StageLayer(Authenticate {
+                live,
+                planes: Default::default(),
+            }))
+            .layer(super::super::stage::StageLayer(Authorize {
+                spec,
+                planes: Default::default(),
+            }))
             .layer(super::super::stage::StageLayer(
                 super::super::pipeline::Deadline {
                     deadline: Duration::from_secs(5),
