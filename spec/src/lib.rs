@@ -188,6 +188,20 @@ pub enum FieldType {
 }
 
 impl FieldType {
+    /// Whether lists take ranges on it (`gt`, `gte`, `lt`, `lte`): numbers, strings, dates
+    /// and datetimes; the others take `eq` and `ne` only.
+    pub fn takes_ranges(&self) -> bool {
+        matches!(
+            self,
+            FieldType::String
+                | FieldType::Text
+                | FieldType::Int
+                | FieldType::Float
+                | FieldType::Date
+                | FieldType::Datetime
+        )
+    }
+
     /// The type as written in YAML (`list<string>`, `ref<Category>`...).
     pub fn spelling(&self) -> String {
         match self {

@@ -177,15 +177,7 @@ pub fn document(schema: &Schema) -> Value {
                 .chain([("created_at", &datetime), ("updated_at", &datetime)]);
             for (name, ty) in fields {
                 let schema = type_schema(ty);
-                let ordered = matches!(
-                    ty,
-                    FieldType::String
-                        | FieldType::Text
-                        | FieldType::Int
-                        | FieldType::Float
-                        | FieldType::Date
-                        | FieldType::Datetime
-                );
+                let ordered = ty.takes_ranges();
                 params.push(json!({"name": name, "in": "query", "description": "Equality filter.", "schema": schema}));
                 let ops: &[(&str, &str)] = if ordered {
                     &[

@@ -241,15 +241,7 @@ impl Kind<'_> {
     fn orderable(&self) -> bool {
         match self {
             Kind::ServerTime => true,
-            Kind::Field(f) => matches!(
-                f.ty,
-                FieldType::String
-                    | FieldType::Text
-                    | FieldType::Int
-                    | FieldType::Float
-                    | FieldType::Date
-                    | FieldType::Datetime
-            ),
+            Kind::Field(f) => f.ty.takes_ranges(),
         }
     }
 
