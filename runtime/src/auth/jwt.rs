@@ -150,44 +150,37 @@ impl JwtVerifier {
                     .into(),
             ));
         }
-        let sources = [
-            config.public_key_file.is_some(),
-            config.jwks_file.is_some(),
-            config.secret_env.is_some(),
-        ];
-        if sources.iter().filter(|s| **s).count() != 1 {
-            return Err(JwtConfigError::Keys(
-                "set exactly one of public_key_file, jwks_file and secret_env".into(),
-            ));
-        }
-        let keys = if let Some(var) = &config.secret_env {
-            if !hmac {
+        let one_source = || {
+            JwtConfigError::Keys("set exactly one of public_key_file, jwks_file and secret_env".into())
+        };
+        let keys = match (&config.secret_env, &config.public_key_file, &config.jwks_file) {
+            (Some(var), None, None) => {
+                if !hmac {
+                    return Err(JwtConfigError::Keys(
+                        "secret_env is for HS256 only; public-key algorithms take \
+                         public_key_file or jwks_file"
+                            .into(),
+                    ));
+                }
+                let secret = std::env::var(var).map_err(|_| {
+                    JwtConfigError::Keys(format!("secret_env: the variable {var} is not set"))
+                })?;
+                if secret.len() < 32 {
+                    return Err(JwtConfigError::Keys(format!(
+                        "secret_env: the secret in {var} has {} bytes; HS256 needs at least 32",
+                        secret.len()
+                    )));
+                }
+                Keys::One(DecodingKey::from_secret(secret.as_bytes()))
+            }
+            (None, Some(_), None) | (None, None, Some(_)) if hmac => {
                 return Err(JwtConfigError::Keys(
-                    "secret_env is for HS256 only; public-key algorithms take public_key_file \
-                     or jwks_file"
-                        .into(),
-                ));
+                    "HS256 takes its secret from secret_env".into(),
+                ))
             }
-            let secret = std::env::var(var).map_err(|_| {
-                JwtConfigError::Keys(format!("secret_env: the variable {var} is not set"))
-            })?;
-            if secret.len() < 32 {
-                return Err(JwtConfigError::Keys(format!(
-                    "secret_env: the secret in {var} has {} bytes; HS256 needs at least 32",
-                    secret.len()
-                )));
-            }
-            Keys::One(DecodingKey::from_secret(secret.as_bytes()))
-        } else if hmac {
-            return Err(JwtConfigError::Keys(
-                "HS256 takes its secret from secret_env".into(),
-            ));
-        } else if let Some(file) = &config.public_key_file {
-            Keys::One(pem_key(&base.join(file), &algorithms)?)
-        } else if let Some(file) = &config.jwks_file {
-            Keys::ByKid(jwks(&base.join(file), &algorithms)?)
-        } else {
-            unreachable!("exactly one key source is set")
+            (None, Some(file), None) => Keys::One(pem_key(&base.join(file), &algorithms)?),
+            (None, None, Some(file)) => Keys::ByKid(jwks(&base.join(file), &algorithms)?),
+            _ => return Err(one_source()),
         };
         let validations = algorithms
             .iter()
