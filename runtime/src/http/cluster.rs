@@ -160,9 +160,13 @@ where
     match c.change_members(&change).await {
         Ok(()) => Ok(status(app)),
         // Only the leader changes membership: hand the request to it, with the secret.
+        // The caller's token stays here (this node checked it); only a cluster without
+        // a secret (`--insecure-cluster`) passes it on, as its leader has nothing else
+        // to go by.
         Err(ChangeError::NotLeader(leader)) => {
+            let passed_on = authorization.as_deref().filter(|_| !c.has_secret());
             let answer = c
-                .forward_change(&leader, &change, authorization.as_deref())
+                .forward_change(&leader, &change, passed_on)
                 .await
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
             Ok(respond::json(200, &answer))
