@@ -147,9 +147,7 @@ fn check_value(
         FieldType::Uuid | FieldType::Ref { .. } => v
             .as_str()
             .is_some_and(|s| uuid::Uuid::parse_str(s).is_ok() && s.len() == 36),
-        FieldType::Date => v
-            .as_str()
-            .is_some_and(|s| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok()),
+        FieldType::Date => v.as_str().is_some_and(is_date),
         FieldType::Datetime => v
             .as_str()
             .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
@@ -259,6 +257,14 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Whether `s` is a date written exactly `YYYY-MM-DD` (dates compare by their text, so
+/// `2024-2-1` or a leading sign or space would sort out of place).
+pub(crate) fn is_date(s: &str) -> bool {
+    s.len() == 10
+        && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .is_ok_and(|d| d.format("%Y-%m-%d").to_string() == s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,3 +279,4 @@ mod tests {
         assert_eq!(t, serde_json::json!({"b": {"c": 5, "d": 3}, "e": [1]}));
     }
 }
+

@@ -338,6 +338,10 @@ fn a_configuration_that_cannot_work_is_refused() {
             "algorithms = [\"RS256\"]\npublic_key_file = \"rsa.pub\"\nissuer_url = \"x\"",
             "unknown field",
         ),
+        (
+            "algorithms = [\"RS256\"]\npublic_key_file = \"rsa.pub\"\nleeway_secs = 99999999999",
+            "at most 86400",
+        ),
     ] {
         let e = auth(table)
             .err()

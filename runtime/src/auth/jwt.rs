@@ -8,8 +8,8 @@
 //! algorithms, never both, so that a public key can never be used as an HMAC secret.
 //!
 //! A token must name an accepted algorithm (`alg: none` is refused before anything
-//! else), carry `exp`, and pass `nbf`, `iss` and `aud` when they are configured, each
-//! within `leeway_secs`. Every refusal is a 401 whose detail says what failed, never
+//! else) and carry `exp`; `nbf` is checked when the token has it, `iss` and `aud` when
+//! they are configured. `exp` and `nbf` are taken within `leeway_secs`. Every refusal is a 401 whose detail says what failed, never
 //! which key would have worked.
 
 use std::collections::HashMap;
@@ -82,6 +82,9 @@ pub enum JwtConfigError {
     },
 }
 
+/// The largest `leeway_secs` taken.
+const MAX_LEEWAY_SECS: u64 = 86_400;
+
 /// Verifies tokens with the keys of one `[auth.jwt]`.
 pub struct JwtVerifier {
     keys: Keys,
@@ -122,6 +125,12 @@ pub struct Claims {
 impl JwtVerifier {
     /// Reads the keys of `config`; relative paths are taken from `base`.
     pub fn new(config: &JwtConfig, base: &Path) -> Result<Self, JwtConfigError> {
+        if config.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(JwtConfigError::Keys(format!(
+                "leeway_secs is {}; at most {MAX_LEEWAY_SECS} (a day) is taken",
+                config.leeway_secs
+            )));
+        }
         if config.algorithms.is_empty() {
             return Err(JwtConfigError::Algorithms(
                 "name at least one of HS256, RS256, ES256, EdDSA".into(),
@@ -360,10 +369,21 @@ fn jwks(
         if kid.is_empty() && set.keys.len() > 1 {
             return Err(bad(format!("key {i} has no kid (a set of several keys needs them)")));
         }
-        let alg = jwk
-            .common
-            .key_algorithm
-            .and_then(|a| Algorithm::from_str(&a.to_string()).ok());
+        // Encryption keys never verify a signature.
+        if matches!(
+            jwk.common.public_key_use,
+            Some(jsonwebtoken::jwk::PublicKeyUse::Encryption)
+        ) {
+            continue;
+        }
+        let alg = match jwk.common.key_algorithm {
+            None => None,
+            Some(a) => match Algorithm::from_str(&a.to_string()) {
+                Ok(alg) => Some(alg),
+                // An encryption algorithm (RSA-OAEP, ...): not a signing key.
+                Err(_) => continue,
+            },
+        };
         if alg.is_some_and(|a| !algorithms.contains(&a)) {
             // A key for an algorithm this service does not accept is never used.
             continue;

@@ -65,6 +65,11 @@ impl Planes {
             Ok(roles.to_vec())
         };
         let admin = match &config.cluster.admin_roles {
+            Some(roles) if roles.iter().any(|r| r == "public") => {
+                return Err("[cluster] admin_roles: `public` would let anyone change the \
+                            cluster's members; name roles of the schema"
+                    .into())
+            }
             Some(roles) => check("[cluster] admin_roles", roles)?,
             None if spec.effective_roles.contains_key("admin") => vec!["admin".to_string()],
             None => Vec::new(),

@@ -135,9 +135,7 @@ impl Filter {
                 FieldType::Uuid | FieldType::Ref { .. } if Uuid::parse_str(raw).is_err() => {
                     return Err(bad())
                 }
-                FieldType::Date if chrono::NaiveDate::parse_from_str(raw, "%Y-%m-%d").is_err() => {
-                    return Err(bad())
-                }
+                FieldType::Date if !crate::validate::is_date(raw) => return Err(bad()),
                 FieldType::Datetime => (SortKey::Missing, Some(instant(raw).ok_or_else(bad)?)),
                 FieldType::Json | FieldType::List { .. } => {
                     return Err(ApiError::bad_request(format!(

@@ -650,6 +650,8 @@ mod tests {
             ("name[like]=a", "unknown filter operator `like`"),
             ("born=", "is not a valid date"),
             ("born[gte]=2024-13-01", "is not a valid date"),
+            ("born[lt]=2024-2-1", "is not a valid date"),
+            ("born[gte]=+2024-01-01", "is not a valid date"),
             ("at[lt]=yesterday", "is not a valid RFC 3339 timestamp"),
             ("created_at[gt]=2024-01-01", "is not a valid RFC 3339 timestamp"),
             ("tags=a", "cannot be filtered on"),
