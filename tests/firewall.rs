@@ -344,14 +344,7 @@ fn sighup_reloads_the_firewall_and_the_tokens_and_a_bad_file_keeps_them() {
     // A token minted after the start works once the file is reloaded.
     let s = shop();
     let late = mint_token_into(&s.bin, &s.dir, &path, "late", &["admin"]);
-    let create = |token: &str, name: &str| {
-        let body = format!("{{\"name\": \"{name}\"}}");
-        let request = format!(
-            "POST /api/categories HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        exchange(&mut connect_from([127, 0, 0, 14], a), &request).0
-    };
+    let create = |token: &str, name: &str| create_category([127, 0, 0, 14], a, token, name);
     assert_eq!(create(&late, "Early"), 401, "a token not loaded yet");
     let hup = |pid: u32| {
         // SAFETY: kill(2) on our own child's pid.
@@ -405,25 +398,19 @@ fn a_jwt_key_is_read_beside_the_config_and_again_on_sighup() {
         .expect("sign")
     };
     let (first, second) = (token("rsa.key"), token("rsa2.key"));
-    let create = |token: &str, name: &str| {
-        let body = format!("{{\"name\": \"{name}\"}}");
-        let request = format!(
-            "POST /api/categories HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        exchange(&mut connect_from([127, 0, 0, 15], server.addr), &request)
-    };
-    assert_eq!(create(&first, "By JWT").0, 201);
-    assert_eq!(create(&second, "Other key").0, 401);
+    let create =
+        |token: &str, name: &str| create_category([127, 0, 0, 15], server.addr, token, name);
+    assert_eq!(create(&first, "By JWT"), 201);
+    assert_eq!(create(&second, "Other key"), 401);
     std::fs::copy(keys.join("rsa2.pub"), dir.path().join("idp.pem")).expect("key");
     // SAFETY: kill(2) on our own child's pid.
     unsafe { libc::kill(server.pid() as i32, libc::SIGHUP) };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while create(&second, "New key").0 != 201 {
+    while create(&second, "New key") != 201 {
         assert!(Instant::now() < deadline, "the reload never took effect");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert_eq!(create(&first, "Old key").0, 401);
+    assert_eq!(create(&first, "Old key"), 401);
 }
 
 /// `token new --expires` writes an `expires_at` that the service enforces, and
@@ -501,18 +488,21 @@ fn a_token_expires_and_token_list_shows_it_without_its_hash() {
         "{listed}"
     );
     let server = serve(&dir, &path);
-    let create = |name: &str| {
-        let body = format!("{{\"name\": \"{name}\"}}");
-        let request = format!(
-            "POST /api/categories HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        exchange(&mut connect_from([127, 0, 0, 16], server.addr), &request).0
-    };
+    let create = |name: &str| create_category([127, 0, 0, 16], server.addr, &token, name);
     assert_eq!(create("Before"), 201);
     let deadline = Instant::now() + Duration::from_secs(30);
     while create("After") != 401 {
         assert!(Instant::now() < deadline, "the token never expired");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// `POST /api/categories {"name": name}` with `token`, from `127.0.0.<from>`: the status.
+fn create_category(from: [u8; 4], addr: SocketAddr, token: &str, name: &str) -> u16 {
+    let body = format!("{{\"name\": \"{name}\"}}");
+    let request = format!(
+        "POST /api/categories HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    exchange(&mut connect_from(from, addr), &request).0
 }
