@@ -204,7 +204,6 @@ fn unsupported_keys_say_so() {
         ("unsupported_lifecycle", "lifecycle"),
         ("unsupported_cache", "cache"),
         ("unsupported_projections", "projections"),
-        ("unsupported_field_permissions", "permissions"),
     ] {
         let rendered = render_case(case);
         assert!(

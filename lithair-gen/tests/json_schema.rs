@@ -109,13 +109,14 @@ fn schema_objects_accept_exactly_the_checker_keys() {
         "fields.*",
     );
     let validate = object(r, property(field, "validate"), "validate");
+    let field_permissions = object(r, property(field, "permissions"), "field permissions");
     let action = object(
         r,
         &property(model, "actions")["additionalProperties"],
         "actions.*",
     );
 
-    let objects: [(&str, &Value, &[&str]); 9] = [
+    let objects: [(&str, &Value, &[&str]); 10] = [
         ("TOP", top, keys::TOP),
         ("SERVICE", service, keys::SERVICE),
         ("ROLE", role, keys::ROLE),
@@ -124,6 +125,11 @@ fn schema_objects_accept_exactly_the_checker_keys() {
         ("PERSISTENCE", persistence, keys::PERSISTENCE),
         ("FIELD", field, keys::FIELD),
         ("VALIDATE", validate, keys::VALIDATE),
+        (
+            "FIELD_PERMISSIONS",
+            field_permissions,
+            keys::FIELD_PERMISSIONS,
+        ),
         ("ACTION", action, keys::ACTION),
     ];
     for (name, obj, checker_keys) in objects {
@@ -143,7 +149,6 @@ fn schema_objects_accept_exactly_the_checker_keys() {
     for (name, obj, unsupported) in [
         ("TOP", top, keys::TOP_UNSUPPORTED),
         ("MODEL", model, keys::MODEL_UNSUPPORTED),
-        ("FIELD", field, keys::FIELD_UNSUPPORTED),
     ] {
         for (key, _) in unsupported {
             assert!(

@@ -11,7 +11,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
+mod access;
 mod jwt;
+pub use access::{grant, Access, Grant};
 pub use jwt::{JwtConfig, JwtConfigError, JwtVerifier};
 
 use serde::Deserialize;

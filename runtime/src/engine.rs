@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::auth::Access;
 use crate::domain::decide::IdempotencyKey;
 use crate::domain::event::{Actor, Record};
 use crate::domain::row::Stored;
@@ -171,7 +172,9 @@ impl Engine {
         Ok(stored)
     }
 
-    /// Replaces (PUT) or patches (PATCH, when `patch` is true) a record.
+    /// Replaces (PUT) or patches (PATCH, when `patch` is true) a record, with no field
+    /// or row restriction (see [`Engine::update_as`]).
+    #[cfg(any(test, feature = "testing"))]
     pub async fn update(
         &self,
         ctx: &HookContext,
@@ -180,11 +183,29 @@ impl Engine {
         patch: bool,
         if_match: Option<u64>,
     ) -> Result<Arc<Stored>, ApiError> {
-        self.update_once(ctx, id, body, patch, if_match, None).await
+        self.update_once(ctx, id, body, patch, if_match, None, &Access::default())
+            .await
     }
 
-    /// Like [`Engine::update`]; with an idempotency `key`, an update sent again with the
-    /// same key writes nothing again and is answered with the record as it is.
+    /// Like [`Engine::update`], within what `access` lets the caller do: a record it
+    /// does not own is refused, a PUT keeps the fields it may not see or set, and a
+    /// change of a field it may not set is a 403.
+    pub async fn update_as(
+        &self,
+        ctx: &HookContext,
+        id: Uuid,
+        body: Value,
+        patch: bool,
+        if_match: Option<u64>,
+        access: &Access,
+    ) -> Result<Arc<Stored>, ApiError> {
+        self.update_once(ctx, id, body, patch, if_match, None, access)
+            .await
+    }
+
+    /// Like [`Engine::update_as`]; with an idempotency `key`, an update sent again with
+    /// the same key writes nothing again and is answered with the record as it is.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update_once(
         &self,
         ctx: &HookContext,
@@ -193,6 +214,7 @@ impl Engine {
         patch: bool,
         if_match: Option<u64>,
         key: Option<IdempotencyKey>,
+        access: &Access,
     ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
@@ -220,6 +242,9 @@ impl Engine {
                 )));
             }
             let old = old.record();
+            if !access.covers(|f| old.get(f).cloned()) {
+                return Err(access.not_yours(&model.name, "change"));
+            }
             let input = if patch {
                 if !body.is_object() {
                     return Err(ApiError::unprocessable(
@@ -237,9 +262,12 @@ impl Engine {
                 }
                 current
             } else {
-                body.clone()
+                let mut whole = body.clone();
+                access.complete_replace(&mut whole, &old);
+                whole
             };
             let fields = validate::check_body(&self.spec, model, input, Mode::Replace, Some(&old))?;
+            access.check_update(&fields, &old)?;
             let mut record = Map::new();
             record.insert("id".into(), Value::String(id.to_string()));
             record.extend(fields);
@@ -307,37 +335,59 @@ impl Engine {
         ))
     }
 
-    /// Deletes a record (a tombstone event).
+    /// Deletes a record (a tombstone event), within what `access` lets the caller do:
+    /// a record it does not own is refused.
     pub async fn delete(
         &self,
         ctx: &HookContext,
         id: Uuid,
         if_match: Option<u64>,
+        access: &Access,
     ) -> Result<(), ApiError> {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
-        let old = match self.get(&model.name, id) {
-            Some(old) => old,
-            // Not here yet, perhaps: ask the leader before answering 404.
-            None => {
-                self.confirm().await?;
-                self.get(&model.name, id)
-                    .ok_or_else(|| ApiError::not_found(format!("no {} with this id", model.name)))?
+        let mut confirmed = false;
+        for _ in 0..MAX_RETRIES {
+            let old = match self.get(&model.name, id) {
+                Some(old) => old,
+                // Not here yet, perhaps: ask the leader before answering 404.
+                None if !confirmed => {
+                    self.confirm().await?;
+                    confirmed = true;
+                    continue;
+                }
+                None => {
+                    return Err(ApiError::not_found(format!("no {} with this id", model.name)))
+                }
+            };
+            if !access.covers(|f| old.get(f)) {
+                return Err(access.not_yours(&model.name, "delete"));
             }
-        };
-        let old = old.record();
-        hooks.before_delete(ctx, &old)?;
-        let command = Command::Delete {
-            model: model.name.clone(),
-            id,
-            expected_version: if_match,
-        };
-        self.store
-            .propose(command, Self::actor(ctx))
-            .await
-            .map_err(|r| self.refused(model, r))?;
-        hooks.after_delete(ctx, &old);
-        Ok(())
+            // A delete allowed only to the owner is decided on the version whose owner
+            // was checked: if the record changed in between, it is checked again.
+            let pinned = access.own().is_some() && if_match.is_none();
+            let expected_version = if pinned { Some(old.version()) } else { if_match };
+            let old = old.record();
+            hooks.before_delete(ctx, &old)?;
+            let command = Command::Delete {
+                model: model.name.clone(),
+                id,
+                expected_version,
+            };
+            match self.store.propose(command, Self::actor(ctx)).await {
+                Ok(_) => {
+                    hooks.after_delete(ctx, &old);
+                    return Ok(());
+                }
+                Err(Refused::VersionMismatch { .. }) if pinned => continue,
+                Err(r) => return Err(self.refused(model, r)),
+            }
+        }
+        Err(ApiError::new(
+            409,
+            "Conflict",
+            "the record changes too often to delete it now; retry",
+        ))
     }
 }
 
@@ -353,7 +403,12 @@ impl Records for Engine {
         patch: Value,
         key: Option<IdempotencyKey>,
     ) -> BoxFuture<'a, Result<Arc<Stored>, ApiError>> {
-        Box::pin(self.update_once(ctx, id, patch, true, None, key))
+        // An action's writes are the handler's: the action's own permission let the
+        // caller in, and the handler decides what it writes.
+        Box::pin(async move {
+            let open = Access::default();
+            self.update_once(ctx, id, patch, true, None, key, &open).await
+        })
     }
 }
 

@@ -64,6 +64,12 @@ impl ApiError {
         }
     }
 
+    /// The error with `errors` listing the fields it is about.
+    pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
+        self.errors = errors;
+        self
+    }
+
     /// 400.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(400, "Bad Request", detail)

@@ -22,7 +22,7 @@ pub enum SpecError {
 
 pub use lithair_spec::{
     Action as ActionSpec, Field as FieldSpec, FieldType, Model as ModelSpec, Operation,
-    Schema as ServiceSpec,
+    Schema as ServiceSpec, OWNER,
 };
 
 /// The spec plus what is derived from it once: compiled patterns, inherited roles.

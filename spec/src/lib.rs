@@ -83,6 +83,10 @@ impl Operation {
     }
 }
 
+/// The pseudo-role that grants an operation on the records a caller owns (the model's
+/// `owner_field` equals the caller's subject).
+pub const OWNER: &str = "owner";
+
 /// Who may do what with a model. Each list names roles; an empty list denies everyone.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,6 +118,10 @@ pub struct Model {
     pub operations: Vec<Operation>,
     /// Role lists per operation group.
     pub permissions: Permissions,
+    /// The string field that holds each record's owner (the subject of the caller who
+    /// created it), for the `owner` pseudo-role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_field: Option<String>,
     /// Snapshot the model's store every N events (None: the config's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_every: Option<u64>,
@@ -289,12 +297,50 @@ pub struct Field {
     /// What the field holds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Who may see and set it, beyond the model's permissions.
+    #[serde(default, skip_serializing_if = "FieldPermissions::is_open")]
+    pub permissions: FieldPermissions,
 }
 
 impl Field {
     /// Whether a create must carry this field.
     pub fn required(&self) -> bool {
         !self.optional && self.default.is_none()
+    }
+
+    /// The roles that see the field (None: whoever reads the model).
+    pub fn read_roles(&self) -> Option<&[String]> {
+        self.permissions.read.as_deref()
+    }
+
+    /// The roles that may set the field (None: whoever may create or update the model).
+    /// A field whose `read` is limited and whose `write` is not given is written only by
+    /// the roles that read it: a caller never sets what it cannot see.
+    pub fn write_roles(&self) -> Option<&[String]> {
+        self.permissions
+            .write
+            .as_deref()
+            .or(self.permissions.read.as_deref())
+    }
+}
+
+/// `permissions:` of a field: each list, when given, narrows the model's permissions to
+/// those roles for this field (an empty list: nobody).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FieldPermissions {
+    /// Who sees the field in what they receive, and may filter or sort on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Vec<String>>,
+    /// Who may set or change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<Vec<String>>,
+}
+
+impl FieldPermissions {
+    /// Whether neither list is given.
+    pub fn is_open(&self) -> bool {
+        self.read.is_none() && self.write.is_none()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::schema::model::{Field, FieldType, Model, Operation, Schema};
+use crate::schema::model::{Field, FieldType, Model, Operation, Schema, OWNER};
 
 fn type_schema(ty: &FieldType) -> Value {
     match ty {
@@ -22,11 +22,50 @@ fn type_schema(ty: &FieldType) -> Value {
     }
 }
 
-fn field_schema(f: &Field) -> Value {
+/// Who sees and sets a field, and what the server fills in, for its description (None:
+/// nothing beyond the model's permissions).
+fn access_note(m: &Model, f: &Field) -> Option<String> {
+    let list = |roles: &[String]| {
+        if roles.is_empty() {
+            "nobody".to_string()
+        } else {
+            roles.join(", ")
+        }
+    };
+    let mut notes = Vec::new();
+    if m.owner_field.as_deref() == Some(f.name.as_str()) {
+        notes.push("The record's owner: filled with the creating caller's subject; only a caller with a role other than `owner` in the update permission may set or change it.".to_string());
+    }
+    if let Some(read) = f.read_roles() {
+        notes.push(format!(
+            "Present only in what callers with one of these roles receive: {}; filtering or sorting on it is refused (403) to others.",
+            list(read)
+        ));
+    }
+    if let (Some(write), true) = (f.write_roles(), !f.permissions.is_open()) {
+        notes.push(format!(
+            "Set or changed only by: {} (403 for others).",
+            list(write)
+        ));
+    }
+    (!notes.is_empty()).then(|| notes.join(" "))
+}
+
+fn field_schema(m: &Model, f: &Field) -> Value {
     let mut s = type_schema(&f.ty);
     let Value::Object(obj) = &mut s else { return s };
-    if let Some(d) = &f.description {
+    let description = match (&f.description, access_note(m, f)) {
+        (Some(d), Some(n)) => Some(format!("{d} {n}")),
+        (d, n) => d.clone().or(n),
+    };
+    if let Some(d) = description {
         obj.insert("description".into(), json!(d));
+    }
+    if let Some(read) = f.read_roles() {
+        obj.insert("x-lithair-read-roles".into(), json!(read));
+    }
+    if let (Some(write), false) = (f.write_roles(), f.permissions.is_open()) {
+        obj.insert("x-lithair-write-roles".into(), json!(write));
     }
     if let Some(d) = &f.default {
         obj.insert("default".into(), d.clone());
@@ -66,7 +105,7 @@ fn record_schema(m: &Model) -> Value {
         json!({"type": "string", "format": "uuid", "readOnly": true}),
     );
     for f in &m.fields {
-        props.insert(f.name.clone(), field_schema(f));
+        props.insert(f.name.clone(), field_schema(m, f));
     }
     props.insert(
         "created_at".into(),
@@ -81,10 +120,11 @@ fn record_schema(m: &Model) -> Value {
         json!({"type": "integer", "readOnly": true}),
     );
     let mut required = vec!["id".to_string()];
+    // A field some readers do not see is not required in what they receive.
     required.extend(
         m.fields
             .iter()
-            .filter(|f| !f.optional)
+            .filter(|f| !f.optional && f.read_roles().is_none())
             .map(|f| f.name.clone()),
     );
     required.extend(["created_at", "updated_at", "version"].map(String::from));
@@ -99,7 +139,7 @@ fn input_schema(m: &Model) -> Value {
     let props: Map<String, Value> = m
         .fields
         .iter()
-        .map(|f| (f.name.clone(), field_schema(f)))
+        .map(|f| (f.name.clone(), field_schema(m, f)))
         .collect();
     let required: Vec<&str> = m
         .fields
@@ -122,6 +162,22 @@ fn roles_note(roles: &[String]) -> String {
     } else {
         format!("Requires one of the roles: {}.", roles.join(", "))
     }
+}
+
+/// `roles_note` of a model operation, saying what the pseudo-role `owner` grants.
+fn model_note(m: &Model, roles: &[String], list: bool) -> String {
+    let mut note = roles_note(roles);
+    if let (Some(field), true) = (&m.owner_field, roles.iter().any(|r| r == OWNER)) {
+        note.push_str(&format!(
+            " `owner`: a caller whose subject is the record's `{field}`{}.",
+            if list {
+                "; a caller whose read comes only from `owner` lists only its own records, and `total` counts only those"
+            } else {
+                " (records of others are 404 to a caller who may not read them, 403 otherwise)"
+            }
+        ));
+    }
+    note
 }
 
 fn security(roles: &[String]) -> Value {
@@ -199,21 +255,21 @@ pub fn document(schema: &Schema) -> Value {
             }
             collection.insert("get".into(), json!({
                 "tags": tag, "operationId": format!("list_{}", m.snake), "summary": format!("List {} records", m.name),
-                "description": roles_note(&p.read), "security": security(&p.read), "parameters": params,
+                "description": model_note(m, &p.read, true), "security": security(&p.read), "parameters": params,
                 "responses": {"200": {"description": "A page of records.", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": record}, "total": {"type": "integer"},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"}}, "required": ["items", "total"]}}}},
-                    "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role.")}
+                    "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role, or a filter or sort on a field the caller may not read.")}
             }));
         }
         if m.has(Operation::Create) {
             collection.insert("post".into(), json!({
                 "tags": tag, "operationId": format!("create_{}", m.snake), "summary": format!("Create a {}", m.name),
-                "description": roles_note(&p.create), "security": security(&p.create),
+                "description": model_note(m, &p.create, false), "security": security(&p.create),
                 "requestBody": {"required": true, "content": {"application/json": {"schema": input}}},
                 "responses": {"201": {"description": "Created.", "headers": {"Location": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}},
                     "content": {"application/json": {"schema": record}}},
-                    "400": problem_response("Malformed JSON."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                    "400": problem_response("Malformed JSON."), "401": problem_response("No or bad token."), "403": problem_response("Missing role, or a field the caller may not set."),
                     "409": problem_response("Unique conflict."), "413": problem_response("Body too large."), "415": problem_response("Not JSON."),
                     "422": problem_response("Validation failed; `errors` lists every field.")}
             }));
@@ -221,27 +277,27 @@ pub fn document(schema: &Schema) -> Value {
         if m.has(Operation::Get) {
             item.insert("get".into(), json!({
                 "tags": tag, "operationId": format!("get_{}", m.snake), "summary": format!("Get a {}", m.name),
-                "description": roles_note(&p.read), "security": security(&p.read),
+                "description": model_note(m, &p.read, false), "security": security(&p.read),
                 "responses": {"200": {"description": "The record.", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": record}}},
                     "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record.")}
             }));
         }
         let write_responses = json!({"200": {"description": "The updated record.", "content": {"application/json": {"schema": record}}},
-            "400": problem_response("Malformed JSON."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+            "400": problem_response("Malformed JSON."), "401": problem_response("No or bad token."), "403": problem_response("Missing role, or a field the caller may not change."),
             "404": problem_response("No such record."), "409": problem_response("Unique conflict."), "412": problem_response("If-Match does not match the current version."),
             "415": problem_response("Not JSON."), "422": problem_response("Validation failed.")});
         let if_match = json!({"name": "If-Match", "in": "header", "schema": {"type": "string"}});
         if m.has(Operation::Update) {
             item.insert("put".into(), json!({
                 "tags": tag, "operationId": format!("update_{}", m.snake), "summary": format!("Replace a {}", m.name),
-                "description": roles_note(&p.update), "security": security(&p.update), "parameters": [if_match],
+                "description": model_note(m, &p.update, false), "security": security(&p.update), "parameters": [if_match],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": input}}}, "responses": write_responses
             }));
         }
         if m.has(Operation::Patch) {
             item.insert("patch".into(), json!({
                 "tags": tag, "operationId": format!("patch_{}", m.snake), "summary": format!("Change a {} (JSON merge patch)", m.name),
-                "description": roles_note(&p.update), "security": security(&p.update), "parameters": [if_match],
+                "description": model_note(m, &p.update, false), "security": security(&p.update), "parameters": [if_match],
                 "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}},
                 "responses": write_responses
             }));
@@ -249,7 +305,7 @@ pub fn document(schema: &Schema) -> Value {
         if m.has(Operation::Delete) {
             item.insert("delete".into(), json!({
                 "tags": tag, "operationId": format!("delete_{}", m.snake), "summary": format!("Delete a {}", m.name),
-                "description": roles_note(&p.delete), "security": security(&p.delete), "parameters": [if_match],
+                "description": model_note(m, &p.delete, false), "security": security(&p.delete), "parameters": [if_match],
                 "responses": {"204": {"description": "Deleted."}, "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
                     "404": problem_response("No such record."), "412": problem_response("If-Match does not match the current version.")}
             }));

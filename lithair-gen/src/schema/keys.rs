@@ -19,6 +19,7 @@ pub const MODEL: &[&str] = &[
     "description",
     "operations",
     "permissions",
+    "owner_field",
     "persistence",
     "fields",
     "actions",
@@ -43,12 +44,10 @@ pub const FIELD: &[&str] = &[
     "immutable",
     "values",
     "validate",
-];
-/// Field keys of the design that the runtime does not act on yet.
-pub const FIELD_UNSUPPORTED: &[(&str, &str)] = &[(
     "permissions",
-    "field-level permissions come in a later release; remove the key for now",
-)];
+];
+/// `permissions:` of a field.
+pub const FIELD_PERMISSIONS: &[&str] = &["read", "write"];
 /// `validate:` of a field.
 pub const VALIDATE: &[&str] = &["min", "max", "min_length", "max_length", "pattern"];
 /// An action.

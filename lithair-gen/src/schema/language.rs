@@ -77,6 +77,10 @@ struct ModelDoc {
     operations: Option<Vec<OperationDoc>>,
     /// Roles allowed per operation group; an operation with no roles is denied to everyone.
     permissions: Option<PermissionsDoc>,
+    /// A string field the server fills with the creating caller's subject (token name or
+    /// JWT subject); the pseudo-role `owner` in `read`, `update` or `delete` then grants
+    /// the operation on the caller's own records.
+    owner_field: Option<String>,
     /// Storage tuning.
     persistence: Option<PersistenceDoc>,
     /// Fields by snake_case name. `id`, `created_at`, `updated_at` and `version` are implicit.
@@ -152,6 +156,18 @@ struct FieldFull {
     values: Option<Vec<String>>,
     /// Value rules, checked on every write (422 lists every failing field).
     validate: Option<ValidateDoc>,
+    /// Narrows the model's permissions for this field.
+    permissions: Option<FieldPermissionsDoc>,
+}
+
+/// Roles that see and set one field.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct FieldPermissionsDoc {
+    /// Who sees the field in answers and may filter or sort on it; others never receive it.
+    read: Option<Vec<String>>,
+    /// Who may set or change it (403 for others); default: the `read` roles.
+    write: Option<Vec<String>>,
 }
 
 /// Value rules.

@@ -245,10 +245,17 @@ impl Checker {
     }
 
     /// Role names checked against the declared roles.
-    fn role_list(&mut self, node: &Node, what: &str) -> Vec<String> {
-        let mut out = Vec::new();
+    /// A list of declared roles (and `public`); `owner` only where `owner` is true (a
+    /// model's read, update and delete permissions).
+    fn role_list(&mut self, node: &Node, what: &str, owner: bool) -> Vec<(String, Span)> {
+        let mut out: Vec<(String, Span)> = Vec::new();
         for (role, span) in self.string_list(node, what) {
-            if role != "public" && !self.roles.contains(&role) {
+            if role == OWNER && !owner {
+                self.err(
+                    Diagnostic::new(span, format!("the pseudo-role \"owner\" cannot be used in {what}"))
+                        .with_help("`owner` grants a model's read, update or delete on the caller's own records; it goes in the model's `permissions`, next to `owner_field`"),
+                );
+            } else if role != "public" && role != OWNER && !self.roles.contains(&role) {
                 let candidates: Vec<String> = self
                     .roles
                     .iter()
@@ -267,13 +274,13 @@ impl Checker {
                             }
                         )),
                 );
-            } else if out.contains(&role) {
+            } else if out.iter().any(|(r, _)| *r == role) {
                 self.err(Diagnostic::new(
                     span,
                     format!("role \"{role}\" is listed twice in {what}"),
                 ));
             } else {
-                out.push(role);
+                out.push((role, span));
             }
         }
         out
@@ -298,7 +305,8 @@ impl Checker {
                         .and_then(|(_, v)| v.as_str()),
                     _ => r.as_str(),
                 };
-                if let Some(n) = name {
+                // The built-in names are refused below; they are not declared roles.
+                if let Some(n) = name.filter(|n| *n != "public" && *n != OWNER) {
                     self.roles.push(n.to_string());
                 }
             }
@@ -440,12 +448,18 @@ impl Checker {
                     (name, item.span, Vec::new())
                 }
             };
-            if name == "public" {
+            if name == "public" || name == OWNER {
+                let help = if name == "public" {
+                    "`public` always means anonymous callers; remove it from `roles`"
+                } else {
+                    "`owner` is the pseudo-role of a record's owner (see `owner_field`); name the role otherwise"
+                };
                 self.err(
-                    Diagnostic::new(name_span, "\"public\" is built in and cannot be declared")
-                        .with_help(
-                            "`public` always means anonymous callers; remove it from `roles`",
-                        ),
+                    Diagnostic::new(
+                        name_span,
+                        format!("\"{name}\" is built in and cannot be declared"),
+                    )
+                    .with_help(help),
                 );
                 continue;
             }
@@ -634,7 +648,7 @@ impl Checker {
                 out
             }
         };
-        let permissions = e
+        let (permissions, owner_uses) = e
             .get("permissions")
             .map(|p| self.permissions(p, name, &operations))
             .unwrap_or_default();
@@ -664,6 +678,17 @@ impl Checker {
             .get("actions")
             .map(|a| self.actions(a, name))
             .unwrap_or_default();
+        let mut fields = fields?;
+        let owner_field = self.owner_field(e.map.get("owner_field"), name, &mut fields);
+        // (A bad `owner_field` has its own error.)
+        if !e.map.contains_key("owner_field") {
+            for span in owner_uses {
+                self.err(
+                    Diagnostic::new(span, format!("the pseudo-role \"owner\" needs an `owner_field` on model \"{name}\""))
+                        .with_help("add `owner_field: <a string field>`: the server fills it with the creating caller's subject, and `owner` grants the operation on those records"),
+                );
+            }
+        }
         Some(Model {
             name: name.to_string(),
             snake,
@@ -671,10 +696,50 @@ impl Checker {
             description,
             operations,
             permissions,
+            owner_field,
             snapshot_every,
-            fields: fields?,
+            fields,
             actions,
         })
+    }
+
+    /// `owner_field:` of `model`: the name of one of its `string` fields, which is then
+    /// kept indexed (an owner's list reads its index).
+    fn owner_field(
+        &mut self,
+        entry: Option<&(&Node, &Node)>,
+        model: &str,
+        fields: &mut [Field],
+    ) -> Option<String> {
+        let (_, node) = entry?;
+        let name = self.string(node, &format!("the owner_field of model \"{model}\""))?;
+        let Some(field) = fields.iter_mut().find(|f| f.name == name) else {
+            self.err(
+                Diagnostic::new(
+                    node.span,
+                    format!("owner_field \"{name}\" is not a field of model \"{model}\""),
+                )
+                .with_suggestion(&name, fields.iter().map(|f| f.name.as_str()))
+                .with_help_if_none(format!(
+                    "add a field `{name}: string`, or name one of: {}",
+                    fields
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            );
+            return None;
+        };
+        if field.ty != FieldType::String {
+            self.err(
+                Diagnostic::new(node.span, format!("owner_field \"{name}\" of model \"{model}\" is {}, but an owner is a string", field.ty.spelling()))
+                    .with_help("the server fills the owner field with the caller's subject (a token name or a JWT `sub`): make it `type: string`"),
+            );
+            return None;
+        }
+        field.indexed = true;
+        Some(name)
     }
 
     fn model_path(&mut self, node: &Node, model: &str) -> Option<String> {
@@ -712,16 +777,23 @@ impl Checker {
         Some(path)
     }
 
-    fn permissions(&mut self, node: &Node, model: &str, ops: &[Operation]) -> Permissions {
+    /// A model's permissions, and where they name the pseudo-role `owner`.
+    fn permissions(
+        &mut self,
+        node: &Node,
+        model: &str,
+        ops: &[Operation],
+    ) -> (Permissions, Vec<Span>) {
         let Some(e) = self.mapping(
             node,
             &format!("the permissions of model \"{model}\""),
             keys::PERMISSIONS,
             &[],
         ) else {
-            return Permissions::default();
+            return Default::default();
         };
         let mut p = Permissions::default();
+        let mut owner_uses = Vec::new();
         for (key, (k, v)) in &e.map {
             let covers: &[Operation] = match *key {
                 "read" => &[Operation::List, Operation::Get],
@@ -739,7 +811,15 @@ impl Checker {
                 );
                 continue;
             }
-            let roles = self.role_list(v, &format!("permission \"{key}\" of model \"{model}\""));
+            let what = format!("permission \"{key}\" of model \"{model}\"");
+            let listed = self.role_list(v, &what, *key != "create");
+            owner_uses.extend(
+                listed
+                    .iter()
+                    .filter(|(r, _)| r == OWNER)
+                    .map(|(_, span)| *span),
+            );
+            let roles: Vec<String> = listed.into_iter().map(|(r, _)| r).collect();
             match *key {
                 "read" => p.read = roles,
                 "create" => p.create = roles,
@@ -747,7 +827,7 @@ impl Checker {
                 _ => p.delete = roles,
             }
         }
-        p
+        (p, owner_uses)
     }
 
     fn fields(&mut self, node: &Node, model: &str) -> Option<Vec<Field>> {
@@ -847,7 +927,7 @@ impl Checker {
         // `name: string` is shorthand for `name: { type: string }`.
         let e = match &node.kind {
             NodeKind::Scalar { .. } => None,
-            _ => Some(self.mapping(node, &what, keys::FIELD, keys::FIELD_UNSUPPORTED)?),
+            _ => Some(self.mapping(node, &what, keys::FIELD, &[])?),
         };
         let type_node = match &e {
             None => node,
@@ -945,6 +1025,9 @@ impl Checker {
                 }
             }
         };
+        let permissions = get("permissions")
+            .map(|p| self.field_permissions(p, &what))
+            .unwrap_or_default();
         Some(Field {
             name: name.to_string(),
             ty,
@@ -955,7 +1038,32 @@ impl Checker {
             immutable,
             rules,
             description,
+            permissions,
         })
+    }
+
+    /// `permissions:` of a field.
+    fn field_permissions(&mut self, node: &Node, what: &str) -> FieldPermissions {
+        let Some(e) = self.mapping(
+            node,
+            &format!("the permissions of {what}"),
+            keys::FIELD_PERMISSIONS,
+            &[],
+        ) else {
+            return FieldPermissions::default();
+        };
+        let list = |this: &mut Self, key: &str| {
+            e.get(key).map(|v| {
+                this.role_list(v, &format!("permission \"{key}\" of {what}"), false)
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .collect()
+            })
+        };
+        FieldPermissions {
+            read: list(self, "read"),
+            write: list(self, "write"),
+        }
     }
 
     fn field_type(
@@ -1258,7 +1366,12 @@ impl Checker {
             };
             let permission = e
                 .get("permission")
-                .map(|p| self.role_list(p, &format!("the permission of {what}")))
+                .map(|p| {
+                    self.role_list(p, &format!("the permission of {what}"), false)
+                        .into_iter()
+                        .map(|(r, _)| r)
+                        .collect()
+                })
                 .unwrap_or_default();
             let description = e
                 .get("description")

@@ -11,8 +11,8 @@
 //! exactly the record written.
 //!
 //! Reads decode what they need: one field ([`Stored::get`]), the whole record
-//! ([`Stored::record`]) or its JSON answer ([`Stored::json`]), rendered from the bytes in
-//! schema order.
+//! ([`Stored::record`]) or its JSON answer ([`Stored::json_without`]), rendered from the
+//! bytes in schema order, without the fields the caller may not see.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -259,15 +259,18 @@ impl Stored {
         out
     }
 
-    /// Its JSON text, in schema order.
-    pub fn json(&self) -> bytes::Bytes {
+    /// Its JSON text, in schema order, without the fields named in `hidden` (a caller's
+    /// field mask).
+    pub fn json_without(&self, hidden: &[String]) -> bytes::Bytes {
         let mut out = Vec::with_capacity(self.bytes.len() * 2 + 64);
-        self.write_json(&mut out);
+        self.write_json_without(&mut out, hidden);
         out.into()
     }
 
-    /// Appends its JSON text to `out`.
-    pub fn write_json(&self, out: &mut Vec<u8>) {
+    /// Appends its JSON text to `out`, leaving out the fields named in `hidden`: their
+    /// values are skipped in the bytes, never rendered.
+    pub fn write_json_without(&self, out: &mut Vec<u8>, hidden: &[String]) {
+        let hides = |name: &str| !hidden.is_empty() && hidden.iter().any(|h| h == name);
         let mut r = self.reader();
         out.push(b'{');
         let mut first = true;
@@ -284,6 +287,12 @@ impl Stored {
                 r.at += 1;
                 continue;
             }
+            if hides(&slot.name) {
+                if r.skip_slot(&slot.values).is_err() {
+                    break;
+                }
+                continue;
+            }
             key(out, &slot.name);
             if r.write_json(out, &slot.values).is_err() {
                 break;
@@ -292,6 +301,12 @@ impl Stored {
         let extras = r.varint().unwrap_or(0);
         for _ in 0..extras {
             let Ok(k) = r.str() else { break };
+            if hides(k) {
+                if r.skip(&[]).is_err() {
+                    break;
+                }
+                continue;
+            }
             key(out, k);
             if r.write_json(out, &[]).is_err() {
                 break;
@@ -794,7 +809,7 @@ mod tests {
             assert_eq!(stored.get("missing"), None);
             // Parsed by the same parser as serde_json's own text of the record (serde_json
             // parses some floats one unit off; the digits must be the same).
-            let text: Value = serde_json::from_slice(&stored.json()).unwrap();
+            let text: Value = serde_json::from_slice(&stored.json_without(&[])).unwrap();
             let theirs: Value = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
             assert_eq!(text, theirs);
             let again = Stored::from_bytes(&layout, stored.bytes()).unwrap();
@@ -816,7 +831,7 @@ mod tests {
         assert!(stored.bytes().len() < 50, "{} bytes", stored.bytes().len());
         assert_eq!(stored.id(), Some(id));
         assert_eq!(stored.version(), 1);
-        let text = String::from_utf8(stored.json().to_vec()).unwrap();
+        let text = String::from_utf8(stored.json_without(&[]).to_vec()).unwrap();
         assert!(text.starts_with(&format!("{{\"id\":\"{id}\",\"name\":\"Tea\",\"n\":3,\"status\":\"live\",\"created_at\"")), "{text}");
     }
 

@@ -6,7 +6,9 @@
 //!   `body_timeout_ms` is a 408; a body that is not JSON (`application/json`, `+json`, and
 //!   `application/merge-patch+json` for PATCH) is a 415, and JSON that does not parse a 400.
 //! - A create's body is checked against the schema here, every field at once (422): what
-//!   reaches the endpoint is the new record's fields. A PUT or PATCH body is checked by the
+//!   reaches the endpoint is the new record's fields. Before that, a field the caller may
+//!   not set is a 403 naming it, and the owner field is filled with the caller's subject
+//!   (`auth::Access`). A PUT or PATCH body is checked by the
 //!   engine against the record it changes (a patch is merged into it first, and immutable
 //!   fields compare with it), inside the write's retry loop.
 //! - Raft messages and membership changes are left unread: their endpoints read them with
@@ -26,6 +28,7 @@ use tower::{Layer, Service};
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
 use super::stage::{Answer, BoxFuture, Next, Shared};
+use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, Operation};
 use crate::validate::{self, Mode};
@@ -153,7 +156,8 @@ where
         let inner = self.inner.clone();
         let read = self.read.clone();
         Box::pin(async move {
-            let payload = match read.json(&parts.headers, body, patch, create).await {
+            let who = parts.extensions.get::<Arc<Principal>>().cloned();
+            let payload = match read.json(&parts.headers, body, patch, create, who).await {
                 Ok(p) => p,
                 Err(e) => return respond::problem(&e),
             };
@@ -190,16 +194,19 @@ impl ReadBody {
         body: B,
         patch: bool,
         create: Option<usize>,
+        who: Option<Arc<Principal>>,
     ) -> Result<Payload<B>, ApiError>
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let value = read_json(headers, body, patch, &self.limits).await?;
+        let mut value = read_json(headers, body, patch, &self.limits).await?;
         let Some(model) = create else {
             return Ok(Payload::Json(value));
         };
         let m = &self.spec.spec.models[model];
+        let who = who.unwrap_or_else(|| Arc::new(Principal::anonymous()));
+        Access::of(m, &who, Operation::Create).prepare_create(&mut value)?;
         let fields = validate::check_body(&self.spec, m, value, Mode::Create, None)?;
         Ok(Payload::Checked(fields))
     }

@@ -17,7 +17,7 @@ use super::list::ListQuery;
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
 use super::stage::{BoxFuture, Next};
-use crate::auth::Principal;
+use crate::auth::{Access, Principal};
 use crate::domain::decide::IdempotencyKey;
 use crate::error::ApiError;
 use crate::hooks::{ActionContext, ActionKey, HookContext};
@@ -111,9 +111,12 @@ where
         ModelOp::Crud(op) => op,
         ModelOp::Action(a) => return action(app, req, &principal, m, a, r.id, &path).await,
     };
+    // The fields this caller sees and sets, and the records its right covers.
+    let access = Access::of(m, &principal, op);
     match (op, r.id) {
         (Operation::List, _) => {
-            let query = ListQuery::parse(m, req.uri().query())?;
+            let mut query = ListQuery::parse(m, req.uri().query())?;
+            query.restrict(m, &access)?;
             if cluster::wants_linearizable(req.uri().query(), req.headers())? {
                 cluster::linearizable(app).await?;
             }
@@ -137,7 +140,7 @@ where
             let ctx = hook_ctx(&principal, m, Operation::Create);
             let record = app.engine.create_checked(&ctx, fields, key).await?;
             let id = record.id().map(|id| id.to_string()).unwrap_or_default();
-            let r = respond::record(201, &record);
+            let r = respond::record(201, &record, access.hidden());
             Ok(respond::with_header(r, "location", &format!("{}/{id}", m.path)))
         }
         (_, None) => Err(ApiError::not_found(format!("nothing at {path}"))),
@@ -148,23 +151,29 @@ where
                     if cluster::wants_linearizable(req.uri().query(), req.headers())? {
                         cluster::linearizable(app).await?;
                     }
-                    let r = app.engine.get(&m.name, id).ok_or_else(|| {
-                        ApiError::not_found(format!("no {} with this id", m.name))
-                    })?;
-                    Ok(respond::record(200, &r))
+                    // Another's record is not there for a caller who reads only its own.
+                    let r = app
+                        .engine
+                        .get(&m.name, id)
+                        .filter(|r| access.covers(|f| r.get(f)))
+                        .ok_or_else(|| {
+                            ApiError::not_found(format!("no {} with this id", m.name))
+                        })?;
+                    Ok(respond::record(200, &r, access.hidden()))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = req.into_body().into_json();
                     let ctx = hook_ctx(&principal, m, op);
+                    let patch = op == Operation::Patch;
                     let r = app
                         .engine
-                        .update(&ctx, id, body, op == Operation::Patch, if_match)
+                        .update_as(&ctx, id, body, patch, if_match, &access)
                         .await?;
-                    Ok(respond::record(200, &r))
+                    Ok(respond::record(200, &r, access.hidden()))
                 }
                 _ => {
                     let ctx = hook_ctx(&principal, m, op);
-                    app.engine.delete(&ctx, id, if_match).await?;
+                    app.engine.delete(&ctx, id, if_match, &access).await?;
                     Ok(respond::empty(204))
                 }
             }
@@ -200,11 +209,13 @@ async fn action<B>(
         model: m.name.clone(),
         key,
     };
-    let out = app
+    let mut out = app
         .engine
         .hooks(&m.name)
         .action(&action.name, ctx, id, body)
         .await?;
+    // An answer built from records leaves out the model's fields the caller may not see.
+    Access::of(m, principal, Operation::Get).mask_value(&mut out.body);
     Ok(respond::json(out.status, &out.body))
 }
 

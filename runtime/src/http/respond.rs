@@ -73,10 +73,10 @@ pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
     r
 }
 
-/// A record as an answer: its JSON text (rendered from the stored record), and its
-/// version as the `ETag`.
-pub fn record(status: u16, record: &crate::domain::row::Stored) -> Resp {
-    let mut r = json_bytes(status, record.json());
+/// A record as an answer: its JSON text (rendered from the stored record, without the
+/// fields in `hidden`, which the caller may not see), and its version as the `ETag`.
+pub fn record(status: u16, record: &crate::domain::row::Stored, hidden: &[String]) -> Resp {
+    let mut r = json_bytes(status, record.json_without(hidden));
     let etag = format!("\"{}\"", record.version());
     if let Ok(v) = hyper::header::HeaderValue::try_from(etag) {
         r.headers_mut().insert(hyper::header::ETAG, v);

@@ -4,7 +4,9 @@
 //! operation (or action) and the record id, with the roles it needs (404 and 405 here).
 //! Authentication then finds the caller once (401 for a bad token), and authorization
 //! checks the route's roles once (401 for anonymous callers, 403 for tokens without the
-//! role). The endpoints find the route and the caller in the request's extensions.
+//! role; a right held only through the pseudo-role `owner` passes, and the endpoint
+//! narrows it to the caller's records). The endpoints find the route and the caller in
+//! the request's extensions.
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use uuid::Uuid;
 use super::app::{Live, Planes};
 use super::respond::{self, Resp};
 use super::stage::{BoxFuture, Next, Step};
-use crate::auth::{authorize, Principal};
+use crate::auth::{authorize, grant, Grant, Principal};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, ModelSpec, Operation, ServiceSpec};
 
@@ -322,7 +324,9 @@ impl<B: Send + 'static> Step<B> for Authorize {
                 }
             };
             // The message is made only for a refusal: the hot path allocates nothing.
-            if !who.may(roles) {
+            // A right held only through `owner` lets the request in; the endpoint then
+            // keeps it to the caller's own records (`auth::Access`).
+            if !who.may(roles) && grant(route.model(spec), who, roles) != Grant::Own {
                 let refused = authorize(who, roles, &route.what(spec));
                 if let Err(e) = refused {
                     return Box::pin(std::future::ready(respond::problem(&e)));

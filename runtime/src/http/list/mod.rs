@@ -22,6 +22,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::auth::Access;
 use crate::domain::row::Stored;
 use crate::domain::state::State;
 use crate::error::ApiError;
@@ -125,6 +126,8 @@ pub struct ListQuery {
     offset: usize,
     sort: Vec<(String, bool)>,
     filters: Vec<Filter>,
+    /// The fields the caller does not see: left out of every item.
+    hidden: Vec<String>,
 }
 
 fn decode(s: &str) -> Result<String, ApiError> {
@@ -224,6 +227,25 @@ impl ListQuery {
             }
         }
         Ok(q)
+    }
+
+    /// Fits the query to the caller: 403 when its filters or sort name a field the
+    /// caller does not see; the items leave those fields out; and when the caller reads
+    /// only its own records, an equality filter on the owner field keeps just those (so
+    /// `total` counts only them, and an indexed owner field selects them from its index).
+    pub fn restrict(&mut self, model: &ModelSpec, access: &Access) -> Result<(), ApiError> {
+        access.check_query(
+            self.filters
+                .iter()
+                .map(|f| f.field.as_str())
+                .chain(self.sort.iter().map(|(f, _)| f.as_str())),
+        )?;
+        self.hidden = access.hidden().to_vec();
+        if let Some(own) = access.own() {
+            self.filters
+                .push(Filter::parse(model, &own.field, &own.subject)?);
+        }
+        Ok(())
     }
 
     /// What the query needs of the state, frozen (taken under the state's lock, O(1)
@@ -329,7 +351,7 @@ impl ListQuery {
             if i > 0 {
                 out.push(b',');
             }
-            r.write_json(&mut out);
+            r.write_json_without(&mut out, &self.hidden);
         }
         out.extend_from_slice(
             format!(
