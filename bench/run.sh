@@ -11,6 +11,7 @@
 #   LIST_RECORDS=160000 bash bench/run.sh lists  # durable creates with and without heavy lists
 #   bash bench/run.sh firewall                   # GET and POST with the firewall on and off
 #   bash bench/run.sh jwt                        # GET by id with an API token and with a JWT
+#   bash bench/run.sh masks                      # a list of 100 with and without a field mask
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -182,6 +183,29 @@ if [ "$only" = all ] || [ "$only" = jwt ]; then
     ratios+=("$(awk -v a="$(rate)" -v b="$token_rate" 'BEGIN {printf "%.2f", a / b}')")
   done
   echo "== 11. GET with a JWT / with an API token, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
+  kill "${pids[-1]}"
+fi
+
+if [ "$only" = all ] || [ "$only" = masks ]; then
+  # A page of 100 products as an admin (who sees `cost`) and as an editor (whose answers
+  # leave `cost` out: the field mask), alternating, same service and records.
+  admin=$(cd "$work/shop" && "$shop" token new --name bench-admin --role admin 2>&1 >>lithair.toml | sed -n 's/.*shown once; give it to the client): //p')
+  serve_shop masks always
+  cat=$(category)
+  for i in $(seq 1 100); do
+    curl -s -o /dev/null -XPOST "http://$addr/api/products" -H "authorization: Bearer $admin" -H 'content-type: application/json' \
+      -d "{\"name\":\"p$i\",\"sku\":\"M-$i\",\"price\":$i,\"cost\":$i.5,\"category\":\"$cat\"}"
+  done
+  ratios=()
+  for round in $(seq 1 "${ROUNDS:-3}"); do
+    echo "== 12. GET /api/products?limit=100 as an admin (no mask), $CONNS connections, $DURATION (round $round)"
+    LITHAIR_TOKEN=$admin LITHAIR_PATH="/api/products?limit=100" wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$addr" | summary
+    open_rate=$(rate)
+    echo "== 12. GET /api/products?limit=100 as an editor (cost masked), $CONNS connections, $DURATION (round $round)"
+    LITHAIR_TOKEN=$editor LITHAIR_PATH="/api/products?limit=100" wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$addr" | summary
+    ratios+=("$(awk -v a="$(rate)" -v b="$open_rate" 'BEGIN {printf "%.2f", a / b}')")
+  done
+  echo "== 12. list of 100 with a field mask / without, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
   kill "${pids[-1]}"
 fi
 
