@@ -535,6 +535,38 @@ fn membership_grows_to_five_and_shrinks_under_load() {
 }
 
 #[test]
+fn a_new_member_must_answer_the_handshake_as_itself_in_this_cluster() {
+    let s = shop();
+    let c = Cluster::start(3);
+    let tmp = tempfile::tempdir().unwrap();
+    // A node started alone is a cluster of its own, with its own id (node 1).
+    let ports = free_ports(2);
+    let mut lone = start_on(&s.bin, &s.dir, &tmp.path().join("lone"), ports[0], &[]);
+    let leader = c.leader();
+    let add = |id: u64, addr: String| {
+        call(
+            "POST",
+            &c.url(leader, "/_cluster/members"),
+            Some(s.token("admin")),
+            Some(&json!({"id": id, "addr": addr})),
+            &[],
+        )
+    };
+    let a = add(4, lone.addr.to_string());
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.text.contains("is node 1, not node 4"), "{}", a.text);
+    let a = add(1, lone.addr.to_string());
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.text.contains("belongs to cluster"), "{}", a.text);
+    // Nothing answers at the address: 502, nothing changed.
+    let a = add(4, format!("127.0.0.1:{}", ports[1]));
+    assert_eq!(a.status, 502, "{}", a.text);
+    assert!(a.text.contains("handshake"), "{}", a.text);
+    assert_eq!(c.status(leader).unwrap()["members"], json!([1, 2, 3]));
+    lone.stop();
+}
+
+#[test]
 fn linearizable_reads_on_a_follower_see_the_latest_write() {
     let s = shop();
     let c = Cluster::start(3);

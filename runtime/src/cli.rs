@@ -10,6 +10,7 @@ use crate::auth::{self, Authenticator};
 use crate::config::{Config, Overrides};
 use crate::engine::Engine;
 use crate::http::firewall::{Firewall, Rules};
+use crate::http::router::Plane;
 use crate::http::{self, Live, ServeOptions};
 use crate::spec::SpecError;
 use crate::store::{Store, StoreOptions};
@@ -256,6 +257,7 @@ fn cluster_options(
     flags: ClusterFlags,
     config: &Config,
     own_addr: std::net::SocketAddr,
+    tls: Option<crate::tls::ClientTls>,
 ) -> anyhow::Result<crate::raft::node::ClusterOptions> {
     let secret = config.cluster.secret.clone();
     let (Some(node_id), Some(peers)) = (flags.node_id, flags.peers) else {
@@ -264,6 +266,7 @@ fn cluster_options(
             insecure: flags.insecure,
             tuning: config.cluster.clone(),
             bind_ip: outgoing_ip(config),
+            tls,
             ..crate::raft::node::ClusterOptions::single(own_addr.to_string())
         });
     };
@@ -277,6 +280,16 @@ fn cluster_options(
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    // With a cluster listener, the peers are named at theirs: this node's own entry must
+    // be the address it listens on, or the others could not reach it.
+    if let (Some(listen), Some(own)) = (config.cluster.listen, peers.get(&node_id)) {
+        if own.parse::<std::net::SocketAddr>().is_ok_and(|a| a != own_addr) && listen.port() != 0 {
+            anyhow::bail!(
+                "--peers names node {node_id} at {own}, but it listens for its peers at {own_addr} ([cluster] listen = \"{listen}\"): \
+                 with a cluster listener, --peers names each node's cluster address"
+            );
+        }
     }
     if peers.len() > 1 && secret.is_none() {
         if !flags.insecure {
@@ -295,13 +308,25 @@ fn cluster_options(
         insecure: flags.insecure,
         tuning: config.cluster.clone(),
         bind_ip: outgoing_ip(config),
+        tls,
     })
 }
 
-/// Calls to peers leave from the address the node listens on, unless it listens on all.
+/// Calls to peers leave from the address the node listens for them on (its cluster
+/// listener, or else its public port), unless that is every address.
 fn outgoing_ip(config: &Config) -> Option<std::net::IpAddr> {
-    let host = config.server.host;
+    let host = config
+        .cluster
+        .listen
+        .map_or(config.server.host, |l| l.ip());
     (!host.is_unspecified()).then_some(host)
+}
+
+/// Binds `addr` (`what` names it in the error).
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} ({what}): {e}"))
 }
 
 fn serve(
@@ -321,27 +346,66 @@ fn serve(
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let base = config_dir(&path);
+    let server_tls = config
+        .server
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::server(t, base))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: [server.tls] {e}", path.display()))?;
+    let cluster_tls = config
+        .cluster
+        .tls
+        .as_ref()
+        .map(|t| crate::tls::cluster(t, base))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: [cluster.tls] {e}", path.display()))?;
+    let (cluster_server_tls, cluster_client_tls) = cluster_tls.unzip();
     runtime.block_on(async move {
         // Bound first: a node of one advertises the address it really listens on.
-        let listener = tokio::net::TcpListener::bind((config.server.host, config.server.port)).await.map_err(|e| {
-            anyhow::anyhow!("cannot listen on {}:{}: {e}", config.server.host, config.server.port)
-        })?;
+        let public = std::net::SocketAddr::new(config.server.host, config.server.port);
+        let listener = bind(public, "[server] host and port").await?;
         let addr = listener.local_addr()?;
-        let node = cluster_options(cluster, &config, addr)?;
+        let cluster_listener = match config.cluster.listen {
+            Some(at) => Some(bind(at, "[cluster] listen").await?),
+            None => None,
+        };
+        let cluster_addr = match &cluster_listener {
+            Some(l) => l.local_addr()?,
+            None => addr,
+        };
+        let node = cluster_options(cluster, &config, cluster_addr, cluster_client_tls)?;
         let peers = peer_ips(&node);
         let store_opts = StoreOptions::of(&config, node);
         let store = Store::open(&config.storage.data_dir, &service.spec.spec, store_opts).await?;
         let engine = Arc::new(Engine::new(service.spec.clone(), service.hooks, store));
         tracing::info!(%addr, data_dir = %config.storage.data_dir.display(), sync = ?config.storage.sync, "serving");
-        // A line on stdout that scripts and tests can wait for.
-        println!("listening on http://{addr}");
+        // Lines on stdout that scripts and tests can wait for.
+        let scheme = |tls: bool| if tls { "https" } else { "http" };
+        println!("listening on {}://{addr}", scheme(server_tls.is_some()));
+        if cluster_listener.is_some() {
+            println!("cluster listening on {}://{cluster_addr}", scheme(cluster_server_tls.is_some()));
+        }
         let opts = ServeOptions::of(&config.server).with_planes(planes);
         let rules = Rules::new(&config.firewall, peers.clone());
         warn_unadmitted_peers(&rules, &peers);
         let firewall = Firewall::new(rules);
         let live = Live::new(firewall, auth);
         spawn_reload(live.clone(), path, required, flags, peers, service.spec.clone());
-        http::serve(listener, engine, live, service.openapi, opts, shutdown_signal()).await?;
+        let mut listeners = vec![http::Listener {
+            tcp: listener,
+            plane: if cluster_listener.is_some() { Plane::Public } else { Plane::All },
+            tls: server_tls,
+        }];
+        if let Some(tcp) = cluster_listener {
+            listeners.push(http::Listener {
+                tcp,
+                plane: Plane::Cluster,
+                tls: cluster_server_tls,
+            });
+        }
+        http::serve(listeners, engine, live, service.openapi, opts, shutdown_signal()).await?;
         Ok(())
     })
 }

@@ -51,6 +51,33 @@ pub struct ServerConfig {
     pub metrics_roles: Vec<String>,
     /// Who may read `/openapi.json` (empty: anyone).
     pub openapi_roles: Vec<String>,
+    /// `[server.tls]`: serve HTTPS (none: plain HTTP).
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[server.tls]`: the certificate chain and key the public port serves HTTPS with.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the certificate, then its intermediates (relative paths: from the
+    /// configuration file's directory).
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// `[cluster.tls]`: mutual TLS on the cluster listener. Each node shows `cert_file` as
+/// server and as client, and takes only peers whose certificate `ca_file` signed.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// PEM: this node's certificate chain (its subject names must cover the address
+    /// the others call it at: an IP address or a DNS name).
+    pub cert_file: PathBuf,
+    /// PEM: this node's private key.
+    pub key_file: PathBuf,
+    /// PEM: the certificate authorities whose node certificates are taken.
+    pub ca_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +94,7 @@ impl Default for ServerConfig {
             cors: CorsConfig::default(),
             metrics_roles: Vec::new(),
             openapi_roles: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -197,6 +225,12 @@ pub struct ClusterConfig {
     /// Who may change the members with a token (`admin` when the schema has that role;
     /// set, every role must be one of the schema's).
     pub admin_roles: Option<Vec<String>>,
+    /// A listener of its own for the traffic between nodes (`/_raft/*`, and the cluster
+    /// status and membership changes they send each other); `--peers` then names each
+    /// node at this address. None: the public port carries it.
+    pub listen: Option<std::net::SocketAddr>,
+    /// `[cluster.tls]`: mutual TLS between nodes, on the cluster listener.
+    pub tls: Option<ClusterTlsConfig>,
 }
 
 impl Default for ClusterConfig {
@@ -209,6 +243,8 @@ impl Default for ClusterConfig {
             snapshot_every: 5000,
             keep_after_snapshot: 1000,
             admin_roles: None,
+            listen: None,
+            tls: None,
         }
     }
 }
@@ -353,6 +389,18 @@ impl Config {
                 "cluster.max_payload_entries and cluster.snapshot_every must be at least 1".into(),
             ));
         }
+        if c.tls.is_some() && c.listen.is_none() {
+            return Err(ConfigError::Invalid(
+                "[cluster.tls] needs [cluster] listen: mutual TLS is served on a listener of its own, so that clients of the public port need no certificate".into(),
+            ));
+        }
+        if c.listen.is_some_and(|l| {
+            l.ip() == self.server.host && l.port() == self.server.port && l.port() != 0
+        }) {
+            return Err(ConfigError::Invalid(
+                "cluster.listen must be another address than the public port's (server.host:server.port)".into(),
+            ));
+        }
         if c.secret.as_deref().is_some_and(|s| s.len() < 16) {
             return Err(ConfigError::Invalid(
                 "cluster.secret must be at least 16 characters".into(),
@@ -435,6 +483,26 @@ mod tests {
         };
         let c = Config::load(&path, true, &flags).unwrap();
         assert_eq!(c.server.port, 3000);
+    }
+
+    #[test]
+    fn cluster_tls_needs_a_cluster_listener_of_its_own() {
+        let tls =
+            "[cluster.tls]\ncert_file = \"n.pem\"\nkey_file = \"n.key\"\nca_file = \"ca.pem\"\n";
+        let err = Config::from_toml(tls, "x.toml").unwrap_err();
+        assert!(err.to_string().contains("needs [cluster] listen"), "{err}");
+        let with = format!("[cluster]\nlisten = \"127.0.0.1:7401\"\n{tls}");
+        let c = Config::from_toml(&with, "x.toml").unwrap();
+        assert_eq!(c.cluster.listen, Some(([127, 0, 0, 1], 7401).into()));
+        assert_eq!(
+            c.cluster.tls.map(|t| t.ca_file),
+            Some(PathBuf::from("ca.pem"))
+        );
+        let same = "[server]\nport = 7401\n[cluster]\nlisten = \"127.0.0.1:7401\"\n";
+        let err = Config::from_toml(same, "x.toml").unwrap_err();
+        assert!(err.to_string().contains("another address"), "{err}");
+        let err = Config::from_toml("[server.tls]\ncert_file = \"a\"\n", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("key_file"), "{err}");
     }
 
     #[test]

@@ -50,6 +50,7 @@ internal! {
     raft;
     spec;
     store;
+    tls;
     validate;
     wal;
 }

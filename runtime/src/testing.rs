@@ -92,8 +92,10 @@ impl InProcess {
         let planes = crate::http::Planes::of(&config, &service.spec).map_err(StartError::Planes)?;
         let opts = ServeOptions::of(&config.server).with_planes(planes);
         let app = Arc::new(App::new(engine, live, service.openapi, opts));
-        let stack =
-            BoxCloneSyncService::new(crate::http::pipeline::stack::<Full<Bytes>>(app.clone()));
+        let stack = BoxCloneSyncService::new(crate::http::pipeline::stack::<Full<Bytes>>(
+            app.clone(),
+            crate::http::router::Plane::All,
+        ));
         Ok(InProcess { app, stack })
     }
 

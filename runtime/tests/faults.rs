@@ -441,6 +441,7 @@ async fn node(
         insecure: false,
         tuning,
         bind_ip: None,
+        tls: None,
     };
     let opts = StoreOptions {
         write_timeout: Duration::from_secs(3),
@@ -465,7 +466,8 @@ async fn node(
     let served = tokio::spawn({
         let engine = engine.clone();
         async move {
-            let _ = lithair_runtime::http::serve(listener, engine, live, None, opts, async {
+            let listeners = vec![lithair_runtime::http::Listener::plain(listener)];
+            let _ = lithair_runtime::http::serve(listeners, engine, live, None, opts, async {
                 let _ = stopped.await;
             })
             .await;

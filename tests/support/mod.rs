@@ -243,7 +243,10 @@ impl Server {
         let addr = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(a) = line.strip_prefix("listening on http://") {
+                    let public = line
+                        .strip_prefix("listening on http://")
+                        .or_else(|| line.strip_prefix("listening on https://"));
+                    if let Some(a) = public {
                         break a.trim().parse().expect("address");
                     }
                 }

@@ -157,7 +157,8 @@ where
         }
         _ => return Err(ApiError::method_not_allowed(&["POST", "DELETE"])),
     };
-    match c.change_members(&change).await {
+    let cluster_id = app.engine.store.cluster_id();
+    match c.change_members(&change, cluster_id.as_deref()).await {
         Ok(()) => Ok(status(app)),
         // Only the leader changes membership: hand the request to it, with the secret.
         // The caller's token stays here (this node checked it); only a cluster without
@@ -172,6 +173,8 @@ where
             Ok(respond::json(200, &answer))
         }
         Err(e @ ChangeError::NoLeader) => Err(ApiError::unavailable(e.to_string())),
+        Err(e @ ChangeError::Unreachable(_)) => Err(ApiError::new(502, "Bad Gateway", e.to_string())),
+        Err(e @ ChangeError::Stranger(_)) => Err(ApiError::new(409, "Conflict", e.to_string())),
         Err(e) => Err(ApiError::new(409, "Conflict", e.to_string())),
     }
 }

@@ -22,4 +22,4 @@ mod server;
 pub mod stage;
 
 pub use app::{Live, Planes, ServeOptions};
-pub use server::serve;
+pub use server::{serve, Listener};

@@ -32,14 +32,15 @@ use super::body::{BodyLimits, ReadBody};
 use super::endpoints::Endpoints;
 use super::firewall::Firewall;
 use super::respond::{self, Resp};
-use super::router::{Authenticate, Authorize, Router};
+use super::router::{Authenticate, Authorize, Plane, Router};
 use super::stage::{call, BoxFuture, Next, Shared, StageLayer, Step};
 use crate::error::ApiError;
 
-/// The whole pipeline of `app`, for request bodies of type `B` (hyper's `Incoming` when
-/// served; any body in tests), in the order of the module doc.
+/// The whole pipeline of `app` on the listener `plane`, for request bodies of type `B`
+/// (hyper's `Incoming` when served; any body in tests), in the order of the module doc.
 pub(crate) fn stack<B>(
     app: Arc<App>,
+    plane: Plane,
 ) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
 where
     B: hyper::body::Body + Send + 'static,
@@ -52,7 +53,10 @@ where
         within: app.opts.body_timeout,
     };
     let routed = tower::ServiceBuilder::new()
-        .layer(StageLayer(Router { spec: spec.clone() }))
+        .layer(StageLayer(Router {
+            spec: spec.clone(),
+            plane,
+        }))
         .layer(StageLayer(Authenticate {
             live: app.live.clone(),
             planes: app.opts.planes.clone(),

@@ -227,16 +227,56 @@ fn model(model: usize, op: ModelOp, id: Option<Uuid>) -> Route {
     Route::Model(ModelRoute { model, op, id })
 }
 
+/// Which listener a request came in on, and so which routes it may reach.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Plane {
+    /// The public port of a node without a cluster listener: every route.
+    #[default]
+    All,
+    /// The public port beside a cluster listener (`[cluster] listen`): no Raft messages.
+    Public,
+    /// The cluster listener: only what nodes send each other (Raft messages, the cluster
+    /// status and membership changes), and `/health` and `/ready`.
+    Cluster,
+}
+
+impl Plane {
+    /// The 404 of a route this listener does not serve.
+    fn refuses(self, route: &Route) -> Option<ApiError> {
+        match (self, route) {
+            (Plane::Public, Route::Raft(_)) => Some(ApiError::not_found(
+                "Raft messages go to the cluster listener ([cluster] listen), not to this port",
+            )),
+            (
+                Plane::Cluster,
+                Route::Raft(_) | Route::ClusterStatus | Route::Members | Route::Health | Route::Ready,
+            ) => None,
+            (Plane::Cluster, _) => Some(ApiError::not_found(
+                "this is the cluster listener: it serves /_raft/*, /_cluster/*, /health and /ready; the API is on the public port",
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// The router stage: puts the request's [`Route`] in its extensions.
 #[derive(Clone)]
 pub struct Router {
     /// The schema.
     pub spec: Arc<CompiledSpec>,
+    /// The listener this stack serves.
+    pub plane: Plane,
 }
 
 impl<B: Send + 'static> Step<B> for Router {
     fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
-        match resolve(&self.spec.spec, req.method(), req.uri().path()) {
+        let routed = resolve(&self.spec.spec, req.method(), req.uri().path()).and_then(|r| {
+            match self.plane.refuses(&r) {
+                Some(e) => Err(e),
+                None => Ok(r),
+            }
+        });
+        match routed {
             Ok(route) => {
                 req.extensions_mut().insert(route);
                 next.answer(req)
@@ -407,6 +447,7 @@ mod tests {
         tower::ServiceBuilder::new()
             .layer(super::super::stage::StageLayer(Router {
                 spec: spec.clone(),
+                plane: Plane::All,
             }))
             .layer(super::super::stage::StageLayer(Authenticate {
                 live,

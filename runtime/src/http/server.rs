@@ -1,6 +1,7 @@
-//! The hyper server: accepts connections within their caps (in total and per address,
-//! before anything is read), serves each through the pipeline (`pipeline.rs`), and shuts
-//! down gracefully.
+//! The hyper server: accepts connections on each listener (the public port, and the
+//! cluster listener of `[cluster] listen`) within their caps (in total and per address,
+//! before anything is read), opens TLS on them when configured, serves each through the
+//! pipeline of its listener (`pipeline.rs`), and shuts down gracefully.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,7 +19,9 @@ use tokio::net::TcpListener;
 
 use super::app::{App, Live, ServeOptions};
 use super::firewall::PeerAddr;
+use super::router::Plane;
 use crate::engine::Engine;
+use crate::tls::ServerTls;
 
 /// Open connections, in total and per address: a connection over either cap is closed
 /// at accept, before anything is read.
@@ -65,9 +68,32 @@ impl Drop for Admitted {
     }
 }
 
-/// Serves until `shutdown` resolves, then lets in-flight requests finish and stops the store.
+/// A bound listener and what it serves.
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// Which routes it serves.
+    pub plane: Plane,
+    /// TLS on its connections (None: plain HTTP).
+    pub tls: Option<ServerTls>,
+}
+
+impl Listener {
+    /// A plain HTTP listener serving every route (a node without a cluster listener).
+    #[cfg(any(test, feature = "testing"))]
+    pub fn plain(tcp: TcpListener) -> Listener {
+        Listener {
+            tcp,
+            plane: Plane::All,
+            tls: None,
+        }
+    }
+}
+
+/// Serves every listener until `shutdown` resolves, then lets in-flight requests finish
+/// and stops the store.
 pub async fn serve(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     engine: Arc<Engine>,
     live: Live,
     openapi: Option<&'static str>,
@@ -76,18 +102,64 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     live.firewall.spawn_cleanup(Duration::from_secs(10));
     let app = Arc::new(App::new(engine.clone(), live, openapi, opts.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(accept(l, app.clone(), stopped.clone())))
+        .collect();
+    shutdown.await;
+    let _ = stop.send(true);
+    let mut draining = Vec::new();
+    for l in loops {
+        if let Ok(graceful) = l.await {
+            draining.push(graceful);
+        }
+    }
+    // `/ready` answers 503 from now on.
+    engine.store.health().stopping();
+    tracing::info!("shutting down: finishing in-flight requests");
+    let drained = futures_join(draining.into_iter().map(|g| g.shutdown()));
+    tokio::select! {
+        _ = drained => {}
+        _ = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("some requests did not finish in time"),
+    }
+    engine.store.shutdown().await;
+    tracing::info!("Raft node stopped; bye");
+    Ok(())
+}
+
+/// Waits for every future of `all`.
+async fn futures_join<F: Future<Output = ()>>(all: impl Iterator<Item = F>) {
+    for f in all {
+        f.await;
+    }
+}
+
+/// Accepts connections on `l` within their caps until `stopped` turns true; answers the
+/// handle that waits for its connections to finish.
+async fn accept(
+    l: Listener,
+    app: Arc<App>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> hyper_util::server::graceful::GracefulShutdown {
+    let opts = app.opts.clone();
+    // The public port's connections are the ones `/metrics` counts; the cluster
+    // listener has caps of its own, so a flood of clients cannot keep peers out.
+    let total = match l.plane {
+        Plane::Cluster => Arc::new(AtomicUsize::new(0)),
+        _ => app.open_connections.clone(),
+    };
     let connections = Arc::new(Connections {
-        total: app.open_connections.clone(),
+        total,
         per_ip: Mutex::new(HashMap::new()),
         max_total: opts.max_connections,
         max_per_ip: opts.max_connections_per_ip,
     });
-    let stack = super::pipeline::stack::<Incoming>(app);
+    let stack = super::pipeline::stack::<Incoming>(app, l.plane);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    tokio::pin!(shutdown);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
+            accepted = l.tcp.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -107,30 +179,44 @@ pub async fn serve(
                     req.extensions_mut().insert(PeerAddr(peer));
                     req
                 });
-                let conn = http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(opts.header_timeout)
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-                let conn = graceful.watch(conn);
+                let watcher = graceful.watcher();
+                let tls = l.tls.clone();
+                let header_timeout = opts.header_timeout;
                 tokio::spawn(async move {
                     let _admitted = admitted;
-                    if let Err(e) = conn.await {
+                    let http = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .clone();
+                    let served = match tls {
+                        None => {
+                            let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                            watcher.watch(conn).await
+                        }
+                        // The handshake has the headers' time: a client that stalls in
+                        // it holds no more than one that stalls in its headers.
+                        Some(tls) => match tokio::time::timeout(header_timeout, tls.0.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+                                watcher.watch(conn).await
+                            }
+                            Ok(Err(e)) => {
+                                tracing::debug!(error = %e, %peer, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        },
+                    };
+                    if let Err(e) = served {
                         tracing::debug!(error = %e, %peer, "connection ended with an error");
                     }
                 });
             }
-            _ = &mut shutdown => break,
+            _ = stopped.changed() => break,
         }
     }
-    drop(listener);
-    // `/ready` answers 503 from now on.
-    engine.store.health().stopping();
-    tracing::info!("shutting down: finishing in-flight requests");
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("some requests did not finish in time"),
-    }
-    engine.store.shutdown().await;
-    tracing::info!("Raft node stopped; bye");
-    Ok(())
+    graceful
 }

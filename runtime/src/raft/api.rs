@@ -9,7 +9,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers};
 use serde::{Deserialize, Serialize};
 
-use super::network::call_as;
+use super::network::{call_as, call_json};
 use super::node::Cluster;
 use super::TypeConfig;
 
@@ -142,6 +142,19 @@ pub enum ChangeError {
     /// The leader did not take the forwarded change.
     #[error("the leader did not take the change: {0}")]
     Forward(String),
+    /// The new member did not answer the cluster handshake.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The new member answered the handshake as another node or another cluster's.
+    #[error("{0}")]
+    Stranger(String),
+}
+
+/// What a new member says of itself in the handshake (`GET /_cluster/status`).
+#[derive(Deserialize)]
+struct Introduction {
+    node_id: u64,
+    cluster_id: Option<String>,
 }
 
 impl Cluster {
@@ -244,8 +257,29 @@ impl Cluster {
         })
     }
 
-    /// Makes the change here, if this node leads.
-    pub async fn change_members(&self, change: &Change) -> Result<(), ChangeError> {
+    /// Makes the change here, if this node leads (otherwise [`ChangeError::NotLeader`]
+    /// names the leader). A node is added only once it answers the cluster handshake at
+    /// its address (through this node's link: with the secret, and over mutual TLS when
+    /// configured) as that node id, in this cluster (`cluster_id`): started with `--peers`
+    /// naming the cluster's members, it has learnt the id from them.
+    pub async fn change_members(
+        &self,
+        change: &Change,
+        cluster_id: Option<&str>,
+    ) -> Result<(), ChangeError> {
+        if let Change::Add(m) = change {
+            let metrics = self.raft.metrics().borrow().clone();
+            match metrics.current_leader {
+                Some(l) if l == self.node_id => self.handshake(m, cluster_id).await?,
+                Some(l) => {
+                    return Err(match metrics.membership_config.membership().get_node(&l) {
+                        Some(n) => ChangeError::NotLeader(n.addr.clone()),
+                        None => ChangeError::NoLeader,
+                    })
+                }
+                None => return Err(ChangeError::NoLeader),
+            }
+        }
         let result = match change {
             Change::Add(m) => {
                 let node = BasicNode {
@@ -271,6 +305,44 @@ impl Cluster {
                 None => Err(ChangeError::NoLeader),
             },
             Err(e) => Err(ChangeError::Refused(e.to_string())),
+        }
+    }
+
+    /// Asks the node at `m.addr` who it is (see [`Cluster::change_members`]).
+    async fn handshake(&self, m: &NewMember, ours: Option<&str>) -> Result<(), ChangeError> {
+        let them: Introduction = call_json(
+            hyper::Method::GET,
+            &m.addr,
+            "/_cluster/status",
+            &self.link,
+            &(),
+            Duration::from_secs(5),
+        )
+        .await
+        .map_err(|e| {
+            ChangeError::Unreachable(format!(
+                "node {} did not answer the cluster handshake at {}: {e}",
+                m.id, m.addr
+            ))
+        })?;
+        if them.node_id != m.id {
+            return Err(ChangeError::Stranger(format!(
+                "the node at {} is node {}, not node {}",
+                m.addr, them.node_id, m.id
+            )));
+        }
+        match (them.cluster_id.as_deref(), ours) {
+            (Some(t), Some(o)) if t == o => Ok(()),
+            (None, _) => Err(ChangeError::Stranger(format!(
+                "node {} at {} is in no cluster yet: start it with --peers naming this cluster's members and itself, so that it learns this cluster's id from them, then add it",
+                m.id, m.addr
+            ))),
+            (Some(t), _) => Err(ChangeError::Stranger(format!(
+                "node {} at {} belongs to cluster {t}, not to this one ({})",
+                m.id,
+                m.addr,
+                ours.unwrap_or("without an id")
+            ))),
         }
     }
 

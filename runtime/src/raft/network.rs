@@ -1,5 +1,6 @@
-//! Raft RPC between nodes, over HTTP on each node's own port under `/_raft/*`, with the
-//! cluster secret in the `x-lithair-cluster-secret` header.
+//! Raft RPC between nodes, over HTTP under `/_raft/*` (on each node's public port, or on
+//! its cluster listener, `[cluster] listen`; over mutual TLS with `[cluster.tls]`), with
+//! the cluster secret in the `x-lithair-cluster-secret` header.
 //!
 //! A request body is the openraft RPC as JSON; the answer is `Result<response, RaftError>`
 //! as JSON. Connections to peers are kept alive and reused ([`Pool`]): a call takes an
@@ -46,6 +47,8 @@ pub struct Link {
     pub from: Option<std::net::IpAddr>,
     /// Idle connections to peers (shared by the clones of one node's link).
     pub pool: Pool,
+    /// Mutual TLS to peers (`[cluster.tls]`); None: plain HTTP.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// How long an idle connection to a peer is reused (below any sensible header timeout of
@@ -235,6 +238,14 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
 async fn open(link: &Link, addr: &str) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
     let stream = link.connect(addr).await?;
     let _ = stream.set_nodelay(true);
+    let Some(tls) = &link.tls else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        return Ok(sender);
+    };
+    let stream = tls.connect(addr, stream).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
         let _ = conn.await;

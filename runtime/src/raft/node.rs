@@ -44,6 +44,8 @@ pub struct ClusterOptions {
     pub tuning: ClusterConfig,
     /// The address calls to peers leave from (the one the node listens on; None: any).
     pub bind_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS to peers (`[cluster.tls]`).
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl ClusterOptions {
@@ -56,6 +58,7 @@ impl ClusterOptions {
             insecure: false,
             tuning: ClusterConfig::default(),
             bind_ip: None,
+            tls: None,
         }
     }
 }
@@ -123,6 +126,7 @@ impl Cluster {
             secret: opts.secret.clone(),
             from: opts.bind_ip,
             pool: Default::default(),
+            tls: opts.tls.clone(),
         };
         let peers_cluster = identity::check(&dir, &opts, &link).await?;
         // A node that joins a running cluster with an empty data dir may have voted
