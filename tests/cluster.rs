@@ -567,6 +567,39 @@ fn a_new_member_must_answer_the_handshake_as_itself_in_this_cluster() {
 }
 
 #[test]
+fn a_follower_hands_a_membership_change_to_the_leader_without_the_callers_token() {
+    let s = shop();
+    let (mut c, mut proxies) = Cluster::start_proxied(3);
+    let leader = c.leader();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let new = c.plan_proxied(&mut proxies);
+    c.up(new);
+    let body = json!({"id": c.nodes[new].id, "addr": proxies[new].addr.to_string()});
+    let token = s.token("admin");
+    let added = call(
+        "POST",
+        &c.url(follower, "/_cluster/members"),
+        Some(token),
+        Some(&body),
+        &[],
+    );
+    assert_eq!(added.status, 200, "{}", added.text);
+    assert_eq!(added.json["members"], json!([1, 2, 3, 4]), "{}", added.text);
+    // The change reached the leader through its proxy, with the secret only: the
+    // caller's token stayed on the follower that checked it.
+    let to_leader = &proxies[leader];
+    assert!(
+        to_leader.seen(b"POST /_cluster/members"),
+        "the change did not pass the leader's proxy"
+    );
+    assert!(to_leader.seen(support::cluster::SECRET.as_bytes()));
+    assert!(
+        !to_leader.seen(token.as_bytes()),
+        "the caller's token was passed on"
+    );
+}
+
+#[test]
 fn linearizable_reads_on_a_follower_see_the_latest_write() {
     let s = shop();
     let c = Cluster::start(3);

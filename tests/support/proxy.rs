@@ -21,7 +21,12 @@ pub struct Proxy {
     blocked: Arc<Mutex<HashSet<IpAddr>>>,
     open: Arc<Mutex<Open>>,
     stop: Arc<AtomicBool>,
+    /// The first [`SEEN`] bytes sent to the target, for [`Proxy::seen`].
+    sent: Arc<Mutex<Vec<u8>>>,
 }
+
+/// How many of the bytes sent to the target a proxy keeps.
+const SEEN: usize = 64 * 1024 * 1024;
 
 impl Proxy {
     /// Listens on 127.0.0.1 (any free port) and forwards to `target`.
@@ -31,7 +36,8 @@ impl Proxy {
         let blocked: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
         let open: Arc<Mutex<Open>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (b, o, st) = (blocked.clone(), open.clone(), stop.clone());
+        let sent: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let (b, o, st, se) = (blocked.clone(), open.clone(), stop.clone(), sent.clone());
         std::thread::spawn(move || {
             let ids = AtomicU64::new(0);
             for conn in listener.incoming() {
@@ -57,7 +63,7 @@ impl Proxy {
                 };
                 o.lock().unwrap().insert(id, (peer.ip(), c2, u2));
                 let o = o.clone();
-                pump(client, upstream, move || {
+                pump(client, upstream, se.clone(), move || {
                     o.lock().unwrap().remove(&id);
                 });
             }
@@ -67,7 +73,17 @@ impl Proxy {
             blocked,
             open,
             stop,
+            sent,
         }
+    }
+
+    /// Whether `needle` was among the bytes sent to the target so far.
+    pub fn seen(&self, needle: &[u8]) -> bool {
+        self.sent
+            .lock()
+            .unwrap()
+            .windows(needle.len())
+            .any(|w| w == needle)
     }
 
     /// Cuts the link from `from` to the target (new and open connections).
@@ -99,26 +115,38 @@ impl Drop for Proxy {
     }
 }
 
-/// Copies both ways between `a` and `b` until either side ends; then `done`.
-fn pump(a: TcpStream, b: TcpStream, done: impl FnOnce() + Send + 'static) {
+/// Copies both ways between `a` and `b` until either side ends (keeping what `a` sends
+/// in `sent`); then `done`.
+fn pump(
+    a: TcpStream,
+    b: TcpStream,
+    sent: Arc<Mutex<Vec<u8>>>,
+    done: impl FnOnce() + Send + 'static,
+) {
     let (a2, b2) = match (a.try_clone(), b.try_clone()) {
         (Ok(a2), Ok(b2)) => (a2, b2),
         _ => return done(),
     };
-    let back = std::thread::spawn(move || copy(b2, a2));
+    let back = std::thread::spawn(move || copy(b2, a2, None));
     std::thread::spawn(move || {
-        copy(a, b);
+        copy(a, b, Some(&sent));
         let _ = back.join();
         done();
     });
 }
 
-fn copy(mut from: TcpStream, mut to: TcpStream) {
+fn copy(mut from: TcpStream, mut to: TcpStream, sent: Option<&Mutex<Vec<u8>>>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                if let Some(sent) = sent {
+                    let mut kept = sent.lock().unwrap();
+                    if kept.len() < SEEN {
+                        kept.extend_from_slice(&buf[..n]);
+                    }
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
