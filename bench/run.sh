@@ -12,6 +12,7 @@
 #   bash bench/run.sh firewall                   # GET and POST with the firewall on and off
 #   bash bench/run.sh jwt                        # GET by id with an API token and with a JWT
 #   bash bench/run.sh masks                      # a list of 100 with and without a field mask
+#   bash bench/run.sh cache                      # a repeated list of 100, computed and cached
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -207,6 +208,13 @@ if [ "$only" = all ] || [ "$only" = masks ]; then
   done
   echo "== 12. list of 100 with a field mask / without, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
   kill "${pids[-1]}"
+fi
+
+if [ "$only" = all ] || [ "$only" = cache ]; then
+  # A repeated list of 100 (sorted on an unindexed field, of 1,000 records) with and
+  # without the list-page cache of a `cache` model, in process, one request at a time.
+  echo "== 13. a repeated list of 100: computed / from the page cache"
+  cargo run --release -q -p lithair-runtime --example list_cache
 fi
 
 if [ "$only" = all ] || [ "$only" = restart ] || [ "$only" = scale ]; then

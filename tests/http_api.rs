@@ -517,8 +517,9 @@ async fn every_answer_carries_the_security_headers() {
         .await;
     assert_eq!(refused.status, 405);
     assert_eq!(refused.header("cache-control"), Some("no-store"));
+    // An authenticated answer is not stored, unless its model is a `cache` one.
     let authed = shop
-        .call("GET", "/api/categories", Some("viewer"), None, &[])
+        .call("GET", "/api/products", Some("viewer"), None, &[])
         .await;
     assert_eq!(authed.header("cache-control"), Some("no-store"));
     let cors = shop
@@ -544,6 +545,128 @@ async fn every_answer_carries_the_security_headers() {
         )
         .await;
     assert_eq!(elsewhere.header("access-control-allow-origin"), None);
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gets_and_lists_have_etags_and_answer_if_none_match_with_304() {
+    let shop = Shop::start().await;
+    let cat = shop.category("Tools").await;
+    let p = shop.product(&cat, "ET-1", 3.0).await;
+    let item = format!("/api/products/{}", p.json["id"].as_str().expect("id"));
+    let got = shop.get(&item).await;
+    assert_eq!(got.header("etag"), Some("\"1\""));
+    for tag in ["\"1\"", "W/\"1\"", "\"7\", \"1\"", "*"] {
+        let a = shop
+            .call("GET", &item, None, None, &[("if-none-match", tag)])
+            .await;
+        assert_eq!(a.status, 304, "{tag}");
+        assert!(a.bytes.is_empty());
+        assert_eq!(a.header("etag"), Some("\"1\""));
+    }
+    let a = shop
+        .call("GET", &item, None, None, &[("if-none-match", " ")])
+        .await;
+    assert_eq!(a.status, 400, "{}", a.json);
+    let ed = Some("editor");
+    let patched = shop
+        .call("PATCH", &item, ed, Some(&json!({"price": 4.0})), &[])
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.json);
+    let a = shop
+        .call("GET", &item, None, None, &[("if-none-match", "\"1\"")])
+        .await;
+    assert_eq!((a.status, a.header("etag")), (200, Some("\"2\"")));
+
+    // A list's ETag changes with any write to the model, and differs per query.
+    let list = shop.get("/api/products?limit=5").await;
+    let etag = list.header("etag").expect("a list ETag").to_string();
+    let again = shop
+        .call(
+            "GET",
+            "/api/products?limit=5",
+            None,
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(again.status, 304);
+    let other = shop.get("/api/products?limit=6").await;
+    assert_ne!(other.header("etag"), Some(etag.as_str()));
+    // An admin sees `cost`, which anonymous callers and editors do not: another
+    // representation, another ETag; the editor's is the anonymous one.
+    let full = shop
+        .call("GET", "/api/products?limit=5", Some("admin"), None, &[])
+        .await;
+    assert_ne!(full.header("etag"), Some(etag.as_str()));
+    assert_eq!(full.header("vary"), Some("authorization"));
+    let masked = shop
+        .call("GET", "/api/products?limit=5", ed, None, &[])
+        .await;
+    assert_eq!(masked.header("etag"), Some(etag.as_str()));
+    shop.product(&cat, "ET-2", 5.0).await;
+    let after = shop
+        .call(
+            "GET",
+            "/api/products?limit=5",
+            None,
+            None,
+            &[("if-none-match", &etag)],
+        )
+        .await;
+    assert_eq!(after.status, 200);
+    assert_eq!(after.json["total"], 2);
+    // A model without `cache` says nothing of caching to anonymous callers.
+    assert_eq!(after.header("cache-control"), None);
+    shop.svc.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_model_says_how_long_and_its_kept_pages_follow_every_write() {
+    let shop = Shop::start().await;
+    shop.category("A").await;
+    let first = shop.get("/api/categories?sort=name").await;
+    assert_eq!(first.header("cache-control"), Some("public, max-age=60"));
+    // The same list again is the kept page: the same bytes and ETag.
+    let kept = shop.get("/api/categories?sort=name").await;
+    assert_eq!(
+        (kept.bytes.clone(), kept.header("etag")),
+        (first.bytes.clone(), first.header("etag"))
+    );
+    let one = shop
+        .get(&format!(
+            "/api/categories/{}",
+            first.json["items"][0]["id"].as_str().expect("id")
+        ))
+        .await;
+    assert_eq!(one.header("cache-control"), Some("public, max-age=60"));
+    // A write to the model: the next list is computed again and holds it.
+    shop.category("B").await;
+    let after = shop.get("/api/categories?sort=name").await;
+    assert_eq!(after.json["total"], 2, "{}", after.json);
+    assert_ne!(after.header("etag"), first.header("etag"));
+    let names: Vec<&str> = after.json["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(names, ["A", "B"]);
+    let renamed = shop
+        .call(
+            "PATCH",
+            &format!(
+                "/api/categories/{}",
+                after.json["items"][0]["id"].as_str().expect("id")
+            ),
+            Some("editor"),
+            Some(&json!({"name": "C"})),
+            &[],
+        )
+        .await;
+    assert_eq!(renamed.status, 200);
+    let last = shop.get("/api/categories?sort=name").await;
+    assert_eq!(last.json["items"][0]["name"], "B", "{}", last.json);
     shop.svc.shutdown().await;
 }
 

@@ -202,7 +202,6 @@ fn did_you_mean_is_offered_for_near_names() {
 fn unsupported_keys_say_so() {
     for (case, key) in [
         ("unsupported_lifecycle", "lifecycle"),
-        ("unsupported_cache", "cache"),
         ("unsupported_projections", "projections"),
     ] {
         let rendered = render_case(case);

@@ -103,6 +103,7 @@ fn schema_objects_accept_exactly_the_checker_keys() {
     );
     let permissions = object(r, property(model, "permissions"), "permissions");
     let persistence = object(r, property(model, "persistence"), "persistence");
+    let cache = object(r, property(model, "cache"), "cache");
     let field = object(
         r,
         &property(model, "fields")["additionalProperties"],
@@ -116,13 +117,14 @@ fn schema_objects_accept_exactly_the_checker_keys() {
         "actions.*",
     );
 
-    let objects: [(&str, &Value, &[&str]); 10] = [
+    let objects: [(&str, &Value, &[&str]); 11] = [
         ("TOP", top, keys::TOP),
         ("SERVICE", service, keys::SERVICE),
         ("ROLE", role, keys::ROLE),
         ("MODEL", model, keys::MODEL),
         ("PERMISSIONS", permissions, keys::PERMISSIONS),
         ("PERSISTENCE", persistence, keys::PERSISTENCE),
+        ("CACHE", cache, keys::CACHE),
         ("FIELD", field, keys::FIELD),
         ("VALIDATE", validate, keys::VALIDATE),
         (

@@ -122,6 +122,10 @@ pub struct Model {
     /// created it), for the `owner` pseudo-role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_field: Option<String>,
+    /// Response caching (`cache: { ttl }`; None: answers say `no-store` to callers with
+    /// a token, and nothing to others).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
     /// Snapshot the model's store every N events (None: the config's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_every: Option<u64>,
@@ -154,6 +158,15 @@ impl Permissions {
             Operation::Delete => &self.delete,
         }
     }
+}
+
+/// `cache:` of a model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// Seconds a client (or a shared cache, for a public model) may reuse a get or list
+    /// answer (`Cache-Control: max-age`).
+    pub ttl: u64,
 }
 
 /// A field's type.

@@ -216,6 +216,13 @@ pub fn document(schema: &Schema) -> Value {
         let mut collection = Map::new();
         let mut item = Map::new();
         let tag = json!([m.name]);
+        // Conditional reads (every model) and the Cache-Control of `cache` models.
+        let if_none_match = json!({"name": "If-None-Match", "in": "header", "description": "An ETag of an earlier answer: 304 while it is current.", "schema": {"type": "string"}});
+        let mut read_headers = json!({"ETag": {"schema": {"type": "string"}}});
+        if let Some(c) = &m.cache {
+            read_headers["Cache-Control"] = json!({"description": format!("max-age={} (public when anonymous callers see the same answer, private otherwise)", c.ttl), "schema": {"type": "string"}});
+        }
+        let not_modified = json!({"description": "Not modified: the ETag named in If-None-Match is current.", "headers": {"ETag": {"schema": {"type": "string"}}}});
         if m.has(Operation::List) {
             let mut params = vec![
                 json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}),
@@ -253,12 +260,14 @@ pub fn document(schema: &Schema) -> Value {
                         "schema": schema}));
                 }
             }
+            params.push(if_none_match.clone());
             collection.insert("get".into(), json!({
                 "tags": tag, "operationId": format!("list_{}", m.snake), "summary": format!("List {} records", m.name),
                 "description": model_note(m, &p.read, true), "security": security(&p.read), "parameters": params,
-                "responses": {"200": {"description": "A page of records.", "content": {"application/json": {"schema": {
+                "responses": {"200": {"description": "A page of records.", "headers": read_headers.clone(), "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": record}, "total": {"type": "integer"},
                     "limit": {"type": "integer"}, "offset": {"type": "integer"}}, "required": ["items", "total"]}}}},
+                    "304": not_modified.clone(),
                     "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role, or a filter or sort on a field the caller may not read.")}
             }));
         }
@@ -277,8 +286,10 @@ pub fn document(schema: &Schema) -> Value {
         if m.has(Operation::Get) {
             item.insert("get".into(), json!({
                 "tags": tag, "operationId": format!("get_{}", m.snake), "summary": format!("Get a {}", m.name),
-                "description": model_note(m, &p.read, false), "security": security(&p.read),
-                "responses": {"200": {"description": "The record.", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": record}}},
+                "description": model_note(m, &p.read, false), "security": security(&p.read), "parameters": [if_none_match],
+                "responses": {"200": {"description": "The record.", "headers": read_headers, "content": {"application/json": {"schema": record}}},
+                    "304": not_modified,
+                    "400": problem_response("An empty or unreadable If-None-Match."),
                     "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record.")}
             }));
         }

@@ -20,6 +20,7 @@ pub const MODEL: &[&str] = &[
     "operations",
     "permissions",
     "owner_field",
+    "cache",
     "persistence",
     "fields",
     "actions",
@@ -27,10 +28,11 @@ pub const MODEL: &[&str] = &[
 /// Model keys of the design that the runtime does not act on yet.
 pub const MODEL_UNSUPPORTED: &[(&str, &str)] = &[
     ("lifecycle", "the audit trail and version history (`audited`, `versioned`) come in a later release; remove the key for now"),
-    ("cache", "response caching comes in a later release; remove the key for now (reads are served from memory already)"),
 ];
 /// `permissions:` of a model.
 pub const PERMISSIONS: &[&str] = &["read", "create", "update", "delete"];
+/// `cache:` of a model.
+pub const CACHE: &[&str] = &["ttl"];
 /// `persistence:` of a model.
 pub const PERSISTENCE: &[&str] = &["snapshot_every"];
 /// A field.

@@ -81,6 +81,8 @@ struct ModelDoc {
     /// JWT subject); the pseudo-role `owner` in `read`, `update` or `delete` then grants
     /// the operation on the caller's own records.
     owner_field: Option<String>,
+    /// Response caching of get and list answers.
+    cache: Option<CacheDoc>,
     /// Storage tuning.
     persistence: Option<PersistenceDoc>,
     /// Fields by snake_case name. `id`, `created_at`, `updated_at` and `version` are implicit.
@@ -101,6 +103,18 @@ struct PermissionsDoc {
     update: Option<Vec<String>>,
     /// `delete`.
     delete: Option<Vec<String>>,
+}
+
+/// Response caching of a model: `Cache-Control: max-age` on get and list answers (`public`
+/// when anonymous callers read the model and see every field, `private` otherwise), and
+/// a server-side cache of list pages that a write to the model invalidates. Every get and
+/// list has an ETag and answers `If-None-Match` with 304, cached or not.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct CacheDoc {
+    /// Seconds an answer may be reused (1 to 31536000).
+    #[schemars(range(min = 1, max = 31536000))]
+    ttl: u64,
 }
 
 /// Storage tuning of a model.

@@ -98,6 +98,9 @@ impl<'n> Entries<'n> {
     }
 }
 
+/// The longest `cache.ttl`: a year, as HTTP caches take it at most.
+const MAX_TTL: u64 = 31_536_000;
+
 impl Checker {
     fn err(&mut self, d: Diagnostic) {
         self.diags.push(d);
@@ -195,6 +198,13 @@ impl Checker {
     fn count(&mut self, node: &Node, what: &str, min: u64) -> Option<u64> {
         match node.scalar() {
             Some(Scalar::Int(i)) if i >= min as i64 => Some(i as u64),
+            Some(Scalar::Int(i)) => {
+                self.err(Diagnostic::new(
+                    node.span,
+                    format!("{what} must be at least {min}, found {i}"),
+                ));
+                None
+            }
             _ => {
                 self.err(Diagnostic::new(
                     node.span,
@@ -652,6 +662,7 @@ impl Checker {
             .get("permissions")
             .map(|p| self.permissions(p, name, &operations))
             .unwrap_or_default();
+        let cache = e.get("cache").and_then(|c| self.cache(c, &what));
         let snapshot_every = e.get("persistence").and_then(|p| {
             let pe = self.mapping(
                 p,
@@ -697,10 +708,38 @@ impl Checker {
             operations,
             permissions,
             owner_field,
+            cache,
             snapshot_every,
             fields,
             actions,
         })
+    }
+
+    /// `cache:` of a model.
+    fn cache(&mut self, node: &Node, what: &str) -> Option<Cache> {
+        let what = format!("the cache of {what}");
+        let e = self.mapping(node, &what, keys::CACHE, &[])?;
+        let Some(ttl) = e.get("ttl") else {
+            self.missing(
+                e.at,
+                &what,
+                "ttl",
+                "add e.g. `ttl: 60` (seconds an answer may be reused)",
+            );
+            return None;
+        };
+        let ttl = self.count(ttl, "ttl", 1)?;
+        if ttl > MAX_TTL {
+            self.err(
+                Diagnostic::new(
+                    e.map["ttl"].1.span,
+                    format!("ttl {ttl} is more than a year"),
+                )
+                .with_help(format!("caches keep an answer at most {MAX_TTL} seconds")),
+            );
+            return None;
+        }
+        Some(Cache { ttl })
     }
 
     /// `owner_field:` of `model`: the name of one of its `string` fields, which is then

@@ -228,6 +228,10 @@ impl Parsed {
             }
         }
         state.last_seq = self.last_seq;
+        // What changed before the snapshot changed at its last event at the latest.
+        for ms in state.models.values_mut() {
+            ms.changed = ms.changed.max(self.last_seq);
+        }
         state.mark_snapshot();
         stats.snapshot_records.fetch_add(loaded, Ordering::Relaxed);
         Loaded {

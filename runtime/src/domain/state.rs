@@ -27,6 +27,10 @@ pub struct ModelState {
     pub indexes: Vec<Index>,
     /// Events of this model applied since the last snapshot.
     pub since_snapshot: u64,
+    /// The sequence number of the last event applied to the model (at least the loaded
+    /// snapshot's last): it changes with every write to the model, so a list's ETag
+    /// derives from it.
+    pub changed: u64,
 }
 
 /// An index's entries: (value, id), in list order.
@@ -279,6 +283,7 @@ impl ModelState {
             records: Default::default(),
             indexes,
             since_snapshot: 0,
+            changed: 0,
         }
     }
 
@@ -488,6 +493,7 @@ impl State {
         self.last_seq = self.last_seq.max(ev.sequence_number);
         if let Some(ms) = self.models.get_mut(&ev.model) {
             ms.put(ev.aggregate_id, Some(record));
+            ms.changed = ev.sequence_number;
             ms.since_snapshot += 1;
             self.since_snapshot += 1;
         }
@@ -518,6 +524,7 @@ impl State {
         if let Some(ms) = self.models.get_mut(&ev.model) {
             let next = next.map(|r| ms.encode(&r));
             ms.put(ev.aggregate_id, next);
+            ms.changed = ev.sequence_number;
             ms.since_snapshot += 1;
             self.since_snapshot += 1;
         }
@@ -528,6 +535,7 @@ impl State {
         self.last_seq = self.last_seq.max(ev.sequence_number);
         if let Some(ms) = self.models.get_mut(&ev.model) {
             ms.put(ev.aggregate_id, record);
+            ms.changed = ev.sequence_number;
             ms.since_snapshot += 1;
             self.since_snapshot += 1;
         }

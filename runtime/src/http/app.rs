@@ -145,6 +145,8 @@ pub(crate) struct App {
     pub(crate) opts: ServeOptions,
     /// Open connections (counted at accept, in `server.rs`).
     pub(crate) open_connections: Arc<AtomicUsize>,
+    /// The list pages of `cache` models (`cache.rs`).
+    pub(crate) pages: super::cache::Pages,
 }
 
 impl App {
@@ -162,6 +164,7 @@ impl App {
             openapi,
             opts,
             open_connections: Arc::new(AtomicUsize::new(0)),
+            pages: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::app::App;
 use super::body::Payload;
+use super::cache;
 use super::cluster;
 use super::firewall::ClientIp;
 use super::list::ListQuery;
@@ -115,16 +116,34 @@ where
     let access = Access::of(m, &principal, op);
     match (op, r.id) {
         (Operation::List, _) => {
-            let mut query = ListQuery::parse(m, req.uri().query())?;
+            let raw = req.uri().query();
+            let mut query = ListQuery::parse(m, raw)?;
             query.restrict(m, &access)?;
-            if cluster::wants_linearizable(req.uri().query(), req.headers())? {
+            if cluster::wants_linearizable(raw, req.headers())? {
                 cluster::linearizable(app).await?;
             }
-            // A frozen view (O(1)) under the lock; the filtering and sorting run on the
-            // list workers, at a lower priority than writes and Raft.
-            let view = app.engine.store.read(|s| query.view(s, m));
+            let changed = |s: &crate::domain::state::State| {
+                s.models.get(&m.name).map_or(0, |ms| ms.changed)
+            };
+            // Before any work: the client's page is still current (304), or a `cache`
+            // model's page is kept.
+            let etag = cache::list_etag(m, app.engine.store.read(changed), raw, &access);
+            if cache::none_match(req.headers(), &etag)? {
+                return Ok(cache::not_modified(m, &etag));
+            }
+            if let Some(page) = m.cache.as_ref().and_then(|_| app.pages.get(&etag)) {
+                return Ok(cache::decorate(respond::json_bytes(200, page), m, &etag));
+            }
+            // A frozen view (O(1)) under the lock, with the ETag of that same state; the
+            // filtering and sorting run on the list workers, at a lower priority than
+            // writes and Raft.
+            let (at, view) = app.engine.store.read(|s| (changed(s), query.view(s, m)));
+            let etag = cache::list_etag(m, at, raw, &access);
             let page = app.lists.run(query, view).await?;
-            Ok(respond::json_bytes(200, page))
+            if m.cache.is_some() {
+                app.pages.put(etag.clone(), page.clone());
+            }
+            Ok(cache::decorate(respond::json_bytes(200, page), m, &etag))
         }
         (Operation::Create, _) => {
             let key = idempotency_key(req.headers())?;
@@ -159,7 +178,11 @@ where
                         .ok_or_else(|| {
                             ApiError::not_found(format!("no {} with this id", m.name))
                         })?;
-                    Ok(respond::record(200, &r, access.hidden()))
+                    let etag = cache::record_etag(r.version());
+                    if cache::none_match(req.headers(), &etag)? {
+                        return Ok(cache::not_modified(m, &etag));
+                    }
+                    Ok(cache::decorate(respond::record(200, &r, access.hidden()), m, &etag))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = req.into_body().into_json();

@@ -11,6 +11,7 @@
 
 pub(crate) mod app;
 pub mod body;
+mod cache;
 mod cluster;
 mod endpoints;
 pub mod firewall;

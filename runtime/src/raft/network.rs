@@ -238,15 +238,18 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
 async fn open(link: &Link, addr: &str) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>> {
     let stream = link.connect(addr).await?;
     let _ = stream.set_nodelay(true);
-    let Some(tls) = &link.tls else {
-        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        return Ok(sender);
-    };
-    let stream = tls.connect(addr, stream).await?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    match &link.tls {
+        None => handshake(stream).await,
+        Some(tls) => handshake(tls.connect(addr, stream).await?).await,
+    }
+}
+
+/// HTTP/1.1 over `io`, its connection driven by a task of its own.
+async fn handshake<IO>(io: IO) -> Result<Sender, Box<dyn std::error::Error + Send + Sync>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -1,0 +1,150 @@
+//! Conditional and cached reads.
+//!
+//! - Every get and list answer has an ETag: a record's is its version (`"3"`, the value
+//!   `If-Match` takes); a list's derives from the model's last applied sequence number
+//!   and what the page depends on (the query, the fields the caller does not see, the
+//!   owner its rows are narrowed to), so any write to the model changes it.
+//! - `If-None-Match` with the current ETag (or `*`) is answered 304, without a body and
+//!   before a list page is computed.
+//! - A model with `cache: { ttl }` gets `Cache-Control: max-age=<ttl>` on get and list
+//!   answers: `public` when anonymous callers read it and every caller sees the same
+//!   thing, `private` otherwise. Its list pages are also kept here, by ETag, so a repeated
+//!   list is a lookup; a write to the model changes the ETag, so a stale page is never
+//!   served, and the cache is emptied when it grows past its bounds.
+//! - An answer whose content depends on the caller (field read permissions, `owner` in
+//!   the read permission) says `Vary: Authorization`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use hyper::header::{HeaderValue, CACHE_CONTROL, ETAG, VARY};
+use sha2::{Digest, Sha256};
+
+use super::respond::{self, Resp};
+use crate::auth::Access;
+use crate::error::ApiError;
+use crate::spec::{ModelSpec, OWNER};
+
+/// Most list pages kept.
+const PAGES: usize = 4096;
+/// Most bytes of list pages kept.
+const PAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The list pages of `cache` models, by ETag.
+#[derive(Debug, Default)]
+pub(crate) struct Pages {
+    kept: Mutex<(HashMap<String, Bytes>, usize)>,
+}
+
+impl Pages {
+    /// The page of `etag`, if kept.
+    pub(crate) fn get(&self, etag: &str) -> Option<Bytes> {
+        let kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        kept.0.get(etag).cloned()
+    }
+
+    /// Keeps `page` under `etag` (emptying the cache first when it is full: the pages
+    /// in use come back one request each).
+    pub(crate) fn put(&self, etag: String, page: Bytes) {
+        if page.len() > PAGE_BYTES / 16 {
+            return;
+        }
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.0.len() >= PAGES || kept.1 + page.len() > PAGE_BYTES {
+            kept.0.clear();
+            kept.1 = 0;
+        }
+        kept.1 += page.len();
+        if let Some(old) = kept.0.insert(etag, page) {
+            kept.1 -= old.len();
+        }
+    }
+}
+
+/// The ETag of a record at `version`.
+pub(crate) fn record_etag(version: u64) -> String {
+    format!("\"{version}\"")
+}
+
+/// The ETag of a list page of `m`: the model's last applied sequence number `changed`,
+/// and a digest of what else the page depends on.
+pub(crate) fn list_etag(m: &ModelSpec, changed: u64, query: Option<&str>, access: &Access) -> String {
+    let mut h = Sha256::new();
+    for part in [m.path.as_str(), query.unwrap_or("")] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for hidden in access.hidden() {
+        h.update(b"h");
+        h.update((hidden.len() as u64).to_le_bytes());
+        h.update(hidden.as_bytes());
+    }
+    if let Some(own) = access.own() {
+        h.update(b"o");
+        h.update(own.subject.as_bytes());
+    }
+    let digest = h.finalize();
+    format!("\"l{changed}-{}\"", hex::encode(&digest[..8]))
+}
+
+/// Whether the request's `If-None-Match` names `etag` (or is `*`): the answer is then a
+/// 304. An empty or unreadable header is a 400.
+pub(crate) fn none_match(headers: &hyper::HeaderMap, etag: &str) -> Result<bool, ApiError> {
+    let Some(v) = headers.get(hyper::header::IF_NONE_MATCH) else {
+        return Ok(false);
+    };
+    let text = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("If-None-Match is not valid text"))?
+        .trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request(
+            "If-None-Match is empty: send an ETag this service gave, or no header",
+        ));
+    }
+    if text == "*" {
+        return Ok(true);
+    }
+    // Weak comparison, as RFC 9110 asks of If-None-Match.
+    let want = etag.strip_prefix("W/").unwrap_or(etag);
+    Ok(text
+        .split(',')
+        .map(str::trim)
+        .any(|t| t.strip_prefix("W/").unwrap_or(t) == want))
+}
+
+/// Whether callers may receive different content from `m` (field read permissions, or
+/// rows narrowed to their owner).
+fn depends_on_caller(m: &ModelSpec) -> bool {
+    m.fields.iter().any(|f| f.read_roles().is_some())
+        || m.permissions.read.iter().any(|r| r == OWNER)
+}
+
+/// The `Cache-Control` of `m`'s get and list answers (None: not a `cache` model).
+fn cache_control(m: &ModelSpec) -> Option<String> {
+    let ttl = m.cache.as_ref()?.ttl;
+    let shared = m.permissions.read.iter().any(|r| r == "public") && !depends_on_caller(m);
+    let scope = if shared { "public" } else { "private" };
+    Some(format!("{scope}, max-age={ttl}"))
+}
+
+/// Adds `etag` and the caching headers of `m` to a get or list answer.
+pub(crate) fn decorate(mut r: Resp, m: &ModelSpec, etag: &str) -> Resp {
+    let headers = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        headers.insert(ETAG, v);
+    }
+    if let Some(cc) = cache_control(m).and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.insert(CACHE_CONTROL, cc);
+    }
+    if depends_on_caller(m) {
+        headers.insert(VARY, HeaderValue::from_static("authorization"));
+    }
+    r
+}
+
+/// The 304 of a get or list whose `If-None-Match` names `etag`.
+pub(crate) fn not_modified(m: &ModelSpec, etag: &str) -> Resp {
+    decorate(respond::empty(304), m, etag)
+}
