@@ -200,20 +200,13 @@ fn did_you_mean_is_offered_for_near_names() {
 
 #[test]
 fn unsupported_keys_say_so() {
-    for (case, key) in [
-        ("unsupported_lifecycle", "lifecycle"),
-        ("unsupported_projections", "projections"),
-    ] {
-        let rendered = render_case(case);
-        assert!(
-            rendered.contains(&format!("\"{key}\" is not supported yet")),
-            "{case}: no \"is not supported yet\" in\n{rendered}"
-        );
-        assert!(
-            rendered.contains("= help:"),
-            "{case}: no help in\n{rendered}"
-        );
-    }
+    // The one key of the design still refused (#12 takes it up).
+    let rendered = render_case("unsupported_projections");
+    assert!(
+        rendered.contains("\"projections\" is not supported yet"),
+        "no \"is not supported yet\" in\n{rendered}"
+    );
+    assert!(rendered.contains("= help:"), "no help in\n{rendered}");
 }
 
 #[test]

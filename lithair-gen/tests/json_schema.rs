@@ -104,6 +104,8 @@ fn schema_objects_accept_exactly_the_checker_keys() {
     let permissions = object(r, property(model, "permissions"), "permissions");
     let persistence = object(r, property(model, "persistence"), "persistence");
     let cache = object(r, property(model, "cache"), "cache");
+    let lifecycle = object(r, property(model, "lifecycle"), "lifecycle");
+    let audit = object(r, property(top, "audit"), "audit");
     let field = object(
         r,
         &property(model, "fields")["additionalProperties"],
@@ -117,7 +119,7 @@ fn schema_objects_accept_exactly_the_checker_keys() {
         "actions.*",
     );
 
-    let objects: [(&str, &Value, &[&str]); 11] = [
+    let objects: [(&str, &Value, &[&str]); 13] = [
         ("TOP", top, keys::TOP),
         ("SERVICE", service, keys::SERVICE),
         ("ROLE", role, keys::ROLE),
@@ -125,6 +127,8 @@ fn schema_objects_accept_exactly_the_checker_keys() {
         ("PERMISSIONS", permissions, keys::PERMISSIONS),
         ("PERSISTENCE", persistence, keys::PERSISTENCE),
         ("CACHE", cache, keys::CACHE),
+        ("LIFECYCLE", lifecycle, keys::LIFECYCLE),
+        ("AUDIT", audit, keys::AUDIT),
         ("FIELD", field, keys::FIELD),
         ("VALIDATE", validate, keys::VALIDATE),
         (

@@ -17,6 +17,36 @@ pub struct Schema {
     pub roles: Vec<Role>,
     /// Models in source order.
     pub models: Vec<Model>,
+    /// Who may read the audit log (`audit:`; none: nobody).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
+}
+
+/// `audit:` at the top level.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    /// The roles that may read `GET /api/_audit` (and the history of deleted records).
+    pub read: Vec<String>,
+}
+
+/// `lifecycle:` of a model: what of its past is kept readable.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lifecycle {
+    /// Every write is an entry of the audit log (`GET /api/_audit`).
+    #[serde(default)]
+    pub audited: bool,
+    /// The newest N versions of each record are readable (`{id}/versions/{v}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub versioned: Option<u64>,
+}
+
+impl Lifecycle {
+    /// Whether nothing is kept beyond the event log.
+    pub fn is_off(&self) -> bool {
+        !self.audited && self.versioned.is_none()
+    }
 }
 
 /// `service:`.
@@ -122,6 +152,9 @@ pub struct Model {
     /// created it), for the `owner` pseudo-role.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_field: Option<String>,
+    /// The audit trail and version history (`lifecycle:`).
+    #[serde(default, skip_serializing_if = "Lifecycle::is_off")]
+    pub lifecycle: Lifecycle,
     /// Response caching (`cache: { ttl }`; None: answers say `no-store` to callers with
     /// a token, and nothing to others).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -145,6 +178,11 @@ impl Model {
     /// The field named `name`.
     pub fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
+    }
+
+    /// Whether its records' histories are served (`audited` or `versioned`).
+    pub fn keeps_history(&self) -> bool {
+        !self.lifecycle.is_off()
     }
 }
 

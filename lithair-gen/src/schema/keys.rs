@@ -3,7 +3,7 @@
 //! the checks never drift apart.
 
 /// Top level.
-pub const TOP: &[&str] = &["service", "roles", "models"];
+pub const TOP: &[&str] = &["service", "roles", "models", "audit"];
 /// Top-level keys of the design that the runtime does not act on yet.
 pub const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
     "projections",
@@ -20,17 +20,20 @@ pub const MODEL: &[&str] = &[
     "operations",
     "permissions",
     "owner_field",
+    "lifecycle",
     "cache",
     "persistence",
     "fields",
     "actions",
 ];
 /// Model keys of the design that the runtime does not act on yet.
-pub const MODEL_UNSUPPORTED: &[(&str, &str)] = &[
-    ("lifecycle", "the audit trail and version history (`audited`, `versioned`) come in a later release; remove the key for now"),
-];
+pub const MODEL_UNSUPPORTED: &[(&str, &str)] = &[];
 /// `permissions:` of a model.
 pub const PERMISSIONS: &[&str] = &["read", "create", "update", "delete"];
+/// `audit:` at the top level.
+pub const AUDIT: &[&str] = &["read"];
+/// `lifecycle:` of a model.
+pub const LIFECYCLE: &[&str] = &["audited", "versioned"];
 /// `cache:` of a model.
 pub const CACHE: &[&str] = &["ttl"];
 /// `persistence:` of a model.

@@ -20,6 +20,8 @@ pub struct ModelFile {
     roles: Option<Vec<RoleDoc>>,
     /// Models by PascalCase name; each becomes a REST resource.
     models: BTreeMap<String, ModelDoc>,
+    /// Who may read the audit log of the `audited` models.
+    audit: Option<AuditDoc>,
 }
 
 /// The service block.
@@ -81,6 +83,8 @@ struct ModelDoc {
     /// JWT subject); the pseudo-role `owner` in `read`, `update` or `delete` then grants
     /// the operation on the caller's own records.
     owner_field: Option<String>,
+    /// What of its records' past stays readable: the audit log, the version history.
+    lifecycle: Option<LifecycleDoc>,
     /// Response caching of get and list answers.
     cache: Option<CacheDoc>,
     /// Storage tuning.
@@ -103,6 +107,29 @@ struct PermissionsDoc {
     update: Option<Vec<String>>,
     /// `delete`.
     delete: Option<Vec<String>>,
+}
+
+/// The audit trail and version history of a model, derived from its events (so they
+/// survive restarts and are the same on every node).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct LifecycleDoc {
+    /// Every create, update, patch and delete is an entry of `GET /api/_audit` (who, when,
+    /// old and new values), and `GET …/{id}/history` lists the record's changes.
+    audited: Option<bool>,
+    /// `GET …/{id}/versions/{v}` serves the newest N versions of each record (older: 410),
+    /// and `GET …/{id}/history` lists its changes.
+    #[schemars(range(min = 1, max = 100000))]
+    versioned: Option<u64>,
+}
+
+/// Who may read the audit log.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct AuditDoc {
+    /// Roles that may read `GET /api/_audit` and the history of deleted records; none:
+    /// nobody.
+    read: Option<Vec<String>>,
 }
 
 /// Response caching of a model: `Cache-Control: max-age` on get and list answers (`public`

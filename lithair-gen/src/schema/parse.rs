@@ -17,6 +17,7 @@ use super::yaml::{self, Node, NodeKind, Pos, Scalar, Span};
 
 /// Paths the runtime serves itself; a model may not take them.
 const RESERVED_PATHS: &[&str] = &[
+    "/api/_audit",
     "/_cluster",
     "/_raft",
     "/health",
@@ -100,6 +101,8 @@ impl<'n> Entries<'n> {
 
 /// The longest `cache.ttl`: a year, as HTTP caches take it at most.
 const MAX_TTL: u64 = 31_536_000;
+/// The most versions `lifecycle.versioned` keeps readable.
+const MAX_VERSIONS: u64 = 100_000;
 
 impl Checker {
     fn err(&mut self, d: Diagnostic) {
@@ -350,10 +353,24 @@ impl Checker {
                 None
             }
         };
+        let audit = top.get("audit").and_then(|a| {
+            let e = self.mapping(a, "audit", keys::AUDIT, &[])?;
+            let read = e
+                .get("read")
+                .map(|r| {
+                    self.role_list(r, "the audit's read permission", false)
+                        .into_iter()
+                        .map(|(r, _)| r)
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Audit { read })
+        });
         Some(Schema {
             service: service?,
             roles,
             models: models?,
+            audit,
         })
     }
 
@@ -663,6 +680,10 @@ impl Checker {
             .map(|p| self.permissions(p, name, &operations))
             .unwrap_or_default();
         let cache = e.get("cache").and_then(|c| self.cache(c, &what));
+        let lifecycle = e
+            .get("lifecycle")
+            .map(|l| self.lifecycle(l, &what))
+            .unwrap_or_default();
         let snapshot_every = e.get("persistence").and_then(|p| {
             let pe = self.mapping(
                 p,
@@ -690,6 +711,13 @@ impl Checker {
             .map(|a| self.actions(a, name))
             .unwrap_or_default();
         let mut fields = fields?;
+        // A model with a history serves `{id}/history` and `{id}/versions/{v}`: no record
+        // action may take those paths.
+        if e.map.contains_key("lifecycle") {
+            if let Some((_, list)) = e.map.get("actions") {
+                self.history_paths(list, name);
+            }
+        }
         let owner_field = self.owner_field(e.map.get("owner_field"), name, &mut fields);
         // (A bad `owner_field` has its own error.)
         if !e.map.contains_key("owner_field") {
@@ -708,11 +736,65 @@ impl Checker {
             operations,
             permissions,
             owner_field,
+            lifecycle,
             cache,
             snapshot_every,
             fields,
             actions,
         })
+    }
+
+    /// `lifecycle:` of a model.
+    fn lifecycle(&mut self, node: &Node, what: &str) -> Lifecycle {
+        let what = format!("the lifecycle of {what}");
+        let Some(e) = self.mapping(node, &what, keys::LIFECYCLE, &[]) else {
+            return Lifecycle::default();
+        };
+        let audited = e
+            .get("audited")
+            .and_then(|a| self.boolean(a, &format!("audited of {what}")))
+            .unwrap_or(false);
+        let versioned = e
+            .get("versioned")
+            .and_then(|v| self.count(v, "versioned", 1))
+            .filter(|n| {
+                let ok = *n <= MAX_VERSIONS;
+                if !ok {
+                    let span = e.map["versioned"].1.span;
+                    self.err(
+                        Diagnostic::new(span, format!("versioned {n} is more than {MAX_VERSIONS}"))
+                            .with_help("every version is rebuilt from the record's events when asked; keep N to what readers need"),
+                    );
+                }
+                ok
+            });
+        Lifecycle { audited, versioned }
+    }
+
+    /// Refuses record actions at `{id}/history` and `{id}/versions/...`.
+    fn history_paths(&mut self, actions: &Node, model: &str) {
+        let NodeKind::Map(entries) = &actions.kind else {
+            return;
+        };
+        for (name, body) in entries {
+            let NodeKind::Map(keys) = &body.kind else {
+                continue;
+            };
+            let Some((_, path)) = keys.iter().find(|(k, _)| k.as_str() == Some("path")) else {
+                continue;
+            };
+            let Some(p) = path.as_str() else { continue };
+            let tail = p.strip_prefix("{id}/").unwrap_or("");
+            if tail == "history" || tail == "versions" || tail.starts_with("versions/") {
+                self.err(
+                    Diagnostic::new(path.span, format!(
+                        "action \"{}\" of model \"{model}\" takes the path \"{p}\", which its lifecycle serves",
+                        name.as_str().unwrap_or("?")
+                    ))
+                    .with_help("a model with `lifecycle` answers `{id}/history` and `{id}/versions/{v}`; give the action another path"),
+                );
+            }
+        }
     }
 
     /// `cache:` of a model.
@@ -1395,7 +1477,7 @@ impl Checker {
                     let seg_ok = |seg: &str| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
                     let rest: Vec<&str> = segs.collect();
                     let ok = (first == "{id}" || seg_ok(first)) && rest.iter().all(|s| seg_ok(s)) && !(first == "{id}" && rest.is_empty());
-                    if ok && !(first == "{id}" && rest.first() == Some(&"history")) {
+                    if ok {
                         Some(s)
                     } else {
                         self.err(Diagnostic::new(p.span, format!("path \"{s}\" of {what} is not valid")).with_help("write it relative to the model's path: `{id}/restock` for one record, `import` for the collection; lowercase segments"));

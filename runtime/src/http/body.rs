@@ -128,7 +128,7 @@ fn takes(route: Option<&Route>) -> Takes {
                 patch: false,
                 create: None,
             },
-            ModelOp::Crud(_) => Takes::Nothing,
+            ModelOp::Crud(_) | ModelOp::History | ModelOp::Version(_) => Takes::Nothing,
         },
         _ => Takes::Nothing,
     }

@@ -14,6 +14,7 @@ use super::body::Payload;
 use super::cache;
 use super::cluster;
 use super::firewall::ClientIp;
+use super::lifecycle;
 use super::list::ListQuery;
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
@@ -105,12 +106,23 @@ where
         }
         Route::Raft(rpc) => return cluster::raft_rpc(app, &rpc, unread(req)?).await,
         Route::Members => return cluster::members(app, &path, unread(req)?).await,
+        Route::Audit => return lifecycle::audit(app, &principal, req.uri().query()),
         Route::Model(r) => r,
     };
     let m = r.model(&app.engine.spec.spec);
     let op = match r.op {
         ModelOp::Crud(op) => op,
         ModelOp::Action(a) => return action(app, req, &principal, m, a, r.id, &path).await,
+        ModelOp::History | ModelOp::Version(_) => {
+            let id = r.id.ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
+            if cluster::wants_linearizable(req.uri().query(), req.headers())? {
+                cluster::linearizable(app).await?;
+            }
+            return match r.op {
+                ModelOp::Version(v) => lifecycle::version(app, m, id, v, &principal),
+                _ => lifecycle::history(app, m, id, &principal, req.uri().query()),
+            };
+        }
     };
     // The fields this caller sees and sets, and the records its right covers.
     let access = Access::of(m, &principal, op);

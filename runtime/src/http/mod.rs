@@ -15,6 +15,7 @@ mod cache;
 mod cluster;
 mod endpoints;
 pub mod firewall;
+mod lifecycle;
 pub mod list;
 pub(crate) mod pipeline;
 pub mod respond;

@@ -37,6 +37,8 @@ pub enum Route {
     Raft(String),
     /// `/_cluster/members[/<id>]` (its admin check is its own).
     Members,
+    /// `GET /api/_audit` (the `audit.read` roles).
+    Audit,
     /// The API of a model.
     Model(ModelRoute),
 }
@@ -59,6 +61,10 @@ pub enum ModelOp {
     Crud(Operation),
     /// The action at this index of the model's actions.
     Action(usize),
+    /// `GET {id}/history` of a model with a lifecycle.
+    History,
+    /// `GET {id}/versions/{v}` of a `versioned` model.
+    Version(u64),
 }
 
 impl ModelRoute {
@@ -73,6 +79,7 @@ impl ModelRoute {
         match self.op {
             ModelOp::Crud(op) => m.permissions.for_op(op),
             ModelOp::Action(a) => &m.actions[a].permission,
+            ModelOp::History | ModelOp::Version(_) => &m.permissions.read,
         }
     }
 
@@ -82,6 +89,7 @@ impl ModelRoute {
         match self.op {
             ModelOp::Crud(op) => format!("{} {}", verb(op), m.name),
             ModelOp::Action(a) => format!("run {}.{}", m.name, m.actions[a].name),
+            ModelOp::History | ModelOp::Version(_) => format!("read the history of {}", m.name),
         }
     }
 }
@@ -123,6 +131,7 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
         "/metrics" => Some(Route::Metrics),
         "/openapi.json" => Some(Route::OpenApi),
         "/_cluster/status" => Some(Route::ClusterStatus),
+        "/api/_audit" => Some(Route::Audit),
         _ => None,
     };
     if let Some(route) = fixed {
@@ -198,6 +207,27 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
             })?;
             return Ok(model(index, ModelOp::Crud(op), Some(id)));
         };
+        // The history of a record of a model with a lifecycle (no action takes these
+        // paths: `validate` sees to it).
+        if let (true, Some(raw)) = (m.keeps_history(), raw_id) {
+            let op = match (tail, tail.strip_prefix("versions/")) {
+                ("history", _) => Some(Ok(ModelOp::History)),
+                (_, Some(v)) if m.lifecycle.versioned.is_some() => Some(
+                    v.parse::<u64>()
+                        .map(ModelOp::Version)
+                        .map_err(|_| ApiError::not_found(format!("versions are numbered: no version \"{v}\""))),
+                ),
+                _ => None,
+            };
+            if let Some(op) = op {
+                if method != Method::GET {
+                    return Err(ApiError::method_not_allowed(&["GET"]));
+                }
+                let id = Uuid::parse_str(raw)
+                    .map_err(|_| ApiError::not_found(format!("no {} with id \"{raw}\"", m.name)))?;
+                return Ok(model(index, op?, Some(id)));
+            }
+        }
         let candidates: Vec<(usize, &crate::spec::ActionSpec)> = m
             .actions
             .iter()
@@ -309,7 +339,9 @@ pub struct Authenticate {
 impl<B: Send + 'static> Step<B> for Authenticate {
     fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
         let route = req.extensions().get::<Route>();
-        if matches!(route, Some(Route::Model(_))) || plane_roles(&self.planes, route).is_some() {
+        if matches!(route, Some(Route::Model(_) | Route::Audit))
+            || plane_roles(&self.planes, route).is_some()
+        {
             let header = req.headers().get(hyper::header::AUTHORIZATION);
             match self
                 .live
@@ -349,6 +381,17 @@ impl<B: Send + 'static> Step<B> for Authorize {
                 _ => "read the OpenAPI document",
             };
             if let Err(e) = authorize(who, roles, what) {
+                return Box::pin(std::future::ready(respond::problem(&e)));
+            }
+        }
+        if let Some(Route::Audit) = route {
+            let anonymous = Principal::anonymous();
+            let who = req
+                .extensions()
+                .get::<Arc<Principal>>()
+                .map_or(&anonymous, |p| p.as_ref());
+            let roles = self.spec.spec.audit.as_ref().map_or(&[][..], |a| &a.read[..]);
+            if let Err(e) = authorize(who, roles, "read the audit log") {
                 return Box::pin(std::future::ready(respond::problem(&e)));
             }
         }

@@ -24,6 +24,9 @@
 
 #[cfg(test)]
 mod power_cuts;
+mod timeline;
+
+pub use timeline::HistoryError;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
@@ -130,6 +133,8 @@ pub struct Store {
     node_id: String,
     cluster: Arc<Cluster>,
     health: Arc<Health>,
+    /// Where the lifecycle models' events are in the event log.
+    timeline: Arc<timeline::Timeline>,
 }
 
 impl std::fmt::Debug for Store {
@@ -211,6 +216,7 @@ impl Store {
             node_id,
             cluster: Arc::new(node),
             health,
+            timeline: Arc::new(timeline::Timeline::new(spec)),
         })
     }
 
@@ -314,6 +320,28 @@ impl Store {
         }
         out.push(b']');
         Ok(out)
+    }
+
+    /// The events of record `id` of `model` (a model with a `lifecycle`), oldest first.
+    /// Reads files: call it off the async threads.
+    pub fn history(&self, model: &str, id: Uuid) -> Result<Vec<Event>, HistoryError> {
+        self.timeline.of_record(&self.events, model, id)
+    }
+
+    /// A page of the audit log: the events of audited models after sequence number
+    /// `after` (of record `record`, when given) that `keep` takes, at most `limit`,
+    /// looking at no more than `budget` events; and where the next page starts (None: at
+    /// the end). Reads files: call it off the async threads.
+    pub fn audit(
+        &self,
+        after: u64,
+        record: Option<Uuid>,
+        limit: usize,
+        budget: usize,
+        keep: impl FnMut(&Event) -> bool,
+    ) -> Result<(Vec<Event>, Option<u64>), HistoryError> {
+        self.timeline
+            .audit(&self.events, after, record, limit, budget, keep)
     }
 
     /// Every event this node holds, in order (for tests and tools; a node that installed
