@@ -328,6 +328,39 @@ pub fn document(schema: &Schema) -> Value {
             item.insert("parameters".into(), json!([id_param]));
             paths.insert(format!("{}/{{id}}", m.path), Value::Object(item));
         }
+        if m.keeps_history() {
+            let audit_note = " A deleted record's past is readable by the audit roles only.";
+            let entry = json!({"type": "object", "properties": {
+                "version": {"type": "integer"}, "event_id": {"type": "string", "format": "uuid"},
+                "sequence_number": {"type": "integer"},
+                "action": {"type": "string", "enum": ["created", "updated", "deleted"]},
+                "principal": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
+                "changes": {"type": "object", "description": "Each changed field: {old, new} (null where absent); fields the caller may not see are left out.",
+                    "additionalProperties": {"type": "object", "properties": {"old": {}, "new": {}}}}},
+                "required": ["version", "event_id", "action", "principal", "timestamp", "changes"]});
+            paths.insert(format!("{}/{{id}}/history", m.path), json!({"get": {
+                "tags": tag, "operationId": format!("history_{}", m.snake), "summary": format!("The changes of a {}, newest first", m.name),
+                "description": format!("{}{audit_note}", model_note(m, &p.read, false)), "security": security(&p.read),
+                "parameters": [id_param,
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+                    {"name": "before", "in": "query", "description": "Only the entries of versions below this one.", "schema": {"type": "integer", "minimum": 0}}],
+                "responses": {"200": {"description": "The record's history.", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"items": {"type": "array", "items": entry}}, "required": ["items"]}}}},
+                    "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                    "404": problem_response("No such record.")}
+            }}));
+            if let Some(n) = m.lifecycle.versioned {
+                paths.insert(format!("{}/{{id}}/versions/{{v}}", m.path), json!({"get": {
+                    "tags": tag, "operationId": format!("version_{}", m.snake), "summary": format!("A {} as it was at a version", m.name),
+                    "description": format!("The newest {n} versions are readable; an older one is 410. {}{audit_note}", model_note(m, &p.read, false)),
+                    "security": security(&p.read),
+                    "parameters": [id_param, {"name": "v", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}],
+                    "responses": {"200": {"description": "The record at that version.", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": record}}},
+                        "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                        "404": problem_response("No such record or version."), "410": problem_response("Older than the versions kept readable.")}
+                }}));
+            }
+        }
         for a in &m.actions {
             let path = format!("{}/{}", m.path, a.path);
             let mut op = json!({
@@ -344,6 +377,47 @@ pub fn document(schema: &Schema) -> Value {
             let entry = paths.entry(path).or_insert_with(|| json!({}));
             entry[a.method.to_ascii_lowercase()] = op;
         }
+    }
+    if schema.models.iter().any(|m| m.lifecycle.audited) {
+        let read = schema
+            .audit
+            .as_ref()
+            .map(|a| a.read.clone())
+            .unwrap_or_default();
+        let audited: Vec<&str> = schema
+            .models
+            .iter()
+            .filter(|m| m.lifecycle.audited)
+            .map(|m| m.name.as_str())
+            .collect();
+        let q = |name: &str, description: &str, schema: Value| json!({"name": name, "in": "query", "description": description, "schema": schema});
+        let entry = json!({"type": "object", "properties": {
+            "sequence_number": {"type": "integer"}, "event_id": {"type": "string", "format": "uuid"},
+            "model": {"type": "string"}, "record_id": {"type": "string", "format": "uuid"},
+            "action": {"type": "string", "enum": ["created", "updated", "deleted"]},
+            "user": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "old_values": {"description": "The record before a delete, the changed fields' old values of an update, null for a create."},
+            "new_values": {"description": "The record after a create, the changed fields' new values of an update, null for a delete."}},
+            "required": ["sequence_number", "event_id", "model", "record_id", "action", "user", "timestamp"]});
+        paths.insert("/api/_audit".into(), json!({"get": {
+            "tags": ["Audit"], "operationId": "audit_log", "summary": "The audit log of the audited models, oldest first",
+            "description": format!("{} Entries derive from the event log; fields a caller may not see are left out of the values.", roles_note(&read)),
+            "security": security(&read),
+            "parameters": [
+                q("model", "Only this model's entries.", json!({"type": "string", "enum": audited})),
+                q("id", "Only this record's entries.", json!({"type": "string", "format": "uuid"})),
+                q("principal", "Only the writes of this caller.", json!({"type": "string"})),
+                q("since", "Only entries at or after this time.", json!({"type": "string", "format": "date-time"})),
+                q("until", "Only entries at or before this time.", json!({"type": "string", "format": "date-time"})),
+                q("limit", "At most this many entries (100 by default).", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+                q("cursor", "The next_cursor of the page before.", json!({"type": "integer", "minimum": 0}))],
+            "responses": {"200": {"description": "A page of entries.", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"items": {"type": "array", "items": entry},
+                    "next_cursor": {"type": ["integer", "null"], "description": "Where the next page starts; null at the end."}},
+                "required": ["items", "next_cursor"]}}}},
+                "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role.")}
+        }}));
     }
     let mut info = json!({"title": schema.service.name, "version": "0.1.0"});
     if let Some(d) = &schema.service.description {
