@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use lithair_runtime::prelude::*;
 use lithair_runtime::testing::{mint_token, Answer, InProcess};
 use lithair_runtime::Service;
-use serde_json::{json, Value};
+use serde_json::Map;
 
 const SCHEMA: &str = r#"
 service: { name: ledger }
@@ -24,11 +25,50 @@ models:
       total: float
       # Clerks set it but only auditors see it: masked in the history clerks read.
       note: { type: string, optional: true, permissions: { read: [auditor], write: [clerk] } }
+    actions:
+      bump: { method: POST, path: "{id}/bump", permission: [clerk] }
   Plain:
     permissions: { read: [clerk], create: [clerk], update: [clerk], delete: [clerk] }
     fields:
       name: string
 "#;
+
+/// `bump` adds one to an invoice's total through the action's context.
+struct Bump;
+
+impl ModelHooks for Bump {
+    fn before_create(&self, _: &HookContext, _: &mut Map<String, Value>) -> Result<bool, ApiError> {
+        Ok(false)
+    }
+    fn after_create(&self, _: &HookContext, _: &Map<String, Value>) {}
+    fn before_update(
+        &self,
+        _: &HookContext,
+        _: &Map<String, Value>,
+        _: &mut Map<String, Value>,
+    ) -> Result<bool, ApiError> {
+        Ok(false)
+    }
+    fn after_update(&self, _: &HookContext, _: &Map<String, Value>, _: &Map<String, Value>) {}
+    fn before_delete(&self, _: &HookContext, _: &Map<String, Value>) -> HookResult {
+        Ok(())
+    }
+    fn after_delete(&self, _: &HookContext, _: &Map<String, Value>) {}
+    fn action<'a>(
+        &'a self,
+        _: &'a str,
+        ctx: ActionContext,
+        id: Option<Uuid>,
+        _: Value,
+    ) -> BoxFuture<'a, ActionResult> {
+        Box::pin(async move {
+            let id = id.ok_or_else(|| ApiError::not_found("no record"))?;
+            let total = ctx.get(id).and_then(|r| r["total"].as_f64()).unwrap_or(0.0);
+            let body = ctx.patch(id, json!({"total": total + 1.0})).await?;
+            Ok(ActionResponse { status: 200, body })
+        })
+    }
+}
 
 struct Ledger {
     svc: InProcess,
@@ -55,7 +95,9 @@ impl Ledger {
             )
         });
         let spec = serde_json::to_string(&schema).expect("spec.json");
-        let service = Service::from_spec_json(&spec).expect("spec");
+        let service = Service::from_spec_json(&spec)
+            .expect("spec")
+            .with_hooks("Invoice", Box::new(Bump));
         let svc = InProcess::start(service, config, dir).await.expect("start");
         Ledger {
             svc,
@@ -287,6 +329,8 @@ async fn the_audit_log_lists_every_write_with_who_and_the_old_and_new_values() {
         Some(json!({"customer": "A", "total": 3.0, "note": "n"})),
     )
     .await;
+    let b_item = format!("/api/invoices/{}", b["id"].as_str().expect("id"));
+    l.ok("POST", &format!("{b_item}/bump"), "ann", None).await;
     assert_eq!(
         l.call("DELETE", &a_item, Some("ann"), None).await.status,
         204
@@ -308,6 +352,7 @@ async fn the_audit_log_lists_every_write_with_who_and_the_old_and_new_values() {
         ("created", "ann"),
         ("created", "bob"),
         ("updated", "bob"),
+        ("updated", "ann"),
         ("deleted", "ann"),
     ];
     assert_eq!(
@@ -321,9 +366,13 @@ async fn the_audit_log_lists_every_write_with_who_and_the_old_and_new_values() {
     assert_eq!(entries[0]["new_values"]["note"], "n");
     assert_eq!(entries[2]["old_values"], json!({"total": 1.0}));
     assert_eq!(entries[2]["new_values"], json!({"total": 3.0}));
-    assert_eq!(entries[3]["old_values"]["total"], 3.0);
-    assert_eq!(entries[3]["new_values"], Value::Null);
-    assert_eq!(entries[3]["model"], "Invoice");
+    assert_eq!(entries[2]["by_action"], Value::Null);
+    // The action's write names the action.
+    assert_eq!(entries[3]["by_action"], "bump");
+    assert_eq!(entries[3]["new_values"], json!({"total": 3.0}));
+    assert_eq!(entries[4]["old_values"]["total"], 3.0);
+    assert_eq!(entries[4]["new_values"], Value::Null);
+    assert_eq!(entries[4]["model"], "Invoice");
     assert!(entries
         .iter()
         .all(|e| e["timestamp"].is_string() && e["event_id"].is_string()));
@@ -344,7 +393,7 @@ async fn the_audit_log_lists_every_write_with_who_and_the_old_and_new_values() {
             None,
         )
         .await;
-    assert_eq!(items(&of_b.json).len(), 1, "{}", of_b.json);
+    assert_eq!(items(&of_b.json).len(), 2, "{}", of_b.json);
     let mut cursor: Option<u64> = None;
     let mut walked = 0;
     loop {
@@ -358,9 +407,9 @@ async fn the_audit_log_lists_every_write_with_who_and_the_old_and_new_values() {
             Some(c) => cursor = Some(c),
             None => break,
         }
-        assert!(walked <= 4, "{}", page.json);
+        assert!(walked <= 5, "{}", page.json);
     }
-    assert_eq!(walked, 4);
+    assert_eq!(walked, 5);
     let future = l
         .call(
             "GET",

@@ -62,6 +62,7 @@ fn main() -> anyhow::Result<()> {
                         Actor {
                             name: "fill".into(),
                             roles: vec![],
+                            action: None,
                         },
                     )
                     .await

@@ -66,6 +66,7 @@ impl Engine {
         Actor {
             name: ctx.principal.name.clone(),
             roles: ctx.principal.roles.clone(),
+            action: ctx.action.clone(),
         }
     }
 
@@ -471,6 +472,7 @@ mod tests {
             records: engine.clone(),
             principal,
             model: "Item".into(),
+            action: "restock".into(),
             key: key.map(|k| {
                 ActionKey::new(IdempotencyKey::new(
                     "clerk",
@@ -504,6 +506,7 @@ mod tests {
             },
             model: "Item".into(),
             operation: Operation::Create,
+            action: None,
         };
         let item = engine
             .create(&ctx, json!({"stock": 10}))

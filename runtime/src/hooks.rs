@@ -35,6 +35,9 @@ pub struct HookContext {
     pub model: String,
     /// The operation.
     pub operation: Operation,
+    /// The custom action whose handler is writing (its writes go through `ActionContext`),
+    /// if one is.
+    pub action: Option<String>,
 }
 
 /// An action's answer: a status and a JSON body.
@@ -72,6 +75,8 @@ pub struct ActionContext {
     pub principal: Principal,
     /// The action's model.
     pub model: String,
+    /// The action's name (its writes carry it into the event log and the audit log).
+    pub action: String,
     /// The request's `Idempotency-Key`, and how many writes the action has made.
     pub(crate) key: Option<Arc<ActionKey>>,
 }
@@ -140,6 +145,7 @@ impl ActionContext {
             principal: self.principal.clone(),
             model: self.model.clone(),
             operation: Operation::Patch,
+            action: Some(self.action.clone()),
         };
         let key = self.key.as_ref().map(|k| k.next(&self.model, &id));
         let record = self.records.patch_once(&ctx, id, patch, key).await?;
@@ -152,6 +158,7 @@ impl std::fmt::Debug for ActionContext {
         f.debug_struct("ActionContext")
             .field("principal", &self.principal)
             .field("model", &self.model)
+            .field("action", &self.action)
             .finish()
     }
 }

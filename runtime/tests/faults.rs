@@ -754,6 +754,7 @@ async fn a_write_is_answered_with_its_own_version_when_a_later_one_applied_first
         },
         model: "Item".into(),
         operation,
+        action: None,
     };
     // Holds the next write that reaches its answer until the test lets it go.
     let hold = || {

@@ -68,7 +68,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
                 "updated_at": "2024-01-01T00:00:00Z", "version": 1});
             let stamped = Stamped {
                 command: Command::Create { model: "Item".into(), record: record.as_object().unwrap().clone() },
-                actor: Actor { name: "t".into(), roles: vec![] },
+                actor: Actor { name: "t".into(), roles: vec![], action: None },
                 event_id: uuid::Uuid::new_v4(),
                 at: "2024-01-01T00:00:00Z".into(),
                 node_id: "1".into(),
@@ -132,6 +132,7 @@ fn a_command_sent_twice_is_applied_once() {
         actor: Actor {
             name: "t".into(),
             roles: vec![],
+            action: None,
         },
         event_id: uuid::Uuid::new_v4(),
         at: "2024-01-01T00:00:00Z".into(),
@@ -175,6 +176,7 @@ fn a_refused_command_sent_again_is_decided_again() {
         actor: Actor {
             name: "t".into(),
             roles: vec![],
+            action: None,
         },
         event_id: uuid::Uuid::new_v4(),
         at: "2024-01-01T00:00:00Z".into(),

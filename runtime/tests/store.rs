@@ -58,6 +58,11 @@ async fn writes_survive_reopen_with_a_gap_free_log() {
     let seqs: Vec<u64> = events.iter().map(|e| e.sequence_number).collect();
     assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
     assert_eq!(events[20].event_type, "ItemDeleted");
+    // The tombstone keeps the record it removed.
+    assert_eq!(
+        events[20].event_data["old"]["id"].as_str(),
+        Some(ids[3].to_string().as_str())
+    );
     assert_eq!(store.stats.replayed_events.load(Ordering::Relaxed), 21);
 }
 

@@ -321,6 +321,9 @@ impl Decider {
                 "changes": event::changes(o, &n),
                 "updated_at": n.get("updated_at").cloned().unwrap_or(Value::Null),
             }),
+            // A tombstone keeps what it removed: the audit log and the change feed show
+            // the old values without replaying the record.
+            (Some(o), None, EventKind::Deleted) => json!({ "old": o }),
             _ => json!({}),
         };
         let suffix = match kind {

@@ -19,7 +19,8 @@ pub enum EventKind {
     Created,
     /// A record changed; `event_data.changes` maps each changed field to `{old, new}`.
     Updated,
-    /// A record was deleted (a tombstone); `event_data` is empty.
+    /// A record was deleted (a tombstone); `event_data.old` is the record as it was
+    /// (empty in events written before it was kept).
     Deleted,
 }
 
@@ -30,6 +31,9 @@ pub struct Actor {
     pub name: String,
     /// Its roles.
     pub roles: Vec<String>,
+    /// The custom action whose handler made the write, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// One entry of the event log.

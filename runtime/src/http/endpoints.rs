@@ -242,6 +242,7 @@ async fn action<B>(
         records: app.engine.clone(),
         principal: principal.clone(),
         model: m.name.clone(),
+        action: action.name.clone(),
         key,
     };
     let mut out = app
@@ -286,6 +287,7 @@ fn hook_ctx(principal: &Principal, m: &ModelSpec, op: Operation) -> HookContext 
         principal: principal.clone(),
         model: m.name.clone(),
         operation: op,
+        action: None,
     }
 }
 

@@ -172,6 +172,7 @@ pub(crate) fn history(
                 "event_id": s.ev.event_id,
                 "sequence_number": s.ev.sequence_number,
                 "action": action(s.ev.kind),
+                "by_action": s.ev.principal.action,
                 "principal": s.ev.principal.name,
                 "timestamp": s.ev.created_at,
                 "changes": step_changes(s, hidden),
@@ -301,7 +302,13 @@ pub(crate) fn audit(app: &Arc<App>, who: &Principal, query: Option<&str>) -> Res
             .find(|s| s.ev.sequence_number == ev.sequence_number);
         let (old, new) = match (ev.kind, step) {
             (EventKind::Created, Some(s)) => (Value::Null, s.after.as_ref().map_or(Value::Null, |r| masked(r, &hidden))),
-            (EventKind::Deleted, Some(s)) => (s.before.as_ref().map_or(Value::Null, |r| masked(r, &hidden)), Value::Null),
+            // The tombstone's own copy of the record, or (in events written before
+            // deletes kept it) the record as its events left it.
+            (EventKind::Deleted, s) => {
+                let kept = ev.event_data.get("old").and_then(Value::as_object);
+                let old = kept.or(s.and_then(|s| s.before.as_ref()));
+                (old.map_or(Value::Null, |r| masked(r, &hidden)), Value::Null)
+            }
             (EventKind::Updated, Some(s)) => {
                 let c = step_changes(s, &hidden);
                 let side = |which: &str| {
@@ -321,6 +328,7 @@ pub(crate) fn audit(app: &Arc<App>, who: &Principal, query: Option<&str>) -> Res
             "model": ev.model,
             "record_id": ev.aggregate_id,
             "action": action(ev.kind),
+            "by_action": ev.principal.action,
             "user": ev.principal.name,
             "roles": ev.principal.roles,
             "timestamp": ev.created_at,

@@ -50,7 +50,7 @@ fn spec() -> ServiceSpec {
 fn actor() -> Actor {
     Actor {
         name: "test".into(),
-        roles: vec![],
+        roles: vec![], action: None
     }
 }
 

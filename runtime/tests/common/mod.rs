@@ -38,6 +38,7 @@ pub fn actor() -> Actor {
     Actor {
         name: "test".into(),
         roles: vec![],
+        action: None,
     }
 }
 
