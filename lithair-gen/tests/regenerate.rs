@@ -200,9 +200,14 @@ fn new_project_writes_the_designed_tree() {
             e.path
         );
         assert_eq!(
-            e.tokens_sha256.is_some(),
+            e.layout_sha256.is_some(),
             e.path.ends_with(".rs"),
-            "tokens hash of {}",
+            "layout hash of {}",
+            e.path
+        );
+        assert_eq!(
+            e.tokens_sha256, None,
+            "{}: the token hash is no longer written",
             e.path
         );
         let model = e.path.strip_prefix("src/handlers/").map(|f| {
@@ -420,6 +425,73 @@ fn a_generated_file_unknown_to_the_manifest_is_a_conflict() {
         apply(&p, ApplyOptions::default()),
         Err(Refusal::HandEdits(_))
     ));
+}
+
+#[test]
+fn a_comment_added_or_changed_in_a_generated_file_is_a_hand_edit() {
+    let (_tmp, dir) = new_project(BASE);
+    let path = "src/generated/product.rs";
+    let original = read(&dir, path);
+    let first_comment = original
+        .lines()
+        .find(|l| l.trim_start().starts_with("//"))
+        .expect("a comment in the generated file")
+        .to_string();
+    for edited in [
+        format!("{original}// my note\n"),
+        original.replacen(&first_comment, &format!("{first_comment} (mine)"), 1),
+    ] {
+        std::fs::write(dir.join(path), &edited).unwrap();
+        let p = plan(&dir);
+        assert!(p.is_stale(), "`check` says up to date after a comment edit");
+        assert!(
+            matches!(change_of(&p, path), Change::Conflict(_)),
+            "{:?}",
+            change_of(&p, path)
+        );
+        // Even with a schema change to write, the edit is not overwritten.
+        set_schema(
+            &dir,
+            &(BASE.to_string() + "  Supplier:\n    fields:\n      company: { type: string }\n"),
+        );
+        assert!(matches!(
+            apply(&plan(&dir), ApplyOptions::default()),
+            Err(Refusal::HandEdits(_))
+        ));
+        assert_eq!(read(&dir, path), edited, "the hand edit is still there");
+        set_schema(&dir, BASE);
+    }
+    // A trailing comma as rustfmt writes it, and blank lines, are layout.
+    let reformatted = original
+        .replacen(")\n", ",)\n", 1)
+        .replace("\n\n", "\n\n\n");
+    assert_ne!(reformatted, original);
+    std::fs::write(dir.join(path), &reformatted).unwrap();
+    assert!(!plan(&dir).is_stale(), "a reformat counts as a hand edit");
+}
+
+#[test]
+fn a_manifest_of_an_earlier_version_is_judged_by_its_token_hashes_until_rewritten() {
+    let (_tmp, dir) = new_project(BASE);
+    // The manifest as an earlier lithair-gen wrote it: token hashes only.
+    let mut m = manifest::Manifest::load(&dir).unwrap().unwrap();
+    for e in &mut m.files {
+        if e.path.ends_with(".rs") {
+            e.tokens_sha256 = manifest::tokens_sha256(&read(&dir, &e.path));
+            e.layout_sha256 = None;
+        }
+    }
+    std::fs::write(dir.join(manifest::PATH), m.to_text()).unwrap();
+    let path = "src/generated/product.rs";
+    let original = read(&dir, path);
+    std::fs::write(dir.join(path), original.replace("\n}\n", "\n}\n\n")).unwrap();
+    let p = plan(&dir);
+    assert_eq!(change_of(&p, path), &Change::Reformat);
+    apply(&p, ApplyOptions::default()).expect("a reformat is not refused");
+    let m = manifest::Manifest::load(&dir).unwrap().unwrap();
+    assert!(m
+        .get(path)
+        .is_some_and(|e| e.layout_sha256.is_some() && e.tokens_sha256.is_none()));
 }
 
 #[test]

@@ -34,10 +34,16 @@ pub struct Entry {
     pub owner: Owner,
     /// sha256 of the contents as written.
     pub sha256: String,
-    /// For Rust files: sha256 of the token stream, so a reformat (`cargo fmt`) is not
-    /// mistaken for a hand edit.
+    /// For Rust files written by an earlier lithair-gen: sha256 of the token stream
+    /// (which ignores comments; superseded by `layout_sha256`, read only to judge those
+    /// files until they are written again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_sha256: Option<String>,
+    /// For Rust files: sha256 of the text without its layout (`layout.rs`), so a
+    /// reformat (`cargo fmt`) is not mistaken for a hand edit, and any other change —
+    /// a comment too — is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout_sha256: Option<String>,
     /// For handler files: the model they serve.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
@@ -77,7 +83,8 @@ pub fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// sha256 of a Rust file's tokens (comments other than docs and layout ignored).
+/// sha256 of a Rust file's tokens (comments other than docs and layout ignored): how
+/// earlier versions told a reformat from an edit.
 pub fn tokens_sha256(text: &str) -> Option<String> {
     use quote::ToTokens;
     let file = syn::parse_file(text).ok()?;
@@ -90,11 +97,10 @@ pub fn entry(path: &str, owner: Owner, contents: &str, model: Option<String>) ->
         path: path.to_string(),
         owner,
         sha256: sha256(contents.as_bytes()),
-        tokens_sha256: if path.ends_with(".rs") {
-            tokens_sha256(contents)
-        } else {
-            None
-        },
+        tokens_sha256: None,
+        layout_sha256: path
+            .ends_with(".rs")
+            .then(|| super::layout::layout_sha256(contents)),
         model,
     }
 }

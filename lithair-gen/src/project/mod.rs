@@ -6,6 +6,7 @@
 //! the same plan, so they can never disagree with `generate`.
 
 pub mod breaking;
+pub mod layout;
 pub mod manifest;
 pub mod runtime_path;
 
@@ -260,9 +261,19 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
     })
 }
 
+/// Whether `text` is what the generator wrote as `e`, up to layout: any change but
+/// whitespace, line breaks and trailing commas (`layout.rs`) is a hand edit, a comment
+/// too. An entry of an earlier lithair-gen, which kept only the token hash, is judged by
+/// its tokens until the file is written again.
 fn unmodified(text: &str, e: &Entry) -> bool {
-    manifest::sha256(text.as_bytes()) == e.sha256
-        || (e.tokens_sha256.is_some() && manifest::tokens_sha256(text) == e.tokens_sha256)
+    if manifest::sha256(text.as_bytes()) == e.sha256 {
+        return true;
+    }
+    match (&e.layout_sha256, &e.tokens_sha256) {
+        (Some(layout), _) => layout::layout_sha256(text) == *layout,
+        (None, Some(_)) => manifest::tokens_sha256(text) == e.tokens_sha256,
+        (None, None) => false,
+    }
 }
 
 fn generated_change(old: &str, new: &str, recorded: Option<&Entry>) -> Change {
@@ -279,7 +290,7 @@ fn generated_change(old: &str, new: &str, recorded: Option<&Entry>) -> Change {
     if old == new {
         Change::Unchanged
     } else if manifest::sha256(old.as_bytes()) != recorded.sha256
-        && manifest::tokens_sha256(old) == manifest::tokens_sha256(new)
+        && layout::layout_sha256(old) == layout::layout_sha256(new)
     {
         Change::Reformat
     } else {
