@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use lithair_runtime::prelude::*;
-use lithair_runtime::testing::{mint_token, Answer, InProcess};
+use lithair_runtime::testing::{mint_token, Actions, Answer, InProcess};
 use lithair_runtime::Service;
-use serde_json::Map;
 
 const SCHEMA: &str = r#"
 service: { name: ledger }
@@ -33,41 +32,19 @@ models:
       name: string
 "#;
 
-/// `bump` adds one to an invoice's total through the action's context.
-struct Bump;
-
-impl ModelHooks for Bump {
-    fn before_create(&self, _: &HookContext, _: &mut Map<String, Value>) -> Result<bool, ApiError> {
-        Ok(false)
-    }
-    fn after_create(&self, _: &HookContext, _: &Map<String, Value>) {}
-    fn before_update(
-        &self,
-        _: &HookContext,
-        _: &Map<String, Value>,
-        _: &mut Map<String, Value>,
-    ) -> Result<bool, ApiError> {
-        Ok(false)
-    }
-    fn after_update(&self, _: &HookContext, _: &Map<String, Value>, _: &Map<String, Value>) {}
-    fn before_delete(&self, _: &HookContext, _: &Map<String, Value>) -> HookResult {
-        Ok(())
-    }
-    fn after_delete(&self, _: &HookContext, _: &Map<String, Value>) {}
-    fn action<'a>(
-        &'a self,
-        _: &'a str,
-        ctx: ActionContext,
-        id: Option<Uuid>,
-        _: Value,
-    ) -> BoxFuture<'a, ActionResult> {
-        Box::pin(async move {
-            let id = id.ok_or_else(|| ApiError::not_found("no record"))?;
-            let total = ctx.get(id).and_then(|r| r["total"].as_f64()).unwrap_or(0.0);
-            let body = ctx.patch(id, json!({"total": total + 1.0})).await?;
-            Ok(ActionResponse { status: 200, body })
-        })
-    }
+/// The hooks of `Invoice`: its action `bump` adds one to the total through the action's
+/// context.
+fn bump_hooks() -> Box<dyn ModelHooks> {
+    Box::new(Actions(
+        |ctx: ActionContext, id: Option<Uuid>, _: Value| -> BoxFuture<'static, ActionResult> {
+            Box::pin(async move {
+                let id = id.ok_or_else(|| ApiError::not_found("no record"))?;
+                let total = ctx.get(id).and_then(|r| r["total"].as_f64()).unwrap_or(0.0);
+                let body = ctx.patch(id, json!({"total": total + 1.0})).await?;
+                Ok(ActionResponse { status: 200, body })
+            })
+        },
+    ))
 }
 
 struct Ledger {
@@ -97,7 +74,7 @@ impl Ledger {
         let spec = serde_json::to_string(&schema).expect("spec.json");
         let service = Service::from_spec_json(&spec)
             .expect("spec")
-            .with_hooks("Invoice", Box::new(Bump));
+            .with_hooks("Invoice", bump_hooks());
         let svc = InProcess::start(service, config, dir).await.expect("start");
         Ledger {
             svc,

@@ -15,9 +15,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use lithair_runtime::prelude::*;
-use lithair_runtime::testing::{mint_token, Answer, InProcess};
+use lithair_runtime::testing::{mint_token, Actions, Answer, InProcess};
 use lithair_runtime::Service;
-use serde_json::Map;
 
 const SCHEMA: &str = r#"
 service: { name: desk }
@@ -51,43 +50,21 @@ models:
       text: string
 "#;
 
-/// Answers an action with the record it is called on, as handlers often do.
-struct Peek;
-
-impl ModelHooks for Peek {
-    fn before_create(&self, _: &HookContext, _: &mut Map<String, Value>) -> Result<bool, ApiError> {
-        Ok(false)
-    }
-    fn after_create(&self, _: &HookContext, _: &Map<String, Value>) {}
-    fn before_update(
-        &self,
-        _: &HookContext,
-        _: &Map<String, Value>,
-        _: &mut Map<String, Value>,
-    ) -> Result<bool, ApiError> {
-        Ok(false)
-    }
-    fn after_update(&self, _: &HookContext, _: &Map<String, Value>, _: &Map<String, Value>) {}
-    fn before_delete(&self, _: &HookContext, _: &Map<String, Value>) -> HookResult {
-        Ok(())
-    }
-    fn after_delete(&self, _: &HookContext, _: &Map<String, Value>) {}
-    fn action<'a>(
-        &'a self,
-        _: &'a str,
-        ctx: ActionContext,
-        id: Option<Uuid>,
-        _: Value,
-    ) -> BoxFuture<'a, ActionResult> {
-        Box::pin(async move {
-            let record = id.and_then(|id| ctx.get(id)).unwrap_or(Value::Null);
-            // One record, and a list of them: both are masked.
-            Ok(ActionResponse {
-                status: 200,
-                body: json!([record.clone(), record]),
+/// The hooks of `Product`: its action `peek` answers with the record it is called on,
+/// as handlers often do.
+fn peek_hooks() -> Box<dyn ModelHooks> {
+    Box::new(Actions(
+        |ctx: ActionContext, id: Option<Uuid>, _: Value| -> BoxFuture<'static, ActionResult> {
+            Box::pin(async move {
+                let record = id.and_then(|id| ctx.get(id)).unwrap_or(Value::Null);
+                // One record, and a list of them: both are masked.
+                Ok(ActionResponse {
+                    status: 200,
+                    body: json!([record.clone(), record]),
+                })
             })
-        })
-    }
+        },
+    ))
 }
 
 struct Desk {
@@ -109,7 +86,7 @@ impl Desk {
         let openapi = lithair_gen::render::openapi::document(&schema);
         let service = Service::from_spec_json(&spec)
             .expect("spec")
-            .with_hooks("Product", Box::new(Peek));
+            .with_hooks("Product", peek_hooks());
         let mut config = String::new();
         let mut tokens = HashMap::new();
         for (name, role) in [

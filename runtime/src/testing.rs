@@ -155,6 +155,62 @@ impl InProcess {
     }
 }
 
+/// Hooks for tests: every `before_*` and `after_*` hook does nothing, and every action
+/// runs `F` (with the action's context, its record id and body).
+pub struct Actions<F>(pub F);
+
+impl<F> crate::hooks::ModelHooks for Actions<F>
+where
+    F: Fn(
+            crate::hooks::ActionContext,
+            Option<uuid::Uuid>,
+            Value,
+        ) -> crate::hooks::BoxFuture<'static, crate::hooks::ActionResult>
+        + Send
+        + Sync,
+{
+    fn before_create(
+        &self,
+        _: &crate::hooks::HookContext,
+        _: &mut serde_json::Map<String, Value>,
+    ) -> Result<bool, crate::error::ApiError> {
+        Ok(false)
+    }
+    fn after_create(&self, _: &crate::hooks::HookContext, _: &serde_json::Map<String, Value>) {}
+    fn before_update(
+        &self,
+        _: &crate::hooks::HookContext,
+        _: &serde_json::Map<String, Value>,
+        _: &mut serde_json::Map<String, Value>,
+    ) -> Result<bool, crate::error::ApiError> {
+        Ok(false)
+    }
+    fn after_update(
+        &self,
+        _: &crate::hooks::HookContext,
+        _: &serde_json::Map<String, Value>,
+        _: &serde_json::Map<String, Value>,
+    ) {
+    }
+    fn before_delete(
+        &self,
+        _: &crate::hooks::HookContext,
+        _: &serde_json::Map<String, Value>,
+    ) -> crate::hooks::HookResult {
+        Ok(())
+    }
+    fn after_delete(&self, _: &crate::hooks::HookContext, _: &serde_json::Map<String, Value>) {}
+    fn action<'a>(
+        &'a self,
+        _: &'a str,
+        ctx: crate::hooks::ActionContext,
+        id: Option<uuid::Uuid>,
+        body: Value,
+    ) -> crate::hooks::BoxFuture<'a, crate::hooks::ActionResult> {
+        (self.0)(ctx, id, body)
+    }
+}
+
 /// Mints a token named `name` with `roles`: answers the bearer value and the
 /// `[[auth.tokens]]` table to put in the config.
 pub fn mint_token(name: &str, roles: &[&str]) -> (String, String) {
