@@ -320,3 +320,42 @@ fn run_verb_starts_the_service(dir: &std::path::Path, data: &std::path::Path) {
     let _ = child.wait();
     assert_eq!(health.status, 200);
 }
+
+/// The commented example in a new handler file is code, not prose: uncommented, it
+/// builds warning-free, in a model with actions (Post) and in one without (Author).
+#[test]
+fn the_commented_example_of_a_new_handler_file_compiles_when_uncommented() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("blog");
+    new_project(GEN, "blog", &dir);
+    for model in ["author", "post"] {
+        let path = dir.join(format!("src/handlers/{model}.rs"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut out = Vec::new();
+        let mut in_example = false;
+        let mut uncommented = 0;
+        for line in text.lines() {
+            if line.contains("compiles as it is once uncommented") {
+                in_example = true;
+                out.push(line.to_string());
+                continue;
+            }
+            if in_example {
+                match line.strip_prefix("    // ") {
+                    Some(code) => {
+                        out.push(format!("    {code}"));
+                        uncommented += 1;
+                        continue;
+                    }
+                    None if line == "    //" => continue,
+                    None => in_example = false,
+                }
+            }
+            out.push(line.to_string());
+        }
+        assert!(uncommented >= 5, "{model}: no example found in\n{text}");
+        std::fs::write(&path, out.join("\n") + "\n").unwrap();
+    }
+    build(&dir);
+    assert_clippy_clean(&dir);
+}

@@ -257,6 +257,20 @@ fn from_typed<R: Serialize>(record: &R) -> Result<Map<String, Value>, ApiError> 
     }
 }
 
+/// Logs an `after_*` hook that did not run: the write is done (it cannot be refused any
+/// more), but the record did not convert to the generated struct, so the user's code did
+/// not see it. A record written under an older schema that the struct cannot hold is the
+/// usual cause.
+fn skipped(hook: &str, ctx: &HookContext, e: &ApiError) {
+    tracing::error!(
+        hook,
+        model = %ctx.model,
+        principal = %ctx.principal.name,
+        error = %e.detail,
+        "a hook did not run: the record does not convert to its generated struct"
+    );
+}
+
 impl<R, H> Typed<R, H>
 where
     R: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static,
@@ -299,8 +313,9 @@ where
     }
 
     fn after_create(&self, ctx: &HookContext, record: &Map<String, Value>) {
-        if let Ok(r) = to_typed::<R>(record) {
-            self.hooks.after_create(ctx, &r);
+        match to_typed::<R>(record) {
+            Ok(r) => self.hooks.after_create(ctx, &r),
+            Err(e) => skipped("after_create", ctx, &e),
         }
     }
 
@@ -318,8 +333,9 @@ where
     }
 
     fn after_update(&self, ctx: &HookContext, old: &Map<String, Value>, new: &Map<String, Value>) {
-        if let (Ok(o), Ok(n)) = (to_typed::<R>(old), to_typed::<R>(new)) {
-            self.hooks.after_update(ctx, &o, &n);
+        match (to_typed::<R>(old), to_typed::<R>(new)) {
+            (Ok(o), Ok(n)) => self.hooks.after_update(ctx, &o, &n),
+            (Err(e), _) | (_, Err(e)) => skipped("after_update", ctx, &e),
         }
     }
 
@@ -328,8 +344,9 @@ where
     }
 
     fn after_delete(&self, ctx: &HookContext, record: &Map<String, Value>) {
-        if let Ok(r) = to_typed::<R>(record) {
-            self.hooks.after_delete(ctx, &r);
+        match to_typed::<R>(record) {
+            Ok(r) => self.hooks.after_delete(ctx, &r),
+            Err(e) => skipped("after_delete", ctx, &e),
         }
     }
 
@@ -373,5 +390,103 @@ impl ModelHooks for NoHooks {
         _: Value,
     ) -> BoxFuture<'a, ActionResult> {
         Box::pin(async move { Err(ApiError::unknown_action(name)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Item {
+        n: i64,
+    }
+
+    /// Counts the `after_*` hooks that ran.
+    struct Counting(Arc<AtomicU64>);
+
+    impl TypedHooks<Item> for Counting {
+        fn before_create(&self, _: &HookContext, _: &mut Item) -> HookResult {
+            Ok(())
+        }
+        fn after_create(&self, _: &HookContext, _: &Item) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn before_update(&self, _: &HookContext, _: &Item, _: &mut Item) -> HookResult {
+            Ok(())
+        }
+        fn after_update(&self, _: &HookContext, _: &Item, _: &Item) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn before_delete(&self, _: &HookContext, _: &Item) -> HookResult {
+            Ok(())
+        }
+        fn after_delete(&self, _: &HookContext, _: &Item) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+        fn validate(&self, _: &HookContext, _: &Item) -> Vec<FieldError> {
+            Vec::new()
+        }
+        fn action<'a>(
+            &'a self,
+            name: &'a str,
+            _: ActionContext,
+            _: Option<Uuid>,
+            _: Value,
+        ) -> BoxFuture<'a, ActionResult> {
+            Box::pin(async move { Err(ApiError::unknown_action(name)) })
+        }
+    }
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_after_hook_whose_record_does_not_convert_is_an_error_in_the_log() {
+        let ran = Arc::new(AtomicU64::new(0));
+        let hooks = typed_hooks::<Item, _>(Counting(ran.clone()));
+        let ctx = HookContext {
+            principal: Principal::anonymous(),
+            model: "Item".into(),
+            operation: Operation::Create,
+            action: None,
+        };
+        let good = serde_json::json!({"n": 1});
+        let bad = serde_json::json!({"n": "not a number"});
+        let (Value::Object(good), Value::Object(bad)) = (good, bad) else {
+            unreachable!("object literals")
+        };
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            hooks.after_create(&ctx, &good);
+            hooks.after_create(&ctx, &bad);
+            hooks.after_update(&ctx, &good, &bad);
+            hooks.after_delete(&ctx, &bad);
+        });
+        assert_eq!(ran.load(Ordering::Relaxed), 1, "only the good record reached a hook");
+        let text = String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+        for hook in ["after_create", "after_update", "after_delete"] {
+            assert!(
+                text.lines().any(|l| l.contains("ERROR") && l.contains(hook) && l.contains("did not run")),
+                "no error for {hook} in:\n{text}"
+            );
+        }
     }
 }
