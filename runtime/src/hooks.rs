@@ -257,6 +257,34 @@ fn from_typed<R: Serialize>(record: &R) -> Result<Map<String, Value>, ApiError> 
     }
 }
 
+/// Whether two JSON values are the same value of a field: numbers by value (`5` and
+/// `5.0`), RFC 3339 timestamps by instant, lists and objects item by item.
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x == y || x.as_f64() == y.as_f64(),
+        (Value::String(x), Value::String(y)) => {
+            x == y
+                || matches!(
+                    (
+                        chrono::DateTime::parse_from_rfc3339(x),
+                        chrono::DateTime::parse_from_rfc3339(y)
+                    ),
+                    (Ok(p), Ok(q)) if p == q
+                )
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_value(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x
+                    .iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
 /// Logs an `after_*` hook that did not run: the write is done (it cannot be refused any
 /// more), but the record did not convert to the generated struct, so the user's code did
 /// not see it. A record written under an older schema that the struct cannot hold is the
@@ -291,7 +319,19 @@ where
         if r == *original {
             return Ok(false);
         }
-        *record = from_typed(&r)?;
+        // The struct writes every field in its own spelling (`5.0` for a float the
+        // client sent as `5`, a timestamp in another offset): a field whose value the
+        // hook left as it was keeps the text it had, so no change is recorded for it.
+        let mut written = from_typed(&r)?;
+        for (k, v) in written.iter_mut() {
+            if let Some(before) = record.get(k).filter(|before| same_value(before, v)) {
+                *v = before.clone();
+            }
+        }
+        if written == *record {
+            return Ok(false);
+        }
+        *record = written;
         Ok(true)
     }
 }
@@ -437,6 +477,67 @@ mod tests {
         ) -> BoxFuture<'a, ActionResult> {
             Box::pin(async move { Err(ApiError::unknown_action(name)) })
         }
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+    struct Timed {
+        n: i64,
+        price: f64,
+        at: chrono::DateTime<chrono::FixedOffset>,
+    }
+
+    /// Bumps `n` and rewrites `at` as the same instant in UTC.
+    struct Bumps;
+
+    impl TypedHooks<Timed> for Bumps {
+        fn before_create(&self, _: &HookContext, r: &mut Timed) -> HookResult {
+            r.n += 1;
+            r.at = r.at.with_timezone(&chrono::FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+            Ok(())
+        }
+        fn after_create(&self, _: &HookContext, _: &Timed) {}
+        fn before_update(&self, _: &HookContext, _: &Timed, _: &mut Timed) -> HookResult {
+            Ok(())
+        }
+        fn after_update(&self, _: &HookContext, _: &Timed, _: &Timed) {}
+        fn before_delete(&self, _: &HookContext, _: &Timed) -> HookResult {
+            Ok(())
+        }
+        fn after_delete(&self, _: &HookContext, _: &Timed) {}
+        fn validate(&self, _: &HookContext, _: &Timed) -> Vec<FieldError> {
+            Vec::new()
+        }
+        fn action<'a>(
+            &'a self,
+            name: &'a str,
+            _: ActionContext,
+            _: Option<Uuid>,
+            _: Value,
+        ) -> BoxFuture<'a, ActionResult> {
+            Box::pin(async move { Err(ApiError::unknown_action(name)) })
+        }
+    }
+
+    #[test]
+    fn a_field_a_hook_leaves_at_the_same_value_keeps_its_text() {
+        let hooks = typed_hooks::<Timed, _>(Bumps);
+        let ctx = HookContext {
+            principal: Principal::anonymous(),
+            model: "Timed".into(),
+            operation: Operation::Create,
+            action: None,
+        };
+        let Value::Object(mut record) =
+            serde_json::json!({"n": 1, "price": 5, "at": "2024-01-01T10:00:00+02:00"})
+        else {
+            unreachable!("an object literal")
+        };
+        assert_eq!(hooks.before_create(&ctx, &mut record).ok(), Some(true));
+        // `n` changed; `price` stays the integer 5 (not 5.0), `at` its own offset.
+        assert_eq!(
+            Value::Object(record),
+            serde_json::json!({"n": 2, "price": 5, "at": "2024-01-01T10:00:00+02:00"})
+        );
     }
 
     /// A log destination the test reads back.
