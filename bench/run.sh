@@ -13,6 +13,7 @@
 #   bash bench/run.sh jwt                        # GET by id with an API token and with a JWT
 #   bash bench/run.sh masks                      # a list of 100 with and without a field mask
 #   bash bench/run.sh cache                      # a repeated list of 100, computed and cached
+#   bash bench/run.sh lifecycle                  # durable creates with and without a lifecycle
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -215,6 +216,52 @@ if [ "$only" = all ] || [ "$only" = cache ]; then
   # without the list-page cache of a `cache` model, in process, one request at a time.
   echo "== 13. a repeated list of 100: computed / from the page cache"
   cargo run --release -q -p lithair-runtime --example list_cache
+fi
+
+if [ "$only" = all ] || [ "$only" = lifecycle ]; then
+  # Durable creates into two models with the same fields, one with `lifecycle: { audited,
+  # versioned: 5 }`, alternating, same service (sync always).
+  cat > "$work/ledger.yaml" <<'YAML'
+service: { name: ledger }
+roles: [clerk]
+audit: { read: [clerk] }
+models:
+  Plain:
+    path: /api/plain
+    permissions: { read: [clerk], create: [clerk], update: [clerk], delete: [clerk] }
+    fields: { name: string, total: float }
+  Audited:
+    path: /api/audited
+    lifecycle: { audited: true, versioned: 5 }
+    permissions: { read: [clerk], create: [clerk], update: [clerk], delete: [clerk] }
+    fields: { name: string, total: float }
+YAML
+  rm -rf "$work/ledger" "$work/data-ledger"
+  "$CARGO_TARGET_DIR/release/lithair-gen" new "$work/ledger" --schema "$work/ledger.yaml" >/dev/null
+  cp Cargo.lock "$work/ledger/"
+  (cd "$work/ledger" && cargo build --release -q)
+  ledger=$CARGO_TARGET_DIR/release/ledger
+  clerk=$(cd "$work/ledger" && "$ledger" token new --name bench --role clerk 2>&1 >>lithair.toml | sed -n 's/.*shown once; give it to the client): //p')
+  start ledger env LITHAIR_SYNC=always LITHAIR_LOG=warn "$ledger" serve --config "$work/ledger/lithair.toml" --port 0 --data-dir "$work/data-ledger"
+  # The store grows during the run (and snapshots fall due as it does): the order
+  # alternates, so that neither model always writes into the larger store.
+  create_rate() { # create_rate PATH LABEL ROUND
+    echo "== 14. durable creates, $2, $CONNS connections, $DURATION (round $3)"
+    LITHAIR_TOKEN=$clerk LITHAIR_PATH=$1 wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post_named.lua "http://$addr" | summary
+  }
+  ratios=()
+  for round in $(seq 1 "${ROUNDS:-4}"); do
+    if [ $((round % 2)) = 1 ]; then
+      create_rate /api/plain "no lifecycle" "$round"; plain_rate=$(rate)
+      create_rate /api/audited "audited and versioned" "$round"; audited_rate=$(rate)
+    else
+      create_rate /api/audited "audited and versioned" "$round"; audited_rate=$(rate)
+      create_rate /api/plain "no lifecycle" "$round"; plain_rate=$(rate)
+    fi
+    ratios+=("$(awk -v a="$audited_rate" -v b="$plain_rate" 'BEGIN {printf "%.2f", a / b}')")
+  done
+  echo "== 14. creates into the audited, versioned model / into the plain one, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
+  kill "${pids[-1]}"
 fi
 
 if [ "$only" = all ] || [ "$only" = restart ] || [ "$only" = scale ]; then
