@@ -558,6 +558,17 @@ fn a_new_member_must_answer_the_handshake_as_itself_in_this_cluster() {
     let a = add(1, lone.addr.to_string());
     assert_eq!(a.status, 409, "{}", a.text);
     assert!(a.text.contains("belongs to cluster"), "{}", a.text);
+    // Sent to a follower, the leader's refusal comes back as it is.
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let a = call(
+        "POST",
+        &c.url(follower, "/_cluster/members"),
+        Some(s.token("admin")),
+        Some(&json!({"id": 4, "addr": lone.addr.to_string()})),
+        &[],
+    );
+    assert_eq!(a.status, 409, "{}", a.text);
+    assert!(a.text.contains("is node 1, not node 4"), "{}", a.text);
     // Nothing answers at the address: 502, nothing changed.
     let a = add(4, format!("127.0.0.1:{}", ports[1]));
     assert_eq!(a.status, 502, "{}", a.text);

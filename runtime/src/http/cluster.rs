@@ -169,7 +169,16 @@ where
             let answer = c
                 .forward_change(&leader, &change, passed_on)
                 .await
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+                .map_err(|e| match e {
+                    ChangeError::LeaderRefused { status, detail } => {
+                        let title = hyper::StatusCode::from_u16(status)
+                            .ok()
+                            .and_then(|s| s.canonical_reason())
+                            .unwrap_or("Error");
+                        ApiError::new(status, title, detail)
+                    }
+                    other => ApiError::unavailable(other.to_string()),
+                })?;
             Ok(respond::json(200, &answer))
         }
         Err(e @ ChangeError::NoLeader) => Err(ApiError::unavailable(e.to_string())),

@@ -139,9 +139,17 @@ pub enum ChangeError {
     /// Raft refused the change.
     #[error("membership change refused: {0}")]
     Refused(String),
-    /// The leader did not take the forwarded change.
+    /// The leader could not be reached with the forwarded change.
     #[error("the leader did not take the change: {0}")]
     Forward(String),
+    /// The leader refused the forwarded change with this status and problem detail.
+    #[error("{detail}")]
+    LeaderRefused {
+        /// The leader's status code.
+        status: u16,
+        /// The leader's explanation.
+        detail: String,
+    },
     /// The new member did not answer the cluster handshake.
     #[error("{0}")]
     Unreachable(String),
@@ -377,7 +385,19 @@ impl Cluster {
             Duration::from_secs(60),
         )
         .await
-        .map_err(|e| ChangeError::Forward(e.to_string()))
+        .map_err(|e| match e {
+            // The leader's own refusal (a 409 of the handshake, a 403): passed on as it is.
+            super::network::CallError::Bad {
+                status, message, ..
+            } if (400..600).contains(&status) && status != 503 => {
+                let detail = serde_json::from_str::<serde_json::Value>(&message)
+                    .ok()
+                    .and_then(|p| p["detail"].as_str().map(String::from))
+                    .unwrap_or(message);
+                ChangeError::LeaderRefused { status, detail }
+            }
+            other => ChangeError::Forward(other.to_string()),
+        })
     }
 }
 
