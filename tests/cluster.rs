@@ -498,13 +498,7 @@ fn membership_grows_to_five_and_shrinks_under_load() {
         } else {
             (0..3).find(|j| *j != leader).unwrap()
         };
-        let added = call(
-            "POST",
-            &c.url(target, "/_cluster/members"),
-            Some(s.token("admin")),
-            Some(&body),
-            &[],
-        );
+        let added = add_member(&c.url(target, "/_cluster/members"), s.token("admin"), &body);
         assert_eq!(added.status, 200, "{}", added.text);
     }
     let leader = c.leader();
@@ -587,13 +581,7 @@ fn a_follower_hands_a_membership_change_to_the_leader_without_the_callers_token(
     c.up(new);
     let body = json!({"id": c.nodes[new].id, "addr": proxies[new].addr.to_string()});
     let token = s.token("admin");
-    let added = call(
-        "POST",
-        &c.url(follower, "/_cluster/members"),
-        Some(token),
-        Some(&body),
-        &[],
-    );
+    let added = add_member(&c.url(follower, "/_cluster/members"), token, &body);
     assert_eq!(added.status, 200, "{}", added.text);
     assert_eq!(added.json["members"], json!([1, 2, 3, 4]), "{}", added.text);
     // The change reached the leader through its proxy, with the secret only: the
@@ -1109,6 +1097,20 @@ impl Cluster {
     }
 }
 
+/// `POST url` (a membership change) with `token`, sent again while the answer is a 503
+/// (no leader yet, or the last change, or the cluster's first membership, has not
+/// committed yet), for at most 15 s.
+fn add_member(url: &str, token: &str, body: &Value) -> Answer {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let a = call("POST", url, Some(token), Some(body), &[]);
+        if a.status != 503 || Instant::now() > deadline {
+            return a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Who claims to lead, per term.
 fn claim_leaders(c: &Cluster, claims: &mut BTreeMap<u64, std::collections::BTreeSet<u64>>) {
     for i in running(c) {
@@ -1324,13 +1326,7 @@ fn a_membership_change_completes_while_a_follower_is_cut_off() {
     let cut = (0..3).find(|i| *i != leader).unwrap();
     c.isolate(cut, &proxies);
     let body = json!({"id": c.nodes[new].id, "addr": proxies[new].addr.to_string()});
-    let added = call(
-        "POST",
-        &c.url(leader, "/_cluster/members"),
-        Some(s.token("admin")),
-        Some(&body),
-        &[],
-    );
+    let added = add_member(&c.url(leader, "/_cluster/members"), s.token("admin"), &body);
     assert_eq!(added.status, 200, "{}", added.text);
     assert_eq!(added.json["members"], json!([1, 2, 3, 4]), "{}", added.text);
     std::thread::sleep(Duration::from_millis(1000));

@@ -181,7 +181,9 @@ where
                 })?;
             Ok(respond::json(200, &answer))
         }
-        Err(e @ ChangeError::NoLeader) => Err(ApiError::unavailable(e.to_string())),
+        Err(e @ (ChangeError::NoLeader | ChangeError::Busy(_))) => {
+            Err(ApiError::overloaded(e.to_string()))
+        }
         Err(e @ ChangeError::Unreachable(_)) => Err(ApiError::new(502, "Bad Gateway", e.to_string())),
         Err(e @ ChangeError::Stranger(_)) => Err(ApiError::new(409, "Conflict", e.to_string())),
         Err(e) => Err(ApiError::new(409, "Conflict", e.to_string())),

@@ -139,6 +139,9 @@ pub enum ChangeError {
     /// Raft refused the change.
     #[error("membership change refused: {0}")]
     Refused(String),
+    /// Another membership change is still committing.
+    #[error("another membership change has not committed yet; retry in a moment ({0})")]
+    Busy(String),
     /// The leader could not be reached with the forwarded change.
     #[error("the leader did not take the change: {0}")]
     Forward(String),
@@ -312,6 +315,11 @@ impl Cluster {
                 Some(leader) => Err(ChangeError::NotLeader(leader.addr)),
                 None => Err(ChangeError::NoLeader),
             },
+            // The last change (or the cluster's first membership) has not committed yet:
+            // a moment later it will have.
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                openraft::error::ChangeMembershipError::InProgress(e),
+            ))) => Err(ChangeError::Busy(e.to_string())),
             Err(e) => Err(ChangeError::Refused(e.to_string())),
         }
     }
