@@ -231,22 +231,15 @@ impl Access {
         if self.hidden.is_empty() {
             return;
         }
-        match value {
-            Value::Object(m) => {
-                for h in &self.hidden {
-                    m.remove(h);
-                }
+        let records: Vec<&mut Map<String, Value>> = match value {
+            Value::Object(m) => vec![m],
+            Value::Array(items) => items.iter_mut().filter_map(Value::as_object_mut).collect(),
+            _ => Vec::new(),
+        };
+        for m in records {
+            for h in &self.hidden {
+                m.remove(h);
             }
-            Value::Array(items) => {
-                for item in items {
-                    if let Value::Object(m) = item {
-                        for h in &self.hidden {
-                            m.remove(h);
-                        }
-                    }
-                }
-            }
-            _ => {}
         }
     }
 }

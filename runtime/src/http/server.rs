@@ -118,7 +118,16 @@ pub async fn serve(
     // `/ready` answers 503 from now on.
     engine.store.health().stopping();
     tracing::info!("shutting down: finishing in-flight requests");
-    let drained = futures_join(draining.into_iter().map(|g| g.shutdown()));
+    // Every listener's connections are told at once, then waited for.
+    let drains: Vec<_> = draining
+        .into_iter()
+        .map(|g| tokio::spawn(g.shutdown()))
+        .collect();
+    let drained = async {
+        for d in drains {
+            let _ = d.await;
+        }
+    };
     tokio::select! {
         _ = drained => {}
         _ = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("some requests did not finish in time"),
@@ -126,13 +135,6 @@ pub async fn serve(
     engine.store.shutdown().await;
     tracing::info!("Raft node stopped; bye");
     Ok(())
-}
-
-/// Waits for every future of `all`.
-async fn futures_join<F: Future<Output = ()>>(all: impl Iterator<Item = F>) {
-    for f in all {
-        f.await;
-    }
 }
 
 /// Accepts connections on `l` within their caps until `stopped` turns true; answers the
