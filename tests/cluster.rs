@@ -1348,3 +1348,161 @@ fn a_membership_change_completes_while_a_follower_is_cut_off() {
     }
     assert_everywhere(&c, &by_id(acked));
 }
+
+/// Every order on node `i` (all pages).
+fn orders_on(c: &Cluster, i: usize, token: &str) -> Vec<Value> {
+    let mut out: Vec<Value> = Vec::new();
+    loop {
+        let page = call(
+            "GET",
+            &c.url(i, &format!("/api/orders?limit=1000&offset={}", out.len())),
+            Some(token),
+            None,
+            &[],
+        );
+        assert_eq!(page.status, 200, "{}", page.text);
+        let items = page.json["items"].as_array().unwrap().clone();
+        if items.is_empty() {
+            return out;
+        }
+        out.extend(items);
+    }
+}
+
+/// Writers of orders while the leader is killed: creates (paid or not, over four days),
+/// patches that move an order between days or in and out of `paid`, and deletes. At the
+/// end every node's `SalesMetrics` (paid orders per UTC day) is the same, to the bit,
+/// and equals a reference computed from the orders.
+#[test]
+fn a_projection_is_the_same_on_every_node_after_a_leader_kill() {
+    let mut c = Cluster::start(3);
+    let token = shop().token("admin").to_string();
+    let leader = c.leader();
+    let post = |path: &str, body: Value| {
+        let a = call("POST", &c.url(leader, path), Some(&token), Some(&body), &[]);
+        assert_eq!(a.status, 201, "{path}: {}", a.text);
+        a.json["id"].as_str().unwrap().to_string()
+    };
+    let category = post("/api/categories", json!({"name": "projection-test"}));
+    let product = post(
+        "/api/products",
+        json!({"name": "p", "sku": "P-1", "price": 1.0, "category": category}),
+    );
+    let customer = post(
+        "/api/customers",
+        json!({"email": "c@example.com", "name": "C"}),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let (stop, addrs, token) = (stop.clone(), c.addrs(), token.clone());
+            let (product, customer) = (product.clone(), customer.clone());
+            std::thread::spawn(move || {
+                let agent = ureq::AgentBuilder::new()
+                    .timeout(Duration::from_secs(5))
+                    .build();
+                let mut mine: Vec<String> = Vec::new();
+                let mut n = w;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 7;
+                    let addr = &addrs[(n as usize) % addrs.len()];
+                    let day = 1 + n % 4;
+                    let status = if n % 3 == 0 { "pending" } else { "paid" };
+                    let (method, url, body) = match (n % 10, mine.last()) {
+                        (0..=5, _) | (_, None) => (
+                            "POST",
+                            format!("http://{addr}/api/orders"),
+                            json!({"customer": customer, "products": [product],
+                                "total": (n % 997) as f64 * 1.37 + 0.01, "status": status,
+                                "placed_at": format!("2026-11-{day:02}T{:02}:15:00Z", n % 24)}),
+                        ),
+                        (6 | 7, Some(id)) => (
+                            "PATCH",
+                            format!("http://{addr}/api/orders/{id}"),
+                            json!({"status": status, "placed_at": format!("2026-11-0{day}T08:00:00Z")}),
+                        ),
+                        (_, Some(id)) => ("DELETE", format!("http://{addr}/api/orders/{id}"), Value::Null),
+                    };
+                    let req = agent
+                        .request(method, &url)
+                        .set("authorization", &format!("Bearer {token}"));
+                    let r = if body.is_null() {
+                        req.call()
+                    } else {
+                        req.set("content-type", "application/json")
+                            .send_string(&body.to_string())
+                    };
+                    match r {
+                        Ok(resp) if method == "POST" => {
+                            if let Ok(v) = resp.into_json::<Value>() {
+                                mine.push(v["id"].as_str().unwrap_or_default().to_string());
+                            }
+                        }
+                        Ok(_) if method == "DELETE" => {
+                            mine.pop();
+                        }
+                        Ok(_) => {}
+                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.nodes[leader].server.as_mut().unwrap().kill9();
+    c.nodes[leader].server = None;
+    let _ = c.leader();
+    std::thread::sleep(Duration::from_millis(1500));
+    c.up(leader);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
+    for w in writers {
+        let _ = w.join();
+    }
+    c.converge();
+
+    // The reference, from the orders a node holds.
+    let orders = orders_on(&c, 0, &token);
+    assert!(orders.len() > 20, "too few orders: {}", orders.len());
+    let mut days: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for o in orders.iter().filter(|o| o["status"] == "paid") {
+        let day = o["placed_at"].as_str().unwrap()[..10].to_string();
+        days.entry(day)
+            .or_default()
+            .push(o["total"].as_f64().unwrap());
+    }
+    let metrics: Vec<Value> = running(&c)
+        .into_iter()
+        .map(|i| {
+            let a = call(
+                "GET",
+                &c.url(i, "/api/sales_metrics?limit=1000"),
+                Some(&token),
+                None,
+                &[],
+            );
+            assert_eq!(a.status, 200, "{}", a.text);
+            a.json
+        })
+        .collect();
+    assert_eq!(metrics.len(), 3);
+    for (i, m) in metrics.iter().enumerate().skip(1) {
+        assert_eq!(
+            m, &metrics[0],
+            "node #{i} holds other metrics than the first"
+        );
+    }
+    let groups = metrics[0]["items"].as_array().unwrap();
+    assert_eq!(groups.len(), days.len(), "{groups:?}");
+    for (g, (day, totals)) in groups.iter().zip(&days) {
+        let sum: f64 = totals.iter().sum();
+        let max = totals.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(g["placed_at"], day.as_str());
+        assert_eq!(g["orders_count"], totals.len());
+        assert!(
+            (g["daily_revenue"].as_f64().unwrap() - sum).abs() < 1e-6 * sum.max(1.0),
+            "{g} vs {sum}"
+        );
+        assert_eq!(g["biggest_order"].as_f64(), Some(max), "{g}");
+    }
+}

@@ -240,8 +240,13 @@ fn run(command: Command) -> Result<ExitCode, ProjectError> {
                 .map_err(|e| ProjectError::Other(format!("cannot read {}: {e}", file.display())))?;
             let schema = project::check_schema(&file.display().to_string(), &text, true)?;
             let fields: usize = schema.models.iter().map(|m| m.fields.len()).sum();
+            let projections = match schema.projections.len() {
+                0 => String::new(),
+                1 => ", 1 projection".to_string(),
+                n => format!(", {n} projections"),
+            };
             println!(
-                "{GREEN}ok{GREEN:#}: {} is valid ({} models, {fields} fields)",
+                "{GREEN}ok{GREEN:#}: {} is valid ({} models, {fields} fields{projections})",
                 file.display(),
                 schema.models.len()
             );

@@ -199,14 +199,19 @@ fn did_you_mean_is_offered_for_near_names() {
 }
 
 #[test]
-fn unsupported_keys_say_so() {
-    // The one key of the design still refused (#12 takes it up).
-    let rendered = render_case("unsupported_projections");
-    assert!(
-        rendered.contains("\"projections\" is not supported yet"),
-        "no \"is not supported yet\" in\n{rendered}"
-    );
-    assert!(rendered.contains("= help:"), "no help in\n{rendered}");
+fn projection_mistakes_have_hints() {
+    let rendered = render_case("bad_projections");
+    for hint in [
+        "did you mean \"Order\"?",
+        "did you mean \"paid\"?",
+        "did you mean \"total\"?",
+        "did you mean \"week\"?",
+        "numeric fields of \"Order\": total",
+        "overlaps the path \"/api/orders\"",
+        "read by the pseudo-role \"owner\" only",
+    ] {
+        assert!(rendered.contains(hint), "no {hint:?} in\n{rendered}");
+    }
 }
 
 #[test]

@@ -119,7 +119,36 @@ fn schema_objects_accept_exactly_the_checker_keys() {
         "actions.*",
     );
 
-    let objects: [(&str, &Value, &[&str]); 13] = [
+    let projection = object(
+        r,
+        &property(top, "projections")["additionalProperties"],
+        "projections.*",
+    );
+    let group_by = object(r, property(projection, "group_by"), "group_by");
+    let projection_permissions = object(
+        r,
+        property(projection, "permissions"),
+        "projection permissions",
+    );
+    let aggregate = object(
+        r,
+        &property(projection, "aggregates")["additionalProperties"],
+        "aggregates.*",
+    );
+    let ops: Vec<&str> = lithair_gen::schema::model::AggregateOp::ALL
+        .iter()
+        .map(|o| o.as_str())
+        .collect();
+
+    let objects: [(&str, &Value, &[&str]); 17] = [
+        ("PROJECTION", projection, keys::PROJECTION),
+        ("GROUP_BY", group_by, keys::GROUP_BY),
+        (
+            "PROJECTION_PERMISSIONS",
+            projection_permissions,
+            keys::PROJECTION_PERMISSIONS,
+        ),
+        ("AGGREGATE", aggregate, &ops),
         ("TOP", top, keys::TOP),
         ("SERVICE", service, keys::SERVICE),
         ("ROLE", role, keys::ROLE),

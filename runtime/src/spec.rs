@@ -21,8 +21,8 @@ pub enum SpecError {
 }
 
 pub use lithair_spec::{
-    Action as ActionSpec, Field as FieldSpec, FieldType, Model as ModelSpec, Operation,
-    Schema as ServiceSpec, OWNER,
+    Action as ActionSpec, AggregateOp, Field as FieldSpec, FieldType, Granularity,
+    Model as ModelSpec, Operation, Projection as ProjectionSpec, Schema as ServiceSpec, OWNER,
 };
 
 /// The spec plus what is derived from it once: compiled patterns, inherited roles.

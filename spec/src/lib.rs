@@ -20,6 +20,147 @@ pub struct Schema {
     /// Who may read the audit log (`audit:`; none: nobody).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
+    /// Read models fed by a model's records (`projections:`), in source order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub projections: Vec<Projection>,
+}
+
+impl Schema {
+    /// The model named `name`.
+    pub fn model(&self, name: &str) -> Option<&Model> {
+        self.models.iter().find(|m| m.name == name)
+    }
+}
+
+/// A projection: aggregates of one model's records, per group, kept up to date by every
+/// write and served read-only at its path.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Projection {
+    /// PascalCase name.
+    pub name: String,
+    /// URL path (`/api/<snake_case plural of the name>`).
+    pub path: String,
+    /// What it shows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The model whose records it aggregates.
+    pub source: String,
+    /// Only the source's records with these values count (`where:`, equality).
+    #[serde(default, rename = "where", skip_serializing_if = "Vec::is_empty")]
+    pub filter: Vec<Condition>,
+    /// What the records are grouped by.
+    pub group_by: GroupBy,
+    /// The roles that may read it.
+    pub read: Vec<String>,
+    /// The aggregates each group holds, in source order.
+    pub aggregates: Vec<Aggregate>,
+}
+
+/// `field: value` of a projection's `where:`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// A field of the source model.
+    pub field: String,
+    /// The value it must have.
+    pub value: Value,
+}
+
+/// `group_by:` of a projection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBy {
+    /// A field of the source model (or `created_at`, `updated_at`).
+    pub field: String,
+    /// For a date or datetime field: the time bucket (UTC) its values fall in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<Granularity>,
+}
+
+/// The time buckets a projection groups a date or datetime by (UTC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    /// `2026-12-01T13` (datetimes only).
+    Hour,
+    /// `2026-12-01`.
+    Day,
+    /// `2026-W49` (ISO 8601 weeks).
+    Week,
+    /// `2026-12`.
+    Month,
+}
+
+impl Granularity {
+    /// Every granularity, finest first.
+    pub const ALL: [Granularity; 4] = [
+        Granularity::Hour,
+        Granularity::Day,
+        Granularity::Week,
+        Granularity::Month,
+    ];
+
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Hour => "hour",
+            Granularity::Day => "day",
+            Granularity::Week => "week",
+            Granularity::Month => "month",
+        }
+    }
+}
+
+/// One aggregate of a projection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Aggregate {
+    /// snake_case name: the member of each group that holds it.
+    pub name: String,
+    /// What it computes.
+    pub op: AggregateOp,
+    /// The numeric field it reads (None for `count`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// What an aggregate computes over a group's records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AggregateOp {
+    /// How many records the group has.
+    Count,
+    /// The sum of the field's values (exact: the same whatever the order of the writes).
+    Sum,
+    /// Their mean (`null` while no record has a value).
+    Avg,
+    /// The smallest (`null` while no record has a value).
+    Min,
+    /// The largest (`null` while no record has a value).
+    Max,
+}
+
+impl AggregateOp {
+    /// Every operation.
+    pub const ALL: [AggregateOp; 5] = [
+        AggregateOp::Count,
+        AggregateOp::Sum,
+        AggregateOp::Avg,
+        AggregateOp::Min,
+        AggregateOp::Max,
+    ];
+
+    /// The YAML spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AggregateOp::Count => "count",
+            AggregateOp::Sum => "sum",
+            AggregateOp::Avg => "avg",
+            AggregateOp::Min => "min",
+            AggregateOp::Max => "max",
+        }
+    }
 }
 
 /// `audit:` at the top level.

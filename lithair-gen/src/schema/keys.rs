@@ -3,12 +3,9 @@
 //! the checks never drift apart.
 
 /// Top level.
-pub const TOP: &[&str] = &["service", "roles", "models", "audit"];
+pub const TOP: &[&str] = &["service", "roles", "models", "audit", "projections"];
 /// Top-level keys of the design that the runtime does not act on yet.
-pub const TOP_UNSUPPORTED: &[(&str, &str)] = &[(
-    "projections",
-    "projections (read models fed by events) come in a later release; remove the key for now",
-)];
+pub const TOP_UNSUPPORTED: &[(&str, &str)] = &[];
 /// `service:`.
 pub const SERVICE: &[&str] = &["name", "description"];
 /// A role written as a mapping.
@@ -57,3 +54,16 @@ pub const FIELD_PERMISSIONS: &[&str] = &["read", "write"];
 pub const VALIDATE: &[&str] = &["min", "max", "min_length", "max_length", "pattern"];
 /// An action.
 pub const ACTION: &[&str] = &["method", "path", "permission", "description"];
+/// A projection.
+pub const PROJECTION: &[&str] = &[
+    "source",
+    "description",
+    "where",
+    "group_by",
+    "permissions",
+    "aggregates",
+];
+/// `group_by:` of a projection.
+pub const GROUP_BY: &[&str] = &["field", "granularity"];
+/// `permissions:` of a projection.
+pub const PROJECTION_PERMISSIONS: &[&str] = &["read"];

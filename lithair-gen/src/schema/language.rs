@@ -22,6 +22,74 @@ pub struct ModelFile {
     models: BTreeMap<String, ModelDoc>,
     /// Who may read the audit log of the `audited` models.
     audit: Option<AuditDoc>,
+    /// Read models by PascalCase name: aggregates of one model's records per group, kept
+    /// up to date by every write and served read-only at `/api/<snake_case plural>`.
+    projections: Option<BTreeMap<String, ProjectionDoc>>,
+}
+
+/// A projection: per group of a model's records, the aggregates it declares.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct ProjectionDoc {
+    /// The model whose records it aggregates.
+    source: String,
+    /// What it shows.
+    description: Option<String>,
+    /// Only the source's records with these field values count (equality).
+    #[serde(rename = "where")]
+    filter: Option<BTreeMap<String, serde_json::Value>>,
+    /// What the records are grouped by.
+    group_by: GroupByDoc,
+    /// Who may read it; default: the source model's read roles.
+    permissions: Option<ProjectionPermissionsDoc>,
+    /// Members of each group by snake_case name: `{ count: true }`, or `{ sum | avg | min
+    /// | max: <int or float field> }`.
+    aggregates: BTreeMap<String, AggregateDoc>,
+}
+
+/// The field a projection groups by.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct GroupByDoc {
+    /// A field of the source, or `created_at` / `updated_at`.
+    field: String,
+    /// For a date or datetime: group by its UTC hour (`2026-12-01T13`), day
+    /// (`2026-12-01`), ISO week (`2026-W49`) or month (`2026-12`).
+    granularity: Option<GranularityDoc>,
+}
+
+/// A time bucket.
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum GranularityDoc {
+    Hour,
+    Day,
+    Week,
+    Month,
+}
+
+/// Who may read a projection.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct ProjectionPermissionsDoc {
+    /// Roles that may read it (`public`: anyone).
+    read: Vec<String>,
+}
+
+/// One aggregate: exactly one of its keys.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct AggregateDoc {
+    /// `true`: how many records the group has.
+    count: Option<bool>,
+    /// The sum of a numeric field (exact, whatever the order of the writes).
+    sum: Option<String>,
+    /// The mean of a numeric field (`null` while no record has a value).
+    avg: Option<String>,
+    /// The smallest value of a numeric field.
+    min: Option<String>,
+    /// The largest value of a numeric field.
+    max: Option<String>,
 }
 
 /// The service block.

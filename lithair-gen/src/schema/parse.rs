@@ -15,6 +15,8 @@ use super::model::*;
 use super::names;
 use super::yaml::{self, Node, NodeKind, Pos, Scalar, Span};
 
+mod projections;
+
 /// Paths the runtime serves itself; a model may not take them.
 const RESERVED_PATHS: &[&str] = &[
     "/api/_audit",
@@ -366,11 +368,16 @@ impl Checker {
                 .unwrap_or_default();
             Some(Audit { read })
         });
+        let projections = match (top.get("projections"), &models) {
+            (Some(p), Some(models)) => self.projections_decl(p, models),
+            _ => Vec::new(),
+        };
         Some(Schema {
             service: service?,
             roles,
             models: models?,
             audit,
+            projections,
         })
     }
 

@@ -1,8 +1,9 @@
 //! The store's domain, without I/O: the commands a write proposes, the events they
 //! become, the in-memory state reads are served from, the decision rule that turns a
 //! command into events against that state (`decide.rs`, the same on every replica), the
-//! compact form records are kept in (`row.rs`), the snapshot format (`snapshot.rs`) and
-//! the node's write health (`health.rs`).
+//! compact form records are kept in (`row.rs`), the snapshot format (`snapshot.rs`), the
+//! projections kept beside the records (`projection.rs`) and the node's write health
+//! (`health.rs`).
 //!
 //! The I/O around it (the logs, the data dir, recovery and checkpoints) is in
 //! [`crate::raft`]; the facade the engine uses is [`crate::store`].
@@ -10,6 +11,7 @@
 pub mod decide;
 pub mod event;
 pub mod health;
+pub mod projection;
 pub mod row;
 pub mod snapshot;
 pub mod state;

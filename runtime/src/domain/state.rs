@@ -12,6 +12,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::event::{Event, EventKind, Record};
+use super::projection::{Definition, Projection};
 use super::row::{server_time, Layout, Stored};
 use super::tree::Tree;
 use crate::spec::ServiceSpec;
@@ -31,6 +32,8 @@ pub struct ModelState {
     /// snapshot's last): it changes with every write to the model, so a list's ETag
     /// derives from it.
     pub changed: u64,
+    /// The projections whose source this model is (`projection.rs`).
+    pub projections: Vec<Projection>,
 }
 
 /// An index's entries: (value, id), in list order.
@@ -284,6 +287,7 @@ impl ModelState {
             indexes,
             since_snapshot: 0,
             changed: 0,
+            projections: Vec::new(),
         }
     }
 
@@ -303,6 +307,9 @@ impl ModelState {
             Some(r) => self.records.insert(id, r.clone()),
             None => self.records.remove(&id),
         };
+        for p in self.projections.iter_mut() {
+            p.change(old.as_deref(), record.as_deref());
+        }
         for index in self.indexes.iter_mut() {
             let before = old.as_ref().map(|o| o.key_at(index.slot));
             let after = record.as_ref().map(|r| r.key_at(index.slot));
@@ -319,8 +326,8 @@ impl ModelState {
     }
 
     /// Fills an empty model with `rows` (sorted by id, as a snapshot holds them): the
-    /// records and the indexes are built at once (each a dense tree), on threads of their
-    /// own, as many at a time as there are cores.
+    /// records, the indexes and the projections are built at once (each index a dense
+    /// tree), on threads of their own, as many at a time as there are cores.
     pub fn fill(&mut self, rows: Vec<(Uuid, Arc<Stored>)>) {
         let rows = &rows;
         let records = || rows.iter().cloned().collect::<Tree<_, _>>();
@@ -328,6 +335,11 @@ impl ModelState {
             rows.iter().map(|(id, r)| ((r.key_at(slot), *id), ())).collect()
         };
         let slots: Vec<usize> = self.indexes.iter().map(|i| i.slot).collect();
+        let definitions: Vec<Arc<Definition>> =
+            self.projections.iter().map(|p| p.def.clone()).collect();
+        let jobs = slots.len() + definitions.len();
+        let projected: Vec<std::sync::Mutex<Option<Projection>>> =
+            definitions.iter().map(|_| std::sync::Mutex::new(None)).collect();
         // As many builds at a time as there are cores (more would only add to the peak
         // memory: each build sorts a copy of its keys). The first worker builds the
         // records first; all take the indexes one after the other.
@@ -339,15 +351,25 @@ impl ModelState {
             let records = first.then(records);
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(slot) = slots.get(i) else {
+                if let Some(slot) = slots.get(i) {
+                    let done = entries(*slot);
+                    *built[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
+                } else if let Some(def) = definitions.get(i - slots.len()) {
+                    let started = std::time::Instant::now();
+                    let done = Projection::build(def.clone(), rows.iter().map(|(_, r)| r));
+                    tracing::info!(projection = %def.spec.name, source = %def.spec.source,
+                        records = rows.len(), groups = done.groups.len(),
+                        millis = started.elapsed().as_millis() as u64,
+                        "projection built from the loaded records");
+                    *projected[i - slots.len()].lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(done);
+                } else {
                     return records;
-                };
-                let done = entries(*slot);
-                *built[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(done);
+                }
             }
         };
         let records = std::thread::scope(|s| {
-            let others: Vec<_> = (1..workers.min(slots.len() + 1))
+            let others: Vec<_> = (1..workers.min(jobs + 1))
                 .map(|_| in_background(s, || work(false)))
                 .collect();
             let records = work(true);
@@ -360,6 +382,11 @@ impl ModelState {
         for (index, entries) in self.indexes.iter_mut().zip(built) {
             let entries = entries.into_inner().unwrap_or_else(|p| p.into_inner());
             index.entries = entries.unwrap_or_default();
+        }
+        for (p, done) in self.projections.iter_mut().zip(projected) {
+            if let Some(done) = done.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                *p = done;
+            }
         }
     }
 }
@@ -434,7 +461,15 @@ impl State {
                         .map(|f| f.name.as_str()),
                 )
                 .collect();
-            models.insert(m.name.clone(), ModelState::new(Layout::of(m), &fields));
+            let mut ms = ModelState::new(Layout::of(m), &fields);
+            for p in spec.projections.iter().filter(|p| p.source == m.name) {
+                match Definition::new(p, m, &ms.layout) {
+                    Some(def) => ms.projections.push(Projection::new(Arc::new(def))),
+                    None => tracing::error!(projection = %p.name,
+                        "the projection names a field its source has no slot for; it is left out"),
+                }
+            }
+            models.insert(m.name.clone(), ms);
         }
         let defaults = spec
             .models
@@ -567,6 +602,14 @@ impl State {
             .iter()
             .any(|(m, ms)| ms.since_snapshot >= every.get(m).copied().unwrap_or(1000));
         period_reached && self.since_snapshot * SNAPSHOT_RATIO >= self.records()
+    }
+
+    /// The projection named `name`.
+    pub fn projection(&self, name: &str) -> Option<&Projection> {
+        self.models
+            .values()
+            .flat_map(|ms| ms.projections.iter())
+            .find(|p| p.name() == name)
     }
 
     /// The record `id` of `model`.

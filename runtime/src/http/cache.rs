@@ -4,6 +4,8 @@
 //!   `If-Match` takes); a list's derives from the model's last applied sequence number
 //!   and what the page depends on (the query, the fields the caller does not see, the
 //!   owner its rows are narrowed to), so any write to the model changes it.
+//! - A projection's answers have an ETag too, from its source's last applied sequence
+//!   number and the query (`http/projection.rs`).
 //! - `If-None-Match` with the current ETag (or `*`) is answered 304, without a body and
 //!   before a list page is computed.
 //! - A model with `cache: { ttl }` gets `Cache-Control: max-age=<ttl>` on get and list
@@ -24,7 +26,7 @@ use sha2::{Digest, Sha256};
 use super::respond::{self, Resp};
 use crate::auth::Access;
 use crate::error::ApiError;
-use crate::spec::{ModelSpec, OWNER};
+use crate::spec::{ModelSpec, ProjectionSpec, OWNER};
 
 /// Most list pages kept.
 const PAGES: usize = 4096;
@@ -86,6 +88,28 @@ pub(crate) fn list_etag(m: &ModelSpec, changed: u64, query: Option<&str>, access
     }
     let digest = h.finalize();
     format!("\"l{changed}-{}\"", hex::encode(&digest[..8]))
+}
+
+/// The ETag of a page of projection `p`: its source's last applied sequence number
+/// `changed`, and a digest of the query and of the aggregates the caller does not see.
+pub(crate) fn projection_etag(
+    p: &ProjectionSpec,
+    changed: u64,
+    query: Option<&str>,
+    access: &Access,
+) -> String {
+    let mut h = Sha256::new();
+    for part in [p.path.as_str(), query.unwrap_or("")] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for hidden in access.hidden() {
+        h.update(b"h");
+        h.update((hidden.len() as u64).to_le_bytes());
+        h.update(hidden.as_bytes());
+    }
+    let digest = h.finalize();
+    format!("\"p{changed}-{}\"", hex::encode(&digest[..8]))
 }
 
 /// Whether the request's `If-None-Match` names `etag` (or is `*`): the answer is then a

@@ -15,6 +15,7 @@ use super::cache;
 use super::cluster;
 use super::firewall::ClientIp;
 use super::lifecycle;
+use super::projection;
 use super::list::ListQuery;
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
@@ -107,6 +108,9 @@ where
         Route::Raft(rpc) => return cluster::raft_rpc(app, &rpc, unread(req)?).await,
         Route::Members => return cluster::members(app, &path, unread(req)?).await,
         Route::Audit => return lifecycle::audit(app, &principal, req.uri().query()),
+        Route::Projection(index) => return {
+            projection::serve(app, index, &principal, req.uri().query(), req.headers()).await
+        },
         Route::Model(r) => r,
     };
     let m = r.model(&app.engine.spec.spec);

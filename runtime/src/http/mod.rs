@@ -5,7 +5,7 @@
 //! firewall: allow/deny, rate limit (`firewall.rs`) → CORS → deadline → router →
 //! authentication → permission check (`router.rs`) → body: limits, JSON, a create's
 //! schema check (`body.rs`) → the endpoints: hooks and the store through the engine
-//! (`endpoints.rs`, `cluster.rs`). The permission check runs before the body is read on
+//! (`endpoints.rs`, `cluster.rs`, `lifecycle.rs`, `projection.rs`). The permission check runs before the body is read on
 //! purpose: an anonymous caller learns nothing about the schema's rules, and refusing
 //! early is cheaper.
 
@@ -18,6 +18,7 @@ pub mod firewall;
 mod lifecycle;
 pub mod list;
 pub(crate) mod pipeline;
+mod projection;
 pub mod respond;
 pub mod router;
 mod server;

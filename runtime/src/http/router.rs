@@ -39,6 +39,9 @@ pub enum Route {
     Members,
     /// `GET /api/_audit` (the `audit.read` roles).
     Audit,
+    /// `GET` of the projection at this index of the schema's projections (its `read`
+    /// roles).
+    Projection(usize),
     /// The API of a model.
     Model(ModelRoute),
 }
@@ -145,6 +148,12 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
     }
     if path == "/_cluster/members" || path.starts_with("/_cluster/members/") {
         return Ok(Route::Members);
+    }
+    if let Some(index) = spec.projections.iter().position(|p| p.path == path) {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed(&["GET"]));
+        }
+        return Ok(Route::Projection(index));
     }
     let nothing = || ApiError::not_found(format!("nothing at {path}"));
     for (index, m) in spec.models.iter().enumerate() {
@@ -339,7 +348,10 @@ pub struct Authenticate {
 impl<B: Send + 'static> Step<B> for Authenticate {
     fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
         let route = req.extensions().get::<Route>();
-        if matches!(route, Some(Route::Model(_) | Route::Audit))
+        if matches!(
+            route,
+            Some(Route::Model(_) | Route::Audit | Route::Projection(_))
+        )
             || plane_roles(&self.planes, route).is_some()
         {
             let header = req.headers().get(hyper::header::AUTHORIZATION);
@@ -382,6 +394,20 @@ impl<B: Send + 'static> Step<B> for Authorize {
             };
             if let Err(e) = authorize(who, roles, what) {
                 return Box::pin(std::future::ready(respond::problem(&e)));
+            }
+        }
+        if let Some(Route::Projection(index)) = route {
+            let anonymous = Principal::anonymous();
+            let who = req
+                .extensions()
+                .get::<Arc<Principal>>()
+                .map_or(&anonymous, |p| p.as_ref());
+            let p = &self.spec.spec.projections[*index];
+            if !who.may(&p.read) {
+                let refused = authorize(who, &p.read, &format!("read {}", p.name));
+                if let Err(e) = refused {
+                    return Box::pin(std::future::ready(respond::problem(&e)));
+                }
             }
         }
         if let Some(Route::Audit) = route {
