@@ -14,6 +14,8 @@
 #   bash bench/run.sh masks                      # a list of 100 with and without a field mask
 #   bash bench/run.sh cache                      # a repeated list of 100, computed and cached
 #   bash bench/run.sh lifecycle                  # durable creates with and without a lifecycle
+#   bash bench/run.sh projection                 # creates into an audited model with a projection
+#                                                # vs a plain one; restart with RECORDS of them
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -262,6 +264,81 @@ YAML
   done
   echo "== 14. creates into the audited, versioned model / into the plain one, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
   kill "${pids[-1]}"
+fi
+
+if [ "$only" = all ] || [ "$only" = projection ]; then
+  # Durable creates into two models with the same fields, alternating, same service
+  # (sync always): a plain one, and one with `lifecycle: { audited, versioned: 5 }` and a
+  # projection on it (per day: count, sum, avg, max). Then the restart of RECORDS records
+  # of the projected model.
+  cat > "$work/sales.yaml" <<'YAML'
+service: { name: sales }
+roles: [clerk]
+audit: { read: [clerk] }
+models:
+  Plain:
+    path: /api/plain
+    permissions: { read: [clerk], create: [clerk], update: [clerk], delete: [clerk] }
+    fields: { name: string, total: float, placed_at: datetime }
+  Order:
+    lifecycle: { audited: true, versioned: 5 }
+    permissions: { read: [clerk], create: [clerk], update: [clerk], delete: [clerk] }
+    fields: { name: string, total: float, placed_at: datetime }
+projections:
+  SalesMetrics:
+    source: Order
+    group_by: { field: placed_at, granularity: day }
+    aggregates:
+      daily_revenue: { sum: total }
+      orders_count: { count: true }
+      avg_order_value: { avg: total }
+      biggest_order: { max: total }
+YAML
+  rm -rf "$work/sales" "$work/data-sales"
+  "$CARGO_TARGET_DIR/release/lithair-gen" new "$work/sales" --schema "$work/sales.yaml" >/dev/null
+  cp Cargo.lock "$work/sales/"
+  (cd "$work/sales" && cargo build --release -q)
+  sales=$CARGO_TARGET_DIR/release/sales
+  clerk=$(cd "$work/sales" && "$sales" token new --name bench --role clerk 2>&1 >>lithair.toml | sed -n 's/.*shown once; give it to the client): //p')
+  start sales env LITHAIR_SYNC=always LITHAIR_LOG=warn "$sales" serve --config "$work/sales/lithair.toml" --port 0 --data-dir "$work/data-sales"
+  order_rate() { # order_rate PATH LABEL ROUND
+    echo "== 15. durable creates, $2, $CONNS connections, $DURATION (round $3)"
+    LITHAIR_TOKEN=$clerk LITHAIR_PATH=$1 wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post_order.lua "http://$addr" | summary
+  }
+  ratios=()
+  for round in $(seq 1 "${ROUNDS:-4}"); do
+    if [ $((round % 2)) = 1 ]; then
+      order_rate /api/plain "plain" "$round"; plain_rate=$(rate)
+      order_rate /api/orders "audited, versioned, with a projection" "$round"; projected_rate=$(rate)
+    else
+      order_rate /api/orders "audited, versioned, with a projection" "$round"; projected_rate=$(rate)
+      order_rate /api/plain "plain" "$round"; plain_rate=$(rate)
+    fi
+    ratios+=("$(awk -v a="$projected_rate" -v b="$plain_rate" 'BEGIN {printf "%.2f", a / b}')")
+  done
+  echo "== 15. creates into the projected, audited model / into the plain one, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
+  curl -s -H "authorization: Bearer $clerk" "http://$addr/api/sales_metrics?limit=2" | head -c 400; echo
+  kill "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+
+  echo "== 16. restart with $RECORDS orders and the projection"
+  data=$work/data-sales-restart
+  rm -rf "$data"
+  "$CARGO_TARGET_DIR/release/examples/fill_store" "$work/sales/src/generated/spec.json" "$data" Order "$RECORDS" \
+    '{"name":"Order {i}","total":"{i}","placed_at":"2026-11-{day}T10:00:00Z"}'
+  du -sh "$data" | sed 's/^/store size: /'
+  for attempt in 1 2; do
+    t0=$(date +%s.%N)
+    start "sales-restart-$attempt" env LITHAIR_LOG=info "$sales" serve --config "$work/sales/lithair.toml" --port 0 --data-dir "$data"
+    t1=$(date +%s.%N)
+    pid=${pids[-1]}
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    how=$([ "$attempt" = 1 ] && echo "after a crash" || echo "after a clean shutdown")
+    echo "restart $attempt ($how): listening after $(awk "BEGIN {printf \"%.2f\", $t1 - $t0}") s, RSS $((rss / 1024)) MiB"
+    grep -o 'snapshot_records=[0-9]* replayed_events=[0-9]* snapshot_ms=[0-9]* replay_ms=[0-9]*' "$work/sales-restart-$attempt.log" | head -1 || true
+    grep -o 'projection=SalesMetrics.*built from the loaded records' "$work/sales-restart-$attempt.log" | sed 's/\x1b\[[0-9;]*m//g' | head -1 || true
+    curl -s -H "authorization: Bearer $clerk" "http://$addr/api/sales_metrics?limit=1" | head -c 300; echo
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+  done
 fi
 
 if [ "$only" = all ] || [ "$only" = restart ] || [ "$only" = scale ]; then

@@ -2,7 +2,9 @@
 //! path (no HTTP), for the restart-time and memory benchmark of `bench/run.sh`.
 //!
 //! Run: `fill_store SPEC.json DATA_DIR MODEL COUNT 'TEMPLATE-JSON'` where the template's
-//! string values may contain `{i}`, replaced by the record's number.
+//! string values may contain `{i}`, replaced by the record's number, and `{day}`, replaced
+//! by a day of the month from it (`01` to `28`); a string that is exactly `"{i}"` becomes
+//! the number itself.
 //!
 //! It stops as a crash would (without the last snapshot a shutdown writes), so the next
 //! start replays the events since the store's last snapshot: the worst case of a restart.
@@ -19,7 +21,11 @@ use serde_json::Value;
 
 fn fill(template: &Value, i: u64) -> Value {
     match template {
-        Value::String(s) => Value::String(s.replace("{i}", &i.to_string())),
+        Value::String(s) if s == "{i}" => Value::from(i),
+        Value::String(s) => Value::String(
+            s.replace("{i}", &i.to_string())
+                .replace("{day}", &format!("{:02}", i % 28 + 1)),
+        ),
         Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), fill(v, i))).collect()),
         Value::Array(a) => Value::Array(a.iter().map(|v| fill(v, i)).collect()),
         other => other.clone(),
