@@ -1506,3 +1506,56 @@ fn a_projection_is_the_same_on_every_node_after_a_leader_kill() {
         assert_eq!(g["biggest_order"].as_f64(), Some(max), "{g}");
     }
 }
+
+/// The events of the first `n` data lines of a change feed at `url`: (id, record id).
+fn feed_events(url: &str, n: usize) -> Vec<(u64, String)> {
+    use std::io::BufRead;
+    let agent = ureq::AgentBuilder::new()
+        .timeout_read(Duration::from_secs(20))
+        .build();
+    let resp = agent.get(url).call().expect("the feed");
+    assert_eq!(resp.header("content-type"), Some("text/event-stream"));
+    let mut reader = std::io::BufReader::new(resp.into_reader());
+    let (mut out, mut id, mut line) = (Vec::new(), 0, String::new());
+    while out.len() < n {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).expect("a line") > 0,
+            "the feed ended"
+        );
+        if let Some(i) = line.strip_prefix("id: ") {
+            id = i.trim().parse().expect("an id");
+        }
+        if let Some(d) = line.strip_prefix("data: ") {
+            let v: Value = serde_json::from_str(d.trim()).expect("JSON data");
+            out.push((id, v["id"].as_str().unwrap().to_string()));
+        }
+    }
+    out
+}
+
+/// A follower serves the change feed of what it applies, and another node resumes it
+/// from its own event log at the same sequence numbers.
+#[test]
+fn followers_serve_the_change_feed() {
+    let c = Cluster::start(3);
+    let leader = c.leader();
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let url = c.url(others[0], "/api/categories/_events");
+    let live = std::thread::spawn(move || feed_events(&url, 3));
+    // The stream is open before the writes (it starts with the next change).
+    std::thread::sleep(Duration::from_millis(500));
+    let ids = c.categories(leader, "feed", 3);
+    let live = live.join().expect("the feed reader");
+    assert_eq!(
+        live.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
+        ids
+    );
+    c.converge();
+    let since = live[0].0 - 1;
+    let resumed = feed_events(
+        &c.url(others[1], &format!("/api/categories/_events?since={since}")),
+        3,
+    );
+    assert_eq!(resumed, live, "the other follower's feed differs");
+}

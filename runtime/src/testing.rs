@@ -21,6 +21,7 @@ use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
 use crate::http::app::{App, Live, ServeOptions};
 use crate::http::firewall::{Firewall, PeerAddr, Rules};
+pub use crate::http::respond::Body;
 use crate::raft::node::ClusterOptions;
 use crate::store::{OpenError, Store, StoreOptions};
 use crate::Service;
@@ -45,7 +46,7 @@ pub enum StartError {
 /// A running service without a listener.
 pub struct InProcess {
     app: Arc<App>,
-    stack: BoxCloneSyncService<Request<Full<Bytes>>, Response<Full<Bytes>>, Infallible>,
+    stack: BoxCloneSyncService<Request<Full<Bytes>>, Response<Body>, Infallible>,
 }
 
 /// An answer, read whole.
@@ -101,7 +102,7 @@ impl InProcess {
 
     /// Sends `req` through the pipeline, as if from `127.0.0.1:40000` unless the request
     /// carries its own [`PeerAddr`].
-    pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Response<Full<Bytes>> {
+    pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Response<Body> {
         if req.extensions().get::<PeerAddr>().is_none() {
             let from = SocketAddr::from(([127, 0, 0, 1], 40000));
             req.extensions_mut().insert(PeerAddr(from));
@@ -220,7 +221,7 @@ pub fn mint_token(name: &str, roles: &[&str]) -> (String, String) {
 }
 
 /// Reads an answer whole.
-pub async fn read(r: Response<Full<Bytes>>) -> Answer {
+pub async fn read(r: Response<Body>) -> Answer {
     let (parts, body) = r.into_parts();
     let bytes = body
         .collect()

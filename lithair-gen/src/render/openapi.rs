@@ -331,6 +331,22 @@ pub fn document(schema: &Schema) -> Value {
             item.insert("parameters".into(), json!([id_param]));
             paths.insert(format!("{}/{{id}}", m.path), Value::Object(item));
         }
+        if m.has(Operation::List) {
+            paths.insert(format!("{}/_events", m.path), json!({"get": {
+                "tags": tag, "operationId": format!("events_{}", m.snake), "summary": format!("The changes of {}, as server-sent events", m.name),
+                "description": format!(
+                    "{} One event per change: `id:` its sequence number, `event:` `{n}Created`, `{n}Updated` or `{n}Deleted`, `data:` a JSON object with `sequence_number`, `event_id`, `event_type`, `kind` (created, updated, deleted), `model`, `id`, `version`, `timestamp`, `principal`, `by_action` and `record` (the record after the change, as the caller may see it; null after a delete). `Last-Event-ID` or `since` resumes after that event (from the event log), otherwise the feed starts with the next change. A comment comes every 15 s while nothing changes. A consumer too slow to keep up is sent `event: lagged` and the stream ends; it reconnects with `Last-Event-ID`.",
+                    model_note(m, &p.read, true), n = m.name),
+                "security": security(&p.read),
+                "parameters": [
+                    {"name": "since", "in": "query", "description": "Resume after the event with this sequence number.", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "Last-Event-ID", "in": "header", "description": "Resume after this event (what `EventSource` sends when it reconnects); wins over `since`.", "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
+                "responses": {
+                    "200": {"description": "The stream of changes.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "400": problem_response("A bad `since` or Last-Event-ID."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                    "410": problem_response("The resume point is before the first event this node holds.")}
+            }}));
+        }
         if m.keeps_history() {
             let audit_note = " A deleted record's past is readable by the audit roles only.";
             let entry = json!({"type": "object", "properties": {

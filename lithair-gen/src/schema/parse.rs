@@ -1484,7 +1484,11 @@ impl Checker {
                     let seg_ok = |seg: &str| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
                     let rest: Vec<&str> = segs.collect();
                     let ok = (first == "{id}" || seg_ok(first)) && rest.iter().all(|s| seg_ok(s)) && !(first == "{id}" && rest.is_empty());
-                    if ok {
+                    if ok && s == "_events" {
+                        self.err(Diagnostic::new(p.span, format!("path \"_events\" of {what} is the model's change feed"))
+                            .with_help("`GET <model path>/_events` streams the model's changes; give the action another path"));
+                        None
+                    } else if ok {
                         Some(s)
                     } else {
                         self.err(Diagnostic::new(p.span, format!("path \"{s}\" of {what} is not valid")).with_help("write it relative to the model's path: `{id}/restock` for one record, `import` for the collection; lowercase segments"));

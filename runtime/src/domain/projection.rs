@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::{Datelike, NaiveDate, Timelike, Utc};
 use serde_json::{Map, Value};
 
 use super::row::{Layout, Stored};
@@ -114,29 +114,50 @@ impl Definition {
         self.extremes.iter().flatten().count()
     }
 
-    /// What `r` adds to the projection: its group's key and key value, and each
-    /// aggregate's number (None for `count`, or where the record has no number); None
-    /// when the `where` filter leaves it out.
+    /// What `r` adds to the projection: its group's key, and each aggregate's number
+    /// (None for `count`, or where the record has no number); None when the `where`
+    /// filter leaves it out. Read from the record's bytes without building its values.
     fn contribution(&self, r: &Stored) -> Option<Contribution> {
         if !self.filter.iter().all(|(slot, want)| r.key_at(*slot) == *want) {
             return None;
         }
-        let raw = r.at(self.group).unwrap_or(Value::Null);
-        let value = match self.bucket {
+        let raw = r.key_at(self.group);
+        let key = match self.bucket {
             Bucket::Value => raw,
-            Bucket::Date(g) => bucket_of_date(&raw, g),
-            Bucket::Datetime(g) => bucket_of_datetime(&raw, g),
+            Bucket::Date(g) | Bucket::Datetime(g) => {
+                let mut text = Small::default();
+                if bucket(&raw, self.bucket == Bucket::Date(g), g, &mut text) {
+                    SortKey::string(text.as_str())
+                } else {
+                    SortKey::Missing
+                }
+            }
         };
-        let numbers = self
-            .slots
-            .iter()
-            .map(|(slot, _)| slot.and_then(|s| r.at(s)).and_then(|v| v.as_f64()))
-            .collect();
-        Some(Contribution {
-            key: SortKey::of(Some(&value)),
-            value,
-            numbers,
-        })
+        let mut numbers: Vec<Option<f64>> = Vec::with_capacity(self.slots.len());
+        for (i, (slot, _)) in self.slots.iter().enumerate() {
+            // Aggregates of one field read it once.
+            let seen = self.slots[..i]
+                .iter()
+                .position(|(s, _)| s.is_some() && s == slot);
+            let n = match (seen, slot) {
+                (Some(j), _) => numbers[j],
+                (None, Some(s)) => r.key_at(*s).as_f64(),
+                (None, None) => None,
+            };
+            numbers.push(n);
+        }
+        Some(Contribution { key, numbers })
+    }
+
+    /// The key of a new group, as shown: the bucket's text, or the record's value.
+    fn shown(&self, key: &SortKey, r: &Stored) -> Value {
+        match (self.bucket, key) {
+            (_, SortKey::Missing) => Value::Null,
+            (Bucket::Value, _) => r.at(self.group).unwrap_or(Value::Null),
+            _ => key
+                .as_text()
+                .map_or(Value::Null, |t| Value::String(t.to_string())),
+        }
     }
 }
 
@@ -144,43 +165,73 @@ impl Definition {
 #[derive(Debug, PartialEq)]
 struct Contribution {
     key: SortKey,
-    value: Value,
     numbers: Vec<Option<f64>>,
 }
 
-/// The bucket of a date (`YYYY-MM-DD`).
-fn bucket_of_date(v: &Value, g: Granularity) -> Value {
-    let Some(d) = v
-        .as_str()
-        .and_then(|s| NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
-    else {
-        return Value::Null;
-    };
-    Value::String(date_bucket(d, g, None))
+/// Up to 16 bytes of text, on the stack (a bucket's name).
+#[derive(Default)]
+struct Small {
+    bytes: [u8; 16],
+    len: usize,
 }
 
-/// The bucket of an RFC 3339 datetime, in UTC.
-fn bucket_of_datetime(v: &Value, g: Granularity) -> Value {
-    let Some(t) = v
-        .as_str()
-        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-    else {
-        return Value::Null;
-    };
-    let t = t.with_timezone(&Utc);
-    Value::String(date_bucket(t.date_naive(), g, Some(t.format("%H").to_string())))
-}
-
-fn date_bucket(d: NaiveDate, g: Granularity, hour: Option<String>) -> String {
-    match g {
-        Granularity::Hour => format!("{}T{}", d.format("%Y-%m-%d"), hour.unwrap_or_default()),
-        Granularity::Day => d.format("%Y-%m-%d").to_string(),
-        Granularity::Week => {
-            let w = d.iso_week();
-            format!("{:04}-W{:02}", w.year(), w.week())
-        }
-        Granularity::Month => d.format("%Y-%m").to_string(),
+impl Small {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
     }
+}
+
+impl std::fmt::Write for Small {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let room = self.bytes.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        room.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Writes the UTC bucket of the date (`date`) or datetime whose index key is `key` into
+/// `out`; false when it is neither.
+fn bucket(key: &SortKey, date: bool, g: Granularity, out: &mut Small) -> bool {
+    use std::fmt::Write;
+    let (day, hour) = match key {
+        // A timestamp in the server's form (as `created_at`): its microseconds.
+        SortKey::Time(micros) => match chrono::DateTime::from_timestamp_micros(*micros) {
+            Some(t) => (t.date_naive(), t.hour()),
+            None => return false,
+        },
+        _ => {
+            let Some(text) = key.as_text() else {
+                return false;
+            };
+            if date {
+                match NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+                    Ok(d) => (d, 0),
+                    Err(_) => return false,
+                }
+            } else {
+                match chrono::DateTime::parse_from_rfc3339(text) {
+                    Ok(t) => {
+                        let t = t.with_timezone(&Utc);
+                        (t.date_naive(), t.hour())
+                    }
+                    Err(_) => return false,
+                }
+            }
+        }
+    };
+    let (y, m, d) = (day.year(), day.month(), day.day());
+    let written = match g {
+        Granularity::Hour => write!(out, "{y:04}-{m:02}-{d:02}T{hour:02}"),
+        Granularity::Day => write!(out, "{y:04}-{m:02}-{d:02}"),
+        Granularity::Week => {
+            let w = day.iso_week();
+            write!(out, "{:04}-W{:02}", w.year(), w.week())
+        }
+        Granularity::Month => write!(out, "{y:04}-{m:02}"),
+    };
+    written.is_ok()
 }
 
 /// One group: its key, how many records it has, and each aggregate's running values.
@@ -258,18 +309,18 @@ impl Projection {
         if let Some(c) = before {
             self.remove(c);
         }
-        if let Some(c) = after {
-            self.add(c);
+        if let (Some(c), Some(r)) = (after, new) {
+            self.add(c, r);
         }
     }
 
-    fn add(&mut self, c: Contribution) {
+    fn add(&mut self, c: Contribution, r: &Stored) {
         let mut group = match self.groups.get(&c.key) {
             Some(g) => Group::clone(g),
             None => {
                 self.next_id += 1;
                 Group {
-                    key: c.value,
+                    key: self.def.shown(&c.key, r),
                     id: self.next_id,
                     count: 0,
                     sums: vec![(0, ExactSum::default()); self.def.slots.len()],
@@ -326,10 +377,10 @@ impl Projection {
         let mut next_id = 0;
         for r in records {
             let Some(c) = def.contribution(r) else { continue };
-            let group = groups.entry(c.key).or_insert_with(|| {
+            let group = groups.entry(c.key).or_insert_with_key(|key| {
                 next_id += 1;
                 Group {
-                    key: c.value,
+                    key: def.shown(key, r),
                     id: next_id,
                     count: 0,
                     sums: vec![(0, ExactSum::default()); def.slots.len()],
@@ -532,15 +583,20 @@ mod tests {
 
     #[test]
     fn buckets_are_utc() {
-        let g = |s: &str, g| bucket_of_datetime(&Value::String(s.into()), g);
-        assert_eq!(g("2026-12-01T23:30:00-02:00", Granularity::Day), "2026-12-02");
-        assert_eq!(g("2026-12-01T23:30:00-02:00", Granularity::Hour), "2026-12-02T01");
-        assert_eq!(g("2026-12-01T10:00:00Z", Granularity::Week), "2026-W49");
-        assert_eq!(g("2027-01-01T10:00:00Z", Granularity::Week), "2026-W53");
-        assert_eq!(g("2026-12-31T23:59:59+00:00", Granularity::Month), "2026-12");
-        assert_eq!(g("not a time", Granularity::Day), Value::Null);
-        let d = |s: &str, g| bucket_of_date(&Value::String(s.into()), g);
-        assert_eq!(d("2026-12-01", Granularity::Month), "2026-12");
-        assert_eq!(d("2026-12-01", Granularity::Week), "2026-W49");
+        let b = |s: &str, date: bool, g| {
+            let mut out = Small::default();
+            bucket(&SortKey::string(s), date, g, &mut out).then(|| out.as_str().to_string())
+        };
+        let dt = |s: &str, g| b(s, false, g);
+        assert_eq!(dt("2026-12-01T23:30:00-02:00", Granularity::Day).as_deref(), Some("2026-12-02"));
+        assert_eq!(dt("2026-12-01T23:30:00-02:00", Granularity::Hour).as_deref(), Some("2026-12-02T01"));
+        assert_eq!(dt("2026-12-01T10:00:00Z", Granularity::Week).as_deref(), Some("2026-W49"));
+        assert_eq!(dt("2027-01-01T10:00:00Z", Granularity::Week).as_deref(), Some("2026-W53"));
+        assert_eq!(dt("2026-12-31T23:59:59+00:00", Granularity::Month).as_deref(), Some("2026-12"));
+        // A timestamp in the server's form is kept as its microseconds.
+        assert_eq!(dt("2026-12-01T13:00:00.000000Z", Granularity::Hour).as_deref(), Some("2026-12-01T13"));
+        assert_eq!(dt("not a time", Granularity::Day), None);
+        assert_eq!(b("2026-12-01", true, Granularity::Month).as_deref(), Some("2026-12"));
+        assert_eq!(b("2026-12-01", true, Granularity::Week).as_deref(), Some("2026-W49"));
     }
 }

@@ -115,6 +115,19 @@ impl SortKey {
         }
     }
 
+    /// The number of a number key.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            SortKey::Num(n) => Some(n.0),
+            _ => None,
+        }
+    }
+
+    /// The text of a string key that is not a timestamp in the server's form.
+    pub fn as_text(&self) -> Option<&str> {
+        self.bytes().and_then(|b| std::str::from_utf8(b).ok())
+    }
+
     /// The bytes of a string key (not of a timestamp).
     fn bytes(&self) -> Option<&[u8]> {
         match self {

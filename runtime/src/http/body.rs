@@ -128,7 +128,9 @@ fn takes(route: Option<&Route>) -> Takes {
                 patch: false,
                 create: None,
             },
-            ModelOp::Crud(_) | ModelOp::History | ModelOp::Version(_) => Takes::Nothing,
+            ModelOp::Crud(_) | ModelOp::History | ModelOp::Version(_) | ModelOp::Events => {
+                Takes::Nothing
+            }
         },
         _ => Takes::Nothing,
     }

@@ -13,6 +13,7 @@ use super::app::App;
 use super::body::Payload;
 use super::cache;
 use super::cluster;
+use super::feed;
 use super::firewall::ClientIp;
 use super::lifecycle;
 use super::projection;
@@ -117,6 +118,9 @@ where
     let op = match r.op {
         ModelOp::Crud(op) => op,
         ModelOp::Action(a) => return action(app, req, &principal, m, a, r.id, &path).await,
+        ModelOp::Events => {
+            return feed::serve(app, m, &principal, req.uri().query(), req.headers())
+        }
         ModelOp::History | ModelOp::Version(_) => {
             let id = r.id.ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
             if cluster::wants_linearizable(req.uri().query(), req.headers())? {

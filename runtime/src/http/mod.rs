@@ -5,7 +5,7 @@
 //! firewall: allow/deny, rate limit (`firewall.rs`) → CORS → deadline → router →
 //! authentication → permission check (`router.rs`) → body: limits, JSON, a create's
 //! schema check (`body.rs`) → the endpoints: hooks and the store through the engine
-//! (`endpoints.rs`, `cluster.rs`, `lifecycle.rs`, `projection.rs`). The permission check runs before the body is read on
+//! (`endpoints.rs`, `cluster.rs`, `lifecycle.rs`, `projection.rs`, `feed.rs`). The permission check runs before the body is read on
 //! purpose: an anonymous caller learns nothing about the schema's rules, and refusing
 //! early is cheaper.
 
@@ -14,6 +14,7 @@ pub mod body;
 mod cache;
 mod cluster;
 mod endpoints;
+mod feed;
 pub mod firewall;
 mod lifecycle;
 pub mod list;

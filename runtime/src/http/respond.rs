@@ -1,18 +1,88 @@
-//! Building responses.
+//! Building responses, and their body: the whole text at once, or a stream (the change
+//! feed's events, `feed.rs`).
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use hyper::Response;
 
 use crate::error::ApiError;
 
 /// The response type of every handler.
-pub type Resp = Response<Full<Bytes>>;
+pub type Resp = Response<Body>;
+
+/// A response body: bytes known at once, or a stream of chunks that its producer writes
+/// into a bounded channel (it ends when the producer drops its sender; a client that
+/// goes away drops the body, which the producer sees as a closed channel).
+#[derive(Debug)]
+pub struct Body(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    /// The whole body (None: sent, or empty).
+    Full(Option<Bytes>),
+    /// Chunks as they come.
+    Stream(tokio::sync::mpsc::Receiver<Bytes>),
+}
+
+impl Body {
+    /// A body of `bytes`.
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        let bytes = bytes.into();
+        Body(Kind::Full((!bytes.is_empty()).then_some(bytes)))
+    }
+
+    /// An empty body.
+    pub fn empty() -> Body {
+        Body(Kind::Full(None))
+    }
+
+    /// A streamed body that reads its chunks from `chunks`.
+    pub fn stream(chunks: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+        Body(Kind::Stream(chunks))
+    }
+}
+
+impl Default for Body {
+    fn default() -> Body {
+        Body::empty()
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().0 {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Stream(chunks) => chunks.poll_recv(cx).map(|c| c.map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.0, Kind::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Stream(_) => SizeHint::default(),
+        }
+    }
+}
 
 /// A JSON response.
 pub fn json<T: serde::Serialize + ?Sized>(status: u16, body: &T) -> Resp {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    let mut r = Response::new(Body::full(bytes));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -23,7 +93,7 @@ pub fn json<T: serde::Serialize + ?Sized>(status: u16, body: &T) -> Resp {
 
 /// A JSON response from ready-made JSON text.
 pub fn json_bytes(status: u16, body: Bytes) -> Resp {
-    let mut r = Response::new(Full::new(body));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
@@ -34,14 +104,14 @@ pub fn json_bytes(status: u16, body: Bytes) -> Resp {
 
 /// A body-less response.
 pub fn empty(status: u16) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Body::empty());
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
     r
 }
 
 /// A plain-text response.
 pub fn text(status: u16, content_type: &'static str, body: String) -> Resp {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Body::full(body));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

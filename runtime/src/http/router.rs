@@ -68,6 +68,8 @@ pub enum ModelOp {
     History,
     /// `GET {id}/versions/{v}` of a `versioned` model.
     Version(u64),
+    /// `GET _events`: the model's change feed.
+    Events,
 }
 
 impl ModelRoute {
@@ -82,7 +84,7 @@ impl ModelRoute {
         match self.op {
             ModelOp::Crud(op) => m.permissions.for_op(op),
             ModelOp::Action(a) => &m.actions[a].permission,
-            ModelOp::History | ModelOp::Version(_) => &m.permissions.read,
+            ModelOp::History | ModelOp::Version(_) | ModelOp::Events => &m.permissions.read,
         }
     }
 
@@ -93,6 +95,7 @@ impl ModelRoute {
             ModelOp::Crud(op) => format!("{} {}", verb(op), m.name),
             ModelOp::Action(a) => format!("run {}.{}", m.name, m.actions[a].name),
             ModelOp::History | ModelOp::Version(_) => format!("read the history of {}", m.name),
+            ModelOp::Events => format!("follow the changes of {}", m.name),
         }
     }
 }
@@ -181,6 +184,13 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
         else {
             continue;
         };
+        // The change feed (no action takes its path: `validate` sees to it).
+        if rest == "_events" && m.has(Operation::List) {
+            if method != Method::GET {
+                return Err(ApiError::method_not_allowed(&["GET"]));
+            }
+            return Ok(model(index, ModelOp::Events, None));
+        }
         // A collection action's path is a fixed word; it wins over an id.
         let (raw_id, tail) = if m.actions.iter().any(|a| !a.on_record() && a.path == rest) {
             (None, Some(rest))

@@ -115,8 +115,10 @@ pub async fn serve(
             draining.push(graceful);
         }
     }
-    // `/ready` answers 503 from now on.
+    // `/ready` answers 503 from now on, and the change feeds end (their connections
+    // would hold the drain up to its timeout).
     engine.store.health().stopping();
+    engine.store.feed().close();
     tracing::info!("shutting down: finishing in-flight requests");
     // Every listener's connections are told at once, then waited for.
     let drains: Vec<_> = draining

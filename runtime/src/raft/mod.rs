@@ -151,4 +151,6 @@ pub(crate) struct Loaded {
     pub snapshot_every: HashMap<String, u64>,
     /// The node's write health.
     pub health: Arc<Health>,
+    /// Where applied events go for the change feed.
+    pub feed: Arc<crate::store::feed::Feed>,
 }

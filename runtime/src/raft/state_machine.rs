@@ -40,6 +40,7 @@ use crate::domain::state::State;
 use crate::domain::{Refused, Stats};
 use crate::raft::data_dir::DataDir;
 use crate::spec::ServiceSpec;
+use crate::store::feed::{Change, Feed};
 use crate::wal::Wal;
 
 /// The applied state, in the data dir's `applied` file (written after the events it
@@ -173,6 +174,10 @@ pub struct StateMachine {
     checkpoints: std::sync::mpsc::Sender<crate::raft::Checkpoint>,
     /// Whether this node may still write (see `domain::health`).
     health: Arc<Health>,
+    /// The change feed: applied events go there once they are in the event log.
+    feed: Arc<Feed>,
+    /// The changes of the entries being applied, while the feed has listeners.
+    changes: Vec<Change>,
     holder: Arc<()>,
 }
 
@@ -226,6 +231,7 @@ impl StateMachine {
             stats,
             snapshot_every,
             health: Arc::default(),
+            feed: Arc::new(crate::store::feed::Feed::new(spec)),
         };
         Self::new(spec, loaded, Arc::new(()))
     }
@@ -265,6 +271,8 @@ impl StateMachine {
             snapshot_every: loaded.snapshot_every,
             checkpoints,
             health: loaded.health,
+            feed: loaded.feed,
+            changes: Vec::new(),
             holder,
         })
     }
@@ -367,6 +375,12 @@ impl StateMachine {
             match self.decider.decide(state, &mut overlay, &mut stamped, seq) {
                 Ok((ev, record)) => {
                     writes.push((seq, serde_json::to_vec(&ev).map_err(write_err)?));
+                    if self.feed.listened() {
+                        self.changes.push(Change {
+                            event: ev.clone(),
+                            record: record.clone(),
+                        });
+                    }
                     state.publish(&ev, record);
                     answers.push(Applied::Done(ev));
                     count += 1;
@@ -471,6 +485,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
             log.syncer()
         };
+        // In the log now: the feed's readers may be sent them.
+        if !self.changes.is_empty() {
+            self.feed.publish(std::mem::take(&mut self.changes));
+        }
         let checkpoint = crate::raft::Checkpoint::Applied {
             state: self.applied_bytes(last_seq)?,
             syncer,

@@ -18,10 +18,15 @@
 //! `domain/snapshot.rs`). A restart loads it and replays only the events after it. The
 //! data dir's files are listed in `raft/data_dir.rs`.
 //!
+//! The change feed (`feed.rs`): the state machine hands each applied event, with the
+//! record after it, to the feed's live readers once it is in the event log; a reader
+//! that resumes reads what it missed from the log.
+//!
 //! Faults ([`crate::domain::health`]): a failed write or sync of either log, or a failed checkpoint,
 //! stops this node's writes until it is restarted; a snapshot that fails leaves the
 //! previous one. Either way a restart replays more, never less.
 
+pub mod feed;
 #[cfg(test)]
 mod power_cuts;
 mod timeline;
@@ -135,6 +140,8 @@ pub struct Store {
     health: Arc<Health>,
     /// Where the lifecycle models' events are in the event log.
     timeline: Arc<timeline::Timeline>,
+    /// The change feed.
+    feed: Arc<feed::Feed>,
 }
 
 impl std::fmt::Debug for Store {
@@ -186,6 +193,7 @@ impl Store {
         let events = Arc::new(Mutex::new(events));
         let snapshot_every = snapshot_periods(spec, opts.snapshot_every);
         let node_id = opts.node.node_id.to_string();
+        let feed = Arc::new(feed::Feed::new(spec));
         let loaded = Loaded {
             recovered,
             dir: dir.clone(),
@@ -193,6 +201,7 @@ impl Store {
             stats: stats.clone(),
             snapshot_every,
             health: health.clone(),
+            feed: feed.clone(),
         };
         let durability = Durability {
             sync: opts.sync,
@@ -217,7 +226,30 @@ impl Store {
             cluster: Arc::new(node),
             health,
             timeline: Arc::new(timeline::Timeline::new(spec)),
+            feed,
         })
+    }
+
+    /// The change feed (`feed.rs`).
+    pub fn feed(&self) -> &Arc<feed::Feed> {
+        &self.feed
+    }
+
+    /// The events of `model` after sequence number `after`, at most `limit`, each with
+    /// the record after it, from the event log. Reads files: call it off the async
+    /// threads.
+    pub fn feed_page(
+        &self,
+        model: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(Event, feed::After)>, HistoryError> {
+        self.feed.page(&self.events, model, after, limit)
+    }
+
+    /// The first event this node's log holds.
+    pub fn first_event(&self) -> Option<u64> {
+        self.feed.first_held(&self.events)
     }
 
     /// The id of the cluster this node belongs to, once it knows it.
@@ -281,6 +313,7 @@ impl Store {
     /// are refused.
     pub async fn shutdown(&self) {
         self.health.stopping();
+        self.feed.close();
         self.cluster.shutdown().await;
     }
 

@@ -259,6 +259,7 @@ fn state_machine(disk: &Arc<SimDisk>, spec: &ServiceSpec) -> (StateMachine, Arc<
         stats,
         snapshot_every: super::snapshot_periods(spec, 4),
         health: Arc::default(),
+        feed: Arc::new(super::feed::Feed::new(spec)),
     };
     let holder = Arc::new(());
     let sm = StateMachine::new(spec, loaded, holder.clone()).expect("state machine");

@@ -1,6 +1,8 @@
 //! Where each record's events are in the event log, for the models with a `lifecycle`:
 //! the sequence numbers of every record's events, and of every event of an `audited`
 //! model. The history, versions and audit log read the events themselves from the log.
+//! The change feed has a timeline of its own ([`Timeline::of_every_model`]): every
+//! model's records, and each model's events, built only once a feed reader resumes.
 //!
 //! The timeline derives from the event log only, so it is the same on every node and
 //! survives anything the log survives: it is built by reading the log's heads (sequence
@@ -40,6 +42,8 @@ pub(crate) struct Timeline {
     kept: HashSet<String>,
     /// Models whose events are audit entries.
     audited: HashSet<String>,
+    /// Whether each model's events are listed (the change feed's timeline).
+    by_model: bool,
     seen: Mutex<Seen>,
 }
 
@@ -52,6 +56,8 @@ struct Seen {
     records: HashMap<Uuid, Vec<u64>>,
     /// The events of audited models.
     audit: BTreeSet<u64>,
+    /// Each model's events (only with `by_model`).
+    models: HashMap<String, BTreeSet<u64>>,
 }
 
 /// Why an event could not be read.
@@ -83,6 +89,21 @@ impl Timeline {
         Timeline {
             kept,
             audited,
+            by_model: false,
+            seen: Mutex::new(Seen {
+                lo: 1,
+                hi: 0,
+                ..Default::default()
+            }),
+        }
+    }
+
+    /// The timeline of every model of `spec`, with each model's events listed.
+    pub(crate) fn of_every_model(spec: &ServiceSpec) -> Timeline {
+        Timeline {
+            kept: spec.models.iter().map(|m| m.name.clone()).collect(),
+            audited: HashSet::new(),
+            by_model: true,
             seen: Mutex::new(Seen {
                 lo: 1,
                 hi: 0,
@@ -132,6 +153,18 @@ impl Timeline {
                 if self.audited.contains(head.model.as_ref()) {
                     seen.audit.insert(head.sequence_number);
                 }
+                if self.by_model {
+                    let model = head.model.as_ref();
+                    match seen.models.get_mut(model) {
+                        Some(list) => {
+                            list.insert(head.sequence_number);
+                        }
+                        None => {
+                            let list = BTreeSet::from([head.sequence_number]);
+                            seen.models.insert(model.to_string(), list);
+                        }
+                    }
+                }
             }
             drop(log);
             if seen.lo > seen.hi {
@@ -160,6 +193,32 @@ impl Timeline {
                 if ev.model == model {
                     out.push(ev);
                 }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The events of `model` after sequence number `after`, oldest first, at most `limit`
+    /// (a timeline of [`Timeline::of_every_model`]).
+    pub(crate) fn of_model(
+        &self,
+        events: &Mutex<Wal>,
+        model: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, HistoryError> {
+        self.catch_up(events)?;
+        let seqs: Vec<u64> = self
+            .seen()
+            .models
+            .get(model)
+            .map(|l| l.range(after.saturating_add(1)..).take(limit).copied().collect())
+            .unwrap_or_default();
+        let log = lock_events(events);
+        let mut out = Vec::with_capacity(seqs.len());
+        for seq in seqs {
+            if let Some(bytes) = log.read(seq)? {
+                out.push(serde_json::from_slice(&bytes)?);
             }
         }
         Ok(out)
