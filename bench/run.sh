@@ -335,7 +335,7 @@ YAML
     how=$([ "$attempt" = 1 ] && echo "after a crash" || echo "after a clean shutdown")
     echo "restart $attempt ($how): listening after $(awk "BEGIN {printf \"%.2f\", $t1 - $t0}") s, RSS $((rss / 1024)) MiB"
     grep -o 'snapshot_records=[0-9]* replayed_events=[0-9]* snapshot_ms=[0-9]* replay_ms=[0-9]*' "$work/sales-restart-$attempt.log" | head -1 || true
-    grep -o 'projection=SalesMetrics.*built from the loaded records' "$work/sales-restart-$attempt.log" | sed 's/\x1b\[[0-9;]*m//g' | head -1 || true
+    grep -o 'projection built from the snapshot.s records.*' "$work/sales-restart-$attempt.log" | sed 's/\x1b\[[0-9;]*m//g' | head -1 || true
     curl -s -H "authorization: Bearer $clerk" "http://$addr/api/sales_metrics?limit=1" | head -c 300; echo
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done

@@ -373,7 +373,7 @@ impl ModelState {
                     tracing::info!(projection = %def.spec.name, source = %def.spec.source,
                         records = rows.len(), groups = done.groups.len(),
                         millis = started.elapsed().as_millis() as u64,
-                        "projection built from the loaded records");
+                        "projection built from the snapshot's records");
                     *projected[i - slots.len()].lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(done);
                 } else {

@@ -244,6 +244,15 @@ pub(crate) fn load_state(
         replay_ms = started.elapsed().as_millis() as u64 - snapshot_ms,
         "store loaded"
     );
+    // A projection is built from the snapshot's records and follows the replay: a new
+    // or changed one is complete now.
+    for ms in state.models.values() {
+        for p in &ms.projections {
+            tracing::info!(projection = %p.name(), source = %p.def.spec.source,
+                records = ms.records.len(), groups = p.groups.len(),
+                "projection built from the store's records");
+        }
+    }
     Ok(Recovered {
         state,
         applied,
