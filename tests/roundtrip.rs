@@ -14,13 +14,13 @@ const POST_HANDLERS: &str = r#"//! My hooks for posts: written by hand, must sur
 
 use lithair_runtime::prelude::*;
 
-use crate::generated::post::{Post, PostHooks, PostStatus};
+use crate::generated::post::{Post, PostActions, PostStatus};
 
 /// Handlers of `Post`.
 #[derive(Debug, Default)]
 pub struct PostHandlers;
 
-impl PostHooks for PostHandlers {
+impl Hooks<Post> for PostHandlers {
     // Titles are stored without surrounding spaces; one title is refused outright.
     fn before_create(&self, _ctx: &HookContext, record: &mut Post) -> HookResult {
         record.title = record.title.trim().to_string();
@@ -46,7 +46,9 @@ impl PostHooks for PostHandlers {
         }
         Ok(())
     }
+}
 
+impl PostActions for PostHandlers {
     async fn publish(&self, ctx: ActionContext, id: Uuid, _body: Value) -> ActionResult {
         let record = ctx.patch(id, json!({"status": "published"})).await?;
         Ok(ActionResponse::ok(record))
@@ -359,4 +361,98 @@ fn the_commented_example_of_a_new_handler_file_compiles_when_uncommented() {
     // Checked, not built: a build would put a `blog` binary where the other test of this
     // file, running at the same time, starts its own.
     assert_clippy_clean(&dir);
+}
+
+const STATEFUL_SCHEMA: &str = r#"service: { name: stateful }
+roles: [writer]
+models:
+  Note:
+    permissions: { read: [public], create: [writer] }
+    operations: [list, get, create]
+    fields:
+      text: string
+    actions:
+      stamp: { method: GET, path: "stamp", permission: [public] }
+"#;
+
+const STATEFUL_HANDLERS: &str = r#"//! Notes get the prefix that main.rs gives their handlers.
+
+use lithair_runtime::prelude::*;
+
+use crate::generated::note::*;
+
+/// Handlers with state, and without `Default`: `main.rs` builds them.
+#[derive(Debug)]
+pub struct NoteHandlers {
+    /// Put before every note's text.
+    pub prefix: String,
+}
+
+impl Hooks<Note> for NoteHandlers {
+    fn before_create(&self, _ctx: &HookContext, record: &mut Note) -> HookResult {
+        record.text = format!("{}{}", self.prefix, record.text);
+        Ok(())
+    }
+}
+
+impl NoteActions for NoteHandlers {
+    async fn stamp(&self, _ctx: ActionContext, _body: Value) -> ActionResult {
+        Ok(ActionResponse::ok(json!({ "prefix": self.prefix })))
+    }
+}
+"#;
+
+const STATEFUL_MAIN: &str = r#"//! The service, with its handlers built here.
+
+mod generated;
+
+fn main() -> std::process::ExitCode {
+    let prefix = std::env::var("NOTE_PREFIX").unwrap_or_else(|_| "> ".to_string());
+    let notes = generated::handlers::note::NoteHandlers { prefix };
+    lithair_runtime::main(generated::service().with_note(notes))
+}
+"#;
+
+/// Handlers with state, built in `main.rs` and given to the service, need no `Default`;
+/// their hooks and actions see the state.
+#[test]
+fn handlers_with_state_are_built_in_main_and_given_to_the_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("stateful.yaml");
+    std::fs::write(&schema, STATEFUL_SCHEMA).unwrap();
+    let dir = tmp.path().join("stateful");
+    let (code, out, err) = gen(
+        GEN,
+        &[
+            "new",
+            dir.to_str().unwrap(),
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        &workspace(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    std::fs::write(dir.join("src/handlers/note.rs"), STATEFUL_HANDLERS).unwrap();
+    std::fs::write(dir.join("src/main.rs"), STATEFUL_MAIN).unwrap();
+    let bin = build(&dir);
+    assert_clippy_clean(&dir);
+    let token = mint_token(&bin, &dir, "w", &["writer"]);
+    let server = Server::start(
+        &bin,
+        &dir,
+        &tmp.path().join("data"),
+        &[("NOTE_PREFIX", "[n] ")],
+    );
+    let note = call(
+        "POST",
+        &server.url("/api/notes"),
+        Some(&token),
+        Some(&json!({"text": "hello"})),
+        &[],
+    );
+    assert_eq!(note.status, 201, "{}", note.text);
+    assert_eq!(note.json["text"], "[n] hello");
+    let stamp = call("GET", &server.url("/api/notes/stamp"), None, None, &[]);
+    assert_eq!(stamp.status, 200, "{}", stamp.text);
+    assert_eq!(stamp.json["prefix"], "[n] ");
 }

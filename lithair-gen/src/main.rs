@@ -281,6 +281,9 @@ fn finish_generate(
     if let Some(note) = &plan.previous_schema_note {
         eprintln!("{YELLOW}note:{YELLOW:#} {note}");
     }
+    for note in plan.handler_notes() {
+        eprintln!("{YELLOW}note:{YELLOW:#} {note}");
+    }
     if dry_run {
         print_changes(plan, "would ");
         if plan.conflicts().next().is_some() && !opts.force {

@@ -301,9 +301,8 @@ fn handler_edits_survive_schema_changes() {
         "the user's handler was touched"
     );
     assert!(read(&dir, "src/generated/product.rs").contains("pub weight: Option<f64>"));
-    assert!(
-        read(&dir, "src/handlers/supplier.rs").contains("impl SupplierHooks for SupplierHandlers")
-    );
+    assert!(read(&dir, "src/handlers/supplier.rs")
+        .contains("impl Hooks<Supplier> for SupplierHandlers"));
     assert_eq!(read(&dir, ".lithair/schema.prev.yaml"), new_schema);
     let m = manifest(&dir);
     assert_eq!(
@@ -1005,4 +1004,31 @@ fn binary_help_of_every_verb_has_an_example() {
             "`{verb} --help` example does not run {verb}:\n{help}"
         );
     }
+}
+
+/// A handler file written for the `<Model>Hooks` trait of earlier generators is named,
+/// with what to move where; a file of today's shape is not.
+#[test]
+fn a_handler_file_of_the_earlier_hook_trait_gets_a_note() {
+    let (_tmp, dir) = new_project(BASE);
+    assert!(plan(&dir).handler_notes().is_empty());
+    let old = "use crate::generated::product::ProductHooks;\n\n#[derive(Debug, Default)]\npub struct ProductHandlers;\n\nimpl ProductHooks for ProductHandlers {}\n";
+    std::fs::write(dir.join("src/handlers/product.rs"), old).unwrap();
+    let notes = plan(&dir).handler_notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].starts_with("src/handlers/product.rs implements `ProductHooks`"),
+        "{}",
+        notes[0]
+    );
+    assert!(
+        notes[0].contains("impl Hooks<Product> for ProductHandlers"),
+        "{}",
+        notes[0]
+    );
+    assert!(
+        notes[0].contains("impl ProductActions for ProductHandlers"),
+        "{}",
+        notes[0]
+    );
 }

@@ -12,7 +12,6 @@ use crate::engine::Engine;
 use crate::http::firewall::{Firewall, Rules};
 use crate::http::router::Plane;
 use crate::http::{self, Live, ServeOptions};
-use crate::spec::SpecError;
 use crate::store::{Store, StoreOptions};
 use crate::Service;
 
@@ -114,10 +113,10 @@ fn no_huge_pages() {
 }
 
 /// Runs the binary: parses the command line, then serves or administers.
-pub fn main(service: Result<Service, SpecError>) -> ExitCode {
+pub fn main(service: impl crate::IntoService) -> ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let service = match service {
+    let service = match service.into_service() {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

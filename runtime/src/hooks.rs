@@ -1,5 +1,13 @@
-//! The bridge between the runtime, which works on JSON records, and the user's typed hooks
+//! The bridge between the runtime, which works on JSON records, and the user's handlers
 //! in `src/handlers/`, which work on the generated structs.
+//!
+//! A model's handlers implement [`Hooks<R>`] for its record struct `R`: every hook has a
+//! default that does nothing, so a hook added here later breaks no handler file. The
+//! model's actions are the generated `<Model>Actions` trait (it depends on the schema);
+//! the generated file hands the handlers and its action router to [`typed_hooks`], which
+//! makes the JSON-level, object-safe [`ModelHooks`] the engine calls. A generated
+//! service's builder takes each model's handlers as given in `main.rs` or made with
+//! `Default` ([`Given`], [`ByDefault`], [`Slot`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -200,46 +208,115 @@ pub trait ModelHooks: Send + Sync {
     ) -> BoxFuture<'a, ActionResult>;
 }
 
-/// Hooks on a typed record `R`; the generated adapter implements this over the user's trait.
-pub trait TypedHooks<R>: Send + Sync + 'static {
-    /// Before create.
-    fn before_create(&self, ctx: &HookContext, record: &mut R) -> HookResult;
-    /// After create.
-    fn after_create(&self, ctx: &HookContext, record: &R);
-    /// Before update.
-    fn before_update(&self, ctx: &HookContext, old: &R, new: &mut R) -> HookResult;
-    /// After update.
-    fn after_update(&self, ctx: &HookContext, old: &R, new: &R);
-    /// Before delete.
-    fn before_delete(&self, ctx: &HookContext, record: &R) -> HookResult;
-    /// After delete.
-    fn after_delete(&self, ctx: &HookContext, record: &R);
-    /// Extra validation.
-    fn validate(&self, ctx: &HookContext, record: &R) -> Vec<FieldError>;
-    /// Runs action `name`.
-    fn action<'a>(
-        &'a self,
-        name: &'a str,
-        ctx: ActionContext,
-        id: Option<Uuid>,
-        body: Value,
-    ) -> BoxFuture<'a, ActionResult>;
+/// The hooks of a model whose records are `R` (the generated struct): implement it for
+/// the model's handlers in `src/handlers/<model>.rs`, overriding the hooks you need.
+///
+/// Hooks run on the node that received the request: `before_*` before the change is
+/// proposed to the store (they may change the record, or refuse with an error), `after_*`
+/// once it is committed.
+pub trait Hooks<R>: Send + Sync + 'static {
+    /// Runs before a record is created: change it, or refuse with an error.
+    fn before_create(&self, _ctx: &HookContext, _record: &mut R) -> HookResult {
+        Ok(())
+    }
+
+    /// Runs after a record was created and stored.
+    fn after_create(&self, _ctx: &HookContext, _record: &R) {}
+
+    /// Runs before a record is replaced or patched: change `new`, or refuse with an error.
+    fn before_update(&self, _ctx: &HookContext, _old: &R, _new: &mut R) -> HookResult {
+        Ok(())
+    }
+
+    /// Runs after a record was updated and stored.
+    fn after_update(&self, _ctx: &HookContext, _old: &R, _new: &R) {}
+
+    /// Runs before a record is deleted: refuse with an error to keep it.
+    fn before_delete(&self, _ctx: &HookContext, _record: &R) -> HookResult {
+        Ok(())
+    }
+
+    /// Runs after a record was deleted.
+    fn after_delete(&self, _ctx: &HookContext, _record: &R) {}
+
+    /// Extra checks on every create and update: after the schema's rules passed on the
+    /// request and after `before_create` or `before_update` ran, on the record as the
+    /// hook left it (a record the hook changed is then checked against the schema's
+    /// rules again). Return every problem at once; they are answered as one 422.
+    fn validate(&self, _ctx: &HookContext, _record: &R) -> Vec<FieldError> {
+        Vec::new()
+    }
 }
 
-/// Wraps typed hooks as [`ModelHooks`].
-pub fn typed_hooks<R, H>(hooks: H) -> Box<dyn ModelHooks>
+/// Routes an action call to the handlers' method of that name (the generated file
+/// writes one per model, from the schema's actions).
+pub type ActionFn<H> = for<'a> fn(
+    &'a H,
+    &'a str,
+    ActionContext,
+    Option<Uuid>,
+    Value,
+) -> BoxFuture<'a, ActionResult>;
+
+/// Wraps a model's handlers as [`ModelHooks`]: `hooks` for its hooks, `actions` to run
+/// its actions.
+pub fn typed_hooks<R, H>(hooks: H, actions: ActionFn<H>) -> Box<dyn ModelHooks>
 where
     R: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static,
-    H: TypedHooks<R>,
+    H: Hooks<R>,
 {
     Box::new(Typed {
         hooks,
+        actions,
         _record: std::marker::PhantomData::<fn() -> R>,
     })
 }
 
+/// A model's handlers, given to a generated service's builder (in `main.rs`).
+pub struct Given<H>(pub H);
+
+/// A model's handlers made with `Default` when the service is built.
+pub struct ByDefault<H>(std::marker::PhantomData<fn() -> H>);
+
+impl<H> ByDefault<H> {
+    /// The handlers `H::default()`, made when the service is built.
+    pub fn new() -> Self {
+        ByDefault(std::marker::PhantomData)
+    }
+}
+
+impl<H> Default for ByDefault<H> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A slot of a generated service's builder: the handlers it holds or makes. Only a slot
+/// left to `Default` needs its handlers to implement `Default`.
+pub trait Slot {
+    /// The handlers.
+    type Handlers;
+    /// The handlers, given or made.
+    fn take(self) -> Self::Handlers;
+}
+
+impl<H> Slot for Given<H> {
+    type Handlers = H;
+    fn take(self) -> H {
+        self.0
+    }
+}
+
+impl<H: Default> Slot for ByDefault<H> {
+    type Handlers = H;
+    fn take(self) -> H {
+        H::default()
+    }
+}
+
 struct Typed<R, H> {
     hooks: H,
+    actions: ActionFn<H>,
     _record: std::marker::PhantomData<fn() -> R>,
 }
 
@@ -302,7 +379,7 @@ fn skipped(hook: &str, ctx: &HookContext, e: &ApiError) {
 impl<R, H> Typed<R, H>
 where
     R: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static,
-    H: TypedHooks<R>,
+    H: Hooks<R>,
 {
     /// Validates the hook's result and writes it back if it changed.
     fn finish(
@@ -339,7 +416,7 @@ where
 impl<R, H> ModelHooks for Typed<R, H>
 where
     R: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + 'static,
-    H: TypedHooks<R>,
+    H: Hooks<R>,
 {
     fn before_create(
         &self,
@@ -397,8 +474,19 @@ where
         id: Option<Uuid>,
         body: Value,
     ) -> BoxFuture<'a, ActionResult> {
-        self.hooks.action(name, ctx, id, body)
+        (self.actions)(&self.hooks, name, ctx, id, body)
     }
+}
+
+/// The action router of handlers without actions.
+pub fn no_actions<'a, H>(
+    _: &'a H,
+    name: &'a str,
+    _: ActionContext,
+    _: Option<Uuid>,
+    _: Value,
+) -> BoxFuture<'a, ActionResult> {
+    Box::pin(async move { Err(ApiError::unknown_action(name)) })
 }
 
 /// Hooks that do nothing (a model without handlers).
@@ -446,36 +534,15 @@ mod tests {
     /// Counts the `after_*` hooks that ran.
     struct Counting(Arc<AtomicU64>);
 
-    impl TypedHooks<Item> for Counting {
-        fn before_create(&self, _: &HookContext, _: &mut Item) -> HookResult {
-            Ok(())
-        }
+    impl Hooks<Item> for Counting {
         fn after_create(&self, _: &HookContext, _: &Item) {
             self.0.fetch_add(1, Ordering::Relaxed);
-        }
-        fn before_update(&self, _: &HookContext, _: &Item, _: &mut Item) -> HookResult {
-            Ok(())
         }
         fn after_update(&self, _: &HookContext, _: &Item, _: &Item) {
             self.0.fetch_add(1, Ordering::Relaxed);
         }
-        fn before_delete(&self, _: &HookContext, _: &Item) -> HookResult {
-            Ok(())
-        }
         fn after_delete(&self, _: &HookContext, _: &Item) {
             self.0.fetch_add(1, Ordering::Relaxed);
-        }
-        fn validate(&self, _: &HookContext, _: &Item) -> Vec<FieldError> {
-            Vec::new()
-        }
-        fn action<'a>(
-            &'a self,
-            name: &'a str,
-            _: ActionContext,
-            _: Option<Uuid>,
-            _: Value,
-        ) -> BoxFuture<'a, ActionResult> {
-            Box::pin(async move { Err(ApiError::unknown_action(name)) })
         }
     }
 
@@ -489,38 +556,17 @@ mod tests {
     /// Bumps `n` and rewrites `at` as the same instant in UTC.
     struct Bumps;
 
-    impl TypedHooks<Timed> for Bumps {
+    impl Hooks<Timed> for Bumps {
         fn before_create(&self, _: &HookContext, r: &mut Timed) -> HookResult {
             r.n += 1;
             r.at = r.at.with_timezone(&chrono::FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
             Ok(())
         }
-        fn after_create(&self, _: &HookContext, _: &Timed) {}
-        fn before_update(&self, _: &HookContext, _: &Timed, _: &mut Timed) -> HookResult {
-            Ok(())
-        }
-        fn after_update(&self, _: &HookContext, _: &Timed, _: &Timed) {}
-        fn before_delete(&self, _: &HookContext, _: &Timed) -> HookResult {
-            Ok(())
-        }
-        fn after_delete(&self, _: &HookContext, _: &Timed) {}
-        fn validate(&self, _: &HookContext, _: &Timed) -> Vec<FieldError> {
-            Vec::new()
-        }
-        fn action<'a>(
-            &'a self,
-            name: &'a str,
-            _: ActionContext,
-            _: Option<Uuid>,
-            _: Value,
-        ) -> BoxFuture<'a, ActionResult> {
-            Box::pin(async move { Err(ApiError::unknown_action(name)) })
-        }
     }
 
     #[test]
     fn a_field_a_hook_leaves_at_the_same_value_keeps_its_text() {
-        let hooks = typed_hooks::<Timed, _>(Bumps);
+        let hooks = typed_hooks::<Timed, _>(Bumps, no_actions);
         let ctx = HookContext {
             principal: Principal::anonymous(),
             model: "Timed".into(),
@@ -557,7 +603,7 @@ mod tests {
     #[test]
     fn an_after_hook_whose_record_does_not_convert_is_an_error_in_the_log() {
         let ran = Arc::new(AtomicU64::new(0));
-        let hooks = typed_hooks::<Item, _>(Counting(ran.clone()));
+        let hooks = typed_hooks::<Item, _>(Counting(ran.clone()), no_actions);
         let ctx = HookContext {
             principal: Principal::anonymous(),
             model: "Item".into(),

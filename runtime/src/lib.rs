@@ -1,7 +1,8 @@
 //! lithair-runtime: everything generic a lithair-generated service needs at run time.
 //!
-//! A generated crate holds the service's schema (`spec.json`), typed records and the hook
-//! traits that its handler files implement; this crate does the rest, in the order of
+//! A generated crate holds the service's schema (`spec.json`), typed records and each
+//! model's actions trait; its handler files implement those and this crate's `Hooks`.
+//! This crate does the rest, in the order of
 //! the seed's data flow:
 //!
 //! - `http`: the hyper server and the request pipeline as tower stages (connection
@@ -73,15 +74,35 @@ pub use serde_json;
 pub use spec::SpecError;
 pub use uuid;
 
+/// What [`main`] runs: a service, or what builds one (a generated crate's `service()`
+/// builder, whose handlers `main.rs` may give).
+pub trait IntoService {
+    /// The service, or why its schema cannot be used.
+    fn into_service(self) -> Result<Service, SpecError>;
+}
+
+impl IntoService for Service {
+    fn into_service(self) -> Result<Service, SpecError> {
+        Ok(self)
+    }
+}
+
+impl IntoService for Result<Service, SpecError> {
+    fn into_service(self) -> Result<Service, SpecError> {
+        self
+    }
+}
+
 /// What generated code and handler files import.
 pub mod prelude {
     pub use crate::auth::Principal;
     pub use crate::error::{ApiError, FieldError};
     pub use crate::hooks::{
-        typed_hooks, ActionContext, ActionResponse, ActionResult, BoxFuture, HookContext,
-        HookResult, ModelHooks, TypedHooks,
+        no_actions, typed_hooks, ActionContext, ActionFn, ActionResponse, ActionResult, BoxFuture,
+        ByDefault, Given, HookContext, HookResult, Hooks, ModelHooks, Slot,
     };
     pub use crate::spec::Operation;
+    pub use crate::{IntoService, Service, SpecError};
     pub use chrono::{DateTime, NaiveDate, Utc};
     pub use serde::{Deserialize, Serialize};
     pub use serde_json::{json, Value};

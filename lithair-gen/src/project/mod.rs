@@ -97,6 +97,29 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What handler files written for an earlier lithair-gen must change to build: a
+    /// file that implements the `<Model>Hooks` trait the model files used to have (its
+    /// hooks are now the runtime's `Hooks<Model>`, its actions `<Model>Actions`).
+    pub fn handler_notes(&self) -> Vec<String> {
+        self.files
+            .iter()
+            .filter(|f| f.owner == Owner::User)
+            .filter_map(|f| {
+                let model = f.model.as_deref()?;
+                let text = f.old.as_deref()?;
+                text.contains(&format!("impl {model}Hooks for")).then(|| {
+                    format!(
+                        "{} implements `{model}Hooks`, which the generated code no longer has: put its hooks in \
+                         `impl Hooks<{model}> for {model}Handlers {{ ... }}` and its actions in \
+                         `impl {model}Actions for {model}Handlers {{ ... }}` (both are in scope with \
+                         `use lithair_runtime::prelude::*;` and `use crate::generated::<model>::*;`)",
+                        f.path
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Files refused without `--force`.
     pub fn conflicts(&self) -> impl Iterator<Item = &Planned> {
         self.files

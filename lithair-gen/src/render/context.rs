@@ -12,12 +12,29 @@ pub struct ServiceView<'a> {
     pub service: &'a crate::schema::model::Service,
     pub models: Vec<ModelView<'a>>,
     pub runtime_dependency: String,
+    /// The service builder's type parameters, one per model (`CategoryH, ProductH`).
+    pub params: String,
+    /// Each model's builder with that model's handlers given.
+    pub builders: Vec<BuilderView>,
+}
+
+/// The `with_<model>` method of the service builder.
+#[derive(Serialize)]
+pub struct BuilderView {
+    pub name: String,
+    pub snake: String,
+    /// The builder it answers: its parameters, that model's being `Given<H>`.
+    pub params: String,
+    /// Its fields' values: that model's `Given(handlers)`, the others moved over.
+    pub fields: String,
 }
 
 /// One model (`model.rs`, `handler.rs`).
 #[derive(Serialize)]
 pub struct ModelView<'a> {
     pub name: &'a str,
+    /// Its type parameter in the service builder (`ProductH`).
+    pub param: String,
     pub snake: &'a str,
     pub path: &'a str,
     pub doc: String,
@@ -189,14 +206,46 @@ pub fn model_view(m: &Model) -> ModelView<'_> {
             })
             .collect(),
         actions: m.actions.iter().map(action_view).collect(),
+        param: format!("{}H", m.name),
     }
 }
 
 /// The view of the whole service.
 pub fn service_view<'a>(schema: &'a Schema, runtime_dependency: String) -> ServiceView<'a> {
+    let param = |m: &Model| format!("{}H", m.name);
+    let params = schema
+        .models
+        .iter()
+        .map(param)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let builders = schema
+        .models
+        .iter()
+        .map(|given| {
+            let each = |f: &dyn Fn(&Model) -> String, g: &dyn Fn(&Model) -> String| {
+                schema
+                    .models
+                    .iter()
+                    .map(|m| if m.name == given.name { g(m) } else { f(m) })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            BuilderView {
+                name: given.name.clone(),
+                snake: given.snake.clone(),
+                params: each(&param, &|_| "Given<H>".into()),
+                fields: each(&|m| format!("{0}: self.{0}", m.snake), &|m| {
+                    format!("{}: Given(handlers)", m.snake)
+                }),
+            }
+        })
+        .collect();
     ServiceView {
         service: &schema.service,
         models: schema.models.iter().map(model_view).collect(),
         runtime_dependency,
+        params,
+        builders,
     }
 }

@@ -13,4 +13,4 @@ pub mod yaml;
 
 pub use diagnostic::{render as render_diagnostics, Diagnostic};
 pub use model::Schema;
-pub use parse::{check, HOOK_METHODS};
+pub use parse::check;

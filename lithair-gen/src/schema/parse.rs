@@ -29,16 +29,6 @@ const RESERVED_PATHS: &[&str] = &[
 ];
 /// Record metadata every model has; a field may not take these names.
 const RESERVED_FIELDS: &[&str] = &["id", "created_at", "updated_at", "version"];
-/// Hook methods of the generated trait; an action may not take these names.
-pub const HOOK_METHODS: &[&str] = &[
-    "before_create",
-    "after_create",
-    "before_update",
-    "after_update",
-    "before_delete",
-    "after_delete",
-    "validate",
-];
 const SCALAR_TYPES: &[&str] = &[
     "string", "text", "bool", "int", "float", "uuid", "date", "datetime", "json", "enum",
 ];
@@ -1026,14 +1016,11 @@ impl Checker {
     }
 
     /// An enum field becomes a Rust enum `<Model><Field>`; it must not clash with the
-    /// generated trait and struct, another model or another enum of the model.
+    /// generated actions trait, the handlers struct, another model or another enum of the
+    /// model.
     fn enum_name_clash(&mut self, model: &str, field: &str, key: &Node, seen: &mut Vec<String>) {
         let ty = format!("{model}{}", names::pascal(field));
-        let generated = [
-            format!("{model}Hooks"),
-            format!("{model}Handlers"),
-            "Adapter".to_string(),
-        ];
+        let generated = [format!("{model}Actions"), format!("{model}Handlers")];
         let clash = if generated.contains(&ty) || self.models.contains(&ty) {
             Some(format!("a generated item or model is already named `{ty}`"))
         } else if seen.contains(&ty) {
@@ -1427,16 +1414,6 @@ impl Checker {
                 || names::FORBIDDEN_KEYWORDS.contains(&name.as_str())
             {
                 self.err(Diagnostic::new(k.span, format!("action name \"{name}\" must be a snake_case name that is not a Rust keyword")).with_help(format!("e.g. \"{}\"", names::snake(&name))));
-                continue;
-            }
-            if HOOK_METHODS.contains(&name.as_str()) {
-                self.err(
-                    Diagnostic::new(
-                        k.span,
-                        format!("action name \"{name}\" is taken by a hook method"),
-                    )
-                    .with_help("pick another name"),
-                );
                 continue;
             }
             if out.iter().any(|a| a.name == name) {
