@@ -456,3 +456,111 @@ fn handlers_with_state_are_built_in_main_and_given_to_the_service() {
     assert_eq!(stamp.status, 200, "{}", stamp.text);
     assert_eq!(stamp.json["prefix"], "[n] ");
 }
+
+const EVOLVING_BEFORE: &str = r#"service: { name: evolving }
+roles: [writer]
+models:
+  Item:
+    permissions: { read: [public], create: [writer], update: [writer] }
+    operations: [list, get, create, update, patch]
+    fields:
+      name: string
+      qty: int
+      kind: { type: enum, values: [small, large] }
+"#;
+
+/// A rename, a required field with a backfill and lossless type changes, through the
+/// real loop: data written by the old binary, `generate` (not breaking, and it says what
+/// happens to stored data), a rebuild, a restart on the same data dir.
+#[test]
+fn renamed_backfilled_and_converted_fields_carry_stored_data_across_a_rebuild() {
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("evolving.yaml");
+    std::fs::write(&schema, EVOLVING_BEFORE).unwrap();
+    let dir = tmp.path().join("evolving");
+    let (code, out, err) = gen(
+        GEN,
+        &[
+            "new",
+            dir.to_str().unwrap(),
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        &workspace(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let bin = build(&dir);
+    let token = mint_token(&bin, &dir, "w", &["writer"]);
+    let data = tmp.path().join("data");
+    let mut server = Server::start(&bin, &dir, &data, &[]);
+    let a = call(
+        "POST",
+        &server.url("/api/items"),
+        Some(&token),
+        Some(&json!({"name": "bolt", "qty": 3, "kind": "small"})),
+        &[],
+    );
+    assert_eq!(a.status, 201, "{}", a.text);
+    let id = a.json["id"].as_str().unwrap().to_string();
+    let p = call(
+        "PATCH",
+        &server.url(&format!("/api/items/{id}")),
+        Some(&token),
+        Some(&json!({"name": "big bolt"})),
+        &[],
+    );
+    assert_eq!(p.status, 200, "{}", p.text);
+    server.stop();
+
+    let after = EVOLVING_BEFORE
+        .replace("      name: string\n", "      title: { type: text, renamed_from: name }\n      sku: { type: string, backfill: NONE }\n")
+        .replace("qty: int", "qty: float")
+        .replace("kind: { type: enum, values: [small, large] }", "kind: string");
+    std::fs::write(dir.join("lithair.yaml"), after).unwrap();
+    let (code, out, err) = gen(GEN, &["generate", "--project", dir.to_str().unwrap()], &dir);
+    assert_eq!(code, 0, "not breaking:\n{out}{err}");
+    assert!(
+        out.contains("stored data: field Item.name is renamed title"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "stored data: new field Item.sku: records stored before read \"NONE\" (backfill)"
+        ),
+        "{out}"
+    );
+    let bin = build(&dir);
+    let server = Server::start(&bin, &dir, &data, &[("LITHAIR_LOG", "info")]);
+    let got = call(
+        "GET",
+        &server.url(&format!("/api/items/{id}")),
+        None,
+        None,
+        &[],
+    );
+    assert_eq!(got.status, 200, "{}", got.text);
+    assert_eq!(got.json["title"], "big bolt", "{}", got.text);
+    assert!(got.json.get("name").is_none(), "{}", got.text);
+    assert_eq!(
+        (got.json["sku"].clone(), got.json["kind"].clone()),
+        (json!("NONE"), json!("small"))
+    );
+    assert_eq!(got.json["qty"].as_f64(), Some(3.0));
+    let p = call(
+        "PATCH",
+        &server.url(&format!("/api/items/{id}")),
+        Some(&token),
+        Some(&json!({"title": "bolt, renamed", "qty": 2.5})),
+        &[],
+    );
+    assert_eq!(p.status, 200, "{}", p.text);
+    assert_eq!(
+        (p.json["title"].clone(), p.json["sku"].clone()),
+        (json!("bolt, renamed"), json!("NONE"))
+    );
+    assert!(
+        server.log().contains("upgraded as they were read"),
+        "{}",
+        server.log()
+    );
+}

@@ -284,6 +284,9 @@ fn finish_generate(
     for note in plan.handler_notes() {
         eprintln!("{YELLOW}note:{YELLOW:#} {note}");
     }
+    for change in &plan.data_changes {
+        println!("stored data: {change}");
+    }
     if dry_run {
         print_changes(plan, "would ");
         if plan.conflicts().next().is_some() && !opts.force {

@@ -1032,3 +1032,92 @@ fn a_handler_file_of_the_earlier_hook_trait_gets_a_note() {
         notes[0]
     );
 }
+
+/// The schema changes the runtime carries stored data through are not breaking, and the
+/// plan says what each does to stored data: a rename, a required field with a backfill,
+/// a field that becomes required with one, and the lossless type changes.
+#[test]
+fn renames_backfills_and_lossless_type_changes_carry_the_data() {
+    let (_tmp, dir) = new_project(BASE);
+    let changed = BASE
+        .replace(
+            "      name: { type: string, validate: { max_length: 100 } }\n",
+            "      title: { type: text, renamed_from: name, validate: { max_length: 100 } }\n      sku: { type: string, backfill: \"NONE\" }\n      stock: { type: float, backfill: 0 }\n",
+        )
+        .replace(
+            "status: { type: enum, values: [draft, published], default: draft }",
+            "status: { type: string, default: draft }",
+        );
+    set_schema(&dir, &changed);
+    let p = plan(&dir);
+    assert!(p.breaking.is_empty(), "{:#?}", p.breaking);
+    let notes = p.data_changes.join("\n");
+    for said in [
+        "field Product.name is renamed title: stored records and events are read under the new name",
+        "field Product.title changes type from string to text",
+        "new field Product.sku: records stored before read \"NONE\" (backfill)",
+        "new field Product.stock: records stored before read 0 (backfill)",
+        "field Product.status changes type from enum to string",
+    ] {
+        assert!(notes.contains(said), "no {said:?} in\n{notes}");
+    }
+    apply(&p, ApplyOptions::default()).expect("not refused");
+
+    // A later change: int to float is lossless, float to int is not; a rename from a
+    // name that is gone is a rename, a field removed without one is a removal.
+    let (_tmp, dir) = new_project(&BASE.replace("price: { type: float }", "price: { type: int }"));
+    set_schema(&dir, BASE);
+    let p = plan(&dir);
+    assert!(p.breaking.is_empty(), "{:#?}", p.breaking);
+    assert!(
+        p.data_changes
+            .iter()
+            .any(|c| c.contains("Product.price changes type from int to float")),
+        "{:?}",
+        p.data_changes
+    );
+    assert_breaking(
+        &BASE.replace(
+            "      price: { type: float }\n",
+            "      cost: { type: float, renamed_from: prise }\n",
+        ),
+        "field Product.price was removed",
+    );
+}
+
+#[test]
+fn a_field_that_becomes_required_with_a_backfill_is_not_breaking() {
+    let with_optional = BASE.replace(
+        "      price: { type: float }\n",
+        "      price: { type: float }\n      color: { type: string, optional: true }\n",
+    );
+    let (_tmp, dir) = new_project(&with_optional);
+    set_schema(
+        &dir,
+        &with_optional.replace(
+            "color: { type: string, optional: true }",
+            "color: { type: string }",
+        ),
+    );
+    assert!(plan(&dir)
+        .breaking
+        .iter()
+        .any(|b| b.change.contains("no longer optional")));
+    set_schema(
+        &dir,
+        &with_optional.replace(
+            "color: { type: string, optional: true }",
+            "color: { type: string, backfill: grey }",
+        ),
+    );
+    let p = plan(&dir);
+    assert!(p.breaking.is_empty(), "{:#?}", p.breaking);
+    assert!(
+        p.data_changes
+            .iter()
+            .any(|c| c
+                == "field Product.color is now required: records stored without it read \"grey\""),
+        "{:?}",
+        p.data_changes
+    );
+}

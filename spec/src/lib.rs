@@ -492,12 +492,26 @@ pub struct Field {
     /// Who may see and set it, beyond the model's permissions.
     #[serde(default, skip_serializing_if = "FieldPermissions::is_open")]
     pub permissions: FieldPermissions,
+    /// The field's former name: stored records and events that hold the value under that
+    /// name are read under this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
+    /// The value records stored without the field read (those stored before it existed,
+    /// or before it was required); without it, `default` serves for them too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<Value>,
 }
 
 impl Field {
     /// Whether a create must carry this field.
     pub fn required(&self) -> bool {
         !self.optional && self.default.is_none()
+    }
+
+    /// The value a record stored without the field reads: its `backfill`, else its
+    /// `default`.
+    pub fn fill(&self) -> Option<&Value> {
+        self.backfill.as_ref().or(self.default.as_ref())
     }
 
     /// The roles that see the field (None: whoever reads the model).

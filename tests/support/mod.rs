@@ -203,6 +203,8 @@ pub struct Server {
     child: Option<Child>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// What it wrote to stderr (its log) so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -262,19 +264,28 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines.by_ref() {});
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         if let Some(stderr) = child.stderr.take() {
+            let log = log.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                     if std::env::var_os("LITHAIR_E2E_VERBOSE").is_some() {
                         eprintln!("[service] {line}");
                     }
+                    log.lock().unwrap().push(line);
                 }
             });
         }
         Server {
             child: Some(child),
             addr,
+            log,
         }
+    }
+
+    /// What it logged so far (its stderr).
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
     }
 
     /// The process id.

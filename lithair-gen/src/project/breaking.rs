@@ -1,9 +1,13 @@
-//! Schema changes that records already stored cannot follow.
+//! Schema changes that records already stored cannot follow, and what the others do to
+//! them.
 //!
 //! `generate` compares the new schema with the one of the last generate
-//! (`.lithair/schema.prev.yaml`) and refuses these unless `--allow-breaking`, saying what
-//! will happen to the data. Additive changes (a new optional or defaulted field, a new
-//! model, a looser rule) pass: the runtime fills defaults when it reads older records.
+//! (`.lithair/schema.prev.yaml`) and refuses the breaking ones unless `--allow-breaking`,
+//! saying what will happen to the data. Additive changes (a new optional, defaulted or
+//! backfilled field, a new model, a looser rule) pass, and so do the changes the runtime
+//! carries stored data through: a field `renamed_from` its former name, a required field
+//! with a `backfill`, and the lossless type changes (int to float, enum to string or
+//! text, string to text). [`data_changes`] says what each of those does to stored data.
 
 use crate::schema::model::{Field, FieldType, Schema};
 
@@ -23,6 +27,15 @@ fn push(out: &mut Vec<BreakingChange>, change: String, consequence: &str) {
     });
 }
 
+/// The field of `old` that `new` continues: the one of its name, or the one it is
+/// renamed from.
+fn former<'a>(old: &'a crate::schema::model::Model, new: &Field) -> Option<&'a Field> {
+    old.fields.iter().find(|f| f.name == new.name).or_else(|| {
+        let from = new.renamed_from.as_deref()?;
+        old.fields.iter().find(|f| f.name == from)
+    })
+}
+
 /// Every breaking change from `old` to `new`.
 pub fn compare(old: &Schema, new: &Schema) -> Vec<BreakingChange> {
     let mut out = Vec::new();
@@ -37,7 +50,11 @@ pub fn compare(old: &Schema, new: &Schema) -> Vec<BreakingChange> {
         };
         for of in &om.fields {
             let what = format!("{}.{}", om.name, of.name);
-            match nm.fields.iter().find(|f| f.name == of.name) {
+            let renamed = nm
+                .fields
+                .iter()
+                .find(|f| f.renamed_from.as_deref() == Some(of.name.as_str()));
+            match nm.fields.iter().find(|f| f.name == of.name).or(renamed) {
                 None => push(
                     &mut out,
                     format!("field {what} was removed"),
@@ -46,18 +63,14 @@ pub fn compare(old: &Schema, new: &Schema) -> Vec<BreakingChange> {
                 Some(nf) => field_changes(&what, of, nf, &mut out),
             }
         }
-        for nf in nm
-            .fields
-            .iter()
-            .filter(|f| !om.fields.iter().any(|o| o.name == f.name))
-        {
-            if nf.required() {
+        for nf in nm.fields.iter().filter(|f| former(om, f).is_none()) {
+            if nf.required() && nf.backfill.is_none() {
                 push(
                     &mut out,
                     format!("new field {}.{} is required and has no default", nm.name, nf.name),
-                    "records stored before have no value for it and would fail validation on their next update; add `default:` or `optional: true`",
+                    "records stored before have no value for it and would fail validation on their next update; add `backfill:` (what they read), `default:` or `optional: true`",
                 );
-            } else if nf.unique && nf.default.is_some() {
+            } else if nf.unique && nf.fill().is_some() {
                 push(
                     &mut out,
                     format!("new field {}.{} is unique and has a default", nm.name, nf.name),
@@ -69,8 +82,60 @@ pub fn compare(old: &Schema, new: &Schema) -> Vec<BreakingChange> {
     out
 }
 
+/// What the changes from `old` to `new` that are not breaking do to stored data, one
+/// sentence each (renames, backfills, lossless type changes).
+pub fn data_changes(old: &Schema, new: &Schema) -> Vec<String> {
+    let mut out = Vec::new();
+    for nm in &new.models {
+        let Some(om) = old.models.iter().find(|m| m.name == nm.name) else {
+            continue;
+        };
+        for nf in &nm.fields {
+            let what = format!("{}.{}", nm.name, nf.name);
+            match former(om, nf) {
+                Some(of) => {
+                    if of.name != nf.name {
+                        out.push(format!(
+                            "field {}.{} is renamed {}: stored records and events are read under the new name",
+                            nm.name, of.name, nf.name
+                        ));
+                    }
+                    if of.ty != nf.ty && converts(&of.ty, &nf.ty) {
+                        out.push(format!(
+                            "field {what} changes type from {} to {}: stored values are read as {} (no value changes)",
+                            of.ty.spelling(),
+                            nf.ty.spelling(),
+                            nf.ty.spelling()
+                        ));
+                    }
+                    if of.optional && !nf.optional {
+                        if let Some(b) = nf.fill() {
+                            out.push(format!(
+                                "field {what} is now required: records stored without it read {b}"
+                            ));
+                        }
+                    }
+                }
+                None => {
+                    if let Some(b) = nf.fill() {
+                        out.push(format!(
+                            "new field {what}: records stored before read {b}{}",
+                            if nf.backfill.is_some() {
+                                " (backfill)"
+                            } else {
+                                " (default)"
+                            }
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 fn field_changes(what: &str, old: &Field, new: &Field, out: &mut Vec<BreakingChange>) {
-    if !same_kind(&old.ty, &new.ty) {
+    if !same_kind(&old.ty, &new.ty) && !converts(&old.ty, &new.ty) {
         push(
             out,
             format!(
@@ -91,7 +156,7 @@ fn field_changes(what: &str, old: &Field, new: &Field, out: &mut Vec<BreakingCha
             );
         }
     }
-    if old.optional && !new.optional && new.default.is_none() {
+    if old.optional && !new.optional && new.fill().is_none() {
         push(
             out,
             format!("field {what} is no longer optional"),
@@ -134,6 +199,19 @@ fn field_changes(what: &str, old: &Field, new: &Field, out: &mut Vec<BreakingCha
             ),
             "records stored before may break the new rule and fail their next update",
         );
+    }
+}
+
+/// Whether values of type `a` are read as type `b` without loss: an int as a float (up
+/// to 2^53, as every number is held), a string as text, an enum's value as a string or
+/// text.
+fn converts(a: &FieldType, b: &FieldType) -> bool {
+    match (a, b) {
+        (FieldType::Int, FieldType::Float) => true,
+        (FieldType::String, FieldType::Text) => true,
+        (FieldType::Enum { .. }, FieldType::String | FieldType::Text) => true,
+        (FieldType::List { item: x }, FieldType::List { item: y }) => converts(x, y),
+        _ => false,
     }
 }
 

@@ -83,6 +83,8 @@ pub struct Plan {
     pub files: Vec<Planned>,
     /// Breaking changes against the previous schema.
     pub breaking: Vec<BreakingChange>,
+    /// What the other changes against the previous schema do to stored data.
+    pub data_changes: Vec<String>,
     /// Whether the schema differs from the one of the last generate.
     pub schema_changed: bool,
     /// The schema text (becomes `.lithair/schema.prev.yaml`).
@@ -180,18 +182,21 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
     let manifest_before = Manifest::load(dir).map_err(ProjectError::Other)?;
 
     let mut previous_schema_note = None;
-    let breaking = match read_opt(&dir.join(manifest::PREVIOUS_SCHEMA))? {
+    let (breaking, data_changes) = match read_opt(&dir.join(manifest::PREVIOUS_SCHEMA))? {
         Some(prev) => match schema::check(&prev) {
-            Ok(old) => breaking::compare(&old, &schema),
+            Ok(old) => (
+                breaking::compare(&old, &schema),
+                breaking::data_changes(&old, &schema),
+            ),
             Err(_) => {
                 previous_schema_note = Some(format!(
                     "{} no longer passes the checks; breaking-change detection was skipped",
                     manifest::PREVIOUS_SCHEMA
                 ));
-                Vec::new()
+                Default::default()
             }
         },
-        None => Vec::new(),
+        None => Default::default(),
     };
 
     let templates = templates::load(Some(dir))
@@ -275,6 +280,7 @@ pub fn plan(dir: &Path, opts: &PlanOptions, color: bool) -> Result<Plan, Project
         dir: dir.to_path_buf(),
         files,
         breaking,
+        data_changes,
         schema_changed,
         schema_text,
         overrides,

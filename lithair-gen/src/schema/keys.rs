@@ -47,6 +47,8 @@ pub const FIELD: &[&str] = &[
     "values",
     "validate",
     "permissions",
+    "renamed_from",
+    "backfill",
 ];
 /// `permissions:` of a field.
 pub const FIELD_PERMISSIONS: &[&str] = &["read", "write"];

@@ -267,6 +267,14 @@ struct FieldFull {
     validate: Option<ValidateDoc>,
     /// Narrows the model's permissions for this field.
     permissions: Option<FieldPermissionsDoc>,
+    /// The field's former name: records and events stored under it are read under this
+    /// one (not a breaking change).
+    renamed_from: Option<String>,
+    /// The value records stored without the field read: those stored before it existed
+    /// or was required (so a new required field is not a breaking change). `default` is
+    /// what a create that leaves the field out gets; without `backfill`, it serves for
+    /// older records too.
+    backfill: Option<serde_json::Value>,
 }
 
 /// Roles that see and set one field.

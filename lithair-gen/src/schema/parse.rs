@@ -1012,7 +1012,35 @@ impl Checker {
                 out.push(f);
             }
         }
+        self.renames(entries, &out, model);
         Some(out)
+    }
+
+    /// Checks the fields' `renamed_from`: a former name is no current field's, and no
+    /// two fields were renamed from one name.
+    fn renames(&mut self, entries: &[(Node, Node)], fields: &[Field], model: &str) {
+        for (i, f) in fields.iter().enumerate() {
+            let Some(old) = &f.renamed_from else { continue };
+            let at = entries
+                .iter()
+                .find(|(k, _)| k.as_str() == Some(f.name.as_str()))
+                .map(|(k, _)| k.span);
+            let Some(at) = at else { continue };
+            if fields.iter().any(|g| g.name == *old) {
+                self.err(
+                    Diagnostic::new(at, format!("field \"{}\" of model \"{model}\" is renamed from \"{old}\", which is still a field", f.name))
+                        .with_help("a renamed field's former name must be gone from the model"),
+                );
+            } else if let Some(other) = fields[..i]
+                .iter()
+                .find(|g| g.renamed_from.as_deref() == Some(old))
+            {
+                self.err(Diagnostic::new(
+                    at,
+                    format!("fields \"{}\" and \"{}\" of model \"{model}\" are both renamed from \"{old}\"", other.name, f.name),
+                ));
+            }
+        }
     }
 
     /// An enum field becomes a Rust enum `<Model><Field>`; it must not clash with the
@@ -1143,6 +1171,53 @@ impl Checker {
         let permissions = get("permissions")
             .map(|p| self.field_permissions(p, &what))
             .unwrap_or_default();
+        let backfill = match get("backfill") {
+            None => None,
+            Some(b) => {
+                let mut problems = Vec::new();
+                check_value(&ty, b, &mut problems);
+                if matches!(b.scalar(), Some(Scalar::Null)) {
+                    problems.push((
+                        b.span,
+                        "a backfill of null is what an optional field reads anyway; give a value"
+                            .to_string(),
+                    ));
+                } else if problems.is_empty() {
+                    let mut broken = Vec::new();
+                    check_rules(&rules, &b.to_json(), &mut broken);
+                    problems.extend(broken.into_iter().map(|m| (b.span, m)));
+                }
+                if unique && problems.is_empty() {
+                    problems.push((
+                        b.span,
+                        "every record stored before would read the same value, but the field is unique"
+                            .to_string(),
+                    ));
+                }
+                for (span, p) in &problems {
+                    self.err(Diagnostic::new(*span, format!("backfill of {what}: {p}")));
+                }
+                problems.is_empty().then(|| b.to_json())
+            }
+        };
+        let renamed_from = get("renamed_from").and_then(|r| {
+            let old = self.string(r, &format!("renamed_from of {what}"))?;
+            if !names::is_snake(&old) {
+                self.err(Diagnostic::new(
+                    r.span,
+                    format!("renamed_from of {what} must be the field's former snake_case name, found \"{old}\""),
+                ));
+                return None;
+            }
+            if old == name {
+                self.err(
+                    Diagnostic::new(r.span, format!("{what} is renamed from its own name"))
+                        .with_help("remove `renamed_from`, or write the name the field had before"),
+                );
+                return None;
+            }
+            Some(old)
+        });
         Some(Field {
             name: name.to_string(),
             ty,
@@ -1154,6 +1229,8 @@ impl Checker {
             rules,
             description,
             permissions,
+            renamed_from,
+            backfill,
         })
     }
 

@@ -407,13 +407,82 @@ impl ModelState {
 /// Encodes created records as a [`State`] does (see [`State::encoder`]).
 pub struct Encoder {
     layouts: HashMap<String, Arc<Layout>>,
-    defaults: Arc<HashMap<String, Vec<(String, Value)>>>,
+    upgrades: Arc<Upgrades>,
+}
+
+/// What records written under an older schema get when they are read: per model, the
+/// fields renamed since (former name, name), and the value of each field a record may
+/// lack (its `backfill`, else its `default`).
+#[derive(Debug, Default)]
+pub struct Upgrades {
+    renames: HashMap<String, Vec<(String, String)>>,
+    fills: HashMap<String, Vec<(String, Value)>>,
+}
+
+impl Upgrades {
+    fn of(spec: &ServiceSpec) -> Upgrades {
+        let mut u = Upgrades::default();
+        for m in &spec.models {
+            let renames: Vec<_> = m
+                .fields
+                .iter()
+                .filter_map(|f| Some((f.renamed_from.clone()?, f.name.clone())))
+                .collect();
+            if !renames.is_empty() {
+                u.renames.insert(m.name.clone(), renames);
+            }
+            let fills: Vec<_> = m
+                .fields
+                .iter()
+                .filter_map(|f| Some((f.name.clone(), f.fill()?.clone())))
+                .collect();
+            if !fills.is_empty() {
+                u.fills.insert(m.name.clone(), fills);
+            }
+        }
+        u
+    }
+
+    /// Brings `record` of `model` up to date (see [`State::upcast`]).
+    fn apply(&self, model: &str, record: &mut Record) -> bool {
+        let mut changed = false;
+        for (from, to) in self.renames.get(model).into_iter().flatten() {
+            // An update event of the field's former name carries its newer value.
+            if let Some(v) = record.remove(from) {
+                record.insert(to.clone(), v);
+                changed = true;
+            }
+        }
+        for (field, value) in self.fills.get(model).into_iter().flatten() {
+            if !record.contains_key(field) {
+                record.insert(field.clone(), value.clone());
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Whether [`Upgrades::apply`] would change `record`.
+    fn needed(&self, model: &str, record: &Record) -> bool {
+        self.renames
+            .get(model)
+            .into_iter()
+            .flatten()
+            .any(|(from, _)| record.contains_key(from))
+            || self
+                .fills
+                .get(model)
+                .into_iter()
+                .flatten()
+                .any(|(field, _)| !record.contains_key(field))
+    }
 }
 
 impl Encoder {
-    /// The record a create event makes (its data is taken), with the defaults of fields
-    /// added since; None for other events and for models the schema no longer has.
-    pub fn created(&self, ev: &mut Event) -> Option<Arc<Stored>> {
+    /// The record a create event makes (its data is taken), brought up to date (see
+    /// [`State::upcast`]), and whether that changed it; None for other events and for
+    /// models the schema no longer has.
+    pub fn created(&self, ev: &mut Event) -> Option<(Arc<Stored>, bool)> {
         if ev.kind != EventKind::Created {
             return None;
         }
@@ -421,26 +490,9 @@ impl Encoder {
         let Value::Object(mut record) = std::mem::take(&mut ev.event_data) else {
             return None;
         };
-        add_defaults(&self.defaults, &ev.model, &mut record);
-        Some(Arc::new(Stored::encode(layout, &record)))
+        let upgraded = self.upgrades.apply(&ev.model, &mut record);
+        Some((Arc::new(Stored::encode(layout, &record)), upgraded))
     }
-}
-
-/// Gives `record` of `model` the default of every field it lacks that has one; answers
-/// whether it added any.
-fn add_defaults(
-    defaults: &HashMap<String, Vec<(String, Value)>>,
-    model: &str,
-    record: &mut Record,
-) -> bool {
-    let mut changed = false;
-    for (field, value) in defaults.get(model).into_iter().flatten() {
-        if !record.contains_key(field) {
-            record.insert(field.clone(), value.clone());
-            changed = true;
-        }
-    }
-    changed
 }
 
 /// A snapshot is written once the events since the last one are at least this share
@@ -456,8 +508,11 @@ pub struct State {
     pub last_seq: u64,
     /// Events applied since the last snapshot (taken or loaded).
     pub since_snapshot: u64,
-    /// Per model: fields with a default, which records written before the field existed get.
-    defaults: Arc<HashMap<String, Vec<(String, Value)>>>,
+    /// What records written under an older schema get when they are read.
+    upgrades: Arc<Upgrades>,
+    /// Per model: records brought up to date as they were read since the last start
+    /// (logged once the store is loaded).
+    pub upgraded: HashMap<String, u64>,
 }
 
 impl State {
@@ -484,39 +539,31 @@ impl State {
             }
             models.insert(m.name.clone(), ms);
         }
-        let defaults = spec
-            .models
-            .iter()
-            .map(|m| {
-                let fields = m
-                    .fields
-                    .iter()
-                    .filter_map(|f| f.default.clone().map(|d| (f.name.clone(), d)));
-                (m.name.clone(), fields.collect())
-            })
-            .collect::<HashMap<_, _>>();
         State {
             models,
             last_seq: 0,
             since_snapshot: 0,
-            defaults: Arc::new(defaults),
+            upgrades: Arc::new(Upgrades::of(spec)),
+            upgraded: HashMap::new(),
         }
     }
 
-    /// Brings a record written under an older schema up to date: a field added since,
-    /// with a default, gets that default (optional fields stay absent).
-    /// Answers whether it changed anything.
+    /// Brings a record written under an older schema up to date: a value under a field's
+    /// former name (`renamed_from`) moves to its name, and a field it lacks that has a
+    /// `backfill` or a `default` gets that value (optional fields stay absent). Answers
+    /// whether it changed anything.
     pub fn upcast(&self, model: &str, record: &mut Record) -> bool {
-        add_defaults(&self.defaults, model, record)
+        self.upgrades.apply(model, record)
     }
 
-    /// Whether `record` lacks a field with a default ([`State::upcast`] would add it).
+    /// Whether [`State::upcast`] would change `record`.
     pub fn lacks_defaults(&self, model: &str, record: &Record) -> bool {
-        self.defaults
-            .get(model)
-            .into_iter()
-            .flatten()
-            .any(|(field, _)| !record.contains_key(field))
+        self.upgrades.needed(model, record)
+    }
+
+    /// Counts a record of `model` that [`State::upcast`] changed as it was read.
+    pub fn note_upgraded(&mut self, model: &str) {
+        *self.upgraded.entry(model.to_string()).or_default() += 1;
     }
 
     /// What encodes created records as this state would, on another thread (a replay
@@ -528,16 +575,19 @@ impl State {
                 .iter()
                 .map(|(m, ms)| (m.clone(), ms.layout.clone()))
                 .collect(),
-            defaults: self.defaults.clone(),
+            upgrades: self.upgrades.clone(),
         }
     }
 
     /// Applies a committed event, whose record `created` already holds if it is a create
     /// encoded by [`State::encoder`].
-    pub fn apply_encoded(&mut self, ev: &mut Event, created: Option<Arc<Stored>>) {
-        let Some(record) = created else {
+    pub fn apply_encoded(&mut self, ev: &mut Event, created: Option<(Arc<Stored>, bool)>) {
+        let Some((record, upgraded)) = created else {
             return self.apply(ev);
         };
+        if upgraded {
+            self.note_upgraded(&ev.model);
+        }
         self.last_seq = self.last_seq.max(ev.sequence_number);
         if let Some(ms) = self.models.get_mut(&ev.model) {
             ms.put(ev.aggregate_id, Some(record));
@@ -567,7 +617,9 @@ impl State {
             }
         };
         if let Some(r) = next.as_mut() {
-            self.upcast(&ev.model, r);
+            if self.upcast(&ev.model, r) {
+                self.note_upgraded(&ev.model);
+            }
         }
         if let Some(ms) = self.models.get_mut(&ev.model) {
             let next = next.map(|r| ms.encode(&r));

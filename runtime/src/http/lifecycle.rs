@@ -42,12 +42,16 @@ struct Step {
     after: Option<Record>,
 }
 
-/// The events of a record, applied in order.
-fn steps(events: Vec<Event>) -> Vec<Step> {
+/// The events of a record, applied in order; `upcast` brings each state up to the
+/// current schema (fields renamed or backfilled since the event was written).
+fn steps(events: Vec<Event>, upcast: impl Fn(&str, &mut Record)) -> Vec<Step> {
     let mut state: Option<Record> = None;
     let mut out = Vec::with_capacity(events.len());
     for ev in events {
-        let after = ev.apply(state.as_ref());
+        let mut after = ev.apply(state.as_ref());
+        if let Some(r) = after.as_mut() {
+            upcast(&ev.model, r);
+        }
         out.push(Step {
             ev,
             before: state.take(),
@@ -63,7 +67,10 @@ fn record_steps(app: &App, m: &ModelSpec, id: Uuid) -> Result<Vec<Step>, ApiErro
     let store = &app.engine.store;
     let events = tokio::task::block_in_place(|| store.history(&m.name, id))
         .map_err(ApiError::internal)?;
-    Ok(steps(events))
+    let store = &app.engine.store;
+    Ok(steps(events, |model, r| {
+        store.read(|s| s.upcast(model, r));
+    }))
 }
 
 fn action(kind: EventKind) -> &'static str {

@@ -184,7 +184,7 @@ pub(crate) fn load_state(
     let events: &Wal = events;
     std::thread::scope(|scope| -> Result<(), OpenError> {
         // Handed over in chunks: one wake-up of the applying thread per chunk.
-        type Chunk = Vec<(Event, Option<Arc<Stored>>)>;
+        type Chunk = Vec<(Event, Option<(Arc<Stored>, bool)>)>;
         let (tx, rx) =
             std::sync::mpsc::sync_channel::<Result<Chunk, OpenError>>(REPLAY_AHEAD / REPLAY_CHUNK);
         let shown = &shown;
@@ -244,6 +244,24 @@ pub(crate) fn load_state(
         replay_ms = started.elapsed().as_millis() as u64 - snapshot_ms,
         "store loaded"
     );
+    // Records written under an older schema, brought up to date as they were read.
+    let upgraded = std::mem::take(&mut state.upgraded);
+    for (model, records) in upgraded {
+        let ms = spec.models.iter().find(|m| m.name == model);
+        let renamed: Vec<String> = ms
+            .into_iter()
+            .flat_map(|m| &m.fields)
+            .filter_map(|f| Some(format!("{} from {}", f.name, f.renamed_from.as_ref()?)))
+            .collect();
+        let filled: Vec<&str> = ms
+            .into_iter()
+            .flat_map(|m| &m.fields)
+            .filter(|f| f.fill().is_some())
+            .map(|f| f.name.as_str())
+            .collect();
+        tracing::info!(%model, records, renamed = %renamed.join(", "), filled = %filled.join(", "),
+            "records written under an earlier schema were upgraded as they were read");
+    }
     // A projection is built from the snapshot's records and follows the replay: a new
     // or changed one is complete now.
     for ms in state.models.values() {

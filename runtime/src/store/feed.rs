@@ -8,7 +8,8 @@
 //!   without bound. Without subscribers nothing is cloned or sent.
 //! - Past: [`Feed::page`] reads the events of one model after a sequence number from the
 //!   log, each with the record after it: a create's record is the event's, a delete has
-//!   none, an update's is the record's events applied in order up to it. The feed's own
+//!   none, an update's is the record's events applied in order up to it (each brought up
+//!   to the current schema, as the state's records are). The feed's own
 //!   timeline (every model's events; built from the log the first time a reader resumes,
 //!   then followed) finds them.
 //! - Closing: at shutdown [`Feed::close`] ends every stream, so that draining the
@@ -104,6 +105,7 @@ impl Feed {
         model: &str,
         after: u64,
         limit: usize,
+        upcast: impl Fn(&mut Record),
     ) -> Result<Vec<(Event, After)>, HistoryError> {
         let page = self.timeline.of_model(events, model, after, limit)?;
         // The records this page rebuilt so far: (the sequence number it is at, it).
@@ -124,11 +126,18 @@ impl Feed {
                                 break;
                             }
                             state = past.apply(state.as_ref());
+                            if let Some(r) = state.as_mut() {
+                                upcast(r);
+                            }
                         }
                         state
                     }
                 },
             };
+            let mut after = after;
+            if let Some(r) = after.as_mut() {
+                upcast(r);
+            }
             known.insert(id, (ev.sequence_number, after.clone()));
             out.push((ev, after.map_or(After::Gone, After::Record)));
         }

@@ -244,7 +244,9 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(Event, feed::After)>, HistoryError> {
-        self.feed.page(&self.events, model, after, limit)
+        self.feed.page(&self.events, model, after, limit, |r| {
+            self.read(|s| s.upcast(model, r));
+        })
     }
 
     /// The first event this node's log holds.

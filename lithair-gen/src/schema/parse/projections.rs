@@ -272,6 +272,8 @@ impl Checker {
                 rules: Rules::default(),
                 description: None,
                 permissions: FieldPermissions::default(),
+                renamed_from: None,
+                backfill: None,
             });
         }
         if let Some(f) = source.field(name) {
