@@ -1121,3 +1121,37 @@ fn a_field_that_becomes_required_with_a_backfill_is_not_breaking() {
         p.data_changes
     );
 }
+
+/// A model renamed with `renamed_from` is not a removal: its fields are compared with the
+/// former model's, and the plan says its records are read as the new model's.
+#[test]
+fn a_renamed_model_is_not_breaking() {
+    let (_tmp, dir) = new_project(BASE);
+    set_schema(
+        &dir,
+        &BASE.replace("  Category:\n", "  Section:\n    renamed_from: Category\n"),
+    );
+    let p = plan(&dir);
+    assert!(p.breaking.is_empty(), "{:#?}", p.breaking);
+    assert!(
+        p.data_changes
+            .iter()
+            .any(|c| c.starts_with("model Category is renamed Section")),
+        "{:?}",
+        p.data_changes
+    );
+    // A field of the renamed model still follows the rules.
+    set_schema(
+        &dir,
+        &BASE
+            .replace("  Category:\n", "  Section:\n    renamed_from: Category\n")
+            .replace(
+                "      label: { type: string }\n",
+                "      label: { type: int }\n",
+            ),
+    );
+    assert!(plan(&dir)
+        .breaking
+        .iter()
+        .any(|b| b.change.contains("Category.label changed type")));
+}

@@ -30,6 +30,18 @@ impl Schema {
     pub fn model(&self, name: &str) -> Option<&Model> {
         self.models.iter().find(|m| m.name == name)
     }
+
+    /// The name a model has now: `name`, or the name of the model renamed from it
+    /// (`renamed_from`), for what was stored under its former name.
+    pub fn current_name<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.models.iter().any(|m| m.name == name) {
+            return name;
+        }
+        self.models
+            .iter()
+            .find(|m| m.renamed_from.as_deref() == Some(name))
+            .map_or(name, |m| m.name.as_str())
+    }
 }
 
 /// A projection: aggregates of one model's records, per group, kept up to date by every
@@ -308,6 +320,9 @@ pub struct Model {
     /// Custom endpoints whose bodies the user writes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// The model's former name: records and events stored under it are this model's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renamed_from: Option<String>,
 }
 
 impl Model {

@@ -27,6 +27,16 @@ fn push(out: &mut Vec<BreakingChange>, change: String, consequence: &str) {
     });
 }
 
+/// The model of `new` that continues model `old`: the one of its name, or the one
+/// renamed from it.
+fn successor<'a>(new: &'a Schema, old: &str) -> Option<&'a crate::schema::model::Model> {
+    new.models.iter().find(|m| m.name == old).or_else(|| {
+        new.models
+            .iter()
+            .find(|m| m.renamed_from.as_deref() == Some(old))
+    })
+}
+
 /// The field of `old` that `new` continues: the one of its name, or the one it is
 /// renamed from.
 fn former<'a>(old: &'a crate::schema::model::Model, new: &Field) -> Option<&'a Field> {
@@ -40,11 +50,11 @@ fn former<'a>(old: &'a crate::schema::model::Model, new: &Field) -> Option<&'a F
 pub fn compare(old: &Schema, new: &Schema) -> Vec<BreakingChange> {
     let mut out = Vec::new();
     for om in &old.models {
-        let Some(nm) = new.models.iter().find(|m| m.name == om.name) else {
+        let Some(nm) = successor(new, &om.name) else {
             push(
                 &mut out,
                 format!("model {} was removed", om.name),
-                "its stored records stay on disk but are no longer served (orphaned)",
+                "its stored records stay on disk but are no longer served (orphaned); if it was renamed, give the new model `renamed_from:`",
             );
             continue;
         };
@@ -87,9 +97,19 @@ pub fn compare(old: &Schema, new: &Schema) -> Vec<BreakingChange> {
 pub fn data_changes(old: &Schema, new: &Schema) -> Vec<String> {
     let mut out = Vec::new();
     for nm in &new.models {
-        let Some(om) = old.models.iter().find(|m| m.name == nm.name) else {
+        let Some(om) = old
+            .models
+            .iter()
+            .find(|m| successor(new, &m.name).is_some_and(|s| s.name == nm.name))
+        else {
             continue;
         };
+        if om.name != nm.name {
+            out.push(format!(
+                "model {} is renamed {}: its stored records and events are read as {}'s",
+                om.name, nm.name, nm.name
+            ));
+        }
         for nf in &nm.fields {
             let what = format!("{}.{}", nm.name, nf.name);
             match former(om, nf) {

@@ -22,6 +22,7 @@ pub const MODEL: &[&str] = &[
     "persistence",
     "fields",
     "actions",
+    "renamed_from",
 ];
 /// Model keys of the design that the runtime does not act on yet.
 pub const MODEL_UNSUPPORTED: &[(&str, &str)] = &[];

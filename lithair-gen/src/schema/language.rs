@@ -161,6 +161,9 @@ struct ModelDoc {
     fields: BTreeMap<String, FieldDoc>,
     /// Custom endpoints whose bodies you write in `src/handlers/<model>.rs`.
     actions: Option<BTreeMap<String, ActionDoc>>,
+    /// The model's former name: records and events stored under it are read as this
+    /// model's (not a breaking change; its path follows the new name unless `path` says).
+    renamed_from: Option<String>,
 }
 
 /// Roles per operation group.

@@ -725,6 +725,27 @@ impl Checker {
                 );
             }
         }
+        let renamed_from = e.get("renamed_from").and_then(|r| {
+            let old = self.string(r, &format!("renamed_from of {what}"))?;
+            let problem = if !names::is_pascal(&old) {
+                Some(format!("renamed_from of {what} must be the model's former PascalCase name, found \"{old}\""))
+            } else if old == name {
+                Some(format!("{what} is renamed from its own name"))
+            } else if self.models.contains(&old) {
+                Some(format!("{what} is renamed from \"{old}\", which is still a model"))
+            } else {
+                None
+            };
+            match problem {
+                Some(p) => {
+                    self.err(Diagnostic::new(r.span, p).with_help(
+                        "write the name the model had before; its records and events are then read as this model's",
+                    ));
+                    None
+                }
+                None => Some(old),
+            }
+        });
         Some(Model {
             name: name.to_string(),
             snake,
@@ -738,6 +759,7 @@ impl Checker {
             snapshot_every,
             fields,
             actions,
+            renamed_from,
         })
     }
 

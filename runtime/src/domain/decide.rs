@@ -131,6 +131,9 @@ pub struct Overlay {
 #[derive(Clone, Debug)]
 pub struct Decider {
     rules: Rules,
+    /// Per former model name (`renamed_from`): the model's name now. A command proposed
+    /// before the rename (still in the Raft log at a restart) is the renamed model's.
+    renamed: std::collections::HashMap<String, String>,
 }
 
 impl Decider {
@@ -138,6 +141,11 @@ impl Decider {
     pub fn new(spec: &ServiceSpec) -> Self {
         Decider {
             rules: Rules::new(spec),
+            renamed: spec
+                .models
+                .iter()
+                .filter_map(|m| Some((m.renamed_from.clone()?, m.name.clone())))
+                .collect(),
         }
     }
 
@@ -185,6 +193,14 @@ impl Decider {
     ) -> Result<(Event, Option<Arc<Stored>>), Refused> {
         let now = p.at.clone();
         let actor = p.actor.clone();
+        let named = match &mut p.command {
+            Command::Create { model, .. }
+            | Command::Replace { model, .. }
+            | Command::Delete { model, .. } => model,
+        };
+        if let Some(now) = self.renamed.get(named.as_str()) {
+            *named = now.clone();
+        }
         let (model, id, old, new, kind) = match &mut p.command {
             Command::Create { model, record } => {
                 let id = record_id(record)?;

@@ -267,7 +267,8 @@ fn parse(bytes: &[u8], spec: &ServiceSpec) -> Result<Parsed, Unreadable> {
     let mut state = State::new(spec);
     let mut models = Vec::with_capacity(header.models.len());
     for model in &header.models {
-        let name = &model.name;
+        // A model stored under its former name is the renamed model.
+        let name = &spec.current_name(&model.name).to_string();
         let current = state.models.get(name).map(|ms| ms.layout.clone());
         // The records keep their bytes when the layout is the same.
         let same = current
@@ -454,5 +455,58 @@ mod tests {
         let got = replayed.get("Item", id).unwrap().record();
         assert_eq!((got.get("title"), got.get("name")), (Some(&json!("b")), None));
         assert_eq!(got.get("stock"), Some(&json!(5)));
+    }
+
+    /// Records stored under a model's former name are the renamed model's: from a
+    /// snapshot, from replayed events, and from a command proposed before the rename.
+    #[test]
+    fn records_of_a_renamed_model_are_read_as_its_own() {
+        use crate::domain::decide::{Decider, Overlay, Stamped};
+        use crate::domain::event::Actor;
+        use crate::domain::Command;
+        let before = spec(NAME);
+        let after = crate::spec::CompiledSpec::from_json(&format!(
+            r#"{{"service": {{"name": "t"}}, "roles": [],
+              "models": [{{"name": "Part", "snake": "part", "path": "/api/parts", "renamed_from": "Item",
+                "operations": ["list"], "permissions": {{"read": [], "create": [], "update": [], "delete": []}},
+                "fields": [{NAME}]}}]}}"#
+        ))
+        .unwrap()
+        .spec;
+        let mut state = State::new(&before);
+        let r = item("kept");
+        let id = Uuid::parse_str(r["id"].as_str().unwrap()).unwrap();
+        let ms = state.models.get_mut("Item").unwrap();
+        let stored = ms.encode(&r);
+        ms.put(id, Some(stored));
+        let bytes = Image::of(&state, b"{}".to_vec(), Window::default()).to_bytes().unwrap();
+        let loaded = decode(&bytes, &after, &Stats::default()).unwrap().state;
+        assert_eq!(loaded.get("Part", id).unwrap().get("name"), Some(json!("kept")));
+        assert!(loaded.models.get("Item").is_none());
+
+        // A create proposed under the former name, decided after the rename.
+        let mut fresh = State::new(&after);
+        let other = item("new");
+        let other_id = Uuid::parse_str(other["id"].as_str().unwrap()).unwrap();
+        let mut stamped = Stamped {
+            command: Command::Create { model: "Item".into(), record: other },
+            event_id: Uuid::new_v4(),
+            at: "2026-12-02T00:00:00.000000Z".into(),
+            actor: Actor { name: "t".into(), roles: vec![], action: None },
+            node_id: "1".into(),
+            key: None,
+        };
+        let (mut ev, record) = Decider::new(&after)
+            .decide(&fresh, &mut Overlay::default(), &mut stamped, 1)
+            .expect("decided");
+        assert_eq!(ev.model, "Part");
+        fresh.publish(&ev, record);
+        assert!(fresh.get("Part", other_id).is_some());
+        // The same event, replayed from a log written before the rename.
+        ev.model = "Item".into();
+        let mut replayed = State::new(&after);
+        let created = replayed.encoder().created(&mut ev);
+        replayed.apply_encoded(&mut ev, created);
+        assert!(replayed.get("Part", other_id).is_some());
     }
 }

@@ -415,6 +415,8 @@ pub struct Encoder {
 /// lack (its `backfill`, else its `default`).
 #[derive(Debug, Default)]
 pub struct Upgrades {
+    /// Per former model name (`renamed_from`): the model's name now.
+    models: HashMap<String, String>,
     renames: HashMap<String, Vec<(String, String)>>,
     fills: HashMap<String, Vec<(String, Value)>>,
 }
@@ -423,6 +425,9 @@ impl Upgrades {
     fn of(spec: &ServiceSpec) -> Upgrades {
         let mut u = Upgrades::default();
         for m in &spec.models {
+            if let Some(former) = &m.renamed_from {
+                u.models.insert(former.clone(), m.name.clone());
+            }
             let renames: Vec<_> = m
                 .fields
                 .iter()
@@ -481,8 +486,13 @@ impl Upgrades {
 impl Encoder {
     /// The record a create event makes (its data is taken), brought up to date (see
     /// [`State::upcast`]), and whether that changed it; None for other events and for
-    /// models the schema no longer has.
+    /// models the schema no longer has. Every event's model is set to the model's name
+    /// now (a model `renamed_from` the one it names).
     pub fn created(&self, ev: &mut Event) -> Option<(Arc<Stored>, bool)> {
+        // An event of a model under its former name is the renamed model's.
+        if let Some(now) = self.upgrades.models.get(&ev.model) {
+            ev.model = now.clone();
+        }
         if ev.kind != EventKind::Created {
             return None;
         }

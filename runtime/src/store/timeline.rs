@@ -44,6 +44,8 @@ pub(crate) struct Timeline {
     audited: HashSet<String>,
     /// Whether each model's events are listed (the change feed's timeline).
     by_model: bool,
+    /// Per former model name (`renamed_from`): the model's name now.
+    renamed: HashMap<String, String>,
     seen: Mutex<Seen>,
 }
 
@@ -90,6 +92,7 @@ impl Timeline {
             kept,
             audited,
             by_model: false,
+            renamed: renamed(spec),
             seen: Mutex::new(Seen {
                 lo: 1,
                 hi: 0,
@@ -104,12 +107,27 @@ impl Timeline {
             kept: spec.models.iter().map(|m| m.name.clone()).collect(),
             audited: HashSet::new(),
             by_model: true,
+            renamed: renamed(spec),
             seen: Mutex::new(Seen {
                 lo: 1,
                 hi: 0,
                 ..Default::default()
             }),
         }
+    }
+
+    /// The name a model has now (`name` may be its former one).
+    fn current<'a>(&'a self, name: &'a str) -> &'a str {
+        self.renamed.get(name).map_or(name, String::as_str)
+    }
+
+    /// An event read from the log, under its model's name now.
+    fn read(&self, bytes: &[u8]) -> Result<Event, HistoryError> {
+        let mut ev: Event = serde_json::from_slice(bytes)?;
+        if let Some(now) = self.renamed.get(&ev.model) {
+            ev.model = now.clone();
+        }
+        Ok(ev)
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -143,18 +161,18 @@ impl Timeline {
             for seq in range.0..=range.1 {
                 let Some(bytes) = log.read(seq)? else { continue };
                 let head: Head = serde_json::from_slice(&bytes)?;
-                if !self.kept.contains(head.model.as_ref()) {
+                let model = self.current(head.model.as_ref());
+                if !self.kept.contains(model) {
                     continue;
                 }
                 let list = seen.records.entry(head.aggregate_id).or_default();
                 if let Err(at) = list.binary_search(&head.sequence_number) {
                     list.insert(at, head.sequence_number);
                 }
-                if self.audited.contains(head.model.as_ref()) {
+                if self.audited.contains(model) {
                     seen.audit.insert(head.sequence_number);
                 }
                 if self.by_model {
-                    let model = head.model.as_ref();
                     match seen.models.get_mut(model) {
                         Some(list) => {
                             list.insert(head.sequence_number);
@@ -189,7 +207,7 @@ impl Timeline {
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(bytes) = log.read(seq)? {
-                let ev: Event = serde_json::from_slice(&bytes)?;
+                let ev = self.read(&bytes)?;
                 if ev.model == model {
                     out.push(ev);
                 }
@@ -218,7 +236,7 @@ impl Timeline {
         let mut out = Vec::with_capacity(seqs.len());
         for seq in seqs {
             if let Some(bytes) = log.read(seq)? {
-                out.push(serde_json::from_slice(&bytes)?);
+                out.push(self.read(&bytes)?);
             }
         }
         Ok(out)
@@ -256,7 +274,7 @@ impl Timeline {
         for seq in candidates {
             last = seq;
             if let Some(bytes) = log.read(seq)? {
-                let ev: Event = serde_json::from_slice(&bytes)?;
+                let ev = self.read(&bytes)?;
                 if keep(&ev) {
                     out.push(ev);
                     if out.len() == limit {
@@ -267,4 +285,12 @@ impl Timeline {
         }
         Ok((out, (!exhausted).then_some(last)))
     }
+}
+
+/// Per former model name (`renamed_from`): the model's name now.
+fn renamed(spec: &ServiceSpec) -> HashMap<String, String> {
+    spec.models
+        .iter()
+        .filter_map(|m| Some((m.renamed_from.clone()?, m.name.clone())))
+        .collect()
 }
