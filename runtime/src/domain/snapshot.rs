@@ -482,7 +482,7 @@ mod tests {
         let bytes = Image::of(&state, b"{}".to_vec(), Window::default()).to_bytes().unwrap();
         let loaded = decode(&bytes, &after, &Stats::default()).unwrap().state;
         assert_eq!(loaded.get("Part", id).unwrap().get("name"), Some(json!("kept")));
-        assert!(loaded.models.get("Item").is_none());
+        assert!(!loaded.models.contains_key("Item"));
 
         // A create proposed under the former name, decided after the rename.
         let mut fresh = State::new(&after);
