@@ -563,3 +563,116 @@ fn renamed_backfilled_and_converted_fields_carry_stored_data_across_a_rebuild() 
         server.log()
     );
 }
+
+const WATCHED_SCHEMA: &str = r#"service: { name: watched }
+models:
+  Note:
+    permissions: { read: [public] }
+    operations: [list, get]
+    fields:
+      text: string
+"#;
+
+/// `run --watch`: a schema change regenerates, rebuilds and restarts the service; a
+/// broken schema prints its diagnostics and keeps the last good service running. Every
+/// wait is bounded.
+#[test]
+fn run_watch_follows_schema_changes_and_keeps_the_last_good_service() {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    use std::sync::mpsc;
+    use std::time::Duration;
+    let tmp = tempfile::tempdir().unwrap();
+    let schema = tmp.path().join("watched.yaml");
+    std::fs::write(&schema, WATCHED_SCHEMA).unwrap();
+    let dir = tmp.path().join("watched");
+    let (code, out, err) = gen(
+        GEN,
+        &[
+            "new",
+            dir.to_str().unwrap(),
+            "--schema",
+            schema.to_str().unwrap(),
+        ],
+        &workspace(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let mut child = std::process::Command::new(GEN)
+        .args(["run", "--watch", "--project"])
+        .arg(&dir)
+        .args(["--", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
+        .arg(tmp.path().join("data"))
+        .env("CARGO_TARGET_DIR", e2e_target())
+        .env("LITHAIR_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let (tx, lines) = mpsc::channel::<String>();
+    for pipe in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // The next line that satisfies `want`, within `secs`.
+    let wait_for = |want: &dyn Fn(&str) -> bool, secs: u64| -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if want(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("`run --watch` did not get there in {secs} s"),
+            }
+        }
+    };
+    let listening = |l: &str| l.starts_with("listening on http://");
+    let addr = |line: String| {
+        line.trim_start_matches("listening on http://")
+            .trim()
+            .to_string()
+    };
+    let first = addr(wait_for(&listening, 300));
+    assert_eq!(
+        call("GET", &format!("http://{first}/api/notes"), None, None, &[]).status,
+        200
+    );
+
+    // A new model: regenerated, rebuilt, restarted.
+    let with_tags = format!("{WATCHED_SCHEMA}  Tag:\n    permissions: {{ read: [public] }}\n    operations: [list]\n    fields:\n      label: string\n");
+    std::fs::write(dir.join("lithair.yaml"), &with_tags).unwrap();
+    let second = addr(wait_for(&listening, 300));
+    let tags = call("GET", &format!("http://{second}/api/tags"), None, None, &[]);
+    assert_eq!(tags.status, 200, "{}", tags.text);
+
+    // A broken schema: its diagnostics, and the running service stays.
+    std::fs::write(
+        dir.join("lithair.yaml"),
+        with_tags.replace("label: string", "label: strng"),
+    )
+    .unwrap();
+    wait_for(&|l: &str| l.contains("unknown type \"strng\""), 60);
+    wait_for(
+        &|l: &str| l.contains("the last good service keeps running"),
+        60,
+    );
+    assert_eq!(
+        call("GET", &format!("http://{second}/api/tags"), None, None, &[]).status,
+        200
+    );
+
+    // SAFETY: signals our own child's process group.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGTERM);
+    }
+    let _ = child.wait();
+}

@@ -9,6 +9,8 @@ use clap::{CommandFactory, Parser, Subcommand};
 use lithair_gen::project::{self, ApplyOptions, Change, Plan, PlanOptions, ProjectError, Refusal};
 use lithair_gen::render::Owner;
 
+mod watch;
+
 const GREEN: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Green)));
 const YELLOW: Style = Style::new().fg_color(Some(anstyle::Color::Ansi(AnsiColor::Yellow)));
 const RED: Style = Style::new()
@@ -112,13 +114,19 @@ enum Command {
     #[command(after_help = "Example:\n  lithair-gen schema > schemas/lithair-model.schema.json")]
     Schema,
     /// Generate if needed, then build and start the service (the dev loop).
-    #[command(after_help = "Examples:\n  lithair-gen run\n  lithair-gen run -- --port 9000")]
+    #[command(
+        after_help = "Examples:\n  lithair-gen run\n  lithair-gen run --watch\n  lithair-gen run -- --port 9000"
+    )]
     Run {
         #[command(flatten)]
         project: ProjectArg,
         /// Build in release mode.
         #[arg(long)]
         release: bool,
+        /// Watch lithair.yaml, src/ and templates/: regenerate, rebuild and restart on every
+        /// change; a broken schema or build keeps the last good service running.
+        #[arg(long)]
+        watch: bool,
         /// Arguments for `serve` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
@@ -259,6 +267,13 @@ fn run(command: Command) -> Result<ExitCode, ProjectError> {
         Command::Run {
             project,
             release,
+            watch: true,
+            args,
+        } => watch::run(&project.project, release, &args),
+        Command::Run {
+            project,
+            release,
+            watch: false,
             args,
         } => run_service(&project.project, release, &args),
         Command::Completions { shell } => {
