@@ -135,10 +135,10 @@ fn build(dir: &Path, release: bool) -> Option<PathBuf> {
     // The binary is the artifact with an executable.
     String::from_utf8_lossy(&out.stdout)
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["reason"] == "compiler-artifact")
-        .filter_map(|v| v["executable"].as_str().map(PathBuf::from))
-        .last()
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
 }
 
 /// Runs the loop until the process is stopped (Ctrl-C reaches the service too).
