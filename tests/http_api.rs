@@ -234,17 +234,33 @@ async fn crud_follows_the_http_contract() {
         .await;
     assert_eq!(cut.status, 400);
     // The schema has the action; without a handler behind it (the runtime's default) it
-    // is not found.
+    // is not found. Its typed input is checked before: a create's 422, every field named.
     let action = shop
         .call(
             "POST",
             &format!("{item}/restock"),
             ed,
-            Some(&json!({"units": 3})),
+            Some(&json!({"quantity": 3})),
             &[],
         )
         .await;
     assert_eq!(action.status, 404, "{}", action.json);
+    let refused = shop
+        .call(
+            "POST",
+            &format!("{item}/restock"),
+            ed,
+            Some(&json!({"quantity": 20000, "units": 3})),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, 422, "{}", refused.json);
+    assert_eq!(
+        refused.json["errors"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        refused.json
+    );
 
     let deleted = shop.call("DELETE", &item, Some("admin"), None, &[]).await;
     assert_eq!(deleted.status, 204);

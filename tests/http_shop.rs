@@ -78,15 +78,35 @@ fn the_built_service_answers_through_its_generated_code() {
     );
     assert_eq!(got.status, 200);
     assert_eq!(got.header("etag"), Some("\"1\""));
-    // The generated handler's action stub answers 501 until it is written.
+    // The generated handler's action stub answers 501 until it is written; its typed
+    // input is checked first (422 naming every failing field).
     let action = call(
         "POST",
         &server.url(&format!("/api/products/{id}/restock")),
         ed,
-        Some(&json!({"units": 3})),
+        Some(&json!({"quantity": 3})),
         &[],
     );
     assert_eq!(action.status, 501, "{}", action.text);
+    let refused = call(
+        "POST",
+        &server.url(&format!("/api/products/{id}/restock")),
+        ed,
+        Some(&json!({"quantity": 0, "units": 3})),
+        &[],
+    );
+    assert_eq!(refused.status, 422, "{}", refused.text);
+    let fields: Vec<&str> = refused.json["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["field"].as_str())
+        .collect();
+    assert!(
+        fields.contains(&"quantity") && fields.contains(&"units"),
+        "{}",
+        refused.text
+    );
     // The generated crate serves its OpenAPI document.
     let api = call("GET", &server.url("/openapi.json"), None, None, &[]);
     assert_eq!(api.json["openapi"], "3.1.0");

@@ -478,6 +478,19 @@ where
     }
 }
 
+/// A typed action's input, from its body (checked against the action's `input` fields
+/// before the handler runs).
+pub fn action_input<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
+    T::deserialize(body).map_err(|e| ApiError::internal(format!("a checked action body does not fit its struct: {e}")))
+}
+
+/// A typed action's answer: 200 with `output` as JSON.
+pub fn action_output<T: Serialize>(output: &T) -> ActionResult {
+    serde_json::to_value(output)
+        .map(ActionResponse::ok)
+        .map_err(ApiError::internal)
+}
+
 /// The action router of handlers without actions.
 pub fn no_actions<'a, H>(
     _: &'a H,

@@ -98,8 +98,9 @@ pub mod prelude {
     pub use crate::auth::Principal;
     pub use crate::error::{ApiError, FieldError};
     pub use crate::hooks::{
-        no_actions, typed_hooks, ActionContext, ActionFn, ActionResponse, ActionResult, BoxFuture,
-        ByDefault, Given, HookContext, HookResult, Hooks, ModelHooks, Slot,
+        action_input, action_output, no_actions, typed_hooks, ActionContext, ActionFn,
+        ActionResponse, ActionResult, BoxFuture, ByDefault, Given, HookContext, HookResult, Hooks,
+        ModelHooks, Slot,
     };
     pub use crate::spec::Operation;
     pub use crate::{IntoService, Service, SpecError};

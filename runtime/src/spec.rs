@@ -21,7 +21,7 @@ pub enum SpecError {
 }
 
 pub use lithair_spec::{
-    Action as ActionSpec, AggregateOp, Field as FieldSpec, FieldType, Granularity,
+    Action as ActionSpec, ActionOutput, AggregateOp, Field as FieldSpec, FieldType, Granularity,
     Model as ModelSpec, Operation, Projection as ProjectionSpec, Schema as ServiceSpec, OWNER,
 };
 
@@ -34,14 +34,30 @@ pub struct CompiledSpec {
     pub patterns: HashMap<(String, String), Regex>,
     /// role -> itself plus every role it inherits, transitively.
     pub effective_roles: HashMap<String, BTreeSet<String>>,
+    /// `(model, action)` -> the action's `input` as a model of its own (named like its
+    /// struct, `ProductRestockInput`), which its body is checked against.
+    pub inputs: HashMap<(String, String), ModelSpec>,
 }
 
 impl CompiledSpec {
     /// Parses and compiles `spec.json`.
     pub fn from_json(text: &str) -> Result<Self, SpecError> {
         let spec: ServiceSpec = serde_json::from_str(text)?;
-        let mut patterns = HashMap::new();
+        let mut inputs = HashMap::new();
         for m in &spec.models {
+            for a in &m.actions {
+                let Some(fields) = &a.input else { continue };
+                let name = format!("{}{}Input", m.name, pascal(&a.name));
+                let model: ModelSpec = serde_json::from_value(serde_json::json!({
+                    "name": name, "snake": "", "path": "", "operations": [],
+                    "permissions": {"read": [], "create": [], "update": [], "delete": []},
+                    "fields": fields,
+                }))?;
+                inputs.insert((m.name.clone(), a.name.clone()), model);
+            }
+        }
+        let mut patterns = HashMap::new();
+        for m in spec.models.iter().chain(inputs.values()) {
             for f in &m.fields {
                 if let Some(p) = &f.rules.pattern {
                     let re = Regex::new(&format!("^(?:{p})$")).map_err(|e| SpecError::Pattern {
@@ -70,6 +86,7 @@ impl CompiledSpec {
             spec,
             patterns,
             effective_roles,
+            inputs,
         })
     }
 
@@ -77,6 +94,19 @@ impl CompiledSpec {
     pub fn model(&self, name: &str) -> Option<&ModelSpec> {
         self.spec.models.iter().find(|m| m.name == name)
     }
+}
+
+/// `restock_all` -> `RestockAll` (as the generator names an action's structs).
+fn pascal(snake: &str) -> String {
+    snake
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Schemas the runtime's unit tests share.

@@ -580,6 +580,23 @@ pub struct Action {
     /// What it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The fields of its body (`input:`, the syntax of a model's fields), checked as a
+    /// create's body is before the handler runs (None: any JSON body, untyped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<Vec<Field>>,
+    /// What it answers (`output:`; None: any JSON, untyped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<ActionOutput>,
+}
+
+/// What an action answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionOutput {
+    /// A record of this model (`output: Product`), as the caller may see it.
+    Model(String),
+    /// An object of these fields (`output: { ... }`, the syntax of a model's fields).
+    Fields(Vec<Field>),
 }
 
 impl Action {

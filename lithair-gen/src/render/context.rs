@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::schema::model::{Action, Field, FieldType, Model, Schema};
+use crate::schema::model::{Action, ActionOutput, Field, FieldType, Model, Schema};
 use crate::schema::names;
 
 /// The whole-service context (`Cargo.toml`, `main.rs`, `lithair.toml`, `mod.rs`).
@@ -41,6 +41,8 @@ pub struct ModelView<'a> {
     pub fields: Vec<FieldView>,
     pub enums: Vec<EnumView>,
     pub actions: Vec<ActionView<'a>>,
+    /// The structs of its actions' inputs and outputs.
+    pub io_structs: Vec<StructView>,
 }
 
 /// One field of the record struct.
@@ -75,6 +77,23 @@ pub struct ActionView<'a> {
     pub path: &'a str,
     pub on_record: bool,
     pub description: Option<&'a str>,
+    /// The struct of its `input`, if it has one.
+    pub input: Option<String>,
+    /// The Rust type it answers, in the model file (`Product`, `super::order::Order`,
+    /// `ProductRestockOutput`), if it is typed.
+    pub output: Option<String>,
+    /// The same type, as the handler file names it.
+    pub handler_output: Option<String>,
+    /// Whether the router converts its input or output.
+    pub typed: bool,
+}
+
+/// A struct of an action's input or output.
+#[derive(Serialize)]
+pub struct StructView {
+    pub name: String,
+    pub doc: String,
+    pub fields: Vec<FieldView>,
 }
 
 /// `/// ` lines for a doc comment (one line when there is no text).
@@ -124,8 +143,8 @@ fn enum_values(ty: &FieldType) -> Option<&Vec<String>> {
     }
 }
 
-fn field_view(model: &Model, f: &Field) -> FieldView {
-    let base = rust_type(&model.name, &f.name, &f.ty);
+fn field_view(owner: &str, f: &Field) -> FieldView {
+    let base = rust_type(owner, &f.name, &f.ty);
     let mut what = f
         .description
         .clone()
@@ -167,18 +186,103 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-fn action_view<'a>(a: &'a Action) -> ActionView<'a> {
+/// The name of the struct of action `a`'s input (`Input`) or output (`Output`).
+fn io_name(m: &Model, a: &Action, which: &str) -> String {
+    format!("{}{}{which}", m.name, names::pascal(&a.name))
+}
+
+fn action_view<'a>(m: &Model, a: &'a Action, models: &[Model]) -> ActionView<'a> {
+    let (output, handler_output) = match &a.output {
+        None => (None, None),
+        Some(ActionOutput::Model(name)) if *name == m.name => {
+            (Some(name.clone()), Some(name.clone()))
+        }
+        Some(ActionOutput::Model(name)) => {
+            let snake = models
+                .iter()
+                .find(|o| o.name == *name)
+                .map_or_else(|| names::snake(name), |o| o.snake.clone());
+            (
+                Some(format!("super::{snake}::{name}")),
+                Some(format!("crate::generated::{snake}::{name}")),
+            )
+        }
+        Some(ActionOutput::Fields(_)) => {
+            let n = io_name(m, a, "Output");
+            (Some(n.clone()), Some(n))
+        }
+    };
+    let input = a.input.as_ref().map(|_| io_name(m, a, "Input"));
     ActionView {
         name: &a.name,
         method: &a.method,
         path: &a.path,
         on_record: a.on_record(),
         description: a.description.as_deref(),
+        typed: input.is_some() || output.is_some(),
+        input,
+        output,
+        handler_output,
     }
 }
 
-/// The view of one model.
-pub fn model_view(m: &Model) -> ModelView<'_> {
+/// The enums of `fields`, owned by `owner` (a model, or an action's input or output).
+fn enums_of(owner: &str, fields: &[Field]) -> Vec<EnumView> {
+    fields
+        .iter()
+        .filter_map(|f| {
+            enum_values(&f.ty).map(|values| EnumView {
+                field: f.name.clone(),
+                type_name: enum_type_name(owner, &f.name),
+                variants: values
+                    .iter()
+                    .map(|v| VariantView {
+                        value: v.clone(),
+                        variant: names::variant(v),
+                    })
+                    .collect(),
+            })
+        })
+        .collect()
+}
+
+/// The structs of `m`'s actions' inputs and outputs, and their enums.
+fn io_structs(m: &Model) -> (Vec<StructView>, Vec<EnumView>) {
+    let mut structs = Vec::new();
+    let mut enums = Vec::new();
+    for a in &m.actions {
+        let output = match &a.output {
+            Some(ActionOutput::Fields(f)) => Some(f),
+            _ => None,
+        };
+        for (which, fields) in [("Input", a.input.as_ref()), ("Output", output)] {
+            let Some(fields) = fields else { continue };
+            let name = io_name(m, a, which);
+            let what = if which == "Input" {
+                "The body"
+            } else {
+                "The answer"
+            };
+            enums.extend(enums_of(&name, fields));
+            structs.push(StructView {
+                doc: doc_lines(
+                    Some(&format!("{what} of action `{}` of `{}`.", a.name, m.name)),
+                    "",
+                ),
+                fields: fields.iter().map(|f| field_view(&name, f)).collect(),
+                name,
+            });
+        }
+    }
+    (structs, enums)
+}
+
+/// The view of one model (`models`: every model of the schema, for the actions that
+/// answer a record of another).
+pub fn model_view<'a>(m: &'a Model, models: &[Model]) -> ModelView<'a> {
+    let (io, io_enums) = io_structs(m);
+    let mut enums = enums_of(&m.name, &m.fields);
+    enums.extend(io_enums);
     ModelView {
         name: &m.name,
         snake: &m.snake,
@@ -187,25 +291,14 @@ pub fn model_view(m: &Model) -> ModelView<'_> {
             m.description.as_deref(),
             &format!("A `{}` record, served at `{}`.", m.name, m.path),
         ),
-        fields: m.fields.iter().map(|f| field_view(m, f)).collect(),
-        enums: m
-            .fields
+        fields: m.fields.iter().map(|f| field_view(&m.name, f)).collect(),
+        enums,
+        actions: m
+            .actions
             .iter()
-            .filter_map(|f| {
-                enum_values(&f.ty).map(|values| EnumView {
-                    field: f.name.clone(),
-                    type_name: enum_type_name(&m.name, &f.name),
-                    variants: values
-                        .iter()
-                        .map(|v| VariantView {
-                            value: v.clone(),
-                            variant: names::variant(v),
-                        })
-                        .collect(),
-                })
-            })
+            .map(|a| action_view(m, a, models))
             .collect(),
-        actions: m.actions.iter().map(action_view).collect(),
+        io_structs: io,
         param: format!("{}H", m.name),
     }
 }
@@ -243,7 +336,11 @@ pub fn service_view<'a>(schema: &'a Schema, runtime_dependency: String) -> Servi
         .collect();
     ServiceView {
         service: &schema.service,
-        models: schema.models.iter().map(model_view).collect(),
+        models: schema
+            .models
+            .iter()
+            .map(|m| model_view(m, &schema.models))
+            .collect(),
         runtime_dependency,
         params,
         builders,

@@ -3,7 +3,8 @@
 use serde_json::{json, Map, Value};
 
 use crate::schema::model::{
-    AggregateOp, Field, FieldType, Granularity, Model, Operation, Projection, Schema, OWNER,
+    ActionOutput, AggregateOp, Field, FieldType, Granularity, Model, Operation, Projection, Schema,
+    OWNER,
 };
 use crate::schema::names;
 
@@ -393,6 +394,36 @@ pub fn document(schema: &Schema) -> Value {
             });
             if a.on_record() {
                 op["parameters"] = json!([id_param]);
+            }
+            // A typed action: its body and its answer have the schemas of their fields.
+            let object = |fields: &[Field], required: &dyn Fn(&Field) -> bool| {
+                let props: Map<String, Value> = fields
+                    .iter()
+                    .map(|f| (f.name.clone(), field_schema(m, f)))
+                    .collect();
+                let names: Vec<&str> = fields
+                    .iter()
+                    .filter(|f| required(f))
+                    .map(|f| f.name.as_str())
+                    .collect();
+                json!({"type": "object", "properties": props, "required": names, "additionalProperties": false})
+            };
+            if let Some(input) = &a.input {
+                op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": object(input, &|f: &Field| f.required())}}});
+                op["responses"]["422"] = problem_response(
+                    "The body breaks the action's input rules (every failing field is listed).",
+                );
+            }
+            match &a.output {
+                Some(ActionOutput::Model(name)) => {
+                    op["responses"]["200"]["content"]["application/json"]["schema"] =
+                        json!({"$ref": format!("#/components/schemas/{name}")});
+                }
+                Some(ActionOutput::Fields(fields)) => {
+                    op["responses"]["200"]["content"]["application/json"]["schema"] =
+                        object(fields, &|f: &Field| !f.optional);
+                }
+                None => {}
             }
             let entry = paths.entry(path).or_insert_with(|| json!({}));
             entry[a.method.to_ascii_lowercase()] = op;

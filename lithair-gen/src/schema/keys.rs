@@ -56,7 +56,14 @@ pub const FIELD_PERMISSIONS: &[&str] = &["read", "write"];
 /// `validate:` of a field.
 pub const VALIDATE: &[&str] = &["min", "max", "min_length", "max_length", "pattern"];
 /// An action.
-pub const ACTION: &[&str] = &["method", "path", "permission", "description"];
+pub const ACTION: &[&str] = &[
+    "method",
+    "path",
+    "permission",
+    "description",
+    "input",
+    "output",
+];
 /// A projection.
 pub const PROJECTION: &[&str] = &[
     "source",

@@ -318,6 +318,23 @@ struct ActionDoc {
     permission: Option<Vec<String>>,
     /// What it does.
     description: Option<String>,
+    /// The fields of its body, in a model's field syntax: checked before the handler runs
+    /// (422 lists every failing field), and the handler gets them as a typed struct.
+    input: Option<BTreeMap<String, FieldDoc>>,
+    /// What it answers: a model's name (a record of it, as the caller may see it), or
+    /// fields in a model's field syntax; the handler returns it typed.
+    output: Option<OutputDoc>,
+}
+
+/// An action's answer: a model's name, or fields.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(clippy::large_enum_variant)] // never built: it only describes the language
+enum OutputDoc {
+    /// A record of this model.
+    Model(String),
+    /// An object of these fields.
+    Fields(BTreeMap<String, FieldDoc>),
 }
 
 /// An HTTP method.

@@ -1491,6 +1491,73 @@ impl Checker {
         r
     }
 
+    /// The fields of an action's `input` (or `output`, `is_output`): the syntax of a
+    /// model's fields, under the name of the struct they become; the keys that only mean
+    /// something for stored records are refused.
+    fn io_fields(
+        &mut self,
+        node: &Node,
+        typed: &str,
+        what: &str,
+        is_output: bool,
+    ) -> Option<Vec<Field>> {
+        if !matches!(node.kind, NodeKind::Map(_)) {
+            self.err(
+                Diagnostic::new(
+                    node.span,
+                    format!(
+                        "the {} of {what} must be a mapping of fields{}, found {}",
+                        if is_output { "output" } else { "input" },
+                        if is_output { " or a model's name" } else { "" },
+                        node.describe()
+                    ),
+                )
+                .with_help("e.g. `{ quantity: { type: int, validate: { min: 1 } } }`"),
+            );
+            return None;
+        }
+        let fields = self.fields(node, typed)?;
+        let NodeKind::Map(entries) = &node.kind else {
+            return Some(fields);
+        };
+        let mut ok = true;
+        for f in &fields {
+            let stored_only = [
+                ("unique", f.unique),
+                ("indexed", f.indexed),
+                ("immutable", f.immutable),
+                ("permissions", !f.permissions.is_open()),
+                ("renamed_from", f.renamed_from.is_some()),
+                ("backfill", f.backfill.is_some()),
+                ("default", is_output && f.default.is_some()),
+            ];
+            for (key, set) in stored_only {
+                if !set {
+                    continue;
+                }
+                let at = entries
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(f.name.as_str()))
+                    .map_or(node.span, |(k, _)| k.span);
+                self.err(
+                    Diagnostic::new(
+                        at,
+                        format!(
+                            "`{key}` does not apply to field \"{}\" of the {} of {what}",
+                            f.name,
+                            if is_output { "output" } else { "input" }
+                        ),
+                    )
+                    .with_help(
+                        "an action's body and answer are not stored records: remove the key",
+                    ),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(fields)
+    }
+
     fn actions(&mut self, node: &Node, model: &str) -> Vec<Action> {
         let NodeKind::Map(entries) = &node.kind else {
             self.err(Diagnostic::new(
@@ -1584,6 +1651,27 @@ impl Checker {
             let description = e
                 .get("description")
                 .and_then(|d| self.string(d, &format!("the description of {what}")));
+            let typed = format!("{model}{}", names::pascal(&name));
+            let input = e
+                .get("input")
+                .and_then(|i| self.io_fields(i, &format!("{typed}Input"), &what, false));
+            let output = e.get("output").and_then(|o| match o.scalar() {
+                Some(Scalar::Str(target)) => {
+                    if self.models.iter().any(|m| m == target) {
+                        Some(ActionOutput::Model(target.to_string()))
+                    } else {
+                        self.err(
+                            Diagnostic::new(o.span, format!("the output of {what} is \"{target}\", which is not a model"))
+                                .with_suggestion(target, self.models.iter().map(String::as_str))
+                                .with_help_if_none("write a model's name, or the fields of the answer like a model's `fields:`"),
+                        );
+                        None
+                    }
+                }
+                _ => self
+                    .io_fields(o, &format!("{typed}Output"), &what, true)
+                    .map(ActionOutput::Fields),
+            });
             if let (Some(method), Some(path)) = (method, path) {
                 if let Some(other) = out.iter().find(|a| a.method == method && a.path == path) {
                     self.err(Diagnostic::new(
@@ -1601,6 +1689,8 @@ impl Checker {
                     path,
                     permission,
                     description,
+                    input,
+                    output,
                 });
             }
         }

@@ -241,7 +241,13 @@ async fn action<B>(
             return Err(ApiError::not_found(format!("no {} with this id", m.name)));
         }
     }
-    let body = req.into_body().into_json();
+    let mut body = req.into_body().into_json();
+    // A typed action's body is checked as a create's is: every failing field at once.
+    let spec = &app.engine.spec;
+    if let Some(input) = spec.inputs.get(&(m.name.clone(), action.name.clone())) {
+        let fields = crate::validate::check_body(spec, input, body, crate::validate::Mode::Create, None)?;
+        body = serde_json::Value::Object(fields);
+    }
     let key = key.map(|k| {
         let request = serde_json::to_vec(&body).unwrap_or_default();
         ActionKey::new(IdempotencyKey::new(&principal.name, path, &k, &request))
@@ -258,8 +264,13 @@ async fn action<B>(
         .hooks(&m.name)
         .action(&action.name, ctx, id, body)
         .await?;
-    // An answer built from records leaves out the model's fields the caller may not see.
-    Access::of(m, principal, Operation::Get).mask_value(&mut out.body);
+    // An answer built from records leaves out the fields the caller may not see: of the
+    // output's model, when the action answers a record of one.
+    let shown = match &action.output {
+        Some(crate::spec::ActionOutput::Model(name)) => spec.model(name).unwrap_or(m),
+        _ => m,
+    };
+    Access::of(shown, principal, Operation::Get).mask_value(&mut out.body);
     Ok(respond::json(out.status, &out.body))
 }
 
