@@ -475,6 +475,17 @@ async fn bad_input_gets_a_4xx_never_a_5xx() {
         )
         .await;
     assert_eq!(a.status, 412);
+    // An empty If-Match is no ETag at all: the client's syntax error.
+    let a = shop
+        .call(
+            "PATCH",
+            &one,
+            Some("editor"),
+            Some(&json!({})),
+            &[("if-match", " ")],
+        )
+        .await;
+    assert_eq!(a.status, 400, "{}", a.json);
     assert_eq!(shop.get("/health").await.status, 200, "still alive");
     shop.svc.shutdown().await;
 }

@@ -211,6 +211,9 @@ pub struct Service {
     /// What the service is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The service's version (`service.version`; the OpenAPI document's `info.version`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// A role and the roles whose permissions it also holds.

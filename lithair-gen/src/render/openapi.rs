@@ -474,7 +474,8 @@ pub fn document(schema: &Schema) -> Value {
     for p in &schema.projections {
         projection_path(schema, p, &mut paths, &mut components);
     }
-    let mut info = json!({"title": schema.service.name, "version": "0.1.0"});
+    let version = schema.service.version.as_deref().unwrap_or("0.1.0");
+    let mut info = json!({"title": schema.service.name, "version": version});
     if let Some(d) = &schema.service.description {
         info["description"] = json!(d);
     }

@@ -7,7 +7,7 @@ pub const TOP: &[&str] = &["service", "roles", "models", "audit", "projections"]
 /// Top-level keys of the design that the runtime does not act on yet.
 pub const TOP_UNSUPPORTED: &[(&str, &str)] = &[];
 /// `service:`.
-pub const SERVICE: &[&str] = &["name", "description"];
+pub const SERVICE: &[&str] = &["name", "description", "version"];
 /// A role written as a mapping.
 pub const ROLE: &[&str] = &["name", "inherits"];
 /// A model.

@@ -101,6 +101,10 @@ struct ServiceDoc {
     name: String,
     /// What the service is for.
     description: Option<String>,
+    /// The service's version, `MAJOR.MINOR.PATCH` (the OpenAPI document's `info.version`;
+    /// default `0.1.0`).
+    #[schemars(regex(pattern = r"^\d+\.\d+\.\d+([-+][0-9A-Za-z.-]+)*$"))]
+    version: Option<String>,
 }
 
 /// A role: a name, or a mapping with the roles it inherits from.

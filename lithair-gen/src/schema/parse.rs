@@ -425,7 +425,36 @@ impl Checker {
             ));
             return None;
         }
-        Some(Service { name, description })
+        let version = e.get("version").and_then(|v| {
+            let Some(Scalar::Str(text)) = v.scalar() else {
+                self.err(
+                    Diagnostic::new(
+                        v.span,
+                        format!("service.version must be a string, found {}", v.describe()),
+                    )
+                    .with_help("quote it, e.g. `version: \"1.2.0\"`"),
+                );
+                return None;
+            };
+            let semver = regex::Regex::new(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)*$")
+                .is_ok_and(|re| re.is_match(text));
+            if !semver {
+                self.err(
+                    Diagnostic::new(
+                        v.span,
+                        format!("service.version \"{text}\" is not a version like \"1.2.0\""),
+                    )
+                    .with_help("write MAJOR.MINOR.PATCH, with an optional `-pre` or `+build` part"),
+                );
+                return None;
+            }
+            Some(text.to_string())
+        });
+        Some(Service {
+            name,
+            description,
+            version,
+        })
     }
 
     fn roles_decl(&mut self, node: &Node) -> Vec<Role> {

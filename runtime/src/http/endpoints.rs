@@ -315,10 +315,17 @@ fn if_match(headers: &hyper::HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(v) = headers.get(hyper::header::IF_MATCH) else {
         return Ok(None);
     };
+    // A header that is no ETag at all is the client's syntax error (400); an ETag that
+    // names no version of the record is a failed precondition (412).
     let text = v
         .to_str()
-        .map_err(|_| ApiError::precondition_failed("If-Match is not valid text"))?
+        .map_err(|_| ApiError::bad_request("If-Match is not valid text"))?
         .trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request(
+            "If-Match is empty: send the ETag of the version you changed, or no header",
+        ));
+    }
     if text == "*" {
         return Ok(None);
     }
