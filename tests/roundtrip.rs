@@ -363,6 +363,25 @@ fn the_commented_example_of_a_new_handler_file_compiles_when_uncommented() {
     assert_clippy_clean(&dir);
 }
 
+/// A new project `name` in `tmp` from the schema text `schema`; answers its folder.
+fn project_of(tmp: &std::path::Path, name: &str, schema: &str) -> std::path::PathBuf {
+    let file = tmp.join(format!("{name}.yaml"));
+    std::fs::write(&file, schema).unwrap();
+    let dir = tmp.join(name);
+    let (code, out, err) = gen(
+        GEN,
+        &[
+            "new",
+            dir.to_str().unwrap(),
+            "--schema",
+            file.to_str().unwrap(),
+        ],
+        &workspace(),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    dir
+}
+
 const STATEFUL_SCHEMA: &str = r#"service: { name: stateful }
 roles: [writer]
 models:
@@ -418,20 +437,7 @@ fn main() -> std::process::ExitCode {
 #[test]
 fn handlers_with_state_are_built_in_main_and_given_to_the_service() {
     let tmp = tempfile::tempdir().unwrap();
-    let schema = tmp.path().join("stateful.yaml");
-    std::fs::write(&schema, STATEFUL_SCHEMA).unwrap();
-    let dir = tmp.path().join("stateful");
-    let (code, out, err) = gen(
-        GEN,
-        &[
-            "new",
-            dir.to_str().unwrap(),
-            "--schema",
-            schema.to_str().unwrap(),
-        ],
-        &workspace(),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let dir = project_of(tmp.path(), "stateful", STATEFUL_SCHEMA);
     std::fs::write(dir.join("src/handlers/note.rs"), STATEFUL_HANDLERS).unwrap();
     std::fs::write(dir.join("src/main.rs"), STATEFUL_MAIN).unwrap();
     let bin = build(&dir);
@@ -475,20 +481,7 @@ models:
 #[test]
 fn renamed_backfilled_and_converted_fields_carry_stored_data_across_a_rebuild() {
     let tmp = tempfile::tempdir().unwrap();
-    let schema = tmp.path().join("evolving.yaml");
-    std::fs::write(&schema, EVOLVING_BEFORE).unwrap();
-    let dir = tmp.path().join("evolving");
-    let (code, out, err) = gen(
-        GEN,
-        &[
-            "new",
-            dir.to_str().unwrap(),
-            "--schema",
-            schema.to_str().unwrap(),
-        ],
-        &workspace(),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let dir = project_of(tmp.path(), "evolving", EVOLVING_BEFORE);
     let bin = build(&dir);
     let token = mint_token(&bin, &dir, "w", &["writer"]);
     let data = tmp.path().join("data");
@@ -583,20 +576,7 @@ fn run_watch_follows_schema_changes_and_keeps_the_last_good_service() {
     use std::sync::mpsc;
     use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
-    let schema = tmp.path().join("watched.yaml");
-    std::fs::write(&schema, WATCHED_SCHEMA).unwrap();
-    let dir = tmp.path().join("watched");
-    let (code, out, err) = gen(
-        GEN,
-        &[
-            "new",
-            dir.to_str().unwrap(),
-            "--schema",
-            schema.to_str().unwrap(),
-        ],
-        &workspace(),
-    );
-    assert_eq!(code, 0, "{out}{err}");
+    let dir = project_of(tmp.path(), "watched", WATCHED_SCHEMA);
     let mut child = std::process::Command::new(GEN)
         .args(["run", "--watch", "--project"])
         .arg(&dir)

@@ -18,37 +18,13 @@ use serde_json::{json, Map, Value};
 use super::app::App;
 use super::cache;
 use super::cluster;
-use super::list::{pairs, DEFAULT_LIMIT, MAX_LIMIT, MAX_FILTERS, MAX_SORT_KEYS};
+use super::list::{pairs, Op, DEFAULT_LIMIT, MAX_FILTERS, MAX_LIMIT, MAX_SORT_KEYS};
 use super::respond::{self, Resp};
 use crate::auth::{Access, Principal};
 use crate::domain::projection::Projection;
 use crate::domain::state::SortKey;
 use crate::error::ApiError;
 use crate::spec::{FieldType, Operation, ProjectionSpec};
-
-/// A comparison of a filter on the group key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Op {
-    Eq,
-    Ne,
-    Gt,
-    Gte,
-    Lt,
-    Lte,
-}
-
-impl Op {
-    fn holds(self, o: Ordering) -> bool {
-        match self {
-            Op::Eq => o == Ordering::Equal,
-            Op::Ne => o != Ordering::Equal,
-            Op::Gt => o == Ordering::Greater,
-            Op::Gte => o != Ordering::Less,
-            Op::Lt => o == Ordering::Less,
-            Op::Lte => o != Ordering::Greater,
-        }
-    }
-}
 
 /// A parsed query.
 struct Query {
@@ -117,19 +93,11 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
                         p.name
                     )));
                 }
-                let op = match op {
-                    "eq" => Op::Eq,
-                    "ne" => Op::Ne,
-                    "gt" => Op::Gt,
-                    "gte" => Op::Gte,
-                    "lt" => Op::Lt,
-                    "lte" => Op::Lte,
-                    other => {
-                        return Err(ApiError::bad_request(format!(
-                            "`{name}`: unknown filter operator `{other}`; use eq, ne, gt, gte, lt or lte"
-                        )))
-                    }
-                };
+                let op = Op::parse(op).ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "`{name}`: unknown filter operator `{op}`; use eq, ne, gt, gte, lt or lte"
+                    ))
+                })?;
                 let value = match &ty {
                     FieldType::Int | FieldType::Float => v
                         .parse::<f64>()

@@ -25,7 +25,7 @@ use crate::spec::{FieldSpec, FieldType, ModelSpec};
 
 /// How a filter compares a record's value with its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Op {
+pub(crate) enum Op {
     Eq,
     Ne,
     Gt,
@@ -35,7 +35,8 @@ pub(super) enum Op {
 }
 
 impl Op {
-    fn parse(s: &str) -> Option<Op> {
+    /// The operator of `field[op]`.
+    pub(crate) fn parse(s: &str) -> Option<Op> {
         Some(match s {
             "eq" => Op::Eq,
             "ne" => Op::Ne,
@@ -52,7 +53,7 @@ impl Op {
     }
 
     /// Whether a record whose value compares `o` with the filter's passes.
-    fn holds(self, o: Ordering) -> bool {
+    pub(crate) fn holds(self, o: Ordering) -> bool {
         match self {
             Op::Eq => o == Ordering::Equal,
             Op::Ne => o != Ordering::Equal,

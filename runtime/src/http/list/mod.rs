@@ -28,6 +28,7 @@ use crate::domain::state::State;
 use crate::error::ApiError;
 use crate::spec::ModelSpec;
 use filter::Filter;
+pub(crate) use filter::Op;
 use ordered::InOrder;
 
 mod filter;
