@@ -105,8 +105,9 @@ pub(crate) fn serve(
         access: Access::of(m, who, Operation::List),
         pos: since.unwrap_or(now),
         tx,
+        closing,
     };
-    tokio::spawn(stream.run(since.is_some(), live, closing));
+    tokio::spawn(stream.run(since.is_some(), live));
     let mut r = Resp::new(Body::stream(rx));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -124,6 +125,8 @@ struct Stream {
     /// The last event sent (or skipped).
     pos: u64,
     tx: tokio::sync::mpsc::Sender<Bytes>,
+    /// Turns true at shutdown.
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 type Live = tokio::sync::broadcast::Receiver<Arc<crate::store::feed::Change>>;
@@ -136,9 +139,9 @@ enum Next {
 }
 
 impl Stream {
-    async fn run(mut self, catch_up: bool, mut live: Live, mut closing: tokio::sync::watch::Receiver<bool>) {
+    async fn run(mut self, catch_up: bool, mut live: Live) {
         let head = format!(": the change feed of {}\nretry: 2000\n\n", self.model);
-        if *closing.borrow() || self.tx.send(Bytes::from(head)).await.is_err() {
+        if !self.write(Bytes::from(head)).await {
             return;
         }
         let mut catching_up = catch_up;
@@ -146,6 +149,7 @@ impl Stream {
         let mut fresh = false;
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        let mut closing = self.closing.clone();
         loop {
             if *closing.borrow() {
                 return;
@@ -191,12 +195,12 @@ impl Stream {
                         "last_event_id": self.pos,
                     });
                     let frame = format!("id: {}\nevent: lagged\ndata: {data}\n\n", self.pos);
-                    let _ = self.tx.send(Bytes::from(frame)).await;
+                    self.write(Bytes::from(frame)).await;
                     return;
                 }
                 Next::Change(Err(RecvError::Closed)) | Next::Stop => return,
                 Next::Beat => {
-                    if self.tx.send(Bytes::from_static(b": heartbeat\n\n")).await.is_err() {
+                    if !self.write(Bytes::from_static(b": heartbeat\n\n")).await {
                         return;
                     }
                 }
@@ -215,7 +219,7 @@ impl Stream {
             Ok(Err(e)) => {
                 tracing::error!(error = %e, model = %self.model, "the change feed cannot read the event log");
                 let data = json!({"message": format!("the event log cannot be read: {e}")});
-                let _ = self.tx.send(Bytes::from(format!("event: error\ndata: {data}\n\n"))).await;
+                self.write(Bytes::from(format!("event: error\ndata: {data}\n\n"))).await;
                 return Err(());
             }
             Err(_) => return Err(()),
@@ -231,12 +235,23 @@ impl Stream {
         Ok(true)
     }
 
-    /// Sends `ev` (if the caller may see it); answers whether the client is still there.
+    /// Sends `ev` (if the caller may see it); answers whether the stream goes on.
     async fn send(&mut self, ev: &Event, after: &After) -> bool {
         self.pos = ev.sequence_number;
         match frame(ev, after, &self.access) {
-            Some(f) => self.tx.send(f).await.is_ok(),
+            Some(f) => self.write(f).await,
             None => true,
+        }
+    }
+
+    /// Writes `chunk` once the client has room for it; answers whether the stream goes
+    /// on (false: the client left, or the service is shutting down, which a client that
+    /// does not read would otherwise hold up until the drain's timeout).
+    async fn write(&mut self, chunk: Bytes) -> bool {
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            sent = self.tx.send(chunk) => sent.is_ok(),
+            _ = closing.wait_for(|c| *c) => false,
         }
     }
 }
