@@ -5,11 +5,10 @@ use serde_json::{Map, Value};
 use crate::error::{ApiError, FieldError};
 use crate::spec::{CompiledSpec, FieldSpec, FieldType, ModelSpec};
 
-/// Keys every record carries, set by the server.
-pub const METADATA: &[&str] = &["id", "created_at", "updated_at", "version"];
+use lithair_spec::values;
 
-/// The largest integer a float can hold exactly; JSON numbers beyond it are refused for `int`.
-const MAX_SAFE: f64 = 9_007_199_254_740_992.0;
+/// Keys every record carries, set by the server.
+pub const METADATA: &[&str] = values::RESERVED_FIELDS;
 
 /// What kind of write the body is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,18 +138,11 @@ fn check_value(
         FieldType::Json => true,
         FieldType::String | FieldType::Text => v.is_string(),
         FieldType::Bool => v.is_boolean(),
-        FieldType::Int => {
-            v.as_i64().is_some_and(|i| (i as f64).abs() <= MAX_SAFE)
-                || v.as_u64().is_some_and(|u| (u as f64) <= MAX_SAFE) && v.as_i64().is_some()
-        }
+        FieldType::Int => v.as_i64().is_some_and(values::int_fits),
         FieldType::Float => v.as_f64().is_some_and(f64::is_finite),
-        FieldType::Uuid | FieldType::Ref { .. } => v
-            .as_str()
-            .is_some_and(|s| uuid::Uuid::parse_str(s).is_ok() && s.len() == 36),
-        FieldType::Date => v.as_str().is_some_and(is_date),
-        FieldType::Datetime => v
-            .as_str()
-            .is_some_and(|s| chrono::DateTime::parse_from_rfc3339(s).is_ok()),
+        FieldType::Uuid | FieldType::Ref { .. } => v.as_str().is_some_and(values::is_uuid),
+        FieldType::Date => v.as_str().is_some_and(values::is_date),
+        FieldType::Datetime => v.as_str().is_some_and(values::is_datetime),
         FieldType::Enum { values } => v.as_str().is_some_and(|s| values.iter().any(|x| x == s)),
         FieldType::List { item } => match v.as_array() {
             Some(items) => {
@@ -257,12 +249,9 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-/// Whether `s` is a date written exactly `YYYY-MM-DD` (dates compare by their text, so
-/// `2024-2-1` or a leading sign or space would sort out of place).
+/// Whether `s` is a date written exactly `YYYY-MM-DD` (`lithair_spec::values`).
 pub(crate) fn is_date(s: &str) -> bool {
-    s.len() == 10
-        && chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-            .is_ok_and(|d| d.format("%Y-%m-%d").to_string() == s)
+    values::is_date(s)
 }
 
 #[cfg(test)]
