@@ -216,6 +216,7 @@ pub fn document(schema: &Schema) -> Value {
         let input = json!({"$ref": format!("#/components/schemas/{}Input", m.name)});
         components.insert(m.name.clone(), record_schema(m));
         components.insert(format!("{}Input", m.name), input_schema(m));
+        components.insert(format!("{}Patch", m.name), patch_schema(m));
         let p = &m.permissions;
         let mut collection = Map::new();
         let mut item = Map::new();
@@ -313,7 +314,9 @@ pub fn document(schema: &Schema) -> Value {
             item.insert("patch".into(), json!({
                 "tags": tag, "operationId": format!("patch_{}", m.snake), "summary": format!("Change a {} (JSON merge patch)", m.name),
                 "description": model_note(m, &p.update, false), "security": security(&p.update), "parameters": [if_match],
-                "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}}, "application/json": {"schema": {"type": "object"}}}},
+                "requestBody": {"required": true, "content": {
+                    "application/merge-patch+json": {"schema": {"$ref": format!("#/components/schemas/{}Patch", m.name)}},
+                    "application/json": {"schema": {"$ref": format!("#/components/schemas/{}Patch", m.name)}}}},
                 "responses": write_responses
             }));
         }
@@ -474,6 +477,8 @@ pub fn document(schema: &Schema) -> Value {
     for p in &schema.projections {
         projection_path(schema, p, &mut paths, &mut components);
     }
+    operational_paths(&mut paths);
+    common_responses(&mut paths);
     let version = schema.service.version.as_deref().unwrap_or("0.1.0");
     let mut info = json!({"title": schema.service.name, "version": version});
     if let Some(d) = &schema.service.description {
@@ -482,6 +487,7 @@ pub fn document(schema: &Schema) -> Value {
     json!({
         "openapi": "3.1.0",
         "info": info,
+        "servers": [{"url": "/", "description": "The service itself (every node of a cluster serves the same API)."}],
         "paths": paths,
         "components": {
             "schemas": components,
@@ -641,4 +647,151 @@ fn projection_path(
             "304": {"description": "Not modified (If-None-Match)."},
             "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role, or grouped by a field the caller may not see.")}
     }}));
+}
+
+/// The merge-patch body of `m` (RFC 7386): every field optional; `null` clears an
+/// optional field.
+fn patch_schema(m: &Model) -> Value {
+    let props: Map<String, Value> = m
+        .fields
+        .iter()
+        .map(|f| {
+            let mut schema = field_schema(m, f);
+            if f.optional {
+                schema = json!({"anyOf": [schema, {"type": "null", "description": "Clears the field."}]});
+            }
+            (f.name.clone(), schema)
+        })
+        .collect();
+    json!({"type": "object", "description": format!("A JSON merge patch of a {}: the fields to change; `null` clears an optional field.", m.name),
+        "properties": props, "additionalProperties": false})
+}
+
+/// `/health`, `/ready`, `/metrics`, `/_cluster/status` and `/openapi.json`.
+fn operational_paths(paths: &mut Map<String, Value>) {
+    let tag = json!(["Operations"]);
+    let status = |v: &str| json!({"type": "object", "properties": {"status": {"type": "string", "enum": [v]}}, "required": ["status"]});
+    paths.insert("/health".into(), json!({"get": {"tags": tag, "operationId": "health", "summary": "The process is up",
+        "security": [], "responses": {"200": {"description": "Up.", "content": {"application/json": {"schema": status("ok")}}}}}}));
+    paths.insert("/ready".into(), json!({"get": {"tags": tag, "operationId": "ready", "summary": "The node takes writes",
+        "security": [], "responses": {
+            "200": {"description": "Ready.", "content": {"application/json": {"schema": status("ready")}}},
+            "503": {"description": "Not ready (no quorum, a storage fault, shutting down): `reason` says why.", "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"status": {"type": "string", "enum": ["unready"]}, "reason": {"type": "string"}}, "required": ["status", "reason"]}}}}}}}));
+    paths.insert("/metrics".into(), json!({"get": {"tags": tag, "operationId": "metrics", "summary": "Prometheus metrics",
+        "description": "Open unless `[server] metrics_roles` names roles.",
+        "responses": {"200": {"description": "The metrics, in the Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            "401": problem_response("No or bad token (when roles guard it)."), "403": problem_response("Missing role.")}}}));
+    paths.insert("/_cluster/status".into(), json!({"get": {"tags": tag, "operationId": "cluster_status", "summary": "This node's view of its Raft cluster",
+        "security": [], "responses": {"200": {"description": "The node's id, the leader, the term, the last applied entry and the members.",
+            "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
+    paths.insert("/openapi.json".into(), json!({"get": {"tags": tag, "operationId": "openapi", "summary": "This document",
+        "description": "Open unless `[server] openapi_roles` names roles.",
+        "responses": {"200": {"description": "The OpenAPI 3.1 document.", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "401": problem_response("No or bad token (when roles guard it)."), "403": problem_response("Missing role.")}}}));
+}
+
+/// The answers every operation may give besides its own: 429 from the rate limit and
+/// 503 (overloaded, no quorum, the request's deadline), both with `Retry-After`; and for
+/// an operation with a body, 408, 413 and 415.
+fn common_responses(paths: &mut Map<String, Value>) {
+    let retry = json!({"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}});
+    for path in paths.values_mut() {
+        let Some(ops) = path.as_object_mut() else {
+            continue;
+        };
+        for op in ops.values_mut() {
+            let has_body = op.get("requestBody").is_some();
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let mut with_retry = |code: &str, description: &str| {
+                let mut r = problem_response(description);
+                r["headers"] = retry.clone();
+                responses.entry(code.to_string()).or_insert(r);
+            };
+            with_retry(
+                "429",
+                "Too many requests from this address (the firewall's rate limit).",
+            );
+            with_retry("503", "Not answered now: too many writes waiting, no quorum, or the request's deadline passed.");
+            if has_body {
+                responses.entry("408".to_string()).or_insert_with(|| {
+                    problem_response(
+                        "The body did not arrive in time (`[server] body_timeout_ms`).",
+                    )
+                });
+                responses
+                    .entry("413".to_string())
+                    .or_insert_with(|| problem_response("Body too large."));
+                responses
+                    .entry("415".to_string())
+                    .or_insert_with(|| problem_response("Not JSON."));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shop() -> Value {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/shop.yaml"
+        ))
+        .expect("shop.yaml");
+        document(&crate::schema::check(&text).expect("a valid schema"))
+    }
+
+    /// Every operation documents the rate limit's 429 and the 503, with `Retry-After`; an
+    /// operation with a body its 413 and 415; the operational routes are there; a PATCH
+    /// body is typed.
+    #[test]
+    fn the_document_describes_every_route_and_common_answer() {
+        let doc = shop();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                if method == "parameters" {
+                    continue;
+                }
+                for code in ["429", "503"] {
+                    assert!(
+                        op["responses"][code]["headers"]["Retry-After"].is_object()
+                            || (path == "/ready" && code == "503"),
+                        "{method} {path}: no {code} with Retry-After"
+                    );
+                }
+                if op.get("requestBody").is_some() {
+                    assert!(
+                        op["responses"]["413"].is_object() && op["responses"]["415"].is_object(),
+                        "{method} {path}"
+                    );
+                }
+            }
+        }
+        for path in [
+            "/health",
+            "/ready",
+            "/metrics",
+            "/_cluster/status",
+            "/openapi.json",
+        ] {
+            assert!(doc["paths"][path]["get"].is_object(), "{path}");
+        }
+        let patch = &doc["paths"]["/api/products/{id}"]["patch"]["requestBody"]["content"]
+            ["application/merge-patch+json"]["schema"];
+        assert_eq!(patch["$ref"], "#/components/schemas/ProductPatch");
+        let schema = &doc["components"]["schemas"]["ProductPatch"];
+        assert!(
+            schema["required"].is_null(),
+            "every field is optional in a patch"
+        );
+        assert!(
+            schema["properties"]["cost"]["anyOf"][1]["type"] == "null",
+            "an optional field clears with null"
+        );
+        assert_eq!(doc["servers"][0]["url"], "/");
+    }
 }
