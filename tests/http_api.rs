@@ -780,3 +780,77 @@ async fn member(shop: &Shop, role: &str) -> u16 {
         .await
         .status
 }
+
+/// `/metrics`: every routed request counted by model, operation and status and timed,
+/// Raft's term and leadership, the process's memory and descriptors, and the store's
+/// series under the names they always had; requests the rate limit refuses are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_model_operation_and_status() {
+    let shop = Shop::with_config("\n[firewall.rate_limit]\nper_ip = 1\nburst = 200\n").await;
+    let ed = Some("editor");
+    let created = shop
+        .call(
+            "POST",
+            "/api/categories",
+            ed,
+            Some(&json!({"name": "Tools"})),
+            &[],
+        )
+        .await;
+    assert_eq!(created.status, 201);
+    let refused = shop
+        .call(
+            "POST",
+            "/api/categories",
+            ed,
+            Some(&json!({"name": ""})),
+            &[],
+        )
+        .await;
+    assert_eq!(refused.status, 422);
+    assert_eq!(shop.get("/api/categories").await.status, 200);
+    let text = String::from_utf8_lossy(&shop.get("/metrics").await.bytes).to_string();
+    for line in [
+        "lithair_http_requests_total{model=\"Category\",operation=\"create\",status=\"201\"} 1",
+        "lithair_http_requests_total{model=\"Category\",operation=\"create\",status=\"422\"} 1",
+        "lithair_http_requests_total{model=\"Category\",operation=\"list\",status=\"200\"} 1",
+        "lithair_http_request_duration_seconds_count{model=\"Category\",operation=\"create\"} 2",
+        "lithair_raft_is_leader 1",
+        "lithair_store_events_total 1",
+        "lithair_store_records 1",
+        "lithair_rate_limited_total 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+    }
+    for name in [
+        "lithair_raft_term",
+        "lithair_raft_last_applied",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        let value: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        assert!(value > 0, "{name} is {value}");
+    }
+    // Past the burst, the rate limit refuses, and says how often.
+    let mut limited = 0;
+    for _ in 0..250 {
+        if shop.get("/api/categories").await.status == 429 {
+            limited += 1;
+        }
+    }
+    assert!(limited > 0);
+    // The scrape waits for the sustained rate to let it through (one a second).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let text = String::from_utf8_lossy(&shop.get("/metrics").await.bytes).to_string();
+    let counted: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("lithair_rate_limited_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(counted >= limited, "{counted} counted, {limited} refused");
+    shop.svc.shutdown().await;
+}

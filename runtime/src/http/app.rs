@@ -147,6 +147,8 @@ pub(crate) struct App {
     pub(crate) open_connections: Arc<AtomicUsize>,
     /// The list pages of `cache` models (`cache.rs`).
     pub(crate) pages: super::cache::Pages,
+    /// What `/metrics` serves (`metrics.rs`).
+    pub(crate) metrics: super::metrics::Metrics,
 }
 
 impl App {
@@ -165,6 +167,7 @@ impl App {
             opts,
             open_connections: Arc::new(AtomicUsize::new(0)),
             pages: Default::default(),
+            metrics: Default::default(),
         }
     }
 

@@ -2,7 +2,6 @@
 //! the stages before them (`router.rs`, `body.rs`), which refused what they had to; here
 //! the engine runs the hooks and writes through the store.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use hyper::Request;
@@ -99,7 +98,7 @@ where
                 ),
             })
         }
-        Route::Metrics => return Ok(metrics(app)),
+        Route::Metrics => return Ok(super::metrics::serve(app)),
         Route::OpenApi => {
             return match app.openapi {
                 Some(doc) => Ok(respond::text(200, "application/json", doc.to_string())),
@@ -335,31 +334,3 @@ fn if_match(headers: &hyper::HeaderMap) -> Result<Option<u64>, ApiError> {
     })
 }
 
-fn metrics(app: &App) -> Resp {
-    let s = &app.engine.store.stats;
-    let (records, last_seq) = app.engine.store.read(|st| {
-        (
-            st.models.values().map(|m| m.records.len()).sum::<usize>(),
-            st.last_seq,
-        )
-    });
-    let body = format!(
-        "# TYPE lithair_store_events_total counter\nlithair_store_events_total {}\n\
-         # TYPE lithair_store_batches_total counter\nlithair_store_batches_total {}\n\
-         # TYPE lithair_store_snapshots_total counter\nlithair_store_snapshots_total {}\n\
-         # TYPE lithair_store_replayed_events gauge\nlithair_store_replayed_events {}\n\
-         # TYPE lithair_store_snapshot_records_loaded gauge\nlithair_store_snapshot_records_loaded {}\n\
-         # TYPE lithair_store_records gauge\nlithair_store_records {records}\n\
-         # TYPE lithair_store_last_sequence gauge\nlithair_store_last_sequence {last_seq}\n\
-         # TYPE lithair_http_open_connections gauge\nlithair_http_open_connections {}\n\
-         # TYPE lithair_firewall_tracked_addresses gauge\nlithair_firewall_tracked_addresses {}\n",
-        s.events.load(Ordering::Relaxed),
-        s.batches.load(Ordering::Relaxed),
-        s.snapshots.load(Ordering::Relaxed),
-        s.replayed_events.load(Ordering::Relaxed),
-        s.snapshot_records.load(Ordering::Relaxed),
-        app.open_connections.load(Ordering::Relaxed),
-        app.live.firewall.rules().tracked(),
-    );
-    respond::text(200, "text/plain; version=0.0.4", body)
-}

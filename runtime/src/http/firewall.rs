@@ -187,6 +187,8 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
 #[derive(Clone)]
 pub struct Firewall {
     rules: Arc<ArcSwap<Rules>>,
+    /// Requests refused: (by the allow/deny rules, by the rate limit).
+    refused: Arc<(std::sync::atomic::AtomicU64, std::sync::atomic::AtomicU64)>,
 }
 
 impl Firewall {
@@ -194,7 +196,14 @@ impl Firewall {
     pub fn new(rules: Rules) -> Self {
         Firewall {
             rules: Arc::new(ArcSwap::from_pointee(rules)),
+            refused: Arc::default(),
         }
+    }
+
+    /// Requests refused so far: (by the allow/deny rules, by the rate limit).
+    pub fn refused(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.refused.0.load(Relaxed), self.refused.1.load(Relaxed))
     }
 
     /// The rules in force.
@@ -286,6 +295,8 @@ impl<B: Send + 'static> Step<B> for Firewall {
         drop(rules);
         match verdict {
             Verdict::Refuse(e) => {
+                let counter = if e.status == 429 { &self.refused.1 } else { &self.refused.0 };
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut r = respond::problem(&e);
                 if e.status == 403 {
                     r.headers_mut()

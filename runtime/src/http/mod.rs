@@ -17,6 +17,7 @@ mod endpoints;
 mod feed;
 pub mod firewall;
 mod lifecycle;
+pub(crate) mod metrics;
 pub mod list;
 pub(crate) mod pipeline;
 mod projection;

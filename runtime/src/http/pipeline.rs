@@ -57,6 +57,7 @@ where
             spec: spec.clone(),
             plane,
         }))
+        .layer(StageLayer(super::metrics::Measure { app: app.clone() }))
         .layer(StageLayer(Authenticate {
             live: app.live.clone(),
             planes: app.opts.planes.clone(),

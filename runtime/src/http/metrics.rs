@@ -1,0 +1,275 @@
+//! `GET /metrics`: the service's metrics in the Prometheus text format, kept and encoded
+//! by `prometheus-client`.
+//!
+//! - Requests: `lithair_http_requests_total{model,operation,status}` and
+//!   `lithair_http_request_duration_seconds{model,operation}` (a histogram), recorded by
+//!   the endpoints for every answer they give (`model` is empty for the operational
+//!   routes; `operation` is the CRUD operation, the action's name, or the route).
+//! - Raft: `lithair_raft_term`, `lithair_raft_is_leader`, `lithair_raft_last_applied`.
+//! - The firewall: `lithair_firewall_denied_total`, `lithair_rate_limited_total`.
+//! - The store's series, with the names they always had (`lithair_store_events_total`,
+//!   `lithair_store_records`, ...), and the open connections and tracked addresses.
+//! - The process: `process_resident_memory_bytes`, `process_open_fds`.
+//!
+//! The values that live elsewhere (the store's counters, Raft, the process) are read when
+//! the metrics are asked for.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use std::sync::Arc;
+
+use hyper::Request;
+
+use super::app::App;
+use super::respond::{self, Resp};
+use super::router::{ModelOp, Route};
+use super::stage::{BoxFuture, Next, Step};
+
+/// A request's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RequestLabels {
+    model: String,
+    operation: String,
+    status: u16,
+}
+
+/// A request duration's labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DurationLabels {
+    model: String,
+    operation: String,
+}
+
+/// The metrics the service keeps itself.
+pub(crate) struct Metrics {
+    requests: Family<RequestLabels, Counter>,
+    durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    /// Set when the metrics are asked for.
+    gauges: Vec<(&'static str, Gauge)>,
+    counters: Vec<(&'static str, Counter)>,
+    registry: Registry,
+    /// One scrape at a time (the counters kept elsewhere are brought up to date in it).
+    scrape: std::sync::Mutex<()>,
+}
+
+/// The series read from elsewhere when the metrics are asked for: gauges, then counters
+/// (their names without `_total`, which the encoding adds).
+const GAUGES: &[(&str, &str)] = &[
+    ("lithair_store_replayed_events", "Events replayed at the last start."),
+    ("lithair_store_snapshot_records_loaded", "Records loaded from the snapshot at the last start."),
+    ("lithair_store_records", "Records held."),
+    ("lithair_store_last_sequence", "The last event's sequence number."),
+    ("lithair_http_open_connections", "Open connections on the public port."),
+    ("lithair_firewall_tracked_addresses", "Addresses the rate limit tracks."),
+    ("lithair_raft_term", "The current Raft term."),
+    ("lithair_raft_is_leader", "1 while this node leads its Raft group."),
+    ("lithair_raft_last_applied", "The last Raft log index this node applied."),
+    ("process_resident_memory_bytes", "Resident memory of the process."),
+    ("process_open_fds", "Open file descriptors of the process."),
+];
+const COUNTERS: &[(&str, &str)] = &[
+    ("lithair_store_events", "Events committed."),
+    ("lithair_store_batches", "Batches committed."),
+    ("lithair_store_snapshots", "Snapshots written."),
+    ("lithair_firewall_denied", "Requests refused by the allow and deny rules."),
+    ("lithair_rate_limited", "Requests refused by the rate limit (429)."),
+];
+
+fn buckets() -> Histogram {
+    // 100 µs to ~3.3 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "lithair_http_requests",
+            "Requests answered, by model, operation and status.",
+            requests.clone(),
+        );
+        let durations = Family::new_with_constructor(buckets as fn() -> Histogram);
+        registry.register(
+            "lithair_http_request_duration_seconds",
+            "Time to answer a request, by model and operation.",
+            durations.clone(),
+        );
+        let gauges = GAUGES
+            .iter()
+            .map(|(name, help)| {
+                let g = Gauge::default();
+                registry.register(*name, *help, g.clone());
+                (*name, g)
+            })
+            .collect();
+        let counters = COUNTERS
+            .iter()
+            .map(|(name, help)| {
+                let c = Counter::default();
+                registry.register(*name, *help, c.clone());
+                (*name, c)
+            })
+            .collect();
+        Metrics {
+            requests,
+            durations,
+            gauges,
+            counters,
+            registry,
+            scrape: std::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Records an answer.
+    pub(crate) fn record(&self, model: &str, operation: &str, status: u16, took: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: model.to_string(),
+                operation: operation.to_string(),
+                status,
+            })
+            .inc();
+        self.durations
+            .get_or_create(&DurationLabels {
+                model: model.to_string(),
+                operation: operation.to_string(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    fn gauge(&self, name: &str, v: u64) {
+        if let Some((_, g)) = self.gauges.iter().find(|(n, _)| *n == name) {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Sets a counter kept elsewhere to its value now.
+    fn counter(&self, name: &str, v: u64) {
+        if let Some((_, c)) = self.counters.iter().find(|(n, _)| *n == name) {
+            let now = c.get();
+            if v > now {
+                c.inc_by(v - now);
+            }
+        }
+    }
+}
+
+/// The resident memory (bytes) and open file descriptors of this process.
+fn process() -> (u64, u64) {
+    // SAFETY: sysconf only reads a system constant.
+    let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page);
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+    (rss, fds as u64)
+}
+
+/// The labels of a request to `route`: its model (or projection) and operation.
+fn labels(app: &App, route: Option<&Route>) -> (String, String) {
+    let spec = &app.engine.spec.spec;
+    let fixed = |op: &str| (String::new(), op.to_string());
+    match route {
+        Some(Route::Model(r)) => {
+            let m = r.model(spec);
+            let op = match r.op {
+                ModelOp::Crud(op) => op.as_str().to_string(),
+                ModelOp::Action(a) => m.actions[a].name.clone(),
+                ModelOp::History => "history".into(),
+                ModelOp::Version(_) => "version".into(),
+                ModelOp::Events => "events".into(),
+            };
+            (m.name.clone(), op)
+        }
+        Some(Route::Projection(i)) => (spec.projections[*i].name.clone(), "list".into()),
+        Some(Route::Audit) => fixed("audit"),
+        Some(Route::Health) => fixed("health"),
+        Some(Route::Ready) => fixed("ready"),
+        Some(Route::Metrics) => fixed("metrics"),
+        Some(Route::OpenApi) => fixed("openapi"),
+        Some(Route::ClusterStatus) => fixed("cluster_status"),
+        Some(Route::Raft(_)) => fixed("raft"),
+        Some(Route::Members) => fixed("members"),
+        None => fixed("unrouted"),
+    }
+}
+
+/// The stage after the router: counts and times every routed request, whatever stage
+/// answers it (authentication, the body's checks, the endpoint).
+#[derive(Clone)]
+pub(crate) struct Measure {
+    pub(crate) app: Arc<App>,
+}
+
+impl<B: Send + 'static> Step<B> for Measure {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+        let (model, operation) = labels(&self.app, req.extensions().get::<Route>());
+        let started = std::time::Instant::now();
+        let answer = next.answer(req);
+        let app = self.app.clone();
+        Box::pin(async move {
+            let r = answer.await;
+            app.metrics
+                .record(&model, &operation, r.status().as_u16(), started.elapsed());
+            r
+        })
+    }
+}
+
+/// `GET /metrics`.
+pub(crate) fn serve(app: &App) -> Resp {
+    let m = &app.metrics;
+    let _one = m.scrape.lock().unwrap_or_else(|p| p.into_inner());
+    let s = &app.engine.store.stats;
+    let (records, last_seq) = app.engine.store.read(|st| {
+        (
+            st.models.values().map(|m| m.records.len()).sum::<usize>(),
+            st.last_seq,
+        )
+    });
+    m.counter("lithair_store_events", s.events.load(Ordering::Relaxed));
+    m.counter("lithair_store_batches", s.batches.load(Ordering::Relaxed));
+    m.counter("lithair_store_snapshots", s.snapshots.load(Ordering::Relaxed));
+    let (denied, limited) = app.live.firewall.refused();
+    m.counter("lithair_firewall_denied", denied);
+    m.counter("lithair_rate_limited", limited);
+    m.gauge("lithair_store_replayed_events", s.replayed_events.load(Ordering::Relaxed));
+    m.gauge(
+        "lithair_store_snapshot_records_loaded",
+        s.snapshot_records.load(Ordering::Relaxed),
+    );
+    m.gauge("lithair_store_records", records as u64);
+    m.gauge("lithair_store_last_sequence", last_seq);
+    m.gauge(
+        "lithair_http_open_connections",
+        app.open_connections.load(Ordering::Relaxed) as u64,
+    );
+    m.gauge(
+        "lithair_firewall_tracked_addresses",
+        app.live.firewall.rules().tracked() as u64,
+    );
+    let raft = app.engine.store.cluster().status();
+    m.gauge("lithair_raft_term", raft.term);
+    m.gauge("lithair_raft_is_leader", u64::from(raft.leader == Some(raft.node_id)));
+    m.gauge("lithair_raft_last_applied", raft.last_applied.unwrap_or(0));
+    let (rss, fds) = process();
+    m.gauge("process_resident_memory_bytes", rss);
+    m.gauge("process_open_fds", fds);
+    let mut text = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
+        return respond::problem(&crate::error::ApiError::internal(e));
+    }
+    respond::text(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+}
