@@ -69,11 +69,11 @@ pub(crate) fn record_etag(version: u64) -> String {
     format!("\"{version}\"")
 }
 
-/// The ETag of a list page of `m`: the model's last applied sequence number `changed`,
-/// and a digest of what else the page depends on.
-pub(crate) fn list_etag(m: &ModelSpec, changed: u64, query: Option<&str>, access: &Access) -> String {
+/// A digest of what a page depends on besides the state: its `path`, its `query`, the
+/// fields the caller does not see, and the owner its rows are narrowed to.
+fn page_digest(path: &str, query: Option<&str>, access: &Access) -> String {
     let mut h = Sha256::new();
-    for part in [m.path.as_str(), query.unwrap_or("")] {
+    for part in [path, query.unwrap_or("")] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
     }
@@ -86,8 +86,13 @@ pub(crate) fn list_etag(m: &ModelSpec, changed: u64, query: Option<&str>, access
         h.update(b"o");
         h.update(own.subject.as_bytes());
     }
-    let digest = h.finalize();
-    format!("\"l{changed}-{}\"", hex::encode(&digest[..8]))
+    hex::encode(&h.finalize()[..8])
+}
+
+/// The ETag of a list page of `m`: the model's last applied sequence number `changed`,
+/// and a digest of what else the page depends on.
+pub(crate) fn list_etag(m: &ModelSpec, changed: u64, query: Option<&str>, access: &Access) -> String {
+    format!("\"l{changed}-{}\"", page_digest(&m.path, query, access))
 }
 
 /// The ETag of a page of projection `p`: its source's last applied sequence number
@@ -98,18 +103,7 @@ pub(crate) fn projection_etag(
     query: Option<&str>,
     access: &Access,
 ) -> String {
-    let mut h = Sha256::new();
-    for part in [p.path.as_str(), query.unwrap_or("")] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    for hidden in access.hidden() {
-        h.update(b"h");
-        h.update((hidden.len() as u64).to_le_bytes());
-        h.update(hidden.as_bytes());
-    }
-    let digest = h.finalize();
-    format!("\"p{changed}-{}\"", hex::encode(&digest[..8]))
+    format!("\"p{changed}-{}\"", page_digest(&p.path, query, access))
 }
 
 /// Whether the request's `If-None-Match` names `etag` (or is `*`): the answer is then a
