@@ -1535,7 +1535,8 @@ fn feed_events(url: &str, n: usize) -> Vec<(u64, String)> {
 }
 
 /// A follower serves the change feed of what it applies, and another node resumes it
-/// from its own event log at the same sequence numbers.
+/// from its own event log at the same sequence numbers. The leader's metrics show each
+/// peer's replication lag.
 #[test]
 fn followers_serve_the_change_feed() {
     let c = Cluster::start(3);
@@ -1558,4 +1559,39 @@ fn followers_serve_the_change_feed() {
         3,
     );
     assert_eq!(resumed, live, "the other follower's feed differs");
+
+    // The leader reports each peer's replication lag (all caught up once the nodes
+    // converged, as the metrics show within a few heartbeats); a follower reports none.
+    let peers: Vec<u64> = others.iter().map(|i| c.nodes[*i].id).collect();
+    let lag_of = |text: &str, peer: u64| {
+        let series = format!("lithair_raft_replication_lag{{peer=\"{peer}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leader_metrics = loop {
+        let text = call("GET", &c.url(leader, "/metrics"), None, None, &[]).text;
+        if peers.iter().all(|p| lag_of(&text, *p) == Some(0)) {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the peers' lag is not 0:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        leader_metrics.contains("lithair_raft_is_leader 1"),
+        "{leader_metrics}"
+    );
+    let follower_metrics = call("GET", &c.url(others[0], "/metrics"), None, None, &[]).text;
+    assert!(
+        !follower_metrics.contains("lithair_raft_replication_lag{"),
+        "{follower_metrics}"
+    );
+    assert!(
+        follower_metrics.contains("lithair_raft_is_leader 0"),
+        "{follower_metrics}"
+    );
 }

@@ -5,7 +5,8 @@
 //!   `lithair_http_request_duration_seconds{model,operation}` (a histogram), recorded by
 //!   the endpoints for every answer they give (`model` is empty for the operational
 //!   routes; `operation` is the CRUD operation, the action's name, or the route).
-//! - Raft: `lithair_raft_term`, `lithair_raft_is_leader`, `lithair_raft_last_applied`.
+//! - Raft: `lithair_raft_term`, `lithair_raft_is_leader`, `lithair_raft_last_applied`,
+//!   and on the leader `lithair_raft_replication_lag{peer}` (entries not matched yet).
 //! - The firewall: `lithair_firewall_denied_total`, `lithair_rate_limited_total`.
 //! - The store's series, with the names they always had (`lithair_store_events_total`,
 //!   `lithair_store_records`, ...), and the open connections and tracked addresses.
@@ -48,9 +49,17 @@ pub(crate) struct DurationLabels {
     operation: String,
 }
 
+/// A peer's label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PeerLabels {
+    peer: u64,
+}
+
 /// The metrics the service keeps itself.
 pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
+    /// On the leader: each peer's replication lag, in log entries.
+    lag: Family<PeerLabels, Gauge>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
     /// Set when the metrics are asked for.
     gauges: Vec<(&'static str, Gauge)>,
@@ -103,6 +112,12 @@ impl Default for Metrics {
             "Time to answer a request, by model and operation.",
             durations.clone(),
         );
+        let lag = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "lithair_raft_replication_lag",
+            "On the leader: the log entries each peer has not matched yet.",
+            lag.clone(),
+        );
         let gauges = GAUGES
             .iter()
             .map(|(name, help)| {
@@ -121,6 +136,7 @@ impl Default for Metrics {
             .collect();
         Metrics {
             requests,
+            lag,
             durations,
             gauges,
             counters,
@@ -264,6 +280,13 @@ pub(crate) fn serve(app: &App) -> Resp {
     m.gauge("lithair_raft_term", raft.term);
     m.gauge("lithair_raft_is_leader", u64::from(raft.leader == Some(raft.node_id)));
     m.gauge("lithair_raft_last_applied", raft.last_applied.unwrap_or(0));
+    // Only the leader knows its peers' lag; a node that no longer leads shows none.
+    m.lag.clear();
+    for (peer, lag) in app.engine.store.cluster().replication_lag() {
+        m.lag
+            .get_or_create(&PeerLabels { peer })
+            .set(i64::try_from(lag).unwrap_or(i64::MAX));
+    }
     let (rss, fds) = process();
     m.gauge("process_resident_memory_bytes", rss);
     m.gauge("process_open_fds", fds);

@@ -185,6 +185,19 @@ impl Cluster {
         }
     }
 
+    /// On the leader: each peer's lag, the log entries it has not matched yet (empty on
+    /// other nodes).
+    pub fn replication_lag(&self) -> Vec<(u64, u64)> {
+        let m = self.raft.metrics().borrow().clone();
+        let last = m.last_log_index.unwrap_or(0);
+        m.replication
+            .into_iter()
+            .flatten()
+            .filter(|(peer, _)| *peer != m.id)
+            .map(|(peer, matched)| (peer, last.saturating_sub(matched.map_or(0, |l| l.index))))
+            .collect()
+    }
+
     /// Whether this node is the leader.
     #[cfg(any(test, feature = "testing"))]
     pub fn is_leader(&self) -> bool {
