@@ -15,7 +15,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, SystemTime};
 
 use anstream::eprintln;
-use lithair_gen::project::{self, ApplyOptions, PlanOptions, ProjectError, Refusal};
+use lithair_gen::project::{self, ApplyOptions, PlanOptions, ProjectError};
 
 /// How often the files are looked at.
 const POLL: Duration = Duration::from_millis(300);
@@ -73,8 +73,8 @@ impl Running {
     }
 }
 
-/// Generates if needed; answers whether the project is ready to build (the problems are
-/// printed otherwise).
+/// Generates if needed, as `generate` does (its notes, its refusals and their diffs);
+/// answers whether the project is ready to build.
 fn generate(dir: &Path) -> bool {
     let plan = match project::plan(dir, &PlanOptions::default(), true) {
         Ok(p) => p,
@@ -90,26 +90,13 @@ fn generate(dir: &Path) -> bool {
     if !plan.is_stale() {
         return true;
     }
-    for change in &plan.data_changes {
-        eprintln!("stored data: {change}");
-    }
-    match project::apply(&plan, ApplyOptions::default()) {
-        Ok(Ok(())) => {
+    match crate::finish_generate(&plan, ApplyOptions::default(), false) {
+        Ok(code) if code == ExitCode::SUCCESS => {
             eprintln!("[watch] regenerated");
             true
         }
-        Ok(Err(Refusal::HandEdits(paths))) => {
-            eprintln!(
-                "[watch] generate refused: generated files were edited by hand ({}); run `lithair-gen generate` to see the diff",
-                paths.join(", ")
-            );
-            false
-        }
-        Ok(Err(Refusal::Breaking(changes))) => {
-            for c in changes {
-                eprintln!("  - {}: {}", c.change, c.consequence);
-            }
-            eprintln!("[watch] generate refused: these schema changes break stored records; run `lithair-gen generate --allow-breaking` to accept them");
+        Ok(_) => {
+            eprintln!("[watch] generate refused (see above)");
             false
         }
         Err(e) => {

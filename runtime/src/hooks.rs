@@ -526,11 +526,11 @@ impl ModelHooks for NoHooks {
     fn action<'a>(
         &'a self,
         name: &'a str,
-        _: ActionContext,
-        _: Option<Uuid>,
-        _: Value,
+        ctx: ActionContext,
+        id: Option<Uuid>,
+        body: Value,
     ) -> BoxFuture<'a, ActionResult> {
-        Box::pin(async move { Err(ApiError::unknown_action(name)) })
+        no_actions(self, name, ctx, id, body)
     }
 }
 

@@ -34,8 +34,8 @@ pub struct CompiledSpec {
     pub patterns: HashMap<(String, String), Regex>,
     /// role -> itself plus every role it inherits, transitively.
     pub effective_roles: HashMap<String, BTreeSet<String>>,
-    /// `(model, action)` -> the action's `input` as a model of its own (named like its
-    /// struct, `ProductRestockInput`), which its body is checked against.
+    /// `(model, action)` -> the action's `input` as a model of its own (named "the input
+    /// of Product.restock" in its errors), which its body is checked against.
     pub inputs: HashMap<(String, String), ModelSpec>,
 }
 
@@ -47,7 +47,7 @@ impl CompiledSpec {
         for m in &spec.models {
             for a in &m.actions {
                 let Some(fields) = &a.input else { continue };
-                let name = format!("{}{}Input", m.name, pascal(&a.name));
+                let name = format!("the input of {}.{}", m.name, a.name);
                 let model: ModelSpec = serde_json::from_value(serde_json::json!({
                     "name": name, "snake": "", "path": "", "operations": [],
                     "permissions": {"read": [], "create": [], "update": [], "delete": []},
@@ -94,19 +94,6 @@ impl CompiledSpec {
     pub fn model(&self, name: &str) -> Option<&ModelSpec> {
         self.spec.models.iter().find(|m| m.name == name)
     }
-}
-
-/// `restock_all` -> `RestockAll` (as the generator names an action's structs).
-fn pascal(snake: &str) -> String {
-    snake
-        .split('_')
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
 }
 
 /// Schemas the runtime's unit tests share.

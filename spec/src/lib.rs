@@ -33,6 +33,14 @@ impl Schema {
         self.models.iter().find(|m| m.name == name)
     }
 
+    /// Per former model name (`renamed_from`): the model's name now.
+    pub fn renamed_models(&self) -> std::collections::HashMap<String, String> {
+        self.models
+            .iter()
+            .filter_map(|m| Some((m.renamed_from.clone()?, m.name.clone())))
+            .collect()
+    }
+
     /// The name a model has now: `name`, or the name of the model renamed from it
     /// (`renamed_from`), for what was stored under its former name.
     pub fn current_name<'a>(&'a self, name: &'a str) -> &'a str {

@@ -141,11 +141,7 @@ impl Decider {
     pub fn new(spec: &ServiceSpec) -> Self {
         Decider {
             rules: Rules::new(spec),
-            renamed: spec
-                .models
-                .iter()
-                .filter_map(|m| Some((m.renamed_from.clone()?, m.name.clone())))
-                .collect(),
+            renamed: spec.renamed_models(),
         }
     }
 

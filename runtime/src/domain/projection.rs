@@ -247,6 +247,31 @@ pub struct Group {
     sums: Vec<(u64, ExactSum)>,
 }
 
+impl Group {
+    fn new(key: Value, id: u64, aggregates: usize) -> Group {
+        Group {
+            key,
+            id,
+            count: 0,
+            sums: vec![(0, ExactSum::default()); aggregates],
+        }
+    }
+
+    /// Counts a record's `numbers` in; `extreme` is handed each number a `min` or `max`
+    /// aggregate keeps (its multiset's place, and the entry).
+    fn take_in(&mut self, def: &Definition, numbers: &[Option<f64>], mut extreme: impl FnMut(usize, Entry)) {
+        self.count += 1;
+        for (i, x) in numbers.iter().enumerate() {
+            let Some(x) = *x else { continue };
+            self.sums[i].0 += 1;
+            self.sums[i].1.add(x);
+            if let Some(e) = def.extremes[i] {
+                extreme(e, (self.id, ordered_bits(x)));
+            }
+        }
+    }
+}
+
 /// A value in a multiset: the group's id and the number's bits, ordered as the numbers.
 type Entry = (u64, u64);
 
@@ -319,25 +344,13 @@ impl Projection {
             Some(g) => Group::clone(g),
             None => {
                 self.next_id += 1;
-                Group {
-                    key: self.def.shown(&c.key, r),
-                    id: self.next_id,
-                    count: 0,
-                    sums: vec![(0, ExactSum::default()); self.def.slots.len()],
-                }
+                Group::new(self.def.shown(&c.key, r), self.next_id, self.def.slots.len())
             }
         };
-        group.count += 1;
-        for (i, x) in c.numbers.iter().enumerate() {
-            let Some(x) = *x else { continue };
-            group.sums[i].0 += 1;
-            group.sums[i].1.add(x);
-            if let Some(e) = self.def.extremes[i] {
-                let entry = (group.id, ordered_bits(x));
-                let n = self.extremes[e].get(&entry).copied().unwrap_or(0);
-                self.extremes[e].insert(entry, n + 1);
-            }
-        }
+        group.take_in(&self.def, &c.numbers, |e, entry| {
+            let n = self.extremes[e].get(&entry).copied().unwrap_or(0);
+            self.extremes[e].insert(entry, n + 1);
+        });
         self.groups.insert(c.key, Arc::new(group));
     }
 
@@ -379,22 +392,9 @@ impl Projection {
             let Some(c) = def.contribution(r) else { continue };
             let group = groups.entry(c.key).or_insert_with_key(|key| {
                 next_id += 1;
-                Group {
-                    key: def.shown(key, r),
-                    id: next_id,
-                    count: 0,
-                    sums: vec![(0, ExactSum::default()); def.slots.len()],
-                }
+                Group::new(def.shown(key, r), next_id, def.slots.len())
             });
-            group.count += 1;
-            for (i, x) in c.numbers.iter().enumerate() {
-                let Some(x) = *x else { continue };
-                group.sums[i].0 += 1;
-                group.sums[i].1.add(x);
-                if let Some(e) = def.extremes[i] {
-                    values[e].push((group.id, ordered_bits(x)));
-                }
-            }
+            group.take_in(&def, &c.numbers, |e, entry| values[e].push(entry));
         }
         let extremes = values
             .into_iter()

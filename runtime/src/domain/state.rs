@@ -2,8 +2,10 @@
 //! indexes of the default list order (`created_at`) and of every `unique` and `indexed`
 //! field: each record's (value, id), in order. One structure serves every use: a unique
 //! value's holder is the range of one value, a list's filters on an indexed field select
-//! a range of values, and a sorted page reads only the rows it returns. Only the Raft state machine changes the
-//! state, by applying committed events; readers take a read lock.
+//! a range of values, and a sorted page reads only the rows it returns. Each model also
+//! keeps the projections fed by its records (`projection.rs`), changed where its records
+//! are. Only the Raft state machine changes the state, by applying committed events;
+//! readers take a read lock.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -355,7 +357,7 @@ impl ModelState {
             definitions.iter().map(|_| std::sync::Mutex::new(None)).collect();
         // As many builds at a time as there are cores (more would only add to the peak
         // memory: each build sorts a copy of its keys). The first worker builds the
-        // records first; all take the indexes one after the other.
+        // records first; all take the indexes, then the projections, one after the other.
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let next = std::sync::atomic::AtomicUsize::new(0);
         let built: Vec<std::sync::Mutex<Option<Entries>>> =
@@ -423,11 +425,11 @@ pub struct Upgrades {
 
 impl Upgrades {
     fn of(spec: &ServiceSpec) -> Upgrades {
-        let mut u = Upgrades::default();
+        let mut u = Upgrades {
+            models: spec.renamed_models(),
+            ..Default::default()
+        };
         for m in &spec.models {
-            if let Some(former) = &m.renamed_from {
-                u.models.insert(former.clone(), m.name.clone());
-            }
             let renames: Vec<_> = m
                 .fields
                 .iter()

@@ -104,6 +104,7 @@ pub(crate) fn serve(
         model: m.name.clone(),
         access: Access::of(m, who, Operation::List),
         pos: since.unwrap_or(now),
+        now,
         tx,
         closing,
     };
@@ -124,6 +125,9 @@ struct Stream {
     access: Access,
     /// The last event sent (or skipped).
     pos: u64,
+    /// The state's last event when the stream subscribed: a catch-up reads the log at
+    /// least up to it (what came before it may not have been sent live).
+    now: u64,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     /// Turns true at shutdown.
     closing: tokio::sync::watch::Receiver<bool>,
@@ -186,6 +190,7 @@ impl Stream {
                 // Behind while catching up: the log has what was missed.
                 Next::Change(Err(RecvError::Lagged(_))) if fresh => {
                     live = self.app.engine.store.feed().subscribe().0;
+                    self.now = self.app.engine.store.read(|s| s.last_seq);
                     catching_up = true;
                 }
                 Next::Change(Err(RecvError::Lagged(missed))) => {
@@ -225,6 +230,11 @@ impl Stream {
             Err(_) => return Err(()),
         };
         if page.is_empty() {
+            // The events up to `now` are applied, but may not be in the log yet.
+            if self.app.engine.store.last_event().unwrap_or(0) < self.now {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                return Ok(true);
+            }
             return Ok(false);
         }
         for (ev, after) in page {
@@ -291,11 +301,9 @@ fn frame(ev: &Event, after: &After, access: &Access) -> Option<Bytes> {
     match after {
         After::Stored(r) => r.write_json_without(&mut data, access.hidden()),
         After::Record(r) => {
-            let mut r = r.clone();
-            for h in access.hidden() {
-                r.remove(h);
-            }
-            data.extend_from_slice(&serde_json::to_vec(&Value::Object(r)).unwrap_or_default());
+            let mut r = Value::Object(r.clone());
+            access.mask_value(&mut r);
+            data.extend_from_slice(&serde_json::to_vec(&r).unwrap_or_default());
         }
         After::Gone => data.extend_from_slice(b"null"),
     }

@@ -3,10 +3,10 @@
 //! The order of a request's stages is the seed's data flow, composed in one place
 //! (`pipeline.rs`): connection limits (`server.rs`) → request id → security headers →
 //! firewall: allow/deny, rate limit (`firewall.rs`) → CORS → deadline → router →
-//! authentication → permission check (`router.rs`) → body: limits, JSON, a create's
+//! measure (`metrics.rs`) → authentication → permission check (`router.rs`) → body: limits, JSON, a create's
 //! schema check (`body.rs`) → the endpoints: hooks and the store through the engine
-//! (`endpoints.rs`, `cluster.rs`, `lifecycle.rs`, `projection.rs`, `feed.rs`). The permission check runs before the body is read on
-//! purpose: an anonymous caller learns nothing about the schema's rules, and refusing
+//! (`endpoints.rs`, `cluster.rs`, `lifecycle.rs`, `projection.rs`, `feed.rs`). The
+//! permission check runs before the body is read on purpose: an anonymous caller learns nothing about the schema's rules, and refusing
 //! early is cheaper.
 
 pub(crate) mod app;

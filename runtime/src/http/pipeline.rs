@@ -8,7 +8,9 @@
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
 //!   → CORS (when `[server.cors]` lists origins)
 //!   → the request deadline (`[server] request_timeout_ms`)
-//!   → router (404, 405) → authentication (401) → authorization (401/403) (`router.rs`)
+//!   → router (404, 405) (`router.rs`)
+//!   → measure: every routed request counted and timed for `/metrics` (`metrics.rs`)
+//!   → authentication (401) → authorization (401/403) (`router.rs`)
 //!   → body: size and time limits, JSON, a create's schema check (`body.rs`)
 //!   → the endpoints: hooks and the store, through the engine (`endpoints.rs`)
 //! ```

@@ -178,6 +178,9 @@ pub struct StateMachine {
     feed: Arc<Feed>,
     /// The changes of the entries being applied, while the feed has listeners.
     changes: Vec<Change>,
+    /// Whether the feed had listeners when these entries began to apply (asked once per
+    /// call of `apply`, under the state's lock: asking takes the feed's lock).
+    listened: bool,
     holder: Arc<()>,
 }
 
@@ -273,6 +276,7 @@ impl StateMachine {
             health: loaded.health,
             feed: loaded.feed,
             changes: Vec::new(),
+            listened: false,
             holder,
         })
     }
@@ -375,7 +379,7 @@ impl StateMachine {
             match self.decider.decide(state, &mut overlay, &mut stamped, seq) {
                 Ok((ev, record)) => {
                     writes.push((seq, serde_json::to_vec(&ev).map_err(write_err)?));
-                    if self.feed.listened() {
+                    if self.listened {
                         self.changes.push(Change {
                             event: ev.clone(),
                             record: record.clone(),
@@ -443,6 +447,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (last_seq, image) = {
             let state_lock = self.state.clone();
             let mut state = state_lock.write().unwrap_or_else(|p| p.into_inner());
+            // Under the state's lock: a feed reader that subscribes after this reads the
+            // state's last sequence after these events, and takes them from the log.
+            self.listened = self.feed.listened();
             for entry in entries {
                 self.applied = Some(entry.log_id);
                 match entry.payload {

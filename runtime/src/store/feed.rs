@@ -143,10 +143,4 @@ impl Feed {
         }
         Ok(out)
     }
-
-    /// The first event the log holds (a node that installed a Raft snapshot may not hold
-    /// the earlier ones yet).
-    pub fn first_held(&self, events: &Mutex<Wal>) -> Option<u64> {
-        crate::raft::lock_events(events).first_index()
-    }
 }

@@ -249,9 +249,16 @@ impl Store {
         })
     }
 
-    /// The first event this node's log holds.
+    /// The first event this node's log holds (a node that installed a Raft snapshot may
+    /// not hold the earlier ones yet).
     pub fn first_event(&self) -> Option<u64> {
-        self.feed.first_held(&self.events)
+        lock_events(&self.events).first_index()
+    }
+
+    /// The last event this node's log holds (the state may be ahead of it for a moment:
+    /// events are applied, then appended).
+    pub fn last_event(&self) -> Option<u64> {
+        lock_events(&self.events).last_index()
     }
 
     /// The id of the cluster this node belongs to, once it knows it.

@@ -92,7 +92,7 @@ impl Timeline {
             kept,
             audited,
             by_model: false,
-            renamed: renamed(spec),
+            renamed: spec.renamed_models(),
             seen: Mutex::new(Seen {
                 lo: 1,
                 hi: 0,
@@ -107,7 +107,7 @@ impl Timeline {
             kept: spec.models.iter().map(|m| m.name.clone()).collect(),
             audited: HashSet::new(),
             by_model: true,
-            renamed: renamed(spec),
+            renamed: spec.renamed_models(),
             seen: Mutex::new(Seen {
                 lo: 1,
                 hi: 0,
@@ -287,10 +287,3 @@ impl Timeline {
     }
 }
 
-/// Per former model name (`renamed_from`): the model's name now.
-fn renamed(spec: &ServiceSpec) -> HashMap<String, String> {
-    spec.models
-        .iter()
-        .filter_map(|m| Some((m.renamed_from.clone()?, m.name.clone())))
-        .collect()
-}
