@@ -3,9 +3,9 @@
 use serde_json::{Map, Value};
 
 use crate::error::{ApiError, FieldError};
-use crate::spec::{CompiledSpec, FieldSpec, FieldType, ModelSpec};
+use crate::spec::{CompiledSpec, FieldSpec, ModelSpec};
 
-use lithair_spec::values;
+use lithair_spec::values::{self, Problem};
 
 /// Keys every record carries, set by the server.
 pub const METADATA: &[&str] = values::RESERVED_FIELDS;
@@ -63,7 +63,7 @@ pub fn check_body(
             )),
             Some(v) => {
                 let before = errors.len();
-                check_value(spec, model, f, &f.ty, &v, &f.name, &mut errors);
+                check_value(spec, model, f, &v, &mut errors);
                 if errors.len() == before {
                     out.insert(f.name.clone(), v);
                 }
@@ -109,122 +109,83 @@ pub fn check_body(
     }
 }
 
-fn type_name(ty: &FieldType) -> String {
-    match ty {
-        FieldType::String | FieldType::Text => "a string".into(),
-        FieldType::Bool => "true or false".into(),
-        FieldType::Int => "an integer".into(),
-        FieldType::Float => "a number".into(),
-        FieldType::Uuid => "a UUID".into(),
-        FieldType::Ref { model } => format!("the id (UUID) of a {model}"),
-        FieldType::Date => "a date (YYYY-MM-DD)".into(),
-        FieldType::Datetime => "an RFC 3339 timestamp".into(),
-        FieldType::Json => "any JSON value".into(),
-        FieldType::Enum { values } => format!("one of {}", values.join(", ")),
-        FieldType::List { item } => format!("a list of {}", type_name(item)),
-    }
-}
-
+/// Checks `v` as the value of field `f` (the shared check of `lithair_spec::values`),
+/// one error per problem, at the field's name (with `[i]` for a list's item).
 fn check_value(
     spec: &CompiledSpec,
     model: &ModelSpec,
     f: &FieldSpec,
-    ty: &FieldType,
     v: &Value,
-    at: &str,
     errors: &mut Vec<FieldError>,
 ) {
-    let ok = match ty {
-        FieldType::Json => true,
-        FieldType::String | FieldType::Text => v.is_string(),
-        FieldType::Bool => v.is_boolean(),
-        FieldType::Int => v.as_i64().is_some_and(values::int_fits),
-        FieldType::Float => v.as_f64().is_some_and(f64::is_finite),
-        FieldType::Uuid | FieldType::Ref { .. } => v.as_str().is_some_and(values::is_uuid),
-        FieldType::Date => v.as_str().is_some_and(values::is_date),
-        FieldType::Datetime => v.as_str().is_some_and(values::is_datetime),
-        FieldType::Enum { values } => v.as_str().is_some_and(|s| values.iter().any(|x| x == s)),
-        FieldType::List { item } => match v.as_array() {
-            Some(items) => {
-                for (i, x) in items.iter().enumerate() {
-                    check_value(spec, model, f, item, x, &format!("{at}[{i}]"), errors);
-                }
-                true
+    let pattern = spec.patterns.get(&(model.name.clone(), f.name.clone()));
+    let matches = |s: &str| pattern.is_none_or(|p| p.is_match(s));
+    let name = &f.name;
+    for problem in values::check(&f.ty, &f.rules, v, &matches) {
+        let (at, code, message) = match problem {
+            Problem::Type { path, expected } => {
+                let at = item_at(name, &path);
+                let message = format!("`{at}` must be {}", values::expected(&expected));
+                (at, "type", message)
             }
-            None => false,
-        },
-    };
-    if !ok {
-        errors.push(FieldError::new(
-            at,
-            "type",
-            format!("`{at}` must be {}", type_name(ty)),
-        ));
-        return;
-    }
-    // Rules apply to the field's own value, not to list items.
-    if at != f.name {
-        return;
-    }
-    let r = &f.rules;
-    if let Some(n) = v.as_f64() {
-        if let Some(min) = r.min.filter(|m| n < *m) {
-            errors.push(FieldError::new(
-                at,
+            Problem::NotInEnum {
+                path,
+                values: allowed,
+                ..
+            } => {
+                let at = item_at(name, &path);
+                let message = format!("`{at}` must be one of {}", allowed.join(", "));
+                (at, "type", message)
+            }
+            Problem::Min(min) => (
+                name.clone(),
                 "min",
-                format!("`{at}` must be at least {min}"),
-            ));
-        }
-        if let Some(max) = r.max.filter(|m| n > *m) {
-            errors.push(FieldError::new(
-                at,
+                format!("`{name}` must be at least {min}"),
+            ),
+            Problem::Max(max) => (
+                name.clone(),
                 "max",
-                format!("`{at}` must be at most {max}"),
-            ));
-        }
-    }
-    let (len, unit) = match v {
-        Value::String(s) => (Some(s.chars().count() as u64), "character"),
-        Value::Array(a) => (Some(a.len() as u64), "item"),
-        _ => (None, ""),
-    };
-    let units = |n: u64| {
-        if n == 1 {
-            unit.to_string()
-        } else {
-            format!("{unit}s")
-        }
-    };
-    if let Some(len) = len {
-        if let Some(min) = r.min_length.filter(|m| len < *m) {
-            errors.push(FieldError::new(
-                at,
+                format!("`{name}` must be at most {max}"),
+            ),
+            Problem::MinLength(min) => (
+                name.clone(),
                 "min_length",
-                format!("`{at}` must have at least {min} {}", units(min)),
-            ));
-        }
-        if let Some(max) = r.max_length.filter(|m| len > *m) {
-            errors.push(FieldError::new(
-                at,
+                format!("`{name}` must have at least {min} {}", units(v, min)),
+            ),
+            Problem::MaxLength(max) => (
+                name.clone(),
                 "max_length",
-                format!("`{at}` must have at most {max} {}", units(max)),
-            ));
-        }
-    }
-    if let (Some(p), Some(s)) = (
-        spec.patterns.get(&(model.name.clone(), f.name.clone())),
-        v.as_str(),
-    ) {
-        if !p.is_match(s) {
-            errors.push(FieldError::new(
-                at,
+                format!("`{name}` must have at most {max} {}", units(v, max)),
+            ),
+            Problem::Pattern => (
+                name.clone(),
                 "pattern",
                 format!(
-                    "`{at}` must match {}",
+                    "`{name}` must match {}",
                     f.rules.pattern.as_deref().unwrap_or("")
                 ),
-            ));
-        }
+            ),
+        };
+        errors.push(FieldError::new(&at, code, message));
+    }
+}
+
+/// `field[i][j]…` for the item at `path` of a list field.
+fn item_at(field: &str, path: &[usize]) -> String {
+    let mut at = field.to_string();
+    for i in path {
+        at.push_str(&format!("[{i}]"));
+    }
+    at
+}
+
+/// The unit a length of `v` counts in, for `n` of them.
+fn units(v: &Value, n: u64) -> &'static str {
+    match (v.is_array(), n == 1) {
+        (true, true) => "item",
+        (true, false) => "items",
+        (false, true) => "character",
+        (false, false) => "characters",
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use lithair_spec::values::{is_date, is_datetime, is_uuid, RESERVED_FIELDS};
+use lithair_spec::values::RESERVED_FIELDS;
 use serde_json::Value;
 
 use super::diagnostic::Diagnostic;

@@ -223,7 +223,7 @@ impl Checker {
                     ));
                 } else if problems.is_empty() {
                     let mut broken = Vec::new();
-                    check_rules(&rules, &d.to_json(), &mut broken);
+                    check_rules(&ty, &rules, &d.to_json(), &mut broken);
                     problems.extend(broken.into_iter().map(|m| (d.span, m)));
                 }
                 for (span, p) in &problems {
@@ -252,7 +252,7 @@ impl Checker {
                     ));
                 } else if problems.is_empty() {
                     let mut broken = Vec::new();
-                    check_rules(&rules, &b.to_json(), &mut broken);
+                    check_rules(&ty, &rules, &b.to_json(), &mut broken);
                     problems.extend(broken.into_iter().map(|m| (b.span, m)));
                 }
                 if unique && problems.is_empty() {
@@ -549,60 +549,76 @@ pub(super) fn has_enum(t: &FieldType) -> bool {
 /// Field names that would clash with generated items.
 const FORBIDDEN_NAME: &[&str] = &["Self"];
 
-/// Checks that a YAML value has the shape of `ty`; pushes a sentence per problem.
+/// Checks that a YAML value has the shape of `ty` (the shared check of
+/// `lithair_spec::values`, on the value as JSON); pushes a sentence per problem, at the
+/// node (or list item) it is about. Null passes: each caller says what null means.
 pub(super) fn check_value(ty: &FieldType, node: &Node, problems: &mut Vec<(Span, String)>) {
-    let s = node.scalar();
-    let mut say = |m: String| problems.push((node.span, m));
-    let ok = match ty {
-        FieldType::Json => true,
-        FieldType::String | FieldType::Text => matches!(s, Some(Scalar::Str(_))),
-        FieldType::Bool => matches!(s, Some(Scalar::Bool(_))),
-        FieldType::Int => matches!(s, Some(Scalar::Int(i)) if lithair_spec::values::int_fits(i)),
-        FieldType::Float => matches!(s, Some(Scalar::Int(_) | Scalar::Float(_))),
-        FieldType::Uuid | FieldType::Ref { .. } => matches!(s, Some(Scalar::Str(v)) if is_uuid(v)),
-        FieldType::Date => matches!(s, Some(Scalar::Str(v)) if is_date(v)),
-        FieldType::Datetime => matches!(s, Some(Scalar::Str(v)) if is_datetime(v)),
-        FieldType::Enum { values } => match s {
-            Some(Scalar::Str(v)) if values.iter().any(|x| x == v) => true,
-            Some(Scalar::Str(v)) => {
-                let hint =
-                    crate::schema::diagnostic::did_you_mean(v, values.iter().map(String::as_str))
-                        .map(|n| format!(" (did you mean \"{n}\"?)"))
-                        .unwrap_or_default();
-                say(format!("\"{v}\" is not one of {}{hint}", values.join(", ")));
-                return;
-            }
-            _ => false,
-        },
-        FieldType::List { item } => match &node.kind {
-            NodeKind::Seq(items) => {
-                for (n, i) in items.iter().enumerate() {
-                    let mut inner = Vec::new();
-                    check_value(item, i, &mut inner);
-                    problems.extend(
-                        inner
-                            .into_iter()
-                            .map(|(span, m)| (span, format!("item {}: {m}", n + 1))),
-                    );
-                }
-                return;
-            }
-            _ => false,
-        },
-    };
-    if ok || matches!(s, Some(Scalar::Null)) {
+    use lithair_spec::values::{self, Problem};
+    if matches!(node.scalar(), Some(Scalar::Null)) {
         return;
     }
-    let found = match (ty, s) {
+    for problem in values::check(ty, &Rules::default(), &node.to_json(), &|_| true) {
+        let (path, sentence) = match problem {
+            Problem::Type { path, expected } => {
+                let at = item_node(node, &path);
+                let sentence = format!(
+                    "expected {}, found {}",
+                    values::expected(&expected),
+                    found(&expected, at)
+                );
+                (path, sentence)
+            }
+            Problem::NotInEnum {
+                path,
+                value,
+                values,
+            } => {
+                let hint = crate::schema::diagnostic::did_you_mean(
+                    &value,
+                    values.iter().map(String::as_str),
+                )
+                .map(|n| format!(" (did you mean \"{n}\"?)"))
+                .unwrap_or_default();
+                (
+                    path,
+                    format!("\"{value}\" is not one of {}{hint}", values.join(", ")),
+                )
+            }
+            // No rules were given.
+            _ => continue,
+        };
+        let items: String = path.iter().map(|n| format!("item {}: ", n + 1)).collect();
+        problems.push((item_node(node, &path).span, format!("{items}{sentence}")));
+    }
+}
+
+/// The item at `path` of a list node (the node itself for an empty path).
+fn item_node<'n>(node: &'n Node, path: &[usize]) -> &'n Node {
+    let mut at = node;
+    for n in path {
+        match &at.kind {
+            NodeKind::Seq(items) if *n < items.len() => at = &items[*n],
+            _ => break,
+        }
+    }
+    at
+}
+
+/// What a node that is not of type `ty` is, in words.
+fn found(ty: &FieldType, node: &Node) -> String {
+    let out_of_range = || {
+        format!(
+            "{}, which is out of range (an int holds up to 2^53, as JSON clients read numbers)",
+            node.as_str().unwrap_or_default()
+        )
+    };
+    match (ty, node.scalar()) {
         (FieldType::Date | FieldType::Datetime, Some(Scalar::Str(v)))
             if v.len() >= 10 && v.as_bytes()[4] == b'-' =>
         {
             format!("\"{v}\", which is not a valid calendar date or time")
         }
-        (FieldType::Int, Some(Scalar::Int(_))) => format!(
-            "{}, which is out of range (an int holds up to 2^53, as JSON clients read numbers)",
-            node.as_str().unwrap_or_default()
-        ),
+        (FieldType::Int, Some(Scalar::Int(_))) => out_of_range(),
         (FieldType::Int, Some(Scalar::Float(_)))
             if node.as_str().is_some_and(|t| {
                 t.trim_start_matches('-')
@@ -610,59 +626,41 @@ pub(super) fn check_value(ty: &FieldType, node: &Node, problems: &mut Vec<(Span,
                     .all(|c| c.is_ascii_digit())
             }) =>
         {
-            format!(
-                "{}, which is out of range (an int holds up to 2^53, as JSON clients read numbers)",
-                node.as_str().unwrap_or_default()
-            )
+            out_of_range()
         }
+        (_, Some(Scalar::Float(f))) if !f.is_finite() => "a number that is not finite".into(),
         _ => node.describe().to_string(),
-    };
-    say(format!("expected {}, found {found}", expectation(ty)));
-}
-
-pub(super) fn expectation(ty: &FieldType) -> String {
-    match ty {
-        FieldType::String | FieldType::Text => "a string".into(),
-        FieldType::Bool => "true or false".into(),
-        FieldType::Int => "an integer".into(),
-        FieldType::Float => "a number".into(),
-        FieldType::Uuid | FieldType::Ref { .. } => "a UUID string".into(),
-        FieldType::Date => "a date like \"2024-09-13\"".into(),
-        FieldType::Datetime => "an RFC 3339 timestamp like \"2024-09-13T10:30:00Z\"".into(),
-        FieldType::Json => "any value".into(),
-        FieldType::Enum { values } => format!("one of {}", values.join(", ")),
-        FieldType::List { item } => format!("a list of {}", expectation(item)),
     }
 }
 
-/// Checks a JSON value against value rules (used for defaults).
-pub(super) fn check_rules(rules: &Rules, v: &Value, problems: &mut Vec<String>) {
-    if let Some(n) = v.as_f64() {
-        if let Some(min) = rules.min.filter(|m| n < *m) {
-            problems.push(format!("{n} is below min ({min})"));
-        }
-        if let Some(max) = rules.max.filter(|m| n > *m) {
-            problems.push(format!("{n} is above max ({max})"));
-        }
-    }
+/// Checks a JSON value of type `ty` against value rules (used for defaults and
+/// backfills, once their type is right).
+pub(super) fn check_rules(ty: &FieldType, rules: &Rules, v: &Value, problems: &mut Vec<String>) {
+    use lithair_spec::values::{self, Problem};
+    // A pattern that does not compile is reported where it is written.
+    let pattern = rules
+        .pattern
+        .as_deref()
+        .and_then(|p| regex::Regex::new(&values::anchored(p)).ok());
+    let matches = |s: &str| pattern.as_ref().is_none_or(|re| re.is_match(s));
+    let n = v.as_f64().unwrap_or_default();
     let len = match v {
-        Value::String(s) => Some(s.chars().count() as u64),
-        Value::Array(a) => Some(a.len() as u64),
-        _ => None,
+        Value::String(s) => s.chars().count() as u64,
+        Value::Array(a) => a.len() as u64,
+        _ => 0,
     };
-    if let Some(len) = len {
-        if let Some(min) = rules.min_length.filter(|m| len < *m) {
-            problems.push(format!("length {len} is below min_length ({min})"));
-        }
-        if let Some(max) = rules.max_length.filter(|m| len > *m) {
-            problems.push(format!("length {len} is above max_length ({max})"));
-        }
-    }
-    if let (Some(p), Value::String(s)) = (&rules.pattern, v) {
-        if let Ok(re) = regex::Regex::new(&lithair_spec::values::anchored(p)) {
-            if !re.is_match(s) {
-                problems.push(format!("\"{s}\" does not match pattern {p}"));
-            }
-        }
+    for problem in values::check(ty, rules, v, &matches) {
+        problems.push(match problem {
+            Problem::Min(min) => format!("{n} is below min ({min})"),
+            Problem::Max(max) => format!("{n} is above max ({max})"),
+            Problem::MinLength(min) => format!("length {len} is below min_length ({min})"),
+            Problem::MaxLength(max) => format!("length {len} is above max_length ({max})"),
+            Problem::Pattern => format!(
+                "{v} does not match pattern {}",
+                rules.pattern.as_deref().unwrap_or("")
+            ),
+            // The type was checked before.
+            Problem::Type { .. } | Problem::NotInEnum { .. } => continue,
+        });
     }
 }
