@@ -78,7 +78,7 @@ fn the_built_service_answers_through_its_generated_code() {
     );
     assert_eq!(got.status, 200);
     assert_eq!(got.header("etag"), Some("\"1\""));
-    // The generated handler's action stub answers 501 until it is written; its typed
+    // The example's `restock` (examples/shop/product.rs) adds to the stock; its typed
     // input is checked first (422 naming every failing field).
     let action = call(
         "POST",
@@ -87,7 +87,9 @@ fn the_built_service_answers_through_its_generated_code() {
         Some(&json!({"quantity": 3})),
         &[],
     );
-    assert_eq!(action.status, 501, "{}", action.text);
+    assert_eq!(action.status, 200, "{}", action.text);
+    assert_eq!(action.json["stock"], 3, "{}", action.text);
+    assert_eq!(action.json["version"], 2, "{}", action.text);
     let refused = call(
         "POST",
         &server.url(&format!("/api/products/{id}/restock")),
@@ -119,6 +121,102 @@ fn the_built_service_answers_through_its_generated_code() {
     assert_eq!(raw(server.addr, oversized.as_bytes()), 413);
     let ready = call("GET", &server.url("/ready"), None, None, &[]);
     assert_eq!(ready.status, 200, "{}", ready.text);
+}
+
+/// The example's `Order.place` (examples/shop/order.rs) writes three records of two
+/// models in one transaction: all of them, or, when one product is out of stock, none.
+#[test]
+fn placing_an_order_takes_its_products_from_the_stock_in_one_transaction() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start(&data);
+    let ed = Some(shop().token("editor"));
+    let admin = Some(shop().token("admin"));
+    let cat = category(&server, "Parts");
+    let mut ids = Vec::new();
+    for (sku, stock) in [("PT-1", 2), ("PT-2", 0)] {
+        let p = call(
+            "POST",
+            &server.url("/api/products"),
+            ed,
+            Some(&json!({"name": sku, "sku": sku, "price": 2.5, "category": cat, "stock": stock})),
+            &[],
+        );
+        assert_eq!(p.status, 201, "{}", p.text);
+        ids.push(p.json["id"].as_str().unwrap().to_string());
+    }
+    let customer = call(
+        "POST",
+        &server.url("/api/customers"),
+        None,
+        Some(&json!({"email": "ann@example.com", "name": "Ann"})),
+        &[],
+    );
+    assert_eq!(customer.status, 201, "{}", customer.text);
+    let order = call(
+        "POST",
+        &server.url("/api/orders"),
+        None,
+        Some(
+            &json!({"customer": customer.json["id"], "products": [ids[0], ids[0], ids[1]], "total": 7.5}),
+        ),
+        &[],
+    );
+    assert_eq!(order.status, 201, "{}", order.text);
+    let place = server.url(&format!(
+        "/api/orders/{}/place",
+        order.json["id"].as_str().unwrap()
+    ));
+    let stock = |id: &str| {
+        call(
+            "GET",
+            &server.url(&format!("/api/products/{id}")),
+            None,
+            None,
+            &[],
+        )
+        .json["stock"]
+            .clone()
+    };
+    // PT-2 is out of stock: a 409, and PT-1 (taken twice before PT-2 was reached) and
+    // the order are as they were.
+    let refused = call("POST", &place, ed, Some(&json!({})), &[]);
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(refused.text.contains("PT-2"), "{}", refused.text);
+    assert_eq!(stock(&ids[0]), json!(2));
+    let order_path = server.url(&format!(
+        "/api/orders/{}",
+        order.json["id"].as_str().unwrap()
+    ));
+    let o = call("GET", &order_path, ed, None, &[]);
+    assert_eq!(
+        (o.json["status"].clone(), o.json["version"].clone()),
+        (json!("pending"), json!(1))
+    );
+    // Restocked, the order goes through: every write of it at once.
+    let restock = call(
+        "POST",
+        &server.url(&format!("/api/products/{}/restock", ids[1])),
+        ed,
+        Some(&json!({"quantity": 1})),
+        &[],
+    );
+    assert_eq!(restock.status, 200, "{}", restock.text);
+    let placed = call("POST", &place, ed, Some(&json!({})), &[]);
+    assert_eq!(placed.status, 200, "{}", placed.text);
+    assert_eq!(placed.json["status"], "paid", "{}", placed.text);
+    assert!(placed.json["placed_at"].is_string(), "{}", placed.text);
+    assert_eq!((stock(&ids[0]), stock(&ids[1])), (json!(0), json!(0)));
+    // The paid order is in the day's sales at once (the projection is updated in apply).
+    let sales = call("GET", &server.url("/api/sales_metrics"), admin, None, &[]);
+    assert_eq!(sales.status, 200, "{}", sales.text);
+    assert_eq!(
+        sales.json["items"][0]["daily_revenue"], 7.5,
+        "{}",
+        sales.text
+    );
+    // Placed once, it cannot be placed again.
+    let again = call("POST", &place, ed, Some(&json!({})), &[]);
+    assert_eq!(again.status, 409, "{}", again.text);
 }
 
 #[test]

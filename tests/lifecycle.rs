@@ -39,8 +39,17 @@ fn bump_hooks() -> Box<dyn ModelHooks> {
         |ctx: ActionContext, id: Option<Uuid>, _: Value| -> BoxFuture<'static, ActionResult> {
             Box::pin(async move {
                 let id = id.ok_or_else(|| ApiError::not_found("no record"))?;
-                let total = ctx.get(id).and_then(|r| r["total"].as_f64()).unwrap_or(0.0);
-                let body = ctx.patch(id, json!({"total": total + 1.0})).await?;
+                let total = ctx
+                    .get_json("Invoice", id)
+                    .and_then(|r| r["total"].as_f64())
+                    .unwrap_or(0.0);
+                ctx.patch_json("Invoice", id, json!({"total": total + 1.0}))?;
+                let done = ctx.commit().await?;
+                let body = done
+                    .record("Invoice", id)
+                    .flatten()
+                    .map(|r| Value::Object(r.clone()))
+                    .unwrap_or(Value::Null);
                 Ok(ActionResponse { status: 200, body })
             })
         },

@@ -56,7 +56,9 @@ fn peek_hooks() -> Box<dyn ModelHooks> {
     Box::new(Actions(
         |ctx: ActionContext, id: Option<Uuid>, _: Value| -> BoxFuture<'static, ActionResult> {
             Box::pin(async move {
-                let record = id.and_then(|id| ctx.get(id)).unwrap_or(Value::Null);
+                let record = id
+                    .and_then(|id| ctx.get_json(&ctx.model, id))
+                    .unwrap_or(Value::Null);
                 // One record, and a list of them: both are masked.
                 Ok(ActionResponse {
                     status: 200,

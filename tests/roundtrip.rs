@@ -49,9 +49,10 @@ impl Hooks<Post> for PostHandlers {
 }
 
 impl PostActions for PostHandlers {
-    async fn publish(&self, ctx: ActionContext, id: Uuid, _body: Value) -> ActionResult {
-        let record = ctx.patch(id, json!({"status": "published"})).await?;
-        Ok(ActionResponse::ok(record))
+    async fn publish(&self, ctx: ActionContext, id: Uuid, _body: Value) -> Result<Post, ApiError> {
+        // Staged, then committed: the answer is the post as the write left it.
+        ctx.patch::<Post>(id, json!({"status": "published"}))?;
+        ctx.commit().await?.get(id)
     }
 }
 "#;
@@ -461,6 +462,72 @@ fn handlers_with_state_are_built_in_main_and_given_to_the_service() {
     let stamp = call("GET", &server.url("/api/notes/stamp"), None, None, &[]);
     assert_eq!(stamp.status, 200, "{}", stamp.text);
     assert_eq!(stamp.json["prefix"], "[n] ");
+}
+
+/// The blog example's code (`examples/blog/`, through `lithair-gen new --handlers`):
+/// `publish` changes the post and its author in one transaction.
+#[test]
+fn the_blog_example_publishes_a_post_and_counts_it_for_its_author() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("blog");
+    new_project_with(GEN, "blog", &dir, true);
+    let ours = std::fs::read_to_string(workspace().join("examples/blog/post.rs")).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("src/handlers/post.rs")).unwrap(),
+        ours
+    );
+    let bin = build(&dir);
+    assert_clippy_clean(&dir);
+    let writer = mint_token(&bin, &dir, "ada", &["author"]);
+    let other = mint_token(&bin, &dir, "bob", &["author"]);
+    let moderator = mint_token(&bin, &dir, "mod", &["moderator"]);
+    let server = Server::start(&bin, &dir, &tmp.path().join("data"), &[]);
+    let author = call(
+        "POST",
+        &server.url("/api/authors"),
+        Some(&moderator),
+        Some(&json!({"handle": "ada", "display_name": "Ada"})),
+        &[],
+    );
+    assert_eq!(author.status, 201, "{}", author.text);
+    assert_eq!(author.json["posts_published"], 0);
+    let post = call(
+        "POST",
+        &server.url("/api/posts"),
+        Some(&writer),
+        Some(
+            &json!({"author": author.json["id"], "title": " Hi ", "slug": "hi", "body": "Hello."}),
+        ),
+        &[],
+    );
+    assert_eq!(post.status, 201, "{}", post.text);
+    let publish = server.url(&format!(
+        "/api/posts/{}/publish",
+        post.json["id"].as_str().unwrap()
+    ));
+    // Only the post's writer publishes it.
+    let refused = call("POST", &publish, Some(&other), None, &[]);
+    assert_eq!(refused.status, 403, "{}", refused.text);
+    let published = call("POST", &publish, Some(&writer), None, &[]);
+    assert_eq!(published.status, 200, "{}", published.text);
+    assert_eq!(published.json["status"], "published");
+    assert!(
+        published.json["published_at"].is_string(),
+        "{}",
+        published.text
+    );
+    let author_url = server.url(&format!(
+        "/api/authors/{}",
+        author.json["id"].as_str().unwrap()
+    ));
+    let counted = call("GET", &author_url, None, None, &[]);
+    assert_eq!(counted.json["posts_published"], 1, "{}", counted.text);
+    let again = call("POST", &publish, Some(&writer), None, &[]);
+    assert_eq!(again.status, 409, "{}", again.text);
+    assert_eq!(
+        call("GET", &author_url, None, None, &[]).json["posts_published"],
+        1
+    );
 }
 
 const EVOLVING_BEFORE: &str = r#"service: { name: evolving }

@@ -54,7 +54,7 @@ struct RuntimeArgs {
 enum Command {
     /// Create a service crate from a schema (copied into it as lithair.yaml).
     #[command(
-        after_help = "Example:\n  lithair-gen new shop --schema examples/shop.yaml\n  cd shop && cargo run -- serve"
+        after_help = "Examples:\n  lithair-gen new shop --schema examples/shop.yaml\n  lithair-gen new shop --schema examples/shop.yaml --handlers examples/shop   # with the example's code\n  cd shop && cargo run -- serve"
     )]
     New {
         /// The folder to create (must not exist, or be empty).
@@ -62,6 +62,10 @@ enum Command {
         /// The YAML model definition.
         #[arg(long, value_name = "FILE")]
         schema: PathBuf,
+        /// Start from the handler files in DIR (`<model>.rs`, like an example's) instead
+        /// of the stubs.
+        #[arg(long, value_name = "DIR")]
+        handlers: Option<PathBuf>,
         #[command(flatten)]
         runtime: RuntimeArgs,
     },
@@ -168,9 +172,16 @@ fn run(command: Command) -> Result<ExitCode, ProjectError> {
         Command::New {
             dir,
             schema,
+            handlers,
             runtime,
         } => {
-            let plan = project::create(&dir, &schema, &plan_options(&runtime), true)?;
+            let plan = project::create_with_handlers(
+                &dir,
+                &schema,
+                handlers.as_deref(),
+                &plan_options(&runtime),
+                true,
+            )?;
             finish_generate(&plan, ApplyOptions::default(), false)?;
             println!(
                 "\nnext: {BOLD}cd {} && cargo run -- serve{BOLD:#}   (or `lithair-gen run --project {}`)",

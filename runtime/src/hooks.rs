@@ -11,8 +11,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -20,8 +18,7 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use crate::auth::Principal;
-use crate::domain::decide::IdempotencyKey;
-use crate::domain::row::Stored;
+
 use crate::error::{ApiError, FieldError};
 use crate::spec::Operation;
 
@@ -69,107 +66,7 @@ impl ActionResponse {
     }
 }
 
-/// What an action may do: read and change records of its model through the same write
-/// path as the HTTP API (validation, unique checks, hooks, durability).
-///
-/// A request with an `Idempotency-Key` gives each write of the action a key of its own,
-/// derived from the request's key and the write's place among the action's writes: run
-/// again with the same key (a client retrying), the action's writes are answered with the
-/// first run's events instead of being written again.
-#[derive(Clone)]
-pub struct ActionContext {
-    pub(crate) records: Arc<dyn Records>,
-    /// The caller.
-    pub principal: Principal,
-    /// The action's model.
-    pub model: String,
-    /// The action's name (its writes carry it into the event log and the audit log).
-    pub action: String,
-    /// The request's `Idempotency-Key`, and how many writes the action has made.
-    pub(crate) key: Option<Arc<ActionKey>>,
-}
-
-/// What an action reaches of the records (the engine implements it): the current record,
-/// and a merge patch through the same write path as `PATCH`.
-pub(crate) trait Records: Send + Sync {
-    /// The current record `id` of `model`.
-    fn record(&self, model: &str, id: Uuid) -> Option<Arc<Stored>>;
-
-    /// Applies merge patch `patch` to record `id` of `ctx.model`, with hooks; `key` makes
-    /// it safe to run again.
-    fn patch_once<'a>(
-        &'a self,
-        ctx: &'a HookContext,
-        id: Uuid,
-        patch: Value,
-        key: Option<IdempotencyKey>,
-    ) -> BoxFuture<'a, Result<Arc<Stored>, ApiError>>;
-}
-
-/// The `Idempotency-Key` of an action's request, as its writes use it.
-pub(crate) struct ActionKey {
-    key: IdempotencyKey,
-    writes: AtomicU64,
-}
-
-impl ActionKey {
-    /// The key of the action's request.
-    pub(crate) fn new(key: IdempotencyKey) -> Arc<Self> {
-        Arc::new(ActionKey {
-            key,
-            writes: AtomicU64::new(0),
-        })
-    }
-
-    /// The key of the action's next write, to record `id` of `model`.
-    fn next(&self, model: &str, id: &Uuid) -> IdempotencyKey {
-        let n = self.writes.fetch_add(1, Ordering::Relaxed);
-        self.key.nth_write(n, model, id)
-    }
-}
-
-impl ActionContext {
-    /// The current record `id` of the action's model, as JSON.
-    pub fn get(&self, id: Uuid) -> Option<Value> {
-        self.records
-            .record(&self.model, id)
-            .map(|r| Value::Object(r.record()))
-    }
-
-    /// The current record, as the generated struct.
-    pub fn get_as<T: DeserializeOwned>(&self, id: Uuid) -> Result<Option<T>, ApiError> {
-        match self.get(id) {
-            None => Ok(None),
-            Some(v) => serde_json::from_value(v)
-                .map(Some)
-                .map_err(ApiError::internal),
-        }
-    }
-
-    /// Applies a JSON merge patch to record `id`, as `PATCH` would (with hooks), and
-    /// answers the new record once it is durable.
-    pub async fn patch(&self, id: Uuid, patch: Value) -> Result<Value, ApiError> {
-        let ctx = HookContext {
-            principal: self.principal.clone(),
-            model: self.model.clone(),
-            operation: Operation::Patch,
-            action: Some(self.action.clone()),
-        };
-        let key = self.key.as_ref().map(|k| k.next(&self.model, &id));
-        let record = self.records.patch_once(&ctx, id, patch, key).await?;
-        Ok(Value::Object(record.record()))
-    }
-}
-
-impl std::fmt::Debug for ActionContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ActionContext")
-            .field("principal", &self.principal)
-            .field("model", &self.model)
-            .field("action", &self.action)
-            .finish()
-    }
-}
+pub use crate::engine::action::{ActionContext, Committed, ModelRecord};
 
 /// The runtime's view of a model's hooks: JSON records, object-safe.
 ///
@@ -537,7 +434,8 @@ impl ModelHooks for NoHooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
     struct Item {

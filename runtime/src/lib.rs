@@ -99,8 +99,8 @@ pub mod prelude {
     pub use crate::error::{ApiError, FieldError};
     pub use crate::hooks::{
         action_input, action_output, no_actions, typed_hooks, ActionContext, ActionFn,
-        ActionResponse, ActionResult, BoxFuture, ByDefault, Given, HookContext, HookResult, Hooks,
-        ModelHooks, Slot,
+        ActionResponse, ActionResult, BoxFuture, ByDefault, Committed, Given, HookContext,
+        HookResult, Hooks, ModelHooks, ModelRecord, Slot,
     };
     pub use crate::spec::Operation;
     pub use crate::{IntoService, Service, SpecError};

@@ -48,17 +48,26 @@ pub fn gen(bin: &str, args: &[&str], cwd: &Path) -> (i32, String, String) {
 
 /// `lithair-gen new <dir> --schema examples/<example>.yaml`, asserting success.
 pub fn new_project(bin: &str, example: &str, dir: &Path) {
+    new_project_with(bin, example, dir, false)
+}
+
+/// Like [`new_project`]; with `handlers`, the project starts from the example's handler
+/// files (`examples/<example>/`, `lithair-gen new --handlers`) instead of the stubs.
+pub fn new_project_with(bin: &str, example: &str, dir: &Path, handlers: bool) {
     let schema = workspace().join("examples").join(format!("{example}.yaml"));
-    let (code, out, err) = gen(
-        bin,
-        &[
-            "new",
-            dir.to_str().unwrap(),
-            "--schema",
-            schema.to_str().unwrap(),
-        ],
-        &workspace(),
-    );
+    let code_dir = workspace().join("examples").join(example);
+    let mut args = vec![
+        "new".to_string(),
+        dir.display().to_string(),
+        "--schema".to_string(),
+        schema.display().to_string(),
+    ];
+    if handlers {
+        args.push("--handlers".to_string());
+        args.push(code_dir.display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = gen(bin, &args, &workspace());
     assert_eq!(code, 0, "lithair-gen new failed:\n{out}\n{err}");
 }
 
@@ -125,12 +134,12 @@ pub struct Example {
 }
 
 impl Example {
-    /// Generates `examples/<name>.yaml` with `gen`, builds it, and mints one token per
-    /// `(token name, roles)`.
+    /// Generates `examples/<name>.yaml` with `gen`, with the example's handlers
+    /// (`examples/<name>/`), builds it, and mints one token per `(token name, roles)`.
     pub fn build(gen: &str, name: &str, tokens: &[(&str, &[&str])]) -> Example {
         let tmp = tempfile::tempdir().expect("temp dir");
         let dir = tmp.path().join(name);
-        new_project(gen, name, &dir);
+        new_project_with(gen, name, &dir, true);
         let bin = build(&dir);
         let tokens = tokens
             .iter()

@@ -450,9 +450,26 @@ pub fn create(
     opts: &PlanOptions,
     color: bool,
 ) -> Result<Plan, ProjectError> {
+    create_with_handlers(dir, schema_file, None, opts, color)
+}
+
+/// Like [`create`]; with `handlers`, a folder of handler files named after the models
+/// (`<snake_case name>.rs`, as in `src/handlers/`), the new project starts with those
+/// instead of the stubs (an example's code, say). A file that names no model is an error.
+pub fn create_with_handlers(
+    dir: &Path,
+    schema_file: &Path,
+    handlers: Option<&Path>,
+    opts: &PlanOptions,
+    color: bool,
+) -> Result<Plan, ProjectError> {
     let text = std::fs::read_to_string(schema_file)
         .map_err(|e| ProjectError::Other(format!("cannot read {}: {e}", schema_file.display())))?;
-    check_schema(&schema_file.display().to_string(), &text, color)?;
+    let schema = check_schema(&schema_file.display().to_string(), &text, color)?;
+    let seeds = match handlers {
+        Some(from) => handler_seeds(from, &schema)?,
+        None => Vec::new(),
+    };
     if dir.exists() {
         let empty = std::fs::read_dir(dir)
             .map(|mut d| d.next().is_none())
@@ -466,5 +483,43 @@ pub fn create(
         }
     }
     write_atomic(&dir.join(SCHEMA_FILE), &text)?;
+    for (name, contents) in seeds {
+        write_atomic(&dir.join("src/handlers").join(name), &contents)?;
+    }
     plan(dir, opts, color)
+}
+
+/// The handler files in `from`, each checked to name a model of `schema`.
+fn handler_seeds(
+    from: &Path,
+    schema: &schema::Schema,
+) -> Result<Vec<(String, String)>, ProjectError> {
+    let read =
+        |e: std::io::Error| ProjectError::Other(format!("cannot read {}: {e}", from.display()));
+    let mut seeds = Vec::new();
+    for entry in std::fs::read_dir(from).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let model = name.strip_suffix(".rs").unwrap_or("");
+        if !schema.models.iter().any(|m| m.snake == model) {
+            let expected: Vec<String> = schema
+                .models
+                .iter()
+                .map(|m| format!("{}.rs", m.snake))
+                .collect();
+            return Err(ProjectError::Other(format!(
+                "{}: a handler file is named after its model; expected one of {}",
+                path.display(),
+                expected.join(", ")
+            )));
+        }
+        let contents = std::fs::read_to_string(&path)
+            .map_err(|e| ProjectError::Other(format!("cannot read {}: {e}", path.display())))?;
+        seeds.push((name, contents));
+    }
+    seeds.sort();
+    Ok(seeds)
 }

@@ -62,24 +62,51 @@ impl IdempotencyKey {
         }
     }
 
-    /// The key of write number `n` (from 0) that an action sent with this key makes, to
-    /// record `id` of `model`: an action run again with the same key makes its writes under
-    /// the same keys, so each is answered with the first run's event instead of being
-    /// written again. The request digest stays the action's.
-    pub fn nth_write(&self, n: u64, model: &str, id: &Uuid) -> Self {
+    /// The key of commit number `n` (from 0) of an action sent with this key: an action
+    /// run again with the same key commits under the same keys, so each of its
+    /// transactions is answered with the first run's events instead of being written
+    /// again. The request digest stays the action's.
+    pub fn nth_commit(&self, n: u64) -> Self {
         use sha2::{Digest, Sha256};
         let mut derived = Sha256::new();
         derived.update(self.id.as_bytes());
+        derived.update(b"commit");
         derived.update(n.to_le_bytes());
-        derived.update((model.len() as u64).to_le_bytes());
-        derived.update(model.as_bytes());
-        derived.update(id.as_bytes());
         IdempotencyKey {
             id: hex::encode(derived.finalize()),
             request: self.request.clone(),
         }
     }
+
+    /// The id of the `n`th record (from 0) an action sent with this key creates: a retry
+    /// creates the same ids, so its answer names the records the first run created.
+    pub fn nth_record(&self, n: u64) -> Uuid {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        digest.update(self.id.as_bytes());
+        digest.update(b"record");
+        digest.update(n.to_le_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest.finalize()[..16]);
+        uuid::Builder::from_random_bytes(bytes).into_uuid()
+    }
 }
+
+/// An id derived from `id` and `n`: the event id of write `n` of a transaction, or the
+/// id of the `n`th record an action with an `Idempotency-Key` creates (so that a retry
+/// creates the same ids). A version-4 UUID made of a digest, alike wherever it is made.
+pub fn derived_id(id: &Uuid, n: u64) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut digest = Sha256::new();
+    digest.update(id.as_bytes());
+    digest.update(n.to_le_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest.finalize()[..16]);
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
+}
+
+/// A decided write: its event and the record it leaves (None: deleted).
+pub type Decided = (Event, Option<Arc<Stored>>);
 
 /// Field names with their ref targets and unique flags, per model, for decisions.
 #[derive(Clone, Debug, Default)]
@@ -173,10 +200,64 @@ impl Decider {
             return *c;
         }
         let index = state.models.get(model)?.index(field)?;
-        // Ids whose record the batch already changed are judged by the overlay.
-        index
-            .holders(key)
-            .find(|id| !overlay.records.contains_key(&(model.to_string(), *id)))
+        // Ids whose record the transaction already changed are judged by the overlay:
+        // the value they have now (a moved value is in `claims` above).
+        index.holders(key).find(|id| {
+            match overlay.records.get(&(model.to_string(), *id)) {
+                None => true,
+                Some(Some(now)) => SortKey::of(now.get(field).as_ref()) == *key,
+                Some(None) => false,
+            }
+        })
+    }
+
+    /// Decides a transaction (`Command::Together` in `p`), its events numbered from
+    /// `first_seq`: every write in order, each seeing the ones before it, and either all
+    /// of them (their events, marked with the transaction, and the records they leave) or
+    /// the first refusal. Nothing is published here, so a refusal leaves no trace.
+    pub fn decide_together(
+        &self,
+        state: &State,
+        p: &mut Stamped,
+        first_seq: u64,
+    ) -> Result<Vec<Decided>, Refused> {
+        let writes = match &mut p.command {
+            Command::Together { writes } => std::mem::take(writes),
+            _ => return Err(Refused::Storage("not a transaction".into())),
+        };
+        let count = u32::try_from(writes.len())
+            .map_err(|_| Refused::Storage("a transaction of too many writes".into()))?;
+        let transaction = event::Transaction {
+            id: p.event_id,
+            writes: count,
+        };
+        let mut overlay = Overlay::default();
+        let mut decided = Vec::with_capacity(writes.len());
+        for (n, command) in writes.into_iter().enumerate() {
+            // The first write carries the transaction's id and key; the others have ids
+            // derived from it, alike on every replica.
+            let mut one = Stamped {
+                command,
+                actor: p.actor.clone(),
+                event_id: if n == 0 {
+                    p.event_id
+                } else {
+                    derived_id(&p.event_id, n as u64)
+                },
+                at: p.at.clone(),
+                node_id: p.node_id.clone(),
+                key: if n == 0 { p.key.clone() } else { None },
+            };
+            let (mut event, stored) = self
+                .decide(state, &mut overlay, &mut one, first_seq + n as u64)
+                .map_err(|refused| Refused::InTransaction {
+                    write: n,
+                    refused: Box::new(refused),
+                })?;
+            event.transaction = Some(transaction);
+            decided.push((event, stored));
+        }
+        Ok(decided)
     }
 
     /// Decides one command: the event it makes and the record it leaves (None: deleted).
@@ -186,13 +267,18 @@ impl Decider {
         overlay: &mut Overlay,
         p: &mut Stamped,
         seq: u64,
-    ) -> Result<(Event, Option<Arc<Stored>>), Refused> {
+    ) -> Result<Decided, Refused> {
         let now = p.at.clone();
         let actor = p.actor.clone();
         let named = match &mut p.command {
             Command::Create { model, .. }
             | Command::Replace { model, .. }
             | Command::Delete { model, .. } => model,
+            Command::Together { .. } => {
+                return Err(Refused::Storage(
+                    "a transaction was proposed inside a transaction".into(),
+                ))
+            }
         };
         if let Some(now) = self.renamed.get(named.as_str()) {
             *named = now.clone();
@@ -253,6 +339,7 @@ impl Decider {
                 }
                 (model, *id, Some(old), None, EventKind::Deleted)
             }
+            Command::Together { .. } => unreachable!("refused above"),
         };
         if let Some(new) = &new {
             for field in self.rules.unique.get(model).into_iter().flatten() {
@@ -357,6 +444,7 @@ impl Decider {
                 node_id: p.node_id.clone(),
                 principal: actor,
             idempotency_key: p.key.clone().map(Box::new),
+            transaction: None,
         };
         // The record is what the event makes of the old one, exactly as a replay of the
         // log makes it (a field set to null, for one, is left out).

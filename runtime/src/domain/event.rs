@@ -67,6 +67,19 @@ pub struct Event {
     /// remembered keys at start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<Box<super::decide::IdempotencyKey>>,
+    /// The transaction the event is part of (an action's writes, decided together), if
+    /// it is: its events are consecutive in the log, the first one carries its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<Transaction>,
+}
+
+/// Where an event stands in a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    /// The transaction's id: its first event's `event_id`.
+    pub id: Uuid,
+    /// How many events (writes) it made.
+    pub writes: u32,
 }
 
 /// The changes between two records: field -> `{old, new}` (absent values as null).

@@ -56,6 +56,13 @@ pub enum Command {
         /// The version the client saw, if it sent If-Match.
         expected_version: Option<u64>,
     },
+    /// Several writes decided together, in order, all or nothing: an action's
+    /// transaction (one log entry, one event per write, each marked with the
+    /// transaction; see [`event::Transaction`]). It holds no transaction itself.
+    Together {
+        /// The writes.
+        writes: Vec<Command>,
+    },
 }
 
 /// Why a command was refused.
@@ -96,6 +103,14 @@ pub enum Refused {
     Overloaded,
     /// The Idempotency-Key was used before for a different request.
     KeyReused,
+    /// Write number `write` (from 0) of a transaction was refused, so none of its
+    /// writes was made.
+    InTransaction {
+        /// Its place among the transaction's writes.
+        write: usize,
+        /// Why it was refused.
+        refused: Box<Refused>,
+    },
 }
 
 /// Counters the store exposes (also at `/metrics`).

@@ -448,6 +448,7 @@ mod tests {
             node_id: "1".into(),
             principal: Actor { name: "t".into(), roles: vec![], action: None },
             idempotency_key: None,
+            transaction: None,
         };
         let mut replayed = State::new(&after);
         replayed.apply(&mut event(1, EventKind::Created, json!({"id": id.to_string(), "name": "a", "version": 1})));

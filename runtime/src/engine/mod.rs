@@ -4,6 +4,11 @@
 //! A handler never writes state itself: it builds a [`Command`] and `propose`s it to the
 //! node's Raft group; the state machine decides what depends on state (unique values,
 //! versions, refs) when it applies the committed command, identically on every replica.
+//!
+//! An action's writes are staged in its context and proposed together as one
+//! transaction (`action.rs`).
+
+pub mod action;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +21,7 @@ use crate::domain::decide::IdempotencyKey;
 use crate::domain::event::{Actor, Record};
 use crate::domain::row::Stored;
 use crate::error::ApiError;
-use crate::hooks::{BoxFuture, HookContext, ModelHooks, NoHooks, Records};
+use crate::hooks::{HookContext, ModelHooks, NoHooks};
 use crate::spec::{CompiledSpec, ModelSpec};
 use crate::store::{Command, Refused, Store};
 use crate::validate::{self, Mode};
@@ -51,7 +56,7 @@ impl Engine {
             .unwrap_or(&NoHooks)
     }
 
-    fn model(&self, name: &str) -> Result<&ModelSpec, ApiError> {
+    pub(crate) fn model(&self, name: &str) -> Result<&ModelSpec, ApiError> {
         self.spec
             .model(name)
             .ok_or_else(|| ApiError::not_found(format!("no model {name}")))
@@ -62,7 +67,7 @@ impl Engine {
         self.store.get(model, id)
     }
 
-    fn actor(ctx: &HookContext) -> Actor {
+    pub(crate) fn actor(ctx: &HookContext) -> Actor {
         Actor {
             name: ctx.principal.name.clone(),
             roles: ctx.principal.roles.clone(),
@@ -70,7 +75,7 @@ impl Engine {
         }
     }
 
-    fn refused(&self, model: &ModelSpec, r: Refused) -> ApiError {
+    pub(crate) fn refused(&self, model: &ModelSpec, r: Refused) -> ApiError {
         match r {
             Refused::NotFound => ApiError::not_found(format!("no {} with this id", model.name)),
             Refused::VersionMismatch { current, .. } => {
@@ -85,6 +90,7 @@ impl Engine {
             Refused::Timeout => ApiError::outcome_unknown("the write was not answered before the request's deadline"),
             Refused::Overloaded => ApiError::overloaded("too many writes are waiting on this node; nothing was written"),
             Refused::KeyReused => ApiError::unprocessable("", "idempotency_key", "this Idempotency-Key was used before with a different request; use a new key for a new request"),
+            Refused::InTransaction { refused, .. } => self.refused(model, *refused),
         }
     }
 
@@ -105,10 +111,7 @@ impl Engine {
         record: &Record,
         old: Option<&Record>,
     ) -> Result<(), ApiError> {
-        let mut fields = record.clone();
-        for m in validate::METADATA {
-            fields.remove(*m);
-        }
+        let fields = metadata_stripped(record.clone());
         validate::check_body(&self.spec, model, Value::Object(fields), Mode::Replace, old)?;
         Ok(())
     }
@@ -132,19 +135,8 @@ impl Engine {
         key: Option<IdempotencyKey>,
     ) -> Result<Arc<Stored>, ApiError> {
         let model = self.model(&ctx.model)?;
-        let now = now();
-        let mut record = Map::new();
-        record.insert("id".into(), Value::String(Uuid::new_v4().to_string()));
-        record.extend(fields);
-        record.insert("created_at".into(), Value::String(now.clone()));
-        record.insert("updated_at".into(), Value::String(now));
-        record.insert("version".into(), Value::from(1u64));
         let hooks = self.hooks(&model.name);
-        let metadata = metadata_of(&record);
-        if hooks.before_create(ctx, &mut record)? {
-            restore_metadata(&mut record, metadata);
-            self.recheck(model, &record, None)?;
-        }
+        let record = self.new_record(ctx, model, fields, Uuid::new_v4())?;
         let ev = self
             .store
             .propose_once(
@@ -171,6 +163,63 @@ impl Engine {
             .ok_or_else(|| ApiError::internal("a created record vanished"))?;
         hooks.after_create(ctx, &stored.record());
         Ok(stored)
+    }
+
+    /// A new record `id` of `model` from `fields` (a body the schema check has passed):
+    /// stamped (timestamps, version 1), through `before_create` (and the schema check
+    /// again, when the hook changed it).
+    pub(crate) fn new_record(
+        &self,
+        ctx: &HookContext,
+        model: &ModelSpec,
+        fields: Map<String, Value>,
+        id: Uuid,
+    ) -> Result<Record, ApiError> {
+        let now = now();
+        let mut record = Map::new();
+        record.insert("id".into(), Value::String(id.to_string()));
+        record.extend(fields);
+        record.insert("created_at".into(), Value::String(now.clone()));
+        record.insert("updated_at".into(), Value::String(now));
+        record.insert("version".into(), Value::from(1u64));
+        let metadata = metadata_of(&record);
+        if self.hooks(&model.name).before_create(ctx, &mut record)? {
+            restore_metadata(&mut record, metadata);
+            self.recheck(model, &record, None)?;
+        }
+        Ok(record)
+    }
+
+    /// The record that replaces `old` (a record of `model`, whose id it keeps) with
+    /// `input` (its fields, unchecked) at version `base + 1`: checked against the schema
+    /// and what `access` lets the caller set, stamped, through `before_update` (and the
+    /// schema check again, when the hook changed it).
+    pub(crate) fn replacement(
+        &self,
+        ctx: &HookContext,
+        model: &ModelSpec,
+        old: &Record,
+        input: Value,
+        base: u64,
+        access: &Access,
+    ) -> Result<Record, ApiError> {
+        let fields = validate::check_body(&self.spec, model, input, Mode::Replace, Some(old))?;
+        access.check_update(&fields, old)?;
+        let mut record = Map::new();
+        record.insert("id".into(), old.get("id").cloned().unwrap_or(Value::Null));
+        record.extend(fields);
+        record.insert(
+            "created_at".into(),
+            old.get("created_at").cloned().unwrap_or(Value::Null),
+        );
+        record.insert("updated_at".into(), Value::String(now()));
+        record.insert("version".into(), Value::from(base + 1));
+        let metadata = metadata_of(&record);
+        if self.hooks(&model.name).before_update(ctx, old, &mut record)? {
+            restore_metadata(&mut record, metadata);
+            self.recheck(model, &record, Some(old))?;
+        }
+        Ok(record)
     }
 
     /// Replaces (PUT) or patches (PATCH, when `patch` is true) a record, with no field
@@ -267,22 +316,7 @@ impl Engine {
                 access.complete_replace(&mut whole, &old);
                 whole
             };
-            let fields = validate::check_body(&self.spec, model, input, Mode::Replace, Some(&old))?;
-            access.check_update(&fields, &old)?;
-            let mut record = Map::new();
-            record.insert("id".into(), Value::String(id.to_string()));
-            record.extend(fields);
-            record.insert(
-                "created_at".into(),
-                old.get("created_at").cloned().unwrap_or(Value::Null),
-            );
-            record.insert("updated_at".into(), Value::String(now()));
-            record.insert("version".into(), Value::from(old_version + 1));
-            let metadata = metadata_of(&record);
-            if hooks.before_update(ctx, &old, &mut record)? {
-                restore_metadata(&mut record, metadata);
-                self.recheck(model, &record, Some(&old))?;
-            }
+            let record = self.replacement(ctx, model, &old, input, old_version, access)?;
             let command = Command::Replace {
                 model: model.name.clone(),
                 id,
@@ -392,33 +426,21 @@ impl Engine {
     }
 }
 
-impl Records for Engine {
-    fn record(&self, model: &str, id: Uuid) -> Option<Arc<Stored>> {
-        self.get(model, id)
-    }
-
-    fn patch_once<'a>(
-        &'a self,
-        ctx: &'a HookContext,
-        id: Uuid,
-        patch: Value,
-        key: Option<IdempotencyKey>,
-    ) -> BoxFuture<'a, Result<Arc<Stored>, ApiError>> {
-        // An action's writes are the handler's: the action's own permission let the
-        // caller in, and the handler decides what it writes.
-        Box::pin(async move {
-            let open = Access::default();
-            self.update_once(ctx, id, patch, true, None, key, &open).await
-        })
-    }
-}
-
 /// The server's metadata of a record, which hooks may not change.
 fn metadata_of(record: &Record) -> Vec<(&'static str, Option<Value>)> {
     validate::METADATA
         .iter()
         .map(|k| (*k, record.get(*k).cloned()))
         .collect()
+}
+
+/// `record` without the server's metadata (`id`, timestamps, `version`): the fields a
+/// body sets.
+pub(crate) fn metadata_stripped(mut record: Record) -> Record {
+    for m in validate::METADATA {
+        record.remove(*m);
+    }
+    record
 }
 
 /// Puts the metadata back after a hook changed the record.
@@ -445,7 +467,7 @@ mod tests {
     use crate::auth::Principal;
     use crate::config::SyncMode;
     use crate::domain::decide::IdempotencyKey;
-    use crate::hooks::{ActionContext, ActionKey};
+    use crate::hooks::ActionContext;
     use crate::raft::node::ClusterOptions;
     use crate::spec::CompiledSpec;
     use crate::spec::Operation;
@@ -468,25 +490,19 @@ mod tests {
             effective: Default::default(),
         };
         let body = serde_json::to_vec(&json!({ "units": units })).unwrap_or_default();
-        let ctx = ActionContext {
-            records: engine.clone(),
-            principal,
-            model: "Item".into(),
-            action: "restock".into(),
-            key: key.map(|k| {
-                ActionKey::new(IdempotencyKey::new(
-                    "clerk",
-                    "/api/items/x/restock",
-                    k,
-                    &body,
-                ))
-            }),
-        };
+        let key = key.map(|k| IdempotencyKey::new("clerk", "/api/items/x/restock", k, &body));
+        let ctx = ActionContext::new(engine.clone(), principal, "Item", "restock", key);
         let stock = ctx
-            .get(id)
+            .get_json("Item", id)
             .and_then(|r| r["stock"].as_i64())
             .unwrap_or_default();
-        ctx.patch(id, json!({ "stock": stock + units })).await
+        ctx.patch_json("Item", id, json!({ "stock": stock + units }))?;
+        let done = ctx.commit().await?;
+        Ok(done
+            .record("Item", id)
+            .flatten()
+            .map(|r| Value::Object(r.clone()))
+            .unwrap_or(Value::Null))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

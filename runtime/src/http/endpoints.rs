@@ -23,7 +23,7 @@ use super::stage::{BoxFuture, Next};
 use crate::auth::{Access, Principal};
 use crate::domain::decide::IdempotencyKey;
 use crate::error::ApiError;
-use crate::hooks::{ActionContext, ActionKey, HookContext};
+use crate::hooks::{ActionContext, HookContext};
 use crate::spec::{ModelSpec, Operation};
 
 /// The endpoints: the innermost stage of the pipeline (see `pipeline.rs`).
@@ -249,20 +249,19 @@ async fn action<B>(
     }
     let key = key.map(|k| {
         let request = serde_json::to_vec(&body).unwrap_or_default();
-        ActionKey::new(IdempotencyKey::new(&principal.name, path, &k, &request))
+        IdempotencyKey::new(&principal.name, path, &k, &request)
     });
-    let ctx = ActionContext {
-        records: app.engine.clone(),
-        principal: principal.clone(),
-        model: m.name.clone(),
-        action: action.name.clone(),
-        key,
-    };
+    let ctx = ActionContext::new(app.engine.clone(), principal.clone(), &m.name, &action.name, key);
     let mut out = app
         .engine
         .hooks(&m.name)
-        .action(&action.name, ctx, id, body)
+        .action(&action.name, ctx.clone(), id, body)
         .await?;
+    // Writes the handler staged and did not commit are committed now: the answer waits
+    // for them, and is their refusal if they are refused.
+    if ctx.pending() {
+        ctx.commit().await?;
+    }
     // An answer built from records leaves out the fields the caller may not see: of the
     // output's model, when the action answers a record of one.
     let shown = match &action.output {

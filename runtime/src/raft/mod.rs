@@ -82,6 +82,8 @@ pub type Answers = Vec<Applied>;
 pub enum Applied {
     /// The command was accepted: its event.
     Done(Event),
+    /// A transaction (`Command::Together`) was accepted: its events, in order.
+    Together(Vec<Event>),
     /// The command was refused (unique value taken, stale version, missing ref…).
     Refused(Refused),
     /// A blank or membership entry.

@@ -23,7 +23,6 @@ use super::Loaded;
 use super::{Answers, Applied, Batch, TypeConfig};
 use crate::config::ClusterConfig;
 use crate::domain::decide::Stamped;
-use crate::domain::event::Event;
 use crate::domain::state::State;
 use crate::domain::Refused;
 use crate::spec::ServiceSpec;
@@ -292,7 +291,9 @@ impl Cluster {
     /// (see [`Batch`]); the answer comes once the entry is committed and applied here.
     ///
     /// A full queue (`max_pending_writes`) refuses at once with [`Refused::Overloaded`].
-    pub async fn propose(&self, stamped: Stamped) -> Result<Event, Refused> {
+    /// A command is answered with [`Applied::Done`], a transaction with
+    /// [`Applied::Together`].
+    pub async fn propose(&self, stamped: Stamped) -> Result<Applied, Refused> {
         let (reply, answer) = oneshot::channel();
         self.batcher
             .try_send((stamped, reply))
@@ -368,7 +369,7 @@ impl Cluster {
     }
 }
 
-type Pending = (Stamped, oneshot::Sender<Result<Event, Refused>>);
+type Pending = (Stamped, oneshot::Sender<Result<Applied, Refused>>);
 
 /// What writes a batch: the Raft handle and the limits of a write.
 #[derive(Clone)]
@@ -508,10 +509,10 @@ async fn write_batch(w: &Writer, commands: Vec<Stamped>) -> Result<Answers, Refu
     }
 }
 
-fn answer(applied: Applied) -> Result<Event, Refused> {
+fn answer(applied: Applied) -> Result<Applied, Refused> {
     match applied {
-        Applied::Done(ev) => Ok(ev),
         Applied::Refused(r) => Err(r),
         Applied::Nothing => Err(Refused::Storage("the entry made no event".into())),
+        done => Ok(done),
     }
 }

@@ -37,7 +37,7 @@ use crate::domain::decide::{Decider, IdempotencyKey, Overlay};
 use crate::domain::health::Health;
 use crate::domain::snapshot::{Image, Window};
 use crate::domain::state::State;
-use crate::domain::{Refused, Stats};
+use crate::domain::{Command, Refused, Stats};
 use crate::raft::data_dir::DataDir;
 use crate::spec::ServiceSpec;
 use crate::store::feed::{Change, Feed};
@@ -314,19 +314,45 @@ impl StateMachine {
         earlier: &[Answers],
         now: &[Applied],
     ) -> Result<Applied, StorageError<u64>> {
-        let held = crate::raft::lock_events(&self.events)
-            .read(seq)
-            .map_err(read_err)?;
-        if let Some(bytes) = held {
-            return Ok(Applied::Done(
-                serde_json::from_slice(&bytes).map_err(read_err)?,
-            ));
+        let held = {
+            let log = crate::raft::lock_events(&self.events);
+            let first = log.read(seq).map_err(read_err)?;
+            match first {
+                None => None,
+                Some(bytes) => {
+                    let ev: crate::domain::event::Event =
+                        serde_json::from_slice(&bytes).map_err(read_err)?;
+                    match ev.transaction {
+                        // A transaction is answered with all its events.
+                        Some(t) if t.id == ev.event_id => {
+                            let mut events = vec![ev];
+                            for next in seq + 1..seq + u64::from(t.writes) {
+                                let bytes = log.read(next).map_err(read_err)?.ok_or_else(|| {
+                                    read_err(format!("event {next} of a transaction is missing"))
+                                })?;
+                                events.push(serde_json::from_slice(&bytes).map_err(read_err)?);
+                            }
+                            Some(Applied::Together(events))
+                        }
+                        _ => Some(Applied::Done(ev)),
+                    }
+                }
+            }
+        };
+        if let Some(applied) = held {
+            return Ok(applied);
         }
         let found = earlier
             .iter()
             .flatten()
             .chain(now)
-            .find(|a| matches!(a, Applied::Done(ev) if ev.sequence_number == seq))
+            .find(|a| match a {
+                Applied::Done(ev) => ev.sequence_number == seq,
+                Applied::Together(events) => {
+                    events.first().is_some_and(|ev| ev.sequence_number == seq)
+                }
+                _ => false,
+            })
             .cloned();
         // Accepted before a snapshot this node installed, and not fetched yet: still
         // nothing to apply; the sender learns that it went through.
@@ -344,6 +370,29 @@ impl StateMachine {
             last_seq,
         })
         .map_err(write_err)
+    }
+
+    /// Makes a decided event part of the state: into the entry's writes to the event
+    /// log, the feed's changes (while it has listeners), the state, and the window of
+    /// recent events.
+    fn publish(
+        &mut self,
+        state: &mut State,
+        ev: &crate::domain::event::Event,
+        record: Option<Arc<crate::domain::row::Stored>>,
+        writes: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), StorageError<u64>> {
+        let seq = ev.sequence_number;
+        writes.push((seq, serde_json::to_vec(ev).map_err(write_err)?));
+        if self.listened {
+            self.changes.push(Change {
+                event: ev.clone(),
+                record: record.clone(),
+            });
+        }
+        state.publish(ev, record);
+        self.recent.remember(seq, ev.event_id);
+        Ok(())
     }
 
     /// Applies the commands of one batch; answers one per command.
@@ -373,25 +422,34 @@ impl StateMachine {
                 }
             }
             let key = stamped.key.clone();
-            let event_id = stamped.event_id;
-            let mut overlay = Overlay::default();
             let seq = state.last_seq + 1;
+            if matches!(stamped.command, Command::Together { .. }) {
+                match self.decider.decide_together(state, &mut stamped, seq) {
+                    Ok(decided) => {
+                        let mut events = Vec::with_capacity(decided.len());
+                        for (ev, record) in decided {
+                            self.publish(state, &ev, record, writes)?;
+                            events.push(ev);
+                        }
+                        count += events.len() as u64;
+                        if let Some(key) = key {
+                            self.recent.remember_key(seq, key);
+                        }
+                        answers.push(Applied::Together(events));
+                    }
+                    Err(refused) => answers.push(Applied::Refused(refused)),
+                }
+                continue;
+            }
+            let mut overlay = Overlay::default();
             match self.decider.decide(state, &mut overlay, &mut stamped, seq) {
                 Ok((ev, record)) => {
-                    writes.push((seq, serde_json::to_vec(&ev).map_err(write_err)?));
-                    if self.listened {
-                        self.changes.push(Change {
-                            event: ev.clone(),
-                            record: record.clone(),
-                        });
-                    }
-                    state.publish(&ev, record);
+                    self.publish(state, &ev, record, writes)?;
                     answers.push(Applied::Done(ev));
                     count += 1;
                     if let Some(key) = key {
                         self.recent.remember_key(seq, key);
                     }
-                    self.recent.remember(seq, event_id);
                 }
                 Err(refused) => answers.push(Applied::Refused(refused)),
             }

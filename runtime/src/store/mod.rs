@@ -303,6 +303,38 @@ impl Store {
         actor: Actor,
         key: Option<IdempotencyKey>,
     ) -> Result<Event, Refused> {
+        match self.propose_stamped(command, actor, key).await? {
+            crate::raft::Applied::Done(ev) => Ok(ev),
+            _ => Err(Refused::Storage("a write was answered as a transaction".into())),
+        }
+    }
+
+    /// Proposes `writes` as one transaction: one log entry, decided together in log
+    /// order, all or nothing; answers their events in order, or the first write's
+    /// refusal (as [`Refused::InTransaction`]), in which case nothing was written. With
+    /// `key`, a transaction proposed again with the same key is answered with the first
+    /// one's events.
+    pub async fn propose_together(
+        &self,
+        writes: Vec<Command>,
+        actor: Actor,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Vec<Event>, Refused> {
+        match self
+            .propose_stamped(Command::Together { writes }, actor, key)
+            .await?
+        {
+            crate::raft::Applied::Together(events) => Ok(events),
+            _ => Err(Refused::Storage("a transaction was answered as one write".into())),
+        }
+    }
+
+    async fn propose_stamped(
+        &self,
+        command: Command,
+        actor: Actor,
+        key: Option<IdempotencyKey>,
+    ) -> Result<crate::raft::Applied, Refused> {
         if let Some(f) = self.health.fault() {
             return Err(Refused::Fault(f.clone()));
         }
