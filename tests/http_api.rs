@@ -782,8 +782,9 @@ async fn member(shop: &Shop, role: &str) -> u16 {
 }
 
 /// `/metrics`: every routed request counted by model, operation and status and timed,
-/// Raft's term and leadership, the process's memory and descriptors, and the store's
-/// series under the names they always had; requests the rate limit refuses are counted.
+/// Raft's term and leadership, the process's memory and descriptors, the store's series
+/// under the names they always had, its syncs timed and its batches sized; requests the
+/// rate limit refuses are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_model_operation_and_status() {
     let shop = Shop::with_config("\n[firewall.rate_limit]\nper_ip = 1\nburst = 200\n").await;
@@ -819,6 +820,9 @@ async fn metrics_count_requests_by_model_operation_and_status() {
         "lithair_store_events_total 1",
         "lithair_store_records 1",
         "lithair_rate_limited_total 0",
+        // One create, one command in its Raft entry.
+        "lithair_store_batch_size_count 1",
+        "lithair_store_batch_size_bucket{le=\"1.0\"} 1",
     ] {
         assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
     }
@@ -827,6 +831,8 @@ async fn metrics_count_requests_by_model_operation_and_status() {
         "lithair_raft_last_applied",
         "process_resident_memory_bytes",
         "process_open_fds",
+        // The create's Raft entry was synced (sync = "always"), and so on.
+        "lithair_store_fsync_duration_seconds_count",
     ] {
         let value: u64 = text
             .lines()

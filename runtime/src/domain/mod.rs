@@ -19,6 +19,8 @@ pub mod tree;
 
 use std::sync::atomic::AtomicU64;
 
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -113,8 +115,8 @@ pub enum Refused {
     },
 }
 
-/// Counters the store exposes (also at `/metrics`).
-#[derive(Debug, Default)]
+/// Counters and histograms the store exposes (also at `/metrics`).
+#[derive(Debug)]
 pub struct Stats {
     /// Events replayed at the last start (after snapshots).
     pub replayed_events: AtomicU64,
@@ -126,6 +128,26 @@ pub struct Stats {
     pub events: AtomicU64,
     /// Snapshots written.
     pub snapshots: AtomicU64,
+    /// How long each `fdatasync` of the Raft log and the event log took, in seconds.
+    pub fsync: Histogram,
+    /// How many commands each applied Raft entry carried (a batch of concurrent writes).
+    pub batch_size: Histogram,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            replayed_events: AtomicU64::new(0),
+            snapshot_records: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            snapshots: AtomicU64::new(0),
+            // 50 µs to ~1.6 s.
+            fsync: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            // 1 to 1024 commands (a batch holds at most 1024).
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+        }
+    }
 }
 
 pub(crate) fn record_id(r: &Record) -> Result<Uuid, Refused> {

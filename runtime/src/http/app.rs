@@ -159,6 +159,7 @@ impl App {
         openapi: Option<&'static str>,
         opts: ServeOptions,
     ) -> Self {
+        let metrics = super::metrics::Metrics::new(&engine.store.stats);
         App {
             engine,
             live,
@@ -167,7 +168,7 @@ impl App {
             opts,
             open_connections: Arc::new(AtomicUsize::new(0)),
             pages: Default::default(),
-            metrics: Default::default(),
+            metrics,
         }
     }
 

@@ -9,7 +9,9 @@
 //!   and on the leader `lithair_raft_replication_lag{peer}` (entries not matched yet).
 //! - The firewall: `lithair_firewall_denied_total`, `lithair_rate_limited_total`.
 //! - The store's series, with the names they always had (`lithair_store_events_total`,
-//!   `lithair_store_records`, ...), and the open connections and tracked addresses.
+//!   `lithair_store_records`, ...), the histograms `lithair_store_fsync_duration_seconds`
+//!   (each `fdatasync` of the two logs) and `lithair_store_batch_size` (commands per
+//!   applied Raft entry), and the open connections and tracked addresses.
 //! - The process: `process_resident_memory_bytes`, `process_open_fds`.
 //!
 //! The values that live elsewhere (the store's counters, Raft, the process) are read when
@@ -97,9 +99,20 @@ fn buckets() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// The metrics of a service whose store keeps `stats`.
+    pub(crate) fn new(stats: &crate::domain::Stats) -> Self {
         let mut registry = Registry::default();
+        registry.register(
+            "lithair_store_fsync_duration_seconds",
+            "Time of each fdatasync of the Raft log and the event log.",
+            stats.fsync.clone(),
+        );
+        registry.register(
+            "lithair_store_batch_size",
+            "Commands per applied Raft entry (concurrent writes batched together).",
+            stats.batch_size.clone(),
+        );
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "lithair_http_requests",
@@ -144,9 +157,7 @@ impl Default for Metrics {
             scrape: std::sync::Mutex::new(()),
         }
     }
-}
 
-impl Metrics {
     /// Records an answer.
     pub(crate) fn record(&self, model: &str, operation: &str, status: u16, took: Duration) {
         self.requests

@@ -157,7 +157,8 @@ impl LogStore {
         let slot = dir.slot("raft-state");
         let mut raft_state = RaftState::load(dir)?;
         let wal_dir = dir.path().join("raft-log");
-        let wal = dir.wal("raft-log")?;
+        let mut wal = dir.wal("raft-log")?;
+        wal.observe_syncs(state_machine.stats().fsync.clone());
         let mut purged = raft_state.last_purged;
         // The purge point never passes the state machine's applied state: a node that
         // stopped between purging its log for a snapshot and installing it (a failed

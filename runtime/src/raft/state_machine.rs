@@ -296,6 +296,11 @@ impl StateMachine {
         self.checkpoints.clone()
     }
 
+    /// The store's counters and histograms.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
     /// Its write health (see `domain::health`).
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
@@ -403,6 +408,7 @@ impl StateMachine {
         writes: &mut Vec<(u64, Vec<u8>)>,
         responses: &[Answers],
     ) -> Result<(Answers, u64), StorageError<u64>> {
+        self.stats.batch_size.observe(commands.len() as f64);
         let mut answers = Vec::with_capacity(commands.len());
         let mut count = 0;
         for mut stamped in commands {

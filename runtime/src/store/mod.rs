@@ -181,6 +181,7 @@ impl Store {
             let (owned, spec, stats) = (dir.clone(), spec.clone(), stats.clone());
             tokio::task::spawn_blocking(move || {
                 let mut events = open_events(&owned)?;
+                events.observe_syncs(stats.fsync.clone());
                 let recovered = load_state(&owned, &mut events, &spec, &stats)?;
                 Ok::<_, OpenError>((recovered, events))
             })

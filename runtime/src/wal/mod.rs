@@ -28,6 +28,7 @@ pub mod disk;
 pub mod slot;
 
 use disk::{Disk, DiskFile};
+use prometheus_client::metrics::histogram::Histogram;
 
 /// Bytes of a record's header.
 const HEADER: u64 = 16;
@@ -110,6 +111,8 @@ pub struct Wal {
     first: u64,
     /// A segment was created or removed since the last [`Wal::syncer`].
     dir_changed: bool,
+    /// Where its syncs' durations go (see [`Wal::observe_syncs`]).
+    observed: Option<Histogram>,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
@@ -234,6 +237,8 @@ pub struct Syncer {
     /// The log's name (for its failpoint; read only when failpoints are compiled in).
     #[allow(dead_code)]
     name: String,
+    /// Where each sync's duration goes, if anywhere.
+    observed: Option<Histogram>,
 }
 
 /// An injected I/O error (failpoints, in tests; used only when they are compiled in).
@@ -258,11 +263,15 @@ impl Syncer {
             "{}-sync",
             self.name
         ))));
+        let started = std::time::Instant::now();
         if let Some(f) = &self.file {
             f.sync()?;
         }
         if let Some(d) = &self.dir {
             self.disk.sync_dir(d)?;
+        }
+        if let Some(h) = &self.observed {
+            h.observe(started.elapsed().as_secs_f64());
         }
         Ok(())
     }
@@ -301,6 +310,7 @@ impl Wal {
             locs: VecDeque::new(),
             first: 0,
             dir_changed: false,
+            observed: None,
         };
         let count = firsts.len();
         for (n, first) in firsts.into_iter().enumerate() {
@@ -633,7 +643,13 @@ impl Wal {
             file: self.segments.values().next_back().map(|s| s.file.clone()),
             dir,
             name: self.name.clone(),
+            observed: self.observed.clone(),
         }
+    }
+
+    /// Records how long each of its syncs takes in `histogram` (seconds).
+    pub fn observe_syncs(&mut self, histogram: Histogram) {
+        self.observed = Some(histogram);
     }
 
     /// The payload of entry `index`.
