@@ -783,8 +783,8 @@ async fn member(shop: &Shop, role: &str) -> u16 {
 
 /// `/metrics`: every routed request counted by model, operation and status and timed,
 /// Raft's term and leadership, the process's memory and descriptors, the store's series
-/// under the names they always had, its syncs timed and its batches sized; requests the
-/// rate limit refuses are counted.
+/// under the names they always had, its syncs timed and its batches sized, each stage of
+/// a request timed; requests the rate limit refuses are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_model_operation_and_status() {
     let shop = Shop::with_config("\n[firewall.rate_limit]\nper_ip = 1\nburst = 200\n").await;
@@ -840,6 +840,26 @@ async fn metrics_count_requests_by_model_operation_and_status() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in\n{text}"));
         assert!(value > 0, "{name} is {value}");
+    }
+    // Every stage of the create was timed.
+    for stage in [
+        "firewall",
+        "route",
+        "authenticate",
+        "authorize",
+        "validate",
+        "hooks",
+        "raft",
+        "apply",
+        "respond",
+    ] {
+        let series = format!("lithair_stage_duration_seconds_count{{stage=\"{stage}\"}} ");
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {series:?} in\n{text}"));
+        assert!(count > 0, "{stage} was not timed");
     }
     // Past the burst, the rate limit refuses, and says how often.
     let mut limited = 0;

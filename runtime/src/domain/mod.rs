@@ -132,6 +132,90 @@ pub struct Stats {
     pub fsync: Histogram,
     /// How many commands each applied Raft entry carried (a batch of concurrent writes).
     pub batch_size: Histogram,
+    /// How long each stage of a request took (`/metrics`: `lithair_stage_duration_seconds`).
+    pub stages: Stages,
+}
+
+/// The stages of a request whose time is measured, in the order a write passes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The firewall's checks (address, allow and deny lists, rate limit).
+    Firewall,
+    /// Resolving the route.
+    Route,
+    /// Finding the caller (token, JWT).
+    Authenticate,
+    /// The role check.
+    Authorize,
+    /// A body's schema check.
+    Validate,
+    /// The user's `before_*` hooks (with `validate`).
+    Hooks,
+    /// A write's wait for Raft: proposed, committed, applied here.
+    Raft,
+    /// Applying one Raft entry to the state (deciding its commands, the events).
+    Apply,
+    /// Rendering a record's answer.
+    Respond,
+}
+
+impl Stage {
+    /// Every stage, in order.
+    pub const ALL: [Stage; 9] = [
+        Stage::Firewall,
+        Stage::Route,
+        Stage::Authenticate,
+        Stage::Authorize,
+        Stage::Validate,
+        Stage::Hooks,
+        Stage::Raft,
+        Stage::Apply,
+        Stage::Respond,
+    ];
+
+    /// Its `stage` label.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Firewall => "firewall",
+            Stage::Route => "route",
+            Stage::Authenticate => "authenticate",
+            Stage::Authorize => "authorize",
+            Stage::Validate => "validate",
+            Stage::Hooks => "hooks",
+            Stage::Raft => "raft",
+            Stage::Apply => "apply",
+            Stage::Respond => "respond",
+        }
+    }
+}
+
+/// One histogram per [`Stage`], in seconds (1 µs to ~4 s).
+#[derive(Clone, Debug)]
+pub struct Stages([Histogram; 9]);
+
+impl Default for Stages {
+    fn default() -> Self {
+        Stages(std::array::from_fn(|_| {
+            Histogram::new(exponential_buckets(0.000001, 2.0, 22))
+        }))
+    }
+}
+
+impl Stages {
+    /// The histogram of `stage`.
+    pub fn of(&self, stage: Stage) -> &Histogram {
+        &self.0[stage as usize]
+    }
+
+    /// Records that `stage` took `took`.
+    pub fn record(&self, stage: Stage, took: std::time::Duration) {
+        self.of(stage).observe(took.as_secs_f64());
+    }
+
+    /// Records the time from `started` until now for `stage`.
+    pub fn since(&self, stage: Stage, started: std::time::Instant) {
+        self.record(stage, started.elapsed());
+    }
 }
 
 impl Default for Stats {
@@ -146,6 +230,7 @@ impl Default for Stats {
             fsync: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
             // 1 to 1024 commands (a batch holds at most 1024).
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 11)),
+            stages: Stages::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod action;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -20,6 +21,7 @@ use crate::auth::Access;
 use crate::domain::decide::IdempotencyKey;
 use crate::domain::event::{Actor, Record};
 use crate::domain::row::Stored;
+use crate::domain::{Stage, Stages};
 use crate::error::ApiError;
 use crate::hooks::{HookContext, ModelHooks, NoHooks};
 use crate::spec::{CompiledSpec, ModelSpec};
@@ -46,6 +48,11 @@ impl Engine {
         store: Store,
     ) -> Self {
         Engine { spec, hooks, store }
+    }
+
+    /// Where the stages' times go.
+    pub(crate) fn stages(&self) -> &Stages {
+        &self.store.stats.stages
     }
 
     /// The hooks of `model`.
@@ -137,6 +144,7 @@ impl Engine {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
         let record = self.new_record(ctx, model, fields, Uuid::new_v4())?;
+        let proposed = Instant::now();
         let ev = self
             .store
             .propose_once(
@@ -148,7 +156,9 @@ impl Engine {
                 key,
             )
             .await
-            .map_err(|r| self.refused(model, r))?;
+            .map_err(|r| self.refused(model, r));
+        self.stages().since(Stage::Raft, proposed);
+        let ev = ev?;
         fail::fail_point!("engine-answer");
         // Normally the committed record; if an update or a delete already followed, or
         // this node has not applied the write yet, the record as it was created.
@@ -183,7 +193,10 @@ impl Engine {
         record.insert("updated_at".into(), Value::String(now));
         record.insert("version".into(), Value::from(1u64));
         let metadata = metadata_of(&record);
-        if self.hooks(&model.name).before_create(ctx, &mut record)? {
+        let started = Instant::now();
+        let changed = self.hooks(&model.name).before_create(ctx, &mut record);
+        self.stages().since(Stage::Hooks, started);
+        if changed? {
             restore_metadata(&mut record, metadata);
             self.recheck(model, &record, None)?;
         }
@@ -203,7 +216,10 @@ impl Engine {
         base: u64,
         access: &Access,
     ) -> Result<Record, ApiError> {
-        let fields = validate::check_body(&self.spec, model, input, Mode::Replace, Some(old))?;
+        let started = Instant::now();
+        let fields = validate::check_body(&self.spec, model, input, Mode::Replace, Some(old));
+        self.stages().since(Stage::Validate, started);
+        let fields = fields?;
         access.check_update(&fields, old)?;
         let mut record = Map::new();
         record.insert("id".into(), old.get("id").cloned().unwrap_or(Value::Null));
@@ -215,7 +231,10 @@ impl Engine {
         record.insert("updated_at".into(), Value::String(now()));
         record.insert("version".into(), Value::from(base + 1));
         let metadata = metadata_of(&record);
-        if self.hooks(&model.name).before_update(ctx, old, &mut record)? {
+        let started = Instant::now();
+        let changed = self.hooks(&model.name).before_update(ctx, old, &mut record);
+        self.stages().since(Stage::Hooks, started);
+        if changed? {
             restore_metadata(&mut record, metadata);
             self.recheck(model, &record, Some(old))?;
         }
@@ -324,11 +343,13 @@ impl Engine {
                 expected_version: old_version,
                 from_client: if_match.is_some(),
             };
-            match self
+            let proposed = Instant::now();
+            let written = self
                 .store
                 .propose_once(command, Self::actor(ctx), key.clone())
-                .await
-            {
+                .await;
+            self.stages().since(Stage::Raft, proposed);
+            match written {
                 Ok(ev) => {
                     // Tests hold the answer here while a later write lands.
                     fail::fail_point!("engine-answer");
@@ -403,13 +424,19 @@ impl Engine {
             let pinned = access.own().is_some() && if_match.is_none();
             let expected_version = if pinned { Some(old.version()) } else { if_match };
             let old = old.record();
-            hooks.before_delete(ctx, &old)?;
+            let started = Instant::now();
+            let allowed = hooks.before_delete(ctx, &old);
+            self.stages().since(Stage::Hooks, started);
+            allowed?;
             let command = Command::Delete {
                 model: model.name.clone(),
                 id,
                 expected_version,
             };
-            match self.store.propose(command, Self::actor(ctx)).await {
+            let proposed = Instant::now();
+            let written = self.store.propose(command, Self::actor(ctx)).await;
+            self.stages().since(Stage::Raft, proposed);
+            match written {
                 Ok(_) => {
                     hooks.after_delete(ctx, &old);
                     return Ok(());

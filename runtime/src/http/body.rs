@@ -73,6 +73,8 @@ pub struct ReadBody {
     pub spec: Arc<CompiledSpec>,
     /// The limits.
     pub limits: BodyLimits,
+    /// Where the time of a create's schema check goes.
+    pub validate: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl<S> Layer<S> for ReadBody {
@@ -209,8 +211,10 @@ impl ReadBody {
         let m = &self.spec.spec.models[model];
         let who = who.unwrap_or_else(|| Arc::new(Principal::anonymous()));
         Access::of(m, &who, Operation::Create).prepare_create(&mut value)?;
-        let fields = validate::check_body(&self.spec, m, value, Mode::Create, None)?;
-        Ok(Payload::Checked(fields))
+        let started = std::time::Instant::now();
+        let fields = validate::check_body(&self.spec, m, value, Mode::Create, None);
+        self.validate.observe(started.elapsed().as_secs_f64());
+        Ok(Payload::Checked(fields?))
     }
 }
 
@@ -317,6 +321,9 @@ mod tests {
                 max_bytes,
                 within: Duration::from_secs(5),
             },
+            validate: crate::domain::Stages::default()
+                .of(crate::domain::Stage::Validate)
+                .clone(),
         }
         .layer(Echo)
     }

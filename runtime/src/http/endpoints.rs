@@ -178,7 +178,7 @@ where
             let ctx = hook_ctx(&principal, m, Operation::Create);
             let record = app.engine.create_checked(&ctx, fields, key).await?;
             let id = record.id().map(|id| id.to_string()).unwrap_or_default();
-            let r = respond::record(201, &record, access.hidden());
+            let r = rendered(app, || respond::record(201, &record, access.hidden()));
             Ok(respond::with_header(r, "location", &format!("{}/{id}", m.path)))
         }
         (_, None) => Err(ApiError::not_found(format!("nothing at {path}"))),
@@ -201,7 +201,7 @@ where
                     if cache::none_match(req.headers(), &etag)? {
                         return Ok(cache::not_modified(m, &etag));
                     }
-                    Ok(cache::decorate(respond::record(200, &r, access.hidden()), m, &etag))
+                    Ok(cache::decorate(rendered(app, || respond::record(200, &r, access.hidden())), m, &etag))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = req.into_body().into_json();
@@ -211,7 +211,7 @@ where
                         .engine
                         .update_as(&ctx, id, body, patch, if_match, &access)
                         .await?;
-                    Ok(respond::record(200, &r, access.hidden()))
+                    Ok(rendered(app, || respond::record(200, &r, access.hidden())))
                 }
                 _ => {
                     let ctx = hook_ctx(&principal, m, op);
@@ -221,6 +221,14 @@ where
             }
         }
     }
+}
+
+/// A record's answer, `render`ed, its time recorded as the respond stage's.
+fn rendered(app: &App, render: impl FnOnce() -> Resp) -> Resp {
+    let started = std::time::Instant::now();
+    let answer = render();
+    app.engine.stages().since(crate::domain::Stage::Respond, started);
+    answer
 }
 
 /// Runs action number `index` of `m` (on record `id`, for a record action).

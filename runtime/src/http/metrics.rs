@@ -5,6 +5,9 @@
 //!   `lithair_http_request_duration_seconds{model,operation}` (a histogram), recorded by
 //!   the endpoints for every answer they give (`model` is empty for the operational
 //!   routes; `operation` is the CRUD operation, the action's name, or the route).
+//! - Stages: `lithair_stage_duration_seconds{stage}` (a histogram per stage of
+//!   `domain::Stage`: the pipeline's own checks, the schema check, the hooks, a write's
+//!   wait for Raft, the apply of an entry, the rendering of a record).
 //! - Raft: `lithair_raft_term`, `lithair_raft_is_leader`, `lithair_raft_last_applied`,
 //!   and on the leader `lithair_raft_replication_lag{peer}` (entries not matched yet).
 //! - The firewall: `lithair_firewall_denied_total`, `lithair_rate_limited_total`.
@@ -20,7 +23,9 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,9 +37,31 @@ use std::sync::Arc;
 use hyper::Request;
 
 use super::app::App;
+use crate::domain::{Stage, Stages};
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
 use super::stage::{BoxFuture, Next, Step};
+
+/// `lithair_stage_duration_seconds{stage}`: the store's histogram of each stage, one
+/// family labelled by stage.
+#[derive(Debug)]
+struct StageTimes(Stages);
+
+impl Collector for StageTimes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "lithair_stage_duration_seconds",
+            "Time of each stage of a request: firewall, route, authenticate, authorize, validate, hooks, raft (a write's wait for its commit), apply (one Raft entry), respond.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for stage in Stage::ALL {
+            let labels = [("stage", stage.name())];
+            self.0.of(stage).encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
 
 /// A request's labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -113,6 +140,7 @@ impl Metrics {
             "Commands per applied Raft entry (concurrent writes batched together).",
             stats.batch_size.clone(),
         );
+        registry.register_collector(Box::new(StageTimes(stats.stages.clone())));
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "lithair_http_requests",

@@ -16,7 +16,10 @@
 //! ```
 //!
 //! Each stage is a tower layer; the stages that do not depend on the endpoints are
-//! generic over the request body, so they are tested on their own.
+//! generic over the request body, so they are tested on their own. The firewall, the
+//! router, authentication and authorization are [`Timed`]: their own work goes to
+//! `lithair_stage_duration_seconds` (the store's `Stages`), as do the schema check, the
+//! hooks, Raft, apply and the answer's rendering, timed where they run.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,10 +35,10 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use super::app::App;
 use super::body::{BodyLimits, ReadBody};
 use super::endpoints::Endpoints;
-use super::firewall::Firewall;
 use super::respond::{self, Resp};
 use super::router::{Authenticate, Authorize, Plane, Router};
-use super::stage::{call, BoxFuture, Next, Shared, StageLayer, Step};
+use super::stage::{call, BoxFuture, Next, Shared, StageLayer, Step, Timed};
+use crate::domain::Stage;
 use crate::error::ApiError;
 
 /// The whole pipeline of `app` on the listener `plane`, for request bodies of type `B`
@@ -54,25 +57,43 @@ where
         max_bytes: app.opts.max_body_bytes,
         within: app.opts.body_timeout,
     };
+    let stages = app.engine.store.stats.stages.clone();
+    let timed = |stage: Stage| stages.of(stage).clone();
     let routed = tower::ServiceBuilder::new()
-        .layer(StageLayer(Router {
-            spec: spec.clone(),
-            plane,
+        .layer(StageLayer(Timed {
+            step: Router {
+                spec: spec.clone(),
+                plane,
+            },
+            histogram: timed(Stage::Route),
         }))
         .layer(StageLayer(super::metrics::Measure { app: app.clone() }))
-        .layer(StageLayer(Authenticate {
-            live: app.live.clone(),
-            planes: app.opts.planes.clone(),
+        .layer(StageLayer(Timed {
+            step: Authenticate {
+                live: app.live.clone(),
+                planes: app.opts.planes.clone(),
+            },
+            histogram: timed(Stage::Authenticate),
         }))
-        .layer(StageLayer(Authorize {
-            spec: spec.clone(),
-            planes: app.opts.planes.clone(),
+        .layer(StageLayer(Timed {
+            step: Authorize {
+                spec: spec.clone(),
+                planes: app.opts.planes.clone(),
+            },
+            histogram: timed(Stage::Authorize),
         }))
-        .layer(ReadBody { spec, limits })
+        .layer(ReadBody {
+            spec,
+            limits,
+            validate: timed(Stage::Validate),
+        })
         .service(Endpoints { app: app.clone() });
     outer(
         routed,
-        app.live.firewall.clone(),
+        Timed {
+            step: app.live.firewall.clone(),
+            histogram: timed(Stage::Firewall),
+        },
         &app.opts.cors_origins,
         app.opts.request_timeout,
     )
@@ -80,15 +101,16 @@ where
 
 /// The stages before the router: sensitive headers and the request id, security
 /// headers, firewall, CORS, deadline.
-fn outer<S, B>(
+fn outer<S, B, F>(
     inner: S,
-    firewall: Firewall,
+    firewall: F,
     cors: &[String],
     deadline: Duration,
 ) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
 where
     S: Next<B>,
     B: Send + 'static,
+    F: Step<B>,
 {
     tower::ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
@@ -283,7 +305,7 @@ impl<B: Send + 'static> Step<B> for Deadline {
 mod tests {
     use super::*;
     use crate::config::{Cidr, FirewallConfig, RateLimitConfig};
-    use crate::http::firewall::{PeerAddr, Rules};
+    use crate::http::firewall::{Firewall, PeerAddr, Rules};
     use crate::http::stage::Leaf;
     use std::net::SocketAddr;
     use tower::ServiceExt;

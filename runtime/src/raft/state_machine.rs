@@ -409,6 +409,21 @@ impl StateMachine {
         responses: &[Answers],
     ) -> Result<(Answers, u64), StorageError<u64>> {
         self.stats.batch_size.observe(commands.len() as f64);
+        let started = std::time::Instant::now();
+        let applied = self.apply_commands(state, commands, writes, responses);
+        self.stats
+            .stages
+            .since(crate::domain::Stage::Apply, started);
+        applied
+    }
+
+    fn apply_commands(
+        &mut self,
+        state: &mut State,
+        commands: Vec<crate::domain::decide::Stamped>,
+        writes: &mut Vec<(u64, Vec<u8>)>,
+        responses: &[Answers],
+    ) -> Result<(Answers, u64), StorageError<u64>> {
         let mut answers = Vec::with_capacity(commands.len());
         let mut count = 0;
         for mut stamped in commands {
