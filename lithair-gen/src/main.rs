@@ -114,6 +114,13 @@ enum Command {
         /// The YAML model definition.
         file: PathBuf,
     },
+    /// Print the API's documentation for a schema (what a project keeps in docs/API.md):
+    /// endpoints, who may do what, each model's fields, and a mermaid diagram.
+    #[command(after_help = "Example:\n  lithair-gen docs examples/shop.yaml > API.md")]
+    Docs {
+        /// The YAML model definition.
+        file: PathBuf,
+    },
     /// Print the JSON Schema of the YAML language (for editor completion).
     #[command(after_help = "Example:\n  lithair-gen schema > schemas/lithair-model.schema.json")]
     Schema,
@@ -268,6 +275,17 @@ fn run(command: Command) -> Result<ExitCode, ProjectError> {
                 "{GREEN}ok{GREEN:#}: {} is valid ({} models, {fields} fields{projections})",
                 file.display(),
                 schema.models.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Docs { file } => {
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| ProjectError::Other(format!("cannot read {}: {e}", file.display())))?;
+            let schema = project::check_schema(&file.display().to_string(), &text, true)?;
+            let openapi = lithair_gen::render::openapi::document(&schema);
+            print!(
+                "{}",
+                lithair_gen::render::api_docs::document(&schema, &openapi)
             );
             Ok(ExitCode::SUCCESS)
         }

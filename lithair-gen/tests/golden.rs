@@ -138,6 +138,7 @@ fn every_example_yields_the_designed_tree() {
             ("src/main.rs", Owner::User),
             ("src/generated/mod.rs", Owner::Generated),
             ("openapi.json", Owner::Generated),
+            ("docs/API.md", Owner::Generated),
         ] {
             assert_eq!(owner_of(p), Some(owner), "{example}: {p}");
         }

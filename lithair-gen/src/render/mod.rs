@@ -6,6 +6,7 @@
 //! A template that yields invalid Rust fails the whole rendering with the template's name
 //! and the line, so no broken file ever reaches the disk.
 
+pub mod api_docs;
 pub mod context;
 pub mod openapi;
 pub mod templates;
@@ -265,9 +266,16 @@ pub fn render(
     let mut spec = serde_json::to_string_pretty(schema).unwrap_or_default();
     spec.push('\n');
     add("src/generated/spec.json", Owner::Generated, spec, None);
-    let mut api = serde_json::to_string_pretty(&openapi::document(schema)).unwrap_or_default();
+    let document = openapi::document(schema);
+    let mut api = serde_json::to_string_pretty(&document).unwrap_or_default();
     api.push('\n');
     add("openapi.json", Owner::Generated, api, None);
+    add(
+        "docs/API.md",
+        Owner::Generated,
+        api_docs::document(schema, &document),
+        None,
+    );
     for m in &view.models {
         let path = format!("src/generated/{}.rs", m.snake);
         add(

@@ -286,7 +286,7 @@ pub fn document(schema: &Schema) -> Value {
         }
         if m.has(Operation::Create) {
             collection.insert("post".into(), json!({
-                "tags": tag, "operationId": format!("create_{}", m.snake), "summary": format!("Create a {}", m.name),
+                "tags": tag, "operationId": format!("create_{}", m.snake), "summary": format!("Create {}", article(&m.name)),
                 "description": model_note(m, &p.create, false), "security": security(&p.create),
                 "requestBody": {"required": true, "content": {"application/json": {"schema": input}}},
                 "responses": {"201": {"description": "Created.", "headers": {"Location": {"schema": {"type": "string"}}, "ETag": {"schema": {"type": "string"}}},
@@ -298,7 +298,7 @@ pub fn document(schema: &Schema) -> Value {
         }
         if m.has(Operation::Get) {
             item.insert("get".into(), json!({
-                "tags": tag, "operationId": format!("get_{}", m.snake), "summary": format!("Get a {}", m.name),
+                "tags": tag, "operationId": format!("get_{}", m.snake), "summary": format!("Get {}", article(&m.name)),
                 "description": model_note(m, &p.read, false), "security": security(&p.read), "parameters": [if_none_match],
                 "responses": {"200": {"description": "The record.", "headers": read_headers, "content": {"application/json": {"schema": record}}},
                     "304": not_modified,
@@ -313,14 +313,14 @@ pub fn document(schema: &Schema) -> Value {
         let if_match = json!({"name": "If-Match", "in": "header", "schema": {"type": "string"}});
         if m.has(Operation::Update) {
             item.insert("put".into(), json!({
-                "tags": tag, "operationId": format!("update_{}", m.snake), "summary": format!("Replace a {}", m.name),
+                "tags": tag, "operationId": format!("update_{}", m.snake), "summary": format!("Replace {}", article(&m.name)),
                 "description": model_note(m, &p.update, false), "security": security(&p.update), "parameters": [if_match],
                 "requestBody": {"required": true, "content": {"application/json": {"schema": input}}}, "responses": write_responses
             }));
         }
         if m.has(Operation::Patch) {
             item.insert("patch".into(), json!({
-                "tags": tag, "operationId": format!("patch_{}", m.snake), "summary": format!("Change a {} (JSON merge patch)", m.name),
+                "tags": tag, "operationId": format!("patch_{}", m.snake), "summary": format!("Change {} (JSON merge patch)", article(&m.name)),
                 "description": model_note(m, &p.update, false), "security": security(&p.update), "parameters": [if_match],
                 "requestBody": {"required": true, "content": {
                     "application/merge-patch+json": {"schema": {"$ref": format!("#/components/schemas/{}Patch", m.name)}},
@@ -330,7 +330,7 @@ pub fn document(schema: &Schema) -> Value {
         }
         if m.has(Operation::Delete) {
             item.insert("delete".into(), json!({
-                "tags": tag, "operationId": format!("delete_{}", m.snake), "summary": format!("Delete a {}", m.name),
+                "tags": tag, "operationId": format!("delete_{}", m.snake), "summary": format!("Delete {}", article(&m.name)),
                 "description": model_note(m, &p.delete, false), "security": security(&p.delete), "parameters": [if_match],
                 "responses": {"204": {"description": "Deleted."}, "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
                     "404": problem_response("No such record."), "412": problem_response("If-Match does not match the current version.")}
@@ -371,7 +371,7 @@ pub fn document(schema: &Schema) -> Value {
                     "additionalProperties": {"type": "object", "properties": {"old": {}, "new": {}}}}},
                 "required": ["version", "event_id", "action", "principal", "timestamp", "changes"]});
             paths.insert(format!("{}/{{id}}/history", m.path), json!({"get": {
-                "tags": tag, "operationId": format!("history_{}", m.snake), "summary": format!("The changes of a {}, newest first", m.name),
+                "tags": tag, "operationId": format!("history_{}", m.snake), "summary": format!("The changes of {}, newest first", article(&m.name)),
                 "description": format!("{}{audit_note}", model_note(m, &p.read, false)), "security": security(&p.read),
                 "parameters": [id_param,
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
@@ -383,7 +383,7 @@ pub fn document(schema: &Schema) -> Value {
             }}));
             if let Some(n) = m.lifecycle.versioned {
                 paths.insert(format!("{}/{{id}}/versions/{{v}}", m.path), json!({"get": {
-                    "tags": tag, "operationId": format!("version_{}", m.snake), "summary": format!("A {} as it was at a version", m.name),
+                    "tags": tag, "operationId": format!("version_{}", m.snake), "summary": format!("{} as it was at a version", capitalized(&article(&m.name))),
                     "description": format!("The newest {n} versions are readable; an older one is 410. {}{audit_note}", model_note(m, &p.read, false)),
                     "security": security(&p.read),
                     "parameters": [id_param, {"name": "v", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}],
@@ -509,7 +509,7 @@ fn patch_schema(m: &Model) -> Value {
             (f.name.clone(), schema)
         })
         .collect();
-    json!({"type": "object", "description": format!("A JSON merge patch of a {}: the fields to change; `null` clears an optional field.", m.name),
+    json!({"type": "object", "description": format!("A JSON merge patch of {}: the fields to change; `null` clears an optional field.", article(&m.name)),
         "properties": props, "additionalProperties": false})
 }
 
@@ -531,7 +531,7 @@ fn operational_paths(paths: &mut Map<String, Value>) {
     paths.insert("/_cluster/status".into(), json!({"get": {"tags": tag, "operationId": "cluster_status", "summary": "This node's view of its Raft cluster",
         "security": [], "responses": {"200": {"description": "The node's id, the leader, the term, the last applied entry and the members.",
             "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
-    paths.insert("/openapi.json".into(), json!({"get": {"tags": tag, "operationId": "openapi", "summary": "This document",
+    paths.insert("/openapi.json".into(), json!({"get": {"tags": tag, "operationId": "openapi", "summary": "The OpenAPI document",
         "description": "Open unless `[server] openapi_roles` names roles.",
         "responses": {"200": {"description": "The OpenAPI 3.1 document.", "content": {"application/json": {"schema": {"type": "object"}}}},
             "401": problem_response("No or bad token (when roles guard it)."), "403": problem_response("Missing role.")}}}));
@@ -575,6 +575,23 @@ fn common_responses(paths: &mut Map<String, Value>) {
                     .or_insert_with(|| problem_response("Not JSON."));
             }
         }
+    }
+}
+
+/// `name` with its indefinite article, as a summary reads it: "a Category", "an Order".
+fn article(name: &str) -> String {
+    let vowel = name
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUaeiou".contains(c));
+    format!("{} {name}", if vowel { "an" } else { "a" })
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }
 
