@@ -219,6 +219,118 @@ fn placing_an_order_takes_its_products_from_the_stock_in_one_transaction() {
     assert_eq!(again.status, 409, "{}", again.text);
 }
 
+/// `[telemetry] log_format = "json"` and `request_log = "all"`: one JSON line per
+/// request, in the seed's shape, continuing an incoming `traceparent`; the default
+/// (`errors`, text) logs only the 4xx/5xx answers.
+#[test]
+fn the_request_log_is_json_lines_with_trace_ids_and_a_context() {
+    let data = tempfile::tempdir().unwrap();
+    let s = shop();
+    let config = data.path().join("json-logs.toml");
+    let text = std::fs::read_to_string(s.dir.join("lithair.toml"))
+        .unwrap()
+        .replace("log_format = \"text\"", "log_format = \"json\"")
+        .replace("request_log = \"errors\"", "request_log = \"all\"");
+    std::fs::write(&config, text).unwrap();
+    // The harness filters the service's logs to warnings; the request lines are info.
+    let info = [("LITHAIR_LOG", "info")];
+    let server = Server::start_with(
+        &s.bin,
+        &s.dir,
+        &data.path().join("store"),
+        &info,
+        &["--config", config.to_str().unwrap()],
+    );
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let created = call(
+        "POST",
+        &server.url("/api/categories"),
+        Some(shop().token("editor")),
+        Some(&json!({"name": "Logged"})),
+        &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))],
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let missing = call("GET", &server.url("/api/nothing-here"), None, None, &[]);
+    assert_eq!(missing.status, 404);
+    let lines = || -> Vec<Value> {
+        server
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|l| l["target"] == "lithair::request")
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lines().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let lines = lines();
+    let create = lines
+        .iter()
+        .find(|l| l["context"]["status"] == 201)
+        .unwrap_or_else(|| panic!("no line of the create in {lines:#?}"));
+    assert_eq!(create["trace_id"], trace, "{create}");
+    assert_eq!(
+        create["span_id"].as_str().map(str::len),
+        Some(16),
+        "{create}"
+    );
+    assert_eq!(create["level"], "INFO");
+    assert_eq!(create["message"], "request");
+    assert!(create["timestamp"].is_string());
+    let c = &create["context"];
+    assert_eq!(
+        (c["model"].clone(), c["operation"].clone()),
+        (json!("Category"), json!("create")),
+        "{create}"
+    );
+    assert_eq!(c["principal"], "editor", "{create}");
+    assert_eq!(c["method"], "POST");
+    assert!(
+        c["request_size"].as_u64().is_some_and(|n| n > 0),
+        "{create}"
+    );
+    assert!(
+        c["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{create}"
+    );
+    assert!(
+        c["validation_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{create}"
+    );
+    // A request the router refuses is logged too, with a trace of its own.
+    let refused = lines
+        .iter()
+        .find(|l| l["context"]["status"] == 404)
+        .unwrap_or_else(|| panic!("no line of the 404 in {lines:#?}"));
+    assert_eq!(refused["context"]["principal"], "anonymous");
+    assert_ne!(refused["trace_id"], trace);
+    assert_eq!(refused["trace_id"].as_str().map(str::len), Some(32));
+    drop(server);
+
+    // The generated defaults: text lines, errors only.
+    let fresh = tempfile::tempdir().unwrap();
+    let server = Server::start(&s.bin, &s.dir, fresh.path(), &info);
+    let ok = call("GET", &server.url("/api/categories"), None, None, &[]);
+    assert_eq!(ok.status, 200);
+    let missing = call("GET", &server.url("/api/nothing-here"), None, None, &[]);
+    assert_eq!(missing.status, 404);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.log().contains("status=404") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = server.log();
+    let requests: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("lithair::request"))
+        .collect();
+    assert_eq!(requests.len(), 1, "{log}");
+    assert!(
+        requests[0].contains("status=404") && requests[0].contains("path=/api/nothing-here"),
+        "{log}"
+    );
+}
+
 #[test]
 fn restart_loads_the_snapshot_plus_the_tail() {
     let data = tempfile::tempdir().unwrap();

@@ -83,23 +83,6 @@ enum TokenCommand {
     },
 }
 
-fn init_logs() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LITHAIR_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let json = std::env::var("LITHAIR_LOG_FORMAT").is_ok_and(|v| v == "json");
-    use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 /// Turns transparent huge pages off for this process. The allocator asks for them, and the
 /// kernel then zeroes 2 MiB at a time for memory that is freed and taken again in small
 /// pieces: loading a million records spent a third of its time zeroing pages
@@ -115,7 +98,10 @@ fn no_huge_pages() {
 /// Runs the binary: parses the command line, then serves or administers.
 pub fn main(service: impl crate::IntoService) -> ExitCode {
     let cli = Cli::parse();
-    init_logs();
+    // `serve` logs as its configuration says, once it has read it.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::logs::init(Default::default());
+    }
     let service = match service.into_service() {
         Ok(s) => s,
         Err(e) => {
@@ -337,6 +323,7 @@ fn serve(
     let required = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from("lithair.toml"));
     let config = Config::load(&path, required, &flags)?;
+    crate::logs::init(config.telemetry.log_format.unwrap_or_default());
     let auth = Authenticator::from_config(&config.auth, &service.spec, config_dir(&path))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let planes = http::Planes::of(&config, &service.spec)
@@ -386,7 +373,9 @@ fn serve(
         if cluster_listener.is_some() {
             println!("cluster listening on {}://{cluster_addr}", scheme(cluster_server_tls.is_some()));
         }
-        let opts = ServeOptions::of(&config.server).with_planes(planes);
+        let opts = ServeOptions::of(&config.server)
+            .with_planes(planes)
+            .with_request_log(config.telemetry.request_log);
         let rules = Rules::new(&config.firewall, peers.clone());
         warn_unadmitted_peers(&rules, &peers);
         let firewall = Firewall::new(rules);

@@ -48,6 +48,7 @@ internal! {
     engine;
     hooks;
     http;
+    logs;
     raft;
     spec;
     store;

@@ -91,7 +91,9 @@ impl InProcess {
         let firewall = Firewall::new(Rules::new(&config.firewall, Vec::new()));
         let live = Live::new(firewall, tokens);
         let planes = crate::http::Planes::of(&config, &service.spec).map_err(StartError::Planes)?;
-        let opts = ServeOptions::of(&config.server).with_planes(planes);
+        let opts = ServeOptions::of(&config.server)
+            .with_planes(planes)
+            .with_request_log(config.telemetry.request_log);
         let app = Arc::new(App::new(engine, live, service.openapi, opts));
         let stack = BoxCloneSyncService::new(crate::http::pipeline::stack::<Full<Bytes>>(
             app.clone(),

@@ -32,6 +32,8 @@ pub struct ServeOptions {
     pub cors_origins: Vec<String>,
     /// Who may read `/metrics` and `/openapi.json`, and change the cluster's members.
     pub planes: Arc<Planes>,
+    /// Which requests get a log line (`[telemetry] request_log`).
+    pub request_log: crate::config::RequestLog,
 }
 
 /// The roles of the operational routes.
@@ -96,7 +98,14 @@ impl ServeOptions {
             cors_origins: config.cors.allow_origins.clone(),
             // Set with `with_planes`: their roles are checked against the schema.
             planes: Arc::default(),
+            request_log: Default::default(),
         }
+    }
+
+    /// These options with the request log of `[telemetry]`.
+    pub fn with_request_log(mut self, mode: crate::config::RequestLog) -> Self {
+        self.request_log = mode;
+        self
     }
 
     /// These options with the operational roles `planes`.

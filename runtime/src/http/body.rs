@@ -161,11 +161,16 @@ where
         let read = self.read.clone();
         Box::pin(async move {
             let who = parts.extensions.get::<Arc<Principal>>().cloned();
-            let payload = match read.json(&parts.headers, body, patch, create, who).await {
+            let (payload, checked) = match read.json(&parts.headers, body, patch, create, who).await {
                 Ok(p) => p,
                 Err(e) => return respond::problem(&e),
             };
-            inner.answer(Request::from_parts(parts, payload)).await
+            let mut r = inner.answer(Request::from_parts(parts, payload)).await;
+            if let Some(took) = checked {
+                r.extensions_mut()
+                    .insert(super::request_log::Validation(took));
+            }
+            r
         })
     }
 }
@@ -191,7 +196,8 @@ where
 }
 
 impl ReadBody {
-    /// Reads and parses a JSON body; for a create of model number `create`, checks it.
+    /// Reads and parses a JSON body; for a create of model number `create`, checks it
+    /// (and answers how long the check took).
     async fn json<B>(
         &self,
         headers: &hyper::HeaderMap,
@@ -199,22 +205,23 @@ impl ReadBody {
         patch: bool,
         create: Option<usize>,
         who: Option<Arc<Principal>>,
-    ) -> Result<Payload<B>, ApiError>
+    ) -> Result<(Payload<B>, Option<Duration>), ApiError>
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut value = read_json(headers, body, patch, &self.limits).await?;
         let Some(model) = create else {
-            return Ok(Payload::Json(value));
+            return Ok((Payload::Json(value), None));
         };
         let m = &self.spec.spec.models[model];
         let who = who.unwrap_or_else(|| Arc::new(Principal::anonymous()));
         Access::of(m, &who, Operation::Create).prepare_create(&mut value)?;
         let started = std::time::Instant::now();
         let fields = validate::check_body(&self.spec, m, value, Mode::Create, None);
-        self.validate.observe(started.elapsed().as_secs_f64());
-        Ok(Payload::Checked(fields?))
+        let took = started.elapsed();
+        self.validate.observe(took.as_secs_f64());
+        Ok((Payload::Checked(fields?), Some(took)))
     }
 }
 

@@ -13,7 +13,6 @@ use super::body::Payload;
 use super::cache;
 use super::cluster;
 use super::feed;
-use super::firewall::ClientIp;
 use super::lifecycle;
 use super::projection;
 use super::list::ListQuery;
@@ -49,22 +48,17 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // Only pay for the request log line when it is wanted.
-    let log = tracing::enabled!(tracing::Level::DEBUG).then(|| {
-        (
-            req.method().clone(),
-            req.uri().path().to_string(),
-            req.extensions().get::<ClientIp>().map(|c| c.0),
-            std::time::Instant::now(),
-        )
-    });
-    let resp = match route(app, req).await {
+    // The request log names the caller (authentication put it in the request).
+    let caller = (app.opts.request_log != crate::config::RequestLog::Off)
+        .then(|| req.extensions().get::<Arc<Principal>>().map(|p| p.name.clone()))
+        .flatten();
+    let mut resp = match route(app, req).await {
         Ok(r) => r,
         Err(e) => respond::problem(&e),
     };
-    if let Some((method, path, client, started)) = log {
-        tracing::debug!(%method, %path, status = resp.status().as_u16(), client = ?client,
-            micros = started.elapsed().as_micros() as u64, "request");
+    if let Some(name) = caller {
+        resp.extensions_mut()
+            .insert(super::request_log::Caller(name));
     }
     resp
 }

@@ -275,9 +275,13 @@ impl<B: Send + 'static> Step<B> for Measure {
         let answer = next.answer(req);
         let app = self.app.clone();
         Box::pin(async move {
-            let r = answer.await;
+            let mut r = answer.await;
             app.metrics
                 .record(&model, &operation, r.status().as_u16(), started.elapsed());
+            if app.opts.request_log != crate::config::RequestLog::Off {
+                r.extensions_mut()
+                    .insert(super::request_log::Logged { model, operation });
+            }
             r
         })
     }

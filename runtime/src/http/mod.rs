@@ -21,6 +21,7 @@ pub(crate) mod metrics;
 pub mod list;
 pub(crate) mod pipeline;
 mod projection;
+pub(crate) mod request_log;
 pub mod respond;
 pub mod router;
 mod server;

@@ -4,6 +4,7 @@
 //! connection limits (at accept, in `server.rs`)
 //!   → sensitive headers (`Authorization`, `Cookie`, the cluster secret: never shown) and
 //!     the request id (`X-Request-Id`: the client's or a new one, on every answer)
+//!   → the request log (`[telemetry] request_log`, `request_log.rs`)
 //!   → security headers (on every answer, refusals included)
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
 //!   → CORS (when `[server.cors]` lists origins)
@@ -96,6 +97,7 @@ where
         },
         &app.opts.cors_origins,
         app.opts.request_timeout,
+        app.opts.request_log,
     )
 }
 
@@ -106,6 +108,7 @@ fn outer<S, B, F>(
     firewall: F,
     cors: &[String],
     deadline: Duration,
+    log: crate::config::RequestLog,
 ) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
 where
     S: Next<B>,
@@ -116,6 +119,7 @@ where
         .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(StageLayer(super::request_log::RequestLogStage { mode: log }))
         .layer(StageLayer(SecurityHeaders))
         .layer(StageLayer(firewall))
         .layer(CorsStage(cors_layer(cors)))
@@ -366,7 +370,7 @@ mod tests {
             deny: cidrs(&["127.0.0.66/32"]),
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5), Default::default());
         assert_eq!(status(&svc, request("127.0.0.5:9", "/x", &[])).await.0, 200);
         let (code, r) = status(&svc, request("127.0.0.66:9", "/x", &[])).await;
         assert_eq!(code, 403);
@@ -391,7 +395,7 @@ mod tests {
             trusted_proxies: cidrs(&["127.0.0.2/32", "10.0.0.0/8"]),
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5), Default::default());
         let spoof = [("x-forwarded-for", "198.51.100.7")];
         let denied = [("x-forwarded-for", "203.0.113.9, 10.0.0.4")];
         // From anyone else, the header is ignored: the socket's peer decides.
@@ -426,7 +430,7 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5), Default::default());
         for left in (0..3).rev() {
             let (code, r) = status(&svc, request("127.0.0.9:1", "/x", &[])).await;
             assert_eq!(code, 200);
@@ -475,7 +479,7 @@ mod tests {
             &config,
             vec!["127.0.0.7".parse().unwrap_or([127, 0, 0, 7].into())],
         ));
-        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5), Default::default());
         for _ in 0..5 {
             assert_eq!(status(&svc, request("127.0.0.7:1", "/x", &[])).await.0, 200);
         }
@@ -490,7 +494,7 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5));
+        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5), Default::default());
         for i in 0..200u32 {
             let from = format!("127.0.{}.{}:1", i / 250, i % 250 + 1);
             assert_eq!(status(&svc, request(&from, "/x", &[])).await.0, 200);
@@ -509,6 +513,7 @@ mod tests {
             with(FirewallConfig::default()),
             &[],
             Duration::from_millis(50),
+            Default::default(),
         );
         let mut req = request("127.0.0.1:1", "/slow", &[]);
         *req.method_mut() = Method::POST;
@@ -524,6 +529,7 @@ mod tests {
             with(FirewallConfig::default()),
             &["https://app.example.com".to_string()],
             Duration::from_secs(5),
+            Default::default(),
         );
         let (_, plain) = status(&svc, request("127.0.0.1:1", "/x", &[])).await;
         assert_eq!(plain.headers()["x-content-type-options"], "nosniff");

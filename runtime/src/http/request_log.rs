@@ -1,0 +1,184 @@
+//! The request log (`[telemetry] request_log`): one line per request, or per request
+//! answered with a 4xx or 5xx (`errors`, the default), or none (`off`). The stage sits
+//! outside the firewall, so a refused request is logged too.
+//!
+//! A line carries the request's `trace_id` (an incoming W3C `traceparent`'s, or a new
+//! one) and a `span_id` of its own, and in its context the request id, the peer's
+//! address, method, path,
+//! model, operation, principal, status, request size, latency and the time of the body's
+//! schema check. With `log_format = "json"` (`crate::logs`) that is the seed's shape.
+
+use std::time::{Duration, Instant};
+
+use hyper::Request;
+
+use super::respond::Resp;
+use super::stage::{BoxFuture, Next, Step};
+use crate::config::RequestLog;
+
+/// What later stages tell the request log about a request, in the answer's extensions:
+/// its model and operation (the measure stage), its caller (the endpoints) and the time
+/// of its schema check (the body stage).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Logged {
+    pub model: String,
+    pub operation: String,
+}
+
+/// The caller, as the endpoints found it.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller(pub String);
+
+/// How long the body's schema check took.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Validation(pub Duration);
+
+/// A request's trace context: W3C ids in lower-case hex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct TraceIds {
+    /// 32 hex digits.
+    pub trace_id: String,
+    /// 16 hex digits: this node's span of the request.
+    pub span_id: String,
+}
+
+impl TraceIds {
+    /// The trace of an incoming `traceparent` (`00-<trace id>-<parent id>-<flags>`), or a
+    /// new one; the span is always new.
+    pub(crate) fn of(headers: &hyper::HeaderMap) -> Self {
+        let hex = |s: &str, n: usize| {
+            s.len() == n
+                && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                && s.bytes().any(|b| b != b'0')
+        };
+        let incoming = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let parts: Vec<&str> = v.trim().split('-').collect();
+                match parts.as_slice() {
+                    [version, trace, parent, flags]
+                        if hex(version, 2) || *version == "00" =>
+                    {
+                        (hex(trace, 32) && hex(parent, 16) && flags.len() == 2)
+                            .then(|| trace.to_string())
+                    }
+                    _ => None,
+                }
+            });
+        let span = uuid::Uuid::new_v4().simple().to_string();
+        TraceIds {
+            trace_id: incoming.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            span_id: span[..16].to_string(),
+        }
+    }
+}
+
+/// The request log stage.
+#[derive(Clone, Debug)]
+pub(crate) struct RequestLogStage {
+    pub mode: RequestLog,
+}
+
+impl<B: Send + 'static> Step<B> for RequestLogStage {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+        let mode = self.mode;
+        if mode == RequestLog::Off {
+            return next.answer(req);
+        }
+        let started = Instant::now();
+        let method = req.method().to_string();
+        let path = req.uri().path().to_string();
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let size: u64 = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let request_id = header(super::pipeline::REQUEST_ID.as_str()).unwrap_or_default();
+        let client = req
+            .extensions()
+            .get::<super::firewall::PeerAddr>()
+            .map(|p| p.0.ip().to_string())
+            .unwrap_or_default();
+        let ids = TraceIds::of(req.headers());
+        let answer = next.answer(req);
+        Box::pin(async move {
+            let r = answer.await;
+            let status = r.status().as_u16();
+            if mode == RequestLog::All || status >= 400 {
+                let logged = r.extensions().get::<Logged>().cloned().unwrap_or_default();
+                let principal = r
+                    .extensions()
+                    .get::<Caller>()
+                    .map_or("anonymous".to_string(), |c| c.0.clone());
+                let validation_ms = r
+                    .extensions()
+                    .get::<Validation>()
+                    .map_or(0.0, |v| v.0.as_secs_f64() * 1000.0);
+                let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+                macro_rules! line {
+                    ($level:ident) => {
+                        tracing::$level!(
+                            target: "lithair::request",
+                            trace_id = %ids.trace_id,
+                            span_id = %ids.span_id,
+                            request_id = %request_id,
+                            client = %client,
+                            method = %method,
+                            path = %path,
+                            model = %logged.model,
+                            operation = %logged.operation,
+                            principal = %principal,
+                            status,
+                            request_size = size,
+                            latency_ms,
+                            validation_ms,
+                            "request"
+                        )
+                    };
+                }
+                if status >= 500 {
+                    line!(warn);
+                } else {
+                    line!(info);
+                }
+            }
+            r
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_incoming_traceparent_is_continued_and_a_bad_one_ignored() {
+        let mut headers = hyper::HeaderMap::new();
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        headers.insert(
+            "traceparent",
+            hyper::header::HeaderValue::from_static(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+        );
+        let ids = TraceIds::of(&headers);
+        assert_eq!(ids.trace_id, trace);
+        assert_eq!(ids.span_id.len(), 16);
+        assert_ne!(ids.span_id, "00f067aa0ba902b7");
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
+            headers.insert("traceparent", hyper::header::HeaderValue::from_static(bad));
+            let ids = TraceIds::of(&headers);
+            assert_ne!(ids.trace_id, trace);
+            assert_eq!(ids.trace_id.len(), 32, "{bad}");
+        }
+    }
+}
