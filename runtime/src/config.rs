@@ -514,6 +514,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn telemetry_sets_the_logs_and_refuses_what_is_not_built() {
+        let c = Config::from_toml(
+            "[telemetry]\nlog_format = \"json\"\nrequest_log = \"all\"\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.telemetry.log_format, Some(LogFormat::Json));
+        assert_eq!(c.telemetry.request_log, RequestLog::All);
+        assert_eq!(Config::default().telemetry.request_log, RequestLog::Errors);
+        for key in [
+            "otlp_endpoint = \"http://127.0.0.1:4318\"",
+            "sample_rate = 0.1",
+            "include_body = false",
+        ] {
+            let err = Config::from_toml(&format!("[telemetry]\n{key}\n"), "x.toml").unwrap_err();
+            assert!(err.to_string().contains("not supported yet"), "{err}");
+        }
+        assert!(Config::from_toml("[telemetry]\nrequest_log = \"some\"\n", "x.toml").is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         let err = toml::from_str::<Config>("[server]\nprot = 1\n").unwrap_err();
         assert!(err.to_string().contains("unknown field `prot`"), "{err}");
