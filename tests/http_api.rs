@@ -880,3 +880,37 @@ async fn metrics_count_requests_by_model_operation_and_status() {
     assert!(counted >= limited, "{counted} counted, {limited} refused");
     shop.svc.shutdown().await;
 }
+
+/// Every path of the OpenAPI document answers a method it does not list with 405, and
+/// its `Allow` is the one the document gives (the document and the router agree).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_method_a_path_does_not_take_is_405_with_the_documents_allow() {
+    let shop = Shop::start().await;
+    let doc: Value = serde_json::from_str(shop_schema().1).expect("openapi.json");
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        let ops = ops.as_object().expect("operations");
+        let Some(missing) = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+            .into_iter()
+            .find(|m| !ops.contains_key(&m.to_lowercase()))
+        else {
+            continue;
+        };
+        let first = ops.values().next().expect("an operation");
+        let allow = first["responses"]["405"]["headers"]["Allow"]["schema"]["enum"][0]
+            .as_str()
+            .unwrap_or_else(|| panic!("{path}: no 405 with Allow"));
+        let concrete = path
+            .replace("{id}", "67e55044-10b1-426f-9247-bb680e5fe0c8")
+            .replace("{v}", "1");
+        let a = shop
+            .call(missing, &concrete, Some("admin"), None, &[])
+            .await;
+        assert_eq!(a.status, 405, "{missing} {concrete}: {}", a.json);
+        let got = a.headers.get("allow").and_then(|v| v.to_str().ok());
+        assert_eq!(got, Some(allow), "{missing} {concrete}");
+        checked += 1;
+    }
+    assert!(checked > 20, "only {checked} paths checked");
+    shop.svc.shutdown().await;
+}

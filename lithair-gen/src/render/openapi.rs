@@ -537,20 +537,32 @@ fn operational_paths(paths: &mut Map<String, Value>) {
             "401": problem_response("No or bad token (when roles guard it)."), "403": problem_response("Missing role.")}}}));
 }
 
-/// The answers every operation may give besides its own: 429 from the rate limit and
-/// 503 (overloaded, no quorum, the request's deadline), both with `Retry-After`; and for
-/// an operation with a body, 408, 413 and 415.
+/// The answers every operation may give besides its own: 405 with `Allow` (the path's
+/// methods) for a method the path does not take, 429 from the rate limit and 503
+/// (overloaded, no quorum, the request's deadline), both with `Retry-After`; and for an
+/// operation with a body, 408, 413 and 415.
 fn common_responses(paths: &mut Map<String, Value>) {
     let retry = json!({"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}});
     for path in paths.values_mut() {
         let Some(ops) = path.as_object_mut() else {
             continue;
         };
+        let allow: Vec<String> = ops
+            .keys()
+            .filter(|m| *m != "parameters")
+            .map(|m| m.to_uppercase())
+            .collect();
+        let allow = allow.join(", ");
         for op in ops.values_mut() {
             let has_body = op.get("requestBody").is_some();
             let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
                 continue;
             };
+            let mut not_allowed = problem_response(&format!(
+                "The path does not take the request's method; `Allow` lists those it takes: {allow}."
+            ));
+            not_allowed["headers"] = json!({"Allow": {"description": "The methods the path takes.", "schema": {"type": "string", "enum": [allow]}}});
+            responses.entry("405".to_string()).or_insert(not_allowed);
             let mut with_retry = |code: &str, description: &str| {
                 let mut r = problem_response(description);
                 r["headers"] = retry.clone();
