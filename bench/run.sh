@@ -16,6 +16,8 @@
 #   bash bench/run.sh lifecycle                  # durable creates with and without a lifecycle
 #   bash bench/run.sh projection                 # creates into an audited model with a projection
 #                                                # vs a plain one; restart with RECORDS of them
+#   bash bench/run.sh telemetry                  # GET and POST with request_log = "all" (JSON
+#                                                # lines) vs "off"; metrics are on in both
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -164,6 +166,53 @@ if [ "$only" = all ] || [ "$only" = firewall ]; then
       wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://${!a_var}" | summary
   done
   kill "${pids[-1]}" "${pids[-2]}" "${pids[-3]}"
+fi
+
+if [ "$only" = all ] || [ "$only" = telemetry ]; then
+  # The same shop with every request logged as a JSON line (to a file, at info) and with
+  # the request log off; metrics and stage timings are on in both. Alternating rounds.
+  logged_cfg=$work/shop/logged.toml
+  sed -e 's|^log_format = "text"|log_format = "json"|' -e 's|^request_log = "errors"|request_log = "all"|' \
+    "$work/shop/lithair.toml" > "$logged_cfg"
+  quiet_cfg=$work/shop/quiet.toml
+  sed -e 's|^request_log = "errors"|request_log = "off"|' "$work/shop/lithair.toml" > "$quiet_cfg"
+  grep -q '^request_log = "all"' "$logged_cfg" || { echo "the telemetry config was not written" >&2; exit 1; }
+  rm -rf "$work/data-quiet" "$work/data-logged"
+  start quiet env LITHAIR_SYNC=always LITHAIR_LOG=info "$shop" serve --config "$quiet_cfg" --port 0 --data-dir "$work/data-quiet"
+  quiet_addr=$addr
+  cat=$(category)
+  quiet_id=$(curl -s -XPOST "http://$addr/api/products" -H "authorization: Bearer $editor" -H 'content-type: application/json' \
+    -d "{\"name\":\"x\",\"sku\":\"GET-1\",\"price\":1,\"category\":\"$cat\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  start logged env LITHAIR_SYNC=always LITHAIR_LOG=info "$shop" serve --config "$logged_cfg" --port 0 --data-dir "$work/data-logged"
+  logged_addr=$addr
+  cat=$(category)
+  logged_id=$(curl -s -XPOST "http://$addr/api/products" -H "authorization: Bearer $editor" -H 'content-type: application/json' \
+    -d "{\"name\":\"x\",\"sku\":\"GET-1\",\"price\":1,\"category\":\"$cat\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/')
+  grep -q '"target":"lithair::request"' "$work/logged.log" || { echo "the request log is not on" >&2; exit 1; }
+  get_ratio=(); post_ratio=()
+  for round in $(seq 1 "${ROUNDS:-4}"); do
+    order="quiet logged"; [ $((round % 2)) = 0 ] && order="logged quiet"
+    for which in $order; do
+      a_var=${which}_addr; i_var=${which}_id
+      echo "== 14. GET /api/products/{id}, request log $which, $CONNS connections, $DURATION (round $round)"
+      LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/${!i_var} wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://${!a_var}" | summary
+      printf -v "get_$which" '%s' "$(rate)"
+    done
+    for which in $order; do
+      a_var=${which}_addr
+      echo "== 14. POST /api/products, sync=always, request log $which, $CONNS connections, $DURATION (round $round)"
+      cat=$(addr=${!a_var} category)
+      LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="$(date +%s%N | tail -c 9)" \
+        wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/post.lua "http://${!a_var}" | summary
+      printf -v "post_$which" '%s' "$(rate)"
+    done
+    get_ratio+=("$(awk -v a="$get_logged" -v b="$get_quiet" 'BEGIN {printf "%.2f", a / b}')")
+    post_ratio+=("$(awk -v a="$post_logged" -v b="$post_quiet" 'BEGIN {printf "%.2f", a / b}')")
+  done
+  echo "== 14. GET logged / quiet, per round: ${get_ratio[*]}; median $(median "${get_ratio[@]}")"
+  echo "== 14. POST logged / quiet, per round: ${post_ratio[*]}; median $(median "${post_ratio[@]}")"
+  echo "== 14. request log lines written: $(grep -c '"target":"lithair::request"' "$work/logged.log")"
+  kill "${pids[-1]}" "${pids[-2]}"
 fi
 
 if [ "$only" = all ] || [ "$only" = jwt ]; then
