@@ -81,25 +81,23 @@ impl IdempotencyKey {
     /// The id of the `n`th record (from 0) an action sent with this key creates: a retry
     /// creates the same ids, so its answer names the records the first run created.
     pub fn nth_record(&self, n: u64) -> Uuid {
-        use sha2::{Digest, Sha256};
-        let mut digest = Sha256::new();
-        digest.update(self.id.as_bytes());
-        digest.update(b"record");
-        digest.update(n.to_le_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest.finalize()[..16]);
-        uuid::Builder::from_random_bytes(bytes).into_uuid()
+        digest_id(&[self.id.as_bytes(), b"record", &n.to_le_bytes()])
     }
 }
 
-/// An id derived from `id` and `n`: the event id of write `n` of a transaction, or the
-/// id of the `n`th record an action with an `Idempotency-Key` creates (so that a retry
-/// creates the same ids). A version-4 UUID made of a digest, alike wherever it is made.
+/// An id derived from `id` and `n`: the event id of write `n` of a transaction, alike on
+/// every replica.
 pub fn derived_id(id: &Uuid, n: u64) -> Uuid {
+    digest_id(&[id.as_bytes(), &n.to_le_bytes()])
+}
+
+/// A version-4 UUID made of the SHA-256 of `parts`.
+fn digest_id(parts: &[&[u8]]) -> Uuid {
     use sha2::{Digest, Sha256};
     let mut digest = Sha256::new();
-    digest.update(id.as_bytes());
-    digest.update(n.to_le_bytes());
+    for part in parts {
+        digest.update(part);
+    }
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest.finalize()[..16]);
     uuid::Builder::from_random_bytes(bytes).into_uuid()

@@ -455,16 +455,12 @@ impl ActionContext {
         let engine = &self.engine;
         let actor = Engine::actor(&self.hook_context(&self.model, Operation::Update));
         let commands: Vec<Command> = writes.iter().map(|(id, w)| w.command(*id)).collect();
-        let proposed = std::time::Instant::now();
         let answered = if commands.len() == 1 {
             let command = commands.into_iter().next().ok_or_else(|| ApiError::internal("no write"))?;
             engine.store.propose_once(command, actor, key).await.map(|ev| vec![ev])
         } else {
             engine.store.propose_together(commands, actor, key).await
         };
-        engine
-            .stages()
-            .since(crate::domain::Stage::Raft, proposed);
         let events = answered.map_err(|r| {
             let (write, refused) = match r {
                 Refused::InTransaction { write, refused } => (write, *refused),

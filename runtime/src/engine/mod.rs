@@ -144,7 +144,6 @@ impl Engine {
         let model = self.model(&ctx.model)?;
         let hooks = self.hooks(&model.name);
         let record = self.new_record(ctx, model, fields, Uuid::new_v4())?;
-        let proposed = Instant::now();
         let ev = self
             .store
             .propose_once(
@@ -156,9 +155,7 @@ impl Engine {
                 key,
             )
             .await
-            .map_err(|r| self.refused(model, r));
-        self.stages().since(Stage::Raft, proposed);
-        let ev = ev?;
+            .map_err(|r| self.refused(model, r))?;
         fail::fail_point!("engine-answer");
         // Normally the committed record; if an update or a delete already followed, or
         // this node has not applied the write yet, the record as it was created.
@@ -343,13 +340,11 @@ impl Engine {
                 expected_version: old_version,
                 from_client: if_match.is_some(),
             };
-            let proposed = Instant::now();
-            let written = self
+            match self
                 .store
                 .propose_once(command, Self::actor(ctx), key.clone())
-                .await;
-            self.stages().since(Stage::Raft, proposed);
-            match written {
+                .await
+            {
                 Ok(ev) => {
                     // Tests hold the answer here while a later write lands.
                     fail::fail_point!("engine-answer");
@@ -433,10 +428,7 @@ impl Engine {
                 id,
                 expected_version,
             };
-            let proposed = Instant::now();
-            let written = self.store.propose(command, Self::actor(ctx)).await;
-            self.stages().since(Stage::Raft, proposed);
-            match written {
+            match self.store.propose(command, Self::actor(ctx)).await {
                 Ok(_) => {
                     hooks.after_delete(ctx, &old);
                     return Ok(());

@@ -16,9 +16,9 @@ use super::respond::Resp;
 use super::stage::{BoxFuture, Next, Step};
 use crate::config::RequestLog;
 
-/// What later stages tell the request log about a request, in the answer's extensions:
-/// its model and operation (the measure stage), its caller (the endpoints) and the time
-/// of its schema check (the body stage).
+/// What later stages tell the request log, in the answer's extensions: the request's
+/// model and operation (from the measure stage; [`Caller`] comes from the endpoints,
+/// [`Validation`] from the body stage).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Logged {
     pub model: String,

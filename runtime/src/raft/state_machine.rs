@@ -4,7 +4,9 @@
 //! commands; applying one decides unique values, versions and refs against the state
 //! (deterministic on every replica), appends the event (sequence numbers stay gap-free:
 //! blank and membership entries make no event) and publishes the record to the in-memory
-//! state that reads are served from. The events go to the event log (one `pwrite`); the
+//! state that reads are served from. A transaction (`Command::Together`, an action's
+//! writes) is decided whole first and published only when every write of it passes. The
+//! events go to the event log (one `pwrite`); the
 //! checkpoint thread syncs it and only then records the last applied log id and the
 //! membership, so the recorded state never covers an event that is not on disk. The
 //! Raft log is already durable, so applying needs no flush of its own. After a storage

@@ -347,7 +347,13 @@ impl Store {
             node_id: self.node_id.clone(),
             key,
         };
-        self.cluster.propose(stamped).await
+        // Every write's wait for Raft (committed and applied here) is the raft stage.
+        let proposed = std::time::Instant::now();
+        let answer = self.cluster.propose(stamped).await;
+        self.stats
+            .stages
+            .since(crate::domain::Stage::Raft, proposed);
+        answer
     }
 
     /// Stops the node's Raft group and waits until its parts have let go of the data dir
