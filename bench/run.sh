@@ -17,7 +17,8 @@
 #   bash bench/run.sh projection                 # creates into an audited model with a projection
 #                                                # vs a plain one; restart with RECORDS of them
 #   bash bench/run.sh telemetry                  # GET and POST with request_log = "all" (JSON
-#                                                # lines) vs "off"; metrics are on in both
+#                                                # lines) and traces at 0.1 to a local OTLP
+#                                                # sink vs both off; metrics are on in both
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -171,9 +172,17 @@ fi
 if [ "$only" = all ] || [ "$only" = telemetry ]; then
   # The same shop with every request logged as a JSON line (to a file, at info) and with
   # the request log off; metrics and stage timings are on in both. Alternating rounds.
+  # "Logged" also exports traces at sample_rate 0.1 to a local OTLP sink (bench/otlp_sink.py).
+  rm -f "$work/sink.port" "$work/sink.count"
+  python3 bench/otlp_sink.py "$work/sink.port" "$work/sink.count" &
+  sink_pid=$!
+  for _ in $(seq 50); do [ -s "$work/sink.port" ] && break; sleep 0.1; done
   logged_cfg=$work/shop/logged.toml
   sed -e 's|^log_format = "text"|log_format = "json"|' -e 's|^request_log = "errors"|request_log = "all"|' \
+    -e "s|^# otlp_endpoint = .*|otlp_endpoint = \"http://127.0.0.1:$(cat "$work/sink.port")\"|" \
+    -e 's|^# sample_rate = .*|sample_rate = 0.1|' \
     "$work/shop/lithair.toml" > "$logged_cfg"
+  grep -q '^otlp_endpoint = "http://127.0.0.1:[0-9]' "$logged_cfg" || { echo "the trace export was not configured" >&2; exit 1; }
   quiet_cfg=$work/shop/quiet.toml
   sed -e 's|^request_log = "errors"|request_log = "off"|' "$work/shop/lithair.toml" > "$quiet_cfg"
   grep -q '^request_log = "all"' "$logged_cfg" || { echo "the telemetry config was not written" >&2; exit 1; }
@@ -213,6 +222,9 @@ if [ "$only" = all ] || [ "$only" = telemetry ]; then
   echo "== 14. POST logged / quiet, per round: ${post_ratio[*]}; median $(median "${post_ratio[@]}")"
   echo "== 14. request log lines written: $(grep -c '"target":"lithair::request"' "$work/logged.log")"
   kill "${pids[-1]}" "${pids[-2]}"
+  sleep 2
+  echo "== 14. OTLP exports received (posts, bytes): $(cat "$work/sink.count")"
+  kill "$sink_pid"
 fi
 
 if [ "$only" = all ] || [ "$only" = jwt ]; then

@@ -129,6 +129,11 @@ impl Depot {
         ));
         let service = Service::from_spec_json(&spec)
             .expect("spec")
+            .with_openapi(Box::leak(
+                serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
+                    .expect("openapi.json")
+                    .into_boxed_str(),
+            ))
             .with_hooks("Order", hooks);
         let svc = InProcess::start(service, config, dir).await.expect("start");
         Depot {

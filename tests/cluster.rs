@@ -1595,3 +1595,83 @@ fn followers_serve_the_change_feed() {
         "{follower_metrics}"
     );
 }
+
+/// A write sent to a follower with a `traceparent` is one trace on both nodes: the
+/// follower's server span continues the caller's, its raft span holds the hand-over,
+/// and the leader's span of the proposal (with its apply) goes under that raft span.
+#[test]
+fn a_forwarded_write_is_one_trace_across_the_follower_and_the_leader() {
+    let s = shop();
+    let receiver = support::otlp::Receiver::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("traced.toml");
+    let text = std::fs::read_to_string(s.dir.join("lithair.toml"))
+        .unwrap()
+        .replace(
+            "# otlp_endpoint = \"http://127.0.0.1:4318\"",
+            &format!("otlp_endpoint = \"{}\"", receiver.endpoint()),
+        )
+        // Only the caller's sampled traceparent makes a trace.
+        .replace("# sample_rate = 0.1", "sample_rate = 0");
+    assert!(
+        text.contains("sample_rate = 0\n"),
+        "the template's [telemetry] changed"
+    );
+    std::fs::write(&config, text).unwrap();
+    let c = Cluster::start_with(
+        3,
+        vec!["--config".to_string(), config.to_str().unwrap().to_string()],
+    );
+    let leader = c.leader();
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let (leader_id, follower_id) = (
+        c.nodes[leader].id.to_string(),
+        c.nodes[follower].id.to_string(),
+    );
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let created = call(
+        "POST",
+        &c.url(follower, "/api/categories"),
+        Some(s.token("admin")),
+        Some(&json!({"name": "traced across"})),
+        &[("traceparent", &format!("00-{trace}-b7ad6b7169203331-01"))],
+    );
+    assert_eq!(created.status, 201, "{}", created.text);
+    let on = |spans: &[support::otlp::Received], node: &str, name: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.trace_id() == trace
+                    && s.span.name == name
+                    && s.resource.get("service.instance.id").map(String::as_str) == Some(node)
+            })
+            .cloned()
+    };
+    let spans = receiver.wait(Duration::from_secs(30), |spans| {
+        on(spans, &leader_id, "apply").is_some()
+            && on(spans, &follower_id, "POST Category.create").is_some()
+    });
+    let root = on(&spans, &follower_id, "POST Category.create")
+        .unwrap_or_else(|| panic!("no span of the follower's request in {spans:#?}"));
+    assert_eq!(
+        root.parent_id(),
+        "b7ad6b7169203331",
+        "the caller's span is the parent"
+    );
+    let raft = on(&spans, &follower_id, "raft").expect("the follower's raft span");
+    assert_eq!(raft.parent_id(), root.span_id());
+    let proposal = on(&spans, &leader_id, "raft propose (leader)")
+        .unwrap_or_else(|| panic!("no span of the leader in {spans:#?}"));
+    assert_eq!(
+        proposal.parent_id(),
+        raft.span_id(),
+        "the leader's span is under the follower's raft span"
+    );
+    assert_eq!(proposal.span.kind, 2, "a server span");
+    let apply = on(&spans, &leader_id, "apply").expect("the leader's apply span");
+    assert_eq!(apply.parent_id(), proposal.span_id());
+    assert!(
+        raft.span.start_time_unix_nano <= proposal.span.start_time_unix_nano + 50_000_000,
+        "the leader's span starts within the follower's raft span (clocks of one host)"
+    );
+}

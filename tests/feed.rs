@@ -37,7 +37,13 @@ fn service() -> Service {
             lithair_gen::schema::render_diagnostics("feeds.yaml", SCHEMA, &d, false)
         )
     });
-    Service::from_spec_json(&serde_json::to_string(&schema).expect("spec.json")).expect("spec")
+    Service::from_spec_json(&serde_json::to_string(&schema).expect("spec.json"))
+        .expect("spec")
+        .with_openapi(Box::leak(
+            serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
+                .expect("openapi.json")
+                .into_boxed_str(),
+        ))
 }
 
 fn config(extra: &str) -> (String, HashMap<&'static str, String>) {

@@ -347,19 +347,35 @@ async fn list_queries_are_bounded() {
         "{}",
         a.json
     );
-    let filters: Vec<String> = (0..17).map(|i| format!("name=n{i}")).collect();
-    let a = shop
-        .get(&format!("/api/categories?{}", filters.join("&")))
-        .await;
+    let a = shop.get("/api/categories?name=a&name[ne]=b&name=c").await;
     assert_eq!(a.status, 400, "{}", a.json);
     assert!(
         a.json["detail"]
             .as_str()
             .unwrap_or_default()
-            .contains("at most 16 filters"),
+            .contains("the filter `name` is given twice"),
         "{}",
         a.json
     );
+    for bad in ["name,", ",name", "name,,id", "-"] {
+        let a = shop.get(&format!("/api/categories?sort={bad}")).await;
+        assert_eq!(a.status, 400, "sort={bad}: {}", a.json);
+    }
+    // Every filter parameter of the document at once is taken.
+    let all: Vec<String> = ["eq", "ne", "gt", "gte", "lt", "lte"]
+        .iter()
+        .flat_map(|op| {
+            [
+                format!("name[{op}]=m"),
+                format!("created_at[{op}]=2026-01-01T00:00:00Z"),
+            ]
+        })
+        .chain(["name=m".to_string(), "sort=".to_string()])
+        .collect();
+    let a = shop
+        .get(&format!("/api/categories?{}", all.join("&")))
+        .await;
+    assert_eq!(a.status, 200, "{}", a.json);
     let ok = shop.get("/api/categories?sort=-name,id&name=x").await;
     assert_eq!(ok.status, 200, "{}", ok.json);
     shop.svc.shutdown().await;
@@ -475,17 +491,50 @@ async fn bad_input_gets_a_4xx_never_a_5xx() {
         )
         .await;
     assert_eq!(a.status, 412);
-    // An empty If-Match is no ETag at all: the client's syntax error.
+    // An empty If-Match, or one that is no list of ETags, is the client's syntax error; a
+    // list naming the current version among others that name none is taken, and so is an
+    // unquoted tag.
+    for bad in [" ", "\"1", "\"1\",", "1,,2", "\"a b\"", "a b", "W/"] {
+        for method in ["PATCH", "DELETE"] {
+            let body = (method == "PATCH").then(|| json!({}));
+            let who = if method == "DELETE" {
+                "admin"
+            } else {
+                "editor"
+            };
+            let a = shop
+                .call(method, &one, Some(who), body.as_ref(), &[("if-match", bad)])
+                .await;
+            assert_eq!(a.status, 400, "{method} If-Match {bad:?}: {}", a.json);
+        }
+        let a = shop
+            .call("GET", &one, Some("editor"), None, &[("if-none-match", bad)])
+            .await;
+        assert_eq!(a.status, 400, "If-None-Match {bad:?}: {}", a.json);
+    }
     let a = shop
         .call(
             "PATCH",
             &one,
             Some("editor"),
             Some(&json!({})),
-            &[("if-match", " ")],
+            &[("if-match", "\"x\", W/\"1\"")],
         )
         .await;
-    assert_eq!(a.status, 400, "{}", a.json);
+    assert_eq!(a.status, 200, "{}", a.json);
+    let a = shop
+        .call(
+            "PATCH",
+            &one,
+            Some("editor"),
+            Some(&json!({})),
+            &[(
+                "if-match",
+                a.header("etag").unwrap_or_default().trim_matches('"'),
+            )],
+        )
+        .await;
+    assert_eq!(a.status, 200, "an unquoted tag: {}", a.json);
     assert_eq!(shop.get("/health").await.status, 200, "still alive");
     shop.svc.shutdown().await;
 }
@@ -703,8 +752,38 @@ async fn a_cache_model_says_how_long_and_its_kept_pages_follow_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_operational_routes_take_the_roles_the_config_names() {
     let open = Shop::start().await;
-    assert_eq!(open.get("/metrics").await.status, 200);
+    let metrics = open.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("application/openmetrics-text")),
+        "{:?}",
+        metrics.headers
+    );
+    // A client that takes only text/plain gets the same text under that name.
+    let plain = open
+        .call("GET", "/metrics", None, None, &[("accept", "text/plain")])
+        .await;
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert!(String::from_utf8_lossy(&plain.bytes).contains("lithair_raft_term"));
     assert_eq!(open.get("/openapi.json").await.status, 200);
+    // A new member's addr is host:port.
+    for addr in ["0", "host", ":80", "h:99999", "a b:1"] {
+        let a = open
+            .call(
+                "POST",
+                "/_cluster/members",
+                Some("admin"),
+                Some(&json!({"id": 9, "addr": addr})),
+                &[],
+            )
+            .await;
+        assert_eq!(a.status, 400, "addr {addr:?}: {}", a.json);
+    }
     // Default membership roles: admin only (the id is checked after the role).
     assert_eq!(member(&open, "editor").await, 403);
     assert_eq!(member(&open, "admin").await, 404);

@@ -82,6 +82,13 @@ impl Ledger {
         });
         let spec = serde_json::to_string(&schema).expect("spec.json");
         let service = Service::from_spec_json(&spec)
+            .map(|s| {
+                s.with_openapi(Box::leak(
+                    serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
+                        .expect("openapi.json")
+                        .into_boxed_str(),
+                ))
+            })
             .expect("spec")
             .with_hooks("Invoice", bump_hooks());
         let svc = InProcess::start(service, config, dir).await.expect("start");

@@ -86,8 +86,10 @@ impl Desk {
         });
         let spec = serde_json::to_string(&schema).expect("spec.json");
         let openapi = lithair_gen::render::openapi::document(&schema);
+        let text = serde_json::to_string(&openapi).expect("openapi.json");
         let service = Service::from_spec_json(&spec)
             .expect("spec")
+            .with_openapi(Box::leak(text.into_boxed_str()))
             .with_hooks("Product", peek_hooks());
         let mut config = String::new();
         let mut tokens = HashMap::new();

@@ -73,7 +73,13 @@ fn service(with_projections: bool) -> Service {
         )
     });
     let spec = serde_json::to_string(&schema).expect("spec.json");
-    Service::from_spec_json(&spec).expect("spec")
+    Service::from_spec_json(&spec)
+        .expect("spec")
+        .with_openapi(Box::leak(
+            serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
+                .expect("openapi.json")
+                .into_boxed_str(),
+        ))
 }
 
 struct Sales {

@@ -99,9 +99,8 @@ fn no_huge_pages() {
 pub fn main(service: impl crate::IntoService) -> ExitCode {
     let cli = Cli::parse();
     // `serve` logs as its configuration says, once it has read it.
-    if !matches!(cli.command, Command::Serve { .. }) {
-        crate::logs::init(Default::default());
-    }
+    let _logs = (!matches!(cli.command, Command::Serve { .. }))
+        .then(|| crate::logs::init(Default::default()));
     let service = match service.into_service() {
         Ok(s) => s,
         Err(e) => {
@@ -323,7 +322,7 @@ fn serve(
     let required = config_path.is_some();
     let path = config_path.unwrap_or_else(|| PathBuf::from("lithair.toml"));
     let config = Config::load(&path, required, &flags)?;
-    crate::logs::init(config.telemetry.log_format.unwrap_or_default());
+    let _logs = crate::logs::init(config.telemetry.log_format.unwrap_or_default());
     let auth = Authenticator::from_config(&config.auth, &service.spec, config_dir(&path))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let planes = http::Planes::of(&config, &service.spec)
@@ -362,6 +361,7 @@ fn serve(
             None => addr,
         };
         let node = cluster_options(cluster, &config, cluster_addr, cluster_client_tls)?;
+        let node_id = node.node_id;
         let peers = peer_ips(&node);
         let store_opts = StoreOptions::of(&config, node);
         let store = Store::open(&config.storage.data_dir, &service.spec.spec, store_opts).await?;
@@ -373,9 +373,22 @@ fn serve(
         if cluster_listener.is_some() {
             println!("cluster listening on {}://{cluster_addr}", scheme(cluster_server_tls.is_some()));
         }
+        let tracing = crate::telemetry::Tracing::of(&config.telemetry, &service.spec.spec, node_id)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if tracing.is_none() {
+            let set: Vec<&str> = service.spec.spec.models.iter()
+                .filter(|m| m.tracing.is_some())
+                .map(|m| m.name.as_str())
+                .collect();
+            if !set.is_empty() {
+                tracing::info!(models = %set.join(", "), "these models' `tracing:` settings apply once [telemetry] otlp_endpoint is set");
+            }
+        }
+        engine.store.cluster().trace_with(tracing.clone());
         let opts = ServeOptions::of(&config.server)
             .with_planes(planes)
-            .with_request_log(config.telemetry.request_log);
+            .with_request_log(config.telemetry.request_log)
+            .with_tracing(tracing.clone());
         let rules = Rules::new(&config.firewall, peers.clone());
         warn_unadmitted_peers(&rules, &peers);
         let firewall = Firewall::new(rules);
@@ -394,6 +407,10 @@ fn serve(
             });
         }
         http::serve(listeners, engine, live, service.openapi, opts, shutdown_signal()).await?;
+        if let Some(t) = tracing {
+            // Sends the spans still queued (blocking, up to the export's timeout).
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
         Ok(())
     })
 }

@@ -59,13 +59,15 @@ pub struct TelemetryConfig {
     pub log_format: Option<LogFormat>,
     /// `request_log`: `all`, `errors` (the default) or `off`.
     pub request_log: RequestLog,
-    /// Trace export (`otlp_endpoint`, `sample_rate`, `include_body`): refused until it
-    /// is built, so that no setting is read and ignored.
-    pub otlp_endpoint: Option<toml::Value>,
-    /// See `otlp_endpoint`.
-    pub sample_rate: Option<toml::Value>,
-    /// See `otlp_endpoint`.
-    pub include_body: Option<toml::Value>,
+    /// `otlp_endpoint`: where traces go, as OTLP/HTTP protobuf (`http://host:port`;
+    /// `/v1/traces` is added unless a path is given). Unset: nothing is traced.
+    pub otlp_endpoint: Option<String>,
+    /// `sample_rate`: the share of requests traced, 0 to 1 (default 0.1, as in the seed);
+    /// a model's `tracing: { sample_rate }` wins for its requests.
+    pub sample_rate: Option<f64>,
+    /// `include_body`: whether a traced request's span keeps its body (the first 4 KiB;
+    /// default false).
+    pub include_body: Option<bool>,
 }
 
 /// `[server]`.
@@ -408,14 +410,26 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         let t = &self.telemetry;
-        for (key, set) in [
-            ("otlp_endpoint", t.otlp_endpoint.is_some()),
-            ("sample_rate", t.sample_rate.is_some()),
-            ("include_body", t.include_body.is_some()),
-        ] {
-            if set {
+        if t.otlp_endpoint.is_none() {
+            for (key, set) in [
+                ("sample_rate", t.sample_rate.is_some()),
+                ("include_body", t.include_body.is_some()),
+            ] {
+                if set {
+                    return Err(ConfigError::Invalid(format!(
+                        "telemetry.{key} applies to exported traces, and otlp_endpoint is not set: set it (e.g. \"http://127.0.0.1:4318\") or remove {key}"
+                    )));
+                }
+            }
+        }
+        if let Some(endpoint) = &t.otlp_endpoint {
+            crate::telemetry::traces_url(endpoint)
+                .map_err(|e| ConfigError::Invalid(format!("telemetry.otlp_endpoint: {e}")))?;
+        }
+        if let Some(rate) = t.sample_rate {
+            if !(0.0..=1.0).contains(&rate) {
                 return Err(ConfigError::Invalid(format!(
-                    "telemetry.{key}: exporting traces (OpenTelemetry) is not supported yet; remove the key (log_format and request_log work)"
+                    "telemetry.sample_rate {rate} is not between 0 and 1 (the share of requests traced)"
                 )));
             }
         }
@@ -514,7 +528,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn telemetry_sets_the_logs_and_refuses_what_is_not_built() {
+    fn telemetry_sets_the_logs_and_the_trace_export() {
         let c = Config::from_toml(
             "[telemetry]\nlog_format = \"json\"\nrequest_log = \"all\"\n",
             "x.toml",
@@ -523,13 +537,31 @@ mod tests {
         assert_eq!(c.telemetry.log_format, Some(LogFormat::Json));
         assert_eq!(c.telemetry.request_log, RequestLog::All);
         assert_eq!(Config::default().telemetry.request_log, RequestLog::Errors);
-        for key in [
-            "otlp_endpoint = \"http://127.0.0.1:4318\"",
-            "sample_rate = 0.1",
-            "include_body = false",
+        let c = Config::from_toml(
+            "[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_rate = 0.5\ninclude_body = true\n",
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318")
+        );
+        assert_eq!(
+            (c.telemetry.sample_rate, c.telemetry.include_body),
+            (Some(0.5), Some(true))
+        );
+        for (toml, says) in [
+            ("sample_rate = 0.1", "otlp_endpoint is not set"),
+            ("include_body = false", "otlp_endpoint is not set"),
+            (
+                "otlp_endpoint = \"http://h:4318\"\nsample_rate = 1.5",
+                "not between 0 and 1",
+            ),
+            ("otlp_endpoint = \"https://h:4318\"", "only http://"),
+            ("otlp_endpoint = \"h:4318\"", "not an http:// URL"),
         ] {
-            let err = Config::from_toml(&format!("[telemetry]\n{key}\n"), "x.toml").unwrap_err();
-            assert!(err.to_string().contains("not supported yet"), "{err}");
+            let err = Config::from_toml(&format!("[telemetry]\n{toml}\n"), "x.toml").unwrap_err();
+            assert!(err.to_string().contains(says), "{toml}: {err}");
         }
         assert!(Config::from_toml("[telemetry]\nrequest_log = \"some\"\n", "x.toml").is_err());
     }

@@ -16,6 +16,7 @@
 //!   shutdown), over `domain` (commands, events, state, the decision rule, snapshots; no
 //!   I/O), `raft` (consensus, the data dir, recovery, checkpoints) and `wal` (the logs and
 //!   small files on one file seam, a leaf);
+//! - `logs` and `telemetry`: log lines (text or JSON) and trace export (OTLP);
 //! - [`config`] and `cli`: `lithair.toml`, `LITHAIR_*`, flags; `serve`, `token new` and `token list`.
 //!
 //! The public API is what a generated crate needs: [`Service`], [`main`], [`prelude`],
@@ -52,6 +53,7 @@ internal! {
     raft;
     spec;
     store;
+    telemetry;
     tls;
     validate;
     wal;

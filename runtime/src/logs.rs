@@ -15,9 +15,20 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::LogFormat;
 
+/// What keeps the log thread running: dropped at the end of `main`, it writes the lines
+/// still queued.
+#[must_use = "the lines still queued are written when this is dropped"]
+pub struct Logs {
+    _worker: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Installs the process's subscriber: `format` unless `LITHAIR_LOG_FORMAT` says
 /// otherwise. A second call does nothing (the first subscriber stays).
-pub fn init(format: LogFormat) {
+///
+/// Lines go to stderr through a thread of their own (`tracing-appender`): a request's
+/// line is queued, and the thread writes the queue in large writes, flushed whenever it
+/// has caught up. Nothing is dropped: with 65,536 lines queued, a logging thread waits.
+pub fn init(format: LogFormat) -> Logs {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("LITHAIR_LOG")
@@ -27,15 +38,26 @@ pub fn init(format: LogFormat) {
         Ok("text") => LogFormat::Text,
         _ => format,
     };
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(65_536)
+        .thread_name("lithair-logs")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+        .with_writer(writer);
+    let installed = match format {
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
             .try_init(),
     };
+    Logs {
+        _worker: installed.is_ok().then_some(guard),
+    }
 }
 
 /// The JSON line format.

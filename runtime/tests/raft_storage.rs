@@ -73,6 +73,7 @@ fn replicas_applying_the_same_entries_hold_identical_logs() {
                 at: "2024-01-01T00:00:00Z".into(),
                 node_id: "1".into(),
                 key: None,
+                trace: None,
             };
             Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), i + 1), payload: EntryPayload::Normal(Batch::new(vec![stamped])) }
         })
@@ -138,6 +139,7 @@ fn a_command_sent_twice_is_applied_once() {
         at: "2024-01-01T00:00:00Z".into(),
         node_id: "2".into(),
         key: None,
+        trace: None,
     };
     let entry = |i: u64| entry(i, &stamped);
     let (_dir, db, mut sm, rt) = fresh(&spec);
@@ -182,6 +184,7 @@ fn a_refused_command_sent_again_is_decided_again() {
         at: "2024-01-01T00:00:00Z".into(),
         node_id: "1".into(),
         key: None,
+        trace: None,
     };
     let create = |id: uuid::Uuid| {
         Command::Create {

@@ -328,6 +328,10 @@ pub struct Model {
     /// Snapshot the model's store every N events (None: the config's default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_every: Option<u64>,
+    /// How its requests are traced when the service exports traces (`tracing:`; None:
+    /// as `[telemetry]` says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<Tracing>,
     /// Fields in source order (the implicit `id` is not listed).
     pub fields: Vec<Field>,
     /// Custom endpoints whose bodies the user writes.
@@ -374,6 +378,22 @@ pub struct Cache {
     /// Seconds a client (or a shared cache, for a public model) may reuse a get or list
     /// answer (`Cache-Control: max-age`).
     pub ttl: u64,
+}
+
+/// `tracing:` of a model: what of the service's trace export (`[telemetry]
+/// otlp_endpoint`) applies to requests of this model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tracing {
+    /// `false`: none of its requests is traced, whatever the caller's `traceparent` says.
+    pub enabled: bool,
+    /// The share of its requests traced (None: `[telemetry] sample_rate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_rate: Option<f64>,
+    /// Whether a traced request's body is an attribute of its span (None: `[telemetry]
+    /// include_body`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_body: Option<bool>,
 }
 
 /// A field's type.

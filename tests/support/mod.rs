@@ -1,12 +1,16 @@
 //! Shared helpers of the end-to-end tests: generate a crate with the real `lithair-gen`
 //! binary, build it with cargo (one shared target dir, so dependencies compile once),
-//! start it on an ephemeral port, talk HTTP to it, kill it.
+//! start it on an ephemeral port, talk HTTP to it, kill it. Every answer [`call`] reads
+//! from a server started here is held to the OpenAPI document that server serves: a route
+//! or status code the document does not describe fails the test.
 
 #![allow(dead_code)]
 
 pub mod cluster;
 pub mod linearizable;
+pub mod otlp;
 pub mod proxy;
+pub mod tools;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,7 +18,50 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lithair_runtime::testing::Described;
 use serde_json::Value;
+
+/// The documents of the servers started here, by their address (`127.0.0.1:port`).
+fn documents(
+) -> &'static std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Described>>> {
+    static DOCS: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Described>>>,
+    > = std::sync::OnceLock::new();
+    DOCS.get_or_init(Default::default)
+}
+
+/// Reads the OpenAPI document `addr` serves (when `/openapi.json` is open to anonymous
+/// callers) and holds the answers [`call`] reads from it to the document.
+fn describe(addr: SocketAddr, scheme: &str) {
+    if scheme != "http" {
+        return;
+    }
+    let url = format!("http://{addr}/openapi.json");
+    let Ok(r) = ureq::get(&url).timeout(Duration::from_secs(30)).call() else {
+        return;
+    };
+    if let Ok(doc) = r.into_json::<Value>() {
+        documents()
+            .lock()
+            .unwrap()
+            .insert(addr.to_string(), std::sync::Arc::new(Described::of(&doc)));
+    }
+}
+
+/// Panics when `method url` answered `status` is an answer the server's document does not
+/// describe.
+fn hold_to_document(method: &str, url: &str, status: u16) {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return;
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let doc = documents().lock().unwrap().get(authority).cloned();
+    if let Some(doc) = doc {
+        if let Err(why) = doc.check(method, path, status) {
+            panic!("undocumented answer: {why}");
+        }
+    }
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
@@ -251,14 +298,19 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
-        let addr = loop {
+        let (addr, scheme) = loop {
             match lines.next() {
                 Some(Ok(line)) => {
                     let public = line
                         .strip_prefix("listening on http://")
                         .or_else(|| line.strip_prefix("listening on https://"));
                     if let Some(a) = public {
-                        break a.trim().parse().expect("address");
+                        let scheme = if line.contains("https://") {
+                            "https"
+                        } else {
+                            "http"
+                        };
+                        break (a.trim().parse().expect("address"), scheme);
                     }
                 }
                 _ => {
@@ -285,6 +337,7 @@ impl Server {
                 }
             });
         }
+        describe(addr, scheme);
         Server {
             child: Some(child),
             addr,
@@ -395,6 +448,7 @@ pub fn call(
         Err(e) => panic!("{method} {url}: {e}"),
     };
     let status = resp.status();
+    hold_to_document(method, url, status);
     let headers = resp
         .headers_names()
         .into_iter()

@@ -12,6 +12,14 @@ mod projections;
 
 use projections::projection_path;
 
+/// An `If-Match` or `If-None-Match` value: `*` or a list of entity tags (RFC 9110).
+/// An unquoted tag (`If-Match: 3`) is taken as the quoted one.
+const ETAG_LIST: &str = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#;
+
+/// A new member's `addr`: `host:port` (a name, an IPv4 address or a bracketed IPv6
+/// address, and a port up to 65535), as the service checks it.
+const MEMBER_ADDR: &str = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
+
 fn type_schema(ty: &FieldType) -> Value {
     match ty {
         FieldType::String | FieldType::Text => json!({"type": "string"}),
@@ -230,7 +238,7 @@ pub fn document(schema: &Schema) -> Value {
         let mut item = Map::new();
         let tag = json!([m.name]);
         // Conditional reads (every model) and the Cache-Control of `cache` models.
-        let if_none_match = json!({"name": "If-None-Match", "in": "header", "description": "An ETag of an earlier answer: 304 while it is current.", "schema": {"type": "string"}});
+        let if_none_match = json!({"name": "If-None-Match", "in": "header", "description": "An ETag of an earlier answer: 304 while it is current.", "schema": {"type": "string", "pattern": ETAG_LIST}});
         let mut read_headers = json!({"ETag": {"schema": {"type": "string"}}});
         if let Some(c) = &m.cache {
             read_headers["Cache-Control"] = json!({"description": format!("max-age={} (public when anonymous callers see the same answer, private otherwise)", c.ttl), "schema": {"type": "string"}});
@@ -239,8 +247,8 @@ pub fn document(schema: &Schema) -> Value {
         if m.has(Operation::List) {
             let mut params = vec![
                 json!({"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": 1000}}),
-                json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0}}),
-                json!({"name": "sort", "in": "query", "description": "Comma-separated fields; `-` before a field sorts descending.", "schema": {"type": "string"}}),
+                json!({"name": "offset", "in": "query", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}),
+                json!({"name": "sort", "in": "query", "description": "Comma-separated fields (at most 8); `-` before a field sorts descending.", "schema": {"type": "string", "pattern": sort_pattern(m)}}),
             ];
             // `field=value`, and `field[op]=value`: eq and ne on every filterable field,
             // the ranges on the ordered types (and on the server's timestamps).
@@ -302,15 +310,15 @@ pub fn document(schema: &Schema) -> Value {
                 "description": model_note(m, &p.read, false), "security": security(&p.read), "parameters": [if_none_match],
                 "responses": {"200": {"description": "The record.", "headers": read_headers, "content": {"application/json": {"schema": record}}},
                     "304": not_modified,
-                    "400": problem_response("An empty or unreadable If-None-Match."),
+                    "400": problem_response("An If-None-Match that is not an ETag list."),
                     "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record.")}
             }));
         }
-        let write_responses = json!({"200": {"description": "The updated record.", "content": {"application/json": {"schema": record}}},
-            "400": problem_response("Malformed JSON."), "401": problem_response("No or bad token."), "403": problem_response("Missing role, or a field the caller may not change."),
+        let write_responses = json!({"200": {"description": "The updated record.", "headers": {"ETag": {"description": "The new version's.", "schema": {"type": "string"}}}, "content": {"application/json": {"schema": record}}},
+            "400": problem_response("Malformed JSON, or an If-Match that is not an ETag list."), "401": problem_response("No or bad token."), "403": problem_response("Missing role, or a field the caller may not change."),
             "404": problem_response("No such record."), "409": problem_response("Unique conflict."), "412": problem_response("If-Match does not match the current version."),
             "415": problem_response("Not JSON."), "422": problem_response("Validation failed.")});
-        let if_match = json!({"name": "If-Match", "in": "header", "schema": {"type": "string"}});
+        let if_match = json!({"name": "If-Match", "in": "header", "description": "The ETag of the version the change is made to: 412 when it is no longer current.", "schema": {"type": "string", "pattern": ETAG_LIST}});
         if m.has(Operation::Update) {
             item.insert("put".into(), json!({
                 "tags": tag, "operationId": format!("update_{}", m.snake), "summary": format!("Replace {}", article(&m.name)),
@@ -332,7 +340,7 @@ pub fn document(schema: &Schema) -> Value {
             item.insert("delete".into(), json!({
                 "tags": tag, "operationId": format!("delete_{}", m.snake), "summary": format!("Delete {}", article(&m.name)),
                 "description": model_note(m, &p.delete, false), "security": security(&p.delete), "parameters": [if_match],
-                "responses": {"204": {"description": "Deleted."}, "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                "responses": {"204": {"description": "Deleted."}, "400": problem_response("An If-Match that is not an ETag list."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
                     "404": problem_response("No such record."), "412": problem_response("If-Match does not match the current version.")}
             }));
         }
@@ -351,10 +359,12 @@ pub fn document(schema: &Schema) -> Value {
                     model_note(m, &p.read, true), n = m.name),
                 "security": security(&p.read),
                 "parameters": [
-                    {"name": "since", "in": "query", "description": "Resume after the event with this sequence number.", "schema": {"type": "integer", "minimum": 0}},
-                    {"name": "Last-Event-ID", "in": "header", "description": "Resume after this event (what `EventSource` sends when it reconnects); wins over `since`.", "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
+                    {"name": "since", "in": "query", "description": "Resume after the event with this sequence number.", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}},
+                    {"name": "Last-Event-ID", "in": "header", "description": "Resume after this event (what `EventSource` sends when it reconnects); wins over `since`.", "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"}}],
                 "responses": {
-                    "200": {"description": "The stream of changes.", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                    "200": {"description": "The stream of changes.", "content": {"text/event-stream": {"schema": {
+                        "type": "object", "description": "One server-sent event.",
+                        "properties": {"id": {"type": "string", "pattern": "^[0-9]+$"}, "event": {"type": "string"}, "data": {"type": "string", "description": "The change, as JSON."}, "retry": {"type": "integer"}}}}}},
                     "400": problem_response("A bad `since` or Last-Event-ID."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
                     "410": problem_response("The resume point is before the first event this node holds.")}
             }}));
@@ -368,14 +378,14 @@ pub fn document(schema: &Schema) -> Value {
                 "by_action": {"type": ["string", "null"], "description": "The custom action whose handler made the write, if one did."},
                 "principal": {"type": "string"}, "timestamp": {"type": "string", "format": "date-time"},
                 "changes": {"type": "object", "description": "Each changed field: {old, new} (null where absent); fields the caller may not see are left out.",
-                    "additionalProperties": {"type": "object", "properties": {"old": {}, "new": {}}}}},
+                    "properties": changes_schema(m)}},
                 "required": ["version", "event_id", "action", "principal", "timestamp", "changes"]});
             paths.insert(format!("{}/{{id}}/history", m.path), json!({"get": {
                 "tags": tag, "operationId": format!("history_{}", m.snake), "summary": format!("The changes of {}, newest first", article(&m.name)),
                 "description": format!("{}{audit_note}", model_note(m, &p.read, false)), "security": security(&p.read),
                 "parameters": [id_param,
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                    {"name": "before", "in": "query", "description": "Only the entries of versions below this one.", "schema": {"type": "integer", "minimum": 0}}],
+                    {"name": "before", "in": "query", "description": "Only the entries of versions below this one.", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}],
                 "responses": {"200": {"description": "The record's history.", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": entry}}, "required": ["items"]}}}},
                     "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
@@ -386,7 +396,7 @@ pub fn document(schema: &Schema) -> Value {
                     "tags": tag, "operationId": format!("version_{}", m.snake), "summary": format!("{} as it was at a version", capitalized(&article(&m.name))),
                     "description": format!("The newest {n} versions are readable; an older one is 410. {}{audit_note}", model_note(m, &p.read, false)),
                     "security": security(&p.read),
-                    "parameters": [id_param, {"name": "v", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1}}],
+                    "parameters": [id_param, {"name": "v", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX}}],
                     "responses": {"200": {"description": "The record at that version.", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": record}}},
                         "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
                         "404": problem_response("No such record or version."), "410": problem_response("Older than the versions kept readable.")}
@@ -401,7 +411,9 @@ pub fn document(schema: &Schema) -> Value {
                 "description": roles_note(&a.permission), "security": security(&a.permission),
                 "requestBody": {"required": false, "content": {"application/json": {"schema": {}}}},
                 "responses": {"200": {"description": "The action's answer.", "content": {"application/json": {"schema": {}}}},
-                    "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record.")}
+                    "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record."),
+                    "409": problem_response("A write the action staged takes a unique value already taken, or a record it read changed before its writes were made; none of its writes is made."),
+                    "422": problem_response("A write the action staged breaks the model's rules, or the handler refused the request; none of its writes is made.")}
             });
             if a.on_record() {
                 op["parameters"] = json!([id_param]);
@@ -413,7 +425,7 @@ pub fn document(schema: &Schema) -> Value {
             if let Some(input) = &a.input {
                 op["requestBody"] = json!({"required": true, "content": {"application/json": {"schema": object(input, &|f: &Field| f.required())}}});
                 op["responses"]["422"] = problem_response(
-                    "The body breaks the action's input rules (every failing field is listed).",
+                    "The body breaks the action's input rules (every failing field is listed), a write the action staged breaks the model's rules, or the handler refused the request; none of its writes is made.",
                 );
             }
             match &a.output {
@@ -451,8 +463,8 @@ pub fn document(schema: &Schema) -> Value {
             "by_action": {"type": ["string", "null"], "description": "The custom action whose handler made the write, if one did."},
             "user": {"type": "string"}, "roles": {"type": "array", "items": {"type": "string"}},
             "timestamp": {"type": "string", "format": "date-time"},
-            "old_values": {"description": "The record before a delete, the changed fields' old values of an update, null for a create."},
-            "new_values": {"description": "The record after a create, the changed fields' new values of an update, null for a delete."}},
+            "old_values": {"type": ["object", "null"], "description": "The record before a delete, the changed fields' old values of an update, null for a create."},
+            "new_values": {"type": ["object", "null"], "description": "The record after a create, the changed fields' new values of an update, null for a delete."}},
             "required": ["sequence_number", "event_id", "model", "record_id", "action", "user", "timestamp"]});
         paths.insert("/api/_audit".into(), json!({"get": {
             "tags": ["Audit"], "operationId": "audit_log", "summary": "The audit log of the audited models, oldest first",
@@ -465,7 +477,7 @@ pub fn document(schema: &Schema) -> Value {
                 q("since", "Only entries at or after this time.", json!({"type": "string", "format": "date-time"})),
                 q("until", "Only entries at or before this time.", json!({"type": "string", "format": "date-time"})),
                 q("limit", "At most this many entries (100 by default).", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
-                q("cursor", "The next_cursor of the page before.", json!({"type": "integer", "minimum": 0}))],
+                q("cursor", "The next_cursor of the page before.", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}))],
             "responses": {"200": {"description": "A page of entries.", "content": {"application/json": {"schema": {
                 "type": "object", "properties": {"items": {"type": "array", "items": entry},
                     "next_cursor": {"type": ["integer", "null"], "description": "Where the next page starts; null at the end."}},
@@ -502,7 +514,8 @@ fn patch_schema(m: &Model) -> Value {
         .fields
         .iter()
         .map(|f| {
-            let mut schema = field_schema(m, f);
+            // A default is what a create fills in; a patch that leaves a field out keeps it.
+            let mut schema = without_default(field_schema(m, f));
             if f.optional {
                 schema = json!({"anyOf": [schema, {"type": "null", "description": "Clears the field."}]});
             }
@@ -513,7 +526,49 @@ fn patch_schema(m: &Model) -> Value {
         "properties": props, "additionalProperties": false})
 }
 
-/// `/health`, `/ready`, `/metrics`, `/_cluster/status` and `/openapi.json`.
+/// `schema` without its `default` (also inside a `oneOf` of an optional field).
+fn without_default(mut schema: Value) -> Value {
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("default");
+        if let Some(Value::Array(alts)) = obj.get_mut("oneOf") {
+            for a in alts {
+                if let Some(o) = a.as_object_mut() {
+                    o.remove("default");
+                }
+            }
+        }
+    }
+    schema
+}
+
+/// The `changes` of a history entry of `m`: each field's old and new value, null where
+/// there was none.
+fn changes_schema(m: &Model) -> Map<String, Value> {
+    m.fields
+        .iter()
+        .map(|f| {
+            let value = json!({"anyOf": [type_schema(&f.ty), {"type": "null"}]});
+            let change = json!({"type": "object", "properties": {"old": value, "new": value}, "required": ["old", "new"]});
+            (f.name.clone(), change)
+        })
+        .collect()
+}
+
+/// The `sort` of `m`'s list: up to 8 comma-separated keys (fields, `id`, `created_at`,
+/// `updated_at`, `version`), each with an optional `-`; or nothing.
+fn sort_pattern(m: &Model) -> String {
+    let keys: Vec<String> = m
+        .fields
+        .iter()
+        .map(|f| f.name.clone())
+        .chain(["id", "created_at", "updated_at", "version"].map(String::from))
+        .collect();
+    let key = format!("-?({})", keys.join("|"));
+    format!("^({key}(,{key}){{0,7}})?$")
+}
+
+/// `/health`, `/ready`, `/metrics`, `/_cluster/status`, `/_cluster/members` and
+/// `/openapi.json`.
 fn operational_paths(paths: &mut Map<String, Value>) {
     let tag = json!(["Operations"]);
     let status = |v: &str| json!({"type": "object", "properties": {"status": {"type": "string", "enum": [v]}}, "required": ["status"]});
@@ -526,11 +581,32 @@ fn operational_paths(paths: &mut Map<String, Value>) {
                 "type": "object", "properties": {"status": {"type": "string", "enum": ["unready"]}, "reason": {"type": "string"}}, "required": ["status", "reason"]}}}}}}}));
     paths.insert("/metrics".into(), json!({"get": {"tags": tag, "operationId": "metrics", "summary": "Prometheus metrics",
         "description": "Open unless `[server] metrics_roles` names roles.",
-        "responses": {"200": {"description": "The metrics, in the Prometheus text format.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+        "responses": {"200": {"description": "The metrics, in the OpenMetrics text format (which Prometheus reads); labelled `text/plain` for a client whose `Accept` names `text/plain` and not OpenMetrics.", "content": {"application/openmetrics-text": {"schema": {"type": "string"}}, "text/plain": {"schema": {"type": "string"}}}},
             "401": problem_response("No or bad token (when roles guard it)."), "403": problem_response("Missing role.")}}}));
     paths.insert("/_cluster/status".into(), json!({"get": {"tags": tag, "operationId": "cluster_status", "summary": "This node's view of its Raft cluster",
         "security": [], "responses": {"200": {"description": "The node's id, the leader, the term, the last applied entry and the members.",
             "content": {"application/json": {"schema": {"type": "object"}}}}}}}));
+    let admin = "The roles of `[cluster] admin_roles`, or the cluster secret in `x-lithair-cluster-secret` on a cluster that has one. A follower hands the change to the leader.";
+    let member_answers = |extra: Value| {
+        let mut r = json!({"200": {"description": "The change is made: the node's view of the cluster after it.", "content": {"application/json": {"schema": {"type": "object"}}}},
+            "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+            "409": problem_response("The change does not fit the cluster (a member of another cluster, the last voter)."),
+            "502": problem_response("This node could not reach the leader to hand the change on.")});
+        if let (Some(r), Value::Object(extra)) = (r.as_object_mut(), extra) {
+            r.extend(extra);
+        }
+        r
+    };
+    paths.insert("/_cluster/members".into(), json!({"post": {"tags": tag, "operationId": "add_member", "summary": "Add a node to the cluster (a learner until it has caught up, then a voter)",
+        "description": admin,
+        "requestBody": {"required": true, "content": {"application/json": {"schema": {"type": "object", "properties": {
+            "id": {"type": "integer", "minimum": 0, "maximum": u64::MAX, "description": "The new node's id."},
+            "addr": {"type": "string", "pattern": MEMBER_ADDR, "description": "Its cluster listener, `host:port`."}}, "required": ["id", "addr"]}}}},
+        "responses": member_answers(json!({}))}}));
+    paths.insert("/_cluster/members/{id}".into(), json!({"delete": {"tags": tag, "operationId": "remove_member", "summary": "Remove a node from the cluster",
+        "description": admin,
+        "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}],
+        "responses": member_answers(json!({"404": problem_response("No such path (a member id is a number).")}))}}));
     paths.insert("/openapi.json".into(), json!({"get": {"tags": tag, "operationId": "openapi", "summary": "The OpenAPI document",
         "description": "Open unless `[server] openapi_roles` names roles.",
         "responses": {"200": {"description": "The OpenAPI 3.1 document.", "content": {"application/json": {"schema": {"type": "object"}}}},
@@ -540,7 +616,7 @@ fn operational_paths(paths: &mut Map<String, Value>) {
 /// The answers every operation may give besides its own: 405 with `Allow` (the path's
 /// methods) for a method the path does not take, 429 from the rate limit and 503
 /// (overloaded, no quorum, the request's deadline), both with `Retry-After`; and for an
-/// operation with a body, 408, 413 and 415.
+/// operation with a body, 400 (malformed JSON), 408, 413 and 415.
 fn common_responses(paths: &mut Map<String, Value>) {
     let retry = json!({"Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"type": "integer"}}});
     for path in paths.values_mut() {
@@ -574,6 +650,9 @@ fn common_responses(paths: &mut Map<String, Value>) {
             );
             with_retry("503", "Not answered now: too many writes waiting, no quorum, or the request's deadline passed.");
             if has_body {
+                responses
+                    .entry("400".to_string())
+                    .or_insert_with(|| problem_response("Malformed JSON."));
                 responses.entry("408".to_string()).or_insert_with(|| {
                     problem_response(
                         "The body did not arrive in time (`[server] body_timeout_ms`).",

@@ -20,6 +20,7 @@ pub const MODEL: &[&str] = &[
     "lifecycle",
     "cache",
     "persistence",
+    "tracing",
     "fields",
     "actions",
     "renamed_from",
@@ -34,6 +35,8 @@ pub const AUDIT: &[&str] = &["read"];
 pub const LIFECYCLE: &[&str] = &["audited", "versioned"];
 /// `cache:` of a model.
 pub const CACHE: &[&str] = &["ttl"];
+/// `tracing:` of a model.
+pub const TRACING: &[&str] = &["enabled", "sample_rate", "include_body"];
 /// `persistence:` of a model.
 pub const PERSISTENCE: &[&str] = &["snapshot_every"];
 /// A field.

@@ -161,6 +161,9 @@ struct ModelDoc {
     cache: Option<CacheDoc>,
     /// Storage tuning.
     persistence: Option<PersistenceDoc>,
+    /// How its requests are traced when the service exports traces (`[telemetry]
+    /// otlp_endpoint` in lithair.toml).
+    tracing: Option<TracingDoc>,
     /// Fields by snake_case name. `id`, `created_at`, `updated_at` and `version` are implicit.
     fields: BTreeMap<String, FieldDoc>,
     /// Custom endpoints whose bodies you write in `src/handlers/<model>.rs`.
@@ -217,6 +220,21 @@ struct CacheDoc {
     /// Seconds an answer may be reused (1 to 31536000).
     #[schemars(range(min = 1, max = 31536000))]
     ttl: u64,
+}
+
+/// Tracing of a model's requests: what of `[telemetry]` (lithair.toml) applies to them.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct TracingDoc {
+    /// `false`: none of its requests is traced, whatever a caller's `traceparent` says
+    /// (default true).
+    enabled: Option<bool>,
+    /// The share of its requests traced, 0 to 1 (default: `[telemetry] sample_rate`).
+    #[schemars(range(min = 0, max = 1))]
+    sample_rate: Option<f64>,
+    /// Whether a traced request's body (up to 4 KiB) is an attribute of its span
+    /// (default: `[telemetry] include_body`, itself false).
+    include_body: Option<bool>,
 }
 
 /// Storage tuning of a model.

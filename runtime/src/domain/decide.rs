@@ -34,6 +34,10 @@ pub struct Stamped {
     /// The request's `Idempotency-Key`, if it sent one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<IdempotencyKey>,
+    /// The trace of a traced request's write (its `traceparent`): a follower hands it to
+    /// the leader with the command, and the apply span goes under it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::telemetry::Traced>,
 }
 
 /// An `Idempotency-Key` as the state machine remembers it: digests, so that neither the
@@ -245,6 +249,7 @@ impl Decider {
                 at: p.at.clone(),
                 node_id: p.node_id.clone(),
                 key: if n == 0 { p.key.clone() } else { None },
+                trace: None,
             };
             let (mut event, stored) = self
                 .decide(state, &mut overlay, &mut one, first_seq + n as u64)

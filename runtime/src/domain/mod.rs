@@ -212,9 +212,12 @@ impl Stages {
         self.of(stage).observe(took.as_secs_f64());
     }
 
-    /// Records the time from `started` until now for `stage`.
+    /// Records the time from `started` until now for `stage`, and as a span of the
+    /// current request if it is traced.
     pub fn since(&self, stage: Stage, started: std::time::Instant) {
-        self.record(stage, started.elapsed());
+        let now = std::time::Instant::now();
+        self.record(stage, now - started);
+        crate::telemetry::record(stage, started, now);
     }
 }
 

@@ -496,6 +496,7 @@ mod tests {
             actor: Actor { name: "t".into(), roles: vec![], action: None },
             node_id: "1".into(),
             key: None,
+            trace: None,
         };
         let (mut ev, record) = Decider::new(&after)
             .decide(&fresh, &mut Overlay::default(), &mut stamped, 1)

@@ -34,6 +34,8 @@ pub struct ServeOptions {
     pub planes: Arc<Planes>,
     /// Which requests get a log line (`[telemetry] request_log`).
     pub request_log: crate::config::RequestLog,
+    /// Where traces go (`[telemetry] otlp_endpoint`), if anywhere.
+    pub tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
 /// The roles of the operational routes.
@@ -99,6 +101,7 @@ impl ServeOptions {
             // Set with `with_planes`: their roles are checked against the schema.
             planes: Arc::default(),
             request_log: Default::default(),
+            tracing: None,
         }
     }
 
@@ -109,6 +112,12 @@ impl ServeOptions {
     }
 
     /// These options with the operational roles `planes`.
+    /// Exports traces through `tracing`.
+    pub fn with_tracing(mut self, tracing: Option<Arc<crate::telemetry::Tracing>>) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
     pub fn with_planes(mut self, planes: Planes) -> Self {
         self.planes = Arc::new(planes);
         self

@@ -211,6 +211,9 @@ impl ReadBody {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut value = read_json(headers, body, patch, &self.limits).await?;
+        if let Some(r) = crate::telemetry::current() {
+            r.body(&value);
+        }
         let Some(model) = create else {
             return Ok((Payload::Json(value), None));
         };
@@ -219,8 +222,10 @@ impl ReadBody {
         Access::of(m, &who, Operation::Create).prepare_create(&mut value)?;
         let started = std::time::Instant::now();
         let fields = validate::check_body(&self.spec, m, value, Mode::Create, None);
-        let took = started.elapsed();
+        let ended = std::time::Instant::now();
+        let took = ended - started;
         self.validate.observe(took.as_secs_f64());
+        crate::telemetry::record(crate::domain::Stage::Validate, started, ended);
         Ok((Payload::Checked(fields?), Some(took)))
     }
 }

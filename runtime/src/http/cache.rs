@@ -106,30 +106,77 @@ pub(crate) fn projection_etag(
     format!("\"p{changed}-{}\"", page_digest(&p.path, query, access))
 }
 
-/// Whether the request's `If-None-Match` names `etag` (or is `*`): the answer is then a
-/// 304. An empty or unreadable header is a 400.
-pub(crate) fn none_match(headers: &hyper::HeaderMap, etag: &str) -> Result<bool, ApiError> {
-    let Some(v) = headers.get(hyper::header::IF_NONE_MATCH) else {
-        return Ok(false);
+/// The value of an `If-Match` or `If-None-Match` header (RFC 9110 §13.1).
+#[derive(Debug, PartialEq)]
+pub(crate) enum Condition<'a> {
+    /// `*`: any current version.
+    Any,
+    /// The entity tags listed, each as (weak, opaque tag without its quotes).
+    Tags(Vec<(bool, &'a str)>),
+}
+
+/// Reads header `name` as `*` or a list of entity tags: None when absent, a 400 when it is
+/// empty, not text, or not an ETag list (`"3"`, `W/"3"`, `"1", "2"`; an unquoted `3` is
+/// taken as `"3"`).
+pub(crate) fn condition<'a>(
+    headers: &'a hyper::HeaderMap,
+    name: hyper::header::HeaderName,
+    empty: &str,
+) -> Result<Option<Condition<'a>>, ApiError> {
+    let Some(v) = headers.get(&name) else {
+        return Ok(None);
     };
     let text = v
         .to_str()
-        .map_err(|_| ApiError::bad_request("If-None-Match is not valid text"))?
-        .trim();
+        .map_err(|_| ApiError::bad_request(format!("{name} is not valid text")))?
+        .trim_matches([' ', '\t']);
     if text.is_empty() {
-        return Err(ApiError::bad_request(
-            "If-None-Match is empty: send an ETag this service gave, or no header",
-        ));
+        return Err(ApiError::bad_request(format!("{name} is empty: {empty}")));
     }
     if text == "*" {
-        return Ok(true);
+        return Ok(Some(Condition::Any));
     }
+    let bad = || {
+        ApiError::bad_request(format!(
+            "{name} {text} is not a list of ETags (each quoted, such as \"3\" or W/\"3\")"
+        ))
+    };
+    let mut tags = Vec::new();
+    for part in text.split(',') {
+        let part = part.trim_matches([' ', '\t']);
+        let (weak, quoted) = match part.strip_prefix("W/") {
+            Some(rest) => (true, rest),
+            None => (false, part),
+        };
+        // An unquoted tag (`If-Match: 3`, which some clients send) is taken as quoted.
+        let opaque = match quoted.strip_prefix('"') {
+            Some(q) => q.strip_suffix('"'),
+            None => Some(quoted).filter(|q| !q.is_empty()),
+        }
+        .filter(|o| o.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)))
+        .ok_or_else(bad)?;
+        tags.push((weak, opaque));
+    }
+    Ok(Some(Condition::Tags(tags)))
+}
+
+/// Whether the request's `If-None-Match` names `etag` (or is `*`): the answer is then a
+/// 304. An empty or unreadable header is a 400.
+pub(crate) fn none_match(headers: &hyper::HeaderMap, etag: &str) -> Result<bool, ApiError> {
+    let Some(c) = condition(
+        headers,
+        hyper::header::IF_NONE_MATCH,
+        "send an ETag this service gave, or no header",
+    )?
+    else {
+        return Ok(false);
+    };
     // Weak comparison, as RFC 9110 asks of If-None-Match.
-    let want = etag.strip_prefix("W/").unwrap_or(etag);
-    Ok(text
-        .split(',')
-        .map(str::trim)
-        .any(|t| t.strip_prefix("W/").unwrap_or(t) == want))
+    let want = etag.strip_prefix("W/").unwrap_or(etag).trim_matches('"');
+    Ok(match c {
+        Condition::Any => true,
+        Condition::Tags(tags) => tags.iter().any(|(_, t)| *t == want),
+    })
 }
 
 /// Whether callers may receive different content from `m` (field read permissions, or

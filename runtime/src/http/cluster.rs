@@ -137,25 +137,34 @@ where
         crate::auth::authorize(&who, &app.opts.planes.admin, "change the cluster's members")?;
     }
     let method = req.method().clone();
-    let change = match (method, path.strip_prefix("/_cluster/members").unwrap_or("")) {
-        (Method::POST, "") => {
+    // `/_cluster/members` takes POST; `/_cluster/members/<id>` takes DELETE.
+    let rest = path.strip_prefix("/_cluster/members").unwrap_or("");
+    let item = rest
+        .strip_prefix('/')
+        .filter(|id| !id.is_empty() && !id.contains('/'));
+    let change = match (method, rest, item) {
+        (Method::POST, "", _) => {
             let bytes = body(req, member_limits(app)).await?;
             let member: NewMember = serde_json::from_slice(&bytes).map_err(|e| {
                 ApiError::bad_request(format!(
                     "a new member is {{\"id\": <number>, \"addr\": \"host:port\"}}: {e}"
                 ))
             })?;
+            if !is_host_port(&member.addr) {
+                return Err(ApiError::bad_request(format!(
+                    "a new member's addr is host:port, not {:?}",
+                    member.addr
+                )));
+            }
             Change::Add(member)
         }
-        (Method::DELETE, rest) if rest.len() > 1 => Change::Remove(
-            rest[1..]
-                .parse()
+        (Method::DELETE, _, Some(id)) => Change::Remove(
+            id.parse()
                 .map_err(|_| ApiError::not_found("member ids are numbers"))?,
         ),
-        (Method::POST | Method::DELETE, _) => {
-            return Err(ApiError::not_found(format!("nothing at {path}")))
-        }
-        _ => return Err(ApiError::method_not_allowed(&["POST", "DELETE"])),
+        (_, "", _) => return Err(ApiError::method_not_allowed(&["POST"])),
+        (_, _, Some(_)) => return Err(ApiError::method_not_allowed(&["DELETE"])),
+        _ => return Err(ApiError::not_found(format!("nothing at {path}"))),
     };
     let cluster_id = app.engine.store.cluster_id();
     match c.change_members(&change, cluster_id.as_deref()).await {
@@ -188,6 +197,19 @@ where
         Err(e @ ChangeError::Stranger(_)) => Err(ApiError::new(409, "Conflict", e.to_string())),
         Err(e) => Err(ApiError::new(409, "Conflict", e.to_string())),
     }
+}
+
+/// Whether `addr` is `host:port`: a name or IPv4 address (letters, digits, `.`, `-`) or a
+/// bracketed IPv6 address, and a port number.
+fn is_host_port(addr: &str) -> bool {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.'),
+        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'),
+    };
+    host_ok && (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
 }
 
 /// For `?consistency=linearizable` reads: waits until this node's state is linearizable.

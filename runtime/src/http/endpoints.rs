@@ -92,7 +92,7 @@ where
                 ),
             })
         }
-        Route::Metrics => return Ok(super::metrics::serve(app)),
+        Route::Metrics => return Ok(super::metrics::serve(app, req.headers())),
         Route::OpenApi => {
             return match app.openapi {
                 Some(doc) => Ok(respond::text(200, "application/json", doc.to_string())),
@@ -310,28 +310,34 @@ fn hook_ctx(principal: &Principal, m: &ModelSpec, op: Operation) -> HookContext 
     }
 }
 
-/// The version an `If-Match` header names (`"3"`, `W/"3"`; `*` names none).
+/// The version an `If-Match` header names (`"3"`, `W/"3"`; `*` names none). A header
+/// that is no ETag list is the client's syntax error (400); one that names no version of
+/// the record, or several, is a failed precondition (412).
 fn if_match(headers: &hyper::HeaderMap) -> Result<Option<u64>, ApiError> {
-    let Some(v) = headers.get(hyper::header::IF_MATCH) else {
-        return Ok(None);
+    let condition = cache::condition(
+        headers,
+        hyper::header::IF_MATCH,
+        "send the ETag of the version you changed, or no header",
+    )?;
+    let tags = match condition {
+        None | Some(cache::Condition::Any) => return Ok(None),
+        Some(cache::Condition::Tags(tags)) => tags,
     };
-    // A header that is no ETag at all is the client's syntax error (400); an ETag that
-    // names no version of the record is a failed precondition (412).
-    let text = v
-        .to_str()
-        .map_err(|_| ApiError::bad_request("If-Match is not valid text"))?
-        .trim();
-    if text.is_empty() {
-        return Err(ApiError::bad_request(
-            "If-Match is empty: send the ETag of the version you changed, or no header",
-        ));
+    let mut versions: Vec<u64> = tags.iter().filter_map(|(_, t)| t.parse().ok()).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    match versions[..] {
+        [v] => Ok(Some(v)),
+        [] => Err(ApiError::precondition_failed(format!(
+            "If-Match {} names no version of this record",
+            headers
+                .get(hyper::header::IF_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+        ))),
+        _ => Err(ApiError::precondition_failed(
+            "If-Match names several versions: send the ETag of the one you changed",
+        )),
     }
-    if text == "*" {
-        return Ok(None);
-    }
-    let bare = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-    bare.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::precondition_failed(format!("If-Match {text} names no version of this record"))
-    })
 }
 

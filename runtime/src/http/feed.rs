@@ -53,7 +53,8 @@ fn resume_point(query: Option<&str>, headers: &hyper::HeaderMap) -> Result<Optio
     for (k, v) in pairs(query)? {
         match k.as_str() {
             "since" => {
-                since = Some(v.parse::<u64>().map_err(|_| {
+                let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+                since = Some(v.parse::<u64>().ok().filter(|_| digits).ok_or_else(|| {
                     ApiError::bad_request("since must be the sequence number of an event (a whole number)")
                 })?)
             }
@@ -69,6 +70,7 @@ fn resume_point(query: Option<&str>, headers: &hyper::HeaderMap) -> Result<Optio
             .to_str()
             .ok()
             .map(str::trim)
+            .filter(|t| (1..=19).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|t| t.parse::<u64>().ok())
             .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the id of an event this feed sent"))?;
         return Ok(Some(id));

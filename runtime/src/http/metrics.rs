@@ -287,8 +287,9 @@ impl<B: Send + 'static> Step<B> for Measure {
     }
 }
 
-/// `GET /metrics`.
-pub(crate) fn serve(app: &App) -> Resp {
+/// `GET /metrics`, in the OpenMetrics text format; labelled `text/plain` for a client whose
+/// `Accept` names `text/plain` and not OpenMetrics (the text is the same).
+pub(crate) fn serve(app: &App, headers: &hyper::HeaderMap) -> Resp {
     let m = &app.metrics;
     let _one = m.scrape.lock().unwrap_or_else(|p| p.into_inner());
     let s = &app.engine.store.stats;
@@ -337,5 +338,16 @@ pub(crate) fn serve(app: &App) -> Resp {
     if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &m.registry) {
         return respond::problem(&crate::error::ApiError::internal(e));
     }
-    respond::text(200, "application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    let accept = headers
+        .get_all(hyper::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let content_type = if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    };
+    respond::text(200, content_type, text)
 }

@@ -26,6 +26,7 @@ pub mod respond;
 pub mod router;
 mod server;
 pub mod stage;
+mod trace;
 
 pub use app::{Live, Planes, ServeOptions};
 pub use server::{serve, Listener};

@@ -5,6 +5,7 @@
 //!   → sensitive headers (`Authorization`, `Cookie`, the cluster secret: never shown) and
 //!     the request id (`X-Request-Id`: the client's or a new one, on every answer)
 //!   → the request log (`[telemetry] request_log`, `request_log.rs`)
+//!   → the trace (`[telemetry] otlp_endpoint`: a traced request's span, `trace.rs`)
 //!   → security headers (on every answer, refusals included)
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
 //!   → CORS (when `[server.cors]` lists origins)
@@ -66,6 +67,7 @@ where
                 spec: spec.clone(),
                 plane,
             },
+            stage: Stage::Route,
             histogram: timed(Stage::Route),
         }))
         .layer(StageLayer(super::metrics::Measure { app: app.clone() }))
@@ -74,6 +76,7 @@ where
                 live: app.live.clone(),
                 planes: app.opts.planes.clone(),
             },
+            stage: Stage::Authenticate,
             histogram: timed(Stage::Authenticate),
         }))
         .layer(StageLayer(Timed {
@@ -81,6 +84,7 @@ where
                 spec: spec.clone(),
                 planes: app.opts.planes.clone(),
             },
+            stage: Stage::Authorize,
             histogram: timed(Stage::Authorize),
         }))
         .layer(ReadBody {
@@ -93,12 +97,23 @@ where
         routed,
         Timed {
             step: app.live.firewall.clone(),
+            stage: Stage::Firewall,
             histogram: timed(Stage::Firewall),
         },
         &app.opts.cors_origins,
         app.opts.request_timeout,
-        app.opts.request_log,
+        Telemetry {
+            log: app.opts.request_log,
+            tracing: app.opts.tracing.clone(),
+        },
     )
+}
+
+/// The request log's mode and the trace export, for the stages that serve them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Telemetry {
+    pub log: crate::config::RequestLog,
+    pub tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
 /// The stages before the router: sensitive headers and the request id, security
@@ -108,7 +123,7 @@ fn outer<S, B, F>(
     firewall: F,
     cors: &[String],
     deadline: Duration,
-    log: crate::config::RequestLog,
+    telemetry: Telemetry,
 ) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
 where
     S: Next<B>,
@@ -119,7 +134,12 @@ where
         .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
         .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(StageLayer(super::request_log::RequestLogStage { mode: log }))
+        .layer(StageLayer(super::request_log::RequestLogStage {
+            mode: telemetry.log,
+        }))
+        .layer(StageLayer(super::trace::TraceStage {
+            tracing: telemetry.tracing,
+        }))
         .layer(StageLayer(SecurityHeaders))
         .layer(StageLayer(firewall))
         .layer(CorsStage(cors_layer(cors)))

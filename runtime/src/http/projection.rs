@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use super::app::App;
 use super::cache;
 use super::cluster;
-use super::list::{pairs, Op, DEFAULT_LIMIT, MAX_FILTERS, MAX_LIMIT, MAX_SORT_KEYS};
+use super::list::{pairs, Op, DEFAULT_LIMIT, MAX_LIMIT, MAX_SORT_KEYS};
 use super::respond::{self, Resp};
 use crate::auth::{Access, Principal};
 use crate::domain::projection::Projection;
@@ -48,6 +48,7 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
         sort: Vec::new(),
         filters: Vec::new(),
     };
+    let mut seen = std::collections::HashSet::new();
     for (k, v) in pairs(raw)? {
         match k.as_str() {
             "limit" => {
@@ -61,8 +62,12 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
                     .map_err(|_| ApiError::bad_request("offset must be a whole number"))?
             }
             "consistency" => {}
+            "sort" if v.is_empty() => {}
             "sort" => {
-                for part in v.split(',').filter(|s| !s.is_empty()) {
+                for part in v.split(',') {
+                    if part.is_empty() || part == "-" {
+                        return Err(ApiError::bad_request(format!("sort `{v}` has an empty key")));
+                    }
                     let (name, desc) = match part.strip_prefix('-') {
                         Some(n) => (n, true),
                         None => (part, false),
@@ -83,6 +88,9 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
                 }
             }
             name => {
+                if !seen.insert(name.to_string()) {
+                    return Err(ApiError::bad_request(format!("the filter `{name}` is given twice")));
+                }
                 let (field, op) = match name.strip_suffix(']').and_then(|n| n.split_once('[')) {
                     Some((f, op)) => (f, op),
                     None => (name, "eq"),
@@ -119,11 +127,6 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
                     ))
                 })?;
                 q.filters.push((op, SortKey::of(Some(&value))));
-                if q.filters.len() > MAX_FILTERS {
-                    return Err(ApiError::bad_request(format!(
-                        "at most {MAX_FILTERS} filters are taken"
-                    )));
-                }
             }
         }
     }

@@ -2,8 +2,9 @@
 //! answered with a 4xx or 5xx (`errors`, the default), or none (`off`). The stage sits
 //! outside the firewall, so a refused request is logged too.
 //!
-//! A line carries the request's `trace_id` (an incoming W3C `traceparent`'s, or a new
-//! one) and a `span_id` of its own, and in its context the request id, the peer's
+//! A line carries the request's `trace_id` and `span_id`: a traced request's (see
+//! `trace.rs`), or else an incoming W3C `traceparent`'s trace or a new one, and a span
+//! id of its own, and in its context the request id, the peer's
 //! address, method, path,
 //! model, operation, principal, status, request size, latency and the time of the body's
 //! schema check. With `log_format = "json"` (`crate::logs`) that is the seed's shape.
@@ -46,23 +47,9 @@ impl TraceIds {
     /// The trace of an incoming `traceparent` (`00-<trace id>-<parent id>-<flags>`, the
     /// header's value, if any), or a new one; the span is always new.
     pub(crate) fn continuing(traceparent: Option<&str>) -> Self {
-        let hex = |s: &str, n: usize| {
-            s.len() == n
-                && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                && s.bytes().any(|b| b != b'0')
-        };
-        let incoming = traceparent.and_then(|v| {
-                let parts: Vec<&str> = v.trim().split('-').collect();
-                match parts.as_slice() {
-                    [version, trace, parent, flags]
-                        if hex(version, 2) || *version == "00" =>
-                    {
-                        (hex(trace, 32) && hex(parent, 16) && flags.len() == 2)
-                            .then(|| trace.to_string())
-                    }
-                    _ => None,
-                }
-            });
+        let incoming = traceparent
+            .and_then(crate::telemetry::Context::parse)
+            .map(|c| c.trace_id.to_string());
         let span = uuid::Uuid::new_v4().simple().to_string();
         TraceIds {
             trace_id: incoming.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
@@ -118,7 +105,11 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
                     .get::<Validation>()
                     .map_or(0.0, |v| v.0.as_secs_f64() * 1000.0);
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                let ids = TraceIds::continuing(traceparent.as_deref());
+                // A traced request's ids are its exported span's.
+                let ids = match r.extensions().get::<TraceIds>() {
+                    Some(ids) => ids.clone(),
+                    None => TraceIds::continuing(traceparent.as_deref()),
+                };
                 macro_rules! line {
                     ($level:ident) => {
                         tracing::$level!(

@@ -36,7 +36,8 @@ thread_local! {
         const { std::cell::Cell::new(std::time::Duration::ZERO) };
 }
 
-/// A stage whose own work is timed into `histogram`: the time its `run` takes before it
+/// A stage whose own work is timed into `histogram` (and is a span of a traced request,
+/// from its start for as long as its own work took): the time its `run` takes before it
 /// hands the request on, without the stages after it. Stages that only look at the
 /// request do all their work there; work a stage does inside the future it returns is
 /// not counted.
@@ -44,6 +45,8 @@ thread_local! {
 pub struct Timed<T> {
     /// The stage.
     pub step: T,
+    /// Which stage it is (the name of its span in a traced request).
+    pub stage: crate::domain::Stage,
     /// Where its time goes.
     pub histogram: prometheus_client::metrics::histogram::Histogram,
 }
@@ -55,8 +58,9 @@ impl<B, T: Step<B>> Step<B> for Timed<T> {
         let answer = self.step.run(next, req);
         let total = started.elapsed();
         let nested = NESTED.with(|n| n.get());
-        self.histogram
-            .observe(total.saturating_sub(nested).as_secs_f64());
+        let own = total.saturating_sub(nested);
+        self.histogram.observe(own.as_secs_f64());
+        crate::telemetry::record(self.stage, started, started + own);
         NESTED.with(|n| n.set(outer + total));
         answer
     }

@@ -93,6 +93,8 @@ pub struct Cluster {
     /// The election timeout, ms (a leader that heard from no quorum for twice as long is
     /// not ready).
     pub(super) election_timeout_ms: u64,
+    /// Where the spans of proposals that followers hand over go (see `crate::telemetry`).
+    tracing: std::sync::OnceLock<Arc<crate::telemetry::Tracing>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -254,6 +256,7 @@ impl Cluster {
                 stop,
                 write_timeout: writes.timeout,
                 election_timeout_ms: opts.tuning.election_timeout_ms,
+                tracing: Default::default(),
             },
             state,
         ))
@@ -358,14 +361,39 @@ impl Cluster {
             .map_err(|e| LeaderError::Raft(e.to_string()))
     }
 
-    /// Runs a batch forwarded by a follower (this node should be the leader).
-    pub async fn propose_as_leader(&self, batch: Batch) -> Result<(Answers, u64), LeaderError> {
-        match tokio::time::timeout(self.write_timeout, self.raft.client_write(batch)).await {
-            Ok(written) => written
-                .map(|r| (r.data, r.log_id.index))
-                .map_err(|e| LeaderError::Raft(e.to_string())),
-            Err(_) => Err(LeaderError::Timeout),
+    /// Exports the spans of the proposals followers hand over through `tracing` (set
+    /// once, when the service starts).
+    pub fn trace_with(&self, tracing: Option<Arc<crate::telemetry::Tracing>>) {
+        if let Some(t) = tracing {
+            let _ = self.tracing.set(t);
         }
+    }
+
+    /// Runs a batch forwarded by a follower (this node should be the leader). A traced
+    /// command (its request's trace context came with it) gets a span of this node's
+    /// proposal under the follower's raft span, and its apply under that.
+    pub async fn propose_as_leader(&self, mut batch: Batch) -> Result<(Answers, u64), LeaderError> {
+        let mut recorders = Vec::new();
+        if let (Some(tracing), Some(commands)) = (self.tracing.get(), Arc::get_mut(&mut batch.0)) {
+            for traced in commands.iter_mut().filter_map(|c| c.trace.as_mut()) {
+                let recorder = tracing.remote(&traced.context);
+                traced.context = recorder.context();
+                traced.recorder = Some(recorder.clone());
+                recorders.push(recorder);
+            }
+        }
+        let written =
+            match tokio::time::timeout(self.write_timeout, self.raft.client_write(batch)).await {
+                Ok(written) => written
+                    .map(|r| (r.data, r.log_id.index))
+                    .map_err(|e| LeaderError::Raft(e.to_string())),
+                Err(_) => Err(LeaderError::Timeout),
+            };
+        for r in recorders {
+            let error = written.as_ref().err().map(|e| e.to_string());
+            r.finish("raft propose (leader)".to_string(), opentelemetry::trace::SpanKind::Server, error);
+        }
+        written
     }
 }
 

@@ -411,11 +411,23 @@ impl StateMachine {
         responses: &[Answers],
     ) -> Result<(Answers, u64), StorageError<u64>> {
         self.stats.batch_size.observe(commands.len() as f64);
+        // The traced commands proposed on this node get an apply span under their raft
+        // span (a command from another node's request has no recorder here).
+        let traced: Vec<crate::telemetry::Traced> = commands
+            .iter()
+            .filter_map(|c| c.trace.clone().filter(|t| t.recorder.is_some()))
+            .collect();
         let started = std::time::Instant::now();
         let applied = self.apply_commands(state, commands, writes, responses);
+        let ended = std::time::Instant::now();
         self.stats
             .stages
-            .since(crate::domain::Stage::Apply, started);
+            .record(crate::domain::Stage::Apply, ended - started);
+        for t in traced {
+            if let Some(r) = &t.recorder {
+                r.child("apply", r.open().span_id, t.context.span_id, started, ended);
+            }
+        }
         applied
     }
 

@@ -339,6 +339,15 @@ impl Store {
         if let Some(f) = self.health.fault() {
             return Err(Refused::Fault(f.clone()));
         }
+        // A traced request's raft span has its id before it starts: the command
+        // carries it (to the leader, when this node forwards), and its apply goes
+        // under it.
+        let recorder = crate::telemetry::current();
+        let trace = recorder.as_ref().map(|r| crate::telemetry::Traced {
+            context: r.open(),
+            recorder: Some(r.clone()),
+        });
+        let span = trace.as_ref().map(|t| t.context.span_id);
         let stamped = Stamped {
             command,
             actor,
@@ -346,13 +355,16 @@ impl Store {
             at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             node_id: self.node_id.clone(),
             key,
+            trace,
         };
         // Every write's wait for Raft (committed and applied here) is the raft stage.
         let proposed = std::time::Instant::now();
         let answer = self.cluster.propose(stamped).await;
-        self.stats
-            .stages
-            .since(crate::domain::Stage::Raft, proposed);
+        let took = proposed.elapsed();
+        self.stats.stages.of(crate::domain::Stage::Raft).observe(took.as_secs_f64());
+        if let (Some(r), Some(id)) = (recorder, span) {
+            r.child("raft", id, r.context().span_id, proposed, proposed + took);
+        }
         answer
     }
 

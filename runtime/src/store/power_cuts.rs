@@ -236,6 +236,7 @@ fn entries(count: u64) -> Vec<Entry<TypeConfig>> {
                 at: "2024-01-01T00:00:00Z".into(),
                 node_id: "1".into(),
                 key: None,
+                trace: None,
             };
             Entry {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), i),

@@ -29,6 +29,25 @@ fn group_key_schema(schema: &Schema, p: &Projection) -> Value {
     }
 }
 
+/// The schema of a filter on projection `p`'s group key: a field's own type, or a
+/// time bucket's text (a prefix such as `2026-11` compares as text); never empty.
+fn key_filter_schema(schema: &Schema, p: &Projection) -> Value {
+    let source = schema.model(&p.source);
+    match (
+        p.group_by.granularity,
+        source.and_then(|m| m.field(&p.group_by.field)),
+    ) {
+        (None, Some(f)) => {
+            let mut t = type_schema(&f.ty);
+            if t["type"] == "string" {
+                t["minLength"] = json!(1);
+            }
+            t
+        }
+        _ => json!({"type": "string", "minLength": 1}),
+    }
+}
+
 /// `GET <path>` of projection `p`, and its group's schema.
 pub(super) fn projection_path(
     schema: &Schema,
@@ -107,21 +126,21 @@ pub(super) fn projection_path(
         q(
             "offset",
             "Groups to skip.",
-            json!({"type": "integer", "minimum": 0}),
+            json!({"type": "integer", "minimum": 0, "maximum": u64::MAX}),
         ),
         json!({"name": "sort", "in": "query", "description": format!("Comma-separated members, `-` for descending; default `{key}`."),
-            "schema": {"type": "array", "items": {"type": "string", "enum": members}}, "style": "form", "explode": false}),
+            "schema": {"type": "array", "items": {"type": "string", "enum": members}, "maxItems": 8}, "style": "form", "explode": false}),
         q(
             key,
             "Only the group with this key.",
-            json!({"type": "string"}),
+            key_filter_schema(schema, p),
         ),
     ];
     for op in ["ne", "gt", "gte", "lt", "lte"] {
         parameters.push(q(
             &format!("{key}[{op}]"),
             &format!("Groups whose key is {op} this."),
-            json!({"type": "string"}),
+            key_filter_schema(schema, p),
         ));
     }
     parameters.push(q("consistency", "`linearizable`: answer only once this node has applied everything committed before the request.", json!({"type": "string", "enum": ["local", "linearizable"]})));

@@ -143,6 +143,7 @@ impl Checker {
             pe.get("snapshot_every")
                 .and_then(|s| self.count(s, "snapshot_every", 1))
         });
+        let tracing = e.get("tracing").and_then(|t| self.tracing(t, &what));
         let fields = match e.get("fields") {
             Some(f) => self.fields(f, name),
             None => {
@@ -209,6 +210,7 @@ impl Checker {
             lifecycle,
             cache,
             snapshot_every,
+            tracing,
             fields,
             actions,
             renamed_from,
@@ -293,6 +295,54 @@ impl Checker {
             return None;
         }
         Some(Cache { ttl })
+    }
+
+    /// `tracing:` of a model: `enabled` (default true), `sample_rate` (0 to 1),
+    /// `include_body`.
+    pub(super) fn tracing(&mut self, node: &Node, what: &str) -> Option<Tracing> {
+        let what = format!("the tracing of {what}");
+        let e = self.mapping(node, &what, keys::TRACING, &[])?;
+        // Each key is checked, so that every error is reported at once.
+        let enabled = e.get("enabled").map(|n| self.boolean(n, "tracing.enabled"));
+        let sample_rate = e.get("sample_rate").map(|n| {
+            let rate = self.number(n, "tracing.sample_rate")?;
+            if !(0.0..=1.0).contains(&rate) {
+                self.err(
+                    Diagnostic::new(
+                        n.span,
+                        format!("tracing.sample_rate {rate} is not between 0 and 1"),
+                    )
+                    .with_help("the share of requests traced: 0.1 traces one in ten, 1 every one"),
+                );
+                return None;
+            }
+            Some(rate)
+        });
+        let include_body = e
+            .get("include_body")
+            .map(|n| self.boolean(n, "tracing.include_body"));
+        let (Some(enabled), Some(sample_rate), Some(include_body)) = (
+            enabled.unwrap_or(Some(true)),
+            sample_rate.map_or(Some(None), |r| r.map(Some)),
+            include_body.map_or(Some(None), |b| b.map(Some)),
+        ) else {
+            return None;
+        };
+        if !enabled && (sample_rate.is_some() || include_body.is_some()) {
+            self.err(
+                Diagnostic::new(
+                    e.at,
+                    format!("{what} is disabled but sets sample_rate or include_body"),
+                )
+                .with_help("remove `enabled: false`, or the settings it makes pointless"),
+            );
+            return None;
+        }
+        Some(Tracing {
+            enabled,
+            sample_rate,
+            include_body,
+        })
     }
 
     /// `owner_field:` of `model`: the name of one of its `string` fields, which is then

@@ -6,7 +6,8 @@
 //! of an indexed filter), and the filtering, sorting and rendering run on the list
 //! [`Workers`]: threads of their own (one per two cores) at a lower CPU priority, so that heavy lists
 //! delay neither the applies of the Raft state machine nor its heartbeats. At most
-//! [`MAX_SORT_KEYS`] sort keys and [`MAX_FILTERS`] filters are taken.
+//! [`MAX_SORT_KEYS`] sort keys are taken, and each filter parameter once (so a query holds
+//! at most as many filters as the OpenAPI document lists parameters).
 //!
 //! What a list costs: one in the default order (`created_at`), by `id`, or by one
 //! `indexed` or `unique` field (either direction), without filters or with filters on
@@ -115,8 +116,6 @@ pub const DEFAULT_LIMIT: usize = 100;
 pub const MAX_LIMIT: usize = 1000;
 /// Most sort keys in one list request.
 pub const MAX_SORT_KEYS: usize = 8;
-/// Most filters in one list request.
-pub const MAX_FILTERS: usize = 16;
 /// List requests waiting for a worker; more are refused at once (503 with Retry-After).
 const MAX_WAITING_LISTS: usize = 64;
 
@@ -179,6 +178,7 @@ impl ListQuery {
             limit: DEFAULT_LIMIT,
             ..Default::default()
         };
+        let mut seen = std::collections::HashSet::new();
         for (k, v) in pairs(query)? {
             match k.as_str() {
                 "limit" => {
@@ -195,8 +195,14 @@ impl ListQuery {
                         .parse()
                         .map_err(|_| ApiError::bad_request("offset must be a whole number"))?
                 }
+                "sort" if v.is_empty() => {}
                 "sort" => {
-                    for part in v.split(',').filter(|p| !p.is_empty()) {
+                    for part in v.split(',') {
+                        if part.is_empty() || part == "-" {
+                            return Err(ApiError::bad_request(format!(
+                                "sort `{v}` has an empty key"
+                            )));
+                        }
                         let (name, desc) = match part.strip_prefix('-') {
                             Some(n) => (n, true),
                             None => (part, false),
@@ -218,12 +224,12 @@ impl ListQuery {
                     }
                 }
                 name => {
-                    q.filters.push(Filter::parse(model, name, &v)?);
-                    if q.filters.len() > MAX_FILTERS {
+                    if !seen.insert(name.to_string()) {
                         return Err(ApiError::bad_request(format!(
-                            "at most {MAX_FILTERS} filters are taken"
+                            "the filter `{name}` is given twice"
                         )));
                     }
+                    q.filters.push(Filter::parse(model, name, &v)?);
                 }
             }
         }
@@ -627,7 +633,10 @@ mod tests {
                     ["n", "name", "plain", "on", "created_at"][rng.gen_range(0..5)]
                 };
                 let op = if field == "on" { ops[rng.gen_range(0..2)] } else { ops[rng.gen_range(0..6)] };
-                filters.push((field, op, value(&mut rng, field)));
+                // Each filter parameter is taken once.
+                if !filters.iter().any(|(f, o, _)| (*f, *o) == (field, op)) {
+                    filters.push((field, op, value(&mut rng, field)));
+                }
             }
             let query: String = filters
                 .iter()

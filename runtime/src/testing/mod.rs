@@ -2,7 +2,11 @@
 //! endpoints, engine and store as `serve`, on a data dir the test chooses, called without a
 //! socket. The many status-code cases of the HTTP contract are tested this way; what only
 //! a built binary shows (signals, a kill, a full disk, real connections) is tested end to
-//! end.
+//! end. When the service serves an OpenAPI document, every answer is held to it
+//! ([`Described`]): a route or status code the document does not describe panics.
+
+mod described;
+pub use described::Described;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -41,11 +45,15 @@ pub enum StartError {
     /// The roles of the operational routes.
     #[error("{0}")]
     Planes(String),
+    /// The trace export.
+    #[error(transparent)]
+    Tracing(#[from] crate::telemetry::TracingError),
 }
 
 /// A running service without a listener.
 pub struct InProcess {
     app: Arc<App>,
+    described: Option<Described>,
     stack: BoxCloneSyncService<Request<Full<Bytes>>, Response<Body>, Infallible>,
 }
 
@@ -91,28 +99,49 @@ impl InProcess {
         let firewall = Firewall::new(Rules::new(&config.firewall, Vec::new()));
         let live = Live::new(firewall, tokens);
         let planes = crate::http::Planes::of(&config, &service.spec).map_err(StartError::Planes)?;
+        let tracing = crate::telemetry::Tracing::of(&config.telemetry, &service.spec.spec, 1)
+            .map_err(StartError::Tracing)?;
+        engine.store.cluster().trace_with(tracing.clone());
         let opts = ServeOptions::of(&config.server)
             .with_planes(planes)
-            .with_request_log(config.telemetry.request_log);
+            .with_request_log(config.telemetry.request_log)
+            .with_tracing(tracing);
+        let described = service
+            .openapi
+            .and_then(|doc| serde_json::from_str::<Value>(doc).ok())
+            .map(|doc| Described::of(&doc));
         let app = Arc::new(App::new(engine, live, service.openapi, opts));
         let stack = BoxCloneSyncService::new(crate::http::pipeline::stack::<Full<Bytes>>(
             app.clone(),
             crate::http::router::Plane::All,
         ));
-        Ok(InProcess { app, stack })
+        Ok(InProcess {
+            app,
+            described,
+            stack,
+        })
     }
 
     /// Sends `req` through the pipeline, as if from `127.0.0.1:40000` unless the request
-    /// carries its own [`PeerAddr`].
+    /// carries its own [`PeerAddr`]. Panics when the answer is one the service's OpenAPI
+    /// document does not describe.
     pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Response<Body> {
         if req.extensions().get::<PeerAddr>().is_none() {
             let from = SocketAddr::from(([127, 0, 0, 1], 40000));
             req.extensions_mut().insert(PeerAddr(from));
         }
-        match self.stack.clone().oneshot(req).await {
+        let asked = format!("{} {}", req.method(), req.uri().path());
+        let answer = match self.stack.clone().oneshot(req).await {
             Ok(r) => r,
             Err(never) => match never {},
+        };
+        if let Some(d) = &self.described {
+            let (method, path) = asked.split_once(' ').unwrap_or((&asked, ""));
+            if let Err(why) = d.check(method, path, answer.status().as_u16()) {
+                panic!("undocumented answer: {why}");
+            }
         }
+        answer
     }
 
     /// Sends `method path` with `headers` and a JSON `body` (if any; sent as
@@ -155,6 +184,9 @@ impl InProcess {
     /// Stops the store and lets go of the data dir.
     pub async fn shutdown(self) {
         self.app.engine.store.shutdown().await;
+        if let Some(t) = self.app.opts.tracing.clone() {
+            let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
+        }
     }
 }
 
