@@ -1,6 +1,7 @@
 //! The OpenAPI documents of the examples as the tools outside this project read them:
-//! each validates against the official OpenAPI 3.1 JSON Schema (openapi-spec-validator,
-//! which ships that schema), and the client openapi-python-client generates from each
+//! each validates against the official OpenAPI 3.1 JSON Schema (shipped here as
+//! `tests/openapi-3.1.schema.json`, checked with the `jsonschema` package) and passes
+//! openapi-spec-validator, and the client openapi-python-client generates from each
 //! comes out without warnings and fully typed (no field of a model left as `Any`). The
 //! tools are pinned in `tests/openapi-tools.txt` and installed into the shared e2e target
 //! dir on first use. The built shop is fuzzed from its document in `tests/http_shop.rs`.
@@ -47,11 +48,34 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// Validates `doc` against the JSON Schema `schema` (draft 2020-12, formats checked) with
+/// the `jsonschema` package of the tools' virtualenv: every error, one per line.
+fn json_schema_errors(bin: &Path, schema: &Path, doc: &Path) -> (bool, String) {
+    const CHECK: &str = "import json, sys, jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        v = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)\n\
+        errors = list(v.iter_errors(json.load(open(sys.argv[2]))))\n\
+        for e in errors: print(e.json_path, e.message)\n\
+        sys.exit(1 if errors else 0)\n";
+    run(Command::new(bin.join("python3"))
+        .arg("-c")
+        .arg(CHECK)
+        .arg(schema)
+        .arg(doc))
+}
+
 #[test]
 fn every_example_document_is_valid_openapi_3_1() {
     let bin = openapi_tools();
     let dir = tempfile::tempdir().expect("temp dir");
+    // The official schema of OpenAPI 3.1 documents (spec.openapis.org, 2022-10-07),
+    // shipped in the repository.
+    let official = workspace().join("tests").join("openapi-3.1.schema.json");
     for (name, doc) in documents(dir.path()) {
+        let (ok, text) = json_schema_errors(&bin, &official, &doc);
+        assert!(ok, "{name} against {}:\n{text}", official.display());
+        // openapi-spec-validator checks more: the Schema Objects, references, unique
+        // operation ids, path parameters.
         let (ok, text) = run(Command::new(bin.join("openapi-spec-validator")).arg(&doc));
         assert!(ok && text.contains(": OK"), "{name}: {text}");
     }
@@ -64,6 +88,11 @@ fn every_example_document_is_valid_openapi_3_1() {
     .expect("write");
     let (ok, text) = run(Command::new(bin.join("openapi-spec-validator")).arg(&bad));
     assert!(!ok, "a document without info.version passed: {text}");
+    let (ok, text) = json_schema_errors(&bin, &official, &bad);
+    assert!(
+        !ok && text.contains("version"),
+        "a document without info.version passed the shipped schema: {text}"
+    );
 }
 
 #[test]

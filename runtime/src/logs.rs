@@ -4,9 +4,8 @@
 //! the event has them (the request log's lines do), and every other field of the event
 //! in `context`. `LITHAIR_LOG` filters as `RUST_LOG` does (default `info,openraft=warn`).
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
-use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::fmt::format::Writer;
@@ -60,32 +59,131 @@ pub fn init(format: LogFormat) -> Logs {
     }
 }
 
-/// The JSON line format.
+/// The JSON line format, written straight into the line's buffer: no map of the fields,
+/// no allocation per field (a request's line is written at every request with
+/// `request_log = "all"`).
 struct JsonLines;
 
-/// An event's fields, as JSON.
-#[derive(Default)]
-struct Fields(Map<String, Value>);
+/// Which of an event's fields a pass of [`JsonFields`] writes.
+#[derive(Clone, Copy, PartialEq)]
+enum Pick {
+    /// The value of `message`, as a JSON string.
+    Message,
+    /// `"trace_id":…` and `"span_id":…`, each after a comma.
+    Ids,
+    /// Every other field, as `"name":value` pairs separated by commas.
+    Context,
+}
 
-impl Visit for Fields {
+/// A visitor that writes some of an event's fields as JSON.
+struct JsonFields<'a, W: fmt::Write> {
+    out: &'a mut W,
+    pick: Pick,
+    /// Whether a context pair was written (the next one needs a comma).
+    written: bool,
+    result: fmt::Result,
+}
+
+impl<W: fmt::Write> JsonFields<'_, W> {
+    /// Writes `name`'s key as the pass asks, or returns false when the pass skips it.
+    fn key(&mut self, name: &str) -> bool {
+        let wanted = match name {
+            "message" => self.pick == Pick::Message,
+            "trace_id" | "span_id" => self.pick == Pick::Ids,
+            _ => self.pick == Pick::Context,
+        };
+        if !wanted || self.result.is_err() {
+            return false;
+        }
+        self.result = match self.pick {
+            Pick::Message => Ok(()),
+            Pick::Ids => write!(self.out, ",\"{name}\":"),
+            Pick::Context => {
+                let comma = if std::mem::replace(&mut self.written, true) {
+                    ","
+                } else {
+                    ""
+                };
+                self.out
+                    .write_str(comma)
+                    .and_then(|()| write_json_str(self.out, name))
+                    .and_then(|()| self.out.write_char(':'))
+            }
+        };
+        self.result.is_ok()
+    }
+
+    fn value(&mut self, field: &Field, write: impl FnOnce(&mut W) -> fmt::Result) {
+        if self.key(field.name()) {
+            self.result = write(self.out);
+        }
+    }
+}
+
+impl<W: fmt::Write> Visit for JsonFields<'_, W> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.value(field, |w| write_json_str(w, value));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.value(field, |w| write!(w, "{value}"));
     }
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.value(field, |w| write!(w, "{value}"));
     }
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        // JSON has no NaN or infinities.
+        self.value(field, |w| {
+            if value.is_finite() {
+                write!(w, "{value}")
+            } else {
+                w.write_str("null")
+            }
+        });
     }
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.0.insert(field.name().to_string(), Value::from(value));
+        self.value(field, |w| write!(w, "{value}"));
     }
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.0
-            .insert(field.name().to_string(), Value::from(format!("{value:?}")));
+        self.value(field, |w| {
+            w.write_char('"')?;
+            write!(Escaped(w), "{value:?}")?;
+            w.write_char('"')
+        });
+    }
+}
+
+/// `s` as a JSON string.
+fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    w.write_char('"')?;
+    Escaped(w).write_str(s)?;
+    w.write_char('"')
+}
+
+/// Writes what it is given JSON-escaped (without the quotes), in runs of plain text.
+struct Escaped<'a, W: fmt::Write>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut plain = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[plain..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            plain = i + 1;
+        }
+        self.0.write_str(&s[plain..])
     }
 }
 
@@ -100,36 +198,62 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let mut context = fields.0;
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let stamp = crate::domain::row::time_text(micros).unwrap_or(*b"0000-00-00T00:00:00.000000Z");
         let meta = event.metadata();
-        let mut line = Map::new();
-        line.insert(
-            "timestamp".into(),
-            Value::from(
-                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
-            ),
-        );
-        line.insert("level".into(), Value::from(meta.level().as_str()));
-        line.insert("target".into(), Value::from(meta.target()));
-        line.insert(
-            "message".into(),
-            context.remove("message").unwrap_or(Value::from("")),
-        );
-        for id in ["trace_id", "span_id"] {
-            if let Some(v) = context.remove(id) {
-                line.insert(id.into(), v);
+        writer.write_str("{\"timestamp\":\"")?;
+        writer.write_str(std::str::from_utf8(&stamp).unwrap_or_default())?;
+        write!(writer, "\",\"level\":\"{}\",\"target\":", meta.level().as_str())?;
+        write_json_str(&mut writer, meta.target())?;
+        writer.write_str(",\"message\":\"")?;
+        for pick in [Pick::Message, Pick::Ids, Pick::Context] {
+            if pick == Pick::Ids {
+                writer.write_char('"')?;
             }
+            if pick == Pick::Context {
+                writer.write_str(",\"context\":{")?;
+            }
+            let mut fields = JsonFields {
+                out: &mut writer,
+                pick,
+                written: false,
+                result: Ok(()),
+            };
+            if pick == Pick::Message {
+                // The message's text, without its quotes (written around it).
+                let mut text = MessageText(&mut fields);
+                event.record(&mut text);
+            } else {
+                event.record(&mut fields);
+            }
+            fields.result?;
         }
-        line.insert("context".into(), Value::Object(context));
-        writeln!(writer, "{}", Value::Object(line))
+        writer.write_str("}}\n")
+    }
+}
+
+/// The first pass: the message's text, escaped, without quotes.
+struct MessageText<'a, 'b, W: fmt::Write>(&'a mut JsonFields<'b, W>);
+
+impl<W: fmt::Write> Visit for MessageText<'_, '_, W> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0.result = Escaped(self.0.out).write_str(value);
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            self.0.result = write!(Escaped(self.0.out), "{value:?}");
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
     use std::sync::{Arc, Mutex};
 
     /// A log destination the test reads back.
@@ -167,5 +291,44 @@ mod tests {
         assert_eq!((line["trace_id"].clone(), line["span_id"].clone()), (Value::from("t1"), Value::from("s1")));
         assert_eq!(line["context"], serde_json::json!({"status": 201, "model": "Product", "latency_ms": 1.5}));
         assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        let stamp = line["timestamp"].as_str().unwrap_or_default();
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(stamp).is_ok(),
+            "{stamp}"
+        );
+    }
+
+    #[test]
+    fn a_json_line_escapes_what_json_must_and_stays_one_line() {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(JsonLines)
+            .with_writer(move || writer.clone())
+            .finish();
+        let path = "/a\"b\\c\n\u{1}é";
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(
+                target: "lithair::request",
+                path = %path,
+                debug = ?("q\"", 1),
+                nan = f64::NAN,
+                negative = -3i64,
+                ok = true,
+                "said \"{}\"\tthen",
+                "hi"
+            );
+        });
+        let text = String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        let line: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
+        assert_eq!(line["message"], "said \"hi\"\tthen", "{text}");
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(
+            line["context"],
+            serde_json::json!({"path": path, "debug": "(\"q\\\"\", 1)", "nan": null, "negative": -3, "ok": true}),
+            "{text}"
+        );
+        assert_eq!(line.get("trace_id"), None);
     }
 }

@@ -290,11 +290,13 @@ fn ratio_says(trace_id: TraceId, rate: f64) -> bool {
     (low as f64) < rate * (1u64 << 63) as f64
 }
 
-fn new_trace_id() -> TraceId {
+/// A new random trace id.
+pub(crate) fn new_trace_id() -> TraceId {
     TraceId::from_bytes(rand::random::<[u8; 16]>())
 }
 
-fn new_span_id() -> SpanId {
+/// A new random span id (never the invalid all-zero one).
+pub(crate) fn new_span_id() -> SpanId {
     loop {
         let id = rand::random::<[u8; 8]>();
         if id != [0; 8] {
@@ -444,14 +446,14 @@ impl Recorder {
         }
     }
 
-    /// The trace's id, 32 hex digits.
-    pub fn trace_id(&self) -> String {
-        self.trace_id.to_string()
+    /// The trace's id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
     }
 
-    /// The request's span id, 16 hex digits.
-    pub fn span_id(&self) -> String {
-        self.root.to_string()
+    /// The request's span id.
+    pub fn span_id(&self) -> SpanId {
+        self.root
     }
 
     /// The context a span under the request's own goes with.

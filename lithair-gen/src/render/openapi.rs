@@ -442,6 +442,7 @@ pub fn document(schema: &Schema) -> Value {
             let entry = paths.entry(path).or_insert_with(|| json!({}));
             entry[a.method.to_ascii_lowercase()] = op;
         }
+        record_links(&mut paths, m);
     }
     if schema.models.iter().any(|m| m.lifecycle.audited) {
         let read = schema
@@ -524,6 +525,53 @@ fn patch_schema(m: &Model) -> Value {
         .collect();
     json!({"type": "object", "description": format!("A JSON merge patch of {}: the fields to change; `null` clears an optional field.", article(&m.name)),
         "properties": props, "additionalProperties": false})
+}
+
+/// Links from the answer of `m`'s create to every operation on the record it made: its
+/// `id` as the path's, its `version` as a version's number, and its `ETag` as the
+/// `If-Match` of the writes, so that a client (or an API fuzzer) can follow a create to
+/// the record's reads, writes, history and actions.
+fn record_links(paths: &mut Map<String, Value>, m: &Model) {
+    let record = format!("{}/{{id}}", m.path);
+    let mut links = Map::new();
+    for (path, item) in paths.iter() {
+        if *path != record && !path.starts_with(&format!("{record}/")) {
+            continue;
+        }
+        for op in item.as_object().into_iter().flat_map(|ops| ops.values()) {
+            let Some(id) = op["operationId"].as_str() else {
+                continue;
+            };
+            let mut parameters = json!({"id": "$response.body#/id"});
+            if path.contains("{v}") {
+                parameters["v"] = json!("$response.body#/version");
+            }
+            let takes = |name: &str| {
+                op["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name))
+            };
+            if takes("If-Match") {
+                parameters["header.If-Match"] = json!("$response.header.ETag");
+            }
+            let summary = op["summary"].as_str().unwrap_or(id);
+            links.insert(
+                id.to_string(),
+                json!({"operationId": id, "parameters": parameters,
+                    "description": format!("{summary}: the one just created.")}),
+            );
+        }
+    }
+    if links.is_empty() {
+        return;
+    }
+    if let Some(created) = paths
+        .get_mut(&m.path)
+        .and_then(|item| item.get_mut("post"))
+        .and_then(|post| post["responses"].get_mut("201"))
+    {
+        created["links"] = Value::Object(links);
+    }
 }
 
 /// `schema` without its `default` (also inside a `oneOf` of an optional field).

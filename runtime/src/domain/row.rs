@@ -385,7 +385,7 @@ pub(super) fn render_time(micros: i64) -> Option<String> {
 /// The text of a timestamp as the server writes them, `YYYY-MM-DDTHH:MM:SS.ffffffZ`
 /// (years 0 to 9999, the only ones stored as timestamps), written without formatting
 /// machinery: every GET of a record renders two.
-pub(super) fn time_text(micros: i64) -> Option<[u8; 27]> {
+pub(crate) fn time_text(micros: i64) -> Option<[u8; 27]> {
     let secs = micros.div_euclid(1_000_000);
     let frac = micros.rem_euclid(1_000_000);
     let (days, of_day) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

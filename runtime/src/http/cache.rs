@@ -117,7 +117,9 @@ pub(crate) enum Condition<'a> {
 
 /// Reads header `name` as `*` or a list of entity tags: None when absent, a 400 when it is
 /// empty, not text, or not an ETag list (`"3"`, `W/"3"`, `"1", "2"`; an unquoted `3` is
-/// taken as `"3"`).
+/// taken as `"3"`). The grammar is the one the OpenAPI document states for these headers:
+/// a quoted tag holds any visible character but `"` (commas too), an unquoted one any but
+/// `"` and `,`.
 pub(crate) fn condition<'a>(
     headers: &'a hyper::HeaderMap,
     name: hyper::header::HeaderName,
@@ -136,28 +138,66 @@ pub(crate) fn condition<'a>(
     if text == "*" {
         return Ok(Some(Condition::Any));
     }
-    let bad = || {
+    etag_list(text).map(|tags| Some(Condition::Tags(tags))).ok_or_else(|| {
         ApiError::bad_request(format!(
             "{name} {text} is not a list of ETags (each quoted, such as \"3\" or W/\"3\")"
         ))
-    };
+    })
+}
+
+/// The entity tags of `text` (no leading or trailing whitespace), each as (weak, opaque
+/// tag without its quotes); None when it is not a comma-separated list of them.
+fn etag_list(text: &str) -> Option<Vec<(bool, &str)>> {
+    let is_ows = |b: u8| b == b' ' || b == b'\t';
+    // etagc of RFC 9110: visible ASCII but `"`.
+    let quoted_char = |b: u8| b == 0x21 || (0x23..=0x7e).contains(&b);
+    let bytes = text.as_bytes();
     let mut tags = Vec::new();
-    for part in text.split(',') {
-        let part = part.trim_matches([' ', '\t']);
-        let (weak, quoted) = match part.strip_prefix("W/") {
-            Some(rest) => (true, rest),
-            None => (false, part),
+    let mut i = 0;
+    loop {
+        let rest = &text[i..];
+        let (weak, opaque, used) = if let Some(q) = rest
+            .strip_prefix("W/\"")
+            .map(|q| (true, q, 3))
+            .or_else(|| rest.strip_prefix('"').map(|q| (false, q, 1)))
+        {
+            let (weak, inner, open) = q;
+            let len = inner.bytes().take_while(|b| quoted_char(*b)).count();
+            if inner.as_bytes().get(len) != Some(&b'"') {
+                return None;
+            }
+            (weak, &inner[..len], open + len + 1)
+        } else {
+            let len = rest
+                .bytes()
+                .take_while(|b| quoted_char(*b) && *b != b',')
+                .count();
+            if len == 0 {
+                return None;
+            }
+            let token = &rest[..len];
+            // `W/3` is a weak `3`; a lone `W/` is a tag of its own.
+            match token.strip_prefix("W/").filter(|t| !t.is_empty()) {
+                Some(t) => (true, t, len),
+                None => (false, token, len),
+            }
         };
-        // An unquoted tag (`If-Match: 3`, which some clients send) is taken as quoted.
-        let opaque = match quoted.strip_prefix('"') {
-            Some(q) => q.strip_suffix('"'),
-            None => Some(quoted).filter(|q| !q.is_empty()),
-        }
-        .filter(|o| o.bytes().all(|b| b == 0x21 || (0x23..=0x7e).contains(&b)))
-        .ok_or_else(bad)?;
         tags.push((weak, opaque));
+        i += used;
+        while bytes.get(i).copied().is_some_and(is_ows) {
+            i += 1;
+        }
+        match bytes.get(i) {
+            None => return Some(tags),
+            Some(b',') => {
+                i += 1;
+                while bytes.get(i).copied().is_some_and(is_ows) {
+                    i += 1;
+                }
+            }
+            Some(_) => return None,
+        }
     }
-    Ok(Some(Condition::Tags(tags)))
 }
 
 /// Whether the request's `If-None-Match` names `etag` (or is `*`): the answer is then a

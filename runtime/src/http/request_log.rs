@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use hyper::Request;
+use opentelemetry::trace::{SpanId, TraceId};
 
 use super::respond::Resp;
 use super::stage::{BoxFuture, Next, Step};
@@ -34,26 +35,23 @@ pub(crate) struct Caller(pub String);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Validation(pub Duration);
 
-/// A request's trace context: W3C ids in lower-case hex.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A request's trace context: its trace and this node's span of it (both print as W3C
+/// lower-case hex).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TraceIds {
-    /// 32 hex digits.
-    pub trace_id: String,
-    /// 16 hex digits: this node's span of the request.
-    pub span_id: String,
+    pub trace_id: TraceId,
+    pub span_id: SpanId,
 }
 
 impl TraceIds {
     /// The trace of an incoming `traceparent` (`00-<trace id>-<parent id>-<flags>`, the
     /// header's value, if any), or a new one; the span is always new.
     pub(crate) fn continuing(traceparent: Option<&str>) -> Self {
-        let incoming = traceparent
-            .and_then(crate::telemetry::Context::parse)
-            .map(|c| c.trace_id.to_string());
-        let span = uuid::Uuid::new_v4().simple().to_string();
         TraceIds {
-            trace_id: incoming.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
-            span_id: span[..16].to_string(),
+            trace_id: traceparent
+                .and_then(crate::telemetry::Context::parse)
+                .map_or_else(crate::telemetry::new_trace_id, |c| c.trace_id),
+            span_id: crate::telemetry::new_span_id(),
         }
     }
 }
@@ -71,58 +69,57 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
             return next.answer(req);
         }
         let started = Instant::now();
-        let method = req.method().to_string();
-        let path = req.uri().path().to_string();
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let size: u64 = header("content-length")
+        // What the line needs of the request, kept without copying its text: the method,
+        // the URI and the header values share the request's buffers.
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        let headers = req.headers();
+        let size: u64 = headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let request_id = header(super::pipeline::REQUEST_ID.as_str()).unwrap_or_default();
+        let request_id = headers.get(&super::pipeline::REQUEST_ID).cloned();
+        let traceparent = headers.get("traceparent").cloned();
         let client = req
             .extensions()
             .get::<super::firewall::PeerAddr>()
-            .map(|p| p.0.ip().to_string())
-            .unwrap_or_default();
-        // The ids are made only for a line that is written.
-        let traceparent = header("traceparent");
+            .map(|p| p.0.ip());
         let answer = next.answer(req);
         Box::pin(async move {
             let r = answer.await;
             let status = r.status().as_u16();
             if mode == RequestLog::All || status >= 400 {
-                let logged = r.extensions().get::<Logged>().cloned().unwrap_or_default();
+                let none = Logged::default();
+                let logged = r.extensions().get::<Logged>().unwrap_or(&none);
                 let principal = r
                     .extensions()
                     .get::<Caller>()
-                    .map_or("anonymous".to_string(), |c| c.0.clone());
+                    .map_or("anonymous", |c| c.0.as_str());
                 let validation_ms = r
                     .extensions()
                     .get::<Validation>()
                     .map_or(0.0, |v| v.0.as_secs_f64() * 1000.0);
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-                // A traced request's ids are its exported span's.
-                let ids = match r.extensions().get::<TraceIds>() {
-                    Some(ids) => ids.clone(),
-                    None => TraceIds::continuing(traceparent.as_deref()),
-                };
+                // A traced request's ids are its exported span's; the ids are made only
+                // for a line that is written.
+                let ids = r.extensions().get::<TraceIds>().copied().unwrap_or_else(|| {
+                    TraceIds::continuing(traceparent.as_ref().and_then(|v| v.to_str().ok()))
+                });
+                let client = Client(client);
                 macro_rules! line {
                     ($level:ident) => {
                         tracing::$level!(
                             target: "lithair::request",
                             trace_id = %ids.trace_id,
                             span_id = %ids.span_id,
-                            request_id = %request_id,
+                            request_id = text(request_id.as_ref()),
                             client = %client,
-                            method = %method,
-                            path = %path,
-                            model = %logged.model,
-                            operation = %logged.operation,
-                            principal = %principal,
+                            method = method.as_str(),
+                            path = uri.path(),
+                            model = logged.model.as_str(),
+                            operation = logged.operation.as_str(),
+                            principal,
                             status,
                             request_size = size,
                             latency_ms,
@@ -142,6 +139,23 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
     }
 }
 
+/// A header's value as text (empty when absent or not text).
+fn text(v: Option<&hyper::header::HeaderValue>) -> &str {
+    v.and_then(|v| v.to_str().ok()).unwrap_or_default()
+}
+
+/// The peer's address as a line shows it (empty when unknown).
+struct Client(Option<std::net::IpAddr>);
+
+impl std::fmt::Display for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(ip) => ip.fmt(f),
+            None => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,9 +165,9 @@ mod tests {
         let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
         let ids =
             TraceIds::continuing(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        assert_eq!(ids.trace_id, trace);
-        assert_eq!(ids.span_id.len(), 16);
-        assert_ne!(ids.span_id, "00f067aa0ba902b7");
+        assert_eq!(ids.trace_id.to_string(), trace);
+        assert_eq!(ids.span_id.to_string().len(), 16);
+        assert_ne!(ids.span_id.to_string(), "00f067aa0ba902b7");
         for bad in [
             Some("00-00000000000000000000000000000000-00f067aa0ba902b7-01"),
             Some("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"),
@@ -161,8 +175,8 @@ mod tests {
             None,
         ] {
             let ids = TraceIds::continuing(bad);
-            assert_ne!(ids.trace_id, trace);
-            assert_eq!(ids.trace_id.len(), 32, "{bad:?}");
+            assert_ne!(ids.trace_id.to_string(), trace);
+            assert_eq!(ids.trace_id.to_string().len(), 32, "{bad:?}");
         }
     }
 }
