@@ -539,6 +539,74 @@ async fn bad_input_gets_a_4xx_never_a_5xx() {
     shop.svc.shutdown().await;
 }
 
+/// Every read the document says takes `consistency` (the query parameter and its header)
+/// takes `local` and `linearizable`, and refuses any other value with a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_read_documented_with_consistency_takes_it() {
+    let shop = Shop::start().await;
+    let doc: Value = serde_json::from_str(shop_schema().1).expect("document");
+    let mut checked = 0;
+    for (template, item) in doc["paths"].as_object().expect("paths") {
+        let Some(params) = item["get"]["parameters"].as_array() else {
+            continue;
+        };
+        let takes = |name: &str| params.iter().any(|p| p["name"] == name);
+        if !takes("consistency") {
+            continue;
+        }
+        assert!(takes("X-Lithair-Consistency"), "{template}: the header too");
+        let path = template
+            .replace("{id}", "9b2f4c1e-0000-4000-8000-000000000001")
+            .replace("{v}", "1");
+        for value in ["local", "linearizable"] {
+            let a = shop
+                .call(
+                    "GET",
+                    &format!("{path}?consistency={value}"),
+                    Some("admin"),
+                    None,
+                    &[],
+                )
+                .await;
+            assert!(matches!(a.status, 200 | 404), "{path} {value}: {}", a.json);
+            let a = shop
+                .call(
+                    "GET",
+                    &path,
+                    Some("admin"),
+                    None,
+                    &[("x-lithair-consistency", value)],
+                )
+                .await;
+            assert!(matches!(a.status, 200 | 404), "{path} {value}: {}", a.json);
+        }
+        let a = shop
+            .call(
+                "GET",
+                &format!("{path}?consistency=eventual"),
+                Some("admin"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(a.status, 400, "{path}: {}", a.json);
+        let a = shop
+            .call(
+                "GET",
+                &path,
+                Some("admin"),
+                None,
+                &[("x-lithair-consistency", "eventual")],
+            )
+            .await;
+        assert_eq!(a.status, 400, "{path}: {}", a.json);
+        checked += 1;
+    }
+    // Lists, gets, history and versions of orders, and the projection.
+    assert!(checked >= 10, "only {checked} reads document consistency");
+    shop.svc.shutdown().await;
+}
+
 /// The runtime reads `If-Match` and `If-None-Match` by the grammar the document states:
 /// random values built from the characters that matter (quotes, commas, `W/`, blanks,
 /// `*`) are refused with a 400 exactly when they do not match the document's pattern.

@@ -20,6 +20,19 @@ const ETAG_LIST: &str = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*
 /// address, and a port up to 65535), as the service checks it.
 const MEMBER_ADDR: &str = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):([0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])$";
 
+/// How consistent a read is: the `consistency` query parameter and the
+/// `X-Lithair-Consistency` header (the parameter wins when both are given); any other
+/// value is a 400.
+pub(super) fn consistency_params() -> [Value; 2] {
+    let schema = json!({"type": "string", "enum": ["local", "linearizable"]});
+    [
+        json!({"name": "consistency", "in": "query", "schema": schema,
+            "description": "`linearizable`: answer only once this node has applied everything committed before the request; `local` (the default): answer from this node's state."}),
+        json!({"name": "X-Lithair-Consistency", "in": "header", "schema": schema,
+            "description": "As the `consistency` parameter, which wins when both are given."}),
+    ]
+}
+
 fn type_schema(ty: &FieldType) -> Value {
     match ty {
         FieldType::String | FieldType::Text => json!({"type": "string"}),
@@ -282,6 +295,7 @@ pub fn document(schema: &Schema) -> Value {
                 }
             }
             params.push(if_none_match.clone());
+            params.extend(consistency_params());
             collection.insert("get".into(), json!({
                 "tags": tag, "operationId": format!("list_{}", m.snake), "summary": format!("List {} records", m.name),
                 "description": model_note(m, &p.read, true), "security": security(&p.read), "parameters": params,
@@ -307,10 +321,11 @@ pub fn document(schema: &Schema) -> Value {
         if m.has(Operation::Get) {
             item.insert("get".into(), json!({
                 "tags": tag, "operationId": format!("get_{}", m.snake), "summary": format!("Get {}", article(&m.name)),
-                "description": model_note(m, &p.read, false), "security": security(&p.read), "parameters": [if_none_match],
+                "description": model_note(m, &p.read, false), "security": security(&p.read),
+                "parameters": [if_none_match, consistency_params()[0], consistency_params()[1]],
                 "responses": {"200": {"description": "The record.", "headers": read_headers, "content": {"application/json": {"schema": record}}},
                     "304": not_modified,
-                    "400": problem_response("An If-None-Match that is not an ETag list."),
+                    "400": problem_response("An If-None-Match that is not an ETag list, or a consistency that is neither local nor linearizable."),
                     "401": problem_response("No or bad token."), "403": problem_response("Missing role."), "404": problem_response("No such record.")}
             }));
         }
@@ -385,7 +400,8 @@ pub fn document(schema: &Schema) -> Value {
                 "description": format!("{}{audit_note}", model_note(m, &p.read, false)), "security": security(&p.read),
                 "parameters": [id_param,
                     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-                    {"name": "before", "in": "query", "description": "Only the entries of versions below this one.", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}}],
+                    {"name": "before", "in": "query", "description": "Only the entries of versions below this one.", "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}},
+                    consistency_params()[0], consistency_params()[1]],
                 "responses": {"200": {"description": "The record's history.", "content": {"application/json": {"schema": {
                     "type": "object", "properties": {"items": {"type": "array", "items": entry}}, "required": ["items"]}}}},
                     "400": problem_response("Bad query."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
@@ -396,9 +412,10 @@ pub fn document(schema: &Schema) -> Value {
                     "tags": tag, "operationId": format!("version_{}", m.snake), "summary": format!("{} as it was at a version", capitalized(&article(&m.name))),
                     "description": format!("The newest {n} versions are readable; an older one is 410. {}{audit_note}", model_note(m, &p.read, false)),
                     "security": security(&p.read),
-                    "parameters": [id_param, {"name": "v", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX}}],
+                    "parameters": [id_param, {"name": "v", "in": "path", "required": true, "schema": {"type": "integer", "minimum": 1, "maximum": u64::MAX}},
+                        consistency_params()[0], consistency_params()[1]],
                     "responses": {"200": {"description": "The record at that version.", "headers": {"ETag": {"schema": {"type": "string"}}}, "content": {"application/json": {"schema": record}}},
-                        "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
+                        "400": problem_response("A consistency that is neither local nor linearizable."), "401": problem_response("No or bad token."), "403": problem_response("Missing role."),
                         "404": problem_response("No such record or version."), "410": problem_response("Older than the versions kept readable.")}
                 }}));
             }

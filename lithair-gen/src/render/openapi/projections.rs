@@ -143,7 +143,7 @@ pub(super) fn projection_path(
             key_filter_schema(schema, p),
         ));
     }
-    parameters.push(q("consistency", "`linearizable`: answer only once this node has applied everything committed before the request.", json!({"type": "string", "enum": ["local", "linearizable"]})));
+    parameters.extend(super::consistency_params());
     let filter_note = p
         .filter
         .iter()
