@@ -290,15 +290,34 @@ fn ratio_says(trace_id: TraceId, rate: f64) -> bool {
     (low as f64) < rate * (1u64 << 63) as f64
 }
 
-/// A new random trace id.
+thread_local! {
+    /// The generator of trace and span ids: a fast one per thread, seeded from the OS
+    /// (ids must be unlikely to collide, not unguessable).
+    static IDS: std::cell::RefCell<rand::rngs::SmallRng> =
+        std::cell::RefCell::new(rand::SeedableRng::from_entropy());
+}
+
+fn random<const N: usize>() -> [u8; N] {
+    use rand::RngCore;
+    let mut bytes = [0; N];
+    IDS.with(|g| g.borrow_mut().fill_bytes(&mut bytes));
+    bytes
+}
+
+/// A new random trace id (never the invalid all-zero one).
 pub(crate) fn new_trace_id() -> TraceId {
-    TraceId::from_bytes(rand::random::<[u8; 16]>())
+    loop {
+        let id = random::<16>();
+        if id != [0; 16] {
+            return TraceId::from_bytes(id);
+        }
+    }
 }
 
 /// A new random span id (never the invalid all-zero one).
 pub(crate) fn new_span_id() -> SpanId {
     loop {
-        let id = rand::random::<[u8; 8]>();
+        let id = random::<8>();
         if id != [0; 8] {
             return SpanId::from_bytes(id);
         }

@@ -106,38 +106,166 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
                 let ids = r.extensions().get::<TraceIds>().copied().unwrap_or_else(|| {
                     TraceIds::continuing(traceparent.as_ref().and_then(|v| v.to_str().ok()))
                 });
-                let client = Client(client);
-                macro_rules! line {
-                    ($level:ident) => {
-                        tracing::$level!(
-                            target: "lithair::request",
-                            trace_id = %ids.trace_id,
-                            span_id = %ids.span_id,
-                            request_id = %text(request_id.as_ref()),
-                            client = %client,
-                            method = %method,
-                            path = %uri.path(),
-                            model = %logged.model,
-                            operation = %logged.operation,
-                            principal = %principal,
-                            status,
-                            request_size = size,
-                            latency_ms,
-                            validation_ms,
-                            "request"
-                        )
-                    };
+                Line {
+                    ids,
+                    request_id: text(request_id.as_ref()),
+                    client: Client(client),
+                    method: method.as_str(),
+                    path: uri.path(),
+                    model: &logged.model,
+                    operation: &logged.operation,
+                    principal,
+                    status,
+                    request_size: size,
+                    latency_ms,
+                    validation_ms,
                 }
-                if status >= 500 {
-                    line!(warn);
-                } else {
-                    line!(info);
-                }
+                .log();
             }
             r
         })
     }
 }
+
+/// The target of the request log's lines (`LITHAIR_LOG=lithair::request=off` silences
+/// them).
+const TARGET: &str = "lithair::request";
+
+/// One request's line.
+struct Line<'a> {
+    ids: TraceIds,
+    request_id: &'a str,
+    client: Client,
+    method: &'a str,
+    path: &'a str,
+    model: &'a str,
+    operation: &'a str,
+    principal: &'a str,
+    status: u16,
+    request_size: u64,
+    latency_ms: f64,
+    validation_ms: f64,
+}
+
+thread_local! {
+    /// The buffer a thread writes its JSON request lines in.
+    static JSON_LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+impl Line<'_> {
+    /// Logs the line at INFO (WARN for a 5xx), if that is enabled. When the process
+    /// writes JSON lines through the log thread, the line is written here, in the same
+    /// shape, straight into the log thread's buffer (a line per request is on the hot
+    /// path with `request_log = "all"`); otherwise it is a `tracing` event.
+    fn log(&self) {
+        let warn = self.status >= 500;
+        let enabled = if warn {
+            tracing::enabled!(target: TARGET, tracing::Level::WARN)
+        } else {
+            tracing::enabled!(target: TARGET, tracing::Level::INFO)
+        };
+        if !enabled {
+            return;
+        }
+        match crate::logs::json_lines() {
+            Some(lines) => JSON_LINE.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.clear();
+                let level = if warn {
+                    tracing::Level::WARN
+                } else {
+                    tracing::Level::INFO
+                };
+                if self.write_json(&mut *buf, &level).is_ok() {
+                    lines.append(buf.as_bytes());
+                }
+            }),
+            None if warn => self.event_warn(),
+            None => self.event_info(),
+        }
+    }
+
+    /// The line as `crate::logs::json::JsonLines` writes its event.
+    fn write_json(&self, w: &mut impl std::fmt::Write, level: &tracing::Level) -> std::fmt::Result {
+        use crate::logs::json::{write_head, write_json_str};
+        write_head(w, level, TARGET)?;
+        w.write_str(",\"message\":\"request\",\"trace_id\":\"")?;
+        write_hex(w, &self.ids.trace_id.to_bytes())?;
+        w.write_str("\",\"span_id\":\"")?;
+        write_hex(w, &self.ids.span_id.to_bytes())?;
+        w.write_str("\",\"context\":{\"request_id\":")?;
+        write_json_str(w, self.request_id)?;
+        w.write_str(",\"client\":\"")?;
+        if let Some(ip) = self.client.0 {
+            write!(w, "{ip}")?;
+        }
+        w.write_str("\",\"method\":")?;
+        write_json_str(w, self.method)?;
+        w.write_str(",\"path\":")?;
+        write_json_str(w, self.path)?;
+        w.write_str(",\"model\":")?;
+        write_json_str(w, self.model)?;
+        w.write_str(",\"operation\":")?;
+        write_json_str(w, self.operation)?;
+        w.write_str(",\"principal\":")?;
+        write_json_str(w, self.principal)?;
+        w.write_str(",\"status\":")?;
+        w.write_str(itoa::Buffer::new().format(self.status))?;
+        w.write_str(",\"request_size\":")?;
+        w.write_str(itoa::Buffer::new().format(self.request_size))?;
+        for (key, ms) in [
+            (",\"latency_ms\":", self.latency_ms),
+            (",\"validation_ms\":", self.validation_ms),
+        ] {
+            w.write_str(key)?;
+            if ms.is_finite() {
+                w.write_str(ryu::Buffer::new().format_finite(ms))?;
+            } else {
+                w.write_str("null")?;
+            }
+        }
+        w.write_str("}}\n")
+    }
+}
+
+/// `bytes` in lower-case hex.
+fn write_hex(w: &mut impl std::fmt::Write, bytes: &[u8]) -> std::fmt::Result {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        w.write_char(char::from(DIGITS[usize::from(b >> 4)]))?;
+        w.write_char(char::from(DIGITS[usize::from(b & 15)]))?;
+    }
+    Ok(())
+}
+
+/// The line as a `tracing` event at `$level`.
+macro_rules! event {
+    ($name:ident, $level:ident) => {
+        impl Line<'_> {
+            fn $name(&self) {
+                tracing::$level!(
+                    target: TARGET,
+                    trace_id = %self.ids.trace_id,
+                    span_id = %self.ids.span_id,
+                    request_id = %self.request_id,
+                    client = %self.client,
+                    method = %self.method,
+                    path = %self.path,
+                    model = %self.model,
+                    operation = %self.operation,
+                    principal = %self.principal,
+                    status = self.status,
+                    request_size = self.request_size,
+                    latency_ms = self.latency_ms,
+                    validation_ms = self.validation_ms,
+                    "request"
+                )
+            }
+        }
+    };
+}
+event!(event_info, info);
+event!(event_warn, warn);
 
 /// A header's value as text (empty when absent or not text).
 fn text(v: Option<&hyper::header::HeaderValue>) -> &str {
@@ -159,6 +287,83 @@ impl std::fmt::Display for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The line written straight as JSON is the line the JSON format makes of its event.
+    #[test]
+    fn the_direct_json_line_is_the_events_json_line() {
+        let ip = "127.0.0.9".parse().ok();
+        for (status, client, path) in [(201, ip, "/api/items"), (503, None, "/a\"b\\\u{7}")] {
+            let line = Line {
+                ids: TraceIds::continuing(Some(
+                    "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+                )),
+                request_id: "r-1",
+                client: Client(client),
+                method: "POST",
+                path,
+                model: "Item",
+                operation: "create",
+                principal: "wendy",
+                status,
+                request_size: 17,
+                latency_ms: 1.25,
+                validation_ms: 0.0,
+            };
+            let log = Captured::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .event_format(crate::logs::json::JsonLines)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::with_default(subscriber, || {
+                if status >= 500 {
+                    line.event_warn()
+                } else {
+                    line.event_info()
+                }
+            });
+            let level = if status >= 500 {
+                tracing::Level::WARN
+            } else {
+                tracing::Level::INFO
+            };
+            let mut direct = String::new();
+            line.write_json(&mut direct, &level).expect("write");
+            let event = String::from_utf8_lossy(&log.0.lock().expect("lock")).to_string();
+            let parse = |text: &str| {
+                assert_eq!(text.matches('\n').count(), 1, "{text}");
+                let mut v: serde_json::Value = serde_json::from_str(text.trim()).expect(text);
+                assert!(v["timestamp"].as_str().is_some_and(|t| t.len() == 27), "{text}");
+                v["timestamp"] = serde_json::Value::Null;
+                v
+            };
+            assert_eq!(parse(&direct), parse(&event), "{direct}\n{event}");
+            // The same keys in the same order, on top and in the context.
+            let keys = |v: &serde_json::Value| -> Vec<String> {
+                let obj = v.as_object().cloned().unwrap_or_default();
+                let context = obj.get("context").and_then(|c| c.as_object()).cloned().unwrap_or_default();
+                obj.keys().chain(context.keys()).cloned().collect()
+            };
+            assert_eq!(keys(&parse(&direct)), keys(&parse(&event)));
+        }
+    }
 
     #[test]
     fn an_incoming_traceparent_is_continued_and_a_bad_one_ignored() {

@@ -1,8 +1,8 @@
-//! The process's log lines, on stderr: text, or one JSON object per line (`[telemetry]
-//! log_format = "json"`, or `LITHAIR_LOG_FORMAT=json`, which wins): `timestamp` (RFC
-//! 3339, UTC), `level`, `target`, `message`, the request's `trace_id` and `span_id` when
-//! the event has them (the request log's lines do), and every other field of the event
-//! in `context`. `LITHAIR_LOG` filters as `RUST_LOG` does (default `info,openraft=warn`).
+//! The JSON line format (`log_format = "json"`): `timestamp` (RFC 3339, UTC,
+//! microseconds), `level`, `target`, `message`, the request's `trace_id` and `span_id`
+//! when the event has them, and every other field of the event in `context`, written
+//! straight into the line's buffer: no map of the fields and no allocation per field (a
+//! request's line is written at every request with `request_log = "all"`).
 
 use std::fmt::{self, Write as _};
 
@@ -12,57 +12,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::config::LogFormat;
-
-/// What keeps the log thread running: dropped at the end of `main`, it writes the lines
-/// still queued.
-#[must_use = "the lines still queued are written when this is dropped"]
-pub struct Logs {
-    _worker: Option<tracing_appender::non_blocking::WorkerGuard>,
-}
-
-/// Installs the process's subscriber: `format` unless `LITHAIR_LOG_FORMAT` says
-/// otherwise. A second call does nothing (the first subscriber stays).
-///
-/// Lines go to stderr through a thread of their own (`tracing-appender`): a request's
-/// line is queued, and the thread writes the queue in large writes, flushed whenever it
-/// has caught up. Nothing is dropped: with 65,536 lines queued, a logging thread waits.
-pub fn init(format: LogFormat) -> Logs {
-    use std::io::IsTerminal;
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("LITHAIR_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn"));
-    let format = match std::env::var("LITHAIR_LOG_FORMAT").as_deref() {
-        Ok("json") => LogFormat::Json,
-        Ok("text") => LogFormat::Text,
-        _ => format,
-    };
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(65_536)
-        .thread_name("lithair-logs")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer);
-    let installed = match format {
-        LogFormat::Json => builder.event_format(JsonLines).try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-    };
-    Logs {
-        _worker: installed.is_ok().then_some(guard),
-    }
-}
-
-/// The JSON line format, written straight into the line's buffer: no map of the fields,
-/// no allocation per field (a request's line is written at every request with
-/// `request_log = "all"`).
-struct JsonLines;
+/// The JSON line format.
+pub(crate) struct JsonLines;
 
 /// Which of an event's fields a pass of [`JsonFields`] writes.
 #[derive(Clone, Copy, PartialEq)]
@@ -134,7 +85,7 @@ impl<W: fmt::Write> Visit for JsonFields<'_, W> {
         // JSON has no NaN or infinities.
         self.value(field, |w| {
             if value.is_finite() {
-                write!(w, "{value}")
+                w.write_str(ryu::Buffer::new().format_finite(value))
             } else {
                 w.write_str("null")
             }
@@ -153,7 +104,7 @@ impl<W: fmt::Write> Visit for JsonFields<'_, W> {
 }
 
 /// `s` as a JSON string.
-fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
+pub(crate) fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
     w.write_char('"')?;
     Escaped(w).write_str(s)?;
     w.write_char('"')
@@ -162,24 +113,34 @@ fn write_json_str(w: &mut impl fmt::Write, s: &str) -> fmt::Result {
 /// Writes what it is given JSON-escaped (without the quotes), in runs of plain text.
 struct Escaped<'a, W: fmt::Write>(&'a mut W);
 
+/// The bytes a JSON string cannot hold as they are: `"`, `\\` and the control characters.
+const NEEDS_ESCAPE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        table[b] = true;
+        b += 1;
+    }
+    table[b'"' as usize] = true;
+    table[b'\\' as usize] = true;
+    table
+};
+
 impl<W: fmt::Write> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
         let mut plain = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let escape = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f => "",
-                _ => continue,
-            };
+        for (i, &b) in s.as_bytes().iter().enumerate() {
+            if !NEEDS_ESCAPE[usize::from(b)] {
+                continue;
+            }
             self.0.write_str(&s[plain..i])?;
-            if escape.is_empty() {
-                write!(self.0, "\\u{b:04x}")?;
-            } else {
-                self.0.write_str(escape)?;
+            match b {
+                b'"' => self.0.write_str("\\\"")?,
+                b'\\' => self.0.write_str("\\\\")?,
+                b'\n' => self.0.write_str("\\n")?,
+                b'\r' => self.0.write_str("\\r")?,
+                b'\t' => self.0.write_str("\\t")?,
+                _ => write!(self.0, "\\u{b:04x}")?,
             }
             plain = i + 1;
         }
@@ -198,15 +159,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
-        let stamp = crate::domain::row::time_text(micros).unwrap_or(*b"0000-00-00T00:00:00.000000Z");
         let meta = event.metadata();
-        writer.write_str("{\"timestamp\":\"")?;
-        writer.write_str(std::str::from_utf8(&stamp).unwrap_or_default())?;
-        write!(writer, "\",\"level\":\"{}\",\"target\":", meta.level().as_str())?;
-        write_json_str(&mut writer, meta.target())?;
+        write_head(&mut writer, meta.level(), meta.target())?;
         writer.write_str(",\"message\":\"")?;
         for pick in [Pick::Message, Pick::Ids, Pick::Context] {
             if pick == Pick::Ids {
@@ -232,6 +186,24 @@ where
         }
         writer.write_str("}}\n")
     }
+}
+
+/// The start of a line: `{"timestamp":"<now>","level":"<level>","target":<target>`.
+pub(crate) fn write_head(
+    w: &mut impl fmt::Write,
+    level: &tracing::Level,
+    target: &str,
+) -> fmt::Result {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+    let stamp = crate::domain::row::time_text(micros).unwrap_or(*b"0000-00-00T00:00:00.000000Z");
+    w.write_str("{\"timestamp\":\"")?;
+    w.write_str(std::str::from_utf8(&stamp).unwrap_or_default())?;
+    w.write_str("\",\"level\":\"")?;
+    w.write_str(level.as_str())?;
+    w.write_str("\",\"target\":")?;
+    write_json_str(w, target)
 }
 
 /// The first pass: the message's text, escaped, without quotes.

@@ -1,0 +1,243 @@
+//! Where log lines go: a buffer shared by every thread, written to stderr by a thread of
+//! its own, so a request never waits for a `write(2)`.
+//!
+//! A thread that logs appends its line to the buffer under a short lock; the log thread
+//! takes the whole buffer at once and writes it with one call. It is woken only when a
+//! line lands in an empty buffer while it waits, and after each write it lingers a few
+//! milliseconds so that, under load, lines gather into large writes instead of waking it
+//! once per line. Nothing is dropped: with [`MAX_PENDING`] bytes waiting, a logging thread
+//! waits for the log thread to catch up. Dropping the [`Flusher`] writes what is left.
+//!
+//! Lines of one thread keep their order; lines of different threads are written in the
+//! order they took the lock.
+//!
+//! (`tracing-appender`'s non-blocking writer sends each line through a channel whose
+//! receiver spins and yields while it waits; at tens of thousands of lines a second that
+//! took several per cent of the process's CPU, measured in `bench/README.md`.)
+
+use std::io::Write;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Bytes of lines waiting to be written before a logging thread waits.
+pub const MAX_PENDING: usize = 8 << 20;
+
+/// How long the log thread waits after a write for more lines to gather.
+const LINGER: Duration = Duration::from_millis(5);
+
+#[derive(Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// The log thread waits for lines (a line into an empty buffer wakes it).
+    idle: bool,
+    /// The flusher was dropped: write what is left and stop.
+    closing: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Signalled when lines arrive for an idle log thread, or at closing.
+    arrived: Condvar,
+    /// Signalled when the log thread took the buffer (room for waiting writers).
+    taken: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// What a thread logs into: cheap to clone, one per subscriber.
+#[derive(Clone)]
+pub struct Lines {
+    shared: Arc<Shared>,
+}
+
+/// Keeps the log thread running; dropping it writes the lines still waiting and stops it.
+pub struct Flusher {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A writer into a new log thread that writes to `out`.
+pub fn spawn<W: Write + Send + 'static>(out: W) -> std::io::Result<(Lines, Flusher)> {
+    let shared = Arc::new(Shared::default());
+    let thread = std::thread::Builder::new()
+        .name("lithair-logs".into())
+        .spawn({
+            let shared = shared.clone();
+            move || write_lines(&shared, out)
+        })?;
+    Ok((
+        Lines {
+            shared: shared.clone(),
+        },
+        Flusher {
+            shared,
+            thread: Some(thread),
+        },
+    ))
+}
+
+/// The log thread: takes every waiting line at once, writes them, lingers, again.
+fn write_lines<W: Write>(shared: &Shared, mut out: W) {
+    let mut spare = Vec::new();
+    loop {
+        let closing = {
+            let mut p = shared.lock();
+            while p.lines.is_empty() && !p.closing {
+                p.idle = true;
+                p = shared.arrived.wait(p).unwrap_or_else(|e| e.into_inner());
+            }
+            p.idle = false;
+            std::mem::swap(&mut p.lines, &mut spare);
+            p.closing
+        };
+        shared.taken.notify_all();
+        // A log that cannot be written has nowhere to say so; the lines are dropped.
+        let _ = out.write_all(&spare).and_then(|()| out.flush());
+        if spare.capacity() > MAX_PENDING {
+            spare = Vec::new();
+        } else {
+            spare.clear();
+        }
+        if closing && shared.lock().lines.is_empty() {
+            return;
+        }
+        if !closing {
+            std::thread::sleep(LINGER);
+        }
+    }
+}
+
+impl Lines {
+    /// Appends `line` (whole lines, each ending in a newline).
+    pub fn append(&self, line: &[u8]) {
+        let mut p = self.shared.lock();
+        while p.lines.len() >= MAX_PENDING && !p.closing {
+            p = self
+                .shared
+                .taken
+                .wait(p)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        p.lines.extend_from_slice(line);
+        let wake = p.idle && p.lines.len() == line.len();
+        drop(p);
+        if wake {
+            self.shared.arrived.notify_one();
+        }
+    }
+}
+
+impl Write for Lines {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        self.append(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Lines {
+    type Writer = Lines;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Flusher {
+    /// A writer into its log thread.
+    pub fn lines(&self) -> Lines {
+        Lines {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.arrived.notify_one();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A destination the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn every_line_of_every_thread_is_written_in_its_threads_order() {
+        let out = Captured::default();
+        let (lines, flusher) = spawn(out.clone()).expect("log thread");
+        let writers: Vec<_> = (0..4)
+            .map(|t| {
+                let mut lines = lines.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        // Some lines are long: a writer waits at times for room.
+                        let pad = if i % 1000 == 0 { 4096 } else { 0 };
+                        let line = format!("{t} {i} {}\n", "x".repeat(pad));
+                        lines.write_all(line.as_bytes()).expect("write");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        drop(flusher);
+        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        let mut next = [0u32; 4];
+        for line in text.lines() {
+            let mut parts = line.split(' ');
+            let t: usize = parts.next().and_then(|p| p.parse().ok()).expect("thread");
+            let i: u32 = parts.next().and_then(|p| p.parse().ok()).expect("index");
+            assert_eq!(i, next[t], "thread {t}'s lines out of order");
+            next[t] += 1;
+        }
+        assert_eq!(next, [20_000; 4]);
+    }
+
+    #[test]
+    fn a_line_into_an_idle_writer_is_written_without_waiting_for_more() {
+        let out = Captured::default();
+        let (mut lines, _flusher) = spawn(out.clone()).expect("log thread");
+        for n in 1..=3 {
+            // Let the log thread go idle first.
+            std::thread::sleep(LINGER * 4);
+            lines.write_all(b"one line\n").expect("write");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while out.0.lock().expect("lock").len() < 9 * n {
+                assert!(std::time::Instant::now() < deadline, "line {n} not written");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
