@@ -18,7 +18,8 @@
 #                                                # vs a plain one; restart with RECORDS of them
 #   bash bench/run.sh telemetry                  # GET and POST with request_log = "all" (JSON
 #                                                # lines) and traces at 0.1 to a local OTLP
-#                                                # sink vs both off; metrics are on in both
+#                                                # sink vs both off; metrics are on in both;
+#                                                # alternating, then both services at once
 #   ROUNDS=7 bash bench/run.sh firewall          # more alternating rounds (default 5)
 #
 # Needs wrk (Debian: apt-get install wrk). Results go to stdout; copy them into
@@ -220,6 +221,35 @@ if [ "$only" = all ] || [ "$only" = telemetry ]; then
   done
   echo "== 14. GET logged / quiet, per round: ${get_ratio[*]}; median $(median "${get_ratio[@]}")"
   echo "== 14. POST logged / quiet, per round: ${post_ratio[*]}; median $(median "${post_ratio[@]}")"
+  # Paired: both services loaded at once, half the connections each, so that a change of
+  # the machine's speed during a run touches both alike (alternating runs spread by up to
+  # +-20 % here between two identical services). Sharing the cores, each runs at the
+  # rate its own cost per request allows: the ratio is that of their costs.
+  get_pair=(); post_pair=()
+  half=$((CONNS / 2))
+  paired() { # SCRIPT EXTRA_ENV...: one wrk per service at once; sets pair_quiet and pair_logged
+    for which in quiet logged; do
+      a_var=${which}_addr; i_var=${which}_id
+      env LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/${!i_var} LITHAIR_CATEGORY="$(addr=${!a_var} category)" \
+        LITHAIR_RUN="${#which}$(date +%s%N | tail -c 9)" \
+        wrk -t1 -c"$half" -d"$DURATION" -s "bench/$1.lua" "http://${!a_var}" > "$work/pair-$which.txt" &
+      printf -v "wrk_$which" '%s' "$!"
+    done
+    wait "$wrk_quiet" "$wrk_logged"
+    pair_quiet=$(sed -n 's/^Requests\/sec: *//p' "$work/pair-quiet.txt")
+    pair_logged=$(sed -n 's/^Requests\/sec: *//p' "$work/pair-logged.txt")
+    ! grep -q "Non-2xx" "$work/pair-quiet.txt" "$work/pair-logged.txt" || echo "!! some requests failed: the figures above are not valid" >&2
+  }
+  for round in $(seq 1 "${ROUNDS:-4}"); do
+    paired get
+    echo "== 14p. GET at once, $half connections each (round $round): quiet $pair_quiet, logged $pair_logged req/s"
+    get_pair+=("$(awk -v a="$pair_logged" -v b="$pair_quiet" 'BEGIN {printf "%.2f", a / b}')")
+    paired post
+    echo "== 14p. POST at once, sync=always, $half connections each (round $round): quiet $pair_quiet, logged $pair_logged req/s"
+    post_pair+=("$(awk -v a="$pair_logged" -v b="$pair_quiet" 'BEGIN {printf "%.2f", a / b}')")
+  done
+  echo "== 14p. GET logged / quiet, at once, per round: ${get_pair[*]}; median $(median "${get_pair[@]}")"
+  echo "== 14p. POST logged / quiet, at once, per round: ${post_pair[*]}; median $(median "${post_pair[@]}")"
   echo "== 14. request log lines written: $(grep -c '"target":"lithair::request"' "$work/logged.log")"
   kill "${pids[-1]}" "${pids[-2]}"
   sleep 2

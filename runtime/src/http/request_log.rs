@@ -288,23 +288,6 @@ impl std::fmt::Display for Client {
 mod tests {
     use super::*;
 
-    /// A log destination the test reads back.
-    #[derive(Clone, Default)]
-    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     /// The line written straight as JSON is the line the JSON format makes of its event.
     #[test]
     fn the_direct_json_line_is_the_events_json_line() {
@@ -326,13 +309,7 @@ mod tests {
                 latency_ms: 1.25,
                 validation_ms: 0.0,
             };
-            let log = Captured::default();
-            let writer = log.clone();
-            let subscriber = tracing_subscriber::fmt()
-                .event_format(crate::logs::json::JsonLines)
-                .with_writer(move || writer.clone())
-                .finish();
-            tracing::subscriber::with_default(subscriber, || {
+            let event = crate::logs::captured::json_lines(|| {
                 if status >= 500 {
                     line.event_warn()
                 } else {
@@ -346,7 +323,6 @@ mod tests {
             };
             let mut direct = String::new();
             line.write_json(&mut direct, &level).expect("write");
-            let event = String::from_utf8_lossy(&log.0.lock().expect("lock")).to_string();
             let parse = |text: &str| {
                 assert_eq!(text.matches('\n').count(), 1, "{text}");
                 let mut v: serde_json::Value = serde_json::from_str(text.trim()).expect(text);

@@ -224,39 +224,14 @@ impl<W: fmt::Write> Visit for MessageText<'_, '_, W> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::logs::captured::json_lines;
     use serde_json::Value;
-    use std::sync::{Arc, Mutex};
-
-    /// A log destination the test reads back.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     #[test]
     fn a_json_line_has_the_ids_on_top_and_the_rest_in_its_context() {
-        let log = Captured::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(JsonLines)
-            .with_writer(move || writer.clone())
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
+        let text = json_lines(|| {
             tracing::info!(target: "lithair::request", trace_id = "t1", span_id = "s1", status = 201u64, model = "Product", latency_ms = 1.5, "request");
         });
-        let text = String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
         let line: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
         assert_eq!(line["level"], "INFO", "{text}");
         assert_eq!(line["message"], "request");
@@ -272,14 +247,8 @@ mod tests {
 
     #[test]
     fn a_json_line_escapes_what_json_must_and_stays_one_line() {
-        let log = Captured::default();
-        let writer = log.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .event_format(JsonLines)
-            .with_writer(move || writer.clone())
-            .finish();
         let path = "/a\"b\\c\n\u{1}é";
-        tracing::subscriber::with_default(subscriber, || {
+        let text = json_lines(|| {
             tracing::warn!(
                 target: "lithair::request",
                 path = %path,
@@ -291,7 +260,6 @@ mod tests {
                 "hi"
             );
         });
-        let text = String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
         assert_eq!(text.matches('\n').count(), 1, "{text}");
         let line: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
         assert_eq!(line["message"], "said \"hi\"\tthen", "{text}");

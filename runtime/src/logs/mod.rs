@@ -72,3 +72,46 @@ static JSON_LINES: OnceLock<writer::Lines> = OnceLock::new();
 pub(crate) fn json_lines() -> Option<&'static writer::Lines> {
     JSON_LINES.get()
 }
+
+/// What the log tests share: a destination they read back, and the JSON lines a closure's
+/// events make.
+#[cfg(test)]
+pub(crate) mod captured {
+    use std::sync::{Arc, Mutex};
+
+    /// A log destination the test reads back.
+    #[derive(Clone, Default)]
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        /// What was written.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).to_string()
+        }
+    }
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The JSON lines (`super::json::JsonLines`) of the events `f` makes.
+    pub(crate) fn json_lines(f: impl FnOnce()) -> String {
+        let log = Captured::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .event_format(super::json::JsonLines)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        log.text()
+    }
+}

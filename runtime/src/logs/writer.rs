@@ -174,23 +174,7 @@ impl Drop for Flusher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A destination the test reads back.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logs::captured::Captured;
 
     #[test]
     fn every_line_of_every_thread_is_written_in_its_threads_order() {
@@ -213,7 +197,7 @@ mod tests {
             w.join().expect("writer");
         }
         drop(flusher);
-        let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf-8");
+        let text = out.text();
         let mut next = [0u32; 4];
         for line in text.lines() {
             let mut parts = line.split(' ');
@@ -234,7 +218,7 @@ mod tests {
             std::thread::sleep(LINGER * 4);
             lines.write_all(b"one line\n").expect("write");
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
-            while out.0.lock().expect("lock").len() < 9 * n {
+            while out.text().len() < 9 * n {
                 assert!(std::time::Instant::now() < deadline, "line {n} not written");
                 std::thread::sleep(Duration::from_millis(1));
             }
