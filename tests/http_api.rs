@@ -600,6 +600,18 @@ async fn every_read_documented_with_consistency_takes_it() {
             )
             .await;
         assert_eq!(a.status, 400, "{path}: {}", a.json);
+        // A bad header is refused even beside a good parameter (which wins when both are
+        // good).
+        let a = shop
+            .call(
+                "GET",
+                &format!("{path}?consistency=local"),
+                Some("admin"),
+                None,
+                &[("x-lithair-consistency", "eventual")],
+            )
+            .await;
+        assert_eq!(a.status, 400, "{path}: {}", a.json);
         checked += 1;
     }
     // Lists, gets, history and versions of orders, and the projection.

@@ -29,7 +29,7 @@ pub(super) fn consistency_params() -> [Value; 2] {
         json!({"name": "consistency", "in": "query", "schema": schema,
             "description": "`linearizable`: answer only once this node has applied everything committed before the request; `local` (the default): answer from this node's state."}),
         json!({"name": "X-Lithair-Consistency", "in": "header", "schema": schema,
-            "description": "As the `consistency` parameter, which wins when both are given."}),
+            "description": "As the `consistency` parameter, which wins when both are given (a value neither local nor linearizable in either is a 400)."}),
     ]
 }
 

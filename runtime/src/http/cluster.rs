@@ -226,7 +226,8 @@ pub(crate) async fn linearizable(app: &App) -> Result<(), ApiError> {
 pub const CONSISTENCY_HEADER: &str = "x-lithair-consistency";
 
 /// Whether the query (`consistency=`) or the `x-lithair-consistency` header asks for a
-/// linearizable read; other values are a 400. The query wins over the header.
+/// linearizable read. Any other value in either is a 400; when both are given and valid,
+/// the query wins.
 pub(crate) fn wants_linearizable(
     query: Option<&str>,
     headers: &hyper::HeaderMap,
@@ -238,13 +239,14 @@ pub(crate) fn wants_linearizable(
             "{from} must be local or linearizable, not \"{other}\""
         ))),
     };
+    let header = match headers.get(CONSISTENCY_HEADER) {
+        Some(v) => Some(asked(v.to_str().unwrap_or("?"), CONSISTENCY_HEADER)?),
+        None => None,
+    };
     for (k, v) in super::list::pairs(query)? {
         if k == "consistency" {
             return asked(&v, "consistency");
         }
     }
-    match headers.get(CONSISTENCY_HEADER) {
-        Some(v) => asked(v.to_str().unwrap_or("?"), CONSISTENCY_HEADER),
-        None => Ok(false),
-    }
+    Ok(header.unwrap_or(false))
 }
