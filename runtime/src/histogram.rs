@@ -148,13 +148,13 @@ mod tests {
             ours.observe(v);
             theirs.observe(v);
         }
-        let text = |h: Box<dyn prometheus_client::registry::Metric>| {
+        fn text(h: impl prometheus_client::registry::Metric) -> String {
             let mut registry = Registry::default();
-            registry.register_boxed("lithair_test_seconds", "A test.", h);
+            registry.register("lithair_test_seconds", "A test.", h);
             let mut out = String::new();
             prometheus_client::encoding::text::encode(&mut out, &registry).expect("encode");
             out
-        };
-        assert_eq!(text(Box::new(ours)), text(Box::new(theirs)));
+        }
+        assert_eq!(text(ours), text(theirs));
     }
 }

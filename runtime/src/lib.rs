@@ -17,6 +17,7 @@
 //!   I/O), `raft` (consensus, the data dir, recovery, checkpoints) and `wal` (the logs and
 //!   small files on one file seam, a leaf);
 //! - `logs` and `telemetry`: log lines (text or JSON) and trace export (OTLP);
+//! - `histogram`: the lock-free histogram of the metrics;
 //! - [`config`] and `cli`: `lithair.toml`, `LITHAIR_*`, flags; `serve`, `token new` and `token list`.
 //!
 //! The public API is what a generated crate needs: [`Service`], [`main`], [`prelude`],
@@ -47,6 +48,7 @@ internal! {
     cli;
     domain;
     engine;
+    histogram;
     hooks;
     http;
     logs;

@@ -19,7 +19,7 @@ pub mod tree;
 
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use crate::histogram::{exponential_buckets, Histogram};
 
 use serde_json::Value;
 use uuid::Uuid;

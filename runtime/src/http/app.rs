@@ -111,13 +111,19 @@ impl ServeOptions {
         self
     }
 
-    /// These options with the operational roles `planes`.
+    /// Whether a request's answer carries its model, operation and caller for the
+    /// request log or the trace.
+    pub(crate) fn names_requests(&self) -> bool {
+        self.request_log != crate::config::RequestLog::Off || self.tracing.is_some()
+    }
+
     /// Exports traces through `tracing`.
     pub fn with_tracing(mut self, tracing: Option<Arc<crate::telemetry::Tracing>>) -> Self {
         self.tracing = tracing;
         self
     }
 
+    /// These options with the operational roles `planes`.
     pub fn with_planes(mut self, planes: Planes) -> Self {
         self.planes = Arc::new(planes);
         self
@@ -177,7 +183,7 @@ impl App {
         openapi: Option<&'static str>,
         opts: ServeOptions,
     ) -> Self {
-        let metrics = super::metrics::Metrics::new(&engine.store.stats);
+        let metrics = super::metrics::Metrics::new(&engine.spec.spec, &engine.store.stats);
         App {
             engine,
             live,

@@ -74,7 +74,7 @@ pub struct ReadBody {
     /// The limits.
     pub limits: BodyLimits,
     /// Where the time of a create's schema check goes.
-    pub validate: prometheus_client::metrics::histogram::Histogram,
+    pub validate: crate::histogram::Histogram,
 }
 
 impl<S> Layer<S> for ReadBody {

@@ -48,17 +48,19 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // The request log names the caller (authentication put it in the request).
-    let caller = (app.opts.request_log != crate::config::RequestLog::Off)
-        .then(|| req.extensions().get::<Arc<Principal>>().map(|p| p.name.clone()))
+    // The request log and the trace name the caller (authentication put it in the
+    // request).
+    let caller = app
+        .opts
+        .names_requests()
+        .then(|| req.extensions().get::<Arc<Principal>>().cloned())
         .flatten();
     let mut resp = match route(app, req).await {
         Ok(r) => r,
         Err(e) => respond::problem(&e),
     };
-    if let Some(name) = caller {
-        resp.extensions_mut()
-            .insert(super::request_log::Caller(name));
+    if let Some(who) = caller {
+        resp.extensions_mut().insert(super::request_log::Caller(who));
     }
     resp
 }

@@ -29,7 +29,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use crate::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
 use std::sync::Arc;
@@ -40,6 +40,7 @@ use super::app::App;
 use crate::domain::{Stage, Stages};
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
+use crate::spec::Operation;
 use super::stage::{BoxFuture, Next, Step};
 
 /// `lithair_stage_duration_seconds{stage}`: the store's histogram of each stage, one
@@ -87,6 +88,8 @@ pub(crate) struct PeerLabels {
 /// The metrics the service keeps itself.
 pub(crate) struct Metrics {
     requests: Family<RequestLabels, Counter>,
+    /// Every route's labels and series, made at the start (see [`RouteMetrics`]).
+    routes: Routes,
     /// On the leader: each peer's replication lag, in log entries.
     lag: Family<PeerLabels, Gauge>,
     durations: Family<DurationLabels, Histogram, fn() -> Histogram>,
@@ -121,14 +124,141 @@ const COUNTERS: &[(&str, &str)] = &[
     ("lithair_rate_limited", "Requests refused by the rate limit (429)."),
 ];
 
+/// The labels and series of one route: a model's operation, a projection or an
+/// operational route. Made once, so that recording an answer allocates nothing and looks
+/// nothing up by its labels.
+pub(crate) struct RouteMetrics {
+    /// The `model` label (empty for the operational routes).
+    pub(crate) model: Arc<str>,
+    /// The `operation` label.
+    pub(crate) operation: Arc<str>,
+    /// Its duration histogram, made at its first answer.
+    duration: std::sync::OnceLock<Histogram>,
+    /// The request counters of the statuses seen so far, each made at its first answer;
+    /// a route answering more distinct statuses than there are slots counts the rest
+    /// through the family.
+    statuses: [std::sync::OnceLock<(u16, Counter)>; 8],
+}
+
+/// The routes' metrics, by where a request's route points.
+struct Routes {
+    /// Per model: the CRUD operations (in `Operation::ALL`'s order), history, version,
+    /// change feed, then each action.
+    models: Vec<Vec<RouteMetrics>>,
+    projections: Vec<RouteMetrics>,
+    /// The operational routes, in [`FIXED`]'s order.
+    fixed: Vec<RouteMetrics>,
+}
+
+/// The `operation` labels of the routes of no model.
+const FIXED: [&str; 9] = [
+    "audit",
+    "health",
+    "ready",
+    "metrics",
+    "openapi",
+    "cluster_status",
+    "raft",
+    "members",
+    "unrouted",
+];
+
+/// Where a request's route's metrics are in [`Routes`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum RouteKey {
+    Model(usize, usize),
+    Projection(usize),
+    Fixed(usize),
+}
+
+impl RouteKey {
+    /// The key of `route` (None: no route was found).
+    pub(crate) fn of(route: Option<&Route>) -> RouteKey {
+        let fixed = |name: &str| RouteKey::Fixed(FIXED.iter().position(|f| *f == name).unwrap_or(FIXED.len() - 1));
+        match route {
+            Some(Route::Model(r)) => RouteKey::Model(
+                r.model,
+                match r.op {
+                    ModelOp::Crud(op) => Operation::ALL.iter().position(|o| *o == op).unwrap_or(0),
+                    ModelOp::History => Operation::ALL.len(),
+                    ModelOp::Version(_) => Operation::ALL.len() + 1,
+                    ModelOp::Events => Operation::ALL.len() + 2,
+                    ModelOp::Action(a) => Operation::ALL.len() + 3 + a,
+                },
+            ),
+            Some(Route::Projection(i)) => RouteKey::Projection(*i),
+            Some(Route::Audit) => fixed("audit"),
+            Some(Route::Health) => fixed("health"),
+            Some(Route::Ready) => fixed("ready"),
+            Some(Route::Metrics) => fixed("metrics"),
+            Some(Route::OpenApi) => fixed("openapi"),
+            Some(Route::ClusterStatus) => fixed("cluster_status"),
+            Some(Route::Raft(_)) => fixed("raft"),
+            Some(Route::Members) => fixed("members"),
+            None => fixed("unrouted"),
+        }
+    }
+}
+
+impl RouteMetrics {
+    fn new(model: &str, operation: &str) -> RouteMetrics {
+        RouteMetrics {
+            model: model.into(),
+            operation: operation.into(),
+            duration: Default::default(),
+            statuses: Default::default(),
+        }
+    }
+}
+
+impl Routes {
+    fn new(spec: &lithair_spec::Schema) -> Routes {
+        let models = spec
+            .models
+            .iter()
+            .map(|m| {
+                let ops = Operation::ALL
+                    .iter()
+                    .map(|op| op.as_str())
+                    .chain(["history", "version", "events"])
+                    .chain(m.actions.iter().map(|a| a.name.as_str()));
+                ops.map(|op| RouteMetrics::new(&m.name, op))
+                    .collect()
+            })
+            .collect();
+        let projections = spec
+            .projections
+            .iter()
+            .map(|p| RouteMetrics::new(&p.name, "list"))
+            .collect();
+        let fixed = FIXED
+            .iter()
+            .map(|op| RouteMetrics::new("", op))
+            .collect();
+        Routes {
+            models,
+            projections,
+            fixed,
+        }
+    }
+
+    fn get(&self, key: RouteKey) -> Option<&RouteMetrics> {
+        match key {
+            RouteKey::Model(m, op) => self.models.get(m)?.get(op),
+            RouteKey::Projection(i) => self.projections.get(i),
+            RouteKey::Fixed(i) => self.fixed.get(i),
+        }
+    }
+}
+
 fn buckets() -> Histogram {
     // 100 µs to ~3.3 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
 }
 
 impl Metrics {
-    /// The metrics of a service whose store keeps `stats`.
-    pub(crate) fn new(stats: &crate::domain::Stats) -> Self {
+    /// The metrics of a service of `spec` whose store keeps `stats`.
+    pub(crate) fn new(spec: &lithair_spec::Schema, stats: &crate::domain::Stats) -> Self {
         let mut registry = Registry::default();
         registry.register(
             "lithair_store_fsync_duration_seconds",
@@ -176,6 +306,7 @@ impl Metrics {
             })
             .collect();
         Metrics {
+            routes: Routes::new(spec),
             requests,
             lag,
             durations,
@@ -186,21 +317,45 @@ impl Metrics {
         }
     }
 
-    /// Records an answer.
-    pub(crate) fn record(&self, model: &str, operation: &str, status: u16, took: Duration) {
+    /// The labels and series of the route `key`.
+    pub(crate) fn route(&self, key: RouteKey) -> Option<&RouteMetrics> {
+        self.routes.get(key)
+    }
+
+    /// Records an answer of `route`.
+    pub(crate) fn record(&self, route: &RouteMetrics, status: u16, took: Duration) {
+        route
+            .duration
+            .get_or_init(|| {
+                self.durations
+                    .get_or_create(&DurationLabels {
+                        model: route.model.to_string(),
+                        operation: route.operation.to_string(),
+                    })
+                    .clone()
+            })
+            .observe(took.as_secs_f64());
+        for slot in &route.statuses {
+            let (seen, counter) = slot.get_or_init(|| {
+                let labels = RequestLabels {
+                    model: route.model.to_string(),
+                    operation: route.operation.to_string(),
+                    status,
+                };
+                (status, self.requests.get_or_create(&labels).clone())
+            });
+            if *seen == status {
+                counter.inc();
+                return;
+            }
+        }
         self.requests
             .get_or_create(&RequestLabels {
-                model: model.to_string(),
-                operation: operation.to_string(),
+                model: route.model.to_string(),
+                operation: route.operation.to_string(),
                 status,
             })
             .inc();
-        self.durations
-            .get_or_create(&DurationLabels {
-                model: model.to_string(),
-                operation: operation.to_string(),
-            })
-            .observe(took.as_secs_f64());
     }
 
     fn gauge(&self, name: &str, v: u64) {
@@ -232,35 +387,6 @@ fn process() -> (u64, u64) {
     (rss, fds as u64)
 }
 
-/// The labels of a request to `route`: its model (or projection) and operation.
-fn labels(app: &App, route: Option<&Route>) -> (String, String) {
-    let spec = &app.engine.spec.spec;
-    let fixed = |op: &str| (String::new(), op.to_string());
-    match route {
-        Some(Route::Model(r)) => {
-            let m = r.model(spec);
-            let op = match r.op {
-                ModelOp::Crud(op) => op.as_str().to_string(),
-                ModelOp::Action(a) => m.actions[a].name.clone(),
-                ModelOp::History => "history".into(),
-                ModelOp::Version(_) => "version".into(),
-                ModelOp::Events => "events".into(),
-            };
-            (m.name.clone(), op)
-        }
-        Some(Route::Projection(i)) => (spec.projections[*i].name.clone(), "list".into()),
-        Some(Route::Audit) => fixed("audit"),
-        Some(Route::Health) => fixed("health"),
-        Some(Route::Ready) => fixed("ready"),
-        Some(Route::Metrics) => fixed("metrics"),
-        Some(Route::OpenApi) => fixed("openapi"),
-        Some(Route::ClusterStatus) => fixed("cluster_status"),
-        Some(Route::Raft(_)) => fixed("raft"),
-        Some(Route::Members) => fixed("members"),
-        None => fixed("unrouted"),
-    }
-}
-
 /// The stage after the router: counts and times every routed request, whatever stage
 /// answers it (authentication, the body's checks, the endpoint).
 #[derive(Clone)]
@@ -270,17 +396,22 @@ pub(crate) struct Measure {
 
 impl<B: Send + 'static> Step<B> for Measure {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
-        let (model, operation) = labels(&self.app, req.extensions().get::<Route>());
+        let key = RouteKey::of(req.extensions().get::<Route>());
         let started = std::time::Instant::now();
         let answer = next.answer(req);
         let app = self.app.clone();
         Box::pin(async move {
             let mut r = answer.await;
-            app.metrics
-                .record(&model, &operation, r.status().as_u16(), started.elapsed());
-            if app.opts.request_log != crate::config::RequestLog::Off {
-                r.extensions_mut()
-                    .insert(super::request_log::Logged { model, operation });
+            if let Some(route) = app.metrics.route(key) {
+                app.metrics
+                    .record(route, r.status().as_u16(), started.elapsed());
+                // The request log and the trace name the model and the operation.
+                if app.opts.names_requests() {
+                    r.extensions_mut().insert(super::request_log::Logged {
+                        model: route.model.clone(),
+                        operation: route.operation.clone(),
+                    });
+                }
             }
             r
         })

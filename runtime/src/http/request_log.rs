@@ -23,13 +23,13 @@ use crate::config::RequestLog;
 /// [`Validation`] from the body stage).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Logged {
-    pub model: String,
-    pub operation: String,
+    pub model: std::sync::Arc<str>,
+    pub operation: std::sync::Arc<str>,
 }
 
 /// The caller, as the endpoints found it.
 #[derive(Clone, Debug)]
-pub(crate) struct Caller(pub String);
+pub(crate) struct Caller(pub std::sync::Arc<crate::auth::Principal>);
 
 /// How long the body's schema check took.
 #[derive(Clone, Copy, Debug)]
@@ -95,7 +95,7 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
                 let principal = r
                     .extensions()
                     .get::<Caller>()
-                    .map_or("anonymous", |c| c.0.as_str());
+                    .map_or("anonymous", |c| c.0.name.as_str());
                 let validation_ms = r
                     .extensions()
                     .get::<Validation>()

@@ -48,7 +48,7 @@ pub struct Timed<T> {
     /// Which stage it is (the name of its span in a traced request).
     pub stage: crate::domain::Stage,
     /// Where its time goes.
-    pub histogram: prometheus_client::metrics::histogram::Histogram,
+    pub histogram: crate::histogram::Histogram,
 }
 
 impl<B, T: Step<B>> Step<B> for Timed<T> {

@@ -66,7 +66,7 @@ impl<B: Send + 'static> Step<B> for TraceStage {
                 format!("{method} {}.{}", logged.model, logged.operation)
             };
             if let Some(Caller(who)) = r.extensions().get::<Caller>() {
-                attributes.push(KeyValue::new("enduser.id", who.clone()));
+                attributes.push(KeyValue::new("enduser.id", who.name.clone()));
             }
             recorder.attributes(attributes);
             let error = (status >= 500).then(|| {

@@ -28,7 +28,7 @@ pub mod disk;
 pub mod slot;
 
 use disk::{Disk, DiskFile};
-use prometheus_client::metrics::histogram::Histogram;
+use crate::histogram::Histogram;
 
 /// Bytes of a record's header.
 const HEADER: u64 = 16;
