@@ -3,8 +3,9 @@
 //!
 //! - Requests: `lithair_http_requests_total{model,operation,status}` and
 //!   `lithair_http_request_duration_seconds{model,operation}` (a histogram), recorded by
-//!   the endpoints for every answer they give (`model` is empty for the operational
-//!   routes; `operation` is the CRUD operation, the action's name, or the route).
+//!   the measure stage after the router for every answer (`model` is empty for the
+//!   operational routes; `operation` is the CRUD operation, the action's name, or the
+//!   route). Each route's labels and series are made once ([`RouteMetrics`]).
 //! - Stages: `lithair_stage_duration_seconds{stage}` (a histogram per stage of
 //!   `domain::Stage`: the pipeline's own checks, the schema check, the hooks, a write's
 //!   wait for Raft, the apply of an entry, the rendering of a record).
@@ -18,7 +19,7 @@
 //! - The process: `process_resident_memory_bytes`, `process_open_fds`.
 //!
 //! The values that live elsewhere (the store's counters, Raft, the process) are read when
-//! the metrics are asked for.
+//! the metrics are asked for. Histograms are `crate::histogram`'s, which take no lock.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
