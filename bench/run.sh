@@ -7,6 +7,8 @@
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
 #   bash bench/run.sh scale                      # the same (1M by default): fill, data dir,
 #                                                # restart, RSS, lists and GET by id at scale
+#                                                # (FILL_IN_FLIGHT=64: the fill in a service's
+#                                                # batch sizes; default 4096)
 #   bash bench/run.sh cluster                    # only the Raft benchmarks
 #   LIST_RECORDS=160000 bash bench/run.sh lists  # durable creates with and without heavy lists
 #   bash bench/run.sh firewall                   # GET and POST with the firewall on and off
@@ -443,6 +445,7 @@ if [ "$only" = all ] || [ "$only" = restart ] || [ "$only" = scale ]; then
   "$CARGO_TARGET_DIR/release/examples/fill_store" "$work/shop/src/generated/spec.json" "$data" Product "$RECORDS" \
     "{\"name\":\"Product {i}\",\"sku\":\"SKU-{i}\",\"price\":9.5,\"stock\":3,\"status\":\"draft\",\"tags\":[\"a\",\"b\"],\"category\":\"$cat\"}"
   du -sh "$data" | sed 's/^/store size: /'
+  echo "of which: $(du -sh "$data"/events "$data"/raft-log "$data"/snapshot | awk '{printf "%s %s; ", $2, $1}' | sed "s|$data/||g")(FILL_IN_FLIGHT=${FILL_IN_FLIGHT:-4096} writes in flight)"
   for attempt in 1 2; do
     t0=$(date +%s.%N)
     start "restart-$attempt" env LITHAIR_LOG=info "$shop" serve --config "$work/shop/lithair.toml" --port 0 --data-dir "$data"

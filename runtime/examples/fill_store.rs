@@ -8,6 +8,11 @@
 //!
 //! It stops as a crash would (without the last snapshot a shutdown writes), so the next
 //! start replays the events since the store's last snapshot: the worst case of a restart.
+//!
+//! `FILL_IN_FLIGHT` (default 4096) is how many writes it keeps in flight, and so about how
+//! many commands share a Raft entry; `FILL_IN_FLIGHT=64` fills in the batches a service
+//! under 64 connections makes (its Raft log, which keeps the last entries by count, is
+//! then of the size such a service keeps).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,6 +50,10 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let in_flight: usize = match std::env::var("FILL_IN_FLIGHT") {
+        Ok(n) => n.parse()?,
+        Err(_) => 4096,
+    };
     let started = Instant::now();
     runtime.block_on(async {
         let store = Arc::new(Store::open(std::path::Path::new(&args[2]), &spec.spec, opts).await?);
@@ -73,7 +82,7 @@ fn main() -> anyhow::Result<()> {
                     )
                     .await
             });
-            if pending.len() >= 4096 {
+            if pending.len() >= in_flight {
                 if let Some(r) = pending.join_next().await {
                     r?.map_err(|e| anyhow::anyhow!("{e:?}"))?;
                 }
