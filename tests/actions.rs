@@ -5,13 +5,15 @@
 //! and its commit makes the action a 409 with nothing written; so does a refusal decided
 //! in apply (a unique value) on any of its writes.
 
+#[path = "support/compiled.rs"]
+mod compiled;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::OnceLock;
 
 use lithair_runtime::prelude::*;
 use lithair_runtime::testing::{mint_token, Actions, Answer, InProcess};
-use lithair_runtime::Service;
 use tokio::sync::Notify;
 
 const SCHEMA: &str = r#"
@@ -112,13 +114,6 @@ struct Depot {
 
 impl Depot {
     async fn start(dir: &Path, config: &str, token: &str) -> Depot {
-        let schema = lithair_gen::schema::check(SCHEMA).unwrap_or_else(|d| {
-            panic!(
-                "{}",
-                lithair_gen::schema::render_diagnostics("depot.yaml", SCHEMA, &d, false)
-            )
-        });
-        let spec = serde_json::to_string(&schema).expect("spec.json");
         let hooks: Box<dyn ModelHooks> = Box::new(Actions(
             |ctx: ActionContext,
              id: Option<Uuid>,
@@ -127,13 +122,8 @@ impl Depot {
                 Box::pin(order_action(ctx, id, body))
             },
         ));
-        let service = Service::from_spec_json(&spec)
-            .expect("spec")
-            .with_openapi(Box::leak(
-                serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
-                    .expect("openapi.json")
-                    .into_boxed_str(),
-            ))
+        let service = compiled::service("depot.yaml", SCHEMA)
+            .0
             .with_hooks("Order", hooks);
         let svc = InProcess::start(service, config, dir).await.expect("start");
         Depot {

@@ -4,6 +4,9 @@
 //! resuming with `Last-Event-ID` or `?since=` after a reconnect and after a restart, the
 //! heartbeat, and a consumer that does not read being cut with `event: lagged`.
 
+#[path = "support/compiled.rs"]
+mod compiled;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
@@ -31,19 +34,7 @@ models:
 "#;
 
 fn service() -> Service {
-    let schema = lithair_gen::schema::check(SCHEMA).unwrap_or_else(|d| {
-        panic!(
-            "{}",
-            lithair_gen::schema::render_diagnostics("feeds.yaml", SCHEMA, &d, false)
-        )
-    });
-    Service::from_spec_json(&serde_json::to_string(&schema).expect("spec.json"))
-        .expect("spec")
-        .with_openapi(Box::leak(
-            serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
-                .expect("openapi.json")
-                .into_boxed_str(),
-        ))
+    compiled::service("feeds.yaml", SCHEMA).0
 }
 
 fn config(extra: &str) -> (String, HashMap<&'static str, String>) {

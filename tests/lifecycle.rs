@@ -4,12 +4,14 @@
 //! versions, and the audited models' writes are entries of `GET /api/_audit`, all rebuilt
 //! from the event log, so they read the same after a restart.
 
+#[path = "support/compiled.rs"]
+mod compiled;
+
 use std::collections::HashMap;
 use std::path::Path;
 
 use lithair_runtime::prelude::*;
 use lithair_runtime::testing::{mint_token, Actions, Answer, InProcess};
-use lithair_runtime::Service;
 
 const SCHEMA: &str = r#"
 service: { name: ledger }
@@ -74,22 +76,8 @@ fn config() -> (String, HashMap<&'static str, String>) {
 
 impl Ledger {
     async fn start(dir: &Path, config: &str, tokens: &HashMap<&'static str, String>) -> Ledger {
-        let schema = lithair_gen::schema::check(SCHEMA).unwrap_or_else(|d| {
-            panic!(
-                "{}",
-                lithair_gen::schema::render_diagnostics("ledger.yaml", SCHEMA, &d, false)
-            )
-        });
-        let spec = serde_json::to_string(&schema).expect("spec.json");
-        let service = Service::from_spec_json(&spec)
-            .map(|s| {
-                s.with_openapi(Box::leak(
-                    serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
-                        .expect("openapi.json")
-                        .into_boxed_str(),
-                ))
-            })
-            .expect("spec")
+        let service = compiled::service("ledger.yaml", SCHEMA)
+            .0
             .with_hooks("Invoice", bump_hooks());
         let svc = InProcess::start(service, config, dir).await.expect("start");
         Ledger {

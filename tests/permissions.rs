@@ -11,12 +11,14 @@
 //!   holds only them and `total` counts only them; another's record is 404, or 403 where
 //!   the caller may read it).
 
+#[path = "support/compiled.rs"]
+mod compiled;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use lithair_runtime::prelude::*;
 use lithair_runtime::testing::{mint_token, Actions, Answer, InProcess};
-use lithair_runtime::Service;
 
 const SCHEMA: &str = r#"
 service: { name: desk }
@@ -78,19 +80,8 @@ struct Desk {
 
 impl Desk {
     async fn start() -> Desk {
-        let schema = lithair_gen::schema::check(SCHEMA).unwrap_or_else(|d| {
-            panic!(
-                "{}",
-                lithair_gen::schema::render_diagnostics("desk.yaml", SCHEMA, &d, false)
-            )
-        });
-        let spec = serde_json::to_string(&schema).expect("spec.json");
-        let openapi = lithair_gen::render::openapi::document(&schema);
-        let text = serde_json::to_string(&openapi).expect("openapi.json");
-        let service = Service::from_spec_json(&spec)
-            .expect("spec")
-            .with_openapi(Box::leak(text.into_boxed_str()))
-            .with_hooks("Product", peek_hooks());
+        let (service, openapi) = compiled::service("desk.yaml", SCHEMA);
+        let service = service.with_hooks("Product", peek_hooks());
         let mut config = String::new();
         let mut tokens = HashMap::new();
         for (name, role) in [

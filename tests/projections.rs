@@ -6,6 +6,9 @@
 //! does after a restart that replays the events, after one that loads a snapshot, and
 //! when the projection is added to a store that already holds records.
 
+#[path = "support/compiled.rs"]
+mod compiled;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -66,20 +69,7 @@ fn service(with_projections: bool) -> Service {
     } else {
         MODELS.to_string()
     };
-    let schema = lithair_gen::schema::check(&text).unwrap_or_else(|d| {
-        panic!(
-            "{}",
-            lithair_gen::schema::render_diagnostics("sales.yaml", &text, &d, false)
-        )
-    });
-    let spec = serde_json::to_string(&schema).expect("spec.json");
-    Service::from_spec_json(&spec)
-        .expect("spec")
-        .with_openapi(Box::leak(
-            serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
-                .expect("openapi.json")
-                .into_boxed_str(),
-        ))
+    compiled::service("sales.yaml", &text).0
 }
 
 struct Sales {

@@ -5,6 +5,9 @@
 //! continued, `sample_rate` is honoured, and a model's `tracing:` wins over
 //! `[telemetry]`.
 
+#[path = "support/compiled.rs"]
+mod compiled;
+
 #[path = "support/otlp.rs"]
 mod otlp;
 
@@ -12,7 +15,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use lithair_runtime::testing::{mint_token, Answer, InProcess};
-use lithair_runtime::Service;
 use otlp::{Received, Receiver};
 use serde_json::{json, Value};
 
@@ -46,20 +48,7 @@ struct Traced {
 impl Traced {
     /// The service, exporting to a new receiver with `[telemetry]` `settings`.
     async fn start(settings: &str) -> Traced {
-        let schema = lithair_gen::schema::check(SCHEMA).unwrap_or_else(|d| {
-            panic!(
-                "{}",
-                lithair_gen::schema::render_diagnostics("traced.yaml", SCHEMA, &d, false)
-            )
-        });
-        let spec = serde_json::to_string(&schema).expect("spec.json");
-        let service = Service::from_spec_json(&spec)
-            .expect("spec")
-            .with_openapi(Box::leak(
-                serde_json::to_string(&lithair_gen::render::openapi::document(&schema))
-                    .expect("openapi.json")
-                    .into_boxed_str(),
-            ));
+        let service = compiled::service("traced.yaml", SCHEMA).0;
         let receiver = Receiver::start();
         let (token, mut config) = mint_token("wendy", &["writer"]);
         config.push_str(&format!(
