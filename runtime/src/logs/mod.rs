@@ -23,8 +23,9 @@ pub struct Logs {
 /// otherwise. A second call does nothing (the first subscriber stays).
 ///
 /// Lines go to stderr through a thread of their own (`writer.rs`): a request's line is
-/// appended to a shared buffer, and the thread writes what gathered in one call. Nothing
-/// is dropped: with [`writer::MAX_PENDING`] bytes waiting, a logging thread waits.
+/// appended to a shared buffer, and the thread writes what gathered in one call. A
+/// thread that logs never waits: with [`writer::MAX_PENDING`] bytes waiting (stderr does
+/// not keep up), lines are dropped, and a warning says how many once it caught up.
 pub fn init(format: LogFormat) -> Logs {
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;

@@ -5,8 +5,11 @@
 //! takes the whole buffer at once and writes it with one call. It is woken only when a
 //! line lands in an empty buffer while it waits, and after each write it lingers a few
 //! milliseconds so that, under load, lines gather into large writes instead of waking it
-//! once per line. Nothing is dropped: with [`MAX_PENDING`] bytes waiting, a logging thread
-//! waits for the log thread to catch up. Dropping the [`Flusher`] writes what is left.
+//! once per line. A thread that logs never waits for the log thread (it may be a worker
+//! of the async runtime): when [`MAX_PENDING`] bytes are already waiting, because stderr
+//! does not keep up, the line is dropped and counted, and once the log thread has caught
+//! up it logs a warning that says how many were lost. Dropping the [`Flusher`] writes
+//! what is left.
 //!
 //! Lines of one thread keep their order; lines of different threads are written in the
 //! order they took the lock.
@@ -16,11 +19,12 @@
 //! took several per cent of the process's CPU, measured in `bench/README.md`.)
 
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// Bytes of lines waiting to be written before a logging thread waits.
+/// Bytes of lines waiting to be written beyond which new lines are dropped.
 pub const MAX_PENDING: usize = 8 << 20;
 
 /// How long the log thread waits after a write for more lines to gather.
@@ -40,8 +44,8 @@ struct Shared {
     pending: Mutex<Pending>,
     /// Signalled when lines arrive for an idle log thread, or at closing.
     arrived: Condvar,
-    /// Signalled when the log thread took the buffer (room for waiting writers).
-    taken: Condvar,
+    /// Lines dropped since the last warning about them.
+    dropped: AtomicU64,
 }
 
 impl Shared {
@@ -96,9 +100,17 @@ fn write_lines<W: Write>(shared: &Shared, mut out: W) {
             std::mem::swap(&mut p.lines, &mut spare);
             p.closing
         };
-        shared.taken.notify_all();
         // A log that cannot be written has nowhere to say so; the lines are dropped.
         let _ = out.write_all(&spare).and_then(|()| out.flush());
+        let dropped = shared.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            // Through the subscriber, so the warning has the log's format; it lands in
+            // the buffer this thread writes next.
+            tracing::warn!(
+                lines = dropped,
+                "log lines dropped: stderr did not keep up ({MAX_PENDING} bytes were waiting)"
+            );
+        }
         if spare.capacity() > MAX_PENDING {
             spare = Vec::new();
         } else {
@@ -117,12 +129,10 @@ impl Lines {
     /// Appends `line` (whole lines, each ending in a newline).
     pub fn append(&self, line: &[u8]) {
         let mut p = self.shared.lock();
-        while p.lines.len() >= MAX_PENDING && !p.closing {
-            p = self
-                .shared
-                .taken
-                .wait(p)
-                .unwrap_or_else(|e| e.into_inner());
+        if p.lines.len() >= MAX_PENDING {
+            drop(p);
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         p.lines.extend_from_slice(line);
         let wake = p.idle && p.lines.len() == line.len();
@@ -185,7 +195,6 @@ mod tests {
                 let mut lines = lines.clone();
                 std::thread::spawn(move || {
                     for i in 0..20_000 {
-                        // Some lines are long: a writer waits at times for room.
                         let pad = if i % 1000 == 0 { 4096 } else { 0 };
                         let line = format!("{t} {i} {}\n", "x".repeat(pad));
                         lines.write_all(line.as_bytes()).expect("write");
@@ -207,6 +216,56 @@ mod tests {
             next[t] += 1;
         }
         assert_eq!(next, [20_000; 4]);
+    }
+
+    /// A destination that takes nothing until the test lets it.
+    #[derive(Clone)]
+    struct Stuck {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        out: Captured,
+    }
+
+    impl Write for Stuck {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (open, opened) = &*self.open;
+            let mut is_open = open.lock().unwrap_or_else(|p| p.into_inner());
+            while !*is_open {
+                is_open = opened.wait(is_open).unwrap_or_else(|p| p.into_inner());
+            }
+            self.out.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_log_that_does_not_keep_up_drops_lines_instead_of_making_threads_wait() {
+        let stuck = Stuck {
+            open: Arc::new((Mutex::new(false), Condvar::new())),
+            out: Captured::default(),
+        };
+        let (mut lines, flusher) = spawn(stuck.clone()).expect("log thread");
+        let line = [b'x'; 1023]
+            .iter()
+            .copied()
+            .chain([b'\n'])
+            .collect::<Vec<u8>>();
+        // The log thread holds the first line in its stuck write; then 8 MiB gather, and
+        // the rest are dropped, at once.
+        let started = std::time::Instant::now();
+        for _ in 0..(MAX_PENDING / line.len() + 2000) {
+            lines.write_all(&line).expect("write");
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "a writer waited");
+        let dropped = lines.shared.dropped.load(Ordering::Relaxed);
+        assert!(dropped >= 1000, "{dropped} lines dropped");
+        let (open, opened) = &*stuck.open;
+        *open.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        opened.notify_all();
+        drop(flusher);
+        let written = stuck.out.text().lines().count() as u64;
+        assert_eq!(written + dropped, (MAX_PENDING / line.len() + 2000) as u64);
     }
 
     #[test]
