@@ -66,14 +66,31 @@ pub struct Flusher {
     thread: Option<JoinHandle<()>>,
 }
 
-/// A writer into a new log thread that writes to `out`.
+/// A writer into a new log thread that writes to `out`, and warns through the process's
+/// subscriber of the lines it dropped.
 pub fn spawn<W: Write + Send + 'static>(out: W) -> std::io::Result<(Lines, Flusher)> {
+    spawn_with(out, |dropped| {
+        // Through the subscriber, so the warning has the log's format; it lands in the
+        // buffer the log thread writes next.
+        tracing::warn!(
+            lines = dropped,
+            "log lines dropped: stderr did not keep up ({MAX_PENDING} bytes were waiting)"
+        );
+    })
+}
+
+/// [`spawn`], telling `dropped` how many lines were dropped each time the log thread
+/// catches up after dropping some.
+fn spawn_with<W: Write + Send + 'static>(
+    out: W,
+    dropped: impl Fn(u64) + Send + 'static,
+) -> std::io::Result<(Lines, Flusher)> {
     let shared = Arc::new(Shared::default());
     let thread = std::thread::Builder::new()
         .name("lithair-logs".into())
         .spawn({
             let shared = shared.clone();
-            move || write_lines(&shared, out)
+            move || write_lines(&shared, out, dropped)
         })?;
     Ok((
         Lines {
@@ -87,7 +104,7 @@ pub fn spawn<W: Write + Send + 'static>(out: W) -> std::io::Result<(Lines, Flush
 }
 
 /// The log thread: takes every waiting line at once, writes them, lingers, again.
-fn write_lines<W: Write>(shared: &Shared, mut out: W) {
+fn write_lines<W: Write>(shared: &Shared, mut out: W, warn: impl Fn(u64)) {
     let mut spare = Vec::new();
     loop {
         let closing = {
@@ -104,12 +121,7 @@ fn write_lines<W: Write>(shared: &Shared, mut out: W) {
         let _ = out.write_all(&spare).and_then(|()| out.flush());
         let dropped = shared.dropped.swap(0, Ordering::Relaxed);
         if dropped > 0 {
-            // Through the subscriber, so the warning has the log's format; it lands in
-            // the buffer this thread writes next.
-            tracing::warn!(
-                lines = dropped,
-                "log lines dropped: stderr did not keep up ({MAX_PENDING} bytes were waiting)"
-            );
+            warn(dropped);
         }
         if spare.capacity() > MAX_PENDING {
             spare = Vec::new();
@@ -245,7 +257,14 @@ mod tests {
             open: Arc::new((Mutex::new(false), Condvar::new())),
             out: Captured::default(),
         };
-        let (mut lines, flusher) = spawn(stuck.clone()).expect("log thread");
+        let warned = Arc::new(AtomicU64::new(0));
+        let (mut lines, flusher) = spawn_with(stuck.clone(), {
+            let warned = warned.clone();
+            move |n| {
+                warned.fetch_add(n, Ordering::Relaxed);
+            }
+        })
+        .expect("log thread");
         let line = [b'x'; 1023]
             .iter()
             .copied()
@@ -266,6 +285,7 @@ mod tests {
         drop(flusher);
         let written = stuck.out.text().lines().count() as u64;
         assert_eq!(written + dropped, (MAX_PENDING / line.len() + 2000) as u64);
+        assert_eq!(warned.load(Ordering::Relaxed), dropped, "the warning's count");
     }
 
     #[test]
