@@ -230,20 +230,51 @@ mod tests {
         assert_eq!(next, [20_000; 4]);
     }
 
-    /// A destination that takes nothing until the test lets it.
-    #[derive(Clone)]
+    /// A destination that takes nothing until the test lets it, and says when a write
+    /// first reached it.
+    #[derive(Clone, Default)]
     struct Stuck {
-        open: Arc<(Mutex<bool>, Condvar)>,
+        gate: Arc<(Mutex<Gate>, Condvar)>,
         out: Captured,
+    }
+
+    #[derive(Default)]
+    struct Gate {
+        open: bool,
+        reached: bool,
+    }
+
+    impl Stuck {
+        fn gate(&self) -> MutexGuard<'_, Gate> {
+            self.gate.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Waits until a write reached the destination; false if none did within `limit`.
+        fn reached(&self, limit: Duration) -> bool {
+            let (gate, changed) = &*self.gate;
+            let g = gate.lock().unwrap_or_else(|p| p.into_inner());
+            let (g, _) = changed
+                .wait_timeout_while(g, limit, |g| !g.reached)
+                .unwrap_or_else(|p| p.into_inner());
+            g.reached
+        }
+
+        fn open(&self) {
+            self.gate().open = true;
+            self.gate.1.notify_all();
+        }
     }
 
     impl Write for Stuck {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            let (open, opened) = &*self.open;
-            let mut is_open = open.lock().unwrap_or_else(|p| p.into_inner());
-            while !*is_open {
-                is_open = opened.wait(is_open).unwrap_or_else(|p| p.into_inner());
+            let (gate, changed) = &*self.gate;
+            let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+            g.reached = true;
+            changed.notify_all();
+            while !g.open {
+                g = changed.wait(g).unwrap_or_else(|p| p.into_inner());
             }
+            drop(g);
             self.out.write(buf)
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -251,12 +282,19 @@ mod tests {
         }
     }
 
+    /// Opens the destination when dropped, so that a failed assertion unwinds into a
+    /// flusher that can finish instead of waiting for the stuck write forever.
+    struct OpenAtEnd(Stuck);
+
+    impl Drop for OpenAtEnd {
+        fn drop(&mut self) {
+            self.0.open();
+        }
+    }
+
     #[test]
     fn a_log_that_does_not_keep_up_drops_lines_instead_of_making_threads_wait() {
-        let stuck = Stuck {
-            open: Arc::new((Mutex::new(false), Condvar::new())),
-            out: Captured::default(),
-        };
+        let stuck = Stuck::default();
         let warned = Arc::new(AtomicU64::new(0));
         let (mut lines, flusher) = spawn_with(stuck.clone(), {
             let warned = warned.clone();
@@ -265,26 +303,44 @@ mod tests {
             }
         })
         .expect("log thread");
+        // Declared after the flusher: dropped (opened) first, also when a check fails.
+        let _open_at_end = OpenAtEnd(stuck.clone());
         let line = [b'x'; 1023]
             .iter()
             .copied()
             .chain([b'\n'])
             .collect::<Vec<u8>>();
-        // The log thread holds the first line in its stuck write; then 8 MiB gather, and
-        // the rest are dropped, at once.
-        let started = std::time::Instant::now();
-        for _ in 0..(MAX_PENDING / line.len() + 2000) {
-            lines.write_all(&line).expect("write");
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "a writer waited");
+        // The log thread takes the first line and stays in its write.
+        lines.write_all(&line).expect("write");
+        assert!(
+            stuck.reached(Duration::from_secs(30)),
+            "the log thread never wrote"
+        );
+        // Then exactly MAX_PENDING bytes gather and the rest are dropped, without the
+        // writing thread ever waiting (it runs apart so that a wait fails the test instead
+        // of hanging it).
+        let fill = MAX_PENDING / line.len() + 2000;
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn({
+            let mut lines = lines.clone();
+            let line = line.clone();
+            move || {
+                for _ in 0..fill {
+                    lines.write_all(&line).expect("write");
+                }
+                let _ = done.send(());
+            }
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_secs(60)).is_ok(),
+            "a thread that logs waited for the stuck log"
+        );
         let dropped = lines.shared.dropped.load(Ordering::Relaxed);
-        assert!(dropped >= 1000, "{dropped} lines dropped");
-        let (open, opened) = &*stuck.open;
-        *open.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        opened.notify_all();
+        assert_eq!(dropped, 2000, "lines dropped beyond {MAX_PENDING} bytes");
+        stuck.open();
         drop(flusher);
         let written = stuck.out.text().lines().count() as u64;
-        assert_eq!(written + dropped, (MAX_PENDING / line.len() + 2000) as u64);
+        assert_eq!(written + dropped, 1 + fill as u64);
         assert_eq!(warned.load(Ordering::Relaxed), dropped, "the warning's count");
     }
 
