@@ -251,7 +251,12 @@ async fn a_concurrent_update_fails_the_action_and_nothing_is_half_done() {
         gates().1.notify_one();
         a
     };
-    let (placed, patched) = tokio::join!(place, meanwhile);
+    // Bounded: an action that answers before its gate would leave the other side waiting.
+    let (placed, patched) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(place, meanwhile)
+    })
+    .await
+    .expect("the action and the update both answer");
     assert_eq!(patched.status, 200, "{}", patched.json);
     assert_eq!(placed.status, 409, "{}", placed.json);
     let detail = placed.json["detail"].as_str().unwrap_or("");

@@ -1507,17 +1507,32 @@ fn a_projection_is_the_same_on_every_node_after_a_leader_kill() {
     }
 }
 
-/// The events of the first `n` data lines of a change feed at `url`: (id, record id).
-fn feed_events(url: &str, n: usize) -> Vec<(u64, String)> {
-    use std::io::BufRead;
+/// A change feed at `url`, open: the node has subscribed it once this returns (the
+/// answer's head is sent after the subscription).
+fn open_feed(url: &str) -> std::io::BufReader<Box<dyn std::io::Read + Send + Sync>> {
     let agent = ureq::AgentBuilder::new()
         .timeout_read(Duration::from_secs(20))
         .build();
     let resp = agent.get(url).call().expect("the feed");
     assert_eq!(resp.header("content-type"), Some("text/event-stream"));
-    let mut reader = std::io::BufReader::new(resp.into_reader());
+    std::io::BufReader::new(resp.into_reader())
+}
+
+/// The events of the next `n` data lines of an open change feed: (id, record id). Fails
+/// after 60 s without them (the feed's comments every 15 s keep the reads returning).
+fn read_feed(
+    reader: &mut std::io::BufReader<Box<dyn std::io::Read + Send + Sync>>,
+    n: usize,
+) -> Vec<(u64, String)> {
+    use std::io::BufRead;
+    let deadline = Instant::now() + Duration::from_secs(60);
     let (mut out, mut id, mut line) = (Vec::new(), 0, String::new());
     while out.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} events in 60 s",
+            out.len()
+        );
         line.clear();
         assert!(
             reader.read_line(&mut line).expect("a line") > 0,
@@ -1542,20 +1557,18 @@ fn followers_serve_the_change_feed() {
     let c = Cluster::start(3);
     let leader = c.leader();
     let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let url = c.url(others[0], "/api/categories/_events");
-    let live = std::thread::spawn(move || feed_events(&url, 3));
     // The stream is open before the writes (it starts with the next change).
-    std::thread::sleep(Duration::from_millis(500));
+    let mut feed = open_feed(&c.url(others[0], "/api/categories/_events"));
     let ids = c.categories(leader, "feed", 3);
-    let live = live.join().expect("the feed reader");
+    let live = read_feed(&mut feed, 3);
     assert_eq!(
         live.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(),
         ids
     );
     c.converge();
     let since = live[0].0 - 1;
-    let resumed = feed_events(
-        &c.url(others[1], &format!("/api/categories/_events?since={since}")),
+    let resumed = read_feed(
+        &mut open_feed(&c.url(others[1], &format!("/api/categories/_events?since={since}"))),
         3,
     );
     assert_eq!(resumed, live, "the other follower's feed differs");

@@ -304,24 +304,61 @@ fn run_verb_starts_the_service(dir: &std::path::Path, data: &std::path::Path) {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let mut addr = None;
-    for line in std::io::BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-    {
-        if let Some(a) = line.strip_prefix("listening on http://") {
-            addr = Some(a.trim().to_string());
-            break;
+    let group = Group(child);
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
-    }
-    let addr = addr.expect("`lithair-gen run` did not start the service");
+    });
+    // `run` builds the crate first (its dependencies are built already by then).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(a) = line.strip_prefix("listening on http://") {
+                    break a.trim().to_string();
+                }
+            }
+            Err(_) => panic!("`lithair-gen run` did not start the service"),
+        }
+    };
     let health = call("GET", &format!("http://{addr}/health"), None, None, &[]);
-    // SAFETY: signals our own child's process group.
-    unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGTERM);
-    }
-    let _ = child.wait();
+    drop(group);
     assert_eq!(health.status, 200);
+}
+
+/// A child that leads its own process group (`lithair-gen run` and the service it
+/// starts): dropped, also when a check failed, the group is asked to stop (SIGTERM),
+/// then killed if it has not stopped within 30 s.
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = -(self.0.id() as i32);
+        // SAFETY: signals our own child's process group.
+        unsafe {
+            libc::kill(group, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(group, libc::SIGKILL);
+        }
+        let _ = self.0.wait();
+    }
 }
 
 /// The commented example in a new handler file is code, not prose: uncommented, it
@@ -657,10 +694,12 @@ fn run_watch_follows_schema_changes_and_keeps_the_last_good_service() {
         .spawn()
         .unwrap();
     let (tx, lines) = mpsc::channel::<String>();
-    for pipe in [
+    let pipes = [
         Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
         Box::new(child.stderr.take().unwrap()),
-    ] {
+    ];
+    let group = Group(child);
+    for pipe in pipes {
         let tx = tx.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
@@ -716,10 +755,5 @@ fn run_watch_follows_schema_changes_and_keeps_the_last_good_service() {
         call("GET", &format!("http://{second}/api/tags"), None, None, &[]).status,
         200
     );
-
-    // SAFETY: signals our own child's process group.
-    unsafe {
-        libc::kill(-(child.id() as i32), libc::SIGTERM);
-    }
-    let _ = child.wait();
+    drop(group);
 }

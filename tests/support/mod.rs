@@ -295,12 +295,34 @@ impl Server {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start service");
+        // Its log, collected from the start so that a service that does not come up
+        // says why.
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr_done = child.stderr.take().map(|stderr| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if std::env::var_os("LITHAIR_E2E_VERBOSE").is_some() {
+                        eprintln!("[service] {line}");
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            })
+        });
+        // Its stdout, read apart so that waiting for the first line has a deadline; the
+        // reader keeps draining it afterwards so the child never blocks on a full pipe.
+        let (lines, stdout_lines) = std::sync::mpsc::channel();
         let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines.send(line);
+            }
+        });
         let deadline = Instant::now() + Duration::from_secs(60);
         let (addr, scheme) = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stdout_lines.recv_timeout(left) {
+                Ok(line) => {
                     let public = line
                         .strip_prefix("listening on http://")
                         .or_else(|| line.strip_prefix("listening on https://"));
@@ -313,30 +335,24 @@ impl Server {
                         break (a.trim().parse().expect("address"), scheme);
                     }
                 }
-                _ => {
-                    let mut err = String::new();
-                    if let Some(mut e) = child.stderr.take() {
-                        let _ = e.read_to_string(&mut err);
+                Err(waited) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    if let Some(drain) = stderr_done {
+                        let _ = drain.join();
                     }
-                    panic!("service exited before listening: {err}");
+                    let err = log.lock().unwrap().join("\n");
+                    match waited {
+                        std::sync::mpsc::RecvTimeoutError::Timeout => {
+                            panic!("service did not listen within 60 s: {err}")
+                        }
+                        std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                            panic!("service exited before listening: {err}")
+                        }
+                    }
                 }
             }
-            assert!(Instant::now() < deadline, "service did not start in time");
         };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines.by_ref() {});
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(stderr) = child.stderr.take() {
-            let log = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if std::env::var_os("LITHAIR_E2E_VERBOSE").is_some() {
-                        eprintln!("[service] {line}");
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
         describe(addr, scheme);
         Server {
             child: Some(child),

@@ -262,12 +262,15 @@ impl Cluster {
         ))
     }
 
-    /// Stops the node and waits (up to 10 s) until the log store, the state machine and
-    /// their tasks have let go of the data dir, so that it can be opened again.
+    /// Stops the node (giving Raft's own shutdown up to 10 s) and waits (up to 10 s more)
+    /// until the log store, the state machine and their tasks have let go of the data
+    /// dir, so that it can be opened again.
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "Raft shutdown");
+        match tokio::time::timeout(Duration::from_secs(10), self.raft.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Raft shutdown"),
+            Err(_) => tracing::warn!("Raft did not shut down within 10 s"),
         }
         for _ in 0..1000 {
             if Arc::strong_count(&self.holders) == 1 {
