@@ -29,6 +29,8 @@ use crate::spec::{FieldType, ModelSpec};
 pub struct Layout {
     slots: Vec<Slot>,
     by_name: HashMap<Box<str>, usize>,
+    /// The `version` slot (read by every get, for its `ETag`).
+    version: Option<usize>,
 }
 
 /// One slot of a layout: a field name, and for an enum the values its tag numbers.
@@ -66,8 +68,13 @@ impl Layout {
             .iter()
             .enumerate()
             .map(|(i, s)| (s.name.as_str().into(), i))
-            .collect();
-        Arc::new(Layout { slots, by_name })
+            .collect::<HashMap<Box<str>, usize>>();
+        let version = by_name.get("version").copied();
+        Arc::new(Layout {
+            slots,
+            by_name,
+            version,
+        })
     }
 
     /// Its slots, in order.
@@ -229,9 +236,21 @@ impl Stored {
         }
     }
 
-    /// Its `version`.
+    /// Its `version` (0 if it has none that is a number).
     pub fn version(&self) -> u64 {
-        self.get("version").and_then(|v| v.as_u64()).unwrap_or(0)
+        let Some((mut r, _)) = self.layout.version.and_then(|i| self.seek(i)) else {
+            return self.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        };
+        // Versions are written as integers; anything else is read as a value.
+        if r.peek() == Some(tag::INT) {
+            r.at += 1;
+            return r
+                .varint()
+                .ok()
+                .and_then(|n| u64::try_from(unzigzag(n)).ok())
+                .unwrap_or(0);
+        }
+        r.slot(&[]).ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0)
     }
 
     /// The whole record.
@@ -807,6 +826,8 @@ mod tests {
                 assert_eq!(stored.get(k).as_ref(), Some(v), "{k}");
             }
             assert_eq!(stored.get("missing"), None);
+            let version = r.get("version").and_then(Value::as_u64).unwrap_or(0);
+            assert_eq!(stored.version(), version, "{r:?}");
             // Parsed by the same parser as serde_json's own text of the record (serde_json
             // parses some floats one unit off; the digits must be the same).
             let text: Value = serde_json::from_slice(&stored.json_without(&[])).unwrap();

@@ -66,7 +66,13 @@ impl Pages {
 
 /// The ETag of a record at `version`.
 pub(crate) fn record_etag(version: u64) -> String {
-    format!("\"{version}\"")
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version);
+    let mut etag = String::with_capacity(digits.len() + 2);
+    etag.push('"');
+    etag.push_str(digits);
+    etag.push('"');
+    etag
 }
 
 /// A digest of what a page depends on besides the state: its `path`, its `query`, the

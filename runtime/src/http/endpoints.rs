@@ -38,6 +38,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn answer(&self, req: Request<Payload<B>>) -> BoxFuture<Resp> {
+        // What needs no waiting is answered here, without the future of every route.
+        if let Some(answer) = answer_now(&self.app, &req) {
+            return Box::pin(std::future::ready(finish(&self.app, &req, answer)));
+        }
         let app = self.app.clone();
         Box::pin(async move { handle(&app, req).await })
     }
@@ -55,14 +59,114 @@ where
         .names_requests()
         .then(|| req.extensions().get::<Arc<Principal>>().cloned())
         .flatten();
-    let mut resp = match route(app, req).await {
+    let resp = match route(app, req).await {
         Ok(r) => r,
         Err(e) => respond::problem(&e),
     };
+    named(resp, caller)
+}
+
+/// The answer of `req`, its error as a problem, and its caller named for the request log
+/// and the trace.
+fn finish<B>(app: &App, req: &Request<B>, answer: Result<Resp, ApiError>) -> Resp {
+    let caller = app
+        .opts
+        .names_requests()
+        .then(|| req.extensions().get::<Arc<Principal>>().cloned())
+        .flatten();
+    named(answer.unwrap_or_else(|e| respond::problem(&e)), caller)
+}
+
+/// `resp`, naming `caller` (if the request log or the trace wants it).
+fn named(mut resp: Resp, caller: Option<Arc<Principal>>) -> Resp {
     if let Some(who) = caller {
         resp.extensions_mut().insert(super::request_log::Caller(who));
     }
     resp
+}
+
+/// The answer of a request that needs no waiting: an operational route that reads the
+/// state, or a get of a record that does not ask for a linearizable read. None: the
+/// route waits for something (a body, a write, the list workers, the leader).
+fn answer_now<B>(app: &App, req: &Request<B>) -> Option<Result<Resp, ApiError>> {
+    let route = req.extensions().get::<Route>()?;
+    if let Some(answer) = operational(app, route, req.headers()) {
+        return Some(answer);
+    }
+    let Route::Model(r) = route else {
+        return None;
+    };
+    let (ModelOp::Crud(Operation::Get), Some(id)) = (r.op, r.id) else {
+        return None;
+    };
+    match cluster::wants_linearizable(req.uri().query(), req.headers()) {
+        Ok(false) => {}
+        Ok(true) => return None,
+        Err(e) => return Some(Err(e)),
+    }
+    let anonymous;
+    let principal = match req.extensions().get::<Arc<Principal>>() {
+        Some(p) => &**p,
+        None => {
+            anonymous = Principal::anonymous();
+            &anonymous
+        }
+    };
+    let m = r.model(&app.engine.spec.spec);
+    let access = Access::of(m, principal, Operation::Get);
+    Some(if_match(req.headers()).and_then(|_| get(app, m, &access, id, req.headers())))
+}
+
+/// The answer of the operational routes that only read the state (None: `route` is not
+/// one of them).
+fn operational(
+    app: &App,
+    route: &Route,
+    headers: &hyper::HeaderMap,
+) -> Option<Result<Resp, ApiError>> {
+    Some(match route {
+        Route::ClusterStatus => Ok(cluster::status(app)),
+        Route::Health => Ok(respond::json(200, &json!({"status": "ok"}))),
+        Route::Ready => Ok(match app.engine.store.ready() {
+            Ok(()) => respond::json(200, &json!({"status": "ready"})),
+            Err(reason) => respond::json(
+                503,
+                &json!({"status": "unready", "reason": reason.to_string()}),
+            ),
+        }),
+        Route::Metrics => Ok(super::metrics::serve(app, headers)),
+        Route::OpenApi => match app.openapi {
+            Some(doc) => Ok(respond::text(200, "application/json", doc.to_string())),
+            None => Err(ApiError::not_found("this service has no OpenAPI document")),
+        },
+        _ => return None,
+    })
+}
+
+/// A get of record `id` of `m` for a caller with `access`: the record as JSON with its
+/// ETag, or 304 when `If-None-Match` names its version.
+fn get(
+    app: &App,
+    m: &ModelSpec,
+    access: &Access,
+    id: Uuid,
+    headers: &hyper::HeaderMap,
+) -> Result<Resp, ApiError> {
+    // Another's record is not there for a caller who reads only its own.
+    let r = app
+        .engine
+        .get(&m.name, id)
+        .filter(|r| access.covers(|f| r.get(f)))
+        .ok_or_else(|| ApiError::not_found(format!("no {} with this id", m.name)))?;
+    let etag = cache::record_etag(r.version());
+    if cache::none_match(headers, &etag)? {
+        return Ok(cache::not_modified(m, &etag));
+    }
+    // The record's JSON; `decorate` adds its ETag and caching headers.
+    let answer = rendered(app, || {
+        respond::json_bytes(200, r.json_without(access.hidden()))
+    });
+    Ok(cache::decorate(answer, m, &etag))
 }
 
 /// Answers the route the router resolved, for the caller authentication found.
@@ -82,24 +186,12 @@ where
         .get::<Arc<Principal>>()
         .cloned()
         .unwrap_or_else(|| Arc::new(Principal::anonymous()));
+    if let Some(answer) = operational(app, &route, req.headers()) {
+        return answer;
+    }
     let r = match route {
-        Route::ClusterStatus => return Ok(cluster::status(app)),
-        Route::Health => return Ok(respond::json(200, &json!({"status": "ok"}))),
-        Route::Ready => {
-            return Ok(match app.engine.store.ready() {
-                Ok(()) => respond::json(200, &json!({"status": "ready"})),
-                Err(reason) => respond::json(
-                    503,
-                    &json!({"status": "unready", "reason": reason.to_string()}),
-                ),
-            })
-        }
-        Route::Metrics => return Ok(super::metrics::serve(app, req.headers())),
-        Route::OpenApi => {
-            return match app.openapi {
-                Some(doc) => Ok(respond::text(200, "application/json", doc.to_string())),
-                None => Err(ApiError::not_found("this service has no OpenAPI document")),
-            }
+        Route::ClusterStatus | Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => {
+            return Err(ApiError::internal("an operational route was not answered"))
         }
         Route::Raft(rpc) => return cluster::raft_rpc(app, &rpc, unread(req)?).await,
         Route::Members => return cluster::members(app, &path, unread(req)?).await,
@@ -185,19 +277,7 @@ where
                     if cluster::wants_linearizable(req.uri().query(), req.headers())? {
                         cluster::linearizable(app).await?;
                     }
-                    // Another's record is not there for a caller who reads only its own.
-                    let r = app
-                        .engine
-                        .get(&m.name, id)
-                        .filter(|r| access.covers(|f| r.get(f)))
-                        .ok_or_else(|| {
-                            ApiError::not_found(format!("no {} with this id", m.name))
-                        })?;
-                    let etag = cache::record_etag(r.version());
-                    if cache::none_match(req.headers(), &etag)? {
-                        return Ok(cache::not_modified(m, &etag));
-                    }
-                    Ok(cache::decorate(rendered(app, || respond::record(200, &r, access.hidden())), m, &etag))
+                    get(app, m, &access, id, req.headers())
                 }
                 Operation::Update | Operation::Patch => {
                     let body = req.into_body().into_json();

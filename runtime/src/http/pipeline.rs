@@ -179,8 +179,21 @@ impl RequestIds {
 impl MakeRequestId for RequestIds {
     fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:08x}-{n:x}", self.prefix);
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+        // `{prefix:08x}-{n:x}`, written without the formatting machinery (every request
+        // makes one).
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut id = [0u8; 8 + 1 + 16];
+        for (i, d) in id[..8].iter_mut().enumerate() {
+            *d = HEX[(self.prefix >> (28 - 4 * i) & 0xf) as usize];
+        }
+        id[8] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, d) in id[9..9 + digits].iter_mut().enumerate() {
+            *d = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&id[..9 + digits])
+            .ok()
+            .map(RequestId::new)
     }
 }
 
@@ -333,6 +346,21 @@ mod tests {
     use crate::http::stage::Leaf;
     use std::net::SocketAddr;
     use tower::ServiceExt;
+
+    #[test]
+    fn request_ids_are_the_prefix_and_the_count_in_hex() {
+        for (prefix, n) in [(0, 1), (0xdead_beef, 0x10), (0x0000_00ff, u64::MAX), (7, 0xabc)] {
+            let mut ids = RequestIds {
+                prefix,
+                next: Arc::new(AtomicU64::new(n)),
+            };
+            let id = ids.make_request_id(&Request::new(())).expect("an id");
+            assert_eq!(
+                id.header_value().to_str().ok(),
+                Some(format!("{prefix:08x}-{n:x}").as_str())
+            );
+        }
+    }
 
     /// An endpoint that answers 200, or sleeps first when asked to.
     fn endpoint() -> Leaf<

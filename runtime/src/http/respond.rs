@@ -147,7 +147,7 @@ pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
 /// fields in `hidden`, which the caller may not see), and its version as the `ETag`.
 pub fn record(status: u16, record: &crate::domain::row::Stored, hidden: &[String]) -> Resp {
     let mut r = json_bytes(status, record.json_without(hidden));
-    let etag = format!("\"{}\"", record.version());
+    let etag = super::cache::record_etag(record.version());
     if let Ok(v) = hyper::header::HeaderValue::try_from(etag) {
         r.headers_mut().insert(hyper::header::ETAG, v);
     }
