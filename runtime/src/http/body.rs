@@ -147,7 +147,7 @@ where
 {
     fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
         let (parts, body) = req.into_parts();
-        let (patch, create) = match takes(parts.extensions.get::<Route>()) {
+        let (patch, create) = match takes(super::facts::route(&parts.extensions)) {
             // Nothing to wait for: handed on at once.
             Takes::Nothing => return self.inner.answer(Request::from_parts(parts, Payload::Empty)),
             Takes::Raw => {
@@ -160,7 +160,7 @@ where
         let inner = self.inner.clone();
         let read = self.read.clone();
         Box::pin(async move {
-            let who = parts.extensions.get::<Arc<Principal>>().cloned();
+            let who = super::facts::principal(&parts.extensions).cloned();
             let (payload, checked) = match read.json(&parts.headers, body, patch, create, who).await {
                 Ok(p) => p,
                 Err(e) => return respond::problem(&e),
@@ -356,7 +356,7 @@ mod tests {
         let mut req = b
             .body(Full::new(Bytes::from(body.to_string())))
             .expect("request");
-        req.extensions_mut().insert(route);
+        super::super::facts::of_mut(req.extensions_mut()).route = Some(route);
         req
     }
 

@@ -1,6 +1,10 @@
 //! The endpoints, innermost in the pipeline: the route, the caller and the body come from
 //! the stages before them (`router.rs`, `body.rs`), which refused what they had to; here
 //! the engine runs the hooks and writes through the store.
+//!
+//! A request that needs nothing to wait for (a get of a record that is not linearizable,
+//! `/health`, `/ready`, `/metrics`, `/openapi.json`, `/_cluster/status`) is answered within
+//! the pipeline's call; only the others make the future of the routes (kilobytes).
 
 use std::sync::Arc;
 
@@ -38,9 +42,13 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     fn answer(&self, req: Request<Payload<B>>) -> BoxFuture<Resp> {
-        // What needs no waiting is answered here, without the future of every route.
-        if let Some(answer) = answer_now(&self.app, &req) {
-            return Box::pin(std::future::ready(finish(&self.app, &req, answer)));
+        // What needs no waiting is answered here, without the future of every route (its
+        // time is the endpoint's, not that of the stages whose call it runs in).
+        let now = super::stage::apart(|| {
+            answer_now(&self.app, &req).map(|answer| finish(&self.app, &req, answer))
+        });
+        if let Some(answer) = now {
+            return Box::pin(std::future::ready(answer));
         }
         let app = self.app.clone();
         Box::pin(async move { handle(&app, req).await })
@@ -57,7 +65,7 @@ where
     let caller = app
         .opts
         .names_requests()
-        .then(|| req.extensions().get::<Arc<Principal>>().cloned())
+        .then(|| super::facts::principal(req.extensions()).cloned())
         .flatten();
     let resp = match route(app, req).await {
         Ok(r) => r,
@@ -72,7 +80,7 @@ fn finish<B>(app: &App, req: &Request<B>, answer: Result<Resp, ApiError>) -> Res
     let caller = app
         .opts
         .names_requests()
-        .then(|| req.extensions().get::<Arc<Principal>>().cloned())
+        .then(|| super::facts::principal(req.extensions()).cloned())
         .flatten();
     named(answer.unwrap_or_else(|e| respond::problem(&e)), caller)
 }
@@ -89,7 +97,7 @@ fn named(mut resp: Resp, caller: Option<Arc<Principal>>) -> Resp {
 /// state, or a get of a record that does not ask for a linearizable read. None: the
 /// route waits for something (a body, a write, the list workers, the leader).
 fn answer_now<B>(app: &App, req: &Request<B>) -> Option<Result<Resp, ApiError>> {
-    let route = req.extensions().get::<Route>()?;
+    let route = super::facts::route(req.extensions())?;
     if let Some(answer) = operational(app, route, req.headers()) {
         return Some(answer);
     }
@@ -105,7 +113,7 @@ fn answer_now<B>(app: &App, req: &Request<B>) -> Option<Result<Resp, ApiError>> 
         Err(e) => return Some(Err(e)),
     }
     let anonymous;
-    let principal = match req.extensions().get::<Arc<Principal>>() {
+    let principal = match super::facts::principal(req.extensions()) {
         Some(p) => &**p,
         None => {
             anonymous = Principal::anonymous();
@@ -176,14 +184,10 @@ where
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let path = req.uri().path().to_string();
-    let route = req
-        .extensions()
-        .get::<Route>()
+    let route = super::facts::route(req.extensions())
         .cloned()
         .ok_or_else(|| ApiError::internal("the request reached the endpoints unrouted"))?;
-    let principal = req
-        .extensions()
-        .get::<Arc<Principal>>()
+    let principal = super::facts::principal(req.extensions())
         .cloned()
         .unwrap_or_else(|| Arc::new(Principal::anonymous()));
     if let Some(answer) = operational(app, &route, req.headers()) {

@@ -28,15 +28,6 @@ use super::stage::{BoxFuture, Next, Step};
 use crate::config::FirewallConfig;
 use crate::error::ApiError;
 
-/// The socket address a request came from (set by the connection).
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
-
-/// The client's address as the firewall decided it (set by the firewall, for the stages
-/// after it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientIp(pub IpAddr);
-
 type Limiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
 
@@ -240,13 +231,10 @@ enum Verdict {
 }
 
 fn decide<B>(rules: &Rules, req: &mut Request<B>) -> Verdict {
-    let peer = req
-        .extensions()
-        .get::<PeerAddr>()
-        .map(|p| p.0.ip())
+    let peer = super::facts::peer(req.extensions())
+        .map(|p| p.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let ip = rules.client_ip(peer, req.headers());
-    req.extensions_mut().insert(ClientIp(ip));
     if !rules.admits(ip) {
         return Verdict::Refuse(ApiError::new(
             403,

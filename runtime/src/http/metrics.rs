@@ -397,7 +397,7 @@ pub(crate) struct Measure {
 
 impl<B: Send + 'static> Step<B> for Measure {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
-        let key = RouteKey::of(req.extensions().get::<Route>());
+        let key = RouteKey::of(super::facts::route(req.extensions()));
         let started = std::time::Instant::now();
         let answer = next.answer(req);
         let app = self.app.clone();

@@ -14,6 +14,7 @@ pub mod body;
 mod cache;
 mod cluster;
 mod endpoints;
+pub mod facts;
 mod feed;
 pub mod firewall;
 mod lifecycle;

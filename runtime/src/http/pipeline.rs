@@ -342,7 +342,8 @@ impl<B: Send + 'static> Step<B> for Deadline {
 mod tests {
     use super::*;
     use crate::config::{Cidr, FirewallConfig, RateLimitConfig};
-    use crate::http::firewall::{Firewall, PeerAddr, Rules};
+    use crate::http::facts::Facts;
+    use crate::http::firewall::{Firewall, Rules};
     use crate::http::stage::Leaf;
     use std::net::SocketAddr;
     use tower::ServiceExt;
@@ -387,7 +388,7 @@ mod tests {
         }
         let mut req = b.body(()).unwrap_or_default();
         let addr: SocketAddr = from.parse().unwrap_or(([127, 0, 0, 1], 1).into());
-        req.extensions_mut().insert(PeerAddr(addr));
+        req.extensions_mut().insert(Facts::from_peer(addr));
         req
     }
 

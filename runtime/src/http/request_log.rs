@@ -81,10 +81,7 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
             .unwrap_or(0);
         let request_id = headers.get(&super::pipeline::REQUEST_ID).cloned();
         let traceparent = headers.get("traceparent").cloned();
-        let client = req
-            .extensions()
-            .get::<super::firewall::PeerAddr>()
-            .map(|p| p.0.ip());
+        let client = super::facts::peer(req.extensions()).map(|p| p.ip());
         let answer = next.answer(req);
         Box::pin(async move {
             let r = answer.await;

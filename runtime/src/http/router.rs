@@ -327,7 +327,7 @@ impl<B: Send + 'static> Step<B> for Router {
         });
         match routed {
             Ok(route) => {
-                req.extensions_mut().insert(route);
+                super::facts::of_mut(req.extensions_mut()).route = Some(route);
                 next.answer(req)
             }
             Err(e) => Box::pin(async move { respond::problem(&e) }),
@@ -357,7 +357,7 @@ pub struct Authenticate {
 
 impl<B: Send + 'static> Step<B> for Authenticate {
     fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
-        let route = req.extensions().get::<Route>();
+        let route = super::facts::route(req.extensions());
         if matches!(
             route,
             Some(Route::Model(_) | Route::Audit | Route::Projection(_))
@@ -371,7 +371,7 @@ impl<B: Send + 'static> Step<B> for Authenticate {
                 .authenticate(header.map(|v| v.as_bytes()))
             {
                 Ok(principal) => {
-                    req.extensions_mut().insert(principal);
+                    super::facts::of_mut(req.extensions_mut()).principal = Some(principal);
                 }
                 Err(e) => return Box::pin(std::future::ready(respond::problem(&e))),
             }
@@ -391,12 +391,10 @@ pub struct Authorize {
 
 impl<B: Send + 'static> Step<B> for Authorize {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
-        let route = req.extensions().get::<Route>();
+        let route = super::facts::route(req.extensions());
         if let Some(roles) = plane_roles(&self.planes, route) {
             let anonymous = Principal::anonymous();
-            let who = req
-                .extensions()
-                .get::<Arc<Principal>>()
+            let who = super::facts::principal(req.extensions())
                 .map_or(&anonymous, |p| p.as_ref());
             let what = match route {
                 Some(Route::Metrics) => "read the metrics",
@@ -408,9 +406,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
         }
         if let Some(Route::Projection(index)) = route {
             let anonymous = Principal::anonymous();
-            let who = req
-                .extensions()
-                .get::<Arc<Principal>>()
+            let who = super::facts::principal(req.extensions())
                 .map_or(&anonymous, |p| p.as_ref());
             let p = &self.spec.spec.projections[*index];
             if !who.may(&p.read) {
@@ -422,20 +418,18 @@ impl<B: Send + 'static> Step<B> for Authorize {
         }
         if let Some(Route::Audit) = route {
             let anonymous = Principal::anonymous();
-            let who = req
-                .extensions()
-                .get::<Arc<Principal>>()
+            let who = super::facts::principal(req.extensions())
                 .map_or(&anonymous, |p| p.as_ref());
             let roles = self.spec.spec.audit.as_ref().map_or(&[][..], |a| &a.read[..]);
             if let Err(e) = authorize(who, roles, "read the audit log") {
                 return Box::pin(std::future::ready(respond::problem(&e)));
             }
         }
-        if let Some(Route::Model(route)) = req.extensions().get::<Route>() {
+        if let Some(Route::Model(route)) = super::facts::route(req.extensions()) {
             let spec = &self.spec.spec;
             let roles = route.roles(spec);
             let anonymous;
-            let who = match req.extensions().get::<Arc<Principal>>() {
+            let who = match super::facts::principal(req.extensions()) {
                 Some(p) => p.as_ref(),
                 None => {
                     anonymous = Principal::anonymous();
@@ -513,10 +507,8 @@ mod tests {
         );
         // The endpoint answers with what the stages left: the route, and the caller.
         let endpoint = tower::service_fn(|req: Request<()>| async move {
-            let route = req.extensions().get::<Route>().cloned();
-            let who = req
-                .extensions()
-                .get::<Arc<Principal>>()
+            let route = crate::http::facts::route(req.extensions()).cloned();
+            let who = crate::http::facts::principal(req.extensions())
                 .map(|p| p.name.clone());
             Ok::<_, Infallible>(respond::json(
                 200,

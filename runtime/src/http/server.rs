@@ -18,7 +18,6 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
 use super::app::{App, Live, ServeOptions};
-use super::firewall::PeerAddr;
 use super::router::Plane;
 use crate::engine::Engine;
 use crate::tls::ServerTls;
@@ -180,7 +179,7 @@ async fn accept(
                 };
                 let _ = stream.set_nodelay(true);
                 let svc = tower::ServiceExt::map_request(stack.clone(), move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(PeerAddr(peer));
+                    req.extensions_mut().insert(super::facts::Facts::from_peer(peer));
                     req
                 });
                 let watcher = graceful.watcher();

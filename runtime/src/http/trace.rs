@@ -48,8 +48,8 @@ impl<B: Send + 'static> Step<B> for TraceStage {
         if let Some(id) = header(super::pipeline::REQUEST_ID.as_str()) {
             attributes.push(KeyValue::new("lithair.request_id", id));
         }
-        if let Some(peer) = req.extensions().get::<super::firewall::PeerAddr>() {
-            attributes.push(KeyValue::new("client.address", peer.0.ip().to_string()));
+        if let Some(peer) = super::facts::peer(req.extensions()) {
+            attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
         }
         recorder.attributes(attributes);
         let answer = telemetry::scoped(recorder.clone(), || next.answer(req));

@@ -24,7 +24,8 @@ use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::engine::Engine;
 use crate::http::app::{App, Live, ServeOptions};
-use crate::http::firewall::{Firewall, PeerAddr, Rules};
+use crate::http::facts;
+use crate::http::firewall::{Firewall, Rules};
 pub use crate::http::respond::Body;
 use crate::raft::node::ClusterOptions;
 use crate::store::{OpenError, Store, StoreOptions};
@@ -123,12 +124,12 @@ impl InProcess {
     }
 
     /// Sends `req` through the pipeline, as if from `127.0.0.1:40000` unless the request
-    /// carries its own [`PeerAddr`]. Panics when the answer is one the service's OpenAPI
+    /// carries its own peer in its [`Facts`](crate::http::facts::Facts). Panics when the answer is one the service's OpenAPI
     /// document does not describe.
     pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Response<Body> {
-        if req.extensions().get::<PeerAddr>().is_none() {
+        if facts::peer(req.extensions()).is_none() {
             let from = SocketAddr::from(([127, 0, 0, 1], 40000));
-            req.extensions_mut().insert(PeerAddr(from));
+            facts::of_mut(req.extensions_mut()).peer = Some(from);
         }
         let asked = format!("{} {}", req.method(), req.uri().path());
         let answer = match self.stack.clone().oneshot(req).await {
