@@ -134,9 +134,12 @@ fn operational(
 ) -> Option<Result<Resp, ApiError>> {
     Some(match route {
         Route::ClusterStatus => Ok(cluster::status(app)),
-        Route::Health => Ok(respond::json(200, &json!({"status": "ok"}))),
+        Route::Health => Ok(respond::json_bytes(
+            200,
+            bytes::Bytes::from_static(br#"{"status":"ok"}"#),
+        )),
         Route::Ready => Ok(match app.engine.store.ready() {
-            Ok(()) => respond::json(200, &json!({"status": "ready"})),
+            Ok(()) => respond::json_bytes(200, bytes::Bytes::from_static(br#"{"status":"ready"}"#)),
             Err(reason) => respond::json(
                 503,
                 &json!({"status": "unready", "reason": reason.to_string()}),

@@ -28,6 +28,11 @@ use super::stage::{BoxFuture, Next, Step};
 use crate::config::FirewallConfig;
 use crate::error::ApiError;
 
+/// The draft IETF rate-limit headers every answer of a limited address carries.
+const RATELIMIT_POLICY: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: hyper::header::HeaderName = hyper::header::HeaderName::from_static("ratelimit");
+
 type Limiter =
     RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock, StateInformationMiddleware>;
 
@@ -297,8 +302,8 @@ impl<B: Send + 'static> Step<B> for Firewall {
                 let answer = next.answer(req);
                 Box::pin(async move {
                     let mut r = answer.await;
-                    r.headers_mut().insert("ratelimit-policy", policy);
-                    r.headers_mut().insert("ratelimit", state);
+                    r.headers_mut().insert(RATELIMIT_POLICY, policy);
+                    r.headers_mut().insert(RATELIMIT, state);
                     r
                 })
             }

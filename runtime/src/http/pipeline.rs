@@ -24,8 +24,11 @@
 //! hooks, Raft, apply and the answer's rendering, timed where they run.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL};
@@ -276,6 +279,9 @@ where
     }
 }
 
+/// `X-Content-Type-Options` (a constant: a header named by a string is parsed per use).
+const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
+
 /// Adds `X-Content-Type-Options: nosniff` to every answer, and `Cache-Control: no-store`
 /// to errors and to answers to authenticated requests (unless the answer set its own).
 #[derive(Clone, Copy, Debug, Default)]
@@ -287,10 +293,8 @@ impl<B: Send + 'static> Step<B> for SecurityHeaders {
         let answer = next.answer(req);
         Box::pin(async move {
             let mut r = answer.await;
-            r.headers_mut().insert(
-                "x-content-type-options",
-                HeaderValue::from_static("nosniff"),
-            );
+            r.headers_mut()
+                .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             let error = r.status().as_u16() >= 400;
             if (error || authenticated) && !r.headers().contains_key(CACHE_CONTROL) {
                 r.headers_mut()
@@ -303,6 +307,8 @@ impl<B: Send + 'static> Step<B> for SecurityHeaders {
 
 /// One deadline for every request (Raft messages, which may carry large snapshots, have
 /// their own): past it, 503 with `Retry-After`, saying that a write's outcome is unknown.
+/// It runs from when the answer first waits: an answer ready at once (a get) makes no
+/// timer at all.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline {
     /// How long a request may take.
@@ -316,25 +322,46 @@ impl<B: Send + 'static> Step<B> for Deadline {
             return next.answer(req);
         }
         let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-        let answer = next.answer(req);
-        Box::pin(async move {
-            match tokio::time::timeout(deadline, answer).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let ms = deadline.as_millis();
-                    let e = if safe {
-                        ApiError::overloaded(format!(
-                            "the request did not finish within {ms} ms; retry"
-                        ))
-                    } else {
-                        ApiError::outcome_unknown(format!(
-                            "the request did not finish within {ms} ms"
-                        ))
-                    };
-                    respond::problem(&e)
-                }
-            }
+        Box::pin(WithDeadline {
+            answer: next.answer(req),
+            deadline,
+            timer: None,
+            safe,
         })
+    }
+}
+
+/// An answer and its deadline; the timer is made when the answer first waits.
+struct WithDeadline {
+    answer: BoxFuture<Resp>,
+    deadline: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A GET or HEAD: the client may simply retry.
+    safe: bool,
+}
+
+impl Future for WithDeadline {
+    type Output = Resp;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resp> {
+        let this = &mut *self;
+        if let Poll::Ready(r) = this.answer.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(deadline)));
+        if timer.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let ms = deadline.as_millis();
+        let e = if this.safe {
+            ApiError::overloaded(format!("the request did not finish within {ms} ms; retry"))
+        } else {
+            ApiError::outcome_unknown(format!("the request did not finish within {ms} ms"))
+        };
+        Poll::Ready(respond::problem(&e))
     }
 }
 
