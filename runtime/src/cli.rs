@@ -328,6 +328,7 @@ fn serve(
     let planes = http::Planes::of(&config, &service.spec)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     no_huge_pages();
+    crate::clock::calibrate();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

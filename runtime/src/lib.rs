@@ -17,7 +17,8 @@
 //!   I/O), `raft` (consensus, the data dir, recovery, checkpoints) and `wal` (the logs and
 //!   small files on one file seam, a leaf);
 //! - `logs` and `telemetry`: log lines (text or JSON) and trace export (OTLP);
-//! - `histogram`: the lock-free histogram of the metrics;
+//! - `histogram`: the lock-free histogram of the metrics; `clock`: the clock of the
+//!   timings;
 //! - [`config`] and `cli`: `lithair.toml`, `LITHAIR_*`, flags; `serve`, `token new` and `token list`.
 //!
 //! The public API is what a generated crate needs: [`Service`], [`main`], [`prelude`],
@@ -46,6 +47,7 @@ macro_rules! internal {
 internal! {
     auth;
     cli;
+    clock;
     domain;
     engine;
     histogram;

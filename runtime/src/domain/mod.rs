@@ -214,8 +214,8 @@ impl Stages {
 
     /// Records the time from `started` until now for `stage`, and as a span of the
     /// current request if it is traced.
-    pub fn since(&self, stage: Stage, started: std::time::Instant) {
-        let now = std::time::Instant::now();
+    pub fn since(&self, stage: Stage, started: crate::clock::Instant) {
+        let now = crate::clock::Instant::now();
         self.record(stage, now - started);
         crate::telemetry::record(stage, started, now);
     }

@@ -12,7 +12,7 @@ pub mod action;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
+use crate::clock::Instant;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;

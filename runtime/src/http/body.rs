@@ -220,9 +220,9 @@ impl ReadBody {
         let m = &self.spec.spec.models[model];
         let who = who.unwrap_or_else(|| Arc::new(Principal::anonymous()));
         Access::of(m, &who, Operation::Create).prepare_create(&mut value)?;
-        let started = std::time::Instant::now();
+        let started = crate::clock::Instant::now();
         let fields = validate::check_body(&self.spec, m, value, Mode::Create, None);
-        let ended = std::time::Instant::now();
+        let ended = crate::clock::Instant::now();
         let took = ended - started;
         self.validate.observe(took.as_secs_f64());
         crate::telemetry::record(crate::domain::Stage::Validate, started, ended);

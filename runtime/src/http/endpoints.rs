@@ -308,7 +308,7 @@ where
 
 /// A record's answer, `render`ed, its time recorded as the respond stage's.
 fn rendered(app: &App, render: impl FnOnce() -> Resp) -> Resp {
-    let started = std::time::Instant::now();
+    let started = crate::clock::Instant::now();
     let answer = render();
     app.engine.stages().since(crate::domain::Stage::Respond, started);
     answer

@@ -398,7 +398,7 @@ pub(crate) struct Measure {
 impl<B: Send + 'static> Step<B> for Measure {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
         let key = RouteKey::of(super::facts::route(req.extensions()));
-        let started = std::time::Instant::now();
+        let started = crate::clock::Instant::now();
         let answer = next.answer(req);
         let app = self.app.clone();
         Box::pin(async move {

@@ -54,7 +54,7 @@ pub struct Timed<T> {
 impl<B, T: Step<B>> Step<B> for Timed<T> {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
         let outer = NESTED.with(|n| n.replace(std::time::Duration::ZERO));
-        let started = std::time::Instant::now();
+        let started = crate::clock::Instant::now();
         let answer = self.step.run(next, req);
         let total = started.elapsed();
         let nested = NESTED.with(|n| n.get());
@@ -69,7 +69,7 @@ impl<B, T: Step<B>> Step<B> for Timed<T> {
 /// Runs `work` (an endpoint answering within a stage's call) as time of none of the timed
 /// stages it runs in: their own time leaves it out.
 pub(crate) fn apart<T>(work: impl FnOnce() -> T) -> T {
-    let started = std::time::Instant::now();
+    let started = crate::clock::Instant::now();
     let out = work();
     let took = started.elapsed();
     NESTED.with(|n| n.set(n.get() + took));

@@ -417,9 +417,9 @@ impl StateMachine {
             .iter()
             .filter_map(|c| c.trace.clone().filter(|t| t.recorder.is_some()))
             .collect();
-        let started = std::time::Instant::now();
+        let started = crate::clock::Instant::now();
         let applied = self.apply_commands(state, commands, writes, responses);
-        let ended = std::time::Instant::now();
+        let ended = crate::clock::Instant::now();
         self.stats
             .stages
             .record(crate::domain::Stage::Apply, ended - started);

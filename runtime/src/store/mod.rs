@@ -358,7 +358,7 @@ impl Store {
             trace,
         };
         // Every write's wait for Raft (committed and applied here) is the raft stage.
-        let proposed = std::time::Instant::now();
+        let proposed = crate::clock::Instant::now();
         let answer = self.cluster.propose(stamped).await;
         let took = proposed.elapsed();
         self.stats.stages.of(crate::domain::Stage::Raft).observe(took.as_secs_f64());
