@@ -23,7 +23,8 @@ use crate::spec::{ModelSpec, Operation, OWNER};
 pub struct Access {
     /// Fields the caller does not see.
     hidden: Vec<String>,
-    /// Fields the caller may not set or change (a field it does not see is among them).
+    /// Fields the caller may not set or change (a field it does not see is among them);
+    /// worked out for the operations whose bodies set fields (create, update, patch).
     fixed: Vec<String>,
     /// When the operation is granted only through `owner`: the owner field and the
     /// caller's subject, which a record's owner field must equal.
@@ -32,7 +33,7 @@ pub struct Access {
     /// a record of someone else).
     reads_all: bool,
     /// The model's owner field, and the subject a create fills it with (None for an
-    /// anonymous caller, who owns nothing).
+    /// anonymous caller, who owns nothing); worked out for a create.
     owner: Option<(String, Option<String>)>,
 }
 
@@ -75,13 +76,15 @@ impl Access {
     /// What `who` may do with `m`'s records in `op`.
     pub fn of(m: &ModelSpec, who: &Principal, op: Operation) -> Access {
         let allowed = |roles: Option<&[String]>| roles.is_none_or(|r| who.may(r));
+        // A read works out only what it needs: every GET and list makes one.
+        let sets = matches!(op, Operation::Create | Operation::Update | Operation::Patch);
         let mut hidden = Vec::new();
         let mut fixed = Vec::new();
         for f in &m.fields {
             if !allowed(f.read_roles()) {
                 hidden.push(f.name.clone());
             }
-            if !allowed(f.write_roles()) {
+            if sets && !allowed(f.write_roles()) {
                 fixed.push(f.name.clone());
             }
         }
@@ -94,13 +97,13 @@ impl Access {
             _ => None,
         };
         // The owner field is set only by a caller that may update others' records.
-        if let Some(field) = &m.owner_field {
+        if let (true, Some(field)) = (sets, &m.owner_field) {
             let sets_owner = grant(m, who, &m.permissions.update) == Grant::All;
             if !sets_owner && !fixed.contains(field) {
                 fixed.push(field.clone());
             }
         }
-        let owner = m.owner_field.as_ref().map(|field| {
+        let owner = m.owner_field.as_ref().filter(|_| op == Operation::Create).map(|field| {
             let subject = (!who.is_anonymous()).then(|| who.name.clone());
             (field.clone(), subject)
         });

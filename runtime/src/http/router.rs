@@ -161,20 +161,24 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
     let nothing = || ApiError::not_found(format!("nothing at {path}"));
     for (index, m) in spec.models.iter().enumerate() {
         if path == m.path {
-            let allow = allowed(
-                m,
-                &[
-                    (Method::GET, Operation::List),
-                    (Method::POST, Operation::Create),
-                ],
-            );
+            // The `Allow` of a 405, made only for one.
+            let refused = || {
+                let allow = allowed(
+                    m,
+                    &[
+                        (Method::GET, Operation::List),
+                        (Method::POST, Operation::Create),
+                    ],
+                );
+                ApiError::method_not_allowed(&allow)
+            };
             let op = match *method {
                 Method::GET => Operation::List,
                 Method::POST => Operation::Create,
-                _ => return Err(ApiError::method_not_allowed(&allow)),
+                _ => return Err(refused()),
             };
             if !m.operations.contains(&op) {
-                return Err(ApiError::method_not_allowed(&allow));
+                return Err(refused());
             }
             return Ok(model(index, ModelOp::Crud(op), None));
         }
@@ -202,24 +206,27 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
         };
         let Some(tail) = tail else {
             let raw = raw_id.unwrap_or_default();
-            let allow = allowed(
-                m,
-                &[
-                    (Method::GET, Operation::Get),
-                    (Method::PUT, Operation::Update),
-                    (Method::PATCH, Operation::Patch),
-                    (Method::DELETE, Operation::Delete),
-                ],
-            );
+            let refused = || {
+                let allow = allowed(
+                    m,
+                    &[
+                        (Method::GET, Operation::Get),
+                        (Method::PUT, Operation::Update),
+                        (Method::PATCH, Operation::Patch),
+                        (Method::DELETE, Operation::Delete),
+                    ],
+                );
+                ApiError::method_not_allowed(&allow)
+            };
             let op = match *method {
                 Method::GET => Operation::Get,
                 Method::PUT => Operation::Update,
                 Method::PATCH => Operation::Patch,
                 Method::DELETE => Operation::Delete,
-                _ => return Err(ApiError::method_not_allowed(&allow)),
+                _ => return Err(refused()),
             };
             if !m.operations.contains(&op) {
-                return Err(ApiError::method_not_allowed(&allow));
+                return Err(refused());
             }
             let id = Uuid::parse_str(raw).map_err(|_| {
                 ApiError::not_found(format!("no {} with id \"{raw}\" (ids are UUIDs)", m.name))
