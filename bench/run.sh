@@ -3,6 +3,9 @@
 # built in the same run. Release builds; load generator (wrk) on the same machine.
 #
 #   bash bench/run.sh            # all benchmarks, 10 s each
+#   bash bench/run.sh http                       # GET by id against bare hyper (alternating,
+#                                                # then both at once, ROUNDS rounds, default 6)
+#                                                # and durable creates
 #   DURATION=5s bash bench/run.sh
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
 #   bash bench/run.sh scale                      # the same (1M by default): fill, data dir,
@@ -101,6 +104,23 @@ if [ "$only" = all ] || [ "$only" = http ]; then
     echo "== 2. shop: GET /api/products/{id} with a bearer token, $CONNS connections, $DURATION (round $round)"
     LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$id wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s bench/get.lua "http://$addr" | summary
   done
+  # The same two at once, half the connections each: they share the two cores, so each
+  # runs at the rate its own cost per request allows, and a change of the machine's
+  # speed touches both alike (the ratio to report; the alternating one drifts).
+  half=$(( CONNS / 2 )); at_once=()
+  for round in $(seq 1 "${ROUNDS:-6}"); do
+    wrk -t1 -c"$half" -d"$DURATION" "http://$hello_addr/" > "$work/once-hello.txt" &
+    w1=$!
+    LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$id \
+      wrk -t1 -c"$half" -d"$DURATION" -s bench/get.lua "http://$addr" > "$work/once-shop.txt" &
+    w2=$!
+    wait "$w1" "$w2"
+    ! grep -q "Non-2xx" "$work/once-shop.txt" || echo "!! some requests failed: the figures above are not valid" >&2
+    h=$(sed -n 's/^Requests\/sec: *//p' "$work/once-hello.txt"); g=$(sed -n 's/^Requests\/sec: *//p' "$work/once-shop.txt")
+    echo "== 2p. at once, $half connections each (round $round): bare hyper $h, shop GET $g req/s"
+    at_once+=("$(awk -v a="$g" -v b="$h" 'BEGIN {printf "%.3f", a / b}')")
+  done
+  echo "== 2p. shop GET / bare hyper, at once, per round: ${at_once[*]}; median $(median "${at_once[@]}")"
   kill "${pids[-1]}" "${pids[-2]}"
 
   for run in "always 64" "always 1" "never 64" "periodic 64"; do
