@@ -31,6 +31,8 @@ pub struct Layout {
     by_name: HashMap<Box<str>, usize>,
     /// The `version` slot (read by every get, for its `ETag`).
     version: Option<usize>,
+    /// The bytes the slots' names take in a JSON object (`"name":` and a comma each).
+    names_len: usize,
 }
 
 /// One slot of a layout: a field name, and for an enum the values its tag numbers.
@@ -70,10 +72,12 @@ impl Layout {
             .map(|(i, s)| (s.name.as_str().into(), i))
             .collect::<HashMap<Box<str>, usize>>();
         let version = by_name.get("version").copied();
+        let names_len = slots.iter().map(|s| s.name.len() + 4).sum();
         Arc::new(Layout {
             slots,
             by_name,
             version,
+            names_len,
         })
     }
 
@@ -281,7 +285,9 @@ impl Stored {
     /// Its JSON text, in schema order, without the fields named in `hidden` (a caller's
     /// field mask).
     pub fn json_without(&self, hidden: &[String]) -> bytes::Bytes {
-        let mut out = Vec::with_capacity(self.bytes.len() * 2 + 64);
+        // Room for the names and the values' text (a UUID's 16 bytes are 38 characters, a
+        // timestamp's ~8 are 29), so that the text seldom outgrows it.
+        let mut out = Vec::with_capacity(self.layout.names_len + self.bytes.len() * 3 + 2);
         self.write_json_without(&mut out, hidden);
         out.into()
     }
