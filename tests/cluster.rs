@@ -282,10 +282,16 @@ fn assert_records_everywhere(c: &Cluster, acked: &BTreeMap<String, Value>) {
             if items.is_empty() {
                 break;
             }
+            let before = found.len();
             found.extend(
                 items
                     .into_iter()
                     .map(|v| (v["id"].as_str().unwrap().to_string(), v)),
+            );
+            // A page of records already seen would repeat forever.
+            assert!(
+                found.len() > before,
+                "node {i}: the page at {before} repeats"
             );
         }
         for (id, body) in acked {
@@ -1366,6 +1372,7 @@ fn orders_on(c: &Cluster, i: usize, token: &str) -> Vec<Value> {
             return out;
         }
         out.extend(items);
+        assert!(out.len() <= 1_000_000, "node {i}: the pages do not end");
     }
 }
 

@@ -39,7 +39,8 @@ fn documents(dir: &Path) -> Vec<(String, PathBuf)> {
 }
 
 fn run(cmd: &mut Command) -> (bool, String) {
-    let out = cmd.output().expect("run the tool");
+    let out =
+        support::output_within(cmd, std::time::Duration::from_secs(600)).expect("run the tool");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

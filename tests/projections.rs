@@ -143,6 +143,7 @@ impl Sales {
                 return out;
             }
             out.extend(items);
+            assert!(out.len() <= 100_000, "{path}: the pages do not end");
         }
     }
 }

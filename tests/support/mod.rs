@@ -78,6 +78,43 @@ pub fn e2e_target() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target").join("e2e"))
 }
 
+/// `cmd`'s output, as `Command::output` gives it, except that a command still running
+/// after `limit` is killed and fails the test (a tool that hangs must not hang the run).
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<std::process::Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish within {} s", limit.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
+}
+
 /// Runs `lithair-gen` with `args`; answers (exit code, stdout, stderr).
 pub fn gen(bin: &str, args: &[&str], cwd: &Path) -> (i32, String, String) {
     let out = Command::new(bin)
@@ -126,13 +163,14 @@ pub fn build(dir: &Path) -> PathBuf {
     if lock.exists() && !dir.join("Cargo.lock").exists() {
         std::fs::copy(&lock, dir.join("Cargo.lock")).expect("copy Cargo.lock");
     }
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
         .args(["build", "--quiet"])
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", e2e_target())
-        .env_remove("RUSTFLAGS")
-        .output()
-        .expect("run cargo build");
+        .env_remove("RUSTFLAGS");
+    // A cold build of the dependency tree takes minutes on two cores.
+    let out = output_within(&mut build, Duration::from_secs(1800)).expect("run cargo build");
     assert!(
         out.status.success(),
         "cargo build of {} failed:\n{}",
@@ -146,12 +184,12 @@ pub fn build(dir: &Path) -> PathBuf {
 /// `cargo clippy --all-targets -- -D warnings` on a generated crate: generated code is
 /// held to the same bar as ours.
 pub fn assert_clippy_clean(dir: &Path) {
-    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut clippy = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    clippy
         .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
         .current_dir(dir)
-        .env("CARGO_TARGET_DIR", e2e_target())
-        .output()
-        .expect("run cargo clippy");
+        .env("CARGO_TARGET_DIR", e2e_target());
+    let out = output_within(&mut clippy, Duration::from_secs(1800)).expect("run cargo clippy");
     assert!(
         out.status.success(),
         "clippy on {}:\n{}",

@@ -26,7 +26,8 @@ fn install() -> PathBuf {
     let _ = std::fs::remove_dir_all(&venv);
     std::fs::create_dir_all(e2e_target()).expect("e2e target dir");
     let run = |cmd: &mut Command, what: &str| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+        let out = super::output_within(cmd, std::time::Duration::from_secs(900))
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(
             out.status.success(),
             "{what} failed:\n{}{}",
