@@ -289,7 +289,6 @@ fn edits_survive_schema_changes_and_the_crate_builds_and_runs() {
 }
 
 fn run_verb_starts_the_service(dir: &std::path::Path, data: &std::path::Path) {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut child = std::process::Command::new(GEN)
         .args(["run", "--project"])
@@ -303,32 +302,16 @@ fn run_verb_starts_the_service(dir: &std::path::Path, data: &std::path::Path) {
         .process_group(0)
         .spawn()
         .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let lines = ChildLines::of(vec![Box::new(child.stdout.take().unwrap())]);
     let group = Group(child);
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
     // `run` builds the crate first (its dependencies are built already by then).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(900);
-    let addr = loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if let Some(a) = line.strip_prefix("listening on http://") {
-                    break a.trim().to_string();
-                }
-            }
-            Err(_) => panic!("`lithair-gen run` did not start the service"),
-        }
-    };
+    let listening = lines
+        .next_matching(
+            |l| l.starts_with("listening on http://"),
+            std::time::Duration::from_secs(900),
+        )
+        .expect("`lithair-gen run` did not start the service");
+    let addr = listening.trim_start_matches("listening on http://").trim();
     let health = call("GET", &format!("http://{addr}/health"), None, None, &[]);
     drop(group);
     assert_eq!(health.status, 200);
@@ -675,9 +658,7 @@ models:
 /// wait is bounded.
 #[test]
 fn run_watch_follows_schema_changes_and_keeps_the_last_good_service() {
-    use std::io::BufRead;
     use std::os::unix::process::CommandExt;
-    use std::sync::mpsc;
     use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
     let dir = project_of(tmp.path(), "watched", WATCHED_SCHEMA);
@@ -693,33 +674,16 @@ fn run_watch_follows_schema_changes_and_keeps_the_last_good_service() {
         .process_group(0)
         .spawn()
         .unwrap();
-    let (tx, lines) = mpsc::channel::<String>();
-    let pipes = [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+    let lines = ChildLines::of(vec![
+        Box::new(child.stdout.take().unwrap()),
         Box::new(child.stderr.take().unwrap()),
-    ];
+    ]);
     let group = Group(child);
-    for pipe in pipes {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
     // The next line that satisfies `want`, within `secs`.
     let wait_for = |want: &dyn Fn(&str) -> bool, secs: u64| -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) if want(&line) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("`run --watch` did not get there in {secs} s"),
-            }
-        }
+        lines
+            .next_matching(want, Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("`run --watch` did not get there in {secs} s"))
     };
     let listening = |l: &str| l.starts_with("listening on http://");
     let addr = |line: String| {

@@ -78,6 +78,45 @@ pub fn e2e_target() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target").join("e2e"))
 }
 
+/// The lines a child writes to some of its pipes, read on threads of their own as they
+/// come. Each thread drains its pipe to the end, also once nobody waits for its lines,
+/// so that the child never blocks on a full pipe.
+pub struct ChildLines(std::sync::mpsc::Receiver<String>);
+
+impl ChildLines {
+    /// Reads `pipes` (a child's stdout, stderr) from now on.
+    pub fn of(pipes: Vec<Box<dyn Read + Send>>) -> ChildLines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for pipe in pipes {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        ChildLines(rx)
+    }
+
+    /// The next line that satisfies `want`, within `limit`: `Timeout` when the time ran
+    /// out, `Disconnected` when every pipe closed first.
+    pub fn next_matching(
+        &self,
+        want: impl Fn(&str) -> bool,
+        limit: Duration,
+    ) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let line = self
+                .0
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+            if want(&line) {
+                return Ok(line);
+            }
+        }
+    }
+}
+
 /// `cmd`'s output, as `Command::output` gives it, except that a command still running
 /// after `limit` is killed and fails the test (a tool that hangs must not hang the run).
 pub fn output_within(cmd: &mut Command, limit: Duration) -> std::io::Result<std::process::Output> {
@@ -347,46 +386,35 @@ impl Server {
                 }
             })
         });
-        // Its stdout, read apart so that waiting for the first line has a deadline; the
-        // reader keeps draining it afterwards so the child never blocks on a full pipe.
-        let (lines, stdout_lines) = std::sync::mpsc::channel();
+        // Its stdout, read apart so that waiting for the first line has a deadline.
         let stdout = child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines.send(line);
+        let lines = ChildLines::of(vec![Box::new(stdout)]);
+        let listening = lines.next_matching(
+            |l| l.starts_with("listening on http://") || l.starts_with("listening on https://"),
+            Duration::from_secs(60),
+        );
+        let (addr, scheme) = match listening {
+            Ok(line) => {
+                let (scheme, a) = line
+                    .trim_start_matches("listening on ")
+                    .split_once("://")
+                    .expect("a URL");
+                let scheme = if scheme == "https" { "https" } else { "http" };
+                (a.trim().parse().expect("address"), scheme)
             }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let (addr, scheme) = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stdout_lines.recv_timeout(left) {
-                Ok(line) => {
-                    let public = line
-                        .strip_prefix("listening on http://")
-                        .or_else(|| line.strip_prefix("listening on https://"));
-                    if let Some(a) = public {
-                        let scheme = if line.contains("https://") {
-                            "https"
-                        } else {
-                            "http"
-                        };
-                        break (a.trim().parse().expect("address"), scheme);
-                    }
+            Err(waited) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                if let Some(drain) = stderr_done {
+                    let _ = drain.join();
                 }
-                Err(waited) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    if let Some(drain) = stderr_done {
-                        let _ = drain.join();
+                let err = log.lock().unwrap().join("\n");
+                match waited {
+                    std::sync::mpsc::RecvTimeoutError::Timeout => {
+                        panic!("service did not listen within 60 s: {err}")
                     }
-                    let err = log.lock().unwrap().join("\n");
-                    match waited {
-                        std::sync::mpsc::RecvTimeoutError::Timeout => {
-                            panic!("service did not listen within 60 s: {err}")
-                        }
-                        std::sync::mpsc::RecvTimeoutError::Disconnected => {
-                            panic!("service exited before listening: {err}")
-                        }
+                    std::sync::mpsc::RecvTimeoutError::Disconnected => {
+                        panic!("service exited before listening: {err}")
                     }
                 }
             }

@@ -45,7 +45,7 @@ where
         // What needs no waiting is answered here, without the future of every route (its
         // time is the endpoint's, not that of the stages whose call it runs in).
         let now = super::stage::apart(|| {
-            answer_now(&self.app, &req).map(|answer| finish(&self.app, &req, answer))
+            answer_now(&self.app, &req).map(|answer| named(answer, caller(&self.app, &req)))
         });
         if let Some(answer) = now {
             return Box::pin(std::future::ready(answer));
@@ -60,33 +60,22 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // The request log and the trace name the caller (authentication put it in the
-    // request).
-    let caller = app
-        .opts
-        .names_requests()
-        .then(|| super::facts::principal(req.extensions()).cloned())
-        .flatten();
-    let resp = match route(app, req).await {
-        Ok(r) => r,
-        Err(e) => respond::problem(&e),
-    };
-    named(resp, caller)
+    let caller = caller(app, &req);
+    named(route(app, req).await, caller)
 }
 
-/// The answer of `req`, its error as a problem, and its caller named for the request log
-/// and the trace.
-fn finish<B>(app: &App, req: &Request<B>, answer: Result<Resp, ApiError>) -> Resp {
-    let caller = app
-        .opts
+/// The caller of `req` (authentication put it in the request), when the request log or
+/// the trace names it.
+fn caller<B>(app: &App, req: &Request<B>) -> Option<Arc<Principal>> {
+    app.opts
         .names_requests()
         .then(|| super::facts::principal(req.extensions()).cloned())
-        .flatten();
-    named(answer.unwrap_or_else(|e| respond::problem(&e)), caller)
+        .flatten()
 }
 
-/// `resp`, naming `caller` (if the request log or the trace wants it).
-fn named(mut resp: Resp, caller: Option<Arc<Principal>>) -> Resp {
+/// The answer, its error as a problem, naming `caller` for the request log and the trace.
+fn named(answer: Result<Resp, ApiError>, caller: Option<Arc<Principal>>) -> Resp {
+    let mut resp = answer.unwrap_or_else(|e| respond::problem(&e));
     if let Some(who) = caller {
         resp.extensions_mut().insert(super::request_log::Caller(who));
     }
@@ -193,12 +182,11 @@ where
     let principal = super::facts::principal(req.extensions())
         .cloned()
         .unwrap_or_else(|| Arc::new(Principal::anonymous()));
-    if let Some(answer) = operational(app, &route, req.headers()) {
-        return answer;
-    }
     let r = match route {
+        // Answered by `answer_now` before the routes that wait come here.
         Route::ClusterStatus | Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => {
-            return Err(ApiError::internal("an operational route was not answered"))
+            return operational(app, &route, req.headers())
+                .unwrap_or_else(|| Err(ApiError::internal("an operational route without an answer")))
         }
         Route::Raft(rpc) => return cluster::raft_rpc(app, &rpc, unread(req)?).await,
         Route::Members => return cluster::members(app, &path, unread(req)?).await,

@@ -235,7 +235,7 @@ enum Verdict {
     Refuse(ApiError),
 }
 
-fn decide<B>(rules: &Rules, req: &mut Request<B>) -> Verdict {
+fn decide<B>(rules: &Rules, req: &Request<B>) -> Verdict {
     let peer = super::facts::peer(req.extensions())
         .map(|p| p.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -282,9 +282,9 @@ fn decide<B>(rules: &Rules, req: &mut Request<B>) -> Verdict {
 }
 
 impl<B: Send + 'static> Step<B> for Firewall {
-    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
         let rules = self.rules.load();
-        let verdict = decide(&rules, &mut req);
+        let verdict = decide(&rules, &req);
         drop(rules);
         match verdict {
             Verdict::Refuse(e) => {

@@ -6,7 +6,7 @@
 //! checks the route's roles once (401 for anonymous callers, 403 for tokens without the
 //! role; a right held only through the pseudo-role `owner` passes, and the endpoint
 //! narrows it to the caller's records). The endpoints find the route and the caller in
-//! the request's extensions.
+//! the request's [`Facts`](super::facts::Facts).
 
 use std::sync::Arc;
 
@@ -315,7 +315,7 @@ impl Plane {
     }
 }
 
-/// The router stage: puts the request's [`Route`] in its extensions.
+/// The router stage: puts the request's [`Route`] in its facts.
 #[derive(Clone)]
 pub struct Router {
     /// The schema.
@@ -353,7 +353,7 @@ fn plane_roles<'a>(planes: &'a Planes, route: Option<&Route>) -> Option<&'a [Str
 }
 
 /// The authentication stage: for the API (and `/metrics` or `/openapi.json` when roles
-/// guard them), puts the caller (`Arc<Principal>`) in the request's extensions.
+/// guard them), puts the caller (`Arc<Principal>`) in the request's facts.
 #[derive(Clone)]
 pub struct Authenticate {
     /// The tokens in force.

@@ -124,8 +124,8 @@ impl InProcess {
     }
 
     /// Sends `req` through the pipeline, as if from `127.0.0.1:40000` unless the request
-    /// carries its own peer in its [`Facts`](crate::http::facts::Facts). Panics when the answer is one the service's OpenAPI
-    /// document does not describe.
+    /// carries its own peer in its [`Facts`](crate::http::facts::Facts). Panics when the
+    /// answer is one the service's OpenAPI document does not describe.
     pub async fn call(&self, mut req: Request<Full<Bytes>>) -> Response<Body> {
         if facts::peer(req.extensions()).is_none() {
             let from = SocketAddr::from(([127, 0, 0, 1], 40000));
