@@ -290,12 +290,12 @@ fn edits_survive_schema_changes_and_the_crate_builds_and_runs() {
 
 fn run_verb_starts_the_service(dir: &std::path::Path, data: &std::path::Path) {
     use std::os::unix::process::CommandExt;
-    let mut child = std::process::Command::new(GEN)
+    let mut child = std::process::Command::new(GEN);
+    let mut child = generated_cargo_env(&mut child)
         .args(["run", "--project"])
         .arg(dir)
         .args(["--", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
         .arg(data)
-        .env("CARGO_TARGET_DIR", e2e_target())
         .env("LITHAIR_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -662,12 +662,12 @@ fn run_watch_follows_schema_changes_and_keeps_the_last_good_service() {
     use std::time::Duration;
     let tmp = tempfile::tempdir().unwrap();
     let dir = project_of(tmp.path(), "watched", WATCHED_SCHEMA);
-    let mut child = std::process::Command::new(GEN)
+    let mut child = std::process::Command::new(GEN);
+    let mut child = generated_cargo_env(&mut child)
         .args(["run", "--watch", "--project"])
         .arg(&dir)
         .args(["--", "--host", "127.0.0.1", "--port", "0", "--data-dir"])
         .arg(tmp.path().join("data"))
-        .env("CARGO_TARGET_DIR", e2e_target())
         .env("LITHAIR_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -78,6 +78,16 @@ pub fn e2e_target() -> PathBuf {
         .unwrap_or_else(|| workspace().join("target").join("e2e"))
 }
 
+/// Points a command that runs cargo on a generated crate (directly, or through
+/// `lithair-gen run`) at the shared target dir, without debug info: every generated crate
+/// the tests build links the whole runtime, and its debug info would take gigabytes of disk
+/// that a test never reads. Every such command gets the same settings, so the dependencies
+/// compile once.
+pub fn generated_cargo_env(cmd: &mut Command) -> &mut Command {
+    cmd.env("CARGO_TARGET_DIR", e2e_target())
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
+}
+
 /// The lines a child writes to some of its pipes, read on threads of their own as they
 /// come. Each thread drains its pipe to the end, also once nobody waits for its lines,
 /// so that the child never blocks on a full pipe.
@@ -206,8 +216,8 @@ pub fn build(dir: &Path) -> PathBuf {
     build
         .args(["build", "--quiet"])
         .current_dir(dir)
-        .env("CARGO_TARGET_DIR", e2e_target())
         .env_remove("RUSTFLAGS");
+    generated_cargo_env(&mut build);
     // A cold build of the dependency tree takes minutes on two cores.
     let out = output_within(&mut build, Duration::from_secs(1800)).expect("run cargo build");
     assert!(
@@ -226,8 +236,8 @@ pub fn assert_clippy_clean(dir: &Path) {
     let mut clippy = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     clippy
         .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
-        .current_dir(dir)
-        .env("CARGO_TARGET_DIR", e2e_target());
+        .current_dir(dir);
+    generated_cargo_env(&mut clippy);
     let out = output_within(&mut clippy, Duration::from_secs(1800)).expect("run cargo clippy");
     assert!(
         out.status.success(),
