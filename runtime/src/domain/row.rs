@@ -33,6 +33,9 @@ pub struct Layout {
     version: Option<usize>,
     /// The bytes the slots' names take in a JSON object (`"name":` and a comma each).
     names_len: usize,
+    /// Each slot's name as a JSON object's key (`"name":`), written once for every
+    /// record's JSON.
+    keys: Vec<Box<[u8]>>,
 }
 
 /// One slot of a layout: a field name, and for an enum the values its tag numbers.
@@ -73,11 +76,21 @@ impl Layout {
             .collect::<HashMap<Box<str>, usize>>();
         let version = by_name.get("version").copied();
         let names_len = slots.iter().map(|s| s.name.len() + 4).sum();
+        let keys = slots
+            .iter()
+            .map(|s| {
+                let mut key = Vec::with_capacity(s.name.len() + 3);
+                write_str(&mut key, &s.name);
+                key.push(b':');
+                key.into_boxed_slice()
+            })
+            .collect();
         Arc::new(Layout {
             slots,
             by_name,
             version,
             names_len,
+            keys,
         })
     }
 
@@ -285,32 +298,50 @@ impl Stored {
     /// Its JSON text, in schema order, without the fields named in `hidden` (a caller's
     /// field mask).
     pub fn json_without(&self, hidden: &[String]) -> bytes::Bytes {
+        self.json_and_version(hidden).0
+    }
+
+    /// Its JSON text without the fields in `hidden` (as [`Stored::json_without`]), and its
+    /// version (as [`Stored::version`]), read in the same pass over its bytes.
+    pub fn json_and_version(&self, hidden: &[String]) -> (bytes::Bytes, u64) {
         // Room for the names and the values' text (a UUID's 16 bytes are 38 characters, a
         // timestamp's ~8 are 29), so that the text seldom outgrows it.
         let mut out = Vec::with_capacity(self.layout.names_len + self.bytes.len() * 3 + 2);
-        self.write_json_without(&mut out, hidden);
-        out.into()
+        let version = self.write_json_versioned(&mut out, hidden);
+        (out.into(), version.unwrap_or_else(|| self.version()))
     }
 
     /// Appends its JSON text to `out`, leaving out the fields named in `hidden`: their
     /// values are skipped in the bytes, never rendered.
     pub fn write_json_without(&self, out: &mut Vec<u8>, hidden: &[String]) {
+        self.write_json_versioned(out, hidden);
+    }
+
+    /// [`Stored::write_json_without`], answering the version when its slot holds an
+    /// integer (None: read it with [`Stored::version`]).
+    fn write_json_versioned(&self, out: &mut Vec<u8>, hidden: &[String]) -> Option<u64> {
         let hides = |name: &str| !hidden.is_empty() && hidden.iter().any(|h| h == name);
         let mut r = self.reader();
+        let mut version = None;
         out.push(b'{');
         let mut first = true;
-        let mut key = |out: &mut Vec<u8>, name: &str| {
+        let mut comma = |out: &mut Vec<u8>| {
             if !first {
                 out.push(b',');
             }
             first = false;
-            write_str(out, name);
-            out.push(b':');
         };
-        for slot in &self.layout.slots {
+        for (i, (slot, key)) in self.layout.slots.iter().zip(&self.layout.keys).enumerate() {
             if r.peek() == Some(tag::ABSENT) {
                 r.at += 1;
                 continue;
+            }
+            if Some(i) == self.layout.version && r.peek() == Some(tag::INT) {
+                let mut at = Reader {
+                    bytes: r.bytes,
+                    at: r.at + 1,
+                };
+                version = at.varint().ok().and_then(|n| u64::try_from(unzigzag(n)).ok());
             }
             if hides(&slot.name) {
                 if r.skip_slot(&slot.values).is_err() {
@@ -318,7 +349,8 @@ impl Stored {
                 }
                 continue;
             }
-            key(out, &slot.name);
+            comma(out);
+            out.extend_from_slice(key);
             if r.write_json(out, &slot.values).is_err() {
                 break;
             }
@@ -332,12 +364,15 @@ impl Stored {
                 }
                 continue;
             }
-            key(out, k);
+            comma(out);
+            write_str(out, k);
+            out.push(b':');
             if r.write_json(out, &[]).is_err() {
                 break;
             }
         }
         out.push(b'}');
+        version
     }
 }
 
@@ -834,6 +869,14 @@ mod tests {
             assert_eq!(stored.get("missing"), None);
             let version = r.get("version").and_then(Value::as_u64).unwrap_or(0);
             assert_eq!(stored.version(), version, "{r:?}");
+            // The JSON's pass reads the same version, whatever it leaves out.
+            for hidden in [&[][..], &["name".to_string(), "version".to_string()][..]] {
+                let (json, v) = stored.json_and_version(hidden);
+                assert_eq!(v, version, "{r:?}");
+                let json: Map<String, Value> = serde_json::from_slice(&json).unwrap();
+                assert!(hidden.iter().all(|h| !json.contains_key(h)));
+                assert_eq!(json.len(), r.keys().filter(|k| !hidden.contains(k)).count());
+            }
             // Parsed by the same parser as serde_json's own text of the record (serde_json
             // parses some floats one unit off; the digits must be the same).
             let text: Value = serde_json::from_slice(&stored.json_without(&[])).unwrap();

@@ -111,9 +111,21 @@ impl ServeOptions {
         self
     }
 
-    /// Whether a request's answer carries its model, operation and caller for the
-    /// request log or the trace.
-    pub(crate) fn names_requests(&self) -> bool {
+    /// Whether an answer with `status` carries its request's model, operation and caller:
+    /// when the request log writes its line (every line with `request_log = "all"`, a
+    /// 4xx's or 5xx's with `"errors"`), or requests are traced.
+    pub(crate) fn names_answer(&self, status: u16) -> bool {
+        use crate::config::RequestLog;
+        self.tracing.is_some()
+            || match self.request_log {
+                RequestLog::All => true,
+                RequestLog::Errors => status >= 400,
+                RequestLog::Off => false,
+            }
+    }
+
+    /// Whether some answers carry their request's model, operation and caller.
+    pub(crate) fn names_answers(&self) -> bool {
         self.request_log != crate::config::RequestLog::Off || self.tracing.is_some()
     }
 

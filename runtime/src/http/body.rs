@@ -27,7 +27,7 @@ use tower::{Layer, Service};
 
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
-use super::stage::{Answer, BoxFuture, Next, Shared};
+use super::stage::{Answer, Next, Reply, Shared};
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, Operation};
@@ -145,7 +145,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+    fn answer(&self, req: Request<B>) -> Reply {
         let (parts, body) = req.into_parts();
         let (patch, create) = match takes(super::facts::route(&parts.extensions)) {
             // Nothing to wait for: handed on at once.
@@ -159,7 +159,7 @@ where
         };
         let inner = self.inner.clone();
         let read = self.read.clone();
-        Box::pin(async move {
+        Reply::later(async move {
             let who = super::facts::principal(&parts.extensions).cloned();
             let (payload, checked) = match read.json(&parts.headers, body, patch, create, who).await {
                 Ok(p) => p,
@@ -314,14 +314,14 @@ mod tests {
     struct Echo;
 
     impl Next<Payload<Full<Bytes>>> for Echo {
-        fn answer(&self, req: Request<Payload<Full<Bytes>>>) -> BoxFuture<Resp> {
+        fn answer(&self, req: Request<Payload<Full<Bytes>>>) -> Reply {
             let what = match req.into_body() {
                 Payload::Empty => serde_json::json!("empty"),
                 Payload::Json(v) => serde_json::json!({ "json": v }),
                 Payload::Checked(m) => serde_json::json!({ "checked": m }),
                 Payload::Unread(_) => serde_json::json!("unread"),
             };
-            Box::pin(async move { respond::json(200, &what) })
+            Reply::now(respond::json(200, &what))
         }
     }
 

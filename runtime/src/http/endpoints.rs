@@ -22,7 +22,7 @@ use super::projection;
 use super::list::ListQuery;
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
-use super::stage::{BoxFuture, Next};
+use super::stage::{Next, Reply};
 use crate::auth::{Access, Principal};
 use crate::domain::decide::IdempotencyKey;
 use crate::error::ApiError;
@@ -41,17 +41,19 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn answer(&self, req: Request<Payload<B>>) -> BoxFuture<Resp> {
+    fn answer(&self, req: Request<Payload<B>>) -> Reply {
         // What needs no waiting is answered here, without the future of every route (its
         // time is the endpoint's, not that of the stages whose call it runs in).
         let now = super::stage::apart(|| {
-            answer_now(&self.app, &req).map(|answer| named(answer, caller(&self.app, &req)))
+            answer_now(&self.app, &req).map(|answer| {
+                named(&self.app, answer, super::facts::principal(req.extensions()))
+            })
         });
         if let Some(answer) = now {
-            return Box::pin(std::future::ready(answer));
+            return Reply::now(answer);
         }
         let app = self.app.clone();
-        Box::pin(async move { handle(&app, req).await })
+        Reply::later(async move { handle(&app, req).await })
     }
 }
 
@@ -60,24 +62,24 @@ where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let caller = caller(app, &req);
-    named(route(app, req).await, caller)
-}
-
-/// The caller of `req` (authentication put it in the request), when the request log or
-/// the trace names it.
-fn caller<B>(app: &App, req: &Request<B>) -> Option<Arc<Principal>> {
-    app.opts
-        .names_requests()
+    // The caller (authentication put it in the request), kept if some answers name it.
+    let caller = app
+        .opts
+        .names_answers()
         .then(|| super::facts::principal(req.extensions()).cloned())
-        .flatten()
+        .flatten();
+    named(app, route(app, req).await, caller.as_ref())
 }
 
-/// The answer, its error as a problem, naming `caller` for the request log and the trace.
-fn named(answer: Result<Resp, ApiError>, caller: Option<Arc<Principal>>) -> Resp {
+/// The answer, its error as a problem, naming `caller` when the request log or the trace
+/// names this answer's caller.
+fn named(app: &App, answer: Result<Resp, ApiError>, caller: Option<&Arc<Principal>>) -> Resp {
     let mut resp = answer.unwrap_or_else(|e| respond::problem(&e));
     if let Some(who) = caller {
-        resp.extensions_mut().insert(super::request_log::Caller(who));
+        if app.opts.names_answer(resp.status().as_u16()) {
+            resp.extensions_mut()
+                .insert(super::request_log::Caller(who.clone()));
+        }
     }
     resp
 }
@@ -158,14 +160,26 @@ fn get(
         .get(&m.name, id)
         .filter(|r| access.covers(|f| r.get(f)))
         .ok_or_else(|| ApiError::not_found(format!("no {} with this id", m.name)))?;
-    let etag = cache::record_etag(r.version());
-    if cache::none_match(headers, &etag)? {
-        return Ok(cache::not_modified(m, &etag));
-    }
-    // The record's JSON; `decorate` adds its ETag and caching headers.
-    let answer = rendered(app, || {
-        respond::json_bytes(200, r.json_without(access.hidden()))
-    });
+    // The record's JSON; `decorate` adds its ETag and caching headers. Without a
+    // condition, the version comes from the pass that writes the JSON.
+    let (answer, etag) = if headers.contains_key(hyper::header::IF_NONE_MATCH) {
+        let etag = cache::record_etag(r.version());
+        if cache::none_match(headers, &etag)? {
+            return Ok(cache::not_modified(m, &etag));
+        }
+        let answer = rendered(app, || {
+            respond::json_bytes(200, r.json_without(access.hidden()))
+        });
+        (answer, etag)
+    } else {
+        let mut version = 0;
+        let answer = rendered(app, || {
+            let (json, v) = r.json_and_version(access.hidden());
+            version = v;
+            respond::json_bytes(200, json)
+        });
+        (answer, cache::record_etag(version))
+    };
     Ok(cache::decorate(answer, m, &etag))
 }
 

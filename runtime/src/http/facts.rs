@@ -1,11 +1,12 @@
 //! What the pipeline learns about a request, carried in one extension: the address it
-//! came from (set by the connection), its route (the router) and its caller
-//! (authentication). One value instead of one extension each: every extension is a
+//! came from (set by the connection), its request id (the front stage), its route (the
+//! router) and its caller (authentication). One value instead of one extension each: every extension is a
 //! boxed value in a map that grows as they come, and a request carried four or five.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hyper::header::HeaderValue;
 use hyper::http::Extensions;
 
 use super::router::Route;
@@ -16,6 +17,8 @@ use crate::auth::Principal;
 pub struct Facts {
     /// The socket address the request came from.
     pub peer: Option<SocketAddr>,
+    /// Its `X-Request-Id`: the client's, or one this node made.
+    pub request_id: Option<HeaderValue>,
     /// Where the router sent it.
     pub route: Option<Route>,
     /// Who authentication found it from.

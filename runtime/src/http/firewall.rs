@@ -23,8 +23,8 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::Request;
 use ipnet::IpNet;
 
-use super::respond::{self, Resp};
-use super::stage::{BoxFuture, Next, Step};
+use super::respond;
+use super::stage::{Next, Reply, Step};
 use crate::config::FirewallConfig;
 use crate::error::ApiError;
 
@@ -282,7 +282,7 @@ fn decide<B>(rules: &Rules, req: &Request<B>) -> Verdict {
 }
 
 impl<B: Send + 'static> Step<B> for Firewall {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let rules = self.rules.load();
         let verdict = decide(&rules, &req);
         drop(rules);
@@ -295,18 +295,14 @@ impl<B: Send + 'static> Step<B> for Firewall {
                     r.headers_mut()
                         .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                Box::pin(std::future::ready(r))
+                Reply::now(r)
             }
             Verdict::Pass(None) => next.answer(req),
-            Verdict::Pass(Some((policy, state))) => {
-                let answer = next.answer(req);
-                Box::pin(async move {
-                    let mut r = answer.await;
-                    r.headers_mut().insert(RATELIMIT_POLICY, policy);
-                    r.headers_mut().insert(RATELIMIT, state);
-                    r
-                })
-            }
+            Verdict::Pass(Some((policy, state))) => next.answer(req).map(move |mut r| {
+                r.headers_mut().insert(RATELIMIT_POLICY, policy);
+                r.headers_mut().insert(RATELIMIT, state);
+                r
+            }),
         }
     }
 }

@@ -42,7 +42,7 @@ use crate::domain::{Stage, Stages};
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
 use crate::spec::Operation;
-use super::stage::{BoxFuture, Next, Step};
+use super::stage::{Next, Reply, Step};
 
 /// `lithair_stage_duration_seconds{stage}`: the store's histogram of each stage, one
 /// family labelled by stage.
@@ -396,27 +396,33 @@ pub(crate) struct Measure {
 }
 
 impl<B: Send + 'static> Step<B> for Measure {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let key = RouteKey::of(super::facts::route(req.extensions()));
         let started = crate::clock::Instant::now();
-        let answer = next.answer(req);
-        let app = self.app.clone();
-        Box::pin(async move {
-            let mut r = answer.await;
-            if let Some(route) = app.metrics.route(key) {
-                app.metrics
-                    .record(route, r.status().as_u16(), started.elapsed());
-                // The request log and the trace name the model and the operation.
-                if app.opts.names_requests() {
-                    r.extensions_mut().insert(super::request_log::Logged {
-                        model: route.model.clone(),
-                        operation: route.operation.clone(),
-                    });
-                }
+        match next.answer(req).ready() {
+            Ok(r) => Reply::now(measured(&self.app, key, started, r)),
+            Err(later) => {
+                let app = self.app.clone();
+                later.map(move |r| measured(&app, key, started, r))
             }
-            r
-        })
+        }
     }
+}
+
+/// Counts and times the answer `r` of a request to the route `key`, started at `started`.
+fn measured(app: &App, key: RouteKey, started: crate::clock::Instant, mut r: Resp) -> Resp {
+    if let Some(route) = app.metrics.route(key) {
+        app.metrics
+            .record(route, r.status().as_u16(), started.elapsed());
+        // The request log and the trace name the model and the operation.
+        if app.opts.names_answer(r.status().as_u16()) {
+            r.extensions_mut().insert(super::request_log::Logged {
+                model: route.model.clone(),
+                operation: route.operation.clone(),
+            });
+        }
+    }
+    r
 }
 
 /// `GET /metrics`, in the OpenMetrics text format; labelled `text/plain` for a client whose

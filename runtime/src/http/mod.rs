@@ -1,7 +1,8 @@
 //! The HTTP layer: hyper server, the request pipeline and the endpoints.
 //!
 //! The order of a request's stages is the seed's data flow, composed in one place
-//! (`pipeline.rs`): connection limits (`server.rs`) → request id → security headers →
+//! (`pipeline.rs`): connection limits and the header timeout (`server.rs`, `conn.rs`) →
+//! the front: sensitive headers, request id, security headers → request log → trace →
 //! firewall: allow/deny, rate limit (`firewall.rs`) → CORS → deadline → router →
 //! measure (`metrics.rs`) → authentication → permission check (`router.rs`) → body: limits, JSON, a create's
 //! schema check (`body.rs`) → the endpoints: hooks and the store through the engine
@@ -13,6 +14,7 @@ pub(crate) mod app;
 pub mod body;
 mod cache;
 mod cluster;
+mod conn;
 mod endpoints;
 pub mod facts;
 mod feed;

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //! connection limits (at accept, in `server.rs`)
-//!   → sensitive headers (`Authorization`, `Cookie`, the cluster secret: never shown) and
-//!     the request id (`X-Request-Id`: the client's or a new one, on every answer)
+//!   → the front: sensitive headers (`Authorization`, `Cookie`, the cluster secret: never
+//!     shown), the request id (`X-Request-Id`: the client's or a new one, on every
+//!     answer) and the security headers (on every answer, refusals included), in one
+//!     pass over the request's headers
 //!   → the request log (`[telemetry] request_log`, `request_log.rs`)
 //!   → the trace (`[telemetry] otlp_endpoint`: a traced request's span, `trace.rs`)
-//!   → security headers (on every answer, refusals included)
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
 //!   → CORS (when `[server.cors]` lists origins)
 //!   → the request deadline (`[server] request_timeout_ms`)
@@ -18,7 +19,12 @@
 //! ```
 //!
 //! Each stage is a tower layer; the stages that do not depend on the endpoints are
-//! generic over the request body, so they are tested on their own. The firewall, the
+//! generic over the request body, so they are tested on their own. An answer comes back
+//! through the stages as a [`Reply`]: one there at once (a get, a refusal) is changed by
+//! each stage on its way out, without a future per stage. The front is written here
+//! rather than taken from tower-http's request-id and sensitive-headers layers: those
+//! are three layers that each look the headers up and wrap the answer's future, and
+//! they cost a GET more than the rest of the stages before the router together. The firewall, the
 //! router, authentication and authorization are [`Timed`]: their own work goes to
 //! `lithair_stage_duration_seconds` (the store's `Stages`), as do the schema check, the
 //! hooks, Raft, apply and the answer's rendering, timed where they run.
@@ -34,15 +40,13 @@ use std::time::Duration;
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL};
 use hyper::{Method, Request};
 use tower::Service;
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 use super::app::App;
 use super::body::{BodyLimits, ReadBody};
 use super::endpoints::Endpoints;
 use super::respond::{self, Resp};
 use super::router::{Authenticate, Authorize, Plane, Router};
-use super::stage::{call, BoxFuture, Next, Shared, StageLayer, Step, Timed};
+use super::stage::{call, Later, Next, Reply, Shared, StageLayer, Step, Timed};
 use crate::domain::Stage;
 use crate::error::ApiError;
 
@@ -51,7 +55,9 @@ use crate::error::ApiError;
 pub(crate) fn stack<B>(
     app: Arc<App>,
     plane: Plane,
-) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
+) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send>
+       + Next<B>
+       + Clone
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -119,31 +125,32 @@ pub(crate) struct Telemetry {
     pub tracing: Option<Arc<crate::telemetry::Tracing>>,
 }
 
-/// The stages before the router: sensitive headers and the request id, security
-/// headers, firewall, CORS, deadline.
+/// The stages before the router: the front (sensitive headers, the request id, security
+/// headers), the request log, the trace, firewall, CORS, deadline.
 fn outer<S, B, F>(
     inner: S,
     firewall: F,
     cors: &[String],
     deadline: Duration,
     telemetry: Telemetry,
-) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Clone + Send
+) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send>
+       + Next<B>
+       + Clone
 where
     S: Next<B>,
     B: Send + 'static,
     F: Step<B>,
 {
     tower::ServiceBuilder::new()
-        .layer(SetSensitiveRequestHeadersLayer::new(SENSITIVE))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, RequestIds::new()))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(StageLayer(Front {
+            ids: RequestIds::new(),
+        }))
         .layer(StageLayer(super::request_log::RequestLogStage {
             mode: telemetry.log,
         }))
         .layer(StageLayer(super::trace::TraceStage {
             tracing: telemetry.tracing,
         }))
-        .layer(StageLayer(SecurityHeaders))
         .layer(StageLayer(firewall))
         .layer(CorsStage(cors_layer(cors)))
         .layer(StageLayer(Deadline { deadline }))
@@ -154,13 +161,9 @@ where
 /// carries it back.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Headers whose values are secrets: marked sensitive, so that no log or debug output
-/// shows them.
-const SENSITIVE: [HeaderName; 3] = [
-    hyper::header::AUTHORIZATION,
-    hyper::header::COOKIE,
-    HeaderName::from_static(crate::raft::network::SECRET_HEADER),
-];
+/// The cluster's secret header: its value is marked sensitive, as are `Authorization`'s
+/// and `Cookie`'s, so that no log or debug output shows them.
+const SECRET: HeaderName = HeaderName::from_static(crate::raft::network::SECRET_HEADER);
 
 /// Makes request ids: a random prefix per process and a counter (unique per node,
 /// without a system call per request).
@@ -177,10 +180,9 @@ impl RequestIds {
             next: Arc::new(AtomicU64::new(1)),
         }
     }
-}
 
-impl MakeRequestId for RequestIds {
-    fn make_request_id<B>(&mut self, _: &Request<B>) -> Option<RequestId> {
+    /// The next id.
+    fn make(&self) -> HeaderValue {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         // `{prefix:08x}-{n:x}`, written without the formatting machinery (every request
         // makes one).
@@ -194,9 +196,11 @@ impl MakeRequestId for RequestIds {
         for (i, d) in id[9..9 + digits].iter_mut().enumerate() {
             *d = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
         }
-        HeaderValue::from_bytes(&id[..9 + digits])
-            .ok()
-            .map(RequestId::new)
+        match HeaderValue::from_bytes(&id[..9 + digits]) {
+            Ok(id) => id,
+            // Hex digits and a dash are always a valid header value.
+            Err(_) => HeaderValue::from_static("0"),
+        }
     }
 }
 
@@ -271,9 +275,9 @@ where
     S: Next<B>,
     B: Send + 'static,
 {
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+    fn answer(&self, req: Request<B>) -> Reply {
         match &self.cors {
-            Some(cors) => Box::pin(call(cors.clone(), req)),
+            Some(cors) => Reply::later(call(cors.clone(), req)),
             None => self.inner.answer(req),
         }
     }
@@ -282,23 +286,42 @@ where
 /// `X-Content-Type-Options` (a constant: a header named by a string is parsed per use).
 const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
-/// Adds `X-Content-Type-Options: nosniff` to every answer, and `Cache-Control: no-store`
-/// to errors and to answers to authenticated requests (unless the answer set its own).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SecurityHeaders;
+/// The first stage. One pass over the request's headers marks the secret ones sensitive
+/// and finds the client's `X-Request-Id`; the request id (the client's, or a new one) goes
+/// into the request's facts for the log and the trace. Every answer, refusals included,
+/// carries the request id back (unless it names one itself), `X-Content-Type-Options:
+/// nosniff`, and `Cache-Control: no-store` when it is an error or answers an
+/// authenticated request (unless it set its own).
+#[derive(Clone)]
+struct Front {
+    ids: RequestIds,
+}
 
-impl<B: Send + 'static> Step<B> for SecurityHeaders {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
-        let authenticated = req.headers().contains_key(hyper::header::AUTHORIZATION);
-        let answer = next.answer(req);
-        Box::pin(async move {
-            let mut r = answer.await;
-            r.headers_mut()
-                .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+impl<B: Send + 'static> Step<B> for Front {
+    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
+        let mut authenticated = false;
+        let mut id = None;
+        for (name, value) in req.headers_mut().iter_mut() {
+            if name == hyper::header::AUTHORIZATION {
+                authenticated = true;
+                value.set_sensitive(true);
+            } else if name == hyper::header::COOKIE || name == SECRET {
+                value.set_sensitive(true);
+            } else if name == REQUEST_ID && id.is_none() {
+                id = Some(value.clone());
+            }
+        }
+        let id = id.unwrap_or_else(|| self.ids.make());
+        super::facts::of_mut(req.extensions_mut()).request_id = Some(id.clone());
+        next.answer(req).map(move |mut r| {
             let error = r.status().as_u16() >= 400;
-            if (error || authenticated) && !r.headers().contains_key(CACHE_CONTROL) {
-                r.headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            let headers = r.headers_mut();
+            if !headers.contains_key(REQUEST_ID) {
+                headers.insert(REQUEST_ID, id);
+            }
+            headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            if (error || authenticated) && !headers.contains_key(CACHE_CONTROL) {
+                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             r
         })
@@ -307,7 +330,7 @@ impl<B: Send + 'static> Step<B> for SecurityHeaders {
 
 /// One deadline for every request (Raft messages, which may carry large snapshots, have
 /// their own): past it, 503 with `Retry-After`, saying that a write's outcome is unknown.
-/// It runs from when the answer first waits: an answer ready at once (a get) makes no
+/// It runs from when the answer first waits: an answer there at once (a get) makes no
 /// timer at all.
 #[derive(Clone, Copy, Debug)]
 pub struct Deadline {
@@ -316,24 +339,27 @@ pub struct Deadline {
 }
 
 impl<B: Send + 'static> Step<B> for Deadline {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let deadline = self.deadline;
         if req.uri().path().starts_with("/_raft/") {
             return next.answer(req);
         }
         let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-        Box::pin(WithDeadline {
-            answer: next.answer(req),
-            deadline,
-            timer: None,
-            safe,
-        })
+        match next.answer(req).ready() {
+            Ok(r) => Reply::now(r),
+            Err(answer) => Reply::later(WithDeadline {
+                answer,
+                deadline,
+                timer: None,
+                safe,
+            }),
+        }
     }
 }
 
 /// An answer and its deadline; the timer is made when the answer first waits.
 struct WithDeadline {
-    answer: BoxFuture<Resp>,
+    answer: Later,
     deadline: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// A GET or HEAD: the client may simply retry.
@@ -345,7 +371,7 @@ impl Future for WithDeadline {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resp> {
         let this = &mut *self;
-        if let Poll::Ready(r) = this.answer.as_mut().poll(cx) {
+        if let Poll::Ready(r) = Pin::new(&mut this.answer).poll(cx) {
             return Poll::Ready(r);
         }
         let deadline = this.deadline;
@@ -378,13 +404,13 @@ mod tests {
     #[test]
     fn request_ids_are_the_prefix_and_the_count_in_hex() {
         for (prefix, n) in [(0, 1), (0xdead_beef, 0x10), (0x0000_00ff, u64::MAX), (7, 0xabc)] {
-            let mut ids = RequestIds {
+            let ids = RequestIds {
                 prefix,
                 next: Arc::new(AtomicU64::new(n)),
             };
-            let id = ids.make_request_id(&Request::new(())).expect("an id");
+            let id = ids.make();
             assert_eq!(
-                id.header_value().to_str().ok(),
+                id.to_str().ok(),
                 Some(format!("{prefix:08x}-{n:x}").as_str())
             );
         }
@@ -596,6 +622,67 @@ mod tests {
         let (code, r) = status(&svc, req).await;
         assert_eq!(code, 503);
         assert!(r.headers().contains_key("retry-after"));
+    }
+
+    async fn body_json(r: Resp) -> serde_json::Value {
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        serde_json::from_slice(&body).unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn the_front_hides_secrets_and_names_every_answer() {
+        // An endpoint that says what it was given: which headers were marked sensitive,
+        // and the request id in the request's facts.
+        let seen = Leaf(tower::service_fn(|req: Request<()>| async move {
+            let sensitive: Vec<&str> = req
+                .headers()
+                .iter()
+                .filter(|(_, v)| v.is_sensitive())
+                .map(|(n, _)| n.as_str())
+                .collect();
+            let id = crate::http::facts::of(req.extensions())
+                .and_then(|f| f.request_id.as_ref()?.to_str().ok())
+                .unwrap_or_default();
+            Ok::<_, Infallible>(respond::json(
+                200,
+                &serde_json::json!({"sensitive": sensitive, "id": id}),
+            ))
+        }));
+        let svc = outer(seen, with(FirewallConfig::default()), &[], Duration::from_secs(5), Default::default());
+        let secret = crate::raft::network::SECRET_HEADER;
+        let (_, r) = status(
+            &svc,
+            request(
+                "127.0.0.1:1",
+                "/x",
+                &[
+                    ("authorization", "Bearer x"),
+                    ("cookie", "a=b"),
+                    (secret, "s"),
+                    ("accept", "*/*"),
+                    ("x-request-id", "client-1"),
+                ],
+            ),
+        )
+        .await;
+        assert_eq!(r.headers()["x-request-id"], "client-1");
+        let body = body_json(r).await;
+        assert_eq!(body["id"], "client-1");
+        assert_eq!(
+            body["sensitive"],
+            serde_json::json!(["authorization", "cookie", secret])
+        );
+        // Without one, the node makes an id: the same in the facts and on the answer, and
+        // another for the next request.
+        let (_, r) = status(&svc, request("127.0.0.1:1", "/x", &[])).await;
+        let made = r.headers()["x-request-id"].clone();
+        let body = body_json(r).await;
+        assert_eq!(body["id"], made.to_str().unwrap_or("?"));
+        let (_, next) = status(&svc, request("127.0.0.1:1", "/x", &[])).await;
+        assert_ne!(next.headers()["x-request-id"], made);
     }
 
     #[tokio::test]

@@ -9,13 +9,12 @@
 //! model, operation, principal, status, request size, latency and the time of the body's
 //! schema check. With `log_format = "json"` (`crate::logs`) that is the seed's shape.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::Request;
 use opentelemetry::trace::{SpanId, TraceId};
 
-use super::respond::Resp;
-use super::stage::{BoxFuture, Next, Step};
+use super::stage::{Next, Reply, Step};
 use crate::config::RequestLog;
 
 /// What later stages tell the request log, in the answer's extensions: the request's
@@ -63,12 +62,12 @@ pub(crate) struct RequestLogStage {
 }
 
 impl<B: Send + 'static> Step<B> for RequestLogStage {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let mode = self.mode;
         if mode == RequestLog::Off {
             return next.answer(req);
         }
-        let started = Instant::now();
+        let started = crate::clock::Instant::now();
         // What the line needs of the request, kept without copying its text: the method,
         // the URI and the header values share the request's buffers.
         let method = req.method().clone();
@@ -79,12 +78,11 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        let request_id = headers.get(&super::pipeline::REQUEST_ID).cloned();
         let traceparent = headers.get("traceparent").cloned();
-        let client = super::facts::peer(req.extensions()).map(|p| p.ip());
-        let answer = next.answer(req);
-        Box::pin(async move {
-            let r = answer.await;
+        let facts = super::facts::of(req.extensions());
+        let request_id = facts.and_then(|f| f.request_id.clone());
+        let client = facts.and_then(|f| f.peer).map(|p| p.ip());
+        next.answer(req).map(move |r| {
             let status = r.status().as_u16();
             if mode == RequestLog::All || status >= 400 {
                 let none = Logged::default();

@@ -14,8 +14,8 @@ use hyper::{Method, Request};
 use uuid::Uuid;
 
 use super::app::{Live, Planes};
-use super::respond::{self, Resp};
-use super::stage::{BoxFuture, Next, Step};
+use super::respond;
+use super::stage::{Next, Reply, Step};
 use crate::auth::{authorize, grant, Grant, Principal};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, ModelSpec, Operation, ServiceSpec};
@@ -325,7 +325,7 @@ pub struct Router {
 }
 
 impl<B: Send + 'static> Step<B> for Router {
-    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
         let routed = resolve(&self.spec.spec, req.method(), req.uri().path()).and_then(|r| {
             match self.plane.refuses(&r) {
                 Some(e) => Err(e),
@@ -337,7 +337,7 @@ impl<B: Send + 'static> Step<B> for Router {
                 super::facts::of_mut(req.extensions_mut()).route = Some(route);
                 next.answer(req)
             }
-            Err(e) => Box::pin(async move { respond::problem(&e) }),
+            Err(e) => Reply::now(respond::problem(&e)),
         }
     }
 }
@@ -363,7 +363,7 @@ pub struct Authenticate {
 }
 
 impl<B: Send + 'static> Step<B> for Authenticate {
-    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
         let route = super::facts::route(req.extensions());
         if matches!(
             route,
@@ -380,7 +380,7 @@ impl<B: Send + 'static> Step<B> for Authenticate {
                 Ok(principal) => {
                     super::facts::of_mut(req.extensions_mut()).principal = Some(principal);
                 }
-                Err(e) => return Box::pin(std::future::ready(respond::problem(&e))),
+                Err(e) => return Reply::now(respond::problem(&e)),
             }
         }
         next.answer(req)
@@ -397,7 +397,7 @@ pub struct Authorize {
 }
 
 impl<B: Send + 'static> Step<B> for Authorize {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let route = super::facts::route(req.extensions());
         if let Some(roles) = plane_roles(&self.planes, route) {
             let anonymous = Principal::anonymous();
@@ -408,7 +408,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
                 _ => "read the OpenAPI document",
             };
             if let Err(e) = authorize(who, roles, what) {
-                return Box::pin(std::future::ready(respond::problem(&e)));
+                return Reply::now(respond::problem(&e));
             }
         }
         if let Some(Route::Projection(index)) = route {
@@ -419,7 +419,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
             if !who.may(&p.read) {
                 let refused = authorize(who, &p.read, &format!("read {}", p.name));
                 if let Err(e) = refused {
-                    return Box::pin(std::future::ready(respond::problem(&e)));
+                    return Reply::now(respond::problem(&e));
                 }
             }
         }
@@ -429,7 +429,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
                 .map_or(&anonymous, |p| p.as_ref());
             let roles = self.spec.spec.audit.as_ref().map_or(&[][..], |a| &a.read[..]);
             if let Err(e) = authorize(who, roles, "read the audit log") {
-                return Box::pin(std::future::ready(respond::problem(&e)));
+                return Reply::now(respond::problem(&e));
             }
         }
         if let Some(Route::Model(route)) = super::facts::route(req.extensions()) {
@@ -449,7 +449,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
             if !who.may(roles) && grant(route.model(spec), who, roles) != Grant::Own {
                 let refused = authorize(who, roles, &route.what(spec));
                 if let Err(e) = refused {
-                    return Box::pin(std::future::ready(respond::problem(&e)));
+                    return Reply::now(respond::problem(&e));
                 }
             }
         }
@@ -460,6 +460,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::respond::Resp;
     use std::convert::Infallible;
     use tower::Service;
     use crate::auth::{Authenticator, TokenConfig};

@@ -1,7 +1,8 @@
 //! The hyper server: accepts connections on each listener (the public port, and the
 //! cluster listener of `[cluster] listen`) within their caps (in total and per address,
 //! before anything is read), opens TLS on them when configured, serves each through the
-//! pipeline of its listener (`pipeline.rs`), and shuts down gracefully.
+//! pipeline of its listener (`pipeline.rs`) and closes it when it waits for a request's
+//! headers too long (`conn.rs`), and shuts down gracefully.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -12,12 +13,11 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::app::{App, Live, ServeOptions};
+use super::conn::{HeadWait, Serve};
 use super::router::Plane;
 use crate::engine::Engine;
 use crate::tls::ServerTls;
@@ -138,6 +138,22 @@ pub async fn serve(
     Ok(())
 }
 
+/// Serves a connection (`served`) until it ends, or until it has waited for a request's
+/// headers longer than `timeout` (then it is closed, as it is dropped).
+async fn within_headers<E>(
+    served: impl Future<Output = Result<(), E>>,
+    wait: &HeadWait,
+    timeout: Duration,
+) -> Result<(), E> {
+    tokio::select! {
+        r = served => r,
+        () = wait.expired(timeout) => {
+            tracing::debug!("connection closed: no request headers within the header timeout");
+            Ok(())
+        }
+    }
+}
+
 /// Accepts connections on `l` within their caps until `stopped` turns true; answers the
 /// handle that waits for its connections to finish.
 async fn accept(
@@ -178,30 +194,30 @@ async fn accept(
                     continue;
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = tower::ServiceExt::map_request(stack.clone(), move |mut req: Request<Incoming>| {
-                    req.extensions_mut().insert(super::facts::Facts::from_peer(peer));
-                    req
-                });
+                let wait = HeadWait::new();
+                let svc = Serve {
+                    stack: stack.clone(),
+                    peer,
+                    wait: wait.clone(),
+                };
                 let watcher = graceful.watcher();
                 let tls = l.tls.clone();
                 let header_timeout = opts.header_timeout;
                 tokio::spawn(async move {
                     let _admitted = admitted;
-                    let http = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(header_timeout)
-                        .clone();
+                    // The header timeout is the connection's own (`conn.rs`), not hyper's.
+                    let http = http1::Builder::new().header_read_timeout(None).clone();
                     let served = match tls {
                         None => {
-                            let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-                            watcher.watch(conn).await
+                            let conn = http.serve_connection(TokioIo::new(stream), svc);
+                            within_headers(watcher.watch(conn), &wait, header_timeout).await
                         }
                         // The handshake has the headers' time: a client that stalls in
                         // it holds no more than one that stalls in its headers.
                         Some(tls) => match tokio::time::timeout(header_timeout, tls.0.accept(stream)).await {
                             Ok(Ok(stream)) => {
-                                let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-                                watcher.watch(conn).await
+                                let conn = http.serve_connection(TokioIo::new(stream), svc);
+                                within_headers(watcher.watch(conn), &wait, header_timeout).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "TLS handshake failed");

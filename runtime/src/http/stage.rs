@@ -1,7 +1,9 @@
 //! The machinery every stage of the pipeline is built from: a [`Step`] is what one stage
 //! does around the rest of the pipeline; [`StageLayer`] makes it a tower layer; [`Next`]
 //! is the rest of the pipeline as a stage calls it, by reference (a stage that only looks
-//! at the request returns the rest's own future); [`Shared`] holds the rest behind one
+//! at the request returns the rest's own answer); a [`Reply`] is an answer, there at once
+//! or to wait for, so that a request answered within the pipeline's call (a get) goes
+//! back through the stages without a future of each; [`Shared`] holds the rest behind one
 //! reference count, so that cloning the outer service per request clones no stage below
 //! it; [`Leaf`] puts any tower service (a test's endpoint) below a stage.
 
@@ -19,14 +21,90 @@ use super::respond::Resp;
 /// A boxed, sendable future.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// An answer: there at once, or to wait for. Awaiting it gives the answer.
+pub struct Reply(Answered);
+
+enum Answered {
+    /// There at once (None once it has been taken by a poll).
+    Now(Option<Resp>),
+    /// To wait for.
+    Later(BoxFuture<Resp>),
+}
+
+impl Reply {
+    /// An answer there at once.
+    pub fn now(answer: Resp) -> Reply {
+        Reply(Answered::Now(Some(answer)))
+    }
+
+    /// An answer to wait for.
+    pub fn later(answer: impl Future<Output = Resp> + Send + 'static) -> Reply {
+        Reply(Answered::Later(Box::pin(answer)))
+    }
+
+    /// The answer if it is there; otherwise the answer to wait for.
+    ///
+    /// # Panics
+    /// On a reply that was awaited to its end already.
+    pub fn ready(self) -> Result<Resp, Later> {
+        match self.0 {
+            Answered::Now(Some(r)) => Ok(r),
+            Answered::Now(None) => panic!("a Reply used after it answered"),
+            Answered::Later(answer) => Err(Later(answer)),
+        }
+    }
+
+    /// The answer changed by `f`: at once for an answer that is there, otherwise once it
+    /// comes (`f` is then kept in a future).
+    pub fn map(self, f: impl FnOnce(Resp) -> Resp + Send + 'static) -> Reply {
+        match self.ready() {
+            Ok(r) => Reply::now(f(r)),
+            Err(later) => later.map(f),
+        }
+    }
+}
+
+/// An answer to wait for (a [`Reply`] that was not there at once).
+pub struct Later(BoxFuture<Resp>);
+
+impl Later {
+    /// The answer changed by `f` once it comes.
+    pub fn map(self, f: impl FnOnce(Resp) -> Resp + Send + 'static) -> Reply {
+        Reply::later(async move { f(self.await) })
+    }
+}
+
+impl Future for Later {
+    type Output = Resp;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resp> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl Future for Reply {
+    type Output = Resp;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Resp> {
+        match &mut self.0 {
+            Answered::Now(r) => match r.take() {
+                Some(r) => Poll::Ready(r),
+                None => panic!("a Reply used after it answered"),
+            },
+            Answered::Later(answer) => answer.as_mut().poll(cx),
+        }
+    }
+}
+
 /// What one stage does around the rest of the pipeline (`next`).
 ///
 /// A stage that only looks at the request hands it on with `next.answer(req)` and returns
-/// that future as it is: no allocation and no copy of the request of its own. A stage that
-/// also changes the answer wraps that future (which holds the request, not this stage).
+/// that reply as it is: no allocation and no copy of the request of its own. A stage that
+/// also changes the answer maps that reply ([`Reply::map`]): at once when the answer is
+/// there, in a future (which holds the request, not this stage) when it is not.
 pub trait Step<B>: Clone + Send + Sync + 'static {
     /// Answers `req`, through `next` or not.
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp>;
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply;
 }
 
 thread_local! {
@@ -52,7 +130,7 @@ pub struct Timed<T> {
 }
 
 impl<B, T: Step<B>> Step<B> for Timed<T> {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let outer = NESTED.with(|n| n.replace(std::time::Duration::ZERO));
         let started = crate::clock::Instant::now();
         let answer = self.step.run(next, req);
@@ -80,7 +158,7 @@ pub(crate) fn apart<T>(work: impl FnOnce() -> T) -> T {
 /// rest of the pipeline through it without cloning any stage below it.
 pub trait Next<B>: Send + Sync + 'static {
     /// Answers `req`.
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp>;
+    fn answer(&self, req: Request<B>) -> Reply;
 }
 
 /// The rest of the pipeline as a stage holds it: shared (a stage that must wait on the
@@ -94,7 +172,7 @@ impl<S> Shared<S> {
     }
 
     /// Answers `req` through the shared part.
-    pub fn answer<B>(&self, req: Request<B>) -> BoxFuture<Resp>
+    pub fn answer<B>(&self, req: Request<B>) -> Reply
     where
         S: Next<B>,
     {
@@ -158,7 +236,7 @@ where
     T: Step<B>,
     B: 'static,
 {
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
+    fn answer(&self, req: Request<B>) -> Reply {
         self.step.run(self.inner.0.as_ref(), req)
     }
 }
@@ -209,19 +287,19 @@ where
     S::Future: Send,
     B: Send + 'static,
 {
-    fn answer(&self, req: Request<B>) -> BoxFuture<Resp> {
-        Box::pin(call(self.0.clone(), req))
+    fn answer(&self, req: Request<B>) -> Reply {
+        Reply::later(call(self.0.clone(), req))
     }
 }
 
 /// The answer of a stage, as a tower service's future (which cannot fail).
-pub struct Answer(pub(crate) BoxFuture<Resp>);
+pub struct Answer(pub(crate) Reply);
 
 impl Future for Answer {
     type Output = Result<Resp, Infallible>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map(Ok)
+        Pin::new(&mut self.0).poll(cx).map(Ok)
     }
 }
 
@@ -246,7 +324,7 @@ mod tests {
     struct Pass;
 
     impl Step<()> for Pass {
-        fn run(&self, next: &dyn Next<()>, req: Request<()>) -> BoxFuture<Resp> {
+        fn run(&self, next: &dyn Next<()>, req: Request<()>) -> Reply {
             next.answer(req)
         }
     }
@@ -257,13 +335,12 @@ mod tests {
     }
 
     impl Next<()> for Busy {
-        fn answer(&self, _: Request<()>) -> BoxFuture<Resp> {
+        fn answer(&self, _: Request<()>) -> Reply {
             let work = || {
                 std::thread::sleep(std::time::Duration::from_millis(30));
                 super::super::respond::empty(204)
             };
-            let answer = if self.apart { apart(work) } else { work() };
-            Box::pin(std::future::ready(answer))
+            Reply::now(if self.apart { apart(work) } else { work() })
         }
     }
 

@@ -13,7 +13,7 @@ use opentelemetry::KeyValue;
 
 use super::request_log::{Caller, Logged, TraceIds};
 use super::respond::Resp;
-use super::stage::{BoxFuture, Next, Step};
+use super::stage::{Next, Reply, Step};
 use crate::telemetry::{self, Tracing};
 
 /// The trace stage; without an export (`None`) it hands every request on.
@@ -23,7 +23,7 @@ pub(crate) struct TraceStage {
 }
 
 impl<B: Send + 'static> Step<B> for TraceStage {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> BoxFuture<Resp> {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let Some(tracing) = &self.tracing else {
             return next.answer(req);
         };
@@ -35,26 +35,32 @@ impl<B: Send + 'static> Step<B> for TraceStage {
             return next.answer(req);
         };
         let method = req.method().to_string();
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.clone()),
             KeyValue::new("url.path", req.uri().path().to_string()),
         ];
-        if let Some(id) = header(super::pipeline::REQUEST_ID.as_str()) {
-            attributes.push(KeyValue::new("lithair.request_id", id));
+        let facts = super::facts::of(req.extensions());
+        if let Some(id) = facts.and_then(|f| f.request_id.as_ref()?.to_str().ok()) {
+            attributes.push(KeyValue::new("lithair.request_id", id.to_string()));
         }
-        if let Some(peer) = super::facts::peer(req.extensions()) {
+        if let Some(peer) = facts.and_then(|f| f.peer) {
             attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
         }
         recorder.attributes(attributes);
         let answer = telemetry::scoped(recorder.clone(), || next.answer(req));
-        Box::pin(async move {
-            let mut r = telemetry::within(recorder.clone(), answer).await;
+        match answer.ready() {
+            Ok(r) => Reply::now(finish(&recorder, method, r)),
+            Err(later) => Reply::later(async move {
+                let r = telemetry::within(recorder.clone(), later).await;
+                finish(&recorder, method, r)
+            }),
+        }
+    }
+}
+
+/// Ends the span of a traced request with what its answer `r` says, and names the span's
+/// ids in the answer (for the request log).
+fn finish(recorder: &telemetry::Recorder, method: String, mut r: Resp) -> Resp {
             let status = r.status().as_u16();
             let logged = r.extensions().get::<Logged>().cloned().unwrap_or_default();
             let mut attributes = vec![KeyValue::new("http.response.status_code", i64::from(status))];
@@ -81,6 +87,4 @@ impl<B: Send + 'static> Step<B> for TraceStage {
                 span_id: recorder.span_id(),
             });
             r
-        })
-    }
 }
