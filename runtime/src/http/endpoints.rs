@@ -45,9 +45,8 @@ where
         // What needs no waiting is answered here, without the future of every route (its
         // time is the endpoint's, not that of the stages whose call it runs in).
         let now = super::stage::apart(|| {
-            answer_now(&self.app, &req).map(|answer| {
-                named(&self.app, answer, super::facts::principal(req.extensions()))
-            })
+            let facts = super::facts::of(req.extensions())?;
+            answer_now(&self.app, facts, &req).map(|answer| named(&self.app, answer, facts.principal.as_ref()))
         });
         if let Some(answer) = now {
             return Reply::now(answer);
@@ -87,8 +86,12 @@ fn named(app: &App, answer: Result<Resp, ApiError>, caller: Option<&Arc<Principa
 /// The answer of a request that needs no waiting: an operational route that reads the
 /// state, or a get of a record that does not ask for a linearizable read. None: the
 /// route waits for something (a body, a write, the list workers, the leader).
-fn answer_now<B>(app: &App, req: &Request<B>) -> Option<Result<Resp, ApiError>> {
-    let route = super::facts::route(req.extensions())?;
+fn answer_now<B>(
+    app: &App,
+    facts: &super::facts::Facts,
+    req: &Request<B>,
+) -> Option<Result<Resp, ApiError>> {
+    let route = facts.route.as_ref()?;
     if let Some(answer) = operational(app, route, req.headers()) {
         return Some(answer);
     }
@@ -104,7 +107,7 @@ fn answer_now<B>(app: &App, req: &Request<B>) -> Option<Result<Resp, ApiError>> 
         Err(e) => return Some(Err(e)),
     }
     let anonymous;
-    let principal = match super::facts::principal(req.extensions()) {
+    let principal = match &facts.principal {
         Some(p) => &**p,
         None => {
             anonymous = Principal::anonymous();

@@ -398,11 +398,12 @@ pub struct Authorize {
 
 impl<B: Send + 'static> Step<B> for Authorize {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
-        let route = super::facts::route(req.extensions());
+        let facts = super::facts::of(req.extensions());
+        let route = facts.and_then(|f| f.route.as_ref());
+        let principal = facts.and_then(|f| f.principal.as_ref());
         if let Some(roles) = plane_roles(&self.planes, route) {
             let anonymous = Principal::anonymous();
-            let who = super::facts::principal(req.extensions())
-                .map_or(&anonymous, |p| p.as_ref());
+            let who = principal.map_or(&anonymous, |p| p.as_ref());
             let what = match route {
                 Some(Route::Metrics) => "read the metrics",
                 _ => "read the OpenAPI document",
@@ -413,8 +414,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
         }
         if let Some(Route::Projection(index)) = route {
             let anonymous = Principal::anonymous();
-            let who = super::facts::principal(req.extensions())
-                .map_or(&anonymous, |p| p.as_ref());
+            let who = principal.map_or(&anonymous, |p| p.as_ref());
             let p = &self.spec.spec.projections[*index];
             if !who.may(&p.read) {
                 let refused = authorize(who, &p.read, &format!("read {}", p.name));
@@ -425,18 +425,17 @@ impl<B: Send + 'static> Step<B> for Authorize {
         }
         if let Some(Route::Audit) = route {
             let anonymous = Principal::anonymous();
-            let who = super::facts::principal(req.extensions())
-                .map_or(&anonymous, |p| p.as_ref());
+            let who = principal.map_or(&anonymous, |p| p.as_ref());
             let roles = self.spec.spec.audit.as_ref().map_or(&[][..], |a| &a.read[..]);
             if let Err(e) = authorize(who, roles, "read the audit log") {
                 return Reply::now(respond::problem(&e));
             }
         }
-        if let Some(Route::Model(route)) = super::facts::route(req.extensions()) {
+        if let Some(Route::Model(route)) = route {
             let spec = &self.spec.spec;
             let roles = route.roles(spec);
             let anonymous;
-            let who = match super::facts::principal(req.extensions()) {
+            let who = match principal {
                 Some(p) => p.as_ref(),
                 None => {
                     anonymous = Principal::anonymous();
