@@ -316,12 +316,12 @@ impl<B: Send + 'static> Step<B> for Front {
         next.answer(req).map(move |mut r| {
             let error = r.status().as_u16() >= 400;
             let headers = r.headers_mut();
-            if !headers.contains_key(REQUEST_ID) {
-                headers.insert(REQUEST_ID, id);
-            }
+            headers.entry(REQUEST_ID).or_insert(id);
             headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-            if (error || authenticated) && !headers.contains_key(CACHE_CONTROL) {
-                headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            if error || authenticated {
+                headers
+                    .entry(CACHE_CONTROL)
+                    .or_insert(HeaderValue::from_static("no-store"));
             }
             r
         })
