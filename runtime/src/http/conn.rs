@@ -6,7 +6,7 @@
 //! finishes its headers, or an idle keep-alive connection). hyper's own header timeout
 //! arms a runtime timer for every request, an allocation and two trips through the timer
 //! wheel; here one timer per connection (the [`HeadWait::expired`] watch) checks the
-//! wait, and a request only stores two timestamps.
+//! wait, and a request only stores a mark (busy) and a time (waiting again).
 
 use std::convert::Infallible;
 use std::future::Future;
