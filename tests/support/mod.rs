@@ -88,6 +88,14 @@ pub fn generated_cargo_env(cmd: &mut Command) -> &mut Command {
         .env("CARGO_PROFILE_DEV_DEBUG", "false")
 }
 
+/// `cargo ARGS` in the generated crate at `dir`, with [`generated_cargo_env`].
+fn cargo_on(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.args(args).current_dir(dir);
+    generated_cargo_env(&mut cmd);
+    cmd
+}
+
 /// The lines a child writes to some of its pipes, read on threads of their own as they
 /// come. Each thread drains its pipe to the end, also once nobody waits for its lines,
 /// so that the child never blocks on a full pipe.
@@ -212,12 +220,8 @@ pub fn build(dir: &Path) -> PathBuf {
     if lock.exists() && !dir.join("Cargo.lock").exists() {
         std::fs::copy(&lock, dir.join("Cargo.lock")).expect("copy Cargo.lock");
     }
-    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    build
-        .args(["build", "--quiet"])
-        .current_dir(dir)
-        .env_remove("RUSTFLAGS");
-    generated_cargo_env(&mut build);
+    let mut build = cargo_on(dir, &["build", "--quiet"]);
+    build.env_remove("RUSTFLAGS");
     // A cold build of the dependency tree takes minutes on two cores.
     let out = output_within(&mut build, Duration::from_secs(1800)).expect("run cargo build");
     assert!(
@@ -233,11 +237,10 @@ pub fn build(dir: &Path) -> PathBuf {
 /// `cargo clippy --all-targets -- -D warnings` on a generated crate: generated code is
 /// held to the same bar as ours.
 pub fn assert_clippy_clean(dir: &Path) {
-    let mut clippy = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    clippy
-        .args(["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"])
-        .current_dir(dir);
-    generated_cargo_env(&mut clippy);
+    let mut clippy = cargo_on(
+        dir,
+        &["clippy", "--quiet", "--all-targets", "--", "-D", "warnings"],
+    );
     let out = output_within(&mut clippy, Duration::from_secs(1800)).expect("run cargo clippy");
     assert!(
         out.status.success(),

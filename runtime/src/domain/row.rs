@@ -11,8 +11,8 @@
 //! exactly the record written.
 //!
 //! Reads decode what they need: one field ([`Stored::get`]), the whole record
-//! ([`Stored::record`]) or its JSON answer ([`Stored::json_without`]), rendered from the
-//! bytes in schema order, without the fields the caller may not see.
+//! ([`Stored::record`]) or its JSON answer with its version ([`Stored::json_and_version`]),
+//! rendered from the bytes in schema order, without the fields the caller may not see.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,11 +31,11 @@ pub struct Layout {
     by_name: HashMap<Box<str>, usize>,
     /// The `version` slot (read by every get, for its `ETag`).
     version: Option<usize>,
-    /// The bytes the slots' names take in a JSON object (`"name":` and a comma each).
-    names_len: usize,
     /// Each slot's name as a JSON object's key (`"name":`), written once for every
     /// record's JSON.
     keys: Vec<Box<[u8]>>,
+    /// The bytes the keys take in a JSON object (with a comma each).
+    keys_len: usize,
 }
 
 /// One slot of a layout: a field name, and for an enum the values its tag numbers.
@@ -75,8 +75,7 @@ impl Layout {
             .map(|(i, s)| (s.name.as_str().into(), i))
             .collect::<HashMap<Box<str>, usize>>();
         let version = by_name.get("version").copied();
-        let names_len = slots.iter().map(|s| s.name.len() + 4).sum();
-        let keys = slots
+        let keys: Vec<Box<[u8]>> = slots
             .iter()
             .map(|s| {
                 let mut key = Vec::with_capacity(s.name.len() + 3);
@@ -85,12 +84,13 @@ impl Layout {
                 key.into_boxed_slice()
             })
             .collect();
+        let keys_len = keys.iter().map(|k| k.len() + 1).sum();
         Arc::new(Layout {
             slots,
             by_name,
             version,
-            names_len,
             keys,
+            keys_len,
         })
     }
 
@@ -260,12 +260,7 @@ impl Stored {
         };
         // Versions are written as integers; anything else is read as a value.
         if r.peek() == Some(tag::INT) {
-            r.at += 1;
-            return r
-                .varint()
-                .ok()
-                .and_then(|n| u64::try_from(unzigzag(n)).ok())
-                .unwrap_or(0);
+            return r.peek_u64().unwrap_or(0);
         }
         r.slot(&[]).ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0)
     }
@@ -296,17 +291,12 @@ impl Stored {
     }
 
     /// Its JSON text, in schema order, without the fields named in `hidden` (a caller's
-    /// field mask).
-    pub fn json_without(&self, hidden: &[String]) -> bytes::Bytes {
-        self.json_and_version(hidden).0
-    }
-
-    /// Its JSON text without the fields in `hidden` (as [`Stored::json_without`]), and its
-    /// version (as [`Stored::version`]), read in the same pass over its bytes.
+    /// field mask), and its version (as [`Stored::version`]), read in the same pass over
+    /// its bytes.
     pub fn json_and_version(&self, hidden: &[String]) -> (bytes::Bytes, u64) {
         // Room for the names and the values' text (a UUID's 16 bytes are 38 characters, a
         // timestamp's ~8 are 29), so that the text seldom outgrows it.
-        let mut out = Vec::with_capacity(self.layout.names_len + self.bytes.len() * 3 + 2);
+        let mut out = Vec::with_capacity(self.layout.keys_len + self.bytes.len() * 3 + 2);
         let version = self.write_json_versioned(&mut out, hidden);
         (out.into(), version.unwrap_or_else(|| self.version()))
     }
@@ -336,12 +326,8 @@ impl Stored {
                 r.at += 1;
                 continue;
             }
-            if Some(i) == self.layout.version && r.peek() == Some(tag::INT) {
-                let mut at = Reader {
-                    bytes: r.bytes,
-                    at: r.at + 1,
-                };
-                version = at.varint().ok().and_then(|n| u64::try_from(unzigzag(n)).ok());
+            if Some(i) == self.layout.version {
+                version = r.peek_u64();
             }
             if hides(&slot.name) {
                 if r.skip_slot(&slot.values).is_err() {
@@ -562,6 +548,19 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.at).copied()
+    }
+
+    /// The value here as a `u64`, without moving: None unless it is an integer (as
+    /// versions are written) that is not negative.
+    fn peek_u64(&self) -> Option<u64> {
+        if self.peek() != Some(tag::INT) {
+            return None;
+        }
+        let mut at = Reader {
+            bytes: self.bytes,
+            at: self.at + 1,
+        };
+        at.varint().ok().and_then(|n| u64::try_from(unzigzag(n)).ok())
     }
 
     fn byte(&mut self) -> Result<u8, Damaged> {
@@ -879,7 +878,7 @@ mod tests {
             }
             // Parsed by the same parser as serde_json's own text of the record (serde_json
             // parses some floats one unit off; the digits must be the same).
-            let text: Value = serde_json::from_slice(&stored.json_without(&[])).unwrap();
+            let text: Value = serde_json::from_slice(&stored.json_and_version(&[]).0).unwrap();
             let theirs: Value = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
             assert_eq!(text, theirs);
             let again = Stored::from_bytes(&layout, stored.bytes()).unwrap();
@@ -901,7 +900,7 @@ mod tests {
         assert!(stored.bytes().len() < 50, "{} bytes", stored.bytes().len());
         assert_eq!(stored.id(), Some(id));
         assert_eq!(stored.version(), 1);
-        let text = String::from_utf8(stored.json_without(&[]).to_vec()).unwrap();
+        let text = String::from_utf8(stored.json_and_version(&[]).0.to_vec()).unwrap();
         assert!(text.starts_with(&format!("{{\"id\":\"{id}\",\"name\":\"Tea\",\"n\":3,\"status\":\"live\",\"created_at\"")), "{text}");
     }
 

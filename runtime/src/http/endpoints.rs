@@ -46,7 +46,8 @@ where
         // time is the endpoint's, not that of the stages whose call it runs in).
         let now = super::stage::apart(|| {
             let facts = super::facts::of(req.extensions())?;
-            answer_now(&self.app, facts, &req).map(|answer| named(&self.app, answer, facts.principal.as_ref()))
+            let answer = answer_now(&self.app, facts, &req)?;
+            Some(named(&self.app, answer, facts.principal.as_ref()))
         });
         if let Some(answer) = now {
             return Reply::now(answer);
@@ -106,16 +107,8 @@ fn answer_now<B>(
         Ok(true) => return None,
         Err(e) => return Some(Err(e)),
     }
-    let anonymous;
-    let principal = match &facts.principal {
-        Some(p) => &**p,
-        None => {
-            anonymous = Principal::anonymous();
-            &anonymous
-        }
-    };
     let m = r.model(&app.engine.spec.spec);
-    let access = Access::of(m, principal, Operation::Get);
+    let access = Access::of(m, super::facts::caller(Some(facts)), Operation::Get);
     Some(if_match(req.headers()).and_then(|_| get(app, m, &access, id, req.headers())))
 }
 
@@ -163,27 +156,22 @@ fn get(
         .get(&m.name, id)
         .filter(|r| access.covers(|f| r.get(f)))
         .ok_or_else(|| ApiError::not_found(format!("no {} with this id", m.name)))?;
-    // The record's JSON; `decorate` adds its ETag and caching headers. Without a
-    // condition, the version comes from the pass that writes the JSON.
-    let (answer, etag) = if headers.contains_key(hyper::header::IF_NONE_MATCH) {
+    // A condition is checked before anything is rendered: a 304 renders nothing.
+    if headers.contains_key(hyper::header::IF_NONE_MATCH) {
         let etag = cache::record_etag(r.version());
         if cache::none_match(headers, &etag)? {
             return Ok(cache::not_modified(m, &etag));
         }
-        let answer = rendered(app, || {
-            respond::json_bytes(200, r.json_without(access.hidden()))
-        });
-        (answer, etag)
-    } else {
-        let mut version = 0;
-        let answer = rendered(app, || {
-            let (json, v) = r.json_and_version(access.hidden());
-            version = v;
-            respond::json_bytes(200, json)
-        });
-        (answer, cache::record_etag(version))
-    };
-    Ok(cache::decorate(answer, m, &etag))
+    }
+    // The record's JSON and its version, in one pass; `decorate` adds its ETag and
+    // caching headers.
+    let mut version = 0;
+    let answer = rendered(app, || {
+        let (json, v) = r.json_and_version(access.hidden());
+        version = v;
+        respond::json_bytes(200, json)
+    });
+    Ok(cache::decorate(answer, m, &cache::record_etag(version)))
 }
 
 /// Answers the route the router resolved, for the caller authentication found.

@@ -1,10 +1,11 @@
 //! What the pipeline learns about a request, carried in one extension: the address it
 //! came from (set by the connection), its request id (the front stage), its route (the
-//! router) and its caller (authentication). One value instead of one extension each: every extension is a
-//! boxed value in a map that grows as they come, and a request carried four or five.
+//! router) and its caller (authentication). One value instead of one extension each:
+//! every extension is a boxed value in a map that grows as they come, and a request
+//! carried four or five.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use hyper::header::HeaderValue;
 use hyper::http::Extensions;
@@ -58,4 +59,13 @@ pub fn route(ext: &Extensions) -> Option<&Route> {
 /// Who authentication found a request from.
 pub fn principal(ext: &Extensions) -> Option<&Arc<Principal>> {
     of(ext).and_then(|f| f.principal.as_ref())
+}
+
+/// Who a request with `facts` is from: the caller authentication found, or anonymous.
+pub fn caller(facts: Option<&Facts>) -> &Principal {
+    static ANONYMOUS: LazyLock<Principal> = LazyLock::new(Principal::anonymous);
+    match facts.and_then(|f| f.principal.as_deref()) {
+        Some(p) => p,
+        None => &ANONYMOUS,
+    }
 }

@@ -146,8 +146,9 @@ pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
 /// A record as an answer: its JSON text (rendered from the stored record, without the
 /// fields in `hidden`, which the caller may not see), and its version as the `ETag`.
 pub fn record(status: u16, record: &crate::domain::row::Stored, hidden: &[String]) -> Resp {
-    let mut r = json_bytes(status, record.json_without(hidden));
-    let etag = super::cache::record_etag(record.version());
+    let (json, version) = record.json_and_version(hidden);
+    let mut r = json_bytes(status, json);
+    let etag = super::cache::record_etag(version);
     if let Ok(v) = hyper::header::HeaderValue::try_from(etag) {
         r.headers_mut().insert(hyper::header::ETAG, v);
     }

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::app::{Live, Planes};
 use super::respond;
 use super::stage::{Next, Reply, Step};
-use crate::auth::{authorize, grant, Grant, Principal};
+use crate::auth::{authorize, grant, Grant};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, ModelSpec, Operation, ServiceSpec};
 
@@ -400,10 +400,8 @@ impl<B: Send + 'static> Step<B> for Authorize {
     fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
         let facts = super::facts::of(req.extensions());
         let route = facts.and_then(|f| f.route.as_ref());
-        let principal = facts.and_then(|f| f.principal.as_ref());
+        let who = super::facts::caller(facts);
         if let Some(roles) = plane_roles(&self.planes, route) {
-            let anonymous = Principal::anonymous();
-            let who = principal.map_or(&anonymous, |p| p.as_ref());
             let what = match route {
                 Some(Route::Metrics) => "read the metrics",
                 _ => "read the OpenAPI document",
@@ -413,8 +411,6 @@ impl<B: Send + 'static> Step<B> for Authorize {
             }
         }
         if let Some(Route::Projection(index)) = route {
-            let anonymous = Principal::anonymous();
-            let who = principal.map_or(&anonymous, |p| p.as_ref());
             let p = &self.spec.spec.projections[*index];
             if !who.may(&p.read) {
                 let refused = authorize(who, &p.read, &format!("read {}", p.name));
@@ -424,8 +420,6 @@ impl<B: Send + 'static> Step<B> for Authorize {
             }
         }
         if let Some(Route::Audit) = route {
-            let anonymous = Principal::anonymous();
-            let who = principal.map_or(&anonymous, |p| p.as_ref());
             let roles = self.spec.spec.audit.as_ref().map_or(&[][..], |a| &a.read[..]);
             if let Err(e) = authorize(who, roles, "read the audit log") {
                 return Reply::now(respond::problem(&e));
@@ -434,14 +428,6 @@ impl<B: Send + 'static> Step<B> for Authorize {
         if let Some(Route::Model(route)) = route {
             let spec = &self.spec.spec;
             let roles = route.roles(spec);
-            let anonymous;
-            let who = match principal {
-                Some(p) => p.as_ref(),
-                None => {
-                    anonymous = Principal::anonymous();
-                    &anonymous
-                }
-            };
             // The message is made only for a refusal: the hot path allocates nothing.
             // A right held only through `owner` lets the request in; the endpoint then
             // keeps it to the caller's own records (`auth::Access`).

@@ -61,30 +61,30 @@ impl<B: Send + 'static> Step<B> for TraceStage {
 /// Ends the span of a traced request with what its answer `r` says, and names the span's
 /// ids in the answer (for the request log).
 fn finish(recorder: &telemetry::Recorder, method: String, mut r: Resp) -> Resp {
-            let status = r.status().as_u16();
-            let logged = r.extensions().get::<Logged>().cloned().unwrap_or_default();
-            let mut attributes = vec![KeyValue::new("http.response.status_code", i64::from(status))];
-            let name = if logged.model.is_empty() {
-                method
-            } else {
-                attributes.push(KeyValue::new("lithair.model", logged.model.clone()));
-                attributes.push(KeyValue::new("lithair.operation", logged.operation.clone()));
-                format!("{method} {}.{}", logged.model, logged.operation)
-            };
-            if let Some(Caller(who)) = r.extensions().get::<Caller>() {
-                attributes.push(KeyValue::new("enduser.id", who.name.clone()));
-            }
-            recorder.attributes(attributes);
-            let error = (status >= 500).then(|| {
-                r.status()
-                    .canonical_reason()
-                    .unwrap_or("server error")
-                    .to_string()
-            });
-            recorder.finish(name, SpanKind::Server, error);
-            r.extensions_mut().insert(TraceIds {
-                trace_id: recorder.trace_id(),
-                span_id: recorder.span_id(),
-            });
-            r
+    let status = r.status().as_u16();
+    let logged = r.extensions().get::<Logged>().cloned().unwrap_or_default();
+    let mut attributes = vec![KeyValue::new("http.response.status_code", i64::from(status))];
+    let name = if logged.model.is_empty() {
+        method
+    } else {
+        attributes.push(KeyValue::new("lithair.model", logged.model.clone()));
+        attributes.push(KeyValue::new("lithair.operation", logged.operation.clone()));
+        format!("{method} {}.{}", logged.model, logged.operation)
+    };
+    if let Some(Caller(who)) = r.extensions().get::<Caller>() {
+        attributes.push(KeyValue::new("enduser.id", who.name.clone()));
+    }
+    recorder.attributes(attributes);
+    let error = (status >= 500).then(|| {
+        r.status()
+            .canonical_reason()
+            .unwrap_or("server error")
+            .to_string()
+    });
+    recorder.finish(name, SpanKind::Server, error);
+    r.extensions_mut().insert(TraceIds {
+        trace_id: recorder.trace_id(),
+        span_id: recorder.span_id(),
+    });
+    r
 }
