@@ -5,7 +5,7 @@
 //!   → the front: sensitive headers (`Authorization`, `Cookie`, the cluster secret: never
 //!     shown), the request id (`X-Request-Id`: the client's or a new one, on every
 //!     answer) and the security headers (on every answer, refusals included), in one
-//!     pass over the request's headers
+//!     pass over the request's headers (`front.rs`)
 //!   → the request log (`[telemetry] request_log`, `request_log.rs`)
 //!   → the trace (`[telemetry] otlp_endpoint`: a traced request's span, `trace.rs`)
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)
@@ -21,30 +21,26 @@
 //! Each stage is a tower layer; the stages that do not depend on the endpoints are
 //! generic over the request body, so they are tested on their own. An answer comes back
 //! through the stages as a [`Reply`]: one there at once (a get, a refusal) is changed by
-//! each stage on its way out, without a future per stage. The front is written here
-//! rather than taken from tower-http's request-id and sensitive-headers layers: those
-//! are three layers, each cloned per request, each looking the headers up by name and
-//! wrapping the answer's future; the front does their work in one pass (measured in
-//! `bench/README.md`, session 15). The firewall, the
-//! router, authentication and authorization are [`Timed`]: their own work goes to
+//! each stage on its way out, without a future per stage. The firewall, the router,
+//! authentication and authorization are [`Timed`]: their own work goes to
 //! `lithair_stage_duration_seconds` (the store's `Stages`), as do the schema check, the
 //! hooks, Raft, apply and the answer's rendering, timed where they run.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL};
+use hyper::header::HeaderValue;
 use hyper::{Method, Request};
 use tower::Service;
 
 use super::app::App;
 use super::body::{BodyLimits, ReadBody};
 use super::endpoints::Endpoints;
+use super::front::Front;
 use super::respond::{self, Resp};
 use super::router::{Authenticate, Authorize, Plane, Router};
 use super::stage::{call, Later, Next, Reply, Shared, StageLayer, Step, Timed};
@@ -143,9 +139,7 @@ where
     F: Step<B>,
 {
     tower::ServiceBuilder::new()
-        .layer(StageLayer(Front {
-            ids: RequestIds::new(),
-        }))
+        .layer(StageLayer(Front::new()))
         .layer(StageLayer(super::request_log::RequestLogStage {
             mode: telemetry.log,
         }))
@@ -156,53 +150,6 @@ where
         .layer(CorsStage(cors_layer(cors)))
         .layer(StageLayer(Deadline { deadline }))
         .service(inner)
-}
-
-/// The header that names a request: the client's, or one this node makes; every answer
-/// carries it back.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// The cluster's secret header: its value is marked sensitive, as are `Authorization`'s
-/// and `Cookie`'s, so that no log or debug output shows them.
-const SECRET: HeaderName = HeaderName::from_static(crate::raft::network::SECRET_HEADER);
-
-/// Makes request ids: a random prefix per process and a counter (unique per node,
-/// without a system call per request).
-#[derive(Clone)]
-struct RequestIds {
-    prefix: u32,
-    next: Arc<AtomicU64>,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        RequestIds {
-            prefix: rand::random(),
-            next: Arc::new(AtomicU64::new(1)),
-        }
-    }
-
-    /// The next id.
-    fn make(&self) -> HeaderValue {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // `{prefix:08x}-{n:x}`, written without the formatting machinery (every request
-        // makes one).
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = [0u8; 8 + 1 + 16];
-        for (i, d) in id[..8].iter_mut().enumerate() {
-            *d = HEX[(self.prefix >> (28 - 4 * i) & 0xf) as usize];
-        }
-        id[8] = b'-';
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-        for (i, d) in id[9..9 + digits].iter_mut().enumerate() {
-            *d = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
-        }
-        match HeaderValue::from_bytes(&id[..9 + digits]) {
-            Ok(id) => id,
-            // Hex digits and a dash are always a valid header value.
-            Err(_) => HeaderValue::from_static("0"),
-        }
-    }
 }
 
 /// The CORS layer of `[server.cors] allow_origins` (none when it is empty).
@@ -284,51 +231,6 @@ where
     }
 }
 
-/// `X-Content-Type-Options` (a constant: a header named by a string is parsed per use).
-const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
-
-/// The first stage. One pass over the request's headers marks the secret ones sensitive
-/// and finds the client's `X-Request-Id`; the request id (the client's, or a new one) goes
-/// into the request's facts for the log and the trace. Every answer, refusals included,
-/// carries the request id back (unless it names one itself), `X-Content-Type-Options:
-/// nosniff`, and `Cache-Control: no-store` when it is an error or answers an
-/// authenticated request (unless it set its own).
-#[derive(Clone)]
-struct Front {
-    ids: RequestIds,
-}
-
-impl<B: Send + 'static> Step<B> for Front {
-    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
-        let mut authenticated = false;
-        let mut id = None;
-        for (name, value) in req.headers_mut().iter_mut() {
-            if name == hyper::header::AUTHORIZATION {
-                authenticated = true;
-                value.set_sensitive(true);
-            } else if name == hyper::header::COOKIE || name == SECRET {
-                value.set_sensitive(true);
-            } else if name == REQUEST_ID && id.is_none() {
-                id = Some(value.clone());
-            }
-        }
-        let id = id.unwrap_or_else(|| self.ids.make());
-        super::facts::of_mut(req.extensions_mut()).request_id = Some(id.clone());
-        next.answer(req).map(move |mut r| {
-            let error = r.status().as_u16() >= 400;
-            let headers = r.headers_mut();
-            headers.entry(REQUEST_ID).or_insert(id);
-            headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-            if error || authenticated {
-                headers
-                    .entry(CACHE_CONTROL)
-                    .or_insert(HeaderValue::from_static("no-store"));
-            }
-            r
-        })
-    }
-}
-
 /// One deadline for every request (Raft messages, which may carry large snapshots, have
 /// their own): past it, 503 with `Retry-After`, saying that a write's outcome is unknown.
 /// It runs from when the answer first waits: an answer there at once (a get) makes no
@@ -401,21 +303,6 @@ mod tests {
     use crate::http::stage::Leaf;
     use std::net::SocketAddr;
     use tower::ServiceExt;
-
-    #[test]
-    fn request_ids_are_the_prefix_and_the_count_in_hex() {
-        for (prefix, n) in [(0, 1), (0xdead_beef, 0x10), (0x0000_00ff, u64::MAX), (7, 0xabc)] {
-            let ids = RequestIds {
-                prefix,
-                next: Arc::new(AtomicU64::new(n)),
-            };
-            let id = ids.make();
-            assert_eq!(
-                id.to_str().ok(),
-                Some(format!("{prefix:08x}-{n:x}").as_str())
-            );
-        }
-    }
 
     /// An endpoint that answers 200, or sleeps first when asked to.
     fn endpoint() -> Leaf<
