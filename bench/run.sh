@@ -4,8 +4,9 @@
 #
 #   bash bench/run.sh            # all benchmarks, 10 s each
 #   bash bench/run.sh http                       # GET by id against bare hyper (alternating,
-#                                                # then both at once, ROUNDS rounds, default 6)
-#                                                # and durable creates
+#                                                # then both at once, ROUNDS rounds, default 6,
+#                                                # with each one's CPU per request) and
+#                                                # durable creates
 #   DURATION=5s bash bench/run.sh
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
 #   bash bench/run.sh scale                      # the same (1M by default): fill, data dir,
@@ -84,6 +85,12 @@ rate() { sed -n 's/^Requests\/sec: *//p' "$work/last-wrk.txt"; }
 # runs are compared, and the median of the rounds is the figure to report).
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# per_request TICKS REQUESTS: CPU microseconds per request.
+per_request() { awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.2f", t * 1e6 / hz / n}'; }
+
 category() {
   curl -s -XPOST "http://$addr/api/categories" -H "authorization: Bearer $editor" \
     -H 'content-type: application/json' -d "{\"name\":\"bench-$RANDOM$RANDOM\"}" | sed 's/.*"id":"\([^"]*\)".*/\1/'
@@ -107,20 +114,30 @@ if [ "$only" = all ] || [ "$only" = http ]; then
   # The same two at once, half the connections each: they share the two cores, so each
   # runs at the rate its own cost per request allows, and a change of the machine's
   # speed touches both alike (the ratio to report; the alternating one drifts).
-  half=$(( CONNS / 2 )); at_once=()
+  # Each server's CPU time (user + system, from /proc) per request it answered is noted
+  # too: the throughput ratio is damped (a server that answers more keeps its load
+  # generator busier), the CPU per request is not.
+  half=$(( CONNS / 2 )); at_once=(); cpu_ratio=()
+  hello_pid=${pids[-2]}; shop_pid=${pids[-1]}
   for round in $(seq 1 "${ROUNDS:-6}"); do
+    h0=$(cpu_ticks "$hello_pid"); s0=$(cpu_ticks "$shop_pid")
     wrk -t1 -c"$half" -d"$DURATION" "http://$hello_addr/" > "$work/once-hello.txt" &
     w1=$!
     LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$id \
       wrk -t1 -c"$half" -d"$DURATION" -s bench/get.lua "http://$addr" > "$work/once-shop.txt" &
     w2=$!
     wait "$w1" "$w2"
+    h1=$(cpu_ticks "$hello_pid"); s1=$(cpu_ticks "$shop_pid")
     ! grep -q "Non-2xx" "$work/once-shop.txt" || echo "!! some requests failed: the figures above are not valid" >&2
     h=$(sed -n 's/^Requests\/sec: *//p' "$work/once-hello.txt"); g=$(sed -n 's/^Requests\/sec: *//p' "$work/once-shop.txt")
-    echo "== 2p. at once, $half connections each (round $round): bare hyper $h, shop GET $g req/s"
+    hn=$(awk '/requests in/ {print $1}' "$work/once-hello.txt"); gn=$(awk '/requests in/ {print $1}' "$work/once-shop.txt")
+    hc=$(per_request "$((h1 - h0))" "$hn"); gc=$(per_request "$((s1 - s0))" "$gn")
+    echo "== 2p. at once, $half connections each (round $round): bare hyper $h req/s (${hc} µs CPU each), shop GET $g req/s (${gc} µs CPU each)"
     at_once+=("$(awk -v a="$g" -v b="$h" 'BEGIN {printf "%.3f", a / b}')")
+    cpu_ratio+=("$(awk -v a="$gc" -v b="$hc" 'BEGIN {printf "%.3f", b / a}')")
   done
   echo "== 2p. shop GET / bare hyper, at once, per round: ${at_once[*]}; median $(median "${at_once[@]}")"
+  echo "== 2p. bare hyper's CPU per request / the shop's, per round: ${cpu_ratio[*]}; median $(median "${cpu_ratio[@]}")"
   kill "${pids[-1]}" "${pids[-2]}"
 
   for run in "always 64" "always 1" "never 64" "periodic 64"; do

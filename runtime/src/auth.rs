@@ -7,8 +7,10 @@
 //! default: an operation with no roles is refused to everyone; `public` lets anonymous
 //! callers in.
 
+use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 mod access;
@@ -81,6 +83,8 @@ pub struct Authenticator {
     jwt: Option<JwtVerifier>,
     /// Each schema role with the roles it inherits (for the roles of a JWT).
     effective_roles: HashMap<String, BTreeSet<String>>,
+    /// Which authenticator this is, for the tokens a thread remembers ([`KNOWN`]).
+    generation: u64,
     /// JWTs verified already: the sha256 of the token -> its caller and the last second
     /// it is taken. A token cannot change, and neither can the keys of this
     /// authenticator (a reload builds a new one), so only the time is checked again.
@@ -89,6 +93,30 @@ pub struct Authenticator {
 
 /// A verified JWT's caller, and the last second the token is taken.
 type Verified = (Arc<Principal>, u64);
+
+/// An API token's caller, and when the token expires (Unix seconds).
+type Holder = (Arc<Principal>, Option<i64>);
+
+/// The last authenticator's number.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The API tokens a thread has seen taken.
+#[derive(Default)]
+struct Known {
+    /// The authenticator they were found through (0: none yet).
+    generation: u64,
+    /// By their text.
+    tokens: HashMap<Box<[u8]>, Holder, foldhash::fast::RandomState>,
+}
+
+thread_local! {
+    /// The API tokens this thread has seen taken, by their text, so that a token seen
+    /// again is found without hashing it with sha256 (most of a token check's time).
+    /// Only tokens the configuration lists are kept, so there are at most as many. A
+    /// reload makes a new authenticator; the thread's first check through it forgets
+    /// what the old one found.
+    static KNOWN: RefCell<Known> = RefCell::new(Known::default());
+}
 
 /// Most verified JWTs remembered; at this many the map is emptied (the tokens in use are
 /// verified again, once each).
@@ -166,6 +194,7 @@ impl Authenticator {
             anonymous: Arc::new(Principal::anonymous()),
             jwt: None,
             effective_roles: spec.effective_roles.clone(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
             verified: Default::default(),
         })
     }
@@ -244,8 +273,7 @@ impl Authenticator {
         if let Some(jwt) = self.jwt.as_ref().filter(|_| !token.starts_with("lth_")) {
             return self.jwt_principal(jwt, token);
         }
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let Some((who, expires)) = self.by_hash.get(&hash) else {
+        let Some((who, expires)) = self.api_token(token.as_bytes()) else {
             return Err(ApiError::unauthorized("unknown token"));
         };
         if let Some(at) = expires.filter(|at| chrono::Utc::now().timestamp() >= *at) {
@@ -257,7 +285,30 @@ impl Authenticator {
                 who.name
             )));
         }
-        Ok(who.clone())
+        Ok(who)
+    }
+
+    /// The caller and expiry of the API token `token`: remembered by this thread, or
+    /// found by its sha256 (and then remembered).
+    fn api_token(&self, token: &[u8]) -> Option<Holder> {
+        let found = KNOWN.with_borrow_mut(|known| {
+            if known.generation != self.generation {
+                known.generation = self.generation;
+                known.tokens.clear();
+            }
+            known.tokens.get(token).cloned()
+        });
+        if found.is_some() {
+            return found;
+        }
+        let hash: [u8; 32] = Sha256::digest(token).into();
+        let holder = self.by_hash.get(&hash)?.clone();
+        KNOWN.with_borrow_mut(|known| {
+            if known.generation == self.generation {
+                known.tokens.insert(token.into(), holder.clone());
+            }
+        });
+        Some(holder)
     }
 }
 
@@ -353,6 +404,32 @@ mod tests {
             expires_at: expires_at.map(String::from),
         };
         (text, config)
+    }
+
+    #[test]
+    fn a_token_dropped_by_a_reload_is_refused_on_the_thread_that_took_it() {
+        let spec = CompiledSpec::from_json(SPEC).expect("spec");
+        let (kept, kept_config) = token(None);
+        let (dropped, dropped_config) = token(None);
+        let before = Authenticator::new(&[kept_config.clone(), dropped_config], &spec)
+            .expect("tokens");
+        let call = |auth: &Authenticator, t: &str| {
+            auth.authenticate(Some(format!("Bearer {t}").as_bytes()))
+        };
+        // Taken twice: found by its hash, then remembered by this thread.
+        for _ in 0..2 {
+            assert_eq!(call(&before, &dropped).expect("listed").name, "ci");
+        }
+        let after = Authenticator::new(&[kept_config], &spec).expect("tokens");
+        let e = call(&after, &dropped).expect_err("no longer listed");
+        assert_eq!((e.status, e.detail.as_str()), (401, "unknown token"));
+        assert!(call(&after, &kept).is_ok());
+        // A token that differs from a remembered one in its last character is not it.
+        let mut near = kept.clone();
+        let last = if near.ends_with('0') { "1" } else { "0" };
+        near.pop();
+        near.push_str(last);
+        assert_eq!(call(&after, &near).expect_err("another token").status, 401);
     }
 
     #[test]

@@ -514,8 +514,9 @@ const SNAPSHOT_RATIO: u64 = 12;
 /// Every model's state, and the last applied sequence number.
 #[derive(Clone, Debug, Default)]
 pub struct State {
-    /// Per model name.
-    pub models: HashMap<String, ModelState>,
+    /// Per model name (looked up by every request: hashed with foldhash, the names are
+    /// the schema's).
+    pub models: HashMap<String, ModelState, foldhash::fast::RandomState>,
     /// Last event applied.
     pub last_seq: u64,
     /// Events applied since the last snapshot (taken or loaded).
@@ -531,7 +532,7 @@ impl State {
     /// Empty state with an ordered index of `created_at` and of every unique or indexed
     /// field.
     pub fn new(spec: &ServiceSpec) -> Self {
-        let mut models = HashMap::new();
+        let mut models = HashMap::default();
         for m in &spec.models {
             let fields: Vec<&str> = std::iter::once("created_at")
                 .chain(

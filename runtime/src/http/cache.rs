@@ -75,6 +75,20 @@ pub(crate) fn record_etag(version: u64) -> String {
     etag
 }
 
+/// The ETag of a record at `version` as a header value (written on the stack: every get
+/// of a record has one).
+pub(crate) fn record_etag_value(version: u64) -> HeaderValue {
+    let mut digits = itoa::Buffer::new();
+    let digits = digits.format(version).as_bytes();
+    let mut etag = [b'"'; 22];
+    etag[1..=digits.len()].copy_from_slice(digits);
+    match HeaderValue::from_bytes(&etag[..digits.len() + 2]) {
+        Ok(v) => v,
+        // Digits between quotes are always a valid header value.
+        Err(_) => HeaderValue::from_static("\"0\""),
+    }
+}
+
 /// A digest of what a page depends on besides the state: its `path`, its `query`, the
 /// fields the caller does not see, and the owner its rows are narrowed to.
 fn page_digest(path: &str, query: Option<&str>, access: &Access) -> String {
@@ -241,10 +255,18 @@ fn cache_control(m: &ModelSpec) -> Option<String> {
 }
 
 /// Adds `etag` and the caching headers of `m` to a get or list answer.
-pub(crate) fn decorate(mut r: Resp, m: &ModelSpec, etag: &str) -> Resp {
+pub(crate) fn decorate(r: Resp, m: &ModelSpec, etag: &str) -> Resp {
+    match HeaderValue::from_str(etag) {
+        Ok(v) => decorate_with(r, m, v),
+        Err(_) => decorate_with(r, m, HeaderValue::from_static("")),
+    }
+}
+
+/// [`decorate`], with the ETag as a header value (an empty one is left out).
+pub(crate) fn decorate_with(mut r: Resp, m: &ModelSpec, etag: HeaderValue) -> Resp {
     let headers = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        headers.insert(ETAG, v);
+    if !etag.is_empty() {
+        headers.insert(ETAG, etag);
     }
     if let Some(cc) = cache_control(m).and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.insert(CACHE_CONTROL, cc);
@@ -258,4 +280,18 @@ pub(crate) fn decorate(mut r: Resp, m: &ModelSpec, etag: &str) -> Resp {
 /// The 304 of a get or list whose `If-None-Match` names `etag`.
 pub(crate) fn not_modified(m: &ModelSpec, etag: &str) -> Resp {
     decorate(respond::empty(304), m, etag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_records_etag_is_the_same_as_text_and_as_a_header_value() {
+        for version in [0, 1, 9, 10, 12_345, u64::MAX] {
+            let value = record_etag_value(version);
+            assert_eq!(value.to_str().ok(), Some(record_etag(version).as_str()));
+            assert_eq!(value, format!("\"{version}\"").as_str());
+        }
+    }
 }

@@ -239,7 +239,7 @@ pub(crate) fn wants_linearizable(
             "{from} must be local or linearizable, not \"{other}\""
         ))),
     };
-    let header = match headers.get(CONSISTENCY_HEADER) {
+    let header = match headers.get(super::facts::CONSISTENCY) {
         Some(v) => Some(asked(v.to_str().unwrap_or("?"), CONSISTENCY_HEADER)?),
         None => None,
     };

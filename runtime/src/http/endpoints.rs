@@ -16,6 +16,7 @@ use super::app::App;
 use super::body::Payload;
 use super::cache;
 use super::cluster;
+use super::facts::Seen;
 use super::feed;
 use super::lifecycle;
 use super::projection;
@@ -102,14 +103,24 @@ fn answer_now<B>(
     let (ModelOp::Crud(Operation::Get), Some(id)) = (r.op, r.id) else {
         return None;
     };
-    match cluster::wants_linearizable(req.uri().query(), req.headers()) {
-        Ok(false) => {}
-        Ok(true) => return None,
-        Err(e) => return Some(Err(e)),
+    // The headers most gets do not carry are looked up only when the front saw them.
+    let carries = |h| super::facts::may_carry(Some(facts), h);
+    if req.uri().query().is_some() || carries(Seen::CONSISTENCY) {
+        match cluster::wants_linearizable(req.uri().query(), req.headers()) {
+            Ok(false) => {}
+            Ok(true) => return None,
+            Err(e) => return Some(Err(e)),
+        }
+    }
+    if carries(Seen::IF_MATCH) {
+        if let Err(e) = if_match(req.headers()) {
+            return Some(Err(e));
+        }
     }
     let m = r.model(&app.engine.spec.spec);
     let access = Access::of(m, super::facts::caller(Some(facts)), Operation::Get);
-    Some(if_match(req.headers()).and_then(|_| get(app, m, &access, id, req.headers())))
+    let condition = carries(Seen::IF_NONE_MATCH).then(|| req.headers());
+    Some(get(app, m, &access, id, condition))
 }
 
 /// The answer of the operational routes that only read the state (None: `route` is not
@@ -142,13 +153,14 @@ fn operational(
 }
 
 /// A get of record `id` of `m` for a caller with `access`: the record as JSON with its
-/// ETag, or 304 when `If-None-Match` names its version.
+/// ETag, or 304 when `If-None-Match` names its version (`condition`: the request's
+/// headers, None when it carries no `If-None-Match`).
 fn get(
     app: &App,
     m: &ModelSpec,
     access: &Access,
     id: Uuid,
-    headers: &hyper::HeaderMap,
+    condition: Option<&hyper::HeaderMap>,
 ) -> Result<Resp, ApiError> {
     // Another's record is not there for a caller who reads only its own.
     let r = app
@@ -157,7 +169,7 @@ fn get(
         .filter(|r| access.covers(|f| r.get(f)))
         .ok_or_else(|| ApiError::not_found(format!("no {} with this id", m.name)))?;
     // A condition is checked before anything is rendered: a 304 renders nothing.
-    if headers.contains_key(hyper::header::IF_NONE_MATCH) {
+    if let Some(headers) = condition.filter(|h| h.contains_key(hyper::header::IF_NONE_MATCH)) {
         let etag = cache::record_etag(r.version());
         if cache::none_match(headers, &etag)? {
             return Ok(cache::not_modified(m, &etag));
@@ -171,7 +183,7 @@ fn get(
         version = v;
         respond::json_bytes(200, json)
     });
-    Ok(cache::decorate(answer, m, &cache::record_etag(version)))
+    Ok(cache::decorate_with(answer, m, cache::record_etag_value(version)))
 }
 
 /// Answers the route the router resolved, for the caller authentication found.
@@ -277,7 +289,7 @@ where
                     if cluster::wants_linearizable(req.uri().query(), req.headers())? {
                         cluster::linearizable(app).await?;
                     }
-                    get(app, m, &access, id, req.headers())
+                    get(app, m, &access, id, Some(req.headers()))
                 }
                 Operation::Update | Operation::Patch => {
                     let body = req.into_body().into_json();

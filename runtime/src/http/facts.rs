@@ -1,15 +1,16 @@
 //! What the pipeline learns about a request, carried in one extension: the address it
-//! came from (set by the connection), its request id (the front stage), its route (the
-//! router) and its caller (authentication). One value instead of one extension each:
+//! came from (set by the connection), its request id and the rarer headers it carries
+//! (the front stage), its route (the router) and its caller (authentication). One value instead of one extension each:
 //! every extension is a boxed value in a map that grows as they come, and a request
 //! carried four or five.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use hyper::header::HeaderValue;
+use hyper::header::HeaderName;
 use hyper::http::Extensions;
 
+pub use super::front::RequestId;
 use super::router::Route;
 use crate::auth::Principal;
 
@@ -19,7 +20,9 @@ pub struct Facts {
     /// The socket address the request came from.
     pub peer: Option<SocketAddr>,
     /// Its `X-Request-Id`: the client's, or one this node made.
-    pub request_id: Option<HeaderValue>,
+    pub request_id: Option<RequestId>,
+    /// Which of the headers in [`Seen`] it carries (None: the front has not looked).
+    pub seen: Option<Seen>,
     /// Where the router sent it.
     pub route: Option<Route>,
     /// Who authentication found it from.
@@ -34,6 +37,57 @@ impl Facts {
             ..Facts::default()
         }
     }
+}
+
+/// The headers a later stage looks for that few requests carry, noted by the front in
+/// its one pass over a request's headers. A stage asks here before it looks one up: a
+/// lookup by name hashes the name (and parses it when it is not a constant), and most
+/// requests carry none of these.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seen(u8);
+
+/// `X-Lithair-Consistency` (a constant: a name given as text is parsed at every use).
+pub const CONSISTENCY: HeaderName = HeaderName::from_static(super::cluster::CONSISTENCY_HEADER);
+
+/// `traceparent` (W3C trace context).
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+impl Seen {
+    /// `If-Match`.
+    pub const IF_MATCH: Seen = Seen(1);
+    /// `If-None-Match`.
+    pub const IF_NONE_MATCH: Seen = Seen(1 << 1);
+    /// `X-Lithair-Consistency`.
+    pub const CONSISTENCY: Seen = Seen(1 << 2);
+    /// `traceparent`.
+    pub const TRACEPARENT: Seen = Seen(1 << 3);
+    /// `Content-Length`.
+    pub const CONTENT_LENGTH: Seen = Seen(1 << 4);
+
+    /// Notes the header `name` (if it is one of these).
+    pub fn note(&mut self, name: &HeaderName) {
+        use hyper::header::{CONTENT_LENGTH, IF_MATCH, IF_NONE_MATCH};
+        let bit = if name == IF_NONE_MATCH {
+            Seen::IF_NONE_MATCH
+        } else if name == IF_MATCH {
+            Seen::IF_MATCH
+        } else if name == CONTENT_LENGTH {
+            Seen::CONTENT_LENGTH
+        } else if name == CONSISTENCY {
+            Seen::CONSISTENCY
+        } else if name == TRACEPARENT {
+            Seen::TRACEPARENT
+        } else {
+            return;
+        };
+        self.0 |= bit.0;
+    }
+}
+
+/// Whether a request may carry the header `h`: false only when the front found that it
+/// does not.
+pub fn may_carry(facts: Option<&Facts>, h: Seen) -> bool {
+    facts.and_then(|f| f.seen).is_none_or(|s| s.0 & h.0 != 0)
 }
 
 /// The facts of a request (its extensions), if any stage set one.

@@ -1,6 +1,7 @@
 //! The first stage of the pipeline (`pipeline.rs`). One pass over the request's headers
 //! marks the secret ones sensitive (`Authorization`, `Cookie`, the cluster secret: no log
-//! or debug output shows them) and finds the client's `X-Request-Id`; the request id (the
+//! or debug output shows them), finds the client's `X-Request-Id`, and notes which of the
+//! rarer headers later stages look for it carries (`facts::Seen`); the request id (the
 //! client's, or one this node makes) goes into the request's facts for the log and the
 //! trace. Every answer, refusals included, carries the request id and the security
 //! headers back.
@@ -11,7 +12,6 @@
 //! work in one pass (measured in `bench/README.md`, session 15).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL};
 use hyper::Request;
@@ -26,41 +26,105 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// and `Cookie`'s, so that no log or debug output shows them.
 const SECRET: HeaderName = HeaderName::from_static(crate::raft::network::SECRET_HEADER);
 
-/// Makes request ids: a random prefix per process and a counter (unique per node,
-/// without a system call per request).
-#[derive(Clone)]
+/// A request's id: one this node made, kept inline (the request log copies it without
+/// touching the heap), or the client's `X-Request-Id`.
+#[derive(Clone, Debug)]
+pub enum RequestId {
+    /// Made here: `{prefix:08x}-{n:x}`, the first `len` bytes of `text`.
+    Made { text: [u8; 25], len: u8 },
+    /// The client's.
+    Given(HeaderValue),
+}
+
+impl RequestId {
+    /// Its text (empty for a client's id that is not visible ASCII).
+    pub fn as_str(&self) -> &str {
+        match self {
+            RequestId::Made { text, len } => {
+                std::str::from_utf8(&text[..usize::from(*len)]).unwrap_or_default()
+            }
+            RequestId::Given(v) => v.to_str().unwrap_or_default(),
+        }
+    }
+
+    /// Its header value.
+    fn header(self) -> HeaderValue {
+        match self {
+            RequestId::Made { text, len } => {
+                match HeaderValue::from_bytes(&text[..usize::from(len)]) {
+                    Ok(id) => id,
+                    // Hex digits and a dash are always a valid header value.
+                    Err(_) => HeaderValue::from_static("0"),
+                }
+            }
+            RequestId::Given(v) => v,
+        }
+    }
+}
+
+/// Makes request ids: a random prefix per node and a count, unique in the process.
+#[derive(Clone, Copy)]
 struct RequestIds {
     prefix: u32,
-    next: Arc<AtomicU64>,
+}
+
+/// Counts a thread takes from the process's count at once: the workers do not share one
+/// counter's cache line per request.
+const BLOCK: u64 = 1024;
+
+/// The process's count: the start of the next block a thread takes.
+static NEXT_BLOCK: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// The current thread's block: the next count it gives, and the block's end.
+    static BLOCK_OF: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// The next count of the current thread, from its block (a new block when it has used
+/// its last): every count is given once in the process.
+fn next_count() -> u64 {
+    BLOCK_OF.with(|b| {
+        let (mut n, mut end) = b.get();
+        if n == end {
+            n = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+            end = n.saturating_add(BLOCK);
+        }
+        b.set((n + 1, end));
+        n
+    })
 }
 
 impl RequestIds {
     fn new() -> Self {
         RequestIds {
             prefix: rand::random(),
-            next: Arc::new(AtomicU64::new(1)),
         }
     }
 
     /// The next id.
-    fn make(&self) -> HeaderValue {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        // `{prefix:08x}-{n:x}`, written without the formatting machinery (every request
-        // makes one).
+    fn make(self) -> RequestId {
+        RequestId::made(self.prefix, next_count())
+    }
+}
+
+impl RequestId {
+    /// The id `{prefix:08x}-{n:x}`, written without the formatting machinery (every
+    /// request makes one).
+    fn made(prefix: u32, n: u64) -> RequestId {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut id = [0u8; 8 + 1 + 16];
-        for (i, d) in id[..8].iter_mut().enumerate() {
-            *d = HEX[(self.prefix >> (28 - 4 * i) & 0xf) as usize];
+        let mut text = [0u8; 25];
+        for (i, d) in text[..8].iter_mut().enumerate() {
+            *d = HEX[(prefix >> (28 - 4 * i) & 0xf) as usize];
         }
-        id[8] = b'-';
+        text[8] = b'-';
         let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-        for (i, d) in id[9..9 + digits].iter_mut().enumerate() {
+        for (i, d) in text[9..9 + digits].iter_mut().enumerate() {
             *d = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
         }
-        match HeaderValue::from_bytes(&id[..9 + digits]) {
-            Ok(id) => id,
-            // Hex digits and a dash are always a valid header value.
-            Err(_) => HeaderValue::from_static("0"),
+        RequestId::Made {
+            text,
+            // At most 9 + 16.
+            len: (9 + digits) as u8,
         }
     }
 }
@@ -68,8 +132,9 @@ impl RequestIds {
 /// `X-Content-Type-Options` (a constant: a header named by a string is parsed per use).
 const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
-/// The first stage. One pass over the request's headers marks the secret ones sensitive
-/// and finds the client's `X-Request-Id`; the request id (the client's, or a new one) goes
+/// The first stage. One pass over the request's headers marks the secret ones sensitive,
+/// finds the client's `X-Request-Id` and notes the rarer headers (`facts::Seen`); the
+/// request id (the client's, or a new one) goes
 /// into the request's facts for the log and the trace. Every answer, refusals included,
 /// carries the request id back (unless it names one itself), `X-Content-Type-Options:
 /// nosniff`, and `Cache-Control: no-store` when it is an error or answers an
@@ -92,22 +157,29 @@ impl<B: Send + 'static> Step<B> for Front {
     fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
         let mut authenticated = false;
         let mut id = None;
+        let mut seen = super::facts::Seen::default();
         for (name, value) in req.headers_mut().iter_mut() {
             if name == hyper::header::AUTHORIZATION {
                 authenticated = true;
                 value.set_sensitive(true);
             } else if name == hyper::header::COOKIE || name == SECRET {
                 value.set_sensitive(true);
-            } else if name == REQUEST_ID && id.is_none() {
-                id = Some(value.clone());
+            } else if name == REQUEST_ID {
+                id = id.or_else(|| Some(RequestId::Given(value.clone())));
+            } else {
+                seen.note(name);
             }
         }
         let id = id.unwrap_or_else(|| self.ids.make());
-        super::facts::of_mut(req.extensions_mut()).request_id = Some(id.clone());
+        let facts = super::facts::of_mut(req.extensions_mut());
+        facts.request_id = Some(id.clone());
+        facts.seen = Some(seen);
         next.answer(req).map(move |mut r| {
             let error = r.status().as_u16() >= 400;
             let headers = r.headers_mut();
-            headers.entry(REQUEST_ID).or_insert(id);
+            if let hyper::header::Entry::Vacant(v) = headers.entry(REQUEST_ID) {
+                v.insert(id.header());
+            }
             headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             if error || authenticated {
                 headers
@@ -126,15 +198,25 @@ mod tests {
     #[test]
     fn request_ids_are_the_prefix_and_the_count_in_hex() {
         for (prefix, n) in [(0, 1), (0xdead_beef, 0x10), (0x0000_00ff, u64::MAX), (7, 0xabc)] {
-            let ids = RequestIds {
-                prefix,
-                next: Arc::new(AtomicU64::new(n)),
-            };
-            let id = ids.make();
-            assert_eq!(
-                id.to_str().ok(),
-                Some(format!("{prefix:08x}-{n:x}").as_str())
-            );
+            let id = RequestId::made(prefix, n);
+            let text = format!("{prefix:08x}-{n:x}");
+            assert_eq!(id.as_str(), text);
+            assert_eq!(id.header().to_str().ok(), Some(text.as_str()));
         }
+    }
+
+    #[test]
+    fn threads_never_make_the_same_id() {
+        let ids = RequestIds::new();
+        let threads: Vec<_> = (0..4)
+            .map(|_| std::thread::spawn(move || (0..3 * BLOCK).map(|_| ids.make().as_str().to_string()).collect::<Vec<_>>()))
+            .collect();
+        let mut all = std::collections::HashSet::new();
+        for t in threads {
+            for id in t.join().expect("maker") {
+                assert!(all.insert(id), "an id made twice");
+            }
+        }
+        assert_eq!(all.len() as u64, 4 * 3 * BLOCK);
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use hyper::Request;
 use opentelemetry::trace::{SpanId, TraceId};
 
+use super::facts::{Seen, TRACEPARENT};
 use super::stage::{Next, Reply, Step};
 use crate::config::RequestLog;
 
@@ -73,13 +74,15 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let headers = req.headers();
-        let size: u64 = headers
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let traceparent = headers.get("traceparent").cloned();
         let facts = super::facts::of(req.extensions());
+        let carries = |h| super::facts::may_carry(facts, h);
+        let size: u64 = carries(Seen::CONTENT_LENGTH)
+            .then(|| headers.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok())
+            .flatten()
+            .unwrap_or(0);
+        let traceparent = carries(Seen::TRACEPARENT)
+            .then(|| headers.get(TRACEPARENT).cloned())
+            .flatten();
         let request_id = facts.and_then(|f| f.request_id.clone());
         let client = facts.and_then(|f| f.peer).map(|p| p.ip());
         next.answer(req).map(move |r| {
@@ -103,7 +106,7 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
                 });
                 Line {
                     ids,
-                    request_id: text(request_id.as_ref()),
+                    request_id: request_id.as_ref().map_or("", |id| id.as_str()),
                     client: Client(client),
                     method: method.as_str(),
                     path: uri.path(),
@@ -261,11 +264,6 @@ macro_rules! event {
 }
 event!(event_info, info);
 event!(event_warn, warn);
-
-/// A header's value as text (empty when absent or not text).
-fn text(v: Option<&hyper::header::HeaderValue>) -> &str {
-    v.and_then(|v| v.to_str().ok()).unwrap_or_default()
-}
 
 /// The peer's address as a line shows it (empty when unknown).
 struct Client(Option<std::net::IpAddr>);

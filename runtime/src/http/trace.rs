@@ -29,7 +29,7 @@ impl<B: Send + 'static> Step<B> for TraceStage {
         };
         let traceparent = req
             .headers()
-            .get("traceparent")
+            .get(super::facts::TRACEPARENT)
             .and_then(|v| v.to_str().ok());
         let Some(recorder) = tracing.begin(traceparent, req.uri().path()) else {
             return next.answer(req);
@@ -40,8 +40,8 @@ impl<B: Send + 'static> Step<B> for TraceStage {
             KeyValue::new("url.path", req.uri().path().to_string()),
         ];
         let facts = super::facts::of(req.extensions());
-        if let Some(id) = facts.and_then(|f| f.request_id.as_ref()?.to_str().ok()) {
-            attributes.push(KeyValue::new("lithair.request_id", id.to_string()));
+        if let Some(id) = facts.and_then(|f| f.request_id.as_ref()) {
+            attributes.push(KeyValue::new("lithair.request_id", id.as_str().to_string()));
         }
         if let Some(peer) = facts.and_then(|f| f.peer) {
             attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
