@@ -11,6 +11,7 @@
 pub mod decide;
 pub mod event;
 pub mod health;
+pub mod hot;
 pub mod projection;
 pub mod row;
 pub mod snapshot;

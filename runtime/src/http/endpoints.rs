@@ -175,11 +175,11 @@ fn get(
             return Ok(cache::not_modified(m, &etag));
         }
     }
-    // The record's JSON and its version, in one pass; `decorate` adds its ETag and
-    // caching headers.
+    // The record's JSON and its version, in one pass (or as this thread last rendered
+    // them, `domain::hot`); `decorate` adds its ETag and caching headers.
     let mut version = 0;
     let answer = rendered(app, || {
-        let (json, v) = r.json_and_version(access.hidden());
+        let (json, v) = crate::domain::hot::json_and_version(&r, access.hidden());
         version = v;
         respond::json_bytes(200, json)
     });
