@@ -1,9 +1,11 @@
 //! Who is calling: bearer API tokens from `lithair.toml` and JWTs from an identity
 //! provider (`[auth.jwt]`, see `auth/jwt.rs`), and the permission check.
 //!
-//! An API token is stored only as the hex sha256 of its text. A bearer value is taken as
-//! an API token when it has the `lth_` prefix of the tokens `token new` mints (or when no
-//! JWT is configured), and as a JWT otherwise. Roles inherit per the schema. Deny by
+//! An API token is stored only as the hex sha256 of its text; a worker thread remembers
+//! the tokens it has found by their text (in memory, until a reload), so that a token seen
+//! again is not hashed again. A bearer value is taken as an API token when it has the
+//! `lth_` prefix of the tokens `token new` mints (or when no JWT is configured), and as a
+//! JWT otherwise. Roles inherit per the schema. Deny by
 //! default: an operation with no roles is refused to everyone; `public` lets anonymous
 //! callers in.
 
@@ -291,19 +293,25 @@ impl Authenticator {
     /// The caller and expiry of the API token `token`: remembered by this thread, or
     /// found by its sha256 (and then remembered).
     fn api_token(&self, token: &[u8]) -> Option<Holder> {
-        let found = KNOWN.with_borrow_mut(|known| {
-            if known.generation != self.generation {
-                known.generation = self.generation;
-                known.tokens.clear();
-            }
-            known.tokens.get(token).cloned()
-        });
+        // (A thread that is ending has no table any more: its checks hash every token.)
+        let found = KNOWN
+            .try_with(|known| {
+                let mut known = known.borrow_mut();
+                if known.generation != self.generation {
+                    known.generation = self.generation;
+                    known.tokens.clear();
+                }
+                known.tokens.get(token).cloned()
+            })
+            .ok()
+            .flatten();
         if found.is_some() {
             return found;
         }
         let hash: [u8; 32] = Sha256::digest(token).into();
         let holder = self.by_hash.get(&hash)?.clone();
-        KNOWN.with_borrow_mut(|known| {
+        let _ = KNOWN.try_with(|known| {
+            let mut known = known.borrow_mut();
             if known.generation == self.generation {
                 known.tokens.insert(token.into(), holder.clone());
             }

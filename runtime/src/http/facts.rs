@@ -1,8 +1,8 @@
 //! What the pipeline learns about a request, carried in one extension: the address it
 //! came from (set by the connection), its request id and the rarer headers it carries
-//! (the front stage), its route (the router) and its caller (authentication). One value instead of one extension each:
-//! every extension is a boxed value in a map that grows as they come, and a request
-//! carried four or five.
+//! (the front stage), its route (the router) and its caller (authentication). One value
+//! instead of one extension each: every extension is a boxed value in a map that grows as
+//! they come, and a request carried four or five.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};

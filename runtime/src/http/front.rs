@@ -37,6 +37,26 @@ pub enum RequestId {
 }
 
 impl RequestId {
+    /// The id `{prefix:08x}-{n:x}`, written without the formatting machinery (every
+    /// request makes one).
+    fn made(prefix: u32, n: u64) -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 25];
+        for (i, d) in text[..8].iter_mut().enumerate() {
+            *d = HEX[(prefix >> (28 - 4 * i) & 0xf) as usize];
+        }
+        text[8] = b'-';
+        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, d) in text[9..9 + digits].iter_mut().enumerate() {
+            *d = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
+        }
+        RequestId::Made {
+            text,
+            // At most 9 + 16.
+            len: (9 + digits) as u8,
+        }
+    }
+
     /// Its text (empty for a client's id that is not visible ASCII).
     pub fn as_str(&self) -> &str {
         match self {
@@ -107,38 +127,16 @@ impl RequestIds {
     }
 }
 
-impl RequestId {
-    /// The id `{prefix:08x}-{n:x}`, written without the formatting machinery (every
-    /// request makes one).
-    fn made(prefix: u32, n: u64) -> RequestId {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [0u8; 25];
-        for (i, d) in text[..8].iter_mut().enumerate() {
-            *d = HEX[(prefix >> (28 - 4 * i) & 0xf) as usize];
-        }
-        text[8] = b'-';
-        let digits = (64 - n.leading_zeros()).div_ceil(4).max(1) as usize;
-        for (i, d) in text[9..9 + digits].iter_mut().enumerate() {
-            *d = HEX[(n >> (4 * (digits - 1 - i)) & 0xf) as usize];
-        }
-        RequestId::Made {
-            text,
-            // At most 9 + 16.
-            len: (9 + digits) as u8,
-        }
-    }
-}
 
 /// `X-Content-Type-Options` (a constant: a header named by a string is parsed per use).
 const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
 /// The first stage. One pass over the request's headers marks the secret ones sensitive,
 /// finds the client's `X-Request-Id` and notes the rarer headers (`facts::Seen`); the
-/// request id (the client's, or a new one) goes
-/// into the request's facts for the log and the trace. Every answer, refusals included,
-/// carries the request id back (unless it names one itself), `X-Content-Type-Options:
-/// nosniff`, and `Cache-Control: no-store` when it is an error or answers an
-/// authenticated request (unless it set its own).
+/// request id (the client's, or a new one) goes into the request's facts for the log and
+/// the trace. Every answer, refusals included, carries the request id back (unless it
+/// names one itself), `X-Content-Type-Options: nosniff`, and `Cache-Control: no-store`
+/// when it is an error or answers an authenticated request (unless it set its own).
 #[derive(Clone)]
 pub(crate) struct Front {
     ids: RequestIds,
