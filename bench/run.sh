@@ -118,53 +118,40 @@ if [ "$only" = all ] || [ "$only" = http ]; then
   # Each server's CPU time (user + system, from /proc) per request it answered is noted
   # too: the throughput ratio is damped (a server that answers more keeps its load
   # generator busier), the CPU per request is not.
-  half=$(( CONNS / 2 )); at_once=(); cpu_ratio=()
+  half=$(( CONNS / 2 ))
   hello_pid=${pids[-2]}; shop_pid=${pids[-1]}
-  for round in $(seq 1 "${ROUNDS:-6}"); do
-    h0=$(cpu_ticks "$hello_pid"); s0=$(cpu_ticks "$shop_pid")
-    wrk -t1 -c"$half" -d"$DURATION" "http://$hello_addr/" > "$work/once-hello.txt" &
-    w1=$!
-    LITHAIR_TOKEN=$editor LITHAIR_PATH=/api/products/$id \
-      wrk -t1 -c"$half" -d"$DURATION" -s bench/get.lua "http://$addr" > "$work/once-shop.txt" &
-    w2=$!
-    wait "$w1" "$w2"
-    h1=$(cpu_ticks "$hello_pid"); s1=$(cpu_ticks "$shop_pid")
-    ! grep -q "Non-2xx" "$work/once-shop.txt" || echo "!! some requests failed: the figures above are not valid" >&2
-    h=$(sed -n 's/^Requests\/sec: *//p' "$work/once-hello.txt"); g=$(sed -n 's/^Requests\/sec: *//p' "$work/once-shop.txt")
-    hn=$(awk '/requests in/ {print $1}' "$work/once-hello.txt"); gn=$(awk '/requests in/ {print $1}' "$work/once-shop.txt")
-    hc=$(per_request "$((h1 - h0))" "$hn"); gc=$(per_request "$((s1 - s0))" "$gn")
-    echo "== 2p. at once, $half connections each (round $round): bare hyper $h req/s (${hc} µs CPU each), shop GET $g req/s (${gc} µs CPU each)"
-    at_once+=("$(awk -v a="$g" -v b="$h" 'BEGIN {printf "%.3f", a / b}')")
-    cpu_ratio+=("$(awk -v a="$gc" -v b="$hc" 'BEGIN {printf "%.3f", b / a}')")
-  done
-  echo "== 2p. shop GET / bare hyper, at once, per round: ${at_once[*]}; median $(median "${at_once[@]}")"
-  echo "== 2p. bare hyper's CPU per request / the shop's, per round: ${cpu_ratio[*]}; median $(median "${cpu_ratio[@]}")"
-  # The same at once with reads spread over a thousand records (each worker keeps the
-  # answers of 256 it rendered recently, so here nearly every read renders its record).
+  # at_once LABEL SCRIPT ENV=VALUE...: ROUNDS rounds of bare hyper and the shop (wrk with
+  # bench/SCRIPT and the environment given) at once, then the medians of both ratios.
+  at_once() {
+    local label=$1 script=$2 ratios=() cpu_ratios=() round h0 s0 h1 s1 w1 w2 h g hn gn hc gc
+    shift 2
+    for round in $(seq 1 "${ROUNDS:-6}"); do
+      h0=$(cpu_ticks "$hello_pid"); s0=$(cpu_ticks "$shop_pid")
+      wrk -t1 -c"$half" -d"$DURATION" "http://$hello_addr/" > "$work/once-hello.txt" &
+      w1=$!
+      env "$@" wrk -t1 -c"$half" -d"$DURATION" -s "bench/$script" "http://$addr" > "$work/once-shop.txt" &
+      w2=$!
+      wait "$w1" "$w2"
+      h1=$(cpu_ticks "$hello_pid"); s1=$(cpu_ticks "$shop_pid")
+      ! grep -q "Non-2xx" "$work/once-shop.txt" || echo "!! some requests failed: the figures above are not valid" >&2
+      h=$(sed -n 's/^Requests\/sec: *//p' "$work/once-hello.txt"); g=$(sed -n 's/^Requests\/sec: *//p' "$work/once-shop.txt")
+      hn=$(awk '/requests in/ {print $1}' "$work/once-hello.txt"); gn=$(awk '/requests in/ {print $1}' "$work/once-shop.txt")
+      hc=$(per_request "$((h1 - h0))" "$hn"); gc=$(per_request "$((s1 - s0))" "$gn")
+      echo "== $label, at once, $half connections each (round $round): bare hyper $h req/s (${hc} µs CPU each), shop GET $g req/s (${gc} µs CPU each)"
+      ratios+=("$(awk -v a="$g" -v b="$h" 'BEGIN {printf "%.3f", a / b}')")
+      cpu_ratios+=("$(awk -v a="$gc" -v b="$hc" 'BEGIN {printf "%.3f", b / a}')")
+    done
+    echo "== $label: shop GET / bare hyper, at once, per round: ${ratios[*]}; median $(median "${ratios[@]}")"
+    echo "== $label: bare hyper's CPU per request / the shop's, per round: ${cpu_ratios[*]}; median $(median "${cpu_ratios[@]}")"
+  }
+  at_once "2p. one record" get.lua LITHAIR_TOKEN="$editor" LITHAIR_PATH="/api/products/$id"
+  # The same with reads spread over a thousand records (each worker keeps the answers of
+  # up to 256 it rendered recently, so here nearly every read renders its record).
   LITHAIR_TOKEN=$editor LITHAIR_CATEGORY=$cat LITHAIR_RUN="M$(date +%s%N | tail -c 9)" \
     wrk -t1 -c8 -d1s -s bench/post.lua "http://$addr" > /dev/null
   curl -s "http://$addr/api/products?limit=1000" -H "authorization: Bearer $editor" \
     | grep -o '"id":"[^"]*"' | sed 's/"id":"\([^"]*\)"/\1/' > "$work/ids.txt"
-  at_once=(); cpu_ratio=()
-  for round in $(seq 1 "${ROUNDS:-6}"); do
-    h0=$(cpu_ticks "$hello_pid"); s0=$(cpu_ticks "$shop_pid")
-    wrk -t1 -c"$half" -d"$DURATION" "http://$hello_addr/" > "$work/once-hello.txt" &
-    w1=$!
-    LITHAIR_TOKEN=$editor LITHAIR_IDS=$work/ids.txt \
-      wrk -t1 -c"$half" -d"$DURATION" -s bench/get_many.lua "http://$addr" > "$work/once-shop.txt" &
-    w2=$!
-    wait "$w1" "$w2"
-    h1=$(cpu_ticks "$hello_pid"); s1=$(cpu_ticks "$shop_pid")
-    ! grep -q "Non-2xx" "$work/once-shop.txt" || echo "!! some requests failed: the figures above are not valid" >&2
-    h=$(sed -n 's/^Requests\/sec: *//p' "$work/once-hello.txt"); g=$(sed -n 's/^Requests\/sec: *//p' "$work/once-shop.txt")
-    hn=$(awk '/requests in/ {print $1}' "$work/once-hello.txt"); gn=$(awk '/requests in/ {print $1}' "$work/once-shop.txt")
-    hc=$(per_request "$((h1 - h0))" "$hn"); gc=$(per_request "$((s1 - s0))" "$gn")
-    echo "== 2q. at once, $(wc -l < "$work/ids.txt") records in turn (round $round): bare hyper $h req/s (${hc} µs CPU each), shop GET $g req/s (${gc} µs CPU each)"
-    at_once+=("$(awk -v a="$g" -v b="$h" 'BEGIN {printf "%.3f", a / b}')")
-    cpu_ratio+=("$(awk -v a="$gc" -v b="$hc" 'BEGIN {printf "%.3f", b / a}')")
-  done
-  echo "== 2q. shop GET of many records / bare hyper, at once, per round: ${at_once[*]}; median $(median "${at_once[@]}")"
-  echo "== 2q. bare hyper's CPU per request / the shop's, per round: ${cpu_ratio[*]}; median $(median "${cpu_ratio[@]}")"
+  at_once "2q. $(wc -l < "$work/ids.txt") records in turn" get_many.lua LITHAIR_TOKEN="$editor" LITHAIR_IDS="$work/ids.txt"
   kill "${pids[-1]}" "${pids[-2]}"
 
   for run in "always 64" "always 1" "never 64" "periodic 64"; do

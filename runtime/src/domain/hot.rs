@@ -142,6 +142,16 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_longer_than_the_limit_is_rendered_every_time() {
+        let long = stored(&"x".repeat(MAX_BYTES), 1);
+        let answers: Vec<_> = (0..3).map(|_| json_and_version(&long, &[])).collect();
+        assert!(answers[0].0.len() > MAX_BYTES);
+        assert!(answers.iter().all(|a| *a == answers[0]));
+        // Never kept: each is a buffer of its own.
+        assert_ne!(answers[1].0.as_ptr(), answers[2].0.as_ptr());
+    }
+
+    #[test]
     fn many_records_each_get_their_own_answer() {
         let records: Vec<_> = (0..SLOTS as u64 * 3)
             .map(|n| stored(&format!("r{n}"), n + 1))
