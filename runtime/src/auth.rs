@@ -80,7 +80,7 @@ impl Principal {
 #[derive(Debug)]
 pub struct Authenticator {
     /// The API tokens: the caller, and when the token expires (Unix seconds).
-    by_hash: HashMap<[u8; 32], (Arc<Principal>, Option<i64>)>,
+    by_hash: HashMap<[u8; 32], Holder>,
     anonymous: Arc<Principal>,
     jwt: Option<JwtVerifier>,
     /// Each schema role with the roles it inherits (for the roles of a JWT).

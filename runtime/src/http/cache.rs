@@ -64,15 +64,9 @@ impl Pages {
     }
 }
 
-/// The ETag of a record at `version`.
+/// The ETag of a record at `version`, as text.
 pub(crate) fn record_etag(version: u64) -> String {
-    let mut digits = itoa::Buffer::new();
-    let digits = digits.format(version);
-    let mut etag = String::with_capacity(digits.len() + 2);
-    etag.push('"');
-    etag.push_str(digits);
-    etag.push('"');
-    etag
+    record_etag_value(version).to_str().unwrap_or_default().to_string()
 }
 
 /// The ETag of a record at `version` as a header value (written on the stack: every get
@@ -256,16 +250,13 @@ fn cache_control(m: &ModelSpec) -> Option<String> {
 
 /// Adds `etag` and the caching headers of `m` to a get or list answer.
 pub(crate) fn decorate(r: Resp, m: &ModelSpec, etag: &str) -> Resp {
-    match HeaderValue::from_str(etag) {
-        Ok(v) => decorate_with(r, m, v),
-        Err(_) => decorate_with(r, m, HeaderValue::from_static("")),
-    }
+    decorate_with(r, m, HeaderValue::from_str(etag).ok())
 }
 
-/// [`decorate`], with the ETag as a header value (an empty one is left out).
-pub(crate) fn decorate_with(mut r: Resp, m: &ModelSpec, etag: HeaderValue) -> Resp {
+/// [`decorate`], with the ETag as a header value (None: no `ETag`).
+pub(crate) fn decorate_with(mut r: Resp, m: &ModelSpec, etag: Option<HeaderValue>) -> Resp {
     let headers = r.headers_mut();
-    if !etag.is_empty() {
+    if let Some(etag) = etag {
         headers.insert(ETAG, etag);
     }
     if let Some(cc) = cache_control(m).and_then(|c| HeaderValue::from_str(&c).ok()) {

@@ -183,7 +183,7 @@ fn get(
         version = v;
         respond::json_bytes(200, json)
     });
-    Ok(cache::decorate_with(answer, m, cache::record_etag_value(version)))
+    Ok(cache::decorate_with(answer, m, Some(cache::record_etag_value(version))))
 }
 
 /// Answers the route the router resolved, for the caller authentication found.

@@ -4,8 +4,9 @@
 //! connection limits (at accept, in `server.rs`)
 //!   → the front: sensitive headers (`Authorization`, `Cookie`, the cluster secret: never
 //!     shown), the request id (`X-Request-Id`: the client's or a new one, on every
-//!     answer) and the security headers (on every answer, refusals included), in one
-//!     pass over the request's headers (`front.rs`)
+//!     answer), the rarer headers later stages look for (`facts::Seen`) and the security
+//!     headers (on every answer, refusals included), in one pass over the request's
+//!     headers (`front.rs`)
 //!   → the request log (`[telemetry] request_log`, `request_log.rs`)
 //!   → the trace (`[telemetry] otlp_endpoint`: a traced request's span, `trace.rs`)
 //!   → firewall: client address, allow/deny, rate limit (`firewall.rs`)

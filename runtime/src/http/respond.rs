@@ -148,9 +148,7 @@ pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
 pub fn record(status: u16, record: &crate::domain::row::Stored, hidden: &[String]) -> Resp {
     let (json, version) = record.json_and_version(hidden);
     let mut r = json_bytes(status, json);
-    let etag = super::cache::record_etag(version);
-    if let Ok(v) = hyper::header::HeaderValue::try_from(etag) {
-        r.headers_mut().insert(hyper::header::ETAG, v);
-    }
+    r.headers_mut()
+        .insert(hyper::header::ETAG, super::cache::record_etag_value(version));
     r
 }
