@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use super::app::{App, Live, ServeOptions};
-use super::conn::{HeadWait, Serve};
+use super::conn::{watchdog, HeadWait, Serve, Signals, Watched};
 use super::router::Plane;
 use crate::engine::Engine;
 use crate::tls::ServerTls;
@@ -101,36 +101,30 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     live.firewall.spawn_cleanup(Duration::from_secs(10));
     let app = Arc::new(App::new(engine.clone(), live, openapi, opts.clone()));
+    // `stop` ends the accept loops; `tell` tells the connections, each of which holds a
+    // receiver of it (in its watchdog) until it ends.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (tell, told) = tokio::sync::watch::channel(false);
     let loops: Vec<_> = listeners
         .into_iter()
-        .map(|l| tokio::spawn(accept(l, app.clone(), stopped.clone())))
+        .map(|l| tokio::spawn(accept(l, app.clone(), stopped.clone(), told.clone())))
         .collect();
+    drop(told);
     shutdown.await;
     let _ = stop.send(true);
-    let mut draining = Vec::new();
     for l in loops {
-        if let Ok(graceful) = l.await {
-            draining.push(graceful);
-        }
+        let _ = l.await;
     }
     // `/ready` answers 503 from now on, and the change feeds end (their connections
     // would hold the drain up to its timeout).
     engine.store.health().stopping();
     engine.store.feed().close();
     tracing::info!("shutting down: finishing in-flight requests");
-    // Every listener's connections are told at once, then waited for.
-    let drains: Vec<_> = draining
-        .into_iter()
-        .map(|g| tokio::spawn(g.shutdown()))
-        .collect();
-    let drained = async {
-        for d in drains {
-            let _ = d.await;
-        }
-    };
+    // Every listener's connections are told at once, then waited for: each holds a
+    // receiver of `tell` until it ends.
+    tell.send_replace(true);
     tokio::select! {
-        _ = drained => {}
+        () = tell.closed() => {}
         _ = tokio::time::sleep(opts.drain_timeout) => tracing::warn!("some requests did not finish in time"),
     }
     engine.store.shutdown().await;
@@ -138,29 +132,29 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves a connection (`served`) until it ends, or until it has waited for a request's
-/// headers longer than `timeout` (then it is closed, as it is dropped).
-async fn within_headers<E>(
-    served: impl Future<Output = Result<(), E>>,
-    wait: &HeadWait,
+/// Serves a connection (`served`) until it ends, until it has waited for a request's
+/// headers longer than `timeout` (then it is closed, as it is dropped), or until `told`
+/// turns true (then it finishes the request in flight and closes); its watchdog holds
+/// `told` until it ends.
+async fn watched<C: hyper_util::server::graceful::GracefulConnection>(
+    served: C,
+    wait: Arc<HeadWait>,
     timeout: Duration,
-) -> Result<(), E> {
-    tokio::select! {
-        r = served => r,
-        () = wait.expired(timeout) => {
-            tracing::debug!("connection closed: no request headers within the header timeout");
-            Ok(())
-        }
-    }
+    told: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), C::Error> {
+    let signals = Arc::new(Signals::default());
+    tokio::spawn(watchdog(signals.clone(), wait, timeout, told));
+    Watched::new(served, signals).await
 }
 
-/// Accepts connections on `l` within their caps until `stopped` turns true; answers the
-/// handle that waits for its connections to finish.
+/// Accepts connections on `l` within their caps until `stopped` turns true; each
+/// connection holds a receiver of `told` (the server's shutdown) until it ends.
 async fn accept(
     l: Listener,
     app: Arc<App>,
     mut stopped: tokio::sync::watch::Receiver<bool>,
-) -> hyper_util::server::graceful::GracefulShutdown {
+    told: tokio::sync::watch::Receiver<bool>,
+) {
     let opts = app.opts.clone();
     // The public port's connections are the ones `/metrics` counts; the cluster
     // listener has caps of its own, so a flood of clients cannot keep peers out.
@@ -175,7 +169,6 @@ async fn accept(
         max_per_ip: opts.max_connections_per_ip,
     });
     let stack = super::pipeline::stack::<Incoming>(app, l.plane);
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         tokio::select! {
             accepted = l.tcp.accept() => {
@@ -200,7 +193,7 @@ async fn accept(
                     peer,
                     wait: wait.clone(),
                 };
-                let watcher = graceful.watcher();
+                let told = told.clone();
                 let tls = l.tls.clone();
                 let header_timeout = opts.header_timeout;
                 tokio::spawn(async move {
@@ -210,14 +203,14 @@ async fn accept(
                     let served = match tls {
                         None => {
                             let conn = http.serve_connection(TokioIo::new(stream), svc);
-                            within_headers(watcher.watch(conn), &wait, header_timeout).await
+                            watched(conn, wait, header_timeout, told).await
                         }
                         // The handshake has the headers' time: a client that stalls in
                         // it holds no more than one that stalls in its headers.
                         Some(tls) => match tokio::time::timeout(header_timeout, tls.0.accept(stream)).await {
                             Ok(Ok(stream)) => {
                                 let conn = http.serve_connection(TokioIo::new(stream), svc);
-                                within_headers(watcher.watch(conn), &wait, header_timeout).await
+                                watched(conn, wait, header_timeout, told).await
                             }
                             Ok(Err(e)) => {
                                 tracing::debug!(error = %e, %peer, "TLS handshake failed");
@@ -237,5 +230,4 @@ async fn accept(
             _ = stopped.changed() => break,
         }
     }
-    graceful
 }
