@@ -27,7 +27,8 @@ use tower::{Layer, Service};
 
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
-use super::stage::{Answer, Next, Reply, Shared};
+use super::facts::Facts;
+use super::stage::{carried, Answer, Next, Reply, Shared};
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
 use crate::spec::{CompiledSpec, Operation};
@@ -145,27 +146,35 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn answer(&self, req: Request<B>) -> Reply {
+    fn answer(&self, req: Request<B>, facts: &mut Facts) -> Reply {
         let (parts, body) = req.into_parts();
-        let (patch, create) = match takes(super::facts::route(&parts.extensions)) {
+        let (patch, create) = match takes(facts.route.as_ref()) {
             // Nothing to wait for: handed on at once.
-            Takes::Nothing => return self.inner.answer(Request::from_parts(parts, Payload::Empty)),
+            Takes::Nothing => {
+                return self
+                    .inner
+                    .answer(Request::from_parts(parts, Payload::Empty), facts)
+            }
             Takes::Raw => {
                 return self
                     .inner
-                    .answer(Request::from_parts(parts, Payload::Unread(body)))
+                    .answer(Request::from_parts(parts, Payload::Unread(body)), facts)
             }
             Takes::Json { patch, create } => (patch, create),
         };
         let inner = self.inner.clone();
         let read = self.read.clone();
+        // The body is read in the future: it takes the facts along.
+        let mut facts = std::mem::take(facts);
         Reply::later(async move {
-            let who = super::facts::principal(&parts.extensions).cloned();
+            let who = facts.principal.clone();
             let (payload, checked) = match read.json(&parts.headers, body, patch, create, who).await {
                 Ok(p) => p,
                 Err(e) => return respond::problem(&e),
             };
-            let mut r = inner.answer(Request::from_parts(parts, payload)).await;
+            let mut r = inner
+                .answer(Request::from_parts(parts, payload), &mut facts)
+                .await;
             if let Some(took) = checked {
                 r.extensions_mut()
                     .insert(super::request_log::Validation(took));
@@ -191,7 +200,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        Answer(self.answer(req))
+        let (req, mut facts) = carried(req);
+        Answer(self.answer(req, &mut facts))
     }
 }
 
@@ -314,7 +324,7 @@ mod tests {
     struct Echo;
 
     impl Next<Payload<Full<Bytes>>> for Echo {
-        fn answer(&self, req: Request<Payload<Full<Bytes>>>) -> Reply {
+        fn answer(&self, req: Request<Payload<Full<Bytes>>>, _: &mut Facts) -> Reply {
             let what = match req.into_body() {
                 Payload::Empty => serde_json::json!("empty"),
                 Payload::Json(v) => serde_json::json!({ "json": v }),
@@ -361,7 +371,8 @@ mod tests {
     }
 
     async fn answer(s: &BodyStage<Echo>, req: Request<Full<Bytes>>) -> (u16, Value) {
-        let r = s.answer(req).await;
+        let (req, mut facts) = carried(req);
+        let r = s.answer(req, &mut facts).await;
         let status = r.status().as_u16();
         let bytes = r
             .into_body()

@@ -221,12 +221,11 @@ impl<S: Next<Incoming>> hyper::service::Service<Request<Incoming>> for Serve<S> 
     type Error = Infallible;
     type Future = Serving;
 
-    fn call(&self, mut req: Request<Incoming>) -> Serving {
+    fn call(&self, req: Request<Incoming>) -> Serving {
         self.wait.busy();
-        req.extensions_mut()
-            .insert(super::facts::Facts::from_peer(self.peer));
+        let mut facts = super::facts::Facts::from_peer(self.peer);
         Serving {
-            reply: self.stack.answer(req),
+            reply: self.stack.answer(req, &mut facts),
             wait: Some(self.wait.clone()),
         }
     }

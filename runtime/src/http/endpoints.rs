@@ -16,7 +16,7 @@ use super::app::App;
 use super::body::Payload;
 use super::cache;
 use super::cluster;
-use super::facts::Seen;
+use super::facts::{Facts, Seen};
 use super::feed;
 use super::lifecycle;
 use super::projection;
@@ -42,11 +42,10 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    fn answer(&self, req: Request<Payload<B>>) -> Reply {
+    fn answer(&self, req: Request<Payload<B>>, facts: &mut Facts) -> Reply {
         // What needs no waiting is answered here, without the future of every route (its
         // time is the endpoint's, not that of the stages whose call it runs in).
         let now = super::stage::apart(|| {
-            let facts = super::facts::of(req.extensions())?;
             let answer = answer_now(&self.app, facts, &req)?;
             Some(named(&self.app, answer, facts.principal.as_ref()))
         });
@@ -54,22 +53,23 @@ where
             return Reply::now(answer);
         }
         let app = self.app.clone();
-        Reply::later(async move { handle(&app, req).await })
+        let facts = std::mem::take(facts);
+        Reply::later(async move { handle(&app, req, facts).await })
     }
 }
 
-async fn handle<B>(app: &Arc<App>, req: Request<Payload<B>>) -> Resp
+async fn handle<B>(app: &Arc<App>, req: Request<Payload<B>>, facts: Facts) -> Resp
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    // The caller (authentication put it in the request), kept if some answers name it.
+    // The caller (authentication found it), kept if some answers name it.
     let caller = app
         .opts
         .names_answers()
-        .then(|| super::facts::principal(req.extensions()).cloned())
+        .then(|| facts.principal.clone())
         .flatten();
-    named(app, route(app, req).await, caller.as_ref())
+    named(app, route(app, req, facts).await, caller.as_ref())
 }
 
 /// The answer, its error as a problem, naming `caller` when the request log or the trace
@@ -90,7 +90,7 @@ fn named(app: &App, answer: Result<Resp, ApiError>, caller: Option<&Arc<Principa
 /// route waits for something (a body, a write, the list workers, the leader).
 fn answer_now<B>(
     app: &App,
-    facts: &super::facts::Facts,
+    facts: &Facts,
     req: &Request<B>,
 ) -> Option<Result<Resp, ApiError>> {
     let route = facts.route.as_ref()?;
@@ -187,17 +187,21 @@ fn get(
 }
 
 /// Answers the route the router resolved, for the caller authentication found.
-async fn route<B>(app: &Arc<App>, req: Request<Payload<B>>) -> Result<Resp, ApiError>
+async fn route<B>(
+    app: &Arc<App>,
+    req: Request<Payload<B>>,
+    facts: Facts,
+) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let path = req.uri().path().to_string();
-    let route = super::facts::route(req.extensions())
-        .cloned()
+    let route = facts
+        .route
         .ok_or_else(|| ApiError::internal("the request reached the endpoints unrouted"))?;
-    let principal = super::facts::principal(req.extensions())
-        .cloned()
+    let principal = facts
+        .principal
         .unwrap_or_else(|| Arc::new(Principal::anonymous()));
     let r = match route {
         // Answered by `answer_now` before the routes that wait come here.

@@ -1,13 +1,15 @@
-//! What the pipeline learns about a request, carried in one extension: the address it
-//! came from (set by the connection), its request id and the rarer headers it carries
-//! (the front stage), its route (the router) and its caller (authentication). One value
-//! instead of one extension each: every extension is a boxed value in a map that grows as
-//! they come, and a request carried four or five.
+//! What the pipeline learns about a request: the address it came from (set by the
+//! connection), its request id and the rarer headers it carries (the front stage), its
+//! route (the router) and its caller (authentication). The facts go through the stages
+//! beside the request, by reference (`stage.rs`): a stage reads and sets them in place,
+//! with no allocation and no lookup. Where the pipeline meets a tower service (a test's
+//! calls and endpoints), they travel in the request's extensions, as one value.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
 use hyper::header::HeaderName;
+#[cfg(any(test, feature = "testing"))]
 use hyper::http::Extensions;
 
 pub use super::front::RequestId;
@@ -90,27 +92,33 @@ pub fn may_carry(facts: Option<&Facts>, h: Seen) -> bool {
     facts.and_then(|f| f.seen).is_none_or(|s| s.0 & h.0 != 0)
 }
 
-/// The facts of a request (its extensions), if any stage set one.
+/// The facts a request carries in its extensions (a tower service's request), if any.
+#[cfg(any(test, feature = "testing"))]
 pub fn of(ext: &Extensions) -> Option<&Facts> {
     ext.get::<Facts>()
 }
 
-/// The facts of a request, to set one (made empty if there were none yet).
+/// The facts a request carries in its extensions, to set one (made empty if there were
+/// none yet).
+#[cfg(any(test, feature = "testing"))]
 pub fn of_mut(ext: &mut Extensions) -> &mut Facts {
     ext.get_or_insert_default::<Facts>()
 }
 
-/// The socket address a request came from.
+/// The socket address a request came from, from the facts in its extensions.
+#[cfg(any(test, feature = "testing"))]
 pub fn peer(ext: &Extensions) -> Option<SocketAddr> {
     of(ext).and_then(|f| f.peer)
 }
 
-/// Where the router sent a request.
+/// Where the router sent a request, from the facts in its extensions.
+#[cfg(any(test, feature = "testing"))]
 pub fn route(ext: &Extensions) -> Option<&Route> {
     of(ext).and_then(|f| f.route.as_ref())
 }
 
-/// Who authentication found a request from.
+/// Who authentication found a request from, from the facts in its extensions.
+#[cfg(any(test, feature = "testing"))]
 pub fn principal(ext: &Extensions) -> Option<&Arc<Principal>> {
     of(ext).and_then(|f| f.principal.as_ref())
 }

@@ -24,6 +24,7 @@ use hyper::Request;
 use ipnet::IpNet;
 
 use super::respond;
+use super::facts::Facts;
 use super::stage::{Next, Reply, Step};
 use crate::config::FirewallConfig;
 use crate::error::ApiError;
@@ -235,8 +236,9 @@ enum Verdict {
     Refuse(ApiError),
 }
 
-fn decide<B>(rules: &Rules, req: &Request<B>) -> Verdict {
-    let peer = super::facts::peer(req.extensions())
+fn decide<B>(rules: &Rules, req: &Request<B>, facts: &Facts) -> Verdict {
+    let peer = facts
+        .peer
         .map(|p| p.ip())
         .unwrap_or(IpAddr::from([127, 0, 0, 1]));
     let ip = rules.client_ip(peer, req.headers());
@@ -282,9 +284,9 @@ fn decide<B>(rules: &Rules, req: &Request<B>) -> Verdict {
 }
 
 impl<B: Send + 'static> Step<B> for Firewall {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
         let rules = self.rules.load();
-        let verdict = decide(&rules, &req);
+        let verdict = decide(&rules, &req, facts);
         drop(rules);
         match verdict {
             Verdict::Refuse(e) => {
@@ -297,11 +299,10 @@ impl<B: Send + 'static> Step<B> for Firewall {
                 }
                 Reply::now(r)
             }
-            Verdict::Pass(None) => next.answer(req),
-            Verdict::Pass(Some((policy, state))) => next.answer(req).map(move |mut r| {
+            Verdict::Pass(None) => next.answer(req, facts),
+            Verdict::Pass(Some((policy, state))) => next.answer(req, facts).edit(move |r| {
                 r.headers_mut().insert(RATELIMIT_POLICY, policy);
                 r.headers_mut().insert(RATELIMIT, state);
-                r
             }),
         }
     }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL};
 use hyper::Request;
 
+use super::facts::Facts;
 use super::stage::{Next, Reply, Step};
 
 /// The header that names a request: the client's, or one this node makes; every answer
@@ -152,7 +153,7 @@ impl Front {
 }
 
 impl<B: Send + 'static> Step<B> for Front {
-    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
+    fn run(&self, next: &dyn Next<B>, mut req: Request<B>, facts: &mut Facts) -> Reply {
         let mut authenticated = false;
         let mut id = None;
         let mut seen = super::facts::Seen::default();
@@ -169,10 +170,9 @@ impl<B: Send + 'static> Step<B> for Front {
             }
         }
         let id = id.unwrap_or_else(|| self.ids.make());
-        let facts = super::facts::of_mut(req.extensions_mut());
         facts.request_id = Some(id.clone());
         facts.seen = Some(seen);
-        next.answer(req).map(move |mut r| {
+        next.answer(req, facts).edit(move |r| {
             let error = r.status().as_u16() >= 400;
             let headers = r.headers_mut();
             if let hyper::header::Entry::Vacant(v) = headers.entry(REQUEST_ID) {
@@ -184,7 +184,6 @@ impl<B: Send + 'static> Step<B> for Front {
                     .entry(CACHE_CONTROL)
                     .or_insert(HeaderValue::from_static("no-store"));
             }
-            r
         })
     }
 }

@@ -42,6 +42,7 @@ use crate::domain::{Stage, Stages};
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
 use crate::spec::Operation;
+use super::facts::Facts;
 use super::stage::{Next, Reply, Step};
 
 /// `lithair_stage_duration_seconds{stage}`: the store's histogram of each stage, one
@@ -396,21 +397,25 @@ pub(crate) struct Measure {
 }
 
 impl<B: Send + 'static> Step<B> for Measure {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
-        let key = RouteKey::of(super::facts::route(req.extensions()));
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
+        let key = RouteKey::of(facts.route.as_ref());
         let started = crate::clock::Instant::now();
-        match next.answer(req).ready() {
-            Ok(r) => Reply::now(measured(&self.app, key, started, r)),
-            Err(later) => {
+        let mut reply = next.answer(req, facts);
+        match reply.answered() {
+            Some(r) => {
+                measured(&self.app, key, started, r);
+                reply
+            }
+            None => {
                 let app = self.app.clone();
-                later.map(move |r| measured(&app, key, started, r))
+                reply.edit(move |r| measured(&app, key, started, r))
             }
         }
     }
 }
 
 /// Counts and times the answer `r` of a request to the route `key`, started at `started`.
-fn measured(app: &App, key: RouteKey, started: crate::clock::Instant, mut r: Resp) -> Resp {
+fn measured(app: &App, key: RouteKey, started: crate::clock::Instant, r: &mut Resp) {
     if let Some(route) = app.metrics.route(key) {
         app.metrics
             .record(route, r.status().as_u16(), started.elapsed());
@@ -422,7 +427,6 @@ fn measured(app: &App, key: RouteKey, started: crate::clock::Instant, mut r: Res
             });
         }
     }
-    r
 }
 
 /// `GET /metrics`, in the OpenMetrics text format; labelled `text/plain` for a client whose

@@ -41,6 +41,7 @@ use tower::Service;
 use super::app::App;
 use super::body::{BodyLimits, ReadBody};
 use super::endpoints::Endpoints;
+use super::facts::Facts;
 use super::front::Front;
 use super::respond::{self, Resp};
 use super::router::{Authenticate, Authorize, Plane, Router};
@@ -224,10 +225,15 @@ where
     S: Next<B>,
     B: Send + 'static,
 {
-    fn answer(&self, req: Request<B>) -> Reply {
+    fn answer(&self, mut req: Request<B>, facts: &mut Facts) -> Reply {
         match &self.cors {
-            Some(cors) => Reply::later(call(cors.clone(), req)),
-            None => self.inner.answer(req),
+            // tower-http's layer calls the rest as a tower service: the facts go in the
+            // request's extensions.
+            Some(cors) => {
+                req.extensions_mut().insert(std::mem::take(facts));
+                Reply::later(call(cors.clone(), req))
+            }
+            None => self.inner.answer(req, facts),
         }
     }
 }
@@ -243,13 +249,17 @@ pub struct Deadline {
 }
 
 impl<B: Send + 'static> Step<B> for Deadline {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
         let deadline = self.deadline;
         if req.uri().path().starts_with("/_raft/") {
-            return next.answer(req);
+            return next.answer(req, facts);
         }
         let safe = matches!(*req.method(), Method::GET | Method::HEAD);
-        match next.answer(req).ready() {
+        let mut reply = next.answer(req, facts);
+        if reply.answered().is_some() {
+            return reply;
+        }
+        match reply.ready() {
             Ok(r) => Reply::now(r),
             Err(answer) => Reply::later(WithDeadline {
                 answer,

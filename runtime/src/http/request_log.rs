@@ -14,7 +14,7 @@ use std::time::Duration;
 use hyper::Request;
 use opentelemetry::trace::{SpanId, TraceId};
 
-use super::facts::{Seen, TRACEPARENT};
+use super::facts::{Facts, Seen, TRACEPARENT};
 use super::stage::{Next, Reply, Step};
 use crate::config::RequestLog;
 
@@ -63,10 +63,10 @@ pub(crate) struct RequestLogStage {
 }
 
 impl<B: Send + 'static> Step<B> for RequestLogStage {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
         let mode = self.mode;
         if mode == RequestLog::Off {
-            return next.answer(req);
+            return next.answer(req, facts);
         }
         let started = crate::clock::Instant::now();
         // What the line needs of the request, kept without copying its text: the method,
@@ -74,8 +74,7 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let headers = req.headers();
-        let facts = super::facts::of(req.extensions());
-        let carries = |h| super::facts::may_carry(facts, h);
+        let carries = |h| super::facts::may_carry(Some(facts), h);
         let size: u64 = carries(Seen::CONTENT_LENGTH)
             .then(|| headers.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok())
             .flatten()
@@ -83,9 +82,9 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
         let traceparent = carries(Seen::TRACEPARENT)
             .then(|| headers.get(TRACEPARENT).cloned())
             .flatten();
-        let request_id = facts.and_then(|f| f.request_id.clone());
-        let client = facts.and_then(|f| f.peer).map(|p| p.ip());
-        next.answer(req).map(move |r| {
+        let request_id = facts.request_id.clone();
+        let client = facts.peer.map(|p| p.ip());
+        next.answer(req, facts).edit(move |r| {
             let status = r.status().as_u16();
             if mode == RequestLog::All || status >= 400 {
                 let none = Logged::default();
@@ -120,7 +119,6 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
                 }
                 .log();
             }
-            r
         })
     }
 }

@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::app::{Live, Planes};
 use super::respond;
+use super::facts::Facts;
 use super::stage::{Next, Reply, Step};
 use crate::auth::{authorize, grant, Grant};
 use crate::error::ApiError;
@@ -325,7 +326,7 @@ pub struct Router {
 }
 
 impl<B: Send + 'static> Step<B> for Router {
-    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
         let routed = resolve(&self.spec.spec, req.method(), req.uri().path()).and_then(|r| {
             match self.plane.refuses(&r) {
                 Some(e) => Err(e),
@@ -334,8 +335,8 @@ impl<B: Send + 'static> Step<B> for Router {
         });
         match routed {
             Ok(route) => {
-                super::facts::of_mut(req.extensions_mut()).route = Some(route);
-                next.answer(req)
+                facts.route = Some(route);
+                next.answer(req, facts)
             }
             Err(e) => Reply::now(respond::problem(&e)),
         }
@@ -363,8 +364,8 @@ pub struct Authenticate {
 }
 
 impl<B: Send + 'static> Step<B> for Authenticate {
-    fn run(&self, next: &dyn Next<B>, mut req: Request<B>) -> Reply {
-        let route = super::facts::route(req.extensions());
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
+        let route = facts.route.as_ref();
         if matches!(
             route,
             Some(Route::Model(_) | Route::Audit | Route::Projection(_))
@@ -377,13 +378,11 @@ impl<B: Send + 'static> Step<B> for Authenticate {
                 .tokens()
                 .authenticate(header.map(|v| v.as_bytes()))
             {
-                Ok(principal) => {
-                    super::facts::of_mut(req.extensions_mut()).principal = Some(principal);
-                }
+                Ok(principal) => facts.principal = Some(principal),
                 Err(e) => return Reply::now(respond::problem(&e)),
             }
         }
-        next.answer(req)
+        next.answer(req, facts)
     }
 }
 
@@ -397,10 +396,9 @@ pub struct Authorize {
 }
 
 impl<B: Send + 'static> Step<B> for Authorize {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
-        let facts = super::facts::of(req.extensions());
-        let route = facts.and_then(|f| f.route.as_ref());
-        let who = super::facts::caller(facts);
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
+        let route = facts.route.as_ref();
+        let who = super::facts::caller(Some(facts));
         if let Some(roles) = plane_roles(&self.planes, route) {
             let what = match route {
                 Some(Route::Metrics) => "read the metrics",
@@ -438,7 +436,7 @@ impl<B: Send + 'static> Step<B> for Authorize {
                 }
             }
         }
-        next.answer(req)
+        next.answer(req, facts)
     }
 }
 

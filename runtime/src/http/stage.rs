@@ -6,6 +6,12 @@
 //! back through the stages without a future of each; [`Shared`] holds the rest behind one
 //! reference count, so that cloning the outer service per request clones no stage below
 //! it; [`Leaf`] puts any tower service (a test's endpoint) below a stage.
+//!
+//! A request's [`Facts`] go through the stages beside it, by reference: a stage reads and
+//! sets them in place, and one that answers later (reading a body, writing) takes them
+//! into its future. At the edges, where the pipeline is a tower service (a test's calls,
+//! a [`Leaf`]'s service), they travel in the request's extensions instead; inside, they
+//! cost no allocation and no lookup.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +22,7 @@ use std::task::{Context, Poll};
 use hyper::Request;
 use tower::{Layer, Service};
 
+use super::facts::Facts;
 use super::respond::Resp;
 
 /// A boxed, sendable future.
@@ -54,12 +61,27 @@ impl Reply {
         }
     }
 
-    /// The answer changed by `f`: at once for an answer that is there, otherwise once it
-    /// comes (`f` is then kept in a future).
-    pub fn map(self, f: impl FnOnce(Resp) -> Resp + Send + 'static) -> Reply {
+    /// The answer changed in place by `f`: at once for an answer that is there (without
+    /// moving it out of the reply and back), otherwise once it comes.
+    pub fn edit(mut self, f: impl FnOnce(&mut Resp) + Send + 'static) -> Reply {
+        if let Some(r) = self.answered() {
+            f(r);
+            return self;
+        }
         match self.ready() {
-            Ok(r) => Reply::now(f(r)),
-            Err(later) => later.map(f),
+            Ok(r) => Reply::now(r),
+            Err(later) => later.map(|mut r| {
+                f(&mut r);
+                r
+            }),
+        }
+    }
+
+    /// The answer, if it is there.
+    pub fn answered(&mut self) -> Option<&mut Resp> {
+        match &mut self.0 {
+            Answered::Now(r) => r.as_mut(),
+            Answered::Later(_) => None,
         }
     }
 }
@@ -98,13 +120,14 @@ impl Future for Reply {
 
 /// What one stage does around the rest of the pipeline (`next`).
 ///
-/// A stage that only looks at the request hands it on with `next.answer(req)` and returns
-/// that reply as it is: no allocation and no copy of the request of its own. A stage that
-/// also changes the answer maps that reply ([`Reply::map`]): at once when the answer is
-/// there, in a future (which holds the request, not this stage) when it is not.
+/// A stage that only looks at the request hands it on with `next.answer(req, facts)` and
+/// returns that reply as it is: no allocation and no copy of the request of its own. A
+/// stage that also changes the answer edits that reply ([`Reply::edit`]): in place at once
+/// when the answer is there, in a future (which holds the request, not this stage) when it
+/// is not.
 pub trait Step<B>: Clone + Send + Sync + 'static {
-    /// Answers `req`, through `next` or not.
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply;
+    /// Answers `req`, whose facts so far are `facts`, through `next` or not.
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply;
 }
 
 thread_local! {
@@ -130,10 +153,10 @@ pub struct Timed<T> {
 }
 
 impl<B, T: Step<B>> Step<B> for Timed<T> {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
         let outer = NESTED.with(|n| n.replace(std::time::Duration::ZERO));
         let started = crate::clock::Instant::now();
-        let answer = self.step.run(next, req);
+        let answer = self.step.run(next, req, facts);
         let total = started.elapsed();
         let nested = NESTED.with(|n| n.get());
         let own = total.saturating_sub(nested);
@@ -157,8 +180,8 @@ pub(crate) fn apart<T>(work: impl FnOnce() -> T) -> T {
 /// A part of the pipeline that answers through a shared reference: a stage calls the
 /// rest of the pipeline through it without cloning any stage below it.
 pub trait Next<B>: Send + Sync + 'static {
-    /// Answers `req`.
-    fn answer(&self, req: Request<B>) -> Reply;
+    /// Answers `req`, whose facts so far are `facts`.
+    fn answer(&self, req: Request<B>, facts: &mut Facts) -> Reply;
 }
 
 /// The rest of the pipeline as a stage holds it: shared (a stage that must wait on the
@@ -171,12 +194,12 @@ impl<S> Shared<S> {
         Shared(Arc::new(inner))
     }
 
-    /// Answers `req` through the shared part.
-    pub fn answer<B>(&self, req: Request<B>) -> Reply
+    /// Answers `req` (with `facts`) through the shared part.
+    pub fn answer<B>(&self, req: Request<B>, facts: &mut Facts) -> Reply
     where
         S: Next<B>,
     {
-        self.0.answer(req)
+        self.0.answer(req, facts)
     }
 }
 
@@ -196,7 +219,8 @@ impl<S: Next<B>, B> Service<Request<B>> for Shared<S> {
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        Answer(self.0.answer(req))
+        let (req, mut facts) = carried(req);
+        Answer(self.0.answer(req, &mut facts))
     }
 }
 
@@ -236,8 +260,8 @@ where
     T: Step<B>,
     B: 'static,
 {
-    fn answer(&self, req: Request<B>) -> Reply {
-        self.step.run(self.inner.0.as_ref(), req)
+    fn answer(&self, req: Request<B>, facts: &mut Facts) -> Reply {
+        self.step.run(self.inner.0.as_ref(), req, facts)
     }
 }
 
@@ -256,7 +280,8 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        Answer(self.answer(req))
+        let (req, mut facts) = carried(req);
+        Answer(self.answer(req, &mut facts))
     }
 }
 
@@ -287,9 +312,17 @@ where
     S::Future: Send,
     B: Send + 'static,
 {
-    fn answer(&self, req: Request<B>) -> Reply {
+    fn answer(&self, mut req: Request<B>, facts: &mut Facts) -> Reply {
+        req.extensions_mut().insert(std::mem::take(facts));
         Reply::later(call(self.0.clone(), req))
     }
+}
+
+/// A request that comes in as a tower service's (a test's), and the facts it carries in
+/// its extensions (none yet when it carries none).
+pub(crate) fn carried<B>(mut req: Request<B>) -> (Request<B>, Facts) {
+    let facts = req.extensions_mut().remove::<Facts>().unwrap_or_default();
+    (req, facts)
 }
 
 /// The answer of a stage, as a tower service's future (which cannot fail).
@@ -324,8 +357,8 @@ mod tests {
     struct Pass;
 
     impl Step<()> for Pass {
-        fn run(&self, next: &dyn Next<()>, req: Request<()>) -> Reply {
-            next.answer(req)
+        fn run(&self, next: &dyn Next<()>, req: Request<()>, facts: &mut Facts) -> Reply {
+            next.answer(req, facts)
         }
     }
 
@@ -335,7 +368,7 @@ mod tests {
     }
 
     impl Next<()> for Busy {
-        fn answer(&self, _: Request<()>) -> Reply {
+        fn answer(&self, _: Request<()>, _: &mut Facts) -> Reply {
             let work = || {
                 std::thread::sleep(std::time::Duration::from_millis(30));
                 super::super::respond::empty(204)
@@ -351,7 +384,7 @@ mod tests {
             stage: crate::domain::Stage::Authorize,
             histogram: Histogram::new([1.0]),
         };
-        drop(timed.run(endpoint, Request::new(())));
+        drop(timed.run(endpoint, Request::new(()), &mut Facts::default()));
         timed.histogram.get().0
     }
 

@@ -13,6 +13,7 @@ use opentelemetry::KeyValue;
 
 use super::request_log::{Caller, Logged, TraceIds};
 use super::respond::Resp;
+use super::facts::Facts;
 use super::stage::{Next, Reply, Step};
 use crate::telemetry::{self, Tracing};
 
@@ -23,31 +24,30 @@ pub(crate) struct TraceStage {
 }
 
 impl<B: Send + 'static> Step<B> for TraceStage {
-    fn run(&self, next: &dyn Next<B>, req: Request<B>) -> Reply {
+    fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
         let Some(tracing) = &self.tracing else {
-            return next.answer(req);
+            return next.answer(req, facts);
         };
         let traceparent = req
             .headers()
             .get(super::facts::TRACEPARENT)
             .and_then(|v| v.to_str().ok());
         let Some(recorder) = tracing.begin(traceparent, req.uri().path()) else {
-            return next.answer(req);
+            return next.answer(req, facts);
         };
         let method = req.method().to_string();
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.clone()),
             KeyValue::new("url.path", req.uri().path().to_string()),
         ];
-        let facts = super::facts::of(req.extensions());
-        if let Some(id) = facts.and_then(|f| f.request_id.as_ref()) {
+        if let Some(id) = &facts.request_id {
             attributes.push(KeyValue::new("lithair.request_id", id.as_str().to_string()));
         }
-        if let Some(peer) = facts.and_then(|f| f.peer) {
+        if let Some(peer) = facts.peer {
             attributes.push(KeyValue::new("client.address", peer.ip().to_string()));
         }
         recorder.attributes(attributes);
-        let answer = telemetry::scoped(recorder.clone(), || next.answer(req));
+        let answer = telemetry::scoped(recorder.clone(), || next.answer(req, facts));
         match answer.ready() {
             Ok(r) => Reply::now(finish(&recorder, method, r)),
             Err(later) => Reply::later(async move {
