@@ -3,6 +3,10 @@
 //! the size of a shop `Product`. `bench/run.sh` measures the generated service against it.
 //!
 //! Run: `cargo run --release -p lithair-runtime --example hello_baseline -- 127.0.0.1:0`
+//!
+//! With `--one-write` after the address, hyper writes each answer's head and body as one
+//! buffer (`writev(false)`), as a lithair service does; without it, hyper's default (a
+//! gathered write of the two). The benchmarks report the service against both.
 
 use std::convert::Infallible;
 
@@ -28,6 +32,7 @@ fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:0".into());
+    let one_write = std::env::args().nth(2).as_deref() == Some("--one-write");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -38,7 +43,11 @@ fn main() -> std::io::Result<()> {
             let (stream, _) = listener.accept().await?;
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
-                let _ = http1::Builder::new()
+                let mut http = http1::Builder::new();
+                if one_write {
+                    http.writev(false);
+                }
+                let _ = http
                     .serve_connection(TokioIo::new(stream), service_fn(hello))
                     .await;
             });

@@ -63,6 +63,14 @@ impl Principal {
         }
     }
 
+    /// The process's one anonymous caller, shared by the checks of requests that carry
+    /// none.
+    pub fn shared_anonymous() -> &'static Principal {
+        static ANONYMOUS: std::sync::LazyLock<Principal> =
+            std::sync::LazyLock::new(Principal::anonymous);
+        &ANONYMOUS
+    }
+
     /// Whether the caller is anonymous.
     pub fn is_anonymous(&self) -> bool {
         self.roles.is_empty() && self.name == "anonymous"

@@ -5,18 +5,20 @@
 //! pseudo-role `owner`).
 //!
 //! The endpoints build an [`Access`] per request from the route's model and operation and
-//! the caller. It hides fields from every answer built from records (the mask is applied
+//! the caller (a get takes it from the few a worker keeps, [`Access::with`]). It hides fields from every answer built from records (the mask is applied
 //! where the JSON is rendered, so a hidden value is never serialized), refuses filters
 //! and sorts on hidden fields (403, so a filter cannot be used as an oracle), refuses
 //! writes of fields the caller may not set (403 naming them), and narrows lists and item
 //! operations to the caller's own records.
 
+use std::cell::RefCell;
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 
 use super::Principal;
 use crate::error::ApiError;
-
-use crate::spec::{ModelSpec, Operation, OWNER};
+use crate::spec::{CompiledSpec, ModelSpec, Operation, OWNER};
 
 /// What the caller may do with the records of one model, for one operation.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -35,6 +37,44 @@ pub struct Access {
     /// The model's owner field, and the subject a create fills it with (None for an
     /// anonymous caller, who owns nothing); worked out for a create.
     owner: Option<(String, Option<String>)>,
+}
+
+/// How many accesses a worker keeps ([`Access::with`]).
+const KEPT: usize = 8;
+
+/// An access a worker worked out, and what it was worked out for.
+struct Kept {
+    spec: Arc<CompiledSpec>,
+    model: usize,
+    op: Operation,
+    /// None: anonymous.
+    caller: Option<Arc<Principal>>,
+    access: Access,
+}
+
+/// The accesses a worker keeps, replaced in turn once there are [`KEPT`].
+#[derive(Default)]
+struct Recent {
+    entries: Vec<Kept>,
+    next: usize,
+}
+
+impl Recent {
+    /// Keeps `fresh`; answers where.
+    fn keep(&mut self, fresh: Kept) -> usize {
+        if self.entries.len() < KEPT {
+            self.entries.push(fresh);
+            return self.entries.len() - 1;
+        }
+        let at = self.next % KEPT;
+        self.next = self.next.wrapping_add(1);
+        self.entries[at] = fresh;
+        at
+    }
+}
+
+thread_local! {
+    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
 }
 
 /// The records an operation granted through `owner` covers.
@@ -113,6 +153,65 @@ impl Access {
             own,
             reads_all,
             owner,
+        }
+    }
+
+    /// Runs `f` with the access of `caller` (None: anonymous) to model number `model` of
+    /// `spec` for `op`. Each worker keeps the accesses it worked out last (`KEPT` of
+    /// them): an access depends only on these four, and a caller is the same `Arc` from
+    /// request to request (an API token's), so a kept one is found by comparing
+    /// addresses, without working it out again (which compares role names and copies the
+    /// hidden fields' names). The entry holds the caller and the schema, so that their
+    /// addresses name no other while it is kept.
+    pub fn with<T>(
+        spec: &Arc<CompiledSpec>,
+        model: usize,
+        caller: Option<&Arc<Principal>>,
+        op: Operation,
+        f: impl FnOnce(&Access) -> T,
+    ) -> T {
+        let m = &spec.spec.models[model];
+        let who = || -> &Principal {
+            match caller {
+                Some(c) => c,
+                None => Principal::shared_anonymous(),
+            }
+        };
+        let same = |k: &Kept| {
+            k.model == model
+                && k.op == op
+                && Arc::ptr_eq(&k.spec, spec)
+                && match (&k.caller, caller) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                }
+        };
+        let mut f = Some(f);
+        let kept = RECENT.try_with(|recent| {
+            // Busy (an `f` that asks again): worked out without the table, below.
+            let mut recent = recent.try_borrow_mut().ok()?;
+            let at = match recent.entries.iter().position(same) {
+                Some(at) => at,
+                None => {
+                    let fresh = Kept {
+                        spec: spec.clone(),
+                        model,
+                        op,
+                        caller: caller.cloned(),
+                        access: Access::of(m, who(), op),
+                    };
+                    recent.keep(fresh)
+                }
+            };
+            let f = f.take()?;
+            Some(f(&recent.entries[at].access))
+        });
+        match (kept, f) {
+            (Ok(Some(answer)), _) => answer,
+            // The thread is ending, or the table is in use.
+            (_, Some(f)) => f(&Access::of(m, who(), op)),
+            (_, None) => unreachable!("an access's closure runs once"),
         }
     }
 
@@ -267,4 +366,73 @@ fn quoted(fields: &[&str]) -> String {
         .map(|f| format!("`{f}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// `Item` with a field only admins read (`cost`) and one everyone reads (`name`).
+    fn spec() -> Arc<CompiledSpec> {
+        Arc::new(crate::spec::fixtures::item(
+            r#"{"name": "name", "type": {"kind": "string"}},
+               {"name": "cost", "type": {"kind": "float"}, "optional": true,
+                "permissions": {"read": ["admin"], "write": ["admin"]}}"#,
+        ))
+    }
+
+    fn caller(name: &str, roles: &[&str]) -> Arc<Principal> {
+        let mut effective: BTreeSet<String> = roles.iter().map(|r| r.to_string()).collect();
+        effective.insert("public".into());
+        Arc::new(Principal {
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            effective,
+        })
+    }
+
+    #[test]
+    fn a_kept_access_is_the_one_worked_out_for_the_same_caller_model_and_operation() {
+        let spec = spec();
+        let m = &spec.spec.models[0];
+        let admin = caller("root", &["admin"]);
+        let clerk = caller("clerk", &[]);
+        // The same name with other roles is another caller: its own access.
+        let clerk_as_admin = caller("clerk", &["admin"]);
+        let callers = [Some(&admin), Some(&clerk), Some(&clerk_as_admin), None];
+        let ops = [Operation::Get, Operation::Create, Operation::List];
+        // Twice round every combination: more than the table keeps, so entries are
+        // replaced, and each answer equals the one worked out afresh.
+        for _ in 0..2 {
+            for who in callers {
+                for op in ops {
+                    let fresh = Access::of(m, who.map_or(Principal::shared_anonymous(), |p| p), op);
+                    let kept = Access::with(&spec, 0, who, op, |a| a.clone());
+                    assert_eq!(kept, fresh, "{:?} {op:?}", who.map(|p| &p.roles));
+                }
+            }
+        }
+        let hidden = |who: Option<&Arc<Principal>>| {
+            Access::with(&spec, 0, who, Operation::Get, |a| a.hidden().to_vec())
+        };
+        assert_eq!(hidden(Some(&admin)), Vec::<String>::new());
+        assert_eq!(hidden(Some(&clerk)), vec!["cost".to_string()]);
+        assert_eq!(hidden(Some(&clerk_as_admin)), Vec::<String>::new());
+        assert_eq!(hidden(None), vec!["cost".to_string()]);
+        // Another schema at work in the same thread (a reload, another service in a
+        // test) is never answered from this one's entries.
+        let other = Arc::new(crate::spec::fixtures::item(
+            r#"{"name": "name", "type": {"kind": "string"},
+                "permissions": {"read": ["admin"], "write": ["admin"]}}"#,
+        ));
+        let other_hidden = Access::with(&other, 0, Some(&clerk), Operation::Get, |a| a.hidden().to_vec());
+        assert_eq!(other_hidden, vec!["name".to_string()]);
+        // An access asked for within another's closure is worked out without the table.
+        let nested = Access::with(&spec, 0, Some(&admin), Operation::Get, |outer| {
+            let inner = Access::with(&spec, 0, Some(&clerk), Operation::Get, |a| a.clone());
+            (outer.hidden().to_vec(), inner.hidden().to_vec())
+        });
+        assert_eq!(nested, (vec![], vec!["cost".to_string()]));
+    }
 }

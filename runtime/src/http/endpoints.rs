@@ -118,9 +118,11 @@ fn answer_now<B>(
         }
     }
     let m = r.model(&app.engine.spec.spec);
-    let access = Access::of(m, super::facts::caller(Some(facts)), Operation::Get);
     let condition = carries(Seen::IF_NONE_MATCH).then(|| req.headers());
-    Some(get(app, m, &access, id, condition))
+    let caller = facts.principal.as_ref();
+    Some(Access::with(&app.engine.spec, r.model, caller, Operation::Get, |access| {
+        get(app, m, access, id, condition)
+    }))
 }
 
 /// The answer of the operational routes that only read the state (None: `route` is not

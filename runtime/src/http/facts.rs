@@ -6,7 +6,7 @@
 //! calls and endpoints), they travel in the request's extensions, as one value.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use hyper::header::HeaderName;
 #[cfg(any(test, feature = "testing"))]
@@ -125,9 +125,8 @@ pub fn principal(ext: &Extensions) -> Option<&Arc<Principal>> {
 
 /// Who a request with `facts` is from: the caller authentication found, or anonymous.
 pub fn caller(facts: Option<&Facts>) -> &Principal {
-    static ANONYMOUS: LazyLock<Principal> = LazyLock::new(Principal::anonymous);
     match facts.and_then(|f| f.principal.as_deref()) {
         Some(p) => p,
-        None => &ANONYMOUS,
+        None => Principal::shared_anonymous(),
     }
 }
