@@ -200,9 +200,11 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
         let (raw_id, tail) = if m.actions.iter().any(|a| !a.on_record() && a.path == rest) {
             (None, Some(rest))
         } else {
-            match rest.split_once('/') {
+            // A byte search: `split_once`'s pattern machinery costs a get more than the
+            // rest of routing it.
+            match rest.bytes().position(|b| b == b'/') {
                 None => (Some(rest), None),
-                Some((id, tail)) => (Some(id), Some(tail)),
+                Some(at) => (Some(&rest[..at]), Some(&rest[at + 1..])),
             }
         };
         let Some(tail) = tail else {
