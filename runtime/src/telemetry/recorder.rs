@@ -48,6 +48,7 @@ impl Recorder {
         parent: Option<SpanId>,
         include_body: bool,
     ) -> Self {
+        RECORDING.store(true, std::sync::atomic::Ordering::Relaxed);
         Recorder {
             tracing,
             trace_id,
@@ -204,10 +205,18 @@ pub fn current() -> Option<Arc<Recorder>> {
     CURRENT.try_with(|r| r.clone()).ok()
 }
 
+/// Whether a recorder was ever made in this process. Until then no request is traced,
+/// and [`record`] does not look for the current one (a task-local lookup for each of
+/// the half-dozen stage timings of every request).
+static RECORDING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Records `stage` from `start` to `end` in the current request's trace, if it is
 /// traced.
 pub fn record(stage: Stage, start: Instant, end: Instant) {
-    let _ = CURRENT.try_with(|r| r.stage(stage, start, end));
+    // A recorder is made before the request it records runs with it as the current one.
+    if RECORDING.load(std::sync::atomic::Ordering::Relaxed) {
+        let _ = CURRENT.try_with(|r| r.stage(stage, start, end));
+    }
 }
 
 /// Runs `f` with `recorder` as the current request's (the stages that work before
