@@ -6,8 +6,10 @@
 #   bash bench/run.sh http                       # GET by id against bare hyper (alternating,
 #                                                # then both at once, ROUNDS rounds, default 6,
 #                                                # with each one's CPU per request; then
-#                                                # reads spread over 1000 records) and
-#                                                # durable creates
+#                                                # reads spread over 1000 records; then
+#                                                # against bare hyper built with fat LTO
+#                                                # and one write per answer, as the
+#                                                # service is) and durable creates
 #   DURATION=5s bash bench/run.sh
 #   RECORDS=1000000 bash bench/run.sh restart   # only the restart / memory benchmark
 #   bash bench/run.sh scale                      # the same (1M by default): fill, data dir,
@@ -152,7 +154,18 @@ if [ "$only" = all ] || [ "$only" = http ]; then
   curl -s "http://$addr/api/products?limit=1000" -H "authorization: Bearer $editor" \
     | grep -o '"id":"[^"]*"' | sed 's/"id":"\([^"]*\)"/\1/' > "$work/ids.txt"
   at_once "2q. $(wc -l < "$work/ids.txt") records in turn" get_many.lua LITHAIR_TOKEN="$editor" LITHAIR_IDS="$work/ids.txt"
-  kill "${pids[-1]}" "${pids[-2]}"
+  # Bare hyper above is hyper as it comes: built with the workspace's release profile,
+  # writing an answer's head and body with one gathered write. A generated service is
+  # built with fat LTO (its Cargo.toml) and writes an answer as one buffer (its server):
+  # the one-record series again against bare hyper built and run that way too.
+  echo "== building bare hyper with fat LTO"
+  CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_TARGET_DIR="$root/target/bench-lto" \
+    cargo build --release -q -p lithair-runtime --example hello_baseline
+  plain_hello_pid=$hello_pid shop_addr=$addr
+  start hello-tuned "$root/target/bench-lto/release/examples/hello_baseline" 127.0.0.1:0 --one-write
+  hello_addr=$addr hello_pid=${pids[-1]} addr=$shop_addr
+  at_once "2r. one record, bare hyper with fat LTO and one write per answer" get.lua LITHAIR_TOKEN="$editor" LITHAIR_PATH="/api/products/$id"
+  kill "$hello_pid" "$shop_pid" "$plain_hello_pid"
 
   for run in "always 64" "always 1" "never 64" "periodic 64"; do
     set -- $run
