@@ -324,14 +324,31 @@ mod tests {
         (client, task)
     }
 
-    /// Reads from `client` until the server closes the connection (within 5 s).
-    fn read_to_close(client: &mut std::net::TcpStream) -> String {
-        client
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
-        let mut got = Vec::new();
-        let _ = client.read_to_end(&mut got);
-        String::from_utf8_lossy(&got).into_owned()
+    /// What `client` reads until the server closes the connection (within 5 s; off the
+    /// runtime's threads).
+    async fn read_to_close(mut client: std::net::TcpStream) -> String {
+        tokio::task::spawn_blocking(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            let _ = client.read_to_end(&mut got);
+            String::from_utf8_lossy(&got).into_owned()
+        })
+        .await
+        .expect("reader")
+    }
+
+    /// Waits for the connection's task to end, and for its watchdog to let go of its
+    /// receiver of `tell` (the server's drain is then over).
+    async fn drained(task: tokio::task::JoinHandle<()>, tell: &tokio::sync::watch::Sender<bool>) {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the connection ended")
+            .expect("task");
+        tokio::time::timeout(Duration::from_secs(5), tell.closed())
+            .await
+            .expect("drained");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,41 +363,24 @@ mod tests {
         // The request is in flight: told now, it is still answered, and then the
         // connection closes although the client would keep it alive.
         tell.send_replace(true);
-        let got = tokio::task::spawn_blocking(move || read_to_close(&mut client))
-            .await
-            .expect("reader");
+        let got = read_to_close(client).await;
         assert!(got.starts_with("HTTP/1.1 200"), "{got}");
         assert!(got.ends_with("ok"), "{got}");
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the connection ended")
-            .expect("task");
-        // Its watchdog let go of the receiver: the server's drain is over.
-        tokio::time::timeout(Duration::from_secs(5), tell.closed())
-            .await
-            .expect("drained");
+        drained(task, &tell).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_connection_closes_at_once_when_told_or_after_the_header_timeout() {
         // Told: closed at once, nothing answered.
         let (tell, told) = tokio::sync::watch::channel(false);
-        let (mut client, task) = served(Duration::ZERO, Duration::from_secs(30), told).await;
+        let (client, task) = served(Duration::ZERO, Duration::from_secs(30), told).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let started = crate::clock::Instant::now();
         tell.send_replace(true);
-        let got = tokio::task::spawn_blocking(move || read_to_close(&mut client))
-            .await
-            .expect("reader");
+        let got = read_to_close(client).await;
         assert_eq!(got, "");
         assert!(started.elapsed() < Duration::from_secs(2));
-        tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .expect("the connection ended")
-            .expect("task");
-        tokio::time::timeout(Duration::from_secs(5), tell.closed())
-            .await
-            .expect("drained");
+        drained(task, &tell).await;
         // Not told: a connection that sends half a head is closed after the header
         // timeout, and one that keeps asking is not.
         let (_tell, told) = tokio::sync::watch::channel(false);
@@ -388,9 +388,7 @@ mod tests {
             served(Duration::ZERO, Duration::from_millis(300), told.clone()).await;
         client.write_all(b"GET / HTTP/1.1\r\n").expect("send");
         let started = crate::clock::Instant::now();
-        let got = tokio::task::spawn_blocking(move || read_to_close(&mut client))
-            .await
-            .expect("reader");
+        let got = read_to_close(client).await;
         let waited = started.elapsed();
         assert!(!got.starts_with("HTTP/1.1 200"), "{got}");
         assert!(waited >= Duration::from_millis(250), "{waited:?}");
