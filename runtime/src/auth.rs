@@ -149,7 +149,9 @@ pub enum AuthConfigError {
     #[error("token \"{0}\": the same sha256 is configured twice")]
     Duplicate(String),
     /// An `expires_at` that is not a timestamp.
-    #[error("token \"{0}\": expires_at must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z")]
+    #[error(
+        "token \"{0}\": expires_at must be an RFC 3339 timestamp such as 2027-01-31T00:00:00Z"
+    )]
     BadExpiry(String),
     /// `[auth.jwt]` is unusable.
     #[error(transparent)]
@@ -248,7 +250,9 @@ impl Authenticator {
                     effective.extend(all.iter().cloned());
                     roles.push(role);
                 }
-                None => tracing::debug!(%role, subject = %claims.subject, "a JWT role the schema does not declare is ignored"),
+                None => {
+                    tracing::debug!(%role, subject = %claims.subject, "a JWT role the schema does not declare is ignored")
+                }
             }
         }
         let who = Arc::new(Principal {
@@ -372,7 +376,8 @@ pub fn token_table(name: &str, hash: &str, roles: &[String], expires_at: Option<
 /// The moment a token minted now with `--expires span` expires: `span` is a whole number
 /// of seconds, minutes, hours, days or weeks (`90s`, `30m`, `12h`, `30d`, `2w`).
 pub fn expiry(span: &str) -> Result<String, String> {
-    let bad = || format!("--expires {span:?}: use a whole number and a unit: 90s, 30m, 12h, 30d or 2w");
+    let bad =
+        || format!("--expires {span:?}: use a whole number and a unit: 90s, 30m, 12h, 30d or 2w");
     let split = span.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (n, unit) = span.split_at(split);
     let n: i64 = n.parse().map_err(|_| bad())?;
@@ -427,8 +432,8 @@ mod tests {
         let spec = CompiledSpec::from_json(SPEC).expect("spec");
         let (kept, kept_config) = token(None);
         let (dropped, dropped_config) = token(None);
-        let before = Authenticator::new(&[kept_config.clone(), dropped_config], &spec)
-            .expect("tokens");
+        let before =
+            Authenticator::new(&[kept_config.clone(), dropped_config], &spec).expect("tokens");
         let call = |auth: &Authenticator, t: &str| {
             auth.authenticate(Some(format!("Bearer {t}").as_bytes()))
         };
@@ -454,8 +459,8 @@ mod tests {
         let (past, past_config) = token(Some("2020-01-01T00:00:00Z"));
         let (future, future_config) = token(Some(&expiry("1d").expect("expiry")));
         let (never, never_config) = token(None);
-        let auth = Authenticator::new(&[past_config, future_config, never_config], &spec)
-            .expect("tokens");
+        let auth =
+            Authenticator::new(&[past_config, future_config, never_config], &spec).expect("tokens");
         let call = |t: &str| auth.authenticate(Some(format!("Bearer {t}").as_bytes()));
         let e = call(&past).expect_err("expired");
         assert_eq!(e.status, 401);
@@ -464,7 +469,11 @@ mod tests {
         assert!(call(&never).is_ok());
         let (_, bad) = token(Some("next week"));
         let e = Authenticator::new(&[bad], &spec).expect_err("a bad expiry");
-        assert!(e.to_string().contains("expires_at must be an RFC 3339 timestamp"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("expires_at must be an RFC 3339 timestamp"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -483,6 +492,9 @@ mod tests {
             assert!(expiry(bad).is_err(), "{bad}");
         }
         let table = token_table("ci", "00", &["editor".into()], Some("2027-01-01T00:00:00Z"));
-        assert!(table.ends_with("expires_at = \"2027-01-01T00:00:00Z\"\n"), "{table}");
+        assert!(
+            table.ends_with("expires_at = \"2027-01-01T00:00:00Z\"\n"),
+            "{table}"
+        );
     }
 }

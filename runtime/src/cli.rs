@@ -179,7 +179,9 @@ fn token_new(
     }
     let (token, hash) = auth::mint();
     eprintln!("token (shown once; give it to the client): {token}");
-    eprintln!("append the table below to lithair.toml, then send the service SIGHUP (or restart it):");
+    eprintln!(
+        "append the table below to lithair.toml, then send the service SIGHUP (or restart it):"
+    );
     println!();
     print!(
         "{}",
@@ -268,7 +270,11 @@ fn cluster_options(
     // With a cluster listener, the peers are named at theirs: this node's own entry must
     // be the address it listens on, or the others could not reach it.
     if let (Some(listen), Some(own)) = (config.cluster.listen, peers.get(&node_id)) {
-        if own.parse::<std::net::SocketAddr>().is_ok_and(|a| a != own_addr) && listen.port() != 0 {
+        if own
+            .parse::<std::net::SocketAddr>()
+            .is_ok_and(|a| a != own_addr)
+            && listen.port() != 0
+        {
             anyhow::bail!(
                 "--peers names node {node_id} at {own}, but it listens for its peers at {own_addr} ([cluster] listen = \"{listen}\"): \
                  with a cluster listener, --peers names each node's cluster address"
@@ -299,10 +305,7 @@ fn cluster_options(
 /// Calls to peers leave from the address the node listens for them on (its cluster
 /// listener, or else its public port), unless that is every address.
 fn outgoing_ip(config: &Config) -> Option<std::net::IpAddr> {
-    let host = config
-        .cluster
-        .listen
-        .map_or(config.server.host, |l| l.ip());
+    let host = config.cluster.listen.map_or(config.server.host, |l| l.ip());
     (!host.is_unspecified()).then_some(host)
 }
 

@@ -74,8 +74,14 @@ mod tests {
         let ours = started.elapsed();
         let theirs = system.elapsed();
         assert!(ours >= Duration::from_millis(19), "{ours:?}");
-        assert!(ours <= theirs + Duration::from_millis(5), "{ours:?} against {theirs:?}");
-        assert_eq!(started.saturating_duration_since(Instant::now()), Duration::ZERO);
+        assert!(
+            ours <= theirs + Duration::from_millis(5),
+            "{ours:?} against {theirs:?}"
+        );
+        assert_eq!(
+            started.saturating_duration_since(Instant::now()),
+            Duration::ZERO
+        );
         assert!(started + Duration::from_millis(1) > started);
     }
 }

@@ -77,7 +77,9 @@ impl Own {
             return Some(Own(s));
         }
         let s = NEXT
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < shared).then_some(n + 1))
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < shared).then_some(n + 1)
+            })
             .ok()?;
         Some(Own(s))
     }
@@ -247,7 +249,12 @@ mod tests {
         let per = |share: u64| share * 40_000 / 200;
         assert_eq!(
             buckets,
-            vec![(1.0, per(2)), (10.0, per(9)), (100.0, per(90)), (f64::MAX, per(99))]
+            vec![
+                (1.0, per(2)),
+                (10.0, per(9)),
+                (100.0, per(90)),
+                (f64::MAX, per(99))
+            ]
         );
     }
 
@@ -276,7 +283,9 @@ mod tests {
         // Threads one after another: each takes a stripe an ended thread gave back.
         for _ in 0..stripes() * 2 {
             let h = h.clone();
-            std::thread::spawn(move || h.observe(0.5)).join().expect("observer");
+            std::thread::spawn(move || h.observe(0.5))
+                .join()
+                .expect("observer");
         }
         let (sum, count, buckets) = h.get();
         let ones = (at_once + stripes() * 2) as u64;

@@ -147,13 +147,8 @@ pub trait Hooks<R>: Send + Sync + 'static {
 
 /// Routes an action call to the handlers' method of that name (the generated file
 /// writes one per model, from the schema's actions).
-pub type ActionFn<H> = for<'a> fn(
-    &'a H,
-    &'a str,
-    ActionContext,
-    Option<Uuid>,
-    Value,
-) -> BoxFuture<'a, ActionResult>;
+pub type ActionFn<H> =
+    for<'a> fn(&'a H, &'a str, ActionContext, Option<Uuid>, Value) -> BoxFuture<'a, ActionResult>;
 
 /// Wraps a model's handlers as [`ModelHooks`]: `hooks` for its hooks, `actions` to run
 /// its actions.
@@ -251,8 +246,7 @@ fn same_value(a: &Value, b: &Value) -> bool {
         }
         (Value::Object(x), Value::Object(y)) => {
             x.len() == y.len()
-                && x
-                    .iter()
+                && x.iter()
                     .all(|(k, v)| y.get(k).is_some_and(|w| same_value(v, w)))
         }
         _ => a == b,
@@ -378,7 +372,11 @@ where
 /// A typed action's input, from its body (checked against the action's `input` fields
 /// before the handler runs).
 pub fn action_input<T: DeserializeOwned>(body: Value) -> Result<T, ApiError> {
-    T::deserialize(body).map_err(|e| ApiError::internal(format!("a checked action body does not fit its struct: {e}")))
+    T::deserialize(body).map_err(|e| {
+        ApiError::internal(format!(
+            "a checked action body does not fit its struct: {e}"
+        ))
+    })
 }
 
 /// A typed action's answer: 200 with `output` as JSON.
@@ -470,7 +468,9 @@ mod tests {
     impl Hooks<Timed> for Bumps {
         fn before_create(&self, _: &HookContext, r: &mut Timed) -> HookResult {
             r.n += 1;
-            r.at = r.at.with_timezone(&chrono::FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
+            r.at = r
+                .at
+                .with_timezone(&chrono::FixedOffset::east_opt(0).unwrap_or_else(|| unreachable!()));
             Ok(())
         }
     }
@@ -503,7 +503,10 @@ mod tests {
 
     impl std::io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -538,11 +541,17 @@ mod tests {
             hooks.after_update(&ctx, &good, &bad);
             hooks.after_delete(&ctx, &bad);
         });
-        assert_eq!(ran.load(Ordering::Relaxed), 1, "only the good record reached a hook");
-        let text = String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
+        assert_eq!(
+            ran.load(Ordering::Relaxed),
+            1,
+            "only the good record reached a hook"
+        );
+        let text =
+            String::from_utf8_lossy(&log.0.lock().unwrap_or_else(|p| p.into_inner())).to_string();
         for hook in ["after_create", "after_update", "after_delete"] {
             assert!(
-                text.lines().any(|l| l.contains("ERROR") && l.contains(hook) && l.contains("did not run")),
+                text.lines()
+                    .any(|l| l.contains("ERROR") && l.contains(hook) && l.contains("did not run")),
                 "no error for {hook} in:\n{text}"
             );
         }

@@ -30,38 +30,75 @@ pub mod error;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-/// The runtime's own parts: public with the `testing` feature (the runtime's tests, its
-/// examples and benchmarks reach them), private to the crate otherwise. A generated crate
-/// needs only [`Service`], [`main`], [`prelude`], [`error`] and [`config`].
-macro_rules! internal {
-    ($($(#[$doc:meta])* $name:ident;)*) => {$(
-        $(#[$doc])*
-        #[cfg(feature = "testing")]
-        pub mod $name;
-        $(#[$doc])*
-        #[cfg(not(feature = "testing"))]
-        pub(crate) mod $name;
-    )*};
-}
-
-internal! {
-    auth;
-    cli;
-    clock;
-    domain;
-    engine;
-    histogram;
-    hooks;
-    http;
-    logs;
-    raft;
-    spec;
-    store;
-    telemetry;
-    tls;
-    validate;
-    wal;
-}
+// The runtime's own parts: public with the `testing` feature (the runtime's tests, its
+// examples and benchmarks reach them), private to the crate otherwise. A generated crate
+// needs only [`Service`], [`main`], [`prelude`], [`error`] and [`config`]. Each is
+// declared twice, once per case, rather than through a macro: `cargo fmt` formats only
+// the modules it finds declared.
+#[cfg(feature = "testing")]
+pub mod auth;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod auth;
+#[cfg(feature = "testing")]
+pub mod cli;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod cli;
+#[cfg(feature = "testing")]
+pub mod clock;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod clock;
+#[cfg(feature = "testing")]
+pub mod domain;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod domain;
+#[cfg(feature = "testing")]
+pub mod engine;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod engine;
+#[cfg(feature = "testing")]
+pub mod histogram;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod histogram;
+#[cfg(feature = "testing")]
+pub mod hooks;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod hooks;
+#[cfg(feature = "testing")]
+pub mod http;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod http;
+#[cfg(feature = "testing")]
+pub mod logs;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod logs;
+#[cfg(feature = "testing")]
+pub mod raft;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod raft;
+#[cfg(feature = "testing")]
+pub mod spec;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod spec;
+#[cfg(feature = "testing")]
+pub mod store;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod store;
+#[cfg(feature = "testing")]
+pub mod telemetry;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod telemetry;
+#[cfg(feature = "testing")]
+pub mod tls;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod tls;
+#[cfg(feature = "testing")]
+pub mod validate;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod validate;
+#[cfg(feature = "testing")]
+pub mod wal;
+#[cfg(not(feature = "testing"))]
+pub(crate) mod wal;
 
 use std::collections::HashMap;
 use std::sync::Arc;

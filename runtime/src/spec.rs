@@ -60,10 +60,12 @@ impl CompiledSpec {
         for m in spec.models.iter().chain(inputs.values()) {
             for f in &m.fields {
                 if let Some(p) = &f.rules.pattern {
-                    let re = Regex::new(&lithair_spec::values::anchored(p)).map_err(|e| SpecError::Pattern {
-                        model: m.name.clone(),
-                        field: f.name.clone(),
-                        message: e.to_string(),
+                    let re = Regex::new(&lithair_spec::values::anchored(p)).map_err(|e| {
+                        SpecError::Pattern {
+                            model: m.name.clone(),
+                            field: f.name.clone(),
+                            message: e.to_string(),
+                        }
                     })?;
                     patterns.insert((m.name.clone(), f.name.clone()), re);
                 }

@@ -146,10 +146,7 @@ pub fn server(config: &TlsConfig, base: &Path) -> Result<ServerTls, TlsError> {
 
 /// The cluster listener's TLS and the client side of calls to peers (`[cluster.tls]`;
 /// paths relative to `base`): both ends show a certificate that `ca_file` signed.
-pub fn cluster(
-    config: &ClusterTlsConfig,
-    base: &Path,
-) -> Result<(ServerTls, ClientTls), TlsError> {
+pub fn cluster(config: &ClusterTlsConfig, base: &Path) -> Result<(ServerTls, ClientTls), TlsError> {
     let chain = certs("cert_file", &resolve(base, &config.cert_file))?;
     let key = key(&resolve(base, &config.key_file))?;
     let roots = roots(&resolve(base, &config.ca_file))?;
@@ -208,7 +205,10 @@ mod tests {
             ..good.clone()
         };
         let err = server(&missing, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("cert_file") && err.contains("nope.pem"), "{err}");
+        assert!(
+            err.contains("cert_file") && err.contains("nope.pem"),
+            "{err}"
+        );
         std::fs::write(dir.path().join("empty.pem"), "not a certificate\n").expect("write");
         let empty = TlsConfig {
             cert_file: "empty.pem".into(),
@@ -221,7 +221,10 @@ mod tests {
             ..good.clone()
         };
         let err = server(&no_key, dir.path()).unwrap_err().to_string();
-        assert!(err.contains("key_file") && err.contains("private key"), "{err}");
+        assert!(
+            err.contains("key_file") && err.contains("private key"),
+            "{err}"
+        );
         let cluster_files = ClusterTlsConfig {
             cert_file: good.cert_file.clone(),
             key_file: good.key_file.clone(),

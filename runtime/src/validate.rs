@@ -229,4 +229,3 @@ mod tests {
         assert_eq!(t, serde_json::json!({"b": {"c": 5, "d": 3}, "e": [1]}));
     }
 }
-

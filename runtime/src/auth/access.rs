@@ -100,12 +100,12 @@ pub enum Grant {
 /// How `who` holds `roles` on model `m`: `owner` counts for a caller with a subject (not
 /// anonymous) on a model with an owner field.
 pub fn grant(m: &ModelSpec, who: &Principal, roles: &[String]) -> Grant {
-    if roles.iter().any(|r| r != OWNER && who.may(std::slice::from_ref(r))) {
-        Grant::All
-    } else if m.owner_field.is_some()
-        && !who.is_anonymous()
-        && roles.iter().any(|r| r == OWNER)
+    if roles
+        .iter()
+        .any(|r| r != OWNER && who.may(std::slice::from_ref(r)))
     {
+        Grant::All
+    } else if m.owner_field.is_some() && !who.is_anonymous() && roles.iter().any(|r| r == OWNER) {
         Grant::Own
     } else {
         Grant::None
@@ -143,10 +143,14 @@ impl Access {
                 fixed.push(field.clone());
             }
         }
-        let owner = m.owner_field.as_ref().filter(|_| op == Operation::Create).map(|field| {
-            let subject = (!who.is_anonymous()).then(|| who.name.clone());
-            (field.clone(), subject)
-        });
+        let owner = m
+            .owner_field
+            .as_ref()
+            .filter(|_| op == Operation::Create)
+            .map(|field| {
+                let subject = (!who.is_anonymous()).then(|| who.name.clone());
+                (field.clone(), subject)
+            });
         Access {
             hidden,
             fixed,
@@ -252,7 +256,10 @@ impl Access {
     }
 
     /// 403 when a list's filters or sort name fields the caller does not see.
-    pub fn check_query<'a>(&self, fields: impl IntoIterator<Item = &'a str>) -> Result<(), ApiError> {
+    pub fn check_query<'a>(
+        &self,
+        fields: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ApiError> {
         if self.hidden.is_empty() {
             return Ok(());
         }
@@ -285,7 +292,9 @@ impl Access {
             .iter()
             .filter(|f| match body.get(f.as_str()) {
                 None => false,
-                Some(v) => !(owner == Some(f.as_str()) && v.as_str().is_some_and(|v| Some(v) == subject)),
+                Some(v) => {
+                    !(owner == Some(f.as_str()) && v.as_str().is_some_and(|v| Some(v) == subject))
+                }
             })
             .map(String::as_str)
             .collect();
@@ -353,9 +362,7 @@ fn refused_fields(fields: &[&str]) -> Result<(), ApiError> {
     }
     let errors = fields
         .iter()
-        .map(|f| {
-            crate::error::FieldError::new(*f, "forbidden", format!("you may not set `{f}`"))
-        })
+        .map(|f| crate::error::FieldError::new(*f, "forbidden", format!("you may not set `{f}`")))
         .collect();
     Err(ApiError::forbidden(format!("you may not set {}", quoted(fields))).with_errors(errors))
 }
@@ -426,7 +433,9 @@ mod tests {
             r#"{"name": "name", "type": {"kind": "string"},
                 "permissions": {"read": ["admin"], "write": ["admin"]}}"#,
         ));
-        let other_hidden = Access::with(&other, 0, Some(&clerk), Operation::Get, |a| a.hidden().to_vec());
+        let other_hidden = Access::with(&other, 0, Some(&clerk), Operation::Get, |a| {
+            a.hidden().to_vec()
+        });
         assert_eq!(other_hidden, vec!["name".to_string()]);
         // An access asked for within another's closure is worked out without the table.
         let nested = Access::with(&spec, 0, Some(&admin), Operation::Get, |outer| {

@@ -160,9 +160,15 @@ impl JwtVerifier {
             ));
         }
         let one_source = || {
-            JwtConfigError::Keys("set exactly one of public_key_file, jwks_file and secret_env".into())
+            JwtConfigError::Keys(
+                "set exactly one of public_key_file, jwks_file and secret_env".into(),
+            )
         };
-        let keys = match (&config.secret_env, &config.public_key_file, &config.jwks_file) {
+        let keys = match (
+            &config.secret_env,
+            &config.public_key_file,
+            &config.jwks_file,
+        ) {
             (Some(var), None, None) => {
                 if !hmac {
                     return Err(JwtConfigError::Keys(
@@ -367,7 +373,9 @@ fn jwks(
     for (i, jwk) in set.keys.iter().enumerate() {
         let kid = jwk.common.key_id.clone().unwrap_or_default();
         if kid.is_empty() && set.keys.len() > 1 {
-            return Err(bad(format!("key {i} has no kid (a set of several keys needs them)")));
+            return Err(bad(format!(
+                "key {i} has no kid (a set of several keys needs them)"
+            )));
         }
         // Encryption keys never verify a signature.
         if matches!(

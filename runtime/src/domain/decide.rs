@@ -204,13 +204,13 @@ impl Decider {
         let index = state.models.get(model)?.index(field)?;
         // Ids whose record the transaction already changed are judged by the overlay:
         // the value they have now (a moved value is in `claims` above).
-        index.holders(key).find(|id| {
-            match overlay.records.get(&(model.to_string(), *id)) {
+        index
+            .holders(key)
+            .find(|id| match overlay.records.get(&(model.to_string(), *id)) {
                 None => true,
                 Some(Some(now)) => SortKey::of(now.get(field).as_ref()) == *key,
                 Some(None) => false,
-            }
-        })
+            })
     }
 
     /// Decides a transaction (`Command::Together` in `p`), its events numbered from
@@ -435,17 +435,17 @@ impl Decider {
         };
         let event = Event {
             format: FORMAT,
-                event_id: p.event_id,
-                sequence_number: seq,
-                aggregate_id: id,
-                model: model.clone(),
-                event_type: format!("{model}{suffix}"),
-                kind,
-                version,
-                event_data,
-                created_at: now,
-                node_id: p.node_id.clone(),
-                principal: actor,
+            event_id: p.event_id,
+            sequence_number: seq,
+            aggregate_id: id,
+            model: model.clone(),
+            event_type: format!("{model}{suffix}"),
+            kind,
+            version,
+            event_data,
+            created_at: now,
+            node_id: p.node_id.clone(),
+            principal: actor,
             idempotency_key: p.key.clone().map(Box::new),
             transaction: None,
         };

@@ -118,7 +118,11 @@ impl Definition {
     /// (None for `count`, or where the record has no number); None when the `where`
     /// filter leaves it out. Read from the record's bytes without building its values.
     fn contribution(&self, r: &Stored) -> Option<Contribution> {
-        if !self.filter.iter().all(|(slot, want)| r.key_at(*slot) == *want) {
+        if !self
+            .filter
+            .iter()
+            .all(|(slot, want)| r.key_at(*slot) == *want)
+        {
             return None;
         }
         let raw = r.key_at(self.group);
@@ -259,7 +263,12 @@ impl Group {
 
     /// Counts a record's `numbers` in; `extreme` is handed each number a `min` or `max`
     /// aggregate keeps (its multiset's place, and the entry).
-    fn take_in(&mut self, def: &Definition, numbers: &[Option<f64>], mut extreme: impl FnMut(usize, Entry)) {
+    fn take_in(
+        &mut self,
+        def: &Definition,
+        numbers: &[Option<f64>],
+        mut extreme: impl FnMut(usize, Entry),
+    ) {
         self.count += 1;
         for (i, x) in numbers.iter().enumerate() {
             let Some(x) = *x else { continue };
@@ -344,7 +353,11 @@ impl Projection {
             Some(g) => Group::clone(g),
             None => {
                 self.next_id += 1;
-                Group::new(self.def.shown(&c.key, r), self.next_id, self.def.slots.len())
+                Group::new(
+                    self.def.shown(&c.key, r),
+                    self.next_id,
+                    self.def.slots.len(),
+                )
             }
         };
         group.take_in(&self.def, &c.numbers, |e, entry| {
@@ -384,12 +397,17 @@ impl Projection {
 
     /// Builds it from every record of its source at once (a start): the groups and
     /// the multisets are filled in one pass and each multiset is built dense.
-    pub fn build<'a>(def: Arc<Definition>, records: impl Iterator<Item = &'a Arc<Stored>>) -> Projection {
+    pub fn build<'a>(
+        def: Arc<Definition>,
+        records: impl Iterator<Item = &'a Arc<Stored>>,
+    ) -> Projection {
         let mut groups: BTreeMap<SortKey, Group> = BTreeMap::new();
         let mut values: Vec<Vec<Entry>> = vec![Vec::new(); def.multisets()];
         let mut next_id = 0;
         for r in records {
-            let Some(c) = def.contribution(r) else { continue };
+            let Some(c) = def.contribution(r) else {
+                continue;
+            };
             let group = groups.entry(c.key).or_insert_with_key(|key| {
                 next_id += 1;
                 Group::new(def.shown(key, r), next_id, def.slots.len())
@@ -588,15 +606,39 @@ mod tests {
             bucket(&SortKey::string(s), date, g, &mut out).then(|| out.as_str().to_string())
         };
         let dt = |s: &str, g| b(s, false, g);
-        assert_eq!(dt("2026-12-01T23:30:00-02:00", Granularity::Day).as_deref(), Some("2026-12-02"));
-        assert_eq!(dt("2026-12-01T23:30:00-02:00", Granularity::Hour).as_deref(), Some("2026-12-02T01"));
-        assert_eq!(dt("2026-12-01T10:00:00Z", Granularity::Week).as_deref(), Some("2026-W49"));
-        assert_eq!(dt("2027-01-01T10:00:00Z", Granularity::Week).as_deref(), Some("2026-W53"));
-        assert_eq!(dt("2026-12-31T23:59:59+00:00", Granularity::Month).as_deref(), Some("2026-12"));
+        assert_eq!(
+            dt("2026-12-01T23:30:00-02:00", Granularity::Day).as_deref(),
+            Some("2026-12-02")
+        );
+        assert_eq!(
+            dt("2026-12-01T23:30:00-02:00", Granularity::Hour).as_deref(),
+            Some("2026-12-02T01")
+        );
+        assert_eq!(
+            dt("2026-12-01T10:00:00Z", Granularity::Week).as_deref(),
+            Some("2026-W49")
+        );
+        assert_eq!(
+            dt("2027-01-01T10:00:00Z", Granularity::Week).as_deref(),
+            Some("2026-W53")
+        );
+        assert_eq!(
+            dt("2026-12-31T23:59:59+00:00", Granularity::Month).as_deref(),
+            Some("2026-12")
+        );
         // A timestamp in the server's form is kept as its microseconds.
-        assert_eq!(dt("2026-12-01T13:00:00.000000Z", Granularity::Hour).as_deref(), Some("2026-12-01T13"));
+        assert_eq!(
+            dt("2026-12-01T13:00:00.000000Z", Granularity::Hour).as_deref(),
+            Some("2026-12-01T13")
+        );
         assert_eq!(dt("not a time", Granularity::Day), None);
-        assert_eq!(b("2026-12-01", true, Granularity::Month).as_deref(), Some("2026-12"));
-        assert_eq!(b("2026-12-01", true, Granularity::Week).as_deref(), Some("2026-W49"));
+        assert_eq!(
+            b("2026-12-01", true, Granularity::Month).as_deref(),
+            Some("2026-12")
+        );
+        assert_eq!(
+            b("2026-12-01", true, Granularity::Week).as_deref(),
+            Some("2026-W49")
+        );
     }
 }

@@ -262,7 +262,11 @@ impl Stored {
         if r.peek() == Some(tag::INT) {
             return r.peek_u64().unwrap_or(0);
         }
-        r.slot(&[]).ok().flatten().and_then(|v| v.as_u64()).unwrap_or(0)
+        r.slot(&[])
+            .ok()
+            .flatten()
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0)
     }
 
     /// The whole record.
@@ -560,7 +564,9 @@ impl<'a> Reader<'a> {
             bytes: self.bytes,
             at: self.at + 1,
         };
-        at.varint().ok().and_then(|n| u64::try_from(unzigzag(n)).ok())
+        at.varint()
+            .ok()
+            .and_then(|n| u64::try_from(unzigzag(n)).ok())
     }
 
     fn byte(&mut self) -> Result<u8, Damaged> {
@@ -683,9 +689,7 @@ impl<'a> Reader<'a> {
                 .ok_or(Damaged(at))?,
             tag::STR => Value::String(self.str()?.to_string()),
             tag::UUID => Value::String(self.uuid()?.hyphenated().to_string()),
-            tag::TIME => Value::String(
-                render_time(unzigzag(self.varint()?)).ok_or(Damaged(at))?,
-            ),
+            tag::TIME => Value::String(render_time(unzigzag(self.varint()?)).ok_or(Damaged(at))?),
             tag::ENUM => Value::String(self.enum_value(values)?.to_string()),
             tag::ARRAY => {
                 let n = self.len()?;
@@ -834,11 +838,20 @@ mod tests {
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             ),
             8 => Value::String(
-                ["", "draft", "a \"quoted\" \\ line\n", "été", "2024-01-01T00:00:00Z"]
-                    [rng.gen_range(0..5)]
+                [
+                    "",
+                    "draft",
+                    "a \"quoted\" \\ line\n",
+                    "été",
+                    "2024-01-01T00:00:00Z",
+                ][rng.gen_range(0..5)]
                 .to_string(),
             ),
-            9 => Value::Array((0..rng.gen_range(0..4)).map(|_| random_value(rng, depth + 1)).collect()),
+            9 => Value::Array(
+                (0..rng.gen_range(0..4))
+                    .map(|_| random_value(rng, depth + 1))
+                    .collect(),
+            ),
             _ => Value::Object(
                 (0..rng.gen_range(0..4))
                     .map(|i| (format!("k{i}"), random_value(rng, depth + 1)))
@@ -855,7 +868,17 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for _ in 0..2000 {
             let mut r = Map::new();
-            for name in ["id", "name", "n", "status", "doc", "created_at", "version", "gone", "older"] {
+            for name in [
+                "id",
+                "name",
+                "n",
+                "status",
+                "doc",
+                "created_at",
+                "version",
+                "gone",
+                "older",
+            ] {
                 if rng.gen_bool(0.7) {
                     r.insert(name.to_string(), random_value(&mut rng, 0));
                 }
@@ -901,7 +924,12 @@ mod tests {
         assert_eq!(stored.id(), Some(id));
         assert_eq!(stored.version(), 1);
         let text = String::from_utf8(stored.json_and_version(&[]).0.to_vec()).unwrap();
-        assert!(text.starts_with(&format!("{{\"id\":\"{id}\",\"name\":\"Tea\",\"n\":3,\"status\":\"live\",\"created_at\"")), "{text}");
+        assert!(
+            text.starts_with(&format!(
+                "{{\"id\":\"{id}\",\"name\":\"Tea\",\"n\":3,\"status\":\"live\",\"created_at\""
+            )),
+            "{text}"
+        );
     }
 
     /// Timestamps render as chrono renders them, over the whole range of years kept.
@@ -910,12 +938,26 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let lowest = -62_167_219_200_000_000i64; // 0000-01-01
         let highest = 253_402_300_799_999_999i64; // 9999-12-31T23:59:59.999999
-        let edges = [lowest, highest, 0, -1, 951_782_400_000_000, 4_107_542_399_999_999];
-        for micros in edges.into_iter().chain((0..20_000).map(|_| rng.gen_range(lowest..=highest))) {
+        let edges = [
+            lowest,
+            highest,
+            0,
+            -1,
+            951_782_400_000_000,
+            4_107_542_399_999_999,
+        ];
+        for micros in edges
+            .into_iter()
+            .chain((0..20_000).map(|_| rng.gen_range(lowest..=highest)))
+        {
             let theirs = chrono::DateTime::from_timestamp_micros(micros)
                 .unwrap()
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            assert_eq!(render_time(micros).as_deref(), Some(theirs.as_str()), "{micros}");
+            assert_eq!(
+                render_time(micros).as_deref(),
+                Some(theirs.as_str()),
+                "{micros}"
+            );
             assert_eq!(server_time(&theirs), Some(micros));
         }
         assert_eq!(render_time(lowest - 1), None);
@@ -929,7 +971,10 @@ mod tests {
         let stored = Stored::encode(&layout, r.as_object().unwrap());
         let bytes = stored.bytes();
         for cut in 0..bytes.len() {
-            assert!(Stored::from_bytes(&layout, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                Stored::from_bytes(&layout, &bytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut longer = bytes.to_vec();
         longer.push(0);

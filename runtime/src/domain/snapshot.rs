@@ -262,8 +262,7 @@ fn parse(bytes: &[u8], spec: &ServiceSpec) -> Result<Parsed, Unreadable> {
         u32::from_le_bytes(four) as usize
     };
     let header_len = len(take(4)?);
-    let header: Header =
-        serde_json::from_slice(take(header_len)?).map_err(Unreadable::Header)?;
+    let header: Header = serde_json::from_slice(take(header_len)?).map_err(Unreadable::Header)?;
     let mut state = State::new(spec);
     let mut models = Vec::with_capacity(header.models.len());
     for model in &header.models {
@@ -281,10 +280,12 @@ fn parse(bytes: &[u8], spec: &ServiceSpec) -> Result<Parsed, Unreadable> {
             let piece = take(n)?;
             let Some(layout) = &current else { continue };
             let stored = if same {
-                Stored::from_bytes(layout, piece).map_err(|e| Unreadable::Damaged(name.clone(), e))?
+                Stored::from_bytes(layout, piece)
+                    .map_err(|e| Unreadable::Damaged(name.clone(), e))?
             } else {
                 let mut r: Record = if json {
-                    serde_json::from_slice(piece).map_err(|e| Unreadable::Record(name.clone(), e))?
+                    serde_json::from_slice(piece)
+                        .map_err(|e| Unreadable::Record(name.clone(), e))?
                 } else {
                     Stored::from_bytes(&written, piece)
                         .map_err(|e| Unreadable::Damaged(name.clone(), e))?
@@ -337,7 +338,9 @@ mod tests {
 
     fn names(state: &State) -> Vec<String> {
         let ms = &state.models["Item"];
-        ms.index("name").unwrap().entries
+        ms.index("name")
+            .unwrap()
+            .entries
             .iter()
             .map(|(k, _)| format!("{k:?}"))
             .collect()
@@ -419,19 +422,30 @@ mod tests {
     fn records_of_an_earlier_schema_read_renamed_and_backfilled() {
         use crate::domain::event::{Actor, Event, EventKind};
         let before = spec(NAME);
-        let after = spec(r#"{"name": "title", "type": {"kind": "string"}, "renamed_from": "name"},
-            {"name": "stock", "type": {"kind": "int"}, "backfill": 5, "default": 0}"#);
+        let after = spec(
+            r#"{"name": "title", "type": {"kind": "string"}, "renamed_from": "name"},
+            {"name": "stock", "type": {"kind": "int"}, "backfill": 5, "default": 0}"#,
+        );
         let mut state = State::new(&before);
         let r = item("kept");
         let id = Uuid::parse_str(r["id"].as_str().unwrap()).unwrap();
         let ms = state.models.get_mut("Item").unwrap();
         let stored = ms.encode(&r);
         ms.put(id, Some(stored));
-        let bytes = Image::of(&state, b"{}".to_vec(), Window::default()).to_bytes().unwrap();
+        let bytes = Image::of(&state, b"{}".to_vec(), Window::default())
+            .to_bytes()
+            .unwrap();
         let loaded = decode(&bytes, &after, &Stats::default()).unwrap().state;
         let got = loaded.get("Item", id).unwrap().record();
-        assert_eq!((got.get("title"), got.get("name")), (Some(&json!("kept")), None));
-        assert_eq!(got.get("stock"), Some(&json!(5)), "the backfill, not the default");
+        assert_eq!(
+            (got.get("title"), got.get("name")),
+            (Some(&json!("kept")), None)
+        );
+        assert_eq!(
+            got.get("stock"),
+            Some(&json!(5)),
+            "the backfill, not the default"
+        );
         assert_eq!(loaded.upgraded.get("Item"), Some(&1));
 
         let event = |seq: u64, kind: EventKind, data: serde_json::Value| Event {
@@ -446,15 +460,30 @@ mod tests {
             event_data: data,
             created_at: "2026-12-02T00:00:00.000000Z".into(),
             node_id: "1".into(),
-            principal: Actor { name: "t".into(), roles: vec![], action: None },
+            principal: Actor {
+                name: "t".into(),
+                roles: vec![],
+                action: None,
+            },
             idempotency_key: None,
             transaction: None,
         };
         let mut replayed = State::new(&after);
-        replayed.apply(&mut event(1, EventKind::Created, json!({"id": id.to_string(), "name": "a", "version": 1})));
-        replayed.apply(&mut event(2, EventKind::Updated, json!({"changes": {"name": {"old": "a", "new": "b"}}})));
+        replayed.apply(&mut event(
+            1,
+            EventKind::Created,
+            json!({"id": id.to_string(), "name": "a", "version": 1}),
+        ));
+        replayed.apply(&mut event(
+            2,
+            EventKind::Updated,
+            json!({"changes": {"name": {"old": "a", "new": "b"}}}),
+        ));
         let got = replayed.get("Item", id).unwrap().record();
-        assert_eq!((got.get("title"), got.get("name")), (Some(&json!("b")), None));
+        assert_eq!(
+            (got.get("title"), got.get("name")),
+            (Some(&json!("b")), None)
+        );
         assert_eq!(got.get("stock"), Some(&json!(5)));
     }
 
@@ -480,9 +509,14 @@ mod tests {
         let ms = state.models.get_mut("Item").unwrap();
         let stored = ms.encode(&r);
         ms.put(id, Some(stored));
-        let bytes = Image::of(&state, b"{}".to_vec(), Window::default()).to_bytes().unwrap();
+        let bytes = Image::of(&state, b"{}".to_vec(), Window::default())
+            .to_bytes()
+            .unwrap();
         let loaded = decode(&bytes, &after, &Stats::default()).unwrap().state;
-        assert_eq!(loaded.get("Part", id).unwrap().get("name"), Some(json!("kept")));
+        assert_eq!(
+            loaded.get("Part", id).unwrap().get("name"),
+            Some(json!("kept"))
+        );
         assert!(!loaded.models.contains_key("Item"));
 
         // A create proposed under the former name, decided after the rename.
@@ -490,10 +524,17 @@ mod tests {
         let other = item("new");
         let other_id = Uuid::parse_str(other["id"].as_str().unwrap()).unwrap();
         let mut stamped = Stamped {
-            command: Command::Create { model: "Item".into(), record: other },
+            command: Command::Create {
+                model: "Item".into(),
+                record: other,
+            },
             event_id: Uuid::new_v4(),
             at: "2026-12-02T00:00:00.000000Z".into(),
-            actor: Actor { name: "t".into(), roles: vec![], action: None },
+            actor: Actor {
+                name: "t".into(),
+                roles: vec![],
+                action: None,
+            },
             node_id: "1".into(),
             key: None,
             trace: None,

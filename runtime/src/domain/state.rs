@@ -347,14 +347,18 @@ impl ModelState {
         let rows = &rows;
         let records = || rows.iter().cloned().collect::<Tree<_, _>>();
         let entries = |slot: usize| -> Entries {
-            rows.iter().map(|(id, r)| ((r.key_at(slot), *id), ())).collect()
+            rows.iter()
+                .map(|(id, r)| ((r.key_at(slot), *id), ()))
+                .collect()
         };
         let slots: Vec<usize> = self.indexes.iter().map(|i| i.slot).collect();
         let definitions: Vec<Arc<Definition>> =
             self.projections.iter().map(|p| p.def.clone()).collect();
         let jobs = slots.len() + definitions.len();
-        let projected: Vec<std::sync::Mutex<Option<Projection>>> =
-            definitions.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        let projected: Vec<std::sync::Mutex<Option<Projection>>> = definitions
+            .iter()
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
         // As many builds at a time as there are cores (more would only add to the peak
         // memory: each build sorts a copy of its keys). The first worker builds the
         // records first; all take the indexes, then the projections, one after the other.
@@ -376,8 +380,9 @@ impl ModelState {
                         records = rows.len(), groups = done.groups.len(),
                         millis = started.elapsed().as_millis() as u64,
                         "projection built from the snapshot's records");
-                    *projected[i - slots.len()].lock().unwrap_or_else(|p| p.into_inner()) =
-                        Some(done);
+                    *projected[i - slots.len()]
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner()) = Some(done);
                 } else {
                     return records;
                 }
@@ -762,15 +767,23 @@ mod tests {
         for _ in 0..5000 {
             let mut word = || -> String {
                 let n = rng.gen_range(0..8);
-                (0..n).map(|_| pieces[rng.gen_range(0..pieces.len())]).collect()
+                (0..n)
+                    .map(|_| pieces[rng.gen_range(0..pieces.len())])
+                    .collect()
             };
             let (a, b) = (word(), word());
             let (ka, kb) = (SortKey::string(&a), SortKey::string(&b));
             assert_eq!(ka.cmp(&kb), a.cmp(&b), "{a:?} vs {b:?}");
             assert_eq!(ka == kb, a == b, "{a:?} vs {b:?}");
         }
-        assert!(matches!(SortKey::string(&"x".repeat(SHORT)), SortKey::Short(..)));
-        assert!(matches!(SortKey::string(&"x".repeat(SHORT + 1)), SortKey::Long(_)));
+        assert!(matches!(
+            SortKey::string(&"x".repeat(SHORT)),
+            SortKey::Short(..)
+        ));
+        assert!(matches!(
+            SortKey::string(&"x".repeat(SHORT + 1)),
+            SortKey::Long(_)
+        ));
         assert_eq!(std::mem::size_of::<SortKey>(), 24);
     }
 }

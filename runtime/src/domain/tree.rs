@@ -272,7 +272,10 @@ impl<K: Ord + Clone, V: Clone> Tree<K, V> {
             let Some(left) = self.root.take() else {
                 return old;
             };
-            let first = left.first_key().cloned().unwrap_or_else(|| right.first.clone());
+            let first = left
+                .first_key()
+                .cloned()
+                .unwrap_or_else(|| right.first.clone());
             let len = left.len();
             self.root = Some(Node::Branch(Arc::new(vec![
                 Child {
@@ -402,7 +405,11 @@ impl<'a, K, V> Cursor<'a, K, V> {
                     return;
                 }
                 Node::Branch(branch) => {
-                    let i = if last { branch.len().saturating_sub(1) } else { 0 };
+                    let i = if last {
+                        branch.len().saturating_sub(1)
+                    } else {
+                        0
+                    };
                     self.path.push((&branch[..], i));
                     match branch.get(i) {
                         Some(c) => node = &c.node,
@@ -527,9 +534,7 @@ impl<K: Ord + Clone, V: Clone> FromIterator<(K, V)> for Tree<K, V> {
     }
 }
 
-impl<K: Ord + Clone + std::fmt::Debug, V: Clone + std::fmt::Debug> std::fmt::Debug
-    for Tree<K, V>
-{
+impl<K: Ord + Clone + std::fmt::Debug, V: Clone + std::fmt::Debug> std::fmt::Debug for Tree<K, V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_map().entries(self.iter()).finish()
     }
@@ -549,12 +554,18 @@ mod tests {
 
     /// Checks a node's shape: sizes within bounds, counts right, keys ordered and above
     /// their child's `first`; answers (entries, smallest key, largest key).
-    fn check<K: Ord + Clone + std::fmt::Debug, V>(node: &Node<K, V>) -> (usize, Option<K>, Option<K>) {
+    fn check<K: Ord + Clone + std::fmt::Debug, V>(
+        node: &Node<K, V>,
+    ) -> (usize, Option<K>, Option<K>) {
         match node {
             Node::Leaf(l) => {
                 assert!(l.len() <= CAP, "a leaf of {}", l.len());
                 assert!(l.windows(2).all(|w| w[0].0 < w[1].0));
-                (l.len(), l.first().map(|e| e.0.clone()), l.last().map(|e| e.0.clone()))
+                (
+                    l.len(),
+                    l.first().map(|e| e.0.clone()),
+                    l.last().map(|e| e.0.clone()),
+                )
             }
             Node::Branch(b) => {
                 assert!(!b.is_empty() && b.len() <= CAP, "a branch of {}", b.len());
@@ -622,11 +633,17 @@ mod tests {
                 assert!(tree.range(lo..).eq(map.range(lo..)));
                 assert_eq!(tree.get(&lo), map.get(&lo));
                 let skip = rng.gen_range(0..map.len() + 2);
-                assert!(tree.iter_at(skip, skip + 20).eq(map.iter().skip(skip).take(20)));
+                assert!(tree
+                    .iter_at(skip, skip + 20)
+                    .eq(map.iter().skip(skip).take(20)));
                 // Both ends of one iterator meet without overlap.
                 let mut it = tree.range(lo..hi);
                 let mut expected = map.range(lo..hi);
-                while let Some(x) = if rng.gen_bool(0.5) { it.next() } else { it.next_back() } {
+                while let Some(x) = if rng.gen_bool(0.5) {
+                    it.next()
+                } else {
+                    it.next_back()
+                } {
                     let _ = x;
                     let _ = expected.next();
                 }

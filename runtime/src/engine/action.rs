@@ -96,7 +96,9 @@ enum Write {
 impl Write {
     fn model(&self) -> &str {
         match self {
-            Write::Create { model, .. } | Write::Replace { model, .. } | Write::Delete { model, .. } => model,
+            Write::Create { model, .. }
+            | Write::Replace { model, .. }
+            | Write::Delete { model, .. } => model,
         }
     }
 
@@ -113,8 +115,12 @@ impl Write {
     fn made(&self, ev: &Event) -> bool {
         let stamped = |r: &Record| r.get("updated_at").cloned();
         match self {
-            Write::Create { record, .. } => stamped(record) == ev.event_data.get("updated_at").cloned(),
-            Write::Replace { record, .. } => stamped(record) == ev.event_data.get("updated_at").cloned(),
+            Write::Create { record, .. } => {
+                stamped(record) == ev.event_data.get("updated_at").cloned()
+            }
+            Write::Replace { record, .. } => {
+                stamped(record) == ev.event_data.get("updated_at").cloned()
+            }
             Write::Delete { expected, .. } => *expected + 1 == ev.version,
         }
     }
@@ -157,10 +163,20 @@ impl Committed {
     /// deleted it, an error when it did not write it.
     pub fn get<T: ModelRecord>(&self, id: Uuid) -> Result<T, ApiError> {
         match self.record(T::MODEL, id) {
-            Some(Some(r)) => T::deserialize(r)
-                .map_err(|e| ApiError::internal(format!("a committed {} does not fit its struct: {e}", T::MODEL))),
-            Some(None) => Err(ApiError::not_found(format!("the action deleted {} {id}", T::MODEL))),
-            None => Err(ApiError::internal(format!("the action's transaction did not write {} {id}", T::MODEL))),
+            Some(Some(r)) => T::deserialize(r).map_err(|e| {
+                ApiError::internal(format!(
+                    "a committed {} does not fit its struct: {e}",
+                    T::MODEL
+                ))
+            }),
+            Some(None) => Err(ApiError::not_found(format!(
+                "the action deleted {} {id}",
+                T::MODEL
+            ))),
+            None => Err(ApiError::internal(format!(
+                "the action's transaction did not write {} {id}",
+                T::MODEL
+            ))),
         }
     }
 
@@ -252,7 +268,9 @@ impl ActionContext {
             let mut staged = self.staged();
             let n = staged.created;
             staged.created += 1;
-            self.key.as_ref().map_or_else(Uuid::new_v4, |k| k.nth_record(n))
+            self.key
+                .as_ref()
+                .map_or_else(Uuid::new_v4, |k| k.nth_record(n))
         };
         let ctx = self.hook_context(model, Operation::Create);
         let record = engine.new_record(&ctx, spec, fields, id)?;
@@ -296,7 +314,9 @@ impl ActionContext {
 
     fn patch_record(&self, model: &str, id: Uuid, patch: Value) -> Result<Record, ApiError> {
         if !patch.is_object() {
-            return Err(ApiError::internal("an action's merge patch must be a JSON object"));
+            return Err(ApiError::internal(
+                "an action's merge patch must be a JSON object",
+            ));
         }
         let current = self
             .view(model, id)
@@ -315,13 +335,17 @@ impl ActionContext {
         let engine = &self.engine;
         let spec = engine.model(model)?;
         let Value::Object(body) = body else {
-            return Err(ApiError::internal("an action wrote a record that is not a JSON object"));
+            return Err(ApiError::internal(
+                "an action wrote a record that is not a JSON object",
+            ));
         };
         let id = body
             .get("id")
             .and_then(Value::as_str)
             .and_then(|s| Uuid::parse_str(s).ok())
-            .ok_or_else(|| ApiError::internal(format!("an action wrote a {model} without its id")))?;
+            .ok_or_else(|| {
+                ApiError::internal(format!("an action wrote a {model} without its id"))
+            })?;
         let read_at = version_of(&body);
         let current = self
             .view(model, id)
@@ -339,8 +363,7 @@ impl ActionContext {
         };
         let ctx = self.hook_context(model, operation);
         let input = Value::Object(metadata_stripped(body));
-        let record =
-            engine.replacement(&ctx, spec, &current, input, base, &Access::default())?;
+        let record = engine.replacement(&ctx, spec, &current, input, base, &Access::default())?;
         let write = match self.staged_write(model, id) {
             Some(Write::Create { .. }) => Write::Create {
                 model: model.to_string(),
@@ -456,8 +479,15 @@ impl ActionContext {
         let actor = Engine::actor(&self.hook_context(&self.model, Operation::Update));
         let commands: Vec<Command> = writes.iter().map(|(id, w)| w.command(*id)).collect();
         let answered = if commands.len() == 1 {
-            let command = commands.into_iter().next().ok_or_else(|| ApiError::internal("no write"))?;
-            engine.store.propose_once(command, actor, key).await.map(|ev| vec![ev])
+            let command = commands
+                .into_iter()
+                .next()
+                .ok_or_else(|| ApiError::internal("no write"))?;
+            engine
+                .store
+                .propose_once(command, actor, key)
+                .await
+                .map(|ev| vec![ev])
         } else {
             engine.store.propose_together(commands, actor, key).await
         };
@@ -508,7 +538,9 @@ impl ActionContext {
                 EventKind::Created => stored.or_else(|| ev.event_data.as_object().cloned()),
                 EventKind::Updated => stored
                     .or_else(|| match staged {
-                        Some(Write::Replace { old, expected, .. }) if *expected + 1 == ev.version => {
+                        Some(Write::Replace { old, expected, .. })
+                            if *expected + 1 == ev.version =>
+                        {
                             ev.apply(Some(old))
                         }
                         _ => None,
@@ -523,9 +555,11 @@ impl ActionContext {
                     (Write::Create { .. }, Some(new)) => {
                         hooks.after_create(&self.hook_context(&ev.model, Operation::Create), new)
                     }
-                    (Write::Replace { old, .. }, Some(new)) => {
-                        hooks.after_update(&self.hook_context(&ev.model, Operation::Update), old, new)
-                    }
+                    (Write::Replace { old, .. }, Some(new)) => hooks.after_update(
+                        &self.hook_context(&ev.model, Operation::Update),
+                        old,
+                        new,
+                    ),
                     (Write::Delete { old, .. }, None) => {
                         hooks.after_delete(&self.hook_context(&ev.model, Operation::Delete), old)
                     }

@@ -10,9 +10,9 @@
 
 pub mod action;
 
+use crate::clock::Instant;
 use std::collections::HashMap;
 use std::sync::Arc;
-use crate::clock::Instant;
 
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -408,7 +408,10 @@ impl Engine {
                     continue;
                 }
                 None => {
-                    return Err(ApiError::not_found(format!("no {} with this id", model.name)))
+                    return Err(ApiError::not_found(format!(
+                        "no {} with this id",
+                        model.name
+                    )))
                 }
             };
             if !access.covers(|f| old.get(f)) {
@@ -417,7 +420,11 @@ impl Engine {
             // A delete allowed only to the owner is decided on the version whose owner
             // was checked: if the record changed in between, it is checked again.
             let pinned = access.own().is_some() && if_match.is_none();
-            let expected_version = if pinned { Some(old.version()) } else { if_match };
+            let expected_version = if pinned {
+                Some(old.version())
+            } else {
+                if_match
+            };
             let old = old.record();
             let started = Instant::now();
             let allowed = hooks.before_delete(ctx, &old);

@@ -70,9 +70,11 @@ impl Planes {
         };
         let admin = match &config.cluster.admin_roles {
             Some(roles) if roles.iter().any(|r| r == "public") => {
-                return Err("[cluster] admin_roles: `public` would let anyone change the \
+                return Err(
+                    "[cluster] admin_roles: `public` would let anyone change the \
                             cluster's members; name roles of the schema"
-                    .into())
+                        .into(),
+                )
             }
             Some(roles) => check("[cluster] admin_roles", roles)?,
             None if spec.effective_roles.contains_key("admin") => vec!["admin".to_string()],

@@ -25,9 +25,9 @@ use hyper::{Request, StatusCode};
 use serde_json::{Map, Value};
 use tower::{Layer, Service};
 
+use super::facts::Facts;
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
-use super::facts::Facts;
 use super::stage::{carried, Answer, Next, Reply, Shared};
 use crate::auth::{Access, Principal};
 use crate::error::ApiError;
@@ -168,7 +168,8 @@ where
         let mut facts = std::mem::take(facts);
         Reply::later(async move {
             let who = facts.principal.clone();
-            let (payload, checked) = match read.json(&parts.headers, body, patch, create, who).await {
+            let (payload, checked) = match read.json(&parts.headers, body, patch, create, who).await
+            {
                 Ok(p) => p,
                 Err(e) => return respond::problem(&e),
             };

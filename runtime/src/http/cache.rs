@@ -66,7 +66,10 @@ impl Pages {
 
 /// The ETag of a record at `version`, as text.
 pub(crate) fn record_etag(version: u64) -> String {
-    record_etag_value(version).to_str().unwrap_or_default().to_string()
+    record_etag_value(version)
+        .to_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The ETag of a record at `version` as a header value (written on the stack: every get
@@ -105,7 +108,12 @@ fn page_digest(path: &str, query: Option<&str>, access: &Access) -> String {
 
 /// The ETag of a list page of `m`: the model's last applied sequence number `changed`,
 /// and a digest of what else the page depends on.
-pub(crate) fn list_etag(m: &ModelSpec, changed: u64, query: Option<&str>, access: &Access) -> String {
+pub(crate) fn list_etag(
+    m: &ModelSpec,
+    changed: u64,
+    query: Option<&str>,
+    access: &Access,
+) -> String {
     format!("\"l{changed}-{}\"", page_digest(&m.path, query, access))
 }
 
@@ -152,11 +160,13 @@ pub(crate) fn condition<'a>(
     if text == "*" {
         return Ok(Some(Condition::Any));
     }
-    etag_list(text).map(|tags| Some(Condition::Tags(tags))).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "{name} {text} is not a list of ETags (each quoted, such as \"3\" or W/\"3\")"
-        ))
-    })
+    etag_list(text)
+        .map(|tags| Some(Condition::Tags(tags)))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{name} {text} is not a list of ETags (each quoted, such as \"3\" or W/\"3\")"
+            ))
+        })
 }
 
 /// The entity tags of `text` (no leading or trailing whitespace), each as (weak, opaque

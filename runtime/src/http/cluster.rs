@@ -193,7 +193,9 @@ where
         Err(e @ (ChangeError::NoLeader | ChangeError::Busy(_))) => {
             Err(ApiError::overloaded(e.to_string()))
         }
-        Err(e @ ChangeError::Unreachable(_)) => Err(ApiError::new(502, "Bad Gateway", e.to_string())),
+        Err(e @ ChangeError::Unreachable(_)) => {
+            Err(ApiError::new(502, "Bad Gateway", e.to_string()))
+        }
         Err(e @ ChangeError::Stranger(_)) => Err(ApiError::new(409, "Conflict", e.to_string())),
         Err(e) => Err(ApiError::new(409, "Conflict", e.to_string())),
     }
@@ -206,10 +208,23 @@ fn is_host_port(addr: &str) -> bool {
         return false;
     };
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        Some(v6) => !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.'),
-        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'),
+        Some(v6) => {
+            !v6.is_empty()
+                && v6
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+        }
+        None => {
+            !host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
     };
-    host_ok && (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit()) && port.parse::<u16>().is_ok()
+    host_ok
+        && (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok()
 }
 
 /// For `?consistency=linearizable` reads: waits until this node's state is linearizable.

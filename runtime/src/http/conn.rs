@@ -57,8 +57,10 @@ impl HeadWait {
     fn waiting(&self) {
         // Rounded up, so that a wait is never taken for longer than it was.
         let ms = self.opened.elapsed().as_micros().div_ceil(1000);
-        self.since
-            .store(u64::try_from(ms).unwrap_or(Self::BUSY - 1), Ordering::Relaxed);
+        self.since.store(
+            u64::try_from(ms).unwrap_or(Self::BUSY - 1),
+            Ordering::Relaxed,
+        );
     }
 
     /// Ends when the connection has waited for a head for longer than `timeout`.
@@ -299,7 +301,9 @@ mod tests {
         timeout: Duration,
         told: tokio::sync::watch::Receiver<bool>,
     ) -> (std::net::TcpStream, tokio::task::JoinHandle<()>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let client = std::net::TcpStream::connect(addr).expect("connect");
         let (stream, _) = listener.accept().await.expect("accept");
@@ -312,7 +316,9 @@ mod tests {
                 async move {
                     tokio::time::sleep(slow).await;
                     done.waiting();
-                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(b"ok"))))
+                    Ok::<_, Infallible>(Response::new(http_body_util::Full::new(
+                        Bytes::from_static(b"ok"),
+                    )))
                 }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -397,8 +403,7 @@ mod tests {
             .await
             .expect("the connection ended")
             .expect("task");
-        let (mut client, task) =
-            served(Duration::ZERO, Duration::from_millis(300), told).await;
+        let (mut client, task) = served(Duration::ZERO, Duration::from_millis(300), told).await;
         let asking = tokio::task::spawn_blocking(move || {
             client
                 .set_read_timeout(Some(Duration::from_secs(5)))

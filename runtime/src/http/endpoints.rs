@@ -19,8 +19,8 @@ use super::cluster;
 use super::facts::{Facts, Seen};
 use super::feed;
 use super::lifecycle;
-use super::projection;
 use super::list::ListQuery;
+use super::projection;
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
 use super::stage::{Next, Reply};
@@ -88,11 +88,7 @@ fn named(app: &App, answer: Result<Resp, ApiError>, caller: Option<&Arc<Principa
 /// The answer of a request that needs no waiting: an operational route that reads the
 /// state, or a get of a record that does not ask for a linearizable read. None: the
 /// route waits for something (a body, a write, the list workers, the leader).
-fn answer_now<B>(
-    app: &App,
-    facts: &Facts,
-    req: &Request<B>,
-) -> Option<Result<Resp, ApiError>> {
+fn answer_now<B>(app: &App, facts: &Facts, req: &Request<B>) -> Option<Result<Resp, ApiError>> {
     let route = facts.route.as_ref()?;
     if let Some(answer) = operational(app, route, req.headers()) {
         return Some(answer);
@@ -120,9 +116,13 @@ fn answer_now<B>(
     let m = r.model(&app.engine.spec.spec);
     let condition = carries(Seen::IF_NONE_MATCH).then(|| req.headers());
     let caller = facts.principal.as_ref();
-    Some(Access::with(&app.engine.spec, r.model, caller, Operation::Get, |access| {
-        get(app, m, access, id, condition)
-    }))
+    Some(Access::with(
+        &app.engine.spec,
+        r.model,
+        caller,
+        Operation::Get,
+        |access| get(app, m, access, id, condition),
+    ))
 }
 
 /// The answer of the operational routes that only read the state (None: `route` is not
@@ -185,15 +185,15 @@ fn get(
         version = v;
         respond::json_bytes(200, json)
     });
-    Ok(cache::decorate_with(answer, m, Some(cache::record_etag_value(version))))
+    Ok(cache::decorate_with(
+        answer,
+        m,
+        Some(cache::record_etag_value(version)),
+    ))
 }
 
 /// Answers the route the router resolved, for the caller authentication found.
-async fn route<B>(
-    app: &Arc<App>,
-    req: Request<Payload<B>>,
-    facts: Facts,
-) -> Result<Resp, ApiError>
+async fn route<B>(app: &Arc<App>, req: Request<Payload<B>>, facts: Facts) -> Result<Resp, ApiError>
 where
     B: hyper::body::Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -208,15 +208,18 @@ where
     let r = match route {
         // Answered by `answer_now` before the routes that wait come here.
         Route::ClusterStatus | Route::Health | Route::Ready | Route::Metrics | Route::OpenApi => {
-            return operational(app, &route, req.headers())
-                .unwrap_or_else(|| Err(ApiError::internal("an operational route without an answer")))
+            return operational(app, &route, req.headers()).unwrap_or_else(|| {
+                Err(ApiError::internal("an operational route without an answer"))
+            })
         }
         Route::Raft(rpc) => return cluster::raft_rpc(app, &rpc, unread(req)?).await,
         Route::Members => return cluster::members(app, &path, unread(req)?).await,
         Route::Audit => return lifecycle::audit(app, &principal, req.uri().query()),
-        Route::Projection(index) => return {
-            projection::serve(app, index, &principal, req.uri().query(), req.headers()).await
-        },
+        Route::Projection(index) => {
+            return {
+                projection::serve(app, index, &principal, req.uri().query(), req.headers()).await
+            }
+        }
         Route::Model(r) => r,
     };
     let m = r.model(&app.engine.spec.spec);
@@ -227,7 +230,8 @@ where
             return feed::serve(app, m, &principal, req.uri().query(), req.headers())
         }
         ModelOp::History | ModelOp::Version(_) => {
-            let id = r.id.ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
+            let id =
+                r.id.ok_or_else(|| ApiError::not_found(format!("nothing at {path}")))?;
             if cluster::wants_linearizable(req.uri().query(), req.headers())? {
                 cluster::linearizable(app).await?;
             }
@@ -247,9 +251,8 @@ where
             if cluster::wants_linearizable(raw, req.headers())? {
                 cluster::linearizable(app).await?;
             }
-            let changed = |s: &crate::domain::state::State| {
-                s.models.get(&m.name).map_or(0, |ms| ms.changed)
-            };
+            let changed =
+                |s: &crate::domain::state::State| s.models.get(&m.name).map_or(0, |ms| ms.changed);
             // Before any work: the client's page is still current (304), or a `cache`
             // model's page is kept.
             let etag = cache::list_etag(m, app.engine.store.read(changed), raw, &access);
@@ -285,7 +288,11 @@ where
             let record = app.engine.create_checked(&ctx, fields, key).await?;
             let id = record.id().map(|id| id.to_string()).unwrap_or_default();
             let r = rendered(app, || respond::record(201, &record, access.hidden()));
-            Ok(respond::with_header(r, "location", &format!("{}/{id}", m.path)))
+            Ok(respond::with_header(
+                r,
+                "location",
+                &format!("{}/{id}", m.path),
+            ))
         }
         (_, None) => Err(ApiError::not_found(format!("nothing at {path}"))),
         (op, Some(id)) => {
@@ -321,7 +328,9 @@ where
 fn rendered(app: &App, render: impl FnOnce() -> Resp) -> Resp {
     let started = crate::clock::Instant::now();
     let answer = render();
-    app.engine.stages().since(crate::domain::Stage::Respond, started);
+    app.engine
+        .stages()
+        .since(crate::domain::Stage::Respond, started);
     answer
 }
 
@@ -346,14 +355,21 @@ async fn action<B>(
     // A typed action's body is checked as a create's is: every failing field at once.
     let spec = &app.engine.spec;
     if let Some(input) = spec.inputs.get(&(m.name.clone(), action.name.clone())) {
-        let fields = crate::validate::check_body(spec, input, body, crate::validate::Mode::Create, None)?;
+        let fields =
+            crate::validate::check_body(spec, input, body, crate::validate::Mode::Create, None)?;
         body = serde_json::Value::Object(fields);
     }
     let key = key.map(|k| {
         let request = serde_json::to_vec(&body).unwrap_or_default();
         IdempotencyKey::new(&principal.name, path, &k, &request)
     });
-    let ctx = ActionContext::new(app.engine.clone(), principal.clone(), &m.name, &action.name, key);
+    let ctx = ActionContext::new(
+        app.engine.clone(),
+        principal.clone(),
+        &m.name,
+        &action.name,
+        key,
+    );
     let mut out = app
         .engine
         .hooks(&m.name)
@@ -440,4 +456,3 @@ fn if_match(headers: &hyper::HeaderMap) -> Result<Option<u64>, ApiError> {
         )),
     }
 }
-

@@ -55,7 +55,9 @@ fn resume_point(query: Option<&str>, headers: &hyper::HeaderMap) -> Result<Optio
             "since" => {
                 let digits = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
                 since = Some(v.parse::<u64>().ok().filter(|_| digits).ok_or_else(|| {
-                    ApiError::bad_request("since must be the sequence number of an event (a whole number)")
+                    ApiError::bad_request(
+                        "since must be the sequence number of an event (a whole number)",
+                    )
                 })?)
             }
             other => {
@@ -72,7 +74,9 @@ fn resume_point(query: Option<&str>, headers: &hyper::HeaderMap) -> Result<Optio
             .map(str::trim)
             .filter(|t| (1..=19).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_digit()))
             .and_then(|t| t.parse::<u64>().ok())
-            .ok_or_else(|| ApiError::bad_request("Last-Event-ID must be the id of an event this feed sent"))?;
+            .ok_or_else(|| {
+                ApiError::bad_request("Last-Event-ID must be the id of an event this feed sent")
+            })?;
         return Ok(Some(id));
     }
     Ok(since)
@@ -220,13 +224,15 @@ impl Stream {
     async fn catch_up(&mut self) -> Result<bool, ()> {
         let engine = self.app.engine.clone();
         let (model, after) = (self.model.clone(), self.pos);
-        let page = tokio::task::spawn_blocking(move || engine.store.feed_page(&model, after, PAGE)).await;
+        let page =
+            tokio::task::spawn_blocking(move || engine.store.feed_page(&model, after, PAGE)).await;
         let page = match page {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
                 tracing::error!(error = %e, model = %self.model, "the change feed cannot read the event log");
                 let data = json!({"message": format!("the event log cannot be read: {e}")});
-                self.write(Bytes::from(format!("event: error\ndata: {data}\n\n"))).await;
+                self.write(Bytes::from(format!("event: error\ndata: {data}\n\n")))
+                    .await;
                 return Err(());
             }
             Err(_) => return Err(()),
@@ -310,7 +316,11 @@ fn frame(ev: &Event, after: &After, access: &Access) -> Option<Bytes> {
         After::Gone => data.extend_from_slice(b"null"),
     }
     data.push(b'}');
-    let mut out = format!("id: {}\nevent: {}\ndata: ", ev.sequence_number, ev.event_type).into_bytes();
+    let mut out = format!(
+        "id: {}\nevent: {}\ndata: ",
+        ev.sequence_number, ev.event_type
+    )
+    .into_bytes();
     out.extend_from_slice(&data);
     out.extend_from_slice(b"\n\n");
     Some(Bytes::from(out))

@@ -23,8 +23,8 @@ use hyper::header::{HeaderMap, HeaderValue};
 use hyper::Request;
 use ipnet::IpNet;
 
-use super::respond;
 use super::facts::Facts;
+use super::respond;
 use super::stage::{Next, Reply, Step};
 use crate::config::FirewallConfig;
 use crate::error::ApiError;
@@ -290,7 +290,11 @@ impl<B: Send + 'static> Step<B> for Firewall {
         drop(rules);
         match verdict {
             Verdict::Refuse(e) => {
-                let counter = if e.status == 429 { &self.refused.1 } else { &self.refused.0 };
+                let counter = if e.status == 429 {
+                    &self.refused.1
+                } else {
+                    &self.refused.0
+                };
                 counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let mut r = respond::problem(&e);
                 if e.status == 403 {

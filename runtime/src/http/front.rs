@@ -128,7 +128,6 @@ impl RequestIds {
     }
 }
 
-
 /// `X-Content-Type-Options` (a constant: a header named by a string is parsed per use).
 const X_CONTENT_TYPE_OPTIONS: HeaderName = HeaderName::from_static("x-content-type-options");
 
@@ -194,7 +193,12 @@ mod tests {
 
     #[test]
     fn request_ids_are_the_prefix_and_the_count_in_hex() {
-        for (prefix, n) in [(0, 1), (0xdead_beef, 0x10), (0x0000_00ff, u64::MAX), (7, 0xabc)] {
+        for (prefix, n) in [
+            (0, 1),
+            (0xdead_beef, 0x10),
+            (0x0000_00ff, u64::MAX),
+            (7, 0xabc),
+        ] {
             let id = RequestId::made(prefix, n);
             let text = format!("{prefix:08x}-{n:x}");
             assert_eq!(id.as_str(), text);
@@ -206,7 +210,13 @@ mod tests {
     fn threads_never_make_the_same_id() {
         let ids = RequestIds::new();
         let threads: Vec<_> = (0..4)
-            .map(|_| std::thread::spawn(move || (0..3 * BLOCK).map(|_| ids.make().as_str().to_string()).collect::<Vec<_>>()))
+            .map(|_| {
+                std::thread::spawn(move || {
+                    (0..3 * BLOCK)
+                        .map(|_| ids.make().as_str().to_string())
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         let mut all = std::collections::HashSet::new();
         for t in threads {

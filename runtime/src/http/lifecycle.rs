@@ -65,8 +65,8 @@ fn steps(events: Vec<Event>, upcast: impl Fn(&str, &mut Record)) -> Vec<Step> {
 /// The steps of record `id`, read off the async threads.
 fn record_steps(app: &App, m: &ModelSpec, id: Uuid) -> Result<Vec<Step>, ApiError> {
     let store = &app.engine.store;
-    let events = tokio::task::block_in_place(|| store.history(&m.name, id))
-        .map_err(ApiError::internal)?;
+    let events =
+        tokio::task::block_in_place(|| store.history(&m.name, id)).map_err(ApiError::internal)?;
     let store = &app.engine.store;
     Ok(steps(events, |model, r| {
         store.read(|s| s.upcast(model, r));
@@ -98,7 +98,12 @@ fn step_changes(step: &Step, hidden: &[String]) -> Map<String, Value> {
         step.before.as_ref().unwrap_or(&empty),
         step.after.as_ref().unwrap_or(&empty),
     );
-    for k in METADATA.iter().copied().map(String::from).chain(hidden.iter().cloned()) {
+    for k in METADATA
+        .iter()
+        .copied()
+        .map(String::from)
+        .chain(hidden.iter().cloned())
+    {
         c.remove(&k);
     }
     c
@@ -151,9 +156,15 @@ pub(crate) fn history(
     for (k, v) in pairs(query)? {
         match k.as_str() {
             "limit" => {
-                limit = v.parse().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
-                    ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
-                })?
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "limit must be a whole number from 1 to {MAX_LIMIT}"
+                        ))
+                    })?
             }
             // Checked by the endpoint (`?consistency=local|linearizable`).
             "consistency" => {}
@@ -227,13 +238,21 @@ pub(crate) fn version(
     }
     let body = masked(record, access.hidden());
     let etag = cache::record_etag(v);
-    Ok(respond::with_header(respond::json(200, &body), "etag", &etag))
+    Ok(respond::with_header(
+        respond::json(200, &body),
+        "etag",
+        &etag,
+    ))
 }
 
 /// `GET /api/_audit?model=&id=&principal=&since=&until=&limit=&cursor=`: the audited
 /// models' events, oldest first, each with who, what, when and the old and new values;
 /// `next_cursor` continues (null at the end).
-pub(crate) fn audit(app: &Arc<App>, who: &Principal, query: Option<&str>) -> Result<Resp, ApiError> {
+pub(crate) fn audit(
+    app: &Arc<App>,
+    who: &Principal,
+    query: Option<&str>,
+) -> Result<Resp, ApiError> {
     let spec = &app.engine.spec.spec;
     let mut model: Option<&ModelSpec> = None;
     let mut record = None;
@@ -249,7 +268,10 @@ pub(crate) fn audit(app: &Arc<App>, who: &Principal, query: Option<&str>) -> Res
     for (k, v) in pairs(query)? {
         match k.as_str() {
             "model" => {
-                let m = spec.models.iter().find(|m| m.name == v && m.lifecycle.audited);
+                let m = spec
+                    .models
+                    .iter()
+                    .find(|m| m.name == v && m.lifecycle.audited);
                 model = Some(m.ok_or_else(|| {
                     ApiError::bad_request(format!("\"{v}\" is not an audited model"))
                 })?);
@@ -263,14 +285,20 @@ pub(crate) fn audit(app: &Arc<App>, who: &Principal, query: Option<&str>) -> Res
             "since" => since = Some(instant("since", &v)?),
             "until" => until = Some(instant("until", &v)?),
             "limit" => {
-                limit = v.parse().ok().filter(|l| (1..=MAX_LIMIT).contains(l)).ok_or_else(|| {
-                    ApiError::bad_request(format!("limit must be a whole number from 1 to {MAX_LIMIT}"))
-                })?
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "limit must be a whole number from 1 to {MAX_LIMIT}"
+                        ))
+                    })?
             }
             "cursor" => {
-                cursor = v
-                    .parse()
-                    .map_err(|_| ApiError::bad_request("cursor must be a next_cursor this log gave"))?
+                cursor = v.parse().map_err(|_| {
+                    ApiError::bad_request("cursor must be a next_cursor this log gave")
+                })?
             }
             other => return Err(ApiError::bad_request(format!("unknown parameter {other}"))),
         }
@@ -308,7 +336,10 @@ pub(crate) fn audit(app: &Arc<App>, who: &Principal, query: Option<&str>) -> Res
             .iter()
             .find(|s| s.ev.sequence_number == ev.sequence_number);
         let (old, new) = match (ev.kind, step) {
-            (EventKind::Created, Some(s)) => (Value::Null, s.after.as_ref().map_or(Value::Null, |r| masked(r, &hidden))),
+            (EventKind::Created, Some(s)) => (
+                Value::Null,
+                s.after.as_ref().map_or(Value::Null, |r| masked(r, &hidden)),
+            ),
             // The tombstone's own copy of the record, or (in events written before
             // deletes kept it) the record as its events left it.
             (EventKind::Deleted, s) => {

@@ -24,13 +24,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::histogram::{exponential_buckets, Histogram};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use crate::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use std::sync::Arc;
@@ -38,12 +38,12 @@ use std::sync::Arc;
 use hyper::Request;
 
 use super::app::App;
-use crate::domain::{Stage, Stages};
+use super::facts::Facts;
 use super::respond::{self, Resp};
 use super::router::{ModelOp, Route};
-use crate::spec::Operation;
-use super::facts::Facts;
 use super::stage::{Next, Reply, Step};
+use crate::domain::{Stage, Stages};
+use crate::spec::Operation;
 
 /// `lithair_stage_duration_seconds{stage}`: the store's histogram of each stage, one
 /// family labelled by stage.
@@ -106,24 +106,54 @@ pub(crate) struct Metrics {
 /// The series read from elsewhere when the metrics are asked for: gauges, then counters
 /// (their names without `_total`, which the encoding adds).
 const GAUGES: &[(&str, &str)] = &[
-    ("lithair_store_replayed_events", "Events replayed at the last start."),
-    ("lithair_store_snapshot_records_loaded", "Records loaded from the snapshot at the last start."),
+    (
+        "lithair_store_replayed_events",
+        "Events replayed at the last start.",
+    ),
+    (
+        "lithair_store_snapshot_records_loaded",
+        "Records loaded from the snapshot at the last start.",
+    ),
     ("lithair_store_records", "Records held."),
-    ("lithair_store_last_sequence", "The last event's sequence number."),
-    ("lithair_http_open_connections", "Open connections on the public port."),
-    ("lithair_firewall_tracked_addresses", "Addresses the rate limit tracks."),
+    (
+        "lithair_store_last_sequence",
+        "The last event's sequence number.",
+    ),
+    (
+        "lithair_http_open_connections",
+        "Open connections on the public port.",
+    ),
+    (
+        "lithair_firewall_tracked_addresses",
+        "Addresses the rate limit tracks.",
+    ),
     ("lithair_raft_term", "The current Raft term."),
-    ("lithair_raft_is_leader", "1 while this node leads its Raft group."),
-    ("lithair_raft_last_applied", "The last Raft log index this node applied."),
-    ("process_resident_memory_bytes", "Resident memory of the process."),
+    (
+        "lithair_raft_is_leader",
+        "1 while this node leads its Raft group.",
+    ),
+    (
+        "lithair_raft_last_applied",
+        "The last Raft log index this node applied.",
+    ),
+    (
+        "process_resident_memory_bytes",
+        "Resident memory of the process.",
+    ),
     ("process_open_fds", "Open file descriptors of the process."),
 ];
 const COUNTERS: &[(&str, &str)] = &[
     ("lithair_store_events", "Events committed."),
     ("lithair_store_batches", "Batches committed."),
     ("lithair_store_snapshots", "Snapshots written."),
-    ("lithair_firewall_denied", "Requests refused by the allow and deny rules."),
-    ("lithair_rate_limited", "Requests refused by the rate limit (429)."),
+    (
+        "lithair_firewall_denied",
+        "Requests refused by the allow and deny rules.",
+    ),
+    (
+        "lithair_rate_limited",
+        "Requests refused by the rate limit (429).",
+    ),
 ];
 
 /// The labels and series of one route: a model's operation, a projection or an
@@ -176,7 +206,14 @@ pub(crate) enum RouteKey {
 impl RouteKey {
     /// The key of `route` (None: no route was found).
     pub(crate) fn of(route: Option<&Route>) -> RouteKey {
-        let fixed = |name: &str| RouteKey::Fixed(FIXED.iter().position(|f| *f == name).unwrap_or(FIXED.len() - 1));
+        let fixed = |name: &str| {
+            RouteKey::Fixed(
+                FIXED
+                    .iter()
+                    .position(|f| *f == name)
+                    .unwrap_or(FIXED.len() - 1),
+            )
+        };
         match route {
             Some(Route::Model(r)) => RouteKey::Model(
                 r.model,
@@ -224,8 +261,7 @@ impl Routes {
                     .map(|op| op.as_str())
                     .chain(["history", "version", "events"])
                     .chain(m.actions.iter().map(|a| a.name.as_str()));
-                ops.map(|op| RouteMetrics::new(&m.name, op))
-                    .collect()
+                ops.map(|op| RouteMetrics::new(&m.name, op)).collect()
             })
             .collect();
         let projections = spec
@@ -233,10 +269,7 @@ impl Routes {
             .iter()
             .map(|p| RouteMetrics::new(&p.name, "list"))
             .collect();
-        let fixed = FIXED
-            .iter()
-            .map(|op| RouteMetrics::new("", op))
-            .collect();
+        let fixed = FIXED.iter().map(|op| RouteMetrics::new("", op)).collect();
         Routes {
             models,
             projections,
@@ -443,11 +476,17 @@ pub(crate) fn serve(app: &App, headers: &hyper::HeaderMap) -> Resp {
     });
     m.counter("lithair_store_events", s.events.load(Ordering::Relaxed));
     m.counter("lithair_store_batches", s.batches.load(Ordering::Relaxed));
-    m.counter("lithair_store_snapshots", s.snapshots.load(Ordering::Relaxed));
+    m.counter(
+        "lithair_store_snapshots",
+        s.snapshots.load(Ordering::Relaxed),
+    );
     let (denied, limited) = app.live.firewall.refused();
     m.counter("lithair_firewall_denied", denied);
     m.counter("lithair_rate_limited", limited);
-    m.gauge("lithair_store_replayed_events", s.replayed_events.load(Ordering::Relaxed));
+    m.gauge(
+        "lithair_store_replayed_events",
+        s.replayed_events.load(Ordering::Relaxed),
+    );
     m.gauge(
         "lithair_store_snapshot_records_loaded",
         s.snapshot_records.load(Ordering::Relaxed),
@@ -464,7 +503,10 @@ pub(crate) fn serve(app: &App, headers: &hyper::HeaderMap) -> Resp {
     );
     let raft = app.engine.store.cluster().status();
     m.gauge("lithair_raft_term", raft.term);
-    m.gauge("lithair_raft_is_leader", u64::from(raft.leader == Some(raft.node_id)));
+    m.gauge(
+        "lithair_raft_is_leader",
+        u64::from(raft.leader == Some(raft.node_id)),
+    );
     m.gauge("lithair_raft_last_applied", raft.last_applied.unwrap_or(0));
     // Only the leader knows its peers' lag; a node that no longer leads shows none.
     m.lag.clear();
@@ -486,10 +528,11 @@ pub(crate) fn serve(app: &App, headers: &hyper::HeaderMap) -> Resp {
         .filter_map(|v| v.to_str().ok())
         .collect::<Vec<_>>()
         .join(",");
-    let content_type = if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
-        "text/plain; charset=utf-8"
-    } else {
-        "application/openmetrics-text; version=1.0.0; charset=utf-8"
-    };
+    let content_type =
+        if accept.contains("text/plain") && !accept.contains("application/openmetrics-text") {
+            "text/plain; charset=utf-8"
+        } else {
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        };
     respond::text(200, content_type, text)
 }

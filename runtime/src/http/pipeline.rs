@@ -54,9 +54,7 @@ use crate::error::ApiError;
 pub(crate) fn stack<B>(
     app: Arc<App>,
     plane: Plane,
-) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send>
-       + Next<B>
-       + Clone
+) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Next<B> + Clone
 where
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
@@ -132,9 +130,7 @@ fn outer<S, B, F>(
     cors: &[String],
     deadline: Duration,
     telemetry: Telemetry,
-) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send>
-       + Next<B>
-       + Clone
+) -> impl Service<Request<B>, Response = Resp, Error = Infallible, Future: Send> + Next<B> + Clone
 where
     S: Next<B>,
     B: Send + 'static,
@@ -208,7 +204,10 @@ impl<S> tower::Layer<S> for CorsStage {
     fn layer(&self, inner: S) -> Self::Service {
         let inner = Shared::new(inner);
         WithCors {
-            cors: self.0.as_ref().map(|l| tower::Layer::layer(l, inner.clone())),
+            cors: self
+                .0
+                .as_ref()
+                .map(|l| tower::Layer::layer(l, inner.clone())),
             inner,
         }
     }
@@ -371,7 +370,13 @@ mod tests {
             deny: cidrs(&["127.0.0.66/32"]),
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5), Default::default());
+        let svc = outer(
+            endpoint(),
+            fw,
+            &[],
+            Duration::from_secs(5),
+            Default::default(),
+        );
         assert_eq!(status(&svc, request("127.0.0.5:9", "/x", &[])).await.0, 200);
         let (code, r) = status(&svc, request("127.0.0.66:9", "/x", &[])).await;
         assert_eq!(code, 403);
@@ -396,7 +401,13 @@ mod tests {
             trusted_proxies: cidrs(&["127.0.0.2/32", "10.0.0.0/8"]),
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5), Default::default());
+        let svc = outer(
+            endpoint(),
+            fw,
+            &[],
+            Duration::from_secs(5),
+            Default::default(),
+        );
         let spoof = [("x-forwarded-for", "198.51.100.7")];
         let denied = [("x-forwarded-for", "203.0.113.9, 10.0.0.4")];
         // From anyone else, the header is ignored: the socket's peer decides.
@@ -431,7 +442,13 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5), Default::default());
+        let svc = outer(
+            endpoint(),
+            fw.clone(),
+            &[],
+            Duration::from_secs(5),
+            Default::default(),
+        );
         for left in (0..3).rev() {
             let (code, r) = status(&svc, request("127.0.0.9:1", "/x", &[])).await;
             assert_eq!(code, 200);
@@ -480,7 +497,13 @@ mod tests {
             &config,
             vec!["127.0.0.7".parse().unwrap_or([127, 0, 0, 7].into())],
         ));
-        let svc = outer(endpoint(), fw, &[], Duration::from_secs(5), Default::default());
+        let svc = outer(
+            endpoint(),
+            fw,
+            &[],
+            Duration::from_secs(5),
+            Default::default(),
+        );
         for _ in 0..5 {
             assert_eq!(status(&svc, request("127.0.0.7:1", "/x", &[])).await.0, 200);
         }
@@ -495,7 +518,13 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = outer(endpoint(), fw.clone(), &[], Duration::from_secs(5), Default::default());
+        let svc = outer(
+            endpoint(),
+            fw.clone(),
+            &[],
+            Duration::from_secs(5),
+            Default::default(),
+        );
         for i in 0..200u32 {
             let from = format!("127.0.{}.{}:1", i / 250, i % 250 + 1);
             assert_eq!(status(&svc, request(&from, "/x", &[])).await.0, 200);
@@ -550,7 +579,13 @@ mod tests {
                 &serde_json::json!({"sensitive": sensitive, "id": id}),
             ))
         }));
-        let svc = outer(seen, with(FirewallConfig::default()), &[], Duration::from_secs(5), Default::default());
+        let svc = outer(
+            seen,
+            with(FirewallConfig::default()),
+            &[],
+            Duration::from_secs(5),
+            Default::default(),
+        );
         let secret = crate::raft::network::SECRET_HEADER;
         let (_, r) = status(
             &svc,

@@ -35,7 +35,11 @@ struct Query {
     filters: Vec<(Op, SortKey)>,
 }
 
-fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>) -> Result<Query, ApiError> {
+fn parse(
+    p: &ProjectionSpec,
+    source: &crate::spec::ModelSpec,
+    raw: Option<&str>,
+) -> Result<Query, ApiError> {
     let key = p.group_by.field.as_str();
     // The group key's values: strings for a time bucket, else the field's own type.
     let ty = match (&p.group_by.granularity, source.field(key)) {
@@ -53,7 +57,9 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
         match k.as_str() {
             "limit" => {
                 q.limit = v.parse().ok().filter(|l| *l <= MAX_LIMIT).ok_or_else(|| {
-                    ApiError::bad_request(format!("limit must be a whole number from 0 to {MAX_LIMIT}"))
+                    ApiError::bad_request(format!(
+                        "limit must be a whole number from 0 to {MAX_LIMIT}"
+                    ))
                 })?
             }
             "offset" => {
@@ -66,7 +72,9 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
             "sort" => {
                 for part in v.split(',') {
                     if part.is_empty() || part == "-" {
-                        return Err(ApiError::bad_request(format!("sort `{v}` has an empty key")));
+                        return Err(ApiError::bad_request(format!(
+                            "sort `{v}` has an empty key"
+                        )));
                     }
                     let (name, desc) = match part.strip_prefix('-') {
                         Some(n) => (n, true),
@@ -89,7 +97,9 @@ fn parse(p: &ProjectionSpec, source: &crate::spec::ModelSpec, raw: Option<&str>)
             }
             name => {
                 if !seen.insert(name.to_string()) {
-                    return Err(ApiError::bad_request(format!("the filter `{name}` is given twice")));
+                    return Err(ApiError::bad_request(format!(
+                        "the filter `{name}` is given twice"
+                    )));
                 }
                 let (field, op) = match name.strip_suffix(']').and_then(|n| n.split_once('[')) {
                     Some((f, op)) => (f, op),
@@ -178,7 +188,8 @@ pub(crate) async fn serve(
     if cluster::wants_linearizable(raw, headers)? {
         cluster::linearizable(app).await?;
     }
-    let changed = |s: &crate::domain::state::State| s.models.get(&p.source).map_or(0, |ms| ms.changed);
+    let changed =
+        |s: &crate::domain::state::State| s.models.get(&p.source).map_or(0, |ms| ms.changed);
     let etag = cache::projection_etag(p, app.engine.store.read(changed), raw, &access);
     if cache::none_match(headers, &etag)? {
         return Ok(decorate(respond::empty(304), source, &etag));

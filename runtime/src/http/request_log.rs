@@ -76,7 +76,14 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
         let headers = req.headers();
         let carries = |h| super::facts::may_carry(Some(facts), h);
         let size: u64 = carries(Seen::CONTENT_LENGTH)
-            .then(|| headers.get(hyper::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok())
+            .then(|| {
+                headers
+                    .get(hyper::header::CONTENT_LENGTH)?
+                    .to_str()
+                    .ok()?
+                    .parse()
+                    .ok()
+            })
             .flatten()
             .unwrap_or(0);
         let traceparent = carries(Seen::TRACEPARENT)
@@ -100,9 +107,13 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
                 let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
                 // A traced request's ids are its exported span's; the ids are made only
                 // for a line that is written.
-                let ids = r.extensions().get::<TraceIds>().copied().unwrap_or_else(|| {
-                    TraceIds::continuing(traceparent.as_ref().and_then(|v| v.to_str().ok()))
-                });
+                let ids = r
+                    .extensions()
+                    .get::<TraceIds>()
+                    .copied()
+                    .unwrap_or_else(|| {
+                        TraceIds::continuing(traceparent.as_ref().and_then(|v| v.to_str().ok()))
+                    });
                 Line {
                     ids,
                     request_id: request_id.as_ref().map_or("", |id| id.as_str()),
@@ -317,7 +328,10 @@ mod tests {
             let parse = |text: &str| {
                 assert_eq!(text.matches('\n').count(), 1, "{text}");
                 let mut v: serde_json::Value = serde_json::from_str(text.trim()).expect(text);
-                assert!(v["timestamp"].as_str().is_some_and(|t| t.len() == 27), "{text}");
+                assert!(
+                    v["timestamp"].as_str().is_some_and(|t| t.len() == 27),
+                    "{text}"
+                );
                 v["timestamp"] = serde_json::Value::Null;
                 v
             };
@@ -325,7 +339,11 @@ mod tests {
             // The same keys in the same order, on top and in the context.
             let keys = |v: &serde_json::Value| -> Vec<String> {
                 let obj = v.as_object().cloned().unwrap_or_default();
-                let context = obj.get("context").and_then(|c| c.as_object()).cloned().unwrap_or_default();
+                let context = obj
+                    .get("context")
+                    .and_then(|c| c.as_object())
+                    .cloned()
+                    .unwrap_or_default();
                 obj.keys().chain(context.keys()).cloned().collect()
             };
             assert_eq!(keys(&parse(&direct)), keys(&parse(&event)));
@@ -335,8 +353,9 @@ mod tests {
     #[test]
     fn an_incoming_traceparent_is_continued_and_a_bad_one_ignored() {
         let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
-        let ids =
-            TraceIds::continuing(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let ids = TraceIds::continuing(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
         assert_eq!(ids.trace_id.to_string(), trace);
         assert_eq!(ids.span_id.to_string().len(), 16);
         assert_ne!(ids.span_id.to_string(), "00f067aa0ba902b7");

@@ -148,7 +148,9 @@ pub fn with_header(mut r: Resp, name: &'static str, value: &str) -> Resp {
 pub fn record(status: u16, record: &crate::domain::row::Stored, hidden: &[String]) -> Resp {
     let (json, version) = record.json_and_version(hidden);
     let mut r = json_bytes(status, json);
-    r.headers_mut()
-        .insert(hyper::header::ETAG, super::cache::record_etag_value(version));
+    r.headers_mut().insert(
+        hyper::header::ETAG,
+        super::cache::record_etag_value(version),
+    );
     r
 }

@@ -14,8 +14,8 @@ use hyper::{Method, Request};
 use uuid::Uuid;
 
 use super::app::{Live, Planes};
-use super::respond;
 use super::facts::Facts;
+use super::respond;
 use super::stage::{Next, Reply, Step};
 use crate::auth::{authorize, grant, Grant};
 use crate::error::ApiError;
@@ -241,11 +241,11 @@ pub fn resolve(spec: &ServiceSpec, method: &Method, path: &str) -> Result<Route,
         if let (true, Some(raw)) = (m.keeps_history(), raw_id) {
             let op = match (tail, tail.strip_prefix("versions/")) {
                 ("history", _) => Some(Ok(ModelOp::History)),
-                (_, Some(v)) if m.lifecycle.versioned.is_some() => Some(
-                    v.parse::<u64>()
-                        .map(ModelOp::Version)
-                        .map_err(|_| ApiError::not_found(format!("versions are numbered: no version \"{v}\""))),
-                ),
+                (_, Some(v)) if m.lifecycle.versioned.is_some() => {
+                    Some(v.parse::<u64>().map(ModelOp::Version).map_err(|_| {
+                        ApiError::not_found(format!("versions are numbered: no version \"{v}\""))
+                    }))
+                }
                 _ => None,
             };
             if let Some(op) = op {
@@ -371,8 +371,7 @@ impl<B: Send + 'static> Step<B> for Authenticate {
         if matches!(
             route,
             Some(Route::Model(_) | Route::Audit | Route::Projection(_))
-        )
-            || plane_roles(&self.planes, route).is_some()
+        ) || plane_roles(&self.planes, route).is_some()
         {
             let header = req.headers().get(hyper::header::AUTHORIZATION);
             match self
@@ -420,7 +419,12 @@ impl<B: Send + 'static> Step<B> for Authorize {
             }
         }
         if let Some(Route::Audit) = route {
-            let roles = self.spec.spec.audit.as_ref().map_or(&[][..], |a| &a.read[..]);
+            let roles = self
+                .spec
+                .spec
+                .audit
+                .as_ref()
+                .map_or(&[][..], |a| &a.read[..]);
             if let Err(e) = authorize(who, roles, "read the audit log") {
                 return Reply::now(respond::problem(&e));
             }
@@ -445,12 +449,12 @@ impl<B: Send + 'static> Step<B> for Authorize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::respond::Resp;
-    use std::convert::Infallible;
-    use tower::Service;
     use crate::auth::{Authenticator, TokenConfig};
     use crate::http::firewall::{Firewall, Rules};
+    use crate::http::respond::Resp;
+    use std::convert::Infallible;
     use std::time::Duration;
+    use tower::Service;
     use tower::ServiceExt;
 
     const SPEC: &str = r#"{
@@ -501,8 +505,7 @@ mod tests {
         // The endpoint answers with what the stages left: the route, and the caller.
         let endpoint = tower::service_fn(|req: Request<()>| async move {
             let route = crate::http::facts::route(req.extensions()).cloned();
-            let who = crate::http::facts::principal(req.extensions())
-                .map(|p| p.name.clone());
+            let who = crate::http::facts::principal(req.extensions()).map(|p| p.name.clone());
             Ok::<_, Infallible>(respond::json(
                 200,
                 &serde_json::json!({"route": format!("{route:?}"), "who": who}),

@@ -11,9 +11,9 @@ use hyper::Request;
 use opentelemetry::trace::SpanKind;
 use opentelemetry::KeyValue;
 
+use super::facts::Facts;
 use super::request_log::{Caller, Logged, TraceIds};
 use super::respond::Resp;
-use super::facts::Facts;
 use super::stage::{Next, Reply, Step};
 use crate::telemetry::{self, Tracing};
 
@@ -63,7 +63,10 @@ impl<B: Send + 'static> Step<B> for TraceStage {
 fn finish(recorder: &telemetry::Recorder, method: String, mut r: Resp) -> Resp {
     let status = r.status().as_u16();
     let logged = r.extensions().get::<Logged>().cloned().unwrap_or_default();
-    let mut attributes = vec![KeyValue::new("http.response.status_code", i64::from(status))];
+    let mut attributes = vec![KeyValue::new(
+        "http.response.status_code",
+        i64::from(status),
+    )];
     let name = if logged.model.is_empty() {
         method
     } else {

@@ -235,8 +235,14 @@ mod tests {
         let line: Value = serde_json::from_str(text.trim()).unwrap_or(Value::Null);
         assert_eq!(line["level"], "INFO", "{text}");
         assert_eq!(line["message"], "request");
-        assert_eq!((line["trace_id"].clone(), line["span_id"].clone()), (Value::from("t1"), Value::from("s1")));
-        assert_eq!(line["context"], serde_json::json!({"status": 201, "model": "Product", "latency_ms": 1.5}));
+        assert_eq!(
+            (line["trace_id"].clone(), line["span_id"].clone()),
+            (Value::from("t1"), Value::from("s1"))
+        );
+        assert_eq!(
+            line["context"],
+            serde_json::json!({"status": 201, "model": "Product", "latency_ms": 1.5})
+        );
         assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
         let stamp = line["timestamp"].as_str().unwrap_or_default();
         assert!(

@@ -43,8 +43,14 @@ pub fn init(format: LogFormat) -> Logs {
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let installed = match (format, lines) {
-        (LogFormat::Json, Some(lines)) => builder.event_format(JsonLines).with_writer(lines).try_init(),
-        (LogFormat::Json, None) => builder.event_format(JsonLines).with_writer(std::io::stderr).try_init(),
+        (LogFormat::Json, Some(lines)) => builder
+            .event_format(JsonLines)
+            .with_writer(lines)
+            .try_init(),
+        (LogFormat::Json, None) => builder
+            .event_format(JsonLines)
+            .with_writer(std::io::stderr)
+            .try_init(),
         (LogFormat::Text, Some(lines)) => builder
             .with_ansi(std::io::stderr().is_terminal())
             .with_writer(lines)

@@ -341,7 +341,11 @@ mod tests {
         drop(flusher);
         let written = stuck.out.text().lines().count() as u64;
         assert_eq!(written + dropped, 1 + fill as u64);
-        assert_eq!(warned.load(Ordering::Relaxed), dropped, "the warning's count");
+        assert_eq!(
+            warned.load(Ordering::Relaxed),
+            dropped,
+            "the warning's count"
+        );
     }
 
     #[test]

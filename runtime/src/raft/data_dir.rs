@@ -41,7 +41,6 @@ pub enum OpenError {
     Corrupt { path: String, what: String },
 }
 
-
 /// What the `node` file holds.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct NodeInfo {

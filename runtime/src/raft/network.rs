@@ -197,7 +197,9 @@ pub async fn call_as<Req: Serialize, Resp: DeserializeOwned>(
                     Ok(()) => s,
                     Err(_) => continue,
                 },
-                None => open(link, addr).await.map_err(|e| unreachable(e.to_string()))?,
+                None => open(link, addr)
+                    .await
+                    .map_err(|e| unreachable(e.to_string()))?,
             };
             match sender.send_request(request()?).await {
                 Ok(resp) => break (sender, resp),
@@ -361,25 +363,37 @@ mod tests {
                     let n = calls.fetch_add(1, Ordering::SeqCst) + 1;
                     let close = req.uri().path() == "/close";
                     async move {
-                        let mut r = hyper::Response::new(Full::new(Bytes::from(format!("{{\"n\":{n}}}"))));
+                        let mut r =
+                            hyper::Response::new(Full::new(Bytes::from(format!("{{\"n\":{n}}}"))));
                         if close {
-                            r.headers_mut()
-                                .insert("connection", hyper::header::HeaderValue::from_static("close"));
+                            r.headers_mut().insert(
+                                "connection",
+                                hyper::header::HeaderValue::from_static("close"),
+                            );
                         }
                         Ok::<_, std::convert::Infallible>(r)
                     }
                 });
-                tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc));
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc),
+                );
             }
         });
         (addr, accepted)
     }
 
     async fn n(link: &Link, addr: &str, path: &str) -> u64 {
-        let v: serde_json::Value =
-            call_json(hyper::Method::POST, addr, path, link, &(), Duration::from_secs(5))
-                .await
-                .unwrap();
+        let v: serde_json::Value = call_json(
+            hyper::Method::POST,
+            addr,
+            path,
+            link,
+            &(),
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
         v["n"].as_u64().unwrap()
     }
 
@@ -390,7 +404,11 @@ mod tests {
         for expected in 1..=5 {
             assert_eq!(n(&link, &addr, "/").await, expected);
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "five calls, one connection");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "five calls, one connection"
+        );
         // The peer closes the connection after this answer: the next call opens another.
         assert_eq!(n(&link, &addr, "/close").await, 6);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -411,7 +429,11 @@ mod tests {
         for _ in 0..4 {
             n(&link, &addr, "/").await;
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), before, "kept connections are reused");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            before,
+            "kept connections are reused"
+        );
         // A connection idle longer than IDLE is not used again.
         tokio::time::sleep(IDLE + Duration::from_millis(100)).await;
         n(&link, &addr, "/").await;

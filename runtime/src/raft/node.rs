@@ -394,7 +394,11 @@ impl Cluster {
             };
         for r in recorders {
             let error = written.as_ref().err().map(|e| e.to_string());
-            r.finish("raft propose (leader)".to_string(), opentelemetry::trace::SpanKind::Server, error);
+            r.finish(
+                "raft propose (leader)".to_string(),
+                opentelemetry::trace::SpanKind::Server,
+                error,
+            );
         }
         written
     }

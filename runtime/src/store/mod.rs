@@ -42,8 +42,8 @@ use uuid::Uuid;
 use crate::config::SyncMode;
 use crate::domain::decide::{IdempotencyKey, Stamped};
 use crate::domain::event::{Actor, Event};
-use crate::domain::row::Stored;
 use crate::domain::health::Health;
+use crate::domain::row::Stored;
 use crate::domain::state::State;
 use crate::domain::Stats;
 use crate::raft::data_dir::DataDir;
@@ -213,11 +213,11 @@ impl Store {
             max_pending: opts.max_pending_writes,
         };
         let (node, state) = Cluster::start(spec, durability, opts.node.clone(), loaded, writes)
-        .await
-        .map_err(|e| OpenError::Io {
-            path: dir.path().display().to_string(),
-            message: e.to_string(),
-        })?;
+            .await
+            .map_err(|e| OpenError::Io {
+                path: dir.path().display().to_string(),
+                message: e.to_string(),
+            })?;
         Ok(Store {
             dir,
             events,
@@ -306,7 +306,9 @@ impl Store {
     ) -> Result<Event, Refused> {
         match self.propose_stamped(command, actor, key).await? {
             crate::raft::Applied::Done(ev) => Ok(ev),
-            _ => Err(Refused::Storage("a write was answered as a transaction".into())),
+            _ => Err(Refused::Storage(
+                "a write was answered as a transaction".into(),
+            )),
         }
     }
 
@@ -326,7 +328,9 @@ impl Store {
             .await?
         {
             crate::raft::Applied::Together(events) => Ok(events),
-            _ => Err(Refused::Storage("a transaction was answered as one write".into())),
+            _ => Err(Refused::Storage(
+                "a transaction was answered as one write".into(),
+            )),
         }
     }
 
@@ -361,7 +365,10 @@ impl Store {
         let proposed = crate::clock::Instant::now();
         let answer = self.cluster.propose(stamped).await;
         let took = proposed.elapsed();
-        self.stats.stages.of(crate::domain::Stage::Raft).observe(took.as_secs_f64());
+        self.stats
+            .stages
+            .of(crate::domain::Stage::Raft)
+            .observe(took.as_secs_f64());
         if let (Some(r), Some(id)) = (recorder, span) {
             r.child("raft", id, r.context().span_id, proposed, proposed + took);
         }

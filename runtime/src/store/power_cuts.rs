@@ -50,7 +50,8 @@ fn spec() -> ServiceSpec {
 fn actor() -> Actor {
     Actor {
         name: "test".into(),
-        roles: vec![], action: None
+        roles: vec![],
+        action: None,
     }
 }
 
@@ -114,12 +115,7 @@ fn power_cuts_of_a_running_store_lose_no_acknowledged_write() {
                 let now = store
                     .get("Item", *id)
                     .and_then(|r| r.get("n").and_then(|n| n.as_i64()))
-                    .map(|n| {
-                        (
-                            n,
-                            store.get("Item", *id).unwrap().version(),
-                        )
-                    });
+                    .map(|n| (n, store.get("Item", *id).unwrap().version()));
                 let ok = now == k.acked || (k.maybe.is_some() && now == k.maybe);
                 assert!(
                     ok,

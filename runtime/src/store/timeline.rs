@@ -159,7 +159,9 @@ impl Timeline {
             };
             let log = lock_events(events);
             for seq in range.0..=range.1 {
-                let Some(bytes) = log.read(seq)? else { continue };
+                let Some(bytes) = log.read(seq)? else {
+                    continue;
+                };
                 let head: Head = serde_json::from_slice(&bytes)?;
                 let model = self.current(head.model.as_ref());
                 if !self.kept.contains(model) {
@@ -230,7 +232,12 @@ impl Timeline {
             .seen()
             .models
             .get(model)
-            .map(|l| l.range(after.saturating_add(1)..).take(limit).copied().collect())
+            .map(|l| {
+                l.range(after.saturating_add(1)..)
+                    .take(limit)
+                    .copied()
+                    .collect()
+            })
             .unwrap_or_default();
         let log = lock_events(events);
         let mut out = Vec::with_capacity(seqs.len());
@@ -262,9 +269,20 @@ impl Timeline {
                 Some(id) => seen
                     .records
                     .get(&id)
-                    .map(|l| l.iter().copied().filter(|s| *s > after && seen.audit.contains(s)).take(budget).collect())
+                    .map(|l| {
+                        l.iter()
+                            .copied()
+                            .filter(|s| *s > after && seen.audit.contains(s))
+                            .take(budget)
+                            .collect()
+                    })
                     .unwrap_or_default(),
-                None => seen.audit.range(after + 1..).copied().take(budget).collect(),
+                None => seen
+                    .audit
+                    .range(after + 1..)
+                    .copied()
+                    .take(budget)
+                    .collect(),
             }
         };
         let exhausted = candidates.len() < budget;
@@ -286,4 +304,3 @@ impl Timeline {
         Ok((out, (!exhausted).then_some(last)))
     }
 }
-

@@ -52,7 +52,9 @@ pub(super) struct Parent {
 impl Parent {
     pub(super) fn parse(value: &str) -> Option<Parent> {
         let hex = |s: &str, n: usize| {
-            s.len() == n && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            s.len() == n
+                && s.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         };
         let mut parts = value.trim().split('-');
         let (version, trace, span, flags) =
@@ -137,7 +139,6 @@ impl<'de> serde::Deserialize<'de> for Traced {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,6 +168,8 @@ mod tests {
             assert_eq!(Parent::parse(bad), None, "{bad}");
         }
         // A later version may carry more.
-        assert!(Parent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some());
+        assert!(
+            Parent::parse("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz").is_some()
+        );
     }
 }

@@ -29,9 +29,9 @@ use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
-pub use context::{Context, Traced};
-pub(crate) use context::{new_span_id, new_trace_id};
 use context::Parent;
+pub(crate) use context::{new_span_id, new_trace_id};
+pub use context::{Context, Traced};
 pub use recorder::{current, record, scoped, within, Recorder};
 
 /// The share of requests traced unless `[telemetry] sample_rate` says (the seed's).
@@ -203,11 +203,7 @@ impl Tracing {
 
     /// The recorder of a request to `path` that came with `traceparent`, if it is
     /// traced.
-    pub fn begin(
-        self: &Arc<Self>,
-        traceparent: Option<&str>,
-        path: &str,
-    ) -> Option<Arc<Recorder>> {
+    pub fn begin(self: &Arc<Self>, traceparent: Option<&str>, path: &str) -> Option<Arc<Recorder>> {
         if UNTRACED.iter().any(|p| path.starts_with(p)) {
             return None;
         }
@@ -295,7 +291,6 @@ fn ratio_says(trace_id: TraceId, rate: f64) -> bool {
     (low as f64) < rate * (1u64 << 63) as f64
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,7 +310,13 @@ mod tests {
             traces_url("http://collector:4318/otlp/v1/traces").as_deref(),
             Ok("http://collector:4318/otlp/v1/traces")
         );
-        for bad in ["https://collector:4318", "collector:4318", "http://", "http://:4318", "http://h:port"] {
+        for bad in [
+            "https://collector:4318",
+            "collector:4318",
+            "http://",
+            "http://:4318",
+            "http://h:port",
+        ] {
             assert!(traces_url(bad).is_err(), "{bad}");
         }
     }
@@ -328,7 +329,8 @@ mod tests {
         assert_eq!(share(1.0), 10_000);
         let tenth = share(0.1);
         assert!((800..1200).contains(&tenth), "{tenth}");
-        assert!(ids.iter().all(|id| ratio_says(*id, 0.3) == ratio_says(*id, 0.3)));
+        assert!(ids
+            .iter()
+            .all(|id| ratio_says(*id, 0.3) == ratio_says(*id, 0.3)));
     }
 }
-

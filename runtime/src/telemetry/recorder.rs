@@ -8,7 +8,9 @@ use std::time::SystemTime;
 
 use crate::clock::Instant;
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks, SpanProcessor};
 
@@ -90,7 +92,14 @@ impl Recorder {
     }
 
     /// Records the child `name` (id `id`, under `parent`) from `start` to `end`.
-    pub fn child(&self, name: &'static str, id: SpanId, parent: SpanId, start: Instant, end: Instant) {
+    pub fn child(
+        &self,
+        name: &'static str,
+        id: SpanId,
+        parent: SpanId,
+        start: Instant,
+        end: Instant,
+    ) {
         lock(&self.children).push(Child {
             name,
             id,
@@ -232,4 +241,3 @@ pub fn within<F: std::future::Future>(
 ) -> impl std::future::Future<Output = F::Output> {
     CURRENT.scope(recorder, fut)
 }
-

@@ -27,8 +27,8 @@ use std::sync::Arc;
 pub mod disk;
 pub mod slot;
 
-use disk::{Disk, DiskFile};
 use crate::histogram::Histogram;
+use disk::{Disk, DiskFile};
 
 /// Bytes of a record's header.
 const HEADER: u64 = 16;
@@ -506,10 +506,7 @@ impl Wal {
         let Some((first_new, _)) = entries.first() else {
             return Ok(());
         };
-        let bytes: u64 = entries
-            .iter()
-            .map(|(_, p)| HEADER + p.len() as u64)
-            .sum();
+        let bytes: u64 = entries.iter().map(|(_, p)| HEADER + p.len() as u64).sum();
         match self.next_index() {
             Some(next) if next == *first_new => {
                 // Offsets in a segment stay below 4 GiB.
@@ -908,7 +905,10 @@ mod tests {
         f.write_all_at(b"#", HEADER + 1).unwrap();
         drop(f);
         let wal = open().unwrap();
-        assert!(matches!(wal.read(finished[1]), Err(WalError::Damaged { .. })));
+        assert!(matches!(
+            wal.read(finished[1]),
+            Err(WalError::Damaged { .. })
+        ));
         assert!(wal.read(finished[1] + 1).is_ok());
         drop(wal);
         // Without its index the segment is read at open, and its damage refuses the open.
@@ -918,7 +918,10 @@ mod tests {
         f.write_all_at(b"n", HEADER + 1).unwrap();
         drop(f);
         assert_eq!(all(&open().unwrap()), expected);
-        assert!(d.join(index_name(finished[1])).exists(), "the index is written again");
+        assert!(
+            d.join(index_name(finished[1])).exists(),
+            "the index is written again"
+        );
 
         // An index of another length than its segment is not used: the segment is read,
         // and the bytes past its records refuse the open (they are not the log's end).

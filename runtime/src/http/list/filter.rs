@@ -126,7 +126,10 @@ impl Filter {
                 (SortKey::Time(micros), None)
             }
             Kind::Field(f) => match &f.ty {
-                FieldType::Int => (SortKey::num(raw.parse::<i64>().map_err(|_| bad())? as f64), None),
+                FieldType::Int => (
+                    SortKey::num(raw.parse::<i64>().map_err(|_| bad())? as f64),
+                    None,
+                ),
                 FieldType::Float => {
                     let x = raw.parse::<f64>().ok().filter(|x| x.is_finite());
                     (SortKey::num(x.ok_or_else(bad)?), None)
@@ -184,7 +187,9 @@ impl Filter {
 /// field, none of them `ne`, none on a `datetime` field ([`Filter::uses_index`]). The
 /// range holds exactly the entries of the values every filter passes: values of another
 /// kind and missing values are outside it.
-pub(super) fn bounds<'a>(filters: impl IntoIterator<Item = &'a Filter>) -> (Bound<Probe>, Bound<Probe>) {
+pub(super) fn bounds<'a>(
+    filters: impl IntoIterator<Item = &'a Filter>,
+) -> (Bound<Probe>, Bound<Probe>) {
     let (nil, max) = (Uuid::nil(), Uuid::max());
     let mut lo: Option<Probe> = None;
     let mut hi: Option<Probe> = None;

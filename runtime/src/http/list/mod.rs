@@ -266,15 +266,21 @@ impl ListQuery {
         let ids = if ordered.is_some() {
             None
         } else {
-            self.filters.iter().filter(|f| f.uses_index()).find_map(|first| {
-                let index = ms.index(&first.field)?;
-                let on_it = self
-                    .filters
-                    .iter()
-                    .filter(|f| f.field == first.field && f.uses_index());
-                let ids = index.entries.range(filter::bounds(on_it)).map(|((_, id), _)| *id);
-                Some(ids.collect())
-            })
+            self.filters
+                .iter()
+                .filter(|f| f.uses_index())
+                .find_map(|first| {
+                    let index = ms.index(&first.field)?;
+                    let on_it = self
+                        .filters
+                        .iter()
+                        .filter(|f| f.field == first.field && f.uses_index());
+                    let ids = index
+                        .entries
+                        .range(filter::bounds(on_it))
+                        .map(|((_, id), _)| *id);
+                    Some(ids.collect())
+                })
         };
         View {
             records: ms.records.clone(),
@@ -493,14 +499,20 @@ mod tests {
                 let id = Uuid::new_v4();
                 let mut r = serde_json::Map::new();
                 r.insert("id".into(), Value::String(id.to_string()));
-                r.insert("name".into(), Value::String(format!("n{}", rng.gen_range(0..(5 + round * 20)))));
+                r.insert(
+                    "name".into(),
+                    Value::String(format!("n{}", rng.gen_range(0..(5 + round * 20)))),
+                );
                 match rng.gen_range(0..5) {
                     0 => {}
                     1 => {
                         r.insert("n".into(), Value::Null);
                     }
                     2 => {
-                        r.insert("n".into(), json_f64(if rng.gen_bool(0.5) { -0.0 } else { 0.0 }));
+                        r.insert(
+                            "n".into(),
+                            json_f64(if rng.gen_bool(0.5) { -0.0 } else { 0.0 }),
+                        );
                     }
                     _ => {
                         r.insert("n".into(), json_f64(rng.gen_range(-3..3) as f64 / 2.0));
@@ -524,13 +536,33 @@ mod tests {
                 live.push(id);
             }
             let sorts = [
-                "", "&sort=created_at", "&sort=-created_at", "&sort=n", "&sort=-n",
-                "&sort=name", "&sort=-name", "&sort=on", "&sort=-on", "&sort=id", "&sort=-id",
+                "",
+                "&sort=created_at",
+                "&sort=-created_at",
+                "&sort=n",
+                "&sort=-n",
+                "&sort=name",
+                "&sort=-name",
+                "&sort=on",
+                "&sort=-on",
+                "&sort=id",
+                "&sort=-id",
             ];
             for sort in sorts {
-                for (offset, limit) in [(0, 1), (0, 20), (13, 7), (50, 100), (390, 20), (0, 1000), (5, 0)] {
-                    let q = ListQuery::parse(model, Some(&format!("limit={limit}&offset={offset}{sort}")))
-                        .unwrap();
+                for (offset, limit) in [
+                    (0, 1),
+                    (0, 20),
+                    (13, 7),
+                    (50, 100),
+                    (390, 20),
+                    (0, 1000),
+                    (5, 0),
+                ] {
+                    let q = ListQuery::parse(
+                        model,
+                        Some(&format!("limit={limit}&offset={offset}{sort}")),
+                    )
+                    .unwrap();
                     let fast = q.view(&state, model);
                     assert!(fast.ordered.is_some(), "{sort} should read an index");
                     let slow = View {
@@ -538,7 +570,11 @@ mod tests {
                         ..q.view(&state, model)
                     };
                     let (a, b) = (q.run(&fast), q.run(&slow));
-                    assert_eq!(ids(&a), ids(&b), "round {round}, sort {sort:?}, offset {offset}, limit {limit}");
+                    assert_eq!(
+                        ids(&a),
+                        ids(&b),
+                        "round {round}, sort {sort:?}, offset {offset}, limit {limit}"
+                    );
                     assert_eq!(a, b);
                 }
             }
@@ -565,7 +601,10 @@ mod tests {
             let id = Uuid::new_v4();
             let mut r = serde_json::Map::new();
             r.insert("id".into(), Value::String(id.to_string()));
-            r.insert("name".into(), Value::String(format!("n{}", rng.gen_range(0..40))));
+            r.insert(
+                "name".into(),
+                Value::String(format!("n{}", rng.gen_range(0..40))),
+            );
             match rng.gen_range(0..4) {
                 0 => {}
                 1 => {
@@ -618,13 +657,25 @@ mod tests {
             "created_at" => format!("2024-01-01T01:{:02}:00+01:00", rng.gen_range(0..11)),
             _ => format!("n{}", rng.gen_range(0..45)),
         };
-        let sorts = ["", "&sort=n", "&sort=-n", "&sort=name", "&sort=-name", "&sort=plain", "&sort=-created_at"];
+        let sorts = [
+            "",
+            "&sort=n",
+            "&sort=-n",
+            "&sort=name",
+            "&sort=-name",
+            "&sort=plain",
+            "&sort=-created_at",
+        ];
         let mut read_in_order = 0;
         for round in 0..300 {
             // Filters on one field (often the sort field) or on several.
             let sort = sorts[round % sorts.len()];
             let sorted_by = sort.trim_start_matches("&sort=").trim_start_matches('-');
-            let sorted_by = if sorted_by.is_empty() { "created_at" } else { sorted_by };
+            let sorted_by = if sorted_by.is_empty() {
+                "created_at"
+            } else {
+                sorted_by
+            };
             let mut filters = Vec::new();
             for _ in 0..rng.gen_range(1..4) {
                 let field = if rng.gen_bool(0.6) {
@@ -632,7 +683,11 @@ mod tests {
                 } else {
                     ["n", "name", "plain", "on", "created_at"][rng.gen_range(0..5)]
                 };
-                let op = if field == "on" { ops[rng.gen_range(0..2)] } else { ops[rng.gen_range(0..6)] };
+                let op = if field == "on" {
+                    ops[rng.gen_range(0..2)]
+                } else {
+                    ops[rng.gen_range(0..6)]
+                };
                 // Each filter parameter is taken once.
                 if !filters.iter().any(|(f, o, _)| (*f, *o) == (field, op)) {
                     filters.push((field, op, value(&mut rng, field)));
@@ -654,28 +709,47 @@ mod tests {
             let got: Value = serde_json::from_slice(&page).unwrap();
             assert_eq!(got["total"], json!(expected.len()), "{query}{sort}");
             let full = ids(&page);
-            assert_eq!(full.iter().cloned().collect::<std::collections::BTreeSet<_>>(), expected, "{query}{sort}");
+            assert_eq!(
+                full.iter()
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>(),
+                expected,
+                "{query}{sort}"
+            );
             // Pages, read as the view reads them and by the full sort of every row.
             for (offset, limit) in [(0, 3), (4, 10), (expected.len().saturating_sub(2), 5)] {
-                let q = ListQuery::parse(model, Some(&format!("limit={limit}&offset={offset}{sort}{query}"))).unwrap();
-                let slow = View { ordered: None, ids: None, ..q.view(&state, model) };
+                let q = ListQuery::parse(
+                    model,
+                    Some(&format!("limit={limit}&offset={offset}{sort}{query}")),
+                )
+                .unwrap();
+                let slow = View {
+                    ordered: None,
+                    ids: None,
+                    ..q.view(&state, model)
+                };
                 let page = q.run(&q.view(&state, model));
                 assert_eq!(page, q.run(&slow), "{query}{sort} at {offset}");
                 let expected: Vec<String> = full.iter().skip(offset).take(limit).cloned().collect();
                 assert_eq!(ids(&page), expected, "{query}{sort} at {offset}");
             }
         }
-        assert!(read_in_order > 50, "only {read_in_order} lists were read in index order");
+        assert!(
+            read_in_order > 50,
+            "only {read_in_order} lists were read in index order"
+        );
     }
 
     /// Filters a field's type cannot take are the client's mistake, each named.
     #[test]
     fn a_filter_the_field_cannot_take_is_a_400() {
-        let spec = item(r#"{"name": "name", "type": {"kind": "string"}},
+        let spec = item(
+            r#"{"name": "name", "type": {"kind": "string"}},
             {"name": "on", "type": {"kind": "bool"}},
             {"name": "born", "type": {"kind": "date"}},
             {"name": "at", "type": {"kind": "datetime"}},
-            {"name": "tags", "type": {"kind": "list", "item": {"kind": "string"}}}"#);
+            {"name": "tags", "type": {"kind": "list", "item": {"kind": "string"}}}"#,
+        );
         let model = spec.model("Item").unwrap();
         for (query, says) in [
             ("on[gt]=true", "takes eq and ne only"),
@@ -685,7 +759,10 @@ mod tests {
             ("born[lt]=2024-2-1", "is not a valid date"),
             ("born[gte]=+2024-01-01", "is not a valid date"),
             ("at[lt]=yesterday", "is not a valid RFC 3339 timestamp"),
-            ("created_at[gt]=2024-01-01", "is not a valid RFC 3339 timestamp"),
+            (
+                "created_at[gt]=2024-01-01",
+                "is not a valid RFC 3339 timestamp",
+            ),
             ("tags=a", "cannot be filtered on"),
             ("nope[gt]=1", "unknown query parameter `nope[gt]`"),
         ] {
@@ -693,7 +770,14 @@ mod tests {
             assert_eq!(e.status, 400, "{query}");
             assert!(e.detail.contains(says), "{query}: {}", e.detail);
         }
-        for query in ["name[gte]=a&name[lt]=b", "born[lte]=2024-01-01", "at[gt]=2024-01-01T00:00:00%2B02:00", "on[ne]=true", "created_at[gte]=2024-01-01T00:00:00Z", "updated_at[lt]=2024-01-01T00:00:00.5Z"] {
+        for query in [
+            "name[gte]=a&name[lt]=b",
+            "born[lte]=2024-01-01",
+            "at[gt]=2024-01-01T00:00:00%2B02:00",
+            "on[ne]=true",
+            "created_at[gte]=2024-01-01T00:00:00Z",
+            "updated_at[lt]=2024-01-01T00:00:00.5Z",
+        ] {
             assert!(ListQuery::parse(model, Some(query)).is_ok(), "{query}");
         }
     }
@@ -704,7 +788,11 @@ mod tests {
         let spec = item(r#"{"name": "at", "type": {"kind": "datetime"}, "indexed": true}"#);
         let model = spec.model("Item").unwrap();
         let mut state = State::new(&spec.spec);
-        for at in ["2024-01-01T10:00:00+02:00", "2024-01-01T09:00:00Z", "2024-01-01T07:30:00Z"] {
+        for at in [
+            "2024-01-01T10:00:00+02:00",
+            "2024-01-01T09:00:00Z",
+            "2024-01-01T07:30:00Z",
+        ] {
             let id = Uuid::new_v4();
             let r = json!({"id": id.to_string(), "at": at, "created_at": "2024-01-01T00:00:00.000000Z"});
             let ms = state.models.get_mut("Item").unwrap();
@@ -718,11 +806,13 @@ mod tests {
         // 10:00+02:00 is 08:00Z.
         assert_eq!(count("at[gte]=2024-01-01T08:00:00Z"), 2);
         assert_eq!(count("at=2024-01-01T08:00:00Z"), 1);
-        assert_eq!(count("at[lt]=2024-01-01T08:00:00Z&at[ne]=2024-01-01T07:30:00%2B00:00"), 0);
+        assert_eq!(
+            count("at[lt]=2024-01-01T08:00:00Z&at[ne]=2024-01-01T07:30:00%2B00:00"),
+            0
+        );
     }
 
     fn json_f64(x: f64) -> Value {
         serde_json::Number::from_f64(x).map(Value::Number).unwrap()
     }
-
 }
