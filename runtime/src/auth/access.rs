@@ -5,11 +5,12 @@
 //! pseudo-role `owner`).
 //!
 //! The endpoints build an [`Access`] per request from the route's model and operation and
-//! the caller (a get takes it from the few a worker keeps, [`Access::with`]). It hides fields from every answer built from records (the mask is applied
-//! where the JSON is rendered, so a hidden value is never serialized), refuses filters
-//! and sorts on hidden fields (403, so a filter cannot be used as an oracle), refuses
-//! writes of fields the caller may not set (403 naming them), and narrows lists and item
-//! operations to the caller's own records.
+//! the caller (a get takes it from the few a worker keeps, [`Access::with`]). It hides
+//! fields from every answer built from records (the mask is applied where the JSON is
+//! rendered, so a hidden value is never serialized), refuses filters and sorts on hidden
+//! fields (403, so a filter cannot be used as an oracle), refuses writes of fields the
+//! caller may not set (403 naming them), and narrows lists and item operations to the
+//! caller's own records.
 
 use std::cell::RefCell;
 use std::sync::Arc;

@@ -100,7 +100,7 @@ fn answer_now<B>(app: &App, facts: &Facts, req: &Request<B>) -> Option<Result<Re
         return None;
     };
     // The headers most gets do not carry are looked up only when the front saw them.
-    let carries = |h| super::facts::may_carry(Some(facts), h);
+    let carries = |h| facts.may_carry(h);
     if req.uri().query().is_some() || carries(Seen::CONSISTENCY) {
         match cluster::wants_linearizable(req.uri().query(), req.headers()) {
             Ok(false) => {}

@@ -39,6 +39,20 @@ impl Facts {
             ..Facts::default()
         }
     }
+
+    /// Whether the request may carry the header `h`: false only when the front found that
+    /// it does not.
+    pub fn may_carry(&self, h: Seen) -> bool {
+        self.seen.is_none_or(|s| s.0 & h.0 != 0)
+    }
+
+    /// Who the request is from: the caller authentication found, or anonymous.
+    pub fn caller(&self) -> &Principal {
+        match self.principal.as_deref() {
+            Some(p) => p,
+            None => Principal::shared_anonymous(),
+        }
+    }
 }
 
 /// The headers a later stage looks for that few requests carry, noted by the front in
@@ -86,12 +100,6 @@ impl Seen {
     }
 }
 
-/// Whether a request may carry the header `h`: false only when the front found that it
-/// does not.
-pub fn may_carry(facts: Option<&Facts>, h: Seen) -> bool {
-    facts.and_then(|f| f.seen).is_none_or(|s| s.0 & h.0 != 0)
-}
-
 /// The facts a request carries in its extensions (a tower service's request), if any.
 #[cfg(any(test, feature = "testing"))]
 pub fn of(ext: &Extensions) -> Option<&Facts> {
@@ -121,12 +129,4 @@ pub fn route(ext: &Extensions) -> Option<&Route> {
 #[cfg(any(test, feature = "testing"))]
 pub fn principal(ext: &Extensions) -> Option<&Arc<Principal>> {
     of(ext).and_then(|f| f.principal.as_ref())
-}
-
-/// Who a request with `facts` is from: the caller authentication found, or anonymous.
-pub fn caller(facts: Option<&Facts>) -> &Principal {
-    match facts.and_then(|f| f.principal.as_deref()) {
-        Some(p) => p,
-        None => Principal::shared_anonymous(),
-    }
 }

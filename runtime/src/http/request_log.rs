@@ -74,7 +74,7 @@ impl<B: Send + 'static> Step<B> for RequestLogStage {
         let method = req.method().clone();
         let uri = req.uri().clone();
         let headers = req.headers();
-        let carries = |h| super::facts::may_carry(Some(facts), h);
+        let carries = |h| facts.may_carry(h);
         let size: u64 = carries(Seen::CONTENT_LENGTH)
             .then(|| {
                 headers

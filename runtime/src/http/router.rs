@@ -399,7 +399,7 @@ pub struct Authorize {
 impl<B: Send + 'static> Step<B> for Authorize {
     fn run(&self, next: &dyn Next<B>, req: Request<B>, facts: &mut Facts) -> Reply {
         let route = facts.route.as_ref();
-        let who = super::facts::caller(Some(facts));
+        let who = facts.caller();
         if let Some(roles) = plane_roles(&self.planes, route) {
             let what = match route {
                 Some(Route::Metrics) => "read the metrics",
