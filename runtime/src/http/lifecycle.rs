@@ -31,6 +31,18 @@ use crate::validate::METADATA;
 const MAX_LIMIT: usize = 1000;
 /// Entries in one answer unless `limit` says otherwise.
 const DEFAULT_LIMIT: usize = 100;
+
+/// A history's or the audit log's `limit`: a whole number from 1 to [`MAX_LIMIT`].
+fn limit_of(v: &str) -> Result<usize, ApiError> {
+    v.parse()
+        .ok()
+        .filter(|l| (1..=MAX_LIMIT).contains(l))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "limit must be a whole number from 1 to {MAX_LIMIT}"
+            ))
+        })
+}
 /// Most audit events one request looks at (a filter that matches little answers a
 /// cursor to go on from).
 const AUDIT_BUDGET: usize = 10_000;
@@ -155,17 +167,7 @@ pub(crate) fn history(
     let mut before = u64::MAX;
     for (k, v) in pairs(query)? {
         match k.as_str() {
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "limit must be a whole number from 1 to {MAX_LIMIT}"
-                        ))
-                    })?
-            }
+            "limit" => limit = limit_of(&v)?,
             // Checked by the endpoint (`?consistency=local|linearizable`).
             "consistency" => {}
             "before" => {
@@ -284,17 +286,7 @@ pub(crate) fn audit(
             "principal" => principal = Some(v),
             "since" => since = Some(instant("since", &v)?),
             "until" => until = Some(instant("until", &v)?),
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=MAX_LIMIT).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "limit must be a whole number from 1 to {MAX_LIMIT}"
-                        ))
-                    })?
-            }
+            "limit" => limit = limit_of(&v)?,
             "cursor" => {
                 cursor = v.parse().map_err(|_| {
                     ApiError::bad_request("cursor must be a next_cursor this log gave")

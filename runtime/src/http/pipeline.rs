@@ -363,6 +363,21 @@ mod tests {
         }
     }
 
+    /// The stages before the router, around the test endpoint, with the firewall `fw`
+    /// (no CORS, a 5 s deadline, the default telemetry).
+    fn behind(
+        fw: Firewall,
+    ) -> impl Service<Request<()>, Response = Resp, Error = Infallible, Future: Send> + Next<()> + Clone
+    {
+        outer(
+            endpoint(),
+            fw,
+            &[],
+            Duration::from_secs(5),
+            Default::default(),
+        )
+    }
+
     #[tokio::test]
     async fn deny_wins_over_allow_and_allow_keeps_everyone_else_out() {
         let fw = with(FirewallConfig {
@@ -370,13 +385,7 @@ mod tests {
             deny: cidrs(&["127.0.0.66/32"]),
             ..Default::default()
         });
-        let svc = outer(
-            endpoint(),
-            fw,
-            &[],
-            Duration::from_secs(5),
-            Default::default(),
-        );
+        let svc = behind(fw);
         assert_eq!(status(&svc, request("127.0.0.5:9", "/x", &[])).await.0, 200);
         let (code, r) = status(&svc, request("127.0.0.66:9", "/x", &[])).await;
         assert_eq!(code, 403);
@@ -401,13 +410,7 @@ mod tests {
             trusted_proxies: cidrs(&["127.0.0.2/32", "10.0.0.0/8"]),
             ..Default::default()
         });
-        let svc = outer(
-            endpoint(),
-            fw,
-            &[],
-            Duration::from_secs(5),
-            Default::default(),
-        );
+        let svc = behind(fw);
         let spoof = [("x-forwarded-for", "198.51.100.7")];
         let denied = [("x-forwarded-for", "203.0.113.9, 10.0.0.4")];
         // From anyone else, the header is ignored: the socket's peer decides.
@@ -442,13 +445,7 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = outer(
-            endpoint(),
-            fw.clone(),
-            &[],
-            Duration::from_secs(5),
-            Default::default(),
-        );
+        let svc = behind(fw.clone());
         for left in (0..3).rev() {
             let (code, r) = status(&svc, request("127.0.0.9:1", "/x", &[])).await;
             assert_eq!(code, 200);
@@ -497,13 +494,7 @@ mod tests {
             &config,
             vec!["127.0.0.7".parse().unwrap_or([127, 0, 0, 7].into())],
         ));
-        let svc = outer(
-            endpoint(),
-            fw,
-            &[],
-            Duration::from_secs(5),
-            Default::default(),
-        );
+        let svc = behind(fw);
         for _ in 0..5 {
             assert_eq!(status(&svc, request("127.0.0.7:1", "/x", &[])).await.0, 200);
         }
@@ -518,13 +509,7 @@ mod tests {
             },
             ..Default::default()
         });
-        let svc = outer(
-            endpoint(),
-            fw.clone(),
-            &[],
-            Duration::from_secs(5),
-            Default::default(),
-        );
+        let svc = behind(fw.clone());
         for i in 0..200u32 {
             let from = format!("127.0.{}.{}:1", i / 250, i % 250 + 1);
             assert_eq!(status(&svc, request(&from, "/x", &[])).await.0, 200);
